@@ -1,0 +1,66 @@
+"""The FastAPI application: Segment and Customer.io front doors, admin API, health and metrics."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from api import admin, customerio, segment
+from api.deps import CustomerIOAuthError
+from store.db import make_engine
+from store.migrate import upgrade
+from store.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.policy  # a bad journeys.toml stops start-up here, naming the key
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine = make_engine(settings.database_url)
+        if settings.auto_migrate:
+            upgrade(engine)
+        app.state.engine = engine
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
+                  description="Anonymous intent → identity merge → durable journeys on Temporal.")
+    app.state.settings = settings
+    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
+                       allow_headers=["*"], max_age=86400)
+    app.include_router(segment.router)
+    app.include_router(customerio.router)
+    app.include_router(admin.router)
+
+    @app.exception_handler(CustomerIOAuthError)
+    async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:
+        return customerio.cio_error(401, "unauthorized: HTTP Basic site_id:api_key did not match")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        if request.url.path.startswith("/api/v1"):
+            return customerio.cio_error(400, *problems)
+        return JSONResponse({"detail": problems}, status_code=400)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz(request: Request) -> dict:
+        with request.app.state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,231 @@
+"""Customer.io Track API v1 front door (`/api/v1/*`), mapped onto the same ingest core as Segment."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from api.body import BadBody, dumps, read_json
+from api.deps import get_engine, get_settings, require_cio
+from api.segment import EARLIEST, LATEST, MAX_ID, BODY_SCHEMA, InvalidMessage
+from store.db import transaction
+from store.identity import (
+    attach_identifier,
+    delete_person,
+    find_person,
+    merge_people,
+    new_person,
+    InvalidIdentifier,
+    normalise_email,
+)
+from store.ingest import Incoming, Quarantined, ingest, quarantine
+from store.models import Person, utcnow
+from store.settings import Settings
+
+router = APIRouter(prefix="/api/v1", tags=["customer.io"], dependencies=[Depends(require_cio)])
+CustomerId = Path(min_length=1, max_length=MAX_ID, description="The customer's id, or their email address")
+
+
+def cio_error(status: int, *errors: str) -> JSONResponse:
+    return JSONResponse({"meta": {"errors": list(errors)}}, status_code=status)
+
+
+def _identifier_kind(customer_id: str) -> tuple[str, str]:
+    """Customer.io lets the path identifier be an id or an email address."""
+    if "@" in customer_id:
+        try:
+            return "email", normalise_email(customer_id)
+        except InvalidIdentifier:
+            pass
+    return "user_id", customer_id
+
+
+def _unix_time(value: object, received_at: datetime) -> datetime:
+    if value is None:
+        return received_at
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidMessage("timestamp must be a unix timestamp in seconds")
+    try:
+        moment = datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        raise InvalidMessage("timestamp is out of range") from None
+    if not EARLIEST <= moment < LATEST:
+        raise InvalidMessage(f"timestamp {moment.isoformat()} is out of range (1970–2100)")
+    return moment
+
+
+async def _body(request: Request) -> dict:
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise BadBody("request body must be a JSON object")
+    return body
+
+
+def _event(body: dict, received_at: datetime, **ids) -> Incoming:
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidMessage("name is required")
+    if len(name) > MAX_ID:
+        raise InvalidMessage(f"name is {len(name)} characters long; the limit is {MAX_ID}")
+    data = body.get("data") or {}
+    if not isinstance(data, dict):
+        raise InvalidMessage("data must be an object")
+    kind = body.get("type") or "event"
+    if kind not in ("event", "page", "screen"):
+        raise InvalidMessage("type must be event, page or screen")
+    message_id = body.get("id")
+    if message_id is not None and (not isinstance(message_id, str) or len(message_id) > MAX_ID):
+        raise InvalidMessage(f"id must be a string of at most {MAX_ID} characters")
+    call = "track" if kind == "event" else kind
+    properties = data if call == "track" else {**data, "name": name}
+    original = name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
+    return Incoming(type=call, original_name=original, message_id=message_id or "", properties=properties,
+                    timestamp=_unix_time(body.get("timestamp"), received_at), received_at=received_at,
+                    source="server", **ids)
+
+
+async def _ingest(request: Request, settings: Settings, engine: Engine, build) -> JSONResponse:
+    """Parse with `build(body, received_at)`; store it, or quarantine it and answer 400 naming the problem."""
+    try:
+        body = await _body(request)
+    except BadBody as exc:
+        return cio_error(exc.status, exc.message)
+    received_at = utcnow()
+    try:
+        message = build(body, received_at)
+    except InvalidMessage as exc:
+        await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
+        return cio_error(400, str(exc))
+    await run_in_threadpool(ingest, engine, [message], settings.policy, api="customerio",
+                            endpoint=request.url.path, phone_region=settings.default_phone_region)
+    return JSONResponse({})
+
+
+def _quarantine(engine: Engine, endpoint: str, reason: str, body: object) -> None:
+    with transaction(engine) as session:
+        quarantine(session, "customerio", endpoint, [Quarantined(reason, dumps(body))])
+
+
+@router.put("/customers/{customer_id}", openapi_extra=BODY_SCHEMA, summary="Identify a customer")
+async def identify_customer(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
+                            engine: Engine = Depends(get_engine)) -> JSONResponse:
+    kind, value = _identifier_kind(customer_id)
+
+    def build(body: dict, received_at: datetime) -> Incoming:
+        traits = {k: v for k, v in body.items() if k not in ("anonymous_id", "_update", "id")}
+        if kind == "email":
+            traits.setdefault("email", value)
+        anonymous_id = body.get("anonymous_id")
+        if anonymous_id is not None and (not isinstance(anonymous_id, str) or len(anonymous_id) > MAX_ID):
+            raise InvalidMessage(f"anonymous_id must be a string of at most {MAX_ID} characters")
+        return Incoming(type="identify", original_name="Identify", properties=traits, timestamp=received_at,
+                        received_at=received_at, source="server", anonymous_id=anonymous_id or None,
+                        **{kind: value})
+
+    return await _ingest(request, settings, engine, build)
+
+
+@router.post("/customers/{customer_id}/events", openapi_extra=BODY_SCHEMA, summary="Track a customer event")
+async def customer_event(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
+                         engine: Engine = Depends(get_engine)) -> JSONResponse:
+    kind, value = _identifier_kind(customer_id)
+
+    def build(body: dict, received_at: datetime) -> Incoming:
+        return _event(body, received_at, **{kind: value})
+
+    return await _ingest(request, settings, engine, build)
+
+
+@router.post("/events", openapi_extra=BODY_SCHEMA, summary="Track an anonymous event")
+async def anonymous_event(request: Request, settings: Settings = Depends(get_settings),
+                          engine: Engine = Depends(get_engine)) -> JSONResponse:
+    def build(body: dict, received_at: datetime) -> Incoming:
+        anonymous_id = body.get("anonymous_id")
+        if not isinstance(anonymous_id, str) or not anonymous_id or len(anonymous_id) > MAX_ID:
+            raise InvalidMessage(f"anonymous_id is required (a string of at most {MAX_ID} characters)")
+        return _event(body, received_at, anonymous_id=anonymous_id)
+
+    return await _ingest(request, settings, engine, build)
+
+
+def _lookup(session, reference: object) -> str | None:
+    if not isinstance(reference, dict):
+        raise InvalidMessage("primary and secondary must be objects with id or email")
+    if isinstance(reference.get("email"), str):
+        return find_person(session, email=reference["email"])
+    if isinstance(reference.get("id"), (str, int)):
+        kind, value = _identifier_kind(str(reference["id"]))
+        return find_person(session, **{kind: value})
+    raise InvalidMessage("primary and secondary must each carry id or email")
+
+
+@router.post("/merge_customers", openapi_extra=BODY_SCHEMA, summary="Merge two customers")
+async def merge_customers(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
+    try:
+        body = await _body(request)
+    except BadBody as exc:
+        return cio_error(exc.status, exc.message)
+
+    def merge() -> None:
+        with transaction(engine) as session:
+            primary = _lookup(session, body.get("primary"))
+            secondary = _lookup(session, body.get("secondary"))
+            if primary and secondary:
+                merge_people(session, primary, secondary)
+            elif secondary:
+                # The primary is new to us: the secondary's profile takes on the primary's identifier.
+                reference = body["primary"]
+                kind, value = ("email", normalise_email(reference["email"])) if "email" in reference \
+                    else _identifier_kind(str(reference["id"]))
+                attach_identifier(session, secondary, kind, value)
+
+    try:
+        await run_in_threadpool(merge)
+    except (InvalidMessage, InvalidIdentifier) as exc:
+        return cio_error(400, str(exc))
+    return JSONResponse({})
+
+
+@router.delete("/customers/{customer_id}", summary="Delete a customer and all their data")
+async def delete_customer(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
+    kind, value = _identifier_kind(customer_id)
+
+    def remove() -> None:
+        with transaction(engine) as session:
+            person_id = find_person(session, **{kind: value})
+            if person_id:
+                delete_person(session, person_id)
+
+    await run_in_threadpool(remove)
+    return JSONResponse({})
+
+
+def _set_suppressed(engine: Engine, customer_id: str, suppressed: bool) -> None:
+    kind, value = _identifier_kind(customer_id)
+    with transaction(engine) as session:
+        person_id = find_person(session, **{kind: value})
+        if person_id is None:
+            if not suppressed:
+                return
+            # Suppressing someone we have not met yet still has to hold when they arrive.
+            person_id = new_person(session, utcnow()).id
+            attach_identifier(session, person_id, kind, value)
+        person = session.get(Person, person_id)
+        person.suppressed = suppressed
+        person.updated_at = utcnow()
+
+
+@router.post("/customers/{customer_id}/suppress", summary="Suppress a customer: they get no messages")
+async def suppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
+    await run_in_threadpool(_set_suppressed, engine, customer_id, True)
+    return JSONResponse({})
+
+
+@router.post("/customers/{customer_id}/unsuppress", summary="Lift a customer's suppression")
+async def unsuppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
+    await run_in_threadpool(_set_suppressed, engine, customer_id, False)
+    return JSONResponse({})

@@ -1,0 +1,67 @@
+"""Dependencies injected into routes: the store engine, the settings, the policy and the three kinds of auth."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy import Engine
+
+from journeys.policy import Policy
+from store.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_policy(settings: Settings = Depends(get_settings)) -> Policy:
+    return settings.policy
+
+
+def matches_any(candidate: str, secrets: list[str]) -> bool:
+    """Constant-time comparison against every configured secret (no early exit on a match)."""
+    found = False
+    for secret in secrets:
+        found |= hmac.compare_digest(candidate.encode(), secret.encode())
+    return found
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, _, password = decoded.partition(":")
+    return user, password
+
+
+def require_admin(request: Request, settings: Settings = Depends(get_settings)) -> None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not settings.admin_token or not matches_any(token.strip(), [settings.admin_token]):
+        raise HTTPException(401, "admin routes need 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+class CustomerIOAuthError(Exception):
+    """Raised for a wrong or missing Customer.io site id / API key; rendered in Customer.io's error shape."""
+
+
+def require_cio(request: Request, settings: Settings = Depends(get_settings)) -> None:
+    credentials = basic_credentials(request)
+    if (
+        credentials is None
+        or not settings.cio_site_id
+        or not (matches_any(credentials[0], [settings.cio_site_id]) & matches_any(credentials[1], [settings.cio_api_key]))
+    ):
+        raise CustomerIOAuthError()

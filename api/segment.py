@@ -1,0 +1,221 @@
+"""Segment HTTP Tracking API front door (`/v1/*`), analytics.js short paths included."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from api.body import MESSAGE_LIMIT, BadBody, dumps, read_json
+from api.deps import basic_credentials, get_engine, get_settings, matches_any
+from journeys import taxonomy
+from store.ingest import Incoming, Quarantined, ingest
+from store.models import utcnow
+from store.settings import Settings
+
+CALLS = {"identify": "i", "track": "t", "page": "p", "screen": "s", "alias": "a", "group": "g"}
+SERVER_LIBRARIES = ("analytics-python", "analytics-node", "analytics-ruby", "analytics-go", "analytics-java",
+                    "analytics-php", "analytics.net", "analytics-rust", "@segment/analytics-node")
+MAX_ID = 255
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
+BODY_SCHEMA = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+    "text/plain": {"schema": {"type": "string"}},
+}}}
+
+
+class InvalidMessage(ValueError):
+    pass
+
+
+def _identifier(item: dict, key: str, required: bool = False) -> str | None:
+    value = item.get(key)
+    if value is None or value == "":
+        if required:
+            raise InvalidMessage(f"{key} is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise InvalidMessage(f"{key} must be a string")
+    value = str(value)
+    if len(value) > MAX_ID:
+        raise InvalidMessage(f"{key} is {len(value)} characters long; the limit is {MAX_ID}")
+    return value
+
+
+def _object(item: dict, key: str) -> dict:
+    value = item.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidMessage(f"{key} must be an object")
+    return value
+
+
+def parse_time(value: object, key: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{key} must be an ISO-8601 string")
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise InvalidMessage(f"{key} {value[:40]!r} is not an ISO-8601 date") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, received_at: datetime) -> datetime:
+    """Correct the device clock: timestamp = receivedAt − (sentAt − timestamp)."""
+    if timestamp is None:
+        return received_at
+    try:
+        corrected = received_at - (sent_at - timestamp) if sent_at else timestamp
+    except OverflowError:
+        raise InvalidMessage("timestamp is out of range") from None
+    if not EARLIEST <= corrected < LATEST:
+        raise InvalidMessage(f"timestamp {corrected.isoformat()} is out of range (1970–2100)")
+    return corrected.astimezone(timezone.utc)
+
+
+def event_source(context: dict) -> str:
+    """`context.source` when the sender says; otherwise server for server-side libraries."""
+    explicit = context.get("source")
+    if explicit in ("client", "server"):
+        return explicit
+    library = context.get("library")
+    name = str(library.get("name", "")).lower() if isinstance(library, dict) else ""
+    return "server" if name.startswith(SERVER_LIBRARIES) else "client"
+
+
+def parse_message(item: object, call: str | None, received_at: datetime,
+                  batch_context: dict | None = None, batch_sent_at: object = None) -> Incoming:
+    """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong."""
+    if not isinstance(item, dict):
+        raise InvalidMessage("message must be a JSON object")
+    size = len(dumps(item).encode())
+    if size > MESSAGE_LIMIT:
+        raise InvalidMessage(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
+    kind = call or item.get("type")
+    if kind not in CALLS:
+        raise InvalidMessage(f"type must be one of {', '.join(CALLS)}; got {str(kind)[:40]!r}")
+    message_id = _identifier(item, "messageId")
+    context = {**(batch_context or {}), **_object(item, "context")}
+    user_id = _identifier(item, "userId", required=kind == "alias")
+    anonymous_id = _identifier(item, "anonymousId")
+    if kind != "alias" and not (user_id or anonymous_id):
+        raise InvalidMessage("userId or anonymousId is required")
+    properties = _object(item, "traits" if kind in ("identify", "group") else "properties")
+    previous_id = _identifier(item, "previousId", required=kind == "alias")
+    if kind == "track":
+        name = item.get("event")
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidMessage("event is required for track calls")
+        if len(name) > MAX_ID:
+            raise InvalidMessage(f"event name is {len(name)} characters long; the limit is {MAX_ID}")
+        name = name.strip()
+    elif kind in ("page", "screen"):
+        name = taxonomy.PAGE_VIEWED if kind == "page" else taxonomy.SCREEN_VIEWED
+        if isinstance(item.get("name"), str) and item["name"]:
+            properties = {**properties, "name": item["name"][:MAX_ID]}
+    elif kind == "group":
+        name = taxonomy.GROUP
+        properties = {**properties, "groupId": _identifier(item, "groupId", required=True)}
+    else:
+        name = taxonomy.IDENTIFY if kind == "identify" else taxonomy.ALIAS
+    timestamp = parse_time(item.get("timestamp") or item.get("originalTimestamp"), "timestamp")
+    sent_at = parse_time(item.get("sentAt", batch_sent_at), "sentAt")
+    return Incoming(
+        type=kind,
+        original_name=name,
+        message_id=message_id or "",
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        previous_id=previous_id,
+        properties=properties,
+        context=context,
+        timestamp=corrected_timestamp(timestamp, sent_at, received_at),
+        received_at=received_at,
+        source=event_source(context),
+    )
+
+
+def _error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"success": False, "error": message, **extra}, status_code=status)
+
+
+def _authorised(write_key: object, settings: Settings) -> bool:
+    return isinstance(write_key, str) and bool(settings.write_keys) and matches_any(write_key, settings.write_keys)
+
+
+async def receive(request: Request, call: str | None, settings: Settings, engine: Engine) -> JSONResponse:
+    credentials = basic_credentials(request)
+    if request.headers.get("authorization") and not (credentials and _authorised(credentials[0], settings)):
+        return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
+    try:
+        body = await read_json(request)
+    except BadBody as exc:
+        return _error(exc.status, exc.message)
+    if not isinstance(body, dict):
+        return _error(400, "request body must be a JSON object")
+    if credentials is None and not _authorised(body.get("writeKey"), settings):
+        return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
+
+    received_at = utcnow()
+    if call is None:
+        items = body.get("batch")
+        if not isinstance(items, list):
+            return _error(400, "batch must be an array of messages")
+        batch_context = body.get("context") if isinstance(body.get("context"), dict) else None
+        batch_sent_at = body.get("sentAt")
+    else:
+        items, batch_context, batch_sent_at = [body], None, None
+
+    valid: list[Incoming] = []
+    rejected: list[Quarantined] = []
+    errors: list[dict] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append(parse_message(item, call, received_at, batch_context, batch_sent_at))
+        except InvalidMessage as exc:
+            message_id = item.get("messageId") if isinstance(item, dict) else None
+            where = f"batch[{index}]: " if call is None else ""
+            rejected.append(Quarantined(f"{where}{exc}", dumps(item), str(message_id) if message_id else None))
+            errors.append({"index": index, "messageId": message_id, "error": str(exc)})
+    if errors and request.headers.get("x-strict-mode") == "1":
+        return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
+
+    result = await run_in_threadpool(
+        ingest, engine, valid, settings.policy, api="segment", endpoint=request.url.path,
+        rejected=rejected, phone_region=settings.default_phone_region,
+    )
+    return JSONResponse(
+        {"success": True},
+        headers={
+            "X-Breadcrumb-Stored": str(len(result.stored)),
+            "X-Breadcrumb-Duplicates": str(result.duplicates),
+            "X-Breadcrumb-Rejected": str(len(rejected)),
+        },
+    )
+
+
+router = APIRouter(prefix="/v1", tags=["segment"])
+
+
+def _route(call: str | None):
+    async def endpoint(request: Request, settings: Settings = Depends(get_settings),
+                       engine: Engine = Depends(get_engine)) -> JSONResponse:
+        return await receive(request, call, settings, engine)
+
+    endpoint.__name__ = f"segment_{call or 'batch'}"
+    return endpoint
+
+
+for _call, _short in CALLS.items():
+    for _path in (f"/{_call}", f"/{_short}"):
+        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=BODY_SCHEMA,
+                             operation_id=f"segment_{_path.strip('/')}", summary=f"Segment {_call}")
+for _path in ("/batch", "/b", "/import"):
+    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=BODY_SCHEMA,
+                         operation_id=f"segment_{_path.strip('/')}", summary="Segment batch")

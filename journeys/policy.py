@@ -1,0 +1,178 @@
+"""Journey policy: the marketer-owned knobs, loaded from TOML and validated by pydantic.
+
+A wrong key or value is an error at start-up that names the key, never a silent default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from journeys import taxonomy
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """`"90s"`, `"30m"`, `"4h"`, `"1d"`, `"1h30m"` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and any(match.groups()):
+            days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+            return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    raise ValueError(f"invalid duration {value!r}: use e.g. '90s', '30m', '4h', '1d' or '1h30m'")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+JourneyName = Literal["cart_recovery", "browse_recovery", "welcome"]
+JOURNEY_NAMES: tuple[JourneyName, ...] = ("cart_recovery", "browse_recovery", "welcome")
+SourceOfTruth = Literal["client", "server", "any"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Step(_Strict):
+    """One message of a journey: wait `delay` after the previous step, then send `template`."""
+
+    delay: Duration
+    template: str = Field(min_length=1)
+    channel: Literal["email", "sms", "outbox"] = "email"
+
+
+class Journey(_Strict):
+    steps: list[Step] = Field(min_length=1)
+    reentry_cooldown: Duration = timedelta(0)
+
+
+class QuietHours(_Strict):
+    """Local-time window in which nothing is sent; `start` after `end` spans midnight."""
+
+    start: time = time(21, 0)
+    end: time = time(8, 0)
+    enabled: bool = True
+
+
+class Intent(_Strict):
+    """Browse intent: weighted event counts inside a lookback window."""
+
+    lookback: Duration = timedelta(days=7)
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            taxonomy.PRODUCT_VIEWED: 1.0,
+            taxonomy.COLLECTION_VIEWED: 0.5,
+            taxonomy.QUIZ_ANSWERED: 2.0,
+            "Size Guide Viewed": 1.5,
+            taxonomy.REMOVED_FROM_CART: 0.5,
+        }
+    )
+
+    @field_validator("weights")
+    @classmethod
+    def _canonical_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        return {taxonomy.canonical_name(name): weight for name, weight in weights.items()}
+
+
+def _default_journeys() -> dict[str, Journey]:
+    def series(prefix: str, *delays: str) -> Journey:
+        return Journey(steps=[Step(delay=d, template=f"{prefix}_{i}") for i, d in enumerate(delays, 1)])
+
+    return {
+        "cart_recovery": series("cart_recovery", "1h", "24h", "48h"),
+        "browse_recovery": series("browse_recovery", "2h", "48h").model_copy(update={"reentry_cooldown": timedelta(days=7)}),
+        "welcome": series("welcome", "5m", "2d", "4d"),
+    }
+
+
+class Policy(_Strict):
+    """Everything a journey decision depends on. Loaded once per process; handed to workflows."""
+
+    cart_min_value: float = Field(default=50.0, ge=0)
+    browse_intent_threshold: float = Field(default=5.0, ge=0)
+    intent: Intent = Intent()
+    min_hours_between_messages: float = Field(default=20.0, ge=0)
+    quiet_hours: QuietHours = QuietHours()
+    default_timezone: str = "UTC"
+    attribution_window: Duration = timedelta(days=5)
+    merge_window: Duration = timedelta(days=30)
+    identify_events: list[str] = Field(
+        default_factory=lambda: [taxonomy.EMAIL_CAPTURED, "SMS Captured", "Account Created", taxonomy.CHECKOUT_STARTED]
+    )
+    source_of_truth: dict[str, SourceOfTruth] = Field(default_factory=dict)
+    duplicate_window: Duration = timedelta(minutes=10)
+    hub_idle_timeout: Duration = timedelta(days=3)
+    holdout_percent: float = Field(default=0.0, ge=0, le=100)
+    journeys: dict[JourneyName, Journey] = Field(default_factory=_default_journeys)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {name!r}") from None
+        return name
+
+    @field_validator("identify_events")
+    @classmethod
+    def _canonical_identify_events(cls, names: list[str]) -> list[str]:
+        return [taxonomy.canonical_name(n) for n in names]
+
+    @field_validator("source_of_truth")
+    @classmethod
+    def _canonical_sources(cls, sources: dict[str, SourceOfTruth]) -> dict[str, SourceOfTruth]:
+        return {taxonomy.canonical_name(n): s for n, s in sources.items()}
+
+    @model_validator(mode="after")
+    def _every_journey_defined(self) -> "Policy":
+        missing = [name for name in JOURNEY_NAMES if name not in self.journeys]
+        if missing:
+            raise ValueError(f"journeys.{missing[0]} is not defined")
+        return self
+
+    @property
+    def min_time_between_messages(self) -> timedelta:
+        return timedelta(hours=self.min_hours_between_messages)
+
+    def source_of_truth_for(self, canonical_event: str) -> SourceOfTruth:
+        return self.source_of_truth.get(canonical_event, "any")
+
+
+class PolicyError(ValueError):
+    """A journey config that cannot be used; the message names the file and the key."""
+
+
+def _key(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_policy(data: dict, source: str = "journeys.toml") -> Policy:
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{_key(err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise PolicyError(f"{source}: {problems}") from None
+
+
+def load_policy(path: str | Path) -> Policy:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PolicyError(f"{path}: journey config not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{path}: not valid TOML ({exc})") from None
+    return parse_policy(data, str(path))

@@ -1,0 +1,256 @@
+"""The one ingest core behind both front doors (Segment and Customer.io).
+
+A request's valid messages are written in one transaction: duplicates dropped by messageId,
+events bulk-inserted, identify moments resolved in order, invalid input quarantined with reasons.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, select
+
+from journeys import taxonomy
+from journeys.policy import Policy
+from store.db import transaction
+from store.identity import (
+    Claim,
+    InvalidIdentifier,
+    find_person,
+    identify,
+    insert_ignoring_conflicts,
+    lock_identifiers,
+    merge_people,
+    attach_identifier,
+    normalise_email,
+    normalise_phone,
+    owners,
+    valid_timezone,
+)
+from store.models import Event, Rejected, utcnow
+
+PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One message in the shape both front doors agree on."""
+
+    type: str  # identify | track | page | screen | alias | group
+    original_name: str
+    timestamp: datetime
+    received_at: datetime
+    message_id: str = ""
+    anonymous_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None  # set by front doors that key people by email (normalised)
+    properties: dict = field(default_factory=dict)
+    context: dict = field(default_factory=dict)
+    source: str = "client"
+    previous_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.message_id:
+            self.message_id = str(uuid.uuid4())
+
+    @property
+    def name(self) -> str:
+        return taxonomy.canonical_name(self.original_name) if self.type == "track" else self.original_name
+
+
+@dataclass(slots=True)
+class Quarantined:
+    reason: str
+    payload: str
+    message_id: str | None = None
+
+
+@dataclass
+class IngestResult:
+    stored: list[Incoming] = field(default_factory=list)
+    duplicates: int = 0
+    people: dict[str, str] = field(default_factory=dict)  # message_id → person_id of identify moments
+    warnings: list[Quarantined] = field(default_factory=list)
+
+
+def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantined]) -> None:
+    if not items:
+        return
+    now = utcnow()
+    session.execute(
+        Rejected.__table__.insert(),
+        [
+            {
+                "received_at": now,
+                "api": api,
+                "endpoint": endpoint,
+                "message_id": (q.message_id or "")[:255] or None,
+                "reason": q.reason,
+                "payload": q.payload[:PAYLOAD_KEEP],
+            }
+            for q in items
+        ],
+    )
+
+
+def _identify_claim(message: Incoming, policy: Policy, phone_region: str, warnings: list[Quarantined]) -> Claim | None:
+    """The identify moment carried by a message, if any: identify calls, and the configured
+    `identify_events` carrying an email or phone."""
+    props = message.properties
+    if message.type == "track" and not (message.name in policy.identify_events and (props.get("email") or props.get("phone"))):
+        return None
+    if message.type not in ("identify", "track"):
+        return None
+    field_prefix = "traits" if message.type == "identify" else "properties"
+    claim = Claim(at=message.timestamp, anonymous_id=message.anonymous_id, user_id=message.user_id, email=message.email)
+    for key, normalise in (("email", normalise_email), ("phone", lambda v: normalise_phone(v, phone_region))):
+        if props.get(key) in (None, "") or getattr(claim, key):
+            continue
+        try:
+            setattr(claim, key, normalise(props[key]))
+        except InvalidIdentifier as exc:
+            warnings.append(
+                Quarantined(f"{field_prefix}.{key} {exc}; the message was stored without it", "", message.message_id)
+            )
+    if message.type == "identify":
+        claim.traits = {k: v for k, v in props.items() if k not in ("email", "phone")}
+        if claim.email:
+            claim.traits["email"] = claim.email
+        if claim.phone:
+            claim.traits["phone"] = claim.phone
+    claim.timezone = valid_timezone(message.context.get("timezone")) or valid_timezone(props.get("timezone"))
+    if not (claim.user_id or claim.email or claim.phone):
+        return None
+    return claim
+
+
+def _lock_keys(messages: list[Incoming]) -> list[tuple[str, str]]:
+    keys = []
+    for m in messages:
+        if m.anonymous_id:
+            keys.append(("anonymous_id", m.anonymous_id))
+        if m.user_id:
+            keys.append(("user_id", m.user_id))
+        if m.email:
+            keys.append(("email", m.email))
+        if m.previous_id:
+            keys.append(("user_id", m.previous_id))
+            keys.append(("anonymous_id", m.previous_id))
+    return keys
+
+
+def _event_row(m: Incoming, person_id: str | None) -> dict:
+    name = m.name
+    props = m.properties
+    return {
+        "message_id": m.message_id,
+        "type": m.type,
+        "name": name,
+        "original_name": m.original_name,
+        "anonymous_id": m.anonymous_id,
+        "user_id": m.user_id,
+        "person_id": person_id,
+        "properties": props,
+        "context": m.context,
+        "timestamp": m.timestamp,
+        "received_at": m.received_at,
+        "source": m.source,
+        "cart_id": _short_str(props.get("cart_id")),
+        "order_id": _short_str(props.get("order_id")),
+        "missing_properties": taxonomy.missing_recommended(name, props) if m.type == "track" else [],
+    }
+
+
+def _short_str(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)[:255]
+
+
+def alias(session: Session, previous_id: str, user_id: str, at: datetime, merge_window) -> str:
+    """Segment alias: `previous_id` (an older user id or an anonymous id) becomes `user_id`'s."""
+    primary = find_person(session, user_id=user_id)
+    secondary = find_person(session, user_id=previous_id) or find_person(session, anonymous_id=previous_id)
+    if primary and secondary:
+        merge_people(session, primary, secondary)
+        return primary
+    if secondary:
+        attach_identifier(session, secondary, "user_id", user_id)
+        return secondary
+    return identify(session, Claim(at=at, anonymous_id=previous_id, user_id=user_id), merge_window).person_id
+
+
+def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str, endpoint: str,
+           rejected: list[Quarantined] = (), phone_region: str = "US") -> IngestResult:
+    """Store `messages` (already validated) and quarantine `rejected`, all in one transaction."""
+    result = IngestResult()
+    unique: dict[str, Incoming] = {}
+    for m in messages:
+        if m.message_id in unique:
+            result.duplicates += 1
+        else:
+            unique[m.message_id] = m
+    with transaction(engine) as session:
+        quarantine(session, api, endpoint, list(rejected))
+        if not unique:
+            return result
+        batch = list(unique.values())
+        lock_identifiers(session, _lock_keys(batch))
+        known = session.exec(select(Event.message_id).where(Event.message_id.in_(unique.keys()))).all()
+        for message_id in known:
+            del unique[message_id]
+        result.duplicates += len(known)
+        batch = list(unique.values())
+        by_device = owners(session, "anonymous_id", {m.anonymous_id for m in batch if m.anonymous_id})
+        known_people = {
+            kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
+            for kind in ("user_id", "email")
+        }
+        rows = [_event_row(m, _known_person(m, known_people) or by_device.get(m.anonymous_id)) for m in batch]
+        inserted = set(
+            session.execute(insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars()
+        )
+        result.duplicates += len(batch) - len(inserted)
+        for m in batch:
+            if m.message_id not in inserted:
+                continue
+            result.stored.append(m)
+            person_id = _resolve(session, m, policy, phone_region, result.warnings, known_people)
+            if person_id:
+                result.people[m.message_id] = person_id
+        quarantine(session, api, endpoint, result.warnings)
+    return result
+
+
+def _known_person(m: Incoming, known_people: dict[str, dict[str, str]]) -> str | None:
+    return known_people["user_id"].get(m.user_id) or known_people["email"].get(m.email)
+
+
+def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str]]) -> None:
+    for kind in ("user_id", "email"):
+        if getattr(m, kind):
+            known_people[kind][getattr(m, kind)] = person_id
+
+
+def _resolve(session: Session, m: Incoming, policy: Policy, phone_region: str,
+             warnings: list[Quarantined], known_people: dict[str, dict[str, str]]) -> str | None:
+    """Identity work a stored message implies; returns the person of an identify moment."""
+    if m.type == "alias":
+        return alias(session, m.previous_id, m.user_id, m.timestamp, policy.merge_window)
+    claim = _identify_claim(m, policy, phone_region, warnings)
+    if claim is not None:
+        person_id = identify(session, claim, policy.merge_window).person_id
+        # The identify's own row may have been attached to the device's earlier owner.
+        session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
+        _remember(m, person_id, known_people)
+        return person_id
+    if (m.user_id or m.email) and not _known_person(m, known_people):
+        # Someone we have never seen, named by id or email: known from now on, with this device.
+        claim = Claim(at=m.timestamp, anonymous_id=m.anonymous_id, user_id=m.user_id, email=m.email)
+        person_id = identify(session, claim, policy.merge_window).person_id
+        session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
+        _remember(m, person_id, known_people)
+    return None

@@ -1,0 +1,134 @@
+"""Tables. Every datetime is stored as UTC; SQLite hands them back naive, `as_utc` fixes that."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=DateTime(timezone=True), **kw)
+
+
+def _json(**kw: Any) -> Any:
+    return Field(sa_type=JSONType, **kw)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "people"
+
+    id: str = Field(primary_key=True, max_length=36)
+    traits: dict = _json(default_factory=dict)
+    timezone: Optional[str] = Field(default=None, max_length=64)
+    email_unsubscribed: bool = False
+    suppressed: bool = False
+    sms_consent: bool = False
+    created_at: datetime = _ts()
+    identified_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Identifier(SQLModel, table=True):
+    """`user_id`, `email`, `phone` or `anonymous_id` of a person; a value belongs to one person."""
+
+    __tablename__ = "identifiers"
+    __table_args__ = (UniqueConstraint("kind", "value", name="uq_identifiers_kind_value"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    person_id: str = Field(index=True, max_length=36)
+    kind: str = Field(max_length=16)
+    value: str = Field(max_length=512)
+    created_at: datetime = _ts()
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),
+        Index("ix_events_person_id_timestamp", "person_id", "timestamp"),
+        Index("ix_events_name_timestamp", "name", "timestamp"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    message_id: str = Field(max_length=255, unique=True)
+    type: str = Field(max_length=16)
+    name: str = Field(max_length=255)
+    original_name: str = Field(max_length=255)
+    anonymous_id: Optional[str] = Field(default=None, max_length=255)
+    user_id: Optional[str] = Field(default=None, max_length=255)
+    person_id: Optional[str] = Field(default=None, max_length=36)
+    properties: dict = _json(default_factory=dict)
+    context: dict = _json(default_factory=dict)
+    timestamp: datetime = _ts()
+    received_at: datetime = _ts()
+    source: str = Field(default="client", max_length=16)
+    cart_id: Optional[str] = Field(default=None, max_length=255, index=True)
+    order_id: Optional[str] = Field(default=None, max_length=255)
+    missing_properties: list = _json(default_factory=list)
+
+
+class Rejected(SQLModel, table=True):
+    """Quarantine: input we could not accept, kept with the reason so nobody has to guess."""
+
+    __tablename__ = "rejected"
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    received_at: datetime = _ts(index=True)
+    api: str = Field(max_length=16)
+    endpoint: str = Field(max_length=255)
+    message_id: Optional[str] = Field(default=None, max_length=255)
+    reason: str = Field(sa_type=Text)
+    payload: str = Field(sa_type=Text)
+
+
+class IdentityConflict(SQLModel, table=True):
+    """A second person identified from a device whose anonymous id already belongs to someone."""
+
+    __tablename__ = "identity_conflicts"
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    anonymous_id: str = Field(max_length=255, index=True)
+    owner_person_id: str = Field(max_length=36)
+    claimant_person_id: str = Field(max_length=36)
+    created_at: datetime = _ts()
+
+
+class Message(SQLModel, table=True):
+    """A message a journey decided to send; written before delivery, keyed by `{workflow_id}:{step}`."""
+
+    __tablename__ = "messages"
+
+    id: str = Field(primary_key=True, max_length=36)
+    person_id: str = Field(index=True, max_length=36)
+    workflow_id: str = Field(max_length=255)
+    journey: str = Field(max_length=32)
+    step: int
+    template: str = Field(max_length=255)
+    channel: str = Field(max_length=16)
+    recipient: str = Field(max_length=512)
+    subject: str = Field(default="", sa_type=Text)
+    body: str = Field(default="", sa_type=Text)
+    items: list = _json(default_factory=list)
+    status: str = Field(default="pending", max_length=16)
+    reason: Optional[str] = Field(default=None, sa_type=Text)
+    idempotency_key: str = Field(max_length=300, unique=True)
+    cart_id: Optional[str] = Field(default=None, max_length=255)
+    created_at: datetime = _ts(index=True)
+    sent_at: Optional[datetime] = _ts(default=None)

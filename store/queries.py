@@ -1,0 +1,103 @@
+"""Read-side queries for the admin API: profiles, messages, quarantine."""
+
+from __future__ import annotations
+
+
+from sqlmodel import Session, select
+
+from store.models import Event, Identifier, Message, Person, Rejected, as_utc
+
+
+def _iso(value) -> str | None:
+    value = as_utc(value)
+    return value.isoformat() if value else None
+
+
+def message_view(message: Message) -> dict:
+    return {
+        "message_id": message.id,
+        "person_id": message.person_id,
+        "journey": message.journey,
+        "step": message.step,
+        "channel": message.channel,
+        "recipient": message.recipient,
+        "subject": message.subject,
+        "items": message.items,
+        "status": message.status,
+        "reason": message.reason,
+        "idempotency_key": message.idempotency_key,
+        "created_at": _iso(message.created_at),
+        "sent_at": _iso(message.sent_at),
+    }
+
+
+def messages_of(session: Session, person_id: str | None = None, limit: int = 500) -> list[dict]:
+    query = select(Message).order_by(Message.created_at, Message.step).limit(limit)
+    if person_id:
+        query = query.where(Message.person_id == person_id)
+    return [message_view(m) for m in session.exec(query).all()]
+
+
+def journeys_of(session: Session, person_id: str) -> list[dict]:
+    """Journeys the person has been on (filled in once the hub records them)."""
+    return []
+
+
+def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict | None:
+    person = session.get(Person, person_id)
+    if person is None:
+        return None
+    identifiers: dict[str, list[str]] = {"user_id": [], "email": [], "phone": [], "anonymous_id": []}
+    for kind, value in session.exec(
+        select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id).order_by(Identifier.id)
+    ).all():
+        identifiers.setdefault(kind, []).append(value)
+    events = session.exec(
+        select(Event).where(Event.person_id == person_id).order_by(Event.timestamp, Event.id).limit(events_limit)
+    ).all()
+    return {
+        "person_id": person.id,
+        "user_id": identifiers["user_id"][0] if identifiers["user_id"] else None,
+        "user_ids": identifiers["user_id"],
+        "emails": identifiers["email"],
+        "phones": identifiers["phone"],
+        "anonymous_ids": identifiers["anonymous_id"],
+        "traits": person.traits,
+        "timezone": person.timezone,
+        "suppressed": person.suppressed,
+        "email_unsubscribed": person.email_unsubscribed,
+        "sms_consent": person.sms_consent,
+        "created_at": _iso(person.created_at),
+        "identified_at": _iso(person.identified_at),
+        "events": [
+            {
+                "name": e.name,
+                "original_name": e.original_name,
+                "type": e.type,
+                "message_id": e.message_id,
+                "anonymous_id": e.anonymous_id,
+                "timestamp": _iso(e.timestamp),
+                "source": e.source,
+                "properties": e.properties,
+            }
+            for e in events
+        ],
+        "journeys": journeys_of(session, person_id),
+        "messages": messages_of(session, person_id),
+    }
+
+
+def rejected(session: Session, limit: int = 100, offset: int = 0) -> list[dict]:
+    rows = session.exec(select(Rejected).order_by(Rejected.id.desc()).limit(limit).offset(offset)).all()
+    return [
+        {
+            "id": r.id,
+            "received_at": _iso(r.received_at),
+            "api": r.api,
+            "endpoint": r.endpoint,
+            "message_id": r.message_id,
+            "reason": r.reason,
+            "payload": r.payload,
+        }
+        for r in rows
+    ]

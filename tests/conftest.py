@@ -1,0 +1,183 @@
+"""Shared fixtures: a real database per backend (SQLite always, PostgreSQL when
+BREADCRUMB_TEST_POSTGRES_URL is set — CI sets it, so it is never silently skipped) and the app
+served by uvicorn over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from store.db import make_engine
+from store.migrate import upgrade
+from store.settings import REPO_ROOT, Settings
+
+POSTGRES_URL = os.environ.get("BREADCRUMB_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgres"]
+WRITE_KEY = "wk_test_key"
+ADMIN_TOKEN = "admin-test-token"
+CIO_SITE, CIO_KEY = "site-test", "cio-test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Database:
+    url: str
+    engine: Engine
+
+    def clean(self) -> None:
+        tables = [t for t in self.table_names() if t != "alembic_version"]
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
+            else:
+                for table in tables:
+                    conn.execute(text(f"DELETE FROM {table}"))
+
+    def table_names(self) -> list[str]:
+        from sqlalchemy import inspect
+
+        return inspect(self.engine).get_table_names()
+
+    def scalar(self, sql: str, **params):
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def rows(self, sql: str, **params) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).all()
+
+
+def _postgres_database() -> Iterator[str]:
+    if not POSTGRES_URL:
+        pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
+    name = f"breadcrumb_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:  # fails loudly (never skips) when the server is set but unreachable
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database(request, tmp_path_factory) -> Iterator[Database]:
+    if request.param == "sqlite":
+        urls = iter([f"sqlite:///{tmp_path_factory.mktemp('db') / 'breadcrumb.db'}"])
+    else:
+        urls = _postgres_database()
+    url = next(urls)
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield Database(url, engine)
+    finally:
+        engine.dispose()
+        next(urls, None)
+
+
+@pytest.fixture
+def db(database: Database) -> Database:
+    database.clean()
+    return database
+
+
+def settings_for(database_url: str, **overrides) -> Settings:
+    values = dict(
+        database_url=database_url,
+        write_keys=[WRITE_KEY],
+        admin_token=ADMIN_TOKEN,
+        cio_site_id=CIO_SITE,
+        cio_api_key=CIO_KEY,
+        journeys=REPO_ROOT / "journeys.toml",
+        dispatch=False,
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+class ServedApp:
+    """The real app on a real port, in a thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from api.app import create_app
+
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ServedApp":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the API did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def served(database: Database) -> Iterator[ServedApp]:
+    with ServedApp(settings_for(database.url)) as app:
+        yield app
+
+
+class Api:
+    """httpx against the served app, with each front door's credentials at hand."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=60)
+
+    def segment(self, path: str, body, **kw) -> httpx.Response:
+        kw.setdefault("auth", (WRITE_KEY, ""))
+        return self.http.post(f"/v1/{path}", json=body, **kw)
+
+    def cio(self, method: str, path: str, body=None, **kw) -> httpx.Response:
+        kw.setdefault("auth", (CIO_SITE, CIO_KEY))
+        return self.http.request(method, f"/api/v1/{path}", json=body, **kw)
+
+    def admin(self, path: str, **params) -> httpx.Response:
+        return self.http.get(f"/admin/{path}", params=params, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+
+    def person(self, **query) -> dict:
+        response = self.admin("people", **query)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def api(db: Database, served: ServedApp) -> Iterator[Api]:
+    client = Api(served.url)
+    yield client
+    client.http.close()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO_ROOT
