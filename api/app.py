@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,7 @@ from api.deps import CustomerIOAuthError
 from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import Settings
+from worker.dispatcher import Dispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -28,14 +30,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             upgrade(engine)
         app.state.engine = engine
+        stop = asyncio.Event()
+        task = None
+        if settings.dispatch:
+            app.state.dispatcher = Dispatcher(engine, settings)
+            task = asyncio.create_task(app.state.dispatcher.run(stop), name="outbox-dispatcher")
         try:
             yield
         finally:
+            stop.set()
+            if task is not None:
+                await task
             engine.dispose()
 
     app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
                   description="Anonymous intent → identity merge → durable journeys on Temporal.")
     app.state.settings = settings
+    app.state.dispatcher = None
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
                        allow_headers=["*"], max_age=86400)
     app.include_router(segment.router)

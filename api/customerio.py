@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from api.body import BadBody, dumps, read_json
-from api.deps import get_engine, get_settings, require_cio
+from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
 from api.segment import EARLIEST, LATEST, MAX_ID, BODY_SCHEMA, InvalidMessage
 from store.db import transaction
 from store.identity import (
@@ -100,8 +100,10 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
     except InvalidMessage as exc:
         await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
         return cio_error(400, str(exc))
-    await run_in_threadpool(ingest, engine, [message], settings.policy, api="customerio",
-                            endpoint=request.url.path, phone_region=settings.default_phone_region)
+    result = await run_in_threadpool(ingest, engine, [message], settings.policy, api="customerio",
+                                     endpoint=request.url.path, phone_region=settings.default_phone_region)
+    if result.signals:
+        nudge_dispatcher(request)
     return JSONResponse({})
 
 
@@ -187,11 +189,13 @@ async def merge_customers(request: Request, engine: Engine = Depends(get_engine)
         await run_in_threadpool(merge)
     except (InvalidMessage, InvalidIdentifier) as exc:
         return cio_error(400, str(exc))
+    nudge_dispatcher(request)
     return JSONResponse({})
 
 
 @router.delete("/customers/{customer_id}", summary="Delete a customer and all their data")
-async def delete_customer(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def delete_customer(request: Request, customer_id: str = CustomerId,
+                          engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def remove() -> None:
@@ -201,6 +205,7 @@ async def delete_customer(customer_id: str = CustomerId, engine: Engine = Depend
                 delete_person(session, person_id)
 
     await run_in_threadpool(remove)
+    nudge_dispatcher(request)
     return JSONResponse({})
 
 

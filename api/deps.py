@@ -65,3 +65,10 @@ def require_cio(request: Request, settings: Settings = Depends(get_settings)) ->
         or not (matches_any(credentials[0], [settings.cio_site_id]) & matches_any(credentials[1], [settings.cio_api_key]))
     ):
         raise CustomerIOAuthError()
+
+
+def nudge_dispatcher(request: Request) -> None:
+    """Hub signals were queued: have this process's dispatcher deliver them now."""
+    dispatcher = request.app.state.dispatcher
+    if dispatcher is not None:
+        dispatcher.nudge()

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, read_json
-from api.deps import basic_credentials, get_engine, get_settings, matches_any
+from api.deps import basic_credentials, get_engine, get_settings, matches_any, nudge_dispatcher
 from journeys import taxonomy
 from store.ingest import Incoming, Quarantined, ingest
 from store.models import utcnow
@@ -190,6 +190,8 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         ingest, engine, valid, settings.policy, api="segment", endpoint=request.url.path,
         rejected=rejected, phone_region=settings.default_phone_region,
     )
+    if result.signals:
+        nudge_dispatcher(request)
     return JSONResponse(
         {"success": True},
         headers={

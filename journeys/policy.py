@@ -12,21 +12,27 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from journeys import taxonomy
 
 _DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
+_ISO_DURATION = TypeAdapter(timedelta)
+
+
 def parse_duration(value: object) -> timedelta:
-    """`"90s"`, `"30m"`, `"4h"`, `"1d"`, `"1h30m"` or a number of seconds."""
+    """`"90s"`, `"30m"`, `"4h"`, `"1d"`, `"1h30m"`, a number of seconds, or ISO 8601 (`"PT4H"`)."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return timedelta(seconds=value)
+    if isinstance(value, str) and value.strip().upper().startswith(("P", "-P")):
+        return _ISO_DURATION.validate_python(value.strip())  # how the policy travels through Temporal
     if isinstance(value, str):
         match = _DURATION.match(value)
         if match and any(match.groups()):

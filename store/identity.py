@@ -11,18 +11,18 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from sqlalchemy import delete, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from store.models import Event, Identifier, IdentityConflict, Message, Person, utcnow
+from store import outbox
+from store.db import insert_ignoring_conflicts
+from store.models import Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, Person, utcnow
 
 STRONG_KINDS = ("user_id", "email", "phone")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 MAX_IDENTIFIER = 254
 
 # Tables whose rows belong to a person: re-pointed on merge, removed on delete.
-PERSON_OWNED = [Identifier, Event, Message]
+PERSON_OWNED = [Identifier, Event, Message, JourneyRun, JourneyLog]
 
 
 class InvalidIdentifier(ValueError):
@@ -114,12 +114,6 @@ def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
         return {}
     rows = session.exec(select(Identifier.value, Identifier.person_id).where(Identifier.kind == kind, Identifier.value.in_(values)))
     return dict(rows.all())
-
-
-def insert_ignoring_conflicts(session: Session, table):
-    """INSERT … ON CONFLICT DO NOTHING for whichever database the session is on."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return insert(table).on_conflict_do_nothing()
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
@@ -257,6 +251,9 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     primary.updated_at = utcnow()
     session.delete(secondary)
     session.flush()
+    # The secondary's journey stops; the primary's hub re-evaluates with the merged history.
+    outbox.signal(session, "absorbed", secondary_id, {"into": primary_id})
+    outbox.signal(session, "merged", primary_id, {"absorbed": secondary_id})
 
 
 def delete_person(session: Session, person_id: str) -> bool:
@@ -273,4 +270,5 @@ def delete_person(session: Session, person_id: str) -> bool:
     )
     session.delete(person)
     session.flush()
+    outbox.signal(session, "erased", person_id)
     return True

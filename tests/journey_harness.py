@@ -1,0 +1,117 @@
+"""Drives the real hub and journeys on a Temporal server: ingest through the real core, dispatch
+through the real outbox dispatcher, activities against a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, text
+from sqlmodel import Session, select
+from temporalio.client import Client
+
+from journeys.policy import Policy
+from store.ingest import Incoming, ingest
+from store.models import Message, as_utc
+from store.settings import Settings
+from worker.dispatcher import Dispatcher
+from workflows.hub import hub_id
+from workflows.models import HubState, JourneyState
+
+_ids = itertools.count()
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def track(anon: str | None, event: str, user_id: str | None = None, at: datetime | None = None,
+          source: str = "client", **properties) -> Incoming:
+    at = at or now()
+    return Incoming(type="track", original_name=event, anonymous_id=anon, user_id=user_id, properties=properties,
+                    timestamp=at, received_at=at, source=source, message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}")
+
+
+def identify(anon: str | None, email: str, user_id: str | None = None, at: datetime | None = None,
+             **traits) -> Incoming:
+    at = at or now()
+    return Incoming(type="identify", original_name="Identify", anonymous_id=anon, user_id=user_id,
+                    properties={"email": email, **traits}, timestamp=at, received_at=at,
+                    message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}")
+
+
+class Harness:
+    def __init__(self, client: Client, engine: Engine, settings: Settings, policy: Policy, env=None) -> None:
+        self.env = env  # a time-skipping environment, when there is one
+        self.client = client
+        self.engine = engine
+        self.policy = policy
+        self.dispatcher = Dispatcher(engine, settings, client=client)
+        self.dispatcher.policy = policy
+
+    def ingest(self, *messages: Incoming):
+        return ingest(self.engine, list(messages), self.policy, api="test", endpoint="test")
+
+    async def dispatch(self) -> int:
+        return await self.dispatcher.dispatch_once()
+
+    async def shop(self, *messages: Incoming) -> None:
+        self.ingest(*messages)
+        await self.dispatch()
+
+    def person_id(self, email: str) -> str:
+        return self.scalar("SELECT person_id FROM identifiers WHERE kind='email' AND value=:v", v=email)
+
+    async def hub_state(self, person_id: str) -> HubState:
+        return await self.client.get_workflow_handle(hub_id(person_id)).query("state", result_type=HubState)
+
+    async def until(self, person_id: str, predicate, timeout: float = 30.0) -> HubState:
+        """Poll the hub's `state` query (in real time) until `predicate(state)` holds."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                state = await self.hub_state(person_id)
+                if predicate(state):
+                    return state
+            except Exception:
+                state = None
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"hub of {person_id} never reached the expected state; last: {state}")
+            await asyncio.sleep(0.1)
+
+    async def journey_of(self, person_id: str) -> str:
+        state = await self.until(person_id, lambda s: s.journey is not None)
+        return state.journey.workflow_id
+
+    async def journey_result(self, workflow_id: str) -> JourneyState:
+        """Wait for a journey to end (skipping its timers on the time-skipping server)."""
+        handle = self.client.get_workflow_handle(workflow_id, result_type=JourneyState)
+        if self.env is None:
+            return await handle.result()
+        async with self.env.time_skipping_unlocked():
+            return await handle.result()
+
+    async def skip(self, duration: timedelta) -> None:
+        await self.env.sleep(duration)
+
+    def scalar(self, sql: str, **params):
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+
+    def rows(self, sql: str, **params) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(text(sql), params).all()
+
+    def messages(self, person_id: str) -> list[Message]:
+        with Session(self.engine) as session:
+            found = session.exec(select(Message).where(Message.person_id == person_id)
+                                 .order_by(Message.created_at, Message.step)).all()
+        for message in found:
+            message.sent_at = as_utc(message.sent_at)
+        return list(found)
+
+    def log(self, person_id: str) -> list:
+        return self.rows("SELECT kind, reason, journey, step FROM journey_log WHERE person_id=:p ORDER BY id",
+                         p=person_id)

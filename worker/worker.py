@@ -1,0 +1,48 @@
+"""The Temporal worker process: hub + journey workflows and the store activities."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.channels import Channel
+from activities.render import Renderer
+from activities.store_activities import StoreActivities
+from store.settings import Settings
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger("breadcrumb.worker")
+
+
+def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
+                 activity_threads: int = 16, max_cached_workflows: int = 1000) -> Worker:
+    renderer = Renderer()
+    renderer.check([step.template for journey in settings.policy.journeys.values() for step in journey.steps])
+    activities = StoreActivities(engine, channels=channels, renderer=renderer)
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=activities.all(),
+        activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
+        max_concurrent_activities=activity_threads,
+        max_cached_workflows=max_cached_workflows,
+    )
+
+
+async def run_until_signalled(worker: Worker) -> None:
+    """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info("worker polling for hub and journey tasks")
+        await stop.wait()
+        log.info("shutting down the worker")

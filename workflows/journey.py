@@ -1,0 +1,169 @@
+"""The three journeys: a sequence of steps (delay, template, channel) that re-checks the
+guardrails before every send and sleeps through frequency caps and quiet hours."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from journeys.guardrails import earliest_send
+    from workflows import search
+    from workflows.models import (
+        JourneyEnded,
+        JourneyInput,
+        JourneyNote,
+        JourneyState,
+        SendCheck,
+        SendCheckInput,
+        SendInput,
+        SendResult,
+        StopJourney,
+    )
+
+STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=30),
+                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)))
+SEND_CALL = dict(start_to_close_timeout=timedelta(minutes=2),
+                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5)))
+WAIT_LABELS = {"frequency_cap": "frequency cap", "quiet_hours": "quiet hours"}
+
+
+def reason_to_stop(check: SendCheck, route: str) -> str | None:
+    """The first guardrail that ends the journey, in the contract's order: has not purchased,
+    suppression/consent, cart still open (cart recovery), someone to send to."""
+    if not check.person_exists:
+        return "person deleted"
+    if check.purchased:
+        return f"purchased: {check.purchased}"
+    if check.suppressed:
+        return check.suppressed
+    if route == "cart_recovery" and not check.cart_open:
+        return "cart no longer open"
+    if not check.recipient:
+        return "no address for this channel"
+    return None
+
+
+class Journey:
+    """Shared body of the three journey workflows."""
+
+    def __init__(self) -> None:
+        self.state: JourneyState | None = None
+        self.stop_reason: str | None = None
+
+    async def run_steps(self, journey: JourneyInput) -> JourneyState:
+        info = workflow.info()
+        self.state = JourneyState(route=journey.route)
+        steps = journey.policy.journeys[journey.route].steps
+        for index, step in enumerate(steps, 1):
+            self.state.step = index
+            self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.template})")
+            if await self._stopped_within(step.delay):
+                return await self._end(journey, "exited", self.stop_reason)
+            while True:
+                check: SendCheck = await workflow.execute_activity(
+                    "check_before_send",
+                    SendCheckInput(person_id=journey.person_id, route=journey.route, channel=step.channel,
+                                   cart_id=journey.cart_id),
+                    result_type=SendCheck, **STORE_CALL,
+                )
+                stop = reason_to_stop(check, journey.route)
+                if stop:
+                    return await self._end(journey, "exited", stop, step=index)
+                slot = earliest_send(workflow.now(), check.last_message_at, journey.policy, check.timezone)
+                if not slot.waits:
+                    break
+                wait = slot.waits[0]
+                label = WAIT_LABELS[wait.reason]
+                self._waiting(wait.reason, wait.until, f"step {index} deferred by {label}")
+                await self._note(journey, "waiting", f"{label} until {wait.until.isoformat()}", step=index,
+                                 until=wait.until)
+                if await self._stopped_within(wait.until - workflow.now()):
+                    return await self._end(journey, "exited", self.stop_reason, step=index)
+            self._status("sending")
+            result: SendResult = await workflow.execute_activity(
+                "send_step",
+                SendInput(workflow_id=info.workflow_id, person_id=journey.person_id, route=journey.route,
+                          step=index, template=step.template, channel=step.channel, cart_id=journey.cart_id,
+                          at=workflow.now()),
+                result_type=SendResult, **SEND_CALL,
+            )
+            self.state.sent.append(f"step {index}: {result.status} {result.subject!r}")
+        return await self._end(journey, "completed", f"all {len(steps)} steps done")
+
+    def stop(self, request: StopJourney) -> None:
+        self.stop_reason = self.stop_reason or request.reason
+
+    async def _stopped_within(self, delay: timedelta) -> bool:
+        """Sleep up to `delay`, waking early when the hub tells us to stop."""
+        if delay > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self.stop_reason is not None, timeout=delay)
+            except TimeoutError:
+                pass
+        return self.stop_reason is not None
+
+    def _waiting(self, what: str, until, label: str) -> None:
+        self.state.waiting_for, self.state.waiting_until = what, until
+        self._status("waiting" if what == "delay" else f"waiting_{what}")
+        workflow.set_current_details(f"{label}: waiting for {what.replace('_', ' ')} until {until.isoformat()}")
+
+    def _status(self, status: str) -> None:
+        self.state.status = status
+        workflow.upsert_search_attributes([search.STATUS.value_set(status)])
+
+    async def _note(self, journey: JourneyInput, kind: str, reason: str, **extra) -> None:
+        self.state.notes.append(f"{kind}: {reason}")
+        await workflow.execute_activity(
+            "record_journey_note",
+            JourneyNote(workflow_id=workflow.info().workflow_id, person_id=journey.person_id, journey=journey.route,
+                        kind=kind, reason=reason, at=workflow.now(), **extra),
+            **STORE_CALL,
+        )
+
+    async def _end(self, journey: JourneyInput, status: str, reason: str, step: int | None = None) -> JourneyState:
+        self.state.waiting_for = self.state.waiting_until = None
+        await self._note(journey, "exit" if status == "exited" else "completed", reason, step=step, final_status=status)
+        self._status(status)
+        workflow.set_current_details(f"{status}: {reason}")
+        try:
+            await workflow.get_external_workflow_handle(journey.hub_id).signal(
+                "journey_ended", JourneyEnded(workflow_id=workflow.info().workflow_id, status=status, reason=reason)
+            )
+        except Exception:  # the hub may already be gone (erased person); nothing is waiting for us then
+            pass
+        return self.state
+
+
+@workflow.defn(name="cart_recovery")
+class CartRecovery(Journey):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        return await self.run_steps(journey)
+
+    @workflow.signal(name="stop")
+    def stop_signal(self, request: StopJourney) -> None:
+        self.stop(request)
+
+    @workflow.query(name="state")
+    def query_state(self) -> JourneyState | None:
+        return self.state
+
+
+@workflow.defn(name="browse_recovery")
+class BrowseRecovery(CartRecovery):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        return await self.run_steps(journey)
+
+
+@workflow.defn(name="welcome")
+class Welcome(CartRecovery):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        return await self.run_steps(journey)
+
+
+JOURNEY_WORKFLOWS = {"cart_recovery": CartRecovery, "browse_recovery": BrowseRecovery, "welcome": Welcome}

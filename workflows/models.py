@@ -1,0 +1,182 @@
+"""Typed inputs, outputs and state of the hub, the journeys and their activities.
+
+Everything here crosses Temporal's data converter and is built inside workflows, so no field has a
+default that reads the clock or draws a random id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+
+from journeys.history import PersonHistory
+from journeys.policy import Policy
+from journeys.routing import CartItem
+
+HubSignalKind = Literal["identified", "activity", "purchased", "merged", "absorbed", "erased"]
+
+
+class HubSignal(BaseModel):
+    """What woke the hub; the outbox payload of one row."""
+
+    message_id: str | None = None
+    event: str | None = None
+    at: datetime | None = None
+    order_id: str | None = None
+    revenue: float | None = None
+    into: str | None = None
+    absorbed: str | None = None
+
+
+class HubInput(BaseModel):
+    person_id: str
+    policy: Policy
+    state: HubState | None = None  # carried through continue-as-new
+
+
+class RunningJourney(BaseModel):
+    workflow_id: str
+    route: str
+    cart_id: str | None = None
+    started_at: datetime
+
+
+class Decision(BaseModel):
+    at: datetime
+    route: str
+    reason: str
+    cart_id: str | None = None
+    cart_value: float | None = None
+    workflow_id: str | None = None
+
+
+class HubState(BaseModel):
+    """All a hub knows; handed whole to the next run on continue-as-new."""
+
+    status: str = "evaluating"
+    pending: list[str] = []  # wake-up reasons not yet handled
+    purchases: list[HubSignal] = []  # purchases not yet recorded
+    journey: RunningJourney | None = None
+    journeys_started: int = 0
+    last_started: dict[str, datetime] = {}
+    decisions: list[Decision] = []
+    conversions: int = 0
+    erased: bool = False
+
+
+class PersonContext(BaseModel):
+    """The hub's view of a person, loaded from the store."""
+
+    history: PersonHistory
+    last_started: dict[str, datetime] = {}
+    journeys_count: int = 0
+
+
+class JourneyStart(BaseModel):
+    workflow_id: str
+    hub_id: str
+    person_id: str
+    route: str
+    reason: str
+    cart_id: str | None = None
+    cart_value: float | None = None
+    at: datetime
+
+
+class JourneyInput(BaseModel):
+    person_id: str
+    hub_id: str
+    route: str
+    policy: Policy
+    cart_id: str | None = None
+    cart_value: float | None = None
+
+
+class StopJourney(BaseModel):
+    reason: str
+
+
+class SendCheckInput(BaseModel):
+    person_id: str
+    route: str
+    channel: str
+    cart_id: str | None = None
+
+
+class SendCheck(BaseModel):
+    """Everything a journey re-checks before a send, read fresh from the store."""
+
+    person_exists: bool = True
+    purchased: str | None = None  # why we think they bought, e.g. "order o-1 at …"
+    suppressed: str | None = None  # why they must not be messaged on this channel
+    cart_open: bool = True
+    recipient: str | None = None
+    last_message_at: datetime | None = None
+    timezone: str | None = None
+
+
+class SendInput(BaseModel):
+    workflow_id: str
+    person_id: str
+    route: str
+    step: int
+    template: str
+    channel: str
+    cart_id: str | None = None
+    at: datetime
+
+
+class SendResult(BaseModel):
+    message_id: str
+    status: str
+    subject: str
+    items: list[CartItem | dict] = []
+    reason: str | None = None
+    duplicate: bool = False
+
+
+class JourneyNote(BaseModel):
+    """One line of a journey's log: a wait, a send, a skip, an exit, with its reason."""
+
+    workflow_id: str
+    person_id: str
+    journey: str
+    kind: Literal["decision", "waiting", "sent", "failed", "skipped", "exit", "completed", "conversion"]
+    reason: str = ""
+    at: datetime
+    step: int | None = None
+    until: datetime | None = None
+    message_id: str | None = None
+    final_status: str | None = None  # set on the journey run when the journey ends
+
+
+class JourneyEnded(BaseModel):
+    workflow_id: str
+    status: str
+    reason: str
+
+
+class JourneyState(BaseModel):
+    route: str
+    status: str = "running"
+    step: int = 0
+    waiting_for: str | None = None
+    waiting_until: datetime | None = None
+    sent: list[str] = []
+    notes: list[str] = []
+
+
+class Conversion(BaseModel):
+    person_id: str
+    hub_id: str
+    order_id: str | None = None
+    revenue: float | None = None
+    ordered_at: datetime | None = None
+    at: datetime
+    attribution_window: timedelta
+    journey_workflow_id: str | None = None
+
+
+HubInput.model_rebuild()
