@@ -109,7 +109,7 @@ class Harness:
             found = session.exec(select(Message).where(Message.person_id == person_id)
                                  .order_by(Message.created_at, Message.step)).all()
         for message in found:
-            message.sent_at = as_utc(message.sent_at)
+            message.sent_at, message.created_at = as_utc(message.sent_at), as_utc(message.created_at)
         return list(found)
 
     def log(self, person_id: str) -> list:
