@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from store.models import Event, Identifier, Message, Person, Rejected, as_utc
+from store.models import Event, Identifier, JourneyRun, Message, Person, Rejected, as_utc
 
 
 def _iso(value) -> str | None:
@@ -39,8 +39,21 @@ def messages_of(session: Session, person_id: str | None = None, limit: int = 500
 
 
 def journeys_of(session: Session, person_id: str) -> list[dict]:
-    """Journeys the person has been on (filled in once the hub records them)."""
-    return []
+    """Routing decisions and the journeys they started, oldest first."""
+    runs = session.exec(select(JourneyRun).where(JourneyRun.person_id == person_id).order_by(JourneyRun.started_at)).all()
+    return [
+        {
+            "workflow_id": run.workflow_id,
+            "route": run.route,
+            "status": run.status,
+            "reason": run.reason,
+            "cart_id": run.cart_id,
+            "cart_value": run.cart_value,
+            "started_at": _iso(run.started_at),
+            "ended_at": _iso(run.ended_at),
+        }
+        for run in runs
+    ]
 
 
 def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict | None:

@@ -40,5 +40,59 @@ def api(host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
+@app.command()
+def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker metrics for Prometheus on this port")) -> None:
+    """Run a Temporal worker: the hub and journey workflows and their activities. SIGTERM/SIGINT stop it gracefully."""
+    import asyncio
+    import logging
+
+    from store.db import make_engine
+    from worker.temporal import connect, metrics_runtime
+    from worker.worker import build_worker, run_until_signalled
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+
+    async def main() -> None:
+        runtime = metrics_runtime(metrics_port) if metrics_port else None
+        client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
+        engine = make_engine(settings.database_url)
+        try:
+            await run_until_signalled(build_worker(client, engine, settings))
+        finally:
+            engine.dispose()
+
+    asyncio.run(main())
+
+
+@app.command("temporal-setup")
+def temporal_setup() -> None:
+    """Register Breadcrumb's search attributes on a Temporal cluster (BREADCRUMB_TEMPORAL_ADDRESS)."""
+    import asyncio
+
+    from worker.temporal import connect, register_search_attributes
+
+    settings = Settings()
+
+    async def main() -> list[str]:
+        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        return await register_search_attributes(client)
+
+    added = asyncio.run(main())
+    console.print(f"search attributes added: {', '.join(added)}" if added else "search attributes already registered")
+
+
+@app.command()
+def dev(config: str = typer.Option(None, "--config", help="Journey policy TOML (default: journeys.toml)"),
+        db: str = typer.Option(None, "--db", help="Database URL (default: sqlite:///./data/breadcrumb.db)"),
+        api_port: int = typer.Option(8000, help="API port"),
+        temporal_port: int = typer.Option(7233, help="Temporal frontend port"),
+        ui_port: int = typer.Option(8233, help="Temporal Web UI port")) -> None:
+    """Start the embedded stack: Temporal dev server, worker, API + dispatcher. Ctrl-C stops all of it."""
+    from worker.devstack import DevStack
+
+    DevStack(config=config, db=db, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port).run()
+
+
 if __name__ == "__main__":
     app()
