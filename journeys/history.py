@@ -1,0 +1,77 @@
+"""A person's merged event history as the journeys see it: canonical names, UTC timestamps,
+oldest first. Loaded by an activity and handed to pure routing code, so it must serialise
+cleanly through Temporal (no defaults that read the clock or draw random ids)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from pydantic import BaseModel, field_validator
+
+from journeys import taxonomy
+
+
+def as_utc(moment: datetime) -> datetime:
+    """UTC-aware copy of a moment. A naive moment is read as UTC: SQLite drops the offset on the
+    way back, and every timestamp we store was UTC on the way in."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+class HistoryEvent(BaseModel):
+    """One thing the shopper did. `name` is already canonical (aliases were mapped at ingest)."""
+
+    name: str
+    timestamp: datetime
+    properties: dict = {}
+    cart_id: str | None = None
+    order_id: str | None = None
+    source: str = "client"
+
+    @field_validator("name")
+    @classmethod
+    def _canonical(cls, name: str) -> str:
+        # Ingest already maps aliases; doing it again here is free and keeps routing honest
+        # for histories built by hand (tests, replays, back-fills).
+        return taxonomy.canonical_name(name)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+    @property
+    def cart_key(self) -> str | None:
+        """The cart this event belongs to: the column, else the Segment property."""
+        return self.cart_id if self.cart_id is not None else _text(self.properties.get("cart_id"))
+
+    @property
+    def order_key(self) -> str | None:
+        return self.order_id if self.order_id is not None else _text(self.properties.get("order_id"))
+
+
+class PersonHistory(BaseModel):
+    """Everything routing needs about one person; events are kept oldest first."""
+
+    person_id: str
+    identified_at: datetime
+    timezone: str | None = None
+    events: list[HistoryEvent] = []
+
+    @field_validator("identified_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+    @field_validator("events")
+    @classmethod
+    def _oldest_first(cls, events: list[HistoryEvent]) -> list[HistoryEvent]:
+        # Stable: events with the same timestamp keep the order the store gave them.
+        return sorted(events, key=lambda e: e.timestamp)
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)

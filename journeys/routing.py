@@ -1,0 +1,325 @@
+"""Which journey a newly identified person gets, decided from their history alone.
+
+Pure and deterministic (the caller passes `now`), so the hub workflow can call it directly and
+replays give the same answer. The reason string is what the marketer reads in the admin and
+the Temporal UI, so it says which numbers decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel
+
+from journeys import taxonomy
+from journeys.history import HistoryEvent, PersonHistory, as_utc
+from journeys.policy import Policy
+
+Route = Literal["cart_recovery", "browse_recovery", "welcome", "control", "none"]
+
+# A second view of the same product this soon after the previous one is a page refresh.
+REFRESH_WINDOW = timedelta(minutes=1)
+
+
+class CartItem(BaseModel):
+    sku: str | None = None
+    variant: str | None = None
+    name: str | None = None
+    quantity: int
+    price: float
+    image_url: str | None = None
+    category: str | None = None
+
+
+class OpenCart(BaseModel):
+    cart_id: str | None
+    value: float
+    items: list[CartItem]
+    updated_at: datetime
+
+
+@dataclass
+class _Cart:
+    cart_id: str | None
+    items: dict[tuple[str | None, str | None], CartItem] = field(default_factory=dict)
+    updated_at: datetime | None = None
+    seq: int = 0
+    # True while no item has changed since the latest checkout, so its value still holds.
+    checkout_current: bool = False
+    checkout_value: float | None = None
+
+
+def open_cart(events: list[HistoryEvent]) -> OpenCart | None:
+    """The cart the shopper most recently touched and has not paid for, or None.
+
+    Carts are keyed by cart_id (events without one share a default cart). An order with a
+    cart_id closes that cart; an order without one closes every cart touched before it,
+    because we cannot tell which it paid for and must not chase a shopper who already bought.
+    """
+    carts: dict[str | None, _Cart] = {}
+    for seq, event in enumerate(sorted(events, key=lambda e: e.timestamp)):
+        props = event.properties or {}
+        if event.name == taxonomy.ORDER_COMPLETED:
+            if event.cart_key is not None:
+                carts.pop(event.cart_key, None)
+            else:
+                carts.clear()
+            continue
+        if event.name not in (taxonomy.ADDED_TO_CART, taxonomy.REMOVED_FROM_CART, taxonomy.CHECKOUT_STARTED):
+            continue
+        cart = carts.setdefault(event.cart_key, _Cart(cart_id=event.cart_key))
+
+        if event.name == taxonomy.ADDED_TO_CART:
+            item = _item(props)
+            if item is None:
+                continue
+            key = (item.sku, item.variant)
+            if key in cart.items:
+                held = cart.items[key]
+                cart.items[key] = held.model_copy(update={"quantity": held.quantity + item.quantity, "price": item.price})
+            else:
+                cart.items[key] = item
+            cart.checkout_current = False
+        elif event.name == taxonomy.REMOVED_FROM_CART:
+            key = (_text(props.get("sku") or props.get("product_id")), _text(props.get("variant")))
+            held = cart.items.get(key)
+            if held is None:
+                continue  # removing something we never saw added: nothing to change
+            quantity = _quantity(props.get("quantity"))
+            if quantity is not None and quantity <= 0:
+                continue
+            if quantity is None or quantity >= held.quantity:
+                del cart.items[key]
+            else:
+                cart.items[key] = held.model_copy(update={"quantity": held.quantity - quantity})
+            cart.checkout_current = False
+        else:  # Checkout Started
+            products = props.get("products")
+            if isinstance(products, list) and products:
+                items: dict[tuple[str | None, str | None], CartItem] = {}
+                for product in products:
+                    item = _item(product) if isinstance(product, dict) else None
+                    if item is None:
+                        continue
+                    key = (item.sku, item.variant)
+                    if key in items:
+                        item = item.model_copy(update={"quantity": items[key].quantity + item.quantity})
+                    items[key] = item
+                if items:
+                    cart.items = items
+            cart.checkout_current = True
+            cart.checkout_value = _money(props.get("value"))
+        cart.updated_at = event.timestamp
+        cart.seq = seq
+
+    open_carts = [c for c in carts.values() if c.updated_at is not None and (c.items or c.checkout_current)]
+    if not open_carts:
+        return None
+    latest = max(open_carts, key=lambda c: (c.updated_at, c.seq))
+    return OpenCart(
+        cart_id=latest.cart_id,
+        value=_cart_value(latest),
+        items=list(latest.items.values()),
+        updated_at=latest.updated_at,
+    )
+
+
+def _cart_value(cart: _Cart) -> float:
+    """The checkout's own total when nothing changed after it (it knows discounts and shipping);
+    otherwise what the items add up to."""
+    if cart.checkout_current and cart.checkout_value is not None:
+        return round(cart.checkout_value, 2)
+    return round(sum(i.price * i.quantity for i in cart.items.values()), 2)
+
+
+def _item(props: dict) -> CartItem | None:
+    quantity = _quantity(props.get("quantity"))
+    if quantity is None:
+        quantity = 1
+    if quantity <= 0:
+        return None
+    return CartItem(
+        sku=_text(props.get("sku") or props.get("product_id")),
+        variant=_text(props.get("variant")),
+        name=_text(props.get("name")),
+        quantity=quantity,
+        price=_money(props.get("price")) or 0.0,
+        image_url=_text(props.get("image_url")),
+        category=_text(props.get("category")),
+    )
+
+
+def _quantity(value: object) -> int | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return int(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+def _money(value: object) -> float | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        amount = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return amount if math.isfinite(amount) else None
+
+
+def _text(value: object) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def _viewed_product(event: HistoryEvent) -> str | None:
+    props = event.properties or {}
+    return _text(props.get("sku") or props.get("product_id") or props.get("url"))
+
+
+def intent_score(events: list[HistoryEvent], weights: dict[str, float], lookback: timedelta, now: datetime) -> float:
+    """Weighted count of what the shopper did in [now - lookback, now].
+
+    A Product Viewed of the same product within a minute of the previous view of it is a page
+    refresh and adds nothing, so one product reloaded five times is not five views.
+    """
+    now = as_utc(now)
+    since = now - lookback
+    last_view: dict[str, datetime] = {}
+    score = 0.0
+    for event in sorted(events, key=lambda e: e.timestamp):
+        if not since <= event.timestamp <= now:
+            continue
+        if event.name == taxonomy.PRODUCT_VIEWED:
+            product = _viewed_product(event)
+            if product is not None:
+                previous = last_view.get(product)
+                last_view[product] = event.timestamp
+                if previous is not None and event.timestamp - previous <= REFRESH_WINDOW:
+                    continue
+        score += weights.get(event.name, 0.0)
+    return round(score, 6)  # keep 0.1 + 0.2 style sums from missing a threshold by a hair
+
+
+def has_purchased(events: list[HistoryEvent], before: datetime | None = None) -> bool:
+    """Any completed order (strictly before `before`, when given)."""
+    return _last_order(events, before) is not None
+
+
+def _last_order(events: list[HistoryEvent], before: datetime | None = None) -> HistoryEvent | None:
+    limit = as_utc(before) if before is not None else None
+    orders = [
+        e for e in events if e.name == taxonomy.ORDER_COMPLETED and (limit is None or e.timestamp < limit)
+    ]
+    return max(orders, key=lambda e: e.timestamp) if orders else None
+
+
+def holdout_bucket(person_id: str) -> float:
+    """Where a person falls in [0, 100): stable across processes and replays (unlike hash())."""
+    digest = hashlib.sha256(person_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * 100
+
+
+class RouteDecision(BaseModel):
+    route: Route
+    reason: str
+    cart_id: str | None = None
+    cart_value: float | None = None
+    intent_score: float = 0.0
+
+
+def decide_route(
+    history: PersonHistory,
+    policy: Policy,
+    now: datetime,
+    last_started: dict[str, datetime] | None = None,
+) -> RouteDecision:
+    """Pick the journey: already purchased → none; holdout → control; open cart at or above the
+    minimum → cart recovery; browse intent at or above the threshold → browse recovery; else
+    welcome. A route still in its re-entry cooldown (from `last_started`) falls through to the
+    next one down; when even welcome is cooling down the person gets nothing."""
+    now = as_utc(now)
+    last_started = last_started or {}
+    events = history.events
+    score = intent_score(events, policy.intent.weights, policy.intent.lookback, now)
+
+    order = _last_order(events)
+    if order is not None:
+        order_ref = f"order {order.order_key} at" if order.order_key else "order at"
+        return RouteDecision(
+            route="none",
+            reason=f"already purchased ({order_ref} {order.timestamp.isoformat()})",
+            intent_score=score,
+        )
+
+    if policy.holdout_percent > 0:
+        bucket = holdout_bucket(history.person_id)
+        if bucket < policy.holdout_percent:
+            shown = math.floor(bucket * 10) / 10  # never round up to look equal to the cut-off
+            return RouteDecision(
+                route="control",
+                reason=f"holdout group (bucket {shown:.1f} < {policy.holdout_percent:g}%)",
+                intent_score=score,
+            )
+
+    def cooling_until(route: str) -> datetime | None:
+        started = last_started.get(route)
+        if started is None:
+            return None
+        until = as_utc(started) + policy.journeys[route].reentry_cooldown
+        return until if now < until else None
+
+    notes: list[str] = []
+
+    cart = open_cart(events)
+    if cart is None:
+        cart_note = "no open cart"
+    else:
+        label = f"open cart {cart.cart_id}" if cart.cart_id is not None else "open cart"
+        value, minimum = _pair(cart.value, policy.cart_min_value, 2)
+        if cart.value >= policy.cart_min_value:
+            cart_note = f"{label}, value {value} ≥ {minimum}"
+            until = cooling_until("cart_recovery")
+            if until is None:
+                return RouteDecision(
+                    route="cart_recovery", reason=cart_note, cart_id=cart.cart_id, cart_value=cart.value, intent_score=score
+                )
+            cart_note += f" but cart_recovery cooldown until {until.isoformat()}"
+        else:
+            cart_note = f"{label}, value {value} < {minimum}"
+    if cart is not None:
+        notes.append(cart_note)
+
+    shown_score, threshold = _pair(score, policy.browse_intent_threshold, 1)
+    if score >= policy.browse_intent_threshold:
+        browse_note = f"browse intent {shown_score} ≥ {threshold}"
+        until = cooling_until("browse_recovery")
+        if until is None:
+            return RouteDecision(route="browse_recovery", reason=", ".join([*notes, browse_note]), intent_score=score)
+        browse_note += f" but browse_recovery cooldown until {until.isoformat()}"
+    else:
+        browse_note = f"browse intent {shown_score} < {threshold}"
+
+    reason = ", ".join([cart_note, browse_note])
+    until = cooling_until("welcome")
+    if until is None:
+        return RouteDecision(route="welcome", reason=reason, intent_score=score)
+    return RouteDecision(
+        route="none", reason=f"{reason}, welcome cooldown until {until.isoformat()}", intent_score=score
+    )
+
+
+def _pair(value: float, limit: float, decimals: int) -> tuple[str, str]:
+    """Both numbers with enough decimals that the printed comparison tells the truth
+    (49.999 against 50 prints as 49.999 < 50.000, not 50.00 < 50.00)."""
+    for places in range(decimals, 7):
+        shown, cut = f"{value:.{places}f}", f"{limit:.{places}f}"
+        if (float(shown) >= float(cut)) == (value >= limit):
+            return shown, cut
+    return repr(value), repr(limit)
