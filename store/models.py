@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -64,6 +64,10 @@ class Event(SQLModel, table=True):
         Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),
         Index("ix_events_person_id_timestamp", "person_id", "timestamp"),
         Index("ix_events_name_timestamp", "name", "timestamp"),
+        Index("ix_events_unowned_user_id", "user_id", postgresql_where=text("person_id IS NULL"),
+              sqlite_where=text("person_id IS NULL")),
+        Index("ix_events_unowned_anonymous_id", "anonymous_id", "timestamp",
+              postgresql_where=text("person_id IS NULL"), sqlite_where=text("person_id IS NULL")),
     )
 
     id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
