@@ -6,9 +6,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import get_engine, require_admin
+from api.deps import get_engine, get_settings, require_admin
 from store import queries
 from store.identity import find_person
+from store.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
@@ -20,10 +21,12 @@ def get_session(engine: Engine = Depends(get_engine)):
 
 @router.get("/people", summary="Find a person by email, user id, phone or anonymous id")
 def find_people(email: str | None = None, user_id: str | None = None, anonymous_id: str | None = None,
-                phone: str | None = None, session: Session = Depends(get_session)) -> dict:
+                phone: str | None = None, session: Session = Depends(get_session),
+                settings: Settings = Depends(get_settings)) -> dict:
     if not (email or user_id or anonymous_id or phone):
         raise HTTPException(400, "give one of email, user_id, phone or anonymous_id")
-    person_id = find_person(session, email=email, user_id=user_id, anonymous_id=anonymous_id, phone=phone)
+    person_id = find_person(session, email=email, user_id=user_id, anonymous_id=anonymous_id, phone=phone,
+                            phone_region=settings.default_phone_region)
     return _profile_or_404(session, person_id)
 
 

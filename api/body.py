@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import orjson
 from fastapi import Request
 
@@ -30,9 +32,28 @@ async def read_limited(request: Request, limit: int = REQUEST_LIMIT) -> bytes:
     return b"".join(chunks)
 
 
+def decode(body: bytes, encoding: str | None, limit: int = REQUEST_LIMIT) -> bytes:
+    """Undo `Content-Encoding: gzip` (the Segment libraries' `gzip=True`), never inflating past `limit`."""
+    encoding = (encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise BadBody(f"Content-Encoding {encoding[:40]!r} is not supported; send gzip or no encoding")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadBody(f"request body is not valid gzip: {exc}") from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise BadBody(f"request body is over the {limit // 1024} KB limit once decompressed")
+    if not inflater.eof:
+        raise BadBody("request body is truncated gzip")
+    return inflated
+
+
 async def read_json(request: Request, limit: int = REQUEST_LIMIT) -> object:
     """Parse the body as JSON (analytics.js sends it as text/plain). NaN and Infinity are not JSON."""
-    body = await read_limited(request, limit)
+    body = decode(await read_limited(request, limit), request.headers.get("content-encoding"), limit)
     if not body.strip():
         raise BadBody("request body is empty; expected a JSON object")
     try:

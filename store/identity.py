@@ -211,16 +211,19 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
 
 
 def find_person(session: Session, *, person_id: str | None = None, user_id: str | None = None,
-                email: str | None = None, anonymous_id: str | None = None, phone: str | None = None) -> str | None:
+                email: str | None = None, anonymous_id: str | None = None, phone: str | None = None,
+                phone_region: str = "US") -> str | None:
     if person_id:
         return person_id if session.get(Person, person_id) else None
     for kind, value in (("user_id", user_id), ("email", email), ("anonymous_id", anonymous_id), ("phone", phone)):
         if value:
-            if kind == "email":
-                try:
+            try:
+                if kind == "email":
                     value = normalise_email(value)
-                except InvalidIdentifier:
-                    return None
+                elif kind == "phone":  # stored as E.164, so look it up the same way
+                    value = normalise_phone(value, phone_region)
+            except InvalidIdentifier:
+                return None
             return owner(session, kind, value)
     return None
 

@@ -1,0 +1,344 @@
+"""Identity merge over real HTTP, on SQLite and PostgreSQL (DESIGN section 4)."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import httpx
+
+from conftest import WRITE_KEY
+
+
+def mid() -> str:
+    return f"m-{uuid.uuid4().hex}"
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def ago(**delta) -> str:
+    return iso(datetime.now(timezone.utc) - timedelta(**delta))
+
+
+def send(api, path: str, body: dict) -> None:
+    response = api.segment(path, {"messageId": mid(), **body})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Breadcrumb-Rejected"] == "0", response.headers
+
+
+def track(api, anon: str, event: str, **body) -> None:
+    send(api, "track", {"anonymousId": anon, "event": event, **body})
+
+
+def person_of(db, message_id: str):
+    return db.scalar("SELECT person_id FROM events WHERE message_id = :m", m=message_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices, late events, merge window
+# ---------------------------------------------------------------------------------------------
+
+def test_several_devices_merge_into_one_person(api, db):
+    track(api, "phone-1", "Product Viewed", properties={"sku": "P"}, timestamp=ago(hours=5))
+    track(api, "laptop-1", "Collection Viewed", properties={"category": "shoes"}, timestamp=ago(hours=4))
+    track(api, "tablet-1", "Product Added", properties={"sku": "P"}, timestamp=ago(hours=3))
+    send(api, "identify", {"anonymousId": "phone-1", "traits": {"email": "multi@example.com"}, "timestamp": ago(hours=2)})
+    send(api, "identify", {"anonymousId": "laptop-1", "userId": "multi-user", "traits": {"email": "Multi@Example.com"},
+                           "timestamp": ago(hours=1)})
+    send(api, "identify", {"anonymousId": "tablet-1", "userId": "multi-user", "timestamp": ago(minutes=30)})
+
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    person = api.person(email="multi@example.com")
+    assert sorted(person["anonymous_ids"]) == ["laptop-1", "phone-1", "tablet-1"]
+    assert person["user_id"] == "multi-user"
+    assert person["emails"] == ["multi@example.com"]
+    assert [e["name"] for e in person["events"]] == [
+        "Product Viewed", "Collection Viewed", "Added to Cart", "Identify", "Identify", "Identify"]
+    assert {e["anonymous_id"] for e in person["events"]} == {"phone-1", "laptop-1", "tablet-1"}
+    assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
+    for anon in ("phone-1", "laptop-1", "tablet-1"):
+        assert api.person(anonymous_id=anon)["person_id"] == person["person_id"]
+    assert db.scalar("SELECT count(*) FROM identity_conflicts") == 0
+
+
+def test_late_anonymous_events_attach_at_once(api, db):
+    send(api, "identify", {"anonymousId": "late-dev", "traits": {"email": "late@example.com"}})
+    person_id = api.person(email="late@example.com")["person_id"]
+    late = mid()
+    send(api, "track", {"anonymousId": "late-dev", "event": "Product Viewed", "messageId": late,
+                        "timestamp": ago(minutes=5)})  # a late flush, stamped before the identify
+    assert person_of(db, late) == person_id
+    page = mid()
+    send(api, "page", {"anonymousId": "late-dev", "messageId": page})
+    assert person_of(db, page) == person_id
+    batch = [mid(), mid()]
+    response = api.segment("batch", {"batch": [
+        {"type": "track", "anonymousId": "late-dev", "event": "Product Added", "messageId": batch[0]},
+        {"type": "track", "anonymousId": "late-dev", "event": "Checkout Started", "messageId": batch[1]},
+    ]})
+    assert response.status_code == 200
+    assert [person_of(db, m) for m in batch] == [person_id, person_id]
+    assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
+
+
+def test_identify_in_the_middle_of_a_batch_takes_the_whole_device(api, db):
+    ids = [mid(), mid(), mid()]
+    response = api.segment("batch", {"batch": [
+        {"type": "track", "anonymousId": "batch-dev", "event": "Product Viewed", "messageId": ids[0], "timestamp": ago(minutes=3)},
+        {"type": "identify", "anonymousId": "batch-dev", "traits": {"email": "inbatch@example.com"}, "messageId": ids[1],
+         "timestamp": ago(minutes=2)},
+        {"type": "track", "anonymousId": "batch-dev", "event": "Product Added", "messageId": ids[2], "timestamp": ago(minutes=1)},
+    ]})
+    assert response.status_code == 200, response.text
+    person = api.person(email="inbatch@example.com")
+    assert [e["message_id"] for e in person["events"]] == ids
+
+
+def test_merge_window(api, db):
+    old, recent = mid(), mid()
+    send(api, "track", {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": old, "timestamp": ago(days=40)})
+    send(api, "track", {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": recent, "timestamp": ago(days=2)})
+    send(api, "identify", {"anonymousId": "window-dev", "traits": {"email": "window@example.com"}})
+    person = api.person(email="window@example.com")
+    merged = {e["message_id"] for e in person["events"]}
+    assert recent in merged
+    assert old not in merged
+    assert person_of(db, old) is None
+    assert person_of(db, recent) == person["person_id"]
+
+
+def test_merge_window_counts_back_from_the_identify_moment(api, db):
+    """An identify stamped 20 days ago merges an event from 45 days ago (25 days before it)."""
+    early = mid()
+    send(api, "track", {"anonymousId": "window-2", "event": "Product Viewed", "messageId": early, "timestamp": ago(days=45)})
+    send(api, "identify", {"anonymousId": "window-2", "userId": "w2", "timestamp": ago(days=20)})
+    assert person_of(db, early) == api.person(user_id="w2")["person_id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Identify moments from track events
+# ---------------------------------------------------------------------------------------------
+
+def test_email_captured_event_identifies(api, db):
+    browse = mid()
+    send(api, "track", {"anonymousId": "popup-dev", "event": "Product Viewed", "messageId": browse})
+    send(api, "track", {"anonymousId": "popup-dev", "event": "Email Captured",
+                        "properties": {"email": "  Popup@Example.COM ", "form": "10% off"}})
+    person = api.person(email="popup@example.com")
+    assert person["emails"] == ["popup@example.com"]
+    assert person["anonymous_ids"] == ["popup-dev"]
+    assert [e["name"] for e in person["events"]] == ["Product Viewed", "Email Captured"]
+    assert person_of(db, browse) == person["person_id"]
+
+
+def test_checkout_started_with_email_identifies(api, db):
+    cart = mid()
+    send(api, "track", {"anonymousId": "co-dev", "event": "Product Added", "messageId": cart,
+                        "properties": {"sku": "S", "cart_id": "cart-co"}})
+    send(api, "track", {"anonymousId": "co-dev", "event": "Checkout Started",
+                        "properties": {"email": "checkout@example.com", "cart_id": "cart-co", "value": 80}})
+    person = api.person(email="checkout@example.com")
+    assert [e["name"] for e in person["events"]] == ["Added to Cart", "Checkout Started"]
+    assert person_of(db, cart) == person["person_id"]
+
+
+def test_sms_captured_with_phone_identifies(api, db):
+    send(api, "track", {"anonymousId": "sms-dev", "event": "Product Viewed"})
+    send(api, "track", {"anonymousId": "sms-dev", "event": "SMS Captured", "properties": {"phone": "+44 7911 123456"}})
+    person = api.person(phone="+447911123456")
+    assert person["phones"] == ["+447911123456"]
+    assert len(person["events"]) == 2
+
+
+def test_events_that_are_not_identify_moments_do_not_identify(api, db):
+    send(api, "track", {"anonymousId": "nope-1", "event": "Product Viewed", "properties": {"email": "nope@example.com"}})
+    send(api, "track", {"anonymousId": "nope-2", "event": "Email Captured", "properties": {"form": "footer"}})
+    send(api, "page", {"anonymousId": "nope-3", "properties": {"email": "nope@example.com"}})
+    assert db.scalar("SELECT count(*) FROM people") == 0
+    assert db.scalar("SELECT count(*) FROM identifiers") == 0
+    assert api.admin("people", email="nope@example.com").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation
+# ---------------------------------------------------------------------------------------------
+
+def test_email_is_trimmed_and_lower_cased(api, db):
+    send(api, "identify", {"anonymousId": "norm-1", "traits": {"email": "  MiXeD.Case@Example.COM\t"}})
+    send(api, "identify", {"anonymousId": "norm-2", "traits": {"email": "mixed.case@example.com"}})
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    assert db.rows("SELECT value FROM identifiers WHERE kind = 'email'")[0].value == "mixed.case@example.com"
+    person = api.person(email="MIXED.CASE@EXAMPLE.COM")
+    assert person["emails"] == ["mixed.case@example.com"]
+    assert person["traits"]["email"] == "mixed.case@example.com"
+    assert sorted(person["anonymous_ids"]) == ["norm-1", "norm-2"]
+
+
+def test_phone_is_normalised_to_e164(api, db):
+    send(api, "identify", {"anonymousId": "ph-1", "traits": {"phone": "(415) 555-2671"}})
+    send(api, "identify", {"anonymousId": "ph-2", "traits": {"phone": "+1 415-555-2671"}})
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    person = api.person(phone="+14155552671")
+    assert person["phones"] == ["+14155552671"]
+    assert person["traits"]["phone"] == "+14155552671"
+    assert sorted(person["anonymous_ids"]) == ["ph-1", "ph-2"]
+
+
+def test_invalid_email_or_phone_is_stored_without_it_and_reported(api, db):
+    message_id = mid()
+    response = api.segment("identify", {"anonymousId": "bad-ph", "userId": "bad-ph-user", "messageId": message_id,
+                                        "traits": {"phone": "12", "email": "not-an-email", "name": "Al"}})
+    assert response.status_code == 200
+    person = api.person(user_id="bad-ph-user")
+    assert person["phones"] == [] and person["emails"] == []
+    assert person["traits"]["name"] == "Al"
+    reasons = [r["reason"] for r in api.admin("rejected").json() if r["message_id"] == message_id]
+    assert any("traits.phone" in r for r in reasons), reasons
+    assert any("traits.email" in r for r in reasons), reasons
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared device
+# ---------------------------------------------------------------------------------------------
+
+def test_shared_device_second_person_gets_own_profile_and_conflict(api, db):
+    first_browse = mid()
+    track(api, "family-ipad", "Product Viewed", messageId=first_browse)
+    send(api, "identify", {"anonymousId": "family-ipad", "traits": {"email": "parent@example.com"}})
+    parent = api.person(email="parent@example.com")
+
+    second = mid()
+    send(api, "identify", {"anonymousId": "family-ipad", "traits": {"email": "teen@example.com"}, "messageId": second})
+    teen = api.person(email="teen@example.com")
+
+    assert teen["person_id"] != parent["person_id"]
+    assert db.scalar("SELECT count(*) FROM people") == 2
+    assert teen["emails"] == ["teen@example.com"]
+    assert teen["anonymous_ids"] == []  # the device stays with its first owner
+    assert [e["message_id"] for e in teen["events"]] == [second]
+    assert api.person(anonymous_id="family-ipad")["person_id"] == parent["person_id"]
+    assert person_of(db, first_browse) == parent["person_id"]
+    conflicts = db.rows("SELECT anonymous_id, owner_person_id, claimant_person_id FROM identity_conflicts")
+    assert [tuple(c) for c in conflicts] == [("family-ipad", parent["person_id"], teen["person_id"])]
+    # Later anonymous events from the device still go to the first owner.
+    later = mid()
+    track(api, "family-ipad", "Product Viewed", messageId=later)
+    assert person_of(db, later) == parent["person_id"]
+
+
+def test_same_person_adding_details_is_not_a_conflict(api, db):
+    send(api, "identify", {"anonymousId": "own-dev", "traits": {"email": "own@example.com"}})
+    send(api, "identify", {"anonymousId": "own-dev", "userId": "own-user"})
+    send(api, "identify", {"anonymousId": "own-dev", "traits": {"phone": "+14155550123", "email": "OWN@example.com"}})
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    assert db.scalar("SELECT count(*) FROM identity_conflicts") == 0
+    person = api.person(user_id="own-user")
+    assert person["emails"] == ["own@example.com"]
+    assert person["phones"] == ["+14155550123"]
+
+
+def test_shared_device_second_user_id_is_a_conflict(api, db):
+    send(api, "identify", {"anonymousId": "kiosk", "userId": "user-a"})
+    send(api, "identify", {"anonymousId": "kiosk", "userId": "user-b"})
+    assert db.scalar("SELECT count(*) FROM people") == 2
+    assert db.scalar("SELECT count(*) FROM identity_conflicts") == 1
+    assert api.person(anonymous_id="kiosk")["person_id"] == api.person(user_id="user-a")["person_id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Alias
+# ---------------------------------------------------------------------------------------------
+
+def test_alias_anonymous_id_to_user_id(api, db):
+    ids = [mid(), mid()]
+    track(api, "alias-dev", "Product Viewed", messageId=ids[0], timestamp=ago(hours=2))
+    track(api, "alias-dev", "Product Added", messageId=ids[1], timestamp=ago(hours=1))
+    send(api, "alias", {"previousId": "alias-dev", "userId": "alias-user"})
+    person = api.person(user_id="alias-user")
+    assert person["anonymous_ids"] == ["alias-dev"]
+    assert [person_of(db, m) for m in ids] == [person["person_id"]] * 2
+    assert api.person(anonymous_id="alias-dev")["person_id"] == person["person_id"]
+    assert db.scalar("SELECT count(*) FROM people") == 1
+
+
+def test_alias_merges_two_existing_users(api, db):
+    old_events = [mid(), mid()]
+    send(api, "identify", {"userId": "old-login", "anonymousId": "old-dev", "traits": {"email": "old@example.com", "a": 1}})
+    track(api, "old-dev", "Product Viewed", messageId=old_events[0])
+    send(api, "track", {"userId": "old-login", "event": "Product Added", "messageId": old_events[1]})
+    send(api, "identify", {"userId": "new-login", "anonymousId": "new-dev", "traits": {"email": "new@example.com", "a": 2}})
+    assert db.scalar("SELECT count(*) FROM people") == 2
+    old_person = api.person(user_id="old-login")["person_id"]
+    new_person = api.person(user_id="new-login")["person_id"]
+
+    send(api, "alias", {"previousId": "old-login", "userId": "new-login"})
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    person = api.person(user_id="old-login")
+    assert person["person_id"] == new_person
+    assert sorted(person["user_ids"]) == ["new-login", "old-login"]
+    assert sorted(person["emails"]) == ["new@example.com", "old@example.com"]
+    assert sorted(person["anonymous_ids"]) == ["new-dev", "old-dev"]
+    assert person["traits"]["a"] == 2  # the alias target (primary) wins
+    assert [person_of(db, m) for m in old_events] == [new_person] * 2
+    assert api.admin(f"people/{old_person}").status_code == 404
+    assert db.scalar("SELECT count(*) FROM events WHERE person_id = :p", p=old_person) == 0
+
+
+def test_alias_of_a_known_user_to_a_new_user_id(api, db):
+    send(api, "identify", {"userId": "first-id", "traits": {"email": "renamed@example.com"}})
+    send(api, "alias", {"previousId": "first-id", "userId": "second-id"})
+    assert api.person(user_id="second-id")["person_id"] == api.person(user_id="first-id")["person_id"]
+    assert db.scalar("SELECT count(*) FROM people") == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Concurrency
+# ---------------------------------------------------------------------------------------------
+
+def race(served, bodies: list[dict]) -> list[int]:
+    """POST every body to /v1/identify at once, each from its own client (own connection)."""
+    tls = ssl.create_default_context()  # shared: building one per client costs ~80 ms of CPU each
+    clients = [httpx.Client(base_url=served.url, timeout=60, verify=tls) for _ in bodies]
+    start = threading.Barrier(len(bodies))
+
+    def post(i: int) -> int:
+        start.wait()
+        return clients[i].post("/v1/identify", auth=(WRITE_KEY, ""), json=bodies[i]).status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+            return list(pool.map(post, range(len(bodies))))
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_fifty_concurrent_identifies_end_with_one_person(api, db, served):
+    anon, email = "race-dev", "race@example.com"
+    track(api, anon, "Product Viewed", timestamp=ago(minutes=10))
+    bodies = [{"anonymousId": anon, "traits": {"email": email if i % 2 else email.upper()}, "messageId": f"race-{i}"}
+              for i in range(50)]
+    assert race(served, bodies) == [200] * 50
+
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    person_id = db.scalar("SELECT id FROM people")
+    identifiers = sorted(tuple(r) for r in db.rows("SELECT kind, value, person_id FROM identifiers"))
+    assert identifiers == [("anonymous_id", anon, person_id), ("email", email, person_id)]
+    assert db.scalar("SELECT count(*) FROM events") == 51
+    assert db.scalar("SELECT count(*) FROM events WHERE person_id = :p", p=person_id) == 51
+    assert db.scalar("SELECT count(*) FROM identity_conflicts") == 0
+
+
+def test_concurrent_identifies_of_one_email_from_many_devices(api, db, served):
+    email = "manydev@example.com"
+    bodies = [{"anonymousId": f"dev-{i}", "traits": {"email": email}, "messageId": f"many-{i}"} for i in range(20)]
+    assert race(served, bodies) == [200] * 20
+    assert db.scalar("SELECT count(*) FROM people") == 1
+    assert db.scalar("SELECT count(*) FROM identifiers WHERE kind = 'anonymous_id'") == 20
+    assert db.scalar("SELECT count(DISTINCT person_id) FROM identifiers") == 1
+    assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
