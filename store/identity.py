@@ -202,7 +202,8 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
                     created_at=utcnow(),
                 )
             )
-    if claim.user_id:
+    if claim.user_id and strong_owners["user_id"] is None:
+        # A known user id's events were attached as they arrived; only a new one has any waiting.
         resolution.attached_events += session.execute(
             update(Event).where(Event.user_id == claim.user_id, Event.person_id.is_(None)).values(person_id=person_id)
         ).rowcount

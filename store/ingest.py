@@ -31,6 +31,7 @@ from store.identity import (
     owners,
     valid_timezone,
 )
+from store.catalog import upsert_from_events
 from store.models import Event, Rejected, utcnow
 
 PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
@@ -206,6 +207,8 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             del unique[message_id]
         result.duplicates += len(known)
         batch = list(unique.values())
+        if not batch:  # a client's retry of messages we already hold: nothing to do, and that is a success
+            return result
         by_device = owners(session, "anonymous_id", {m.anonymous_id for m in batch if m.anonymous_id})
         known_people = {
             kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
@@ -224,6 +227,7 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             if person_id:
                 result.people[m.message_id] = person_id
         result.signals = _queue_hub_signals(session, result, policy)
+        upsert_from_events(session, result.stored)  # one statement, only when products were seen
         quarantine(session, api, endpoint, result.warnings)
     return result
 

@@ -44,11 +44,8 @@ class Database:
     def clean(self) -> None:
         tables = [t for t in self.table_names() if t != "alembic_version"]
         with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
-            else:
-                for table in tables:
-                    conn.execute(text(f"DELETE FROM {table}"))
+            for table in tables:  # DELETE beats TRUNCATE on the tiny tables a test leaves behind
+                conn.execute(text(f"DELETE FROM {table}"))
 
     def table_names(self) -> list[str]:
         from sqlalchemy import inspect

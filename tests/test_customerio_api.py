@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from datetime import datetime, timezone
 
@@ -41,21 +40,6 @@ def add_message(db, person_id: str, key: str) -> None:
             template="welcome_1", channel="email", recipient="x@example.com", subject="Hi", body="Hello",
             items=[], status="sent", idempotency_key=key, created_at=utcnow()))
 
-
-def without_traceback(test):
-    """Report an assertion failure as its message only (used on the strict-xfail tests, which fail on
-    every run). Rendering a failure's source makes pytest call ast.parse, which on CPython 3.11 before
-    3.11.8 can abort the whole run with "INTERNALERROR> SystemError: AST constructor recursion depth
-    mismatch" while the served app's thread is busy (CPython gh-106905)."""
-
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except AssertionError as exc:
-            pytest.fail(f"AssertionError: {exc}", pytrace=False)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,11 +127,6 @@ def test_event_id_is_the_idempotency_key_within_a_request_stream(api, db):
     assert db.scalar("SELECT count(*) FROM events") == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "store/ingest.py ingest(): a request whose only message is already stored (a retried event id) empties "
-    "`unique` after the `known` look-up, then bulk-inserts an empty `rows` list -> one INSERT with no values -> "
-    "NOT NULL violation on events.message_id -> HTTP 500 (same bug as the Segment retry tests)."))
-@without_traceback
 def test_retried_event_id_is_accepted_and_stored_once(api, db):
     body = {"name": "Product Viewed", "id": "retry-1", "data": {"sku": "R"}}
     ok(api.cio("POST", "customers/cust-r/events", body))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -48,21 +47,6 @@ def rejected(api) -> list[dict]:
     assert response.status_code == 200, response.text
     return response.json()
 
-
-def without_traceback(test):
-    """Report an assertion failure as its message only (used on the strict-xfail tests, which fail on
-    every run). Rendering a failure's source makes pytest call ast.parse, which on CPython 3.11 before
-    3.11.8 can abort the whole run with "INTERNALERROR> SystemError: AST constructor recursion depth
-    mismatch" while the served app's thread is busy (CPython gh-106905)."""
-
-    @functools.wraps(test)
-    def run(*args, **kwargs):
-        try:
-            return test(*args, **kwargs)
-        except AssertionError as exc:
-            pytest.fail(f"AssertionError: {exc}", pytrace=False)
-
-    return run
 
 
 @pytest.fixture
@@ -294,13 +278,6 @@ def test_oversized_message_in_a_batch_does_not_sink_the_rest(api, db):
 # Idempotency by messageId
 # ---------------------------------------------------------------------------------------------
 
-ALL_KNOWN_XFAIL = pytest.mark.xfail(strict=True, reason=(
-    "store/ingest.py ingest(): when every message of a request is already stored (a plain retry), the "
-    "`known` loop empties `unique`, but the code goes on to bulk-insert an empty `rows` list; "
-    "session.execute(insert(...), []) runs a single INSERT with no values -> NOT NULL violation on "
-    "events.message_id -> HTTP 500. Fix: `if not batch: return result` after dropping known message ids."))
-
-
 def test_known_message_id_mixed_with_a_new_one_is_stored_once(api, db):
     known, new = mid(), mid()
     item = {"type": "track", "anonymousId": "a", "event": "Product Viewed"}
@@ -330,8 +307,6 @@ def test_known_identify_resent_with_new_messages_triggers_nothing_twice(api, db)
     assert api.admin("people", email="second@example.com").status_code == 404
 
 
-@ALL_KNOWN_XFAIL
-@without_traceback
 def test_duplicate_message_id_across_requests_is_stored_once(api, db):
     message_id = mid()
     body = {"anonymousId": "a", "event": "Product Viewed", "messageId": message_id}
@@ -351,8 +326,6 @@ def test_duplicate_message_id_inside_one_batch_is_stored_once(api, db):
     assert [r.name for r in rows] == ["Product Viewed"]
 
 
-@ALL_KNOWN_XFAIL
-@without_traceback
 def test_duplicate_identify_triggers_nothing_twice(api, db):
     """The repeated copy is dropped before identity work: its (different) email is never attached."""
     message_id = mid()
