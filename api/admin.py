@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.deps import get_engine, get_settings, require_admin
-from store import queries
+from api.body import BadBody, read_json
+from store import catalog, queries
+from store.db import transaction
 from store.identity import find_person
 from store.settings import Settings
 
@@ -52,3 +56,41 @@ def list_messages(person_id: str | None = None, limit: int = Query(500, ge=1, le
 def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
                   session: Session = Depends(get_session)) -> list[dict]:
     return queries.rejected(session, limit, offset)
+
+
+@router.get("/messages/{message_id}", summary="One message with its rendered text, HTML and unsubscribe link")
+def get_message(message_id: str, session: Session = Depends(get_session)) -> dict:
+    found = queries.message_detail(session, message_id)
+    if found is None:
+        raise HTTPException(404, "no such message")
+    return found
+
+
+CATALOG_REQUEST_LIMIT = 10 * 1024 * 1024
+
+
+@router.put("/catalog", summary="Create or update products (bulk); fields an item leaves out keep their value")
+async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
+    """Body: `{"products": [{"sku", "variant"?, "name"?, "category"?, "price"?, "currency"?,
+    "image_url"?, "url"?, "in_stock"?, "bestseller_rank"?}, …]}` (or a bare array). All or
+    nothing: any invalid item makes the request 400 with one line per problem, naming the item and
+    the field."""
+    try:
+        items = catalog.validate_items(await read_json(request, CATALOG_REQUEST_LIMIT))
+    except BadBody as exc:
+        return JSONResponse({"detail": [exc.message]}, status_code=exc.status)
+    except catalog.CatalogInvalid as exc:
+        return JSONResponse({"detail": exc.problems}, status_code=400)
+
+    def write() -> dict:
+        with transaction(engine) as session:
+            return catalog.upsert_admin(session, items)
+
+    return JSONResponse(await run_in_threadpool(write))
+
+
+@router.get("/catalog", summary="Products in the catalog (filter by sku, category, stock)")
+def get_catalog(sku: str | None = None, category: str | None = None, in_stock: bool | None = None,
+                limit: int = Query(500, ge=1, le=5000), offset: int = Query(0, ge=0),
+                session: Session = Depends(get_session)) -> list[dict]:
+    return catalog.list_products(session, sku=sku, category=category, in_stock=in_stock, limit=limit, offset=offset)

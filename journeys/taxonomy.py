@@ -56,6 +56,15 @@ def canonical_name(name: str) -> str:
     return _LOOKUP.get(name.strip().casefold(), name)
 
 
+def product_key(properties: dict) -> str | None:
+    """The product an event is about: its `sku`, else Segment's `product_id` (catalog key)."""
+    for key in ("sku", "product_id"):
+        value = properties.get(key)
+        if value not in (None, "") and not isinstance(value, (dict, list, bool)):
+            return str(value)[:255]
+    return None
+
+
 def missing_recommended(canonical: str, properties: dict) -> list[str]:
     """Recommended properties this event lacks (empty for events without recommendations)."""
     return [p for p in RECOMMENDED_PROPERTIES.get(canonical, ()) if properties.get(p) in (None, "")]

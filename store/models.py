@@ -131,12 +131,40 @@ class Message(SQLModel, table=True):
     subject: str = Field(default="", sa_type=Text)
     body: str = Field(default="", sa_type=Text)
     items: list = _json(default_factory=list)
-    status: str = Field(default="pending", max_length=16)
-    reason: Optional[str] = Field(default=None, sa_type=Text)
+    html: str = Field(default="", sa_type=Text)  # the HTML part of an email ("" for SMS)
+    unsubscribe_url: Optional[str] = Field(default=None, sa_type=Text)  # signed link, also in List-Unsubscribe
+    status: str = Field(default="pending", max_length=16)  # pending | sent | failed
+    reason: Optional[str] = Field(default=None, sa_type=Text)  # why it failed, or the last transient error
+    attempts: int = 0  # delivery attempts (a transient failure is retried by the activity retry policy)
     idempotency_key: str = Field(max_length=300, unique=True)
     cart_id: Optional[str] = Field(default=None, max_length=255)
     created_at: datetime = _ts(index=True)
     sent_at: Optional[datetime] = _ts(default=None)
+
+
+class Product(SQLModel, table=True):
+    """The catalog: one row per product variant (`variant` is "" for a product without variants).
+
+    Fed cheaply from `Product Viewed` / `Added to Cart` properties (source `event`) and owned by the
+    shop through `PUT /admin/catalog` (source `admin`): events fill gaps in admin rows but never
+    overwrite them, and never change stock. Out-of-stock variants are never recommended."""
+
+    __tablename__ = "products"
+    __table_args__ = (Index("ix_products_category_in_stock", "category", "in_stock"),)
+
+    sku: str = Field(primary_key=True, max_length=255)
+    variant: str = Field(default="", primary_key=True, max_length=255)
+    name: Optional[str] = Field(default=None, max_length=512)
+    category: Optional[str] = Field(default=None, max_length=255)
+    price: Optional[float] = None
+    currency: Optional[str] = Field(default=None, max_length=3)
+    image_url: Optional[str] = Field(default=None, sa_type=Text)
+    url: Optional[str] = Field(default=None, sa_type=Text)
+    in_stock: bool = True
+    bestseller_rank: Optional[int] = None  # 1 = best; welcome emails fall back to these
+    source: str = Field(default="event", max_length=16)  # event | admin
+    last_seen_at: Optional[datetime] = _ts(default=None)  # newest event that described it
+    updated_at: datetime = _ts()
 
 
 class OutboxRow(SQLModel, table=True):

@@ -25,10 +25,21 @@ def message_view(message: Message) -> dict:
         "items": message.items,
         "status": message.status,
         "reason": message.reason,
+        "attempts": message.attempts,
         "idempotency_key": message.idempotency_key,
         "created_at": _iso(message.created_at),
         "sent_at": _iso(message.sent_at),
     }
+
+
+def message_detail(session: Session, message_id: str) -> dict | None:
+    """One message with what was rendered: both parts of an email, the SMS text, the unsubscribe link."""
+    message = session.get(Message, message_id)
+    if message is None:
+        return None
+    return {**message_view(message), "template": message.template, "workflow_id": message.workflow_id,
+            "cart_id": message.cart_id, "text": message.body, "html": message.html,
+            "unsubscribe_url": message.unsubscribe_url}
 
 
 def messages_of(session: Session, person_id: str | None = None, limit: int = 500) -> list[dict]:
