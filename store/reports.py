@@ -268,6 +268,10 @@ def reason_category(column) -> ColumnElement:
     )
 
 
+def _journey_order(name: str) -> tuple:
+    return (JOURNEYS.index(name) if name in JOURNEYS else len(JOURNEYS), name)
+
+
 def _iso(value: datetime | None) -> str | None:
     return as_utc(value).isoformat() if value is not None else None
 
@@ -453,7 +457,7 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
             held[1] += revenue_value
     step_recipients = {(r.journey, r.step): r.people for r in recipients_rows}
 
-    journeys = sorted(set(JOURNEYS) | set(journey_recipients) | set(per_journey))
+    journeys = sorted(set(JOURNEYS) | set(journey_recipients) | set(per_journey), key=_journey_order)
     by_journey = []
     for name in journeys:
         orders, money = per_journey.get(name, [0, 0.0])
@@ -461,7 +465,7 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
         by_journey.append({"journey": name, "recipients": people, "orders": orders, "revenue": _money(money),
                            "revenue_per_recipient": revenue_per_recipient(money, people)})
     by_step = []
-    for key in sorted(set(step_recipients) | set(per_step)):
+    for key in sorted(set(step_recipients) | set(per_step), key=lambda k: (_journey_order(k[0]), k[1])):
         orders, money = per_step.get(key, [0, 0.0])
         people = _int(step_recipients.get(key))
         by_step.append({"journey": key[0], "step": key[1], "recipients": people, "orders": orders,
@@ -546,10 +550,15 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
 
 
 def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int) -> list[dict]:
-    anonymous = conn.execute(
-        select(func.count(func.distinct(EVENTS.c.anonymous_id)))
+    # Devices seen in the period that never became anyone: with the people identified, the visitors.
+    never_merged = (
+        select(EVENTS.c.anonymous_id)
         .where(EVENTS.c.anonymous_id.is_not(None), *period.where(EVENTS.c.timestamp))
-    ).scalar_one()
+        .group_by(EVENTS.c.anonymous_id)
+        .having(func.count(EVENTS.c.person_id) == 0)
+        .subquery("never_merged")
+    )
+    anonymous = conn.execute(select(func.count()).select_from(never_merged)).scalar_one()
     cohort = cohort_cte(period)
     first = first_orders_cte(cohort)
     first_sent = (
@@ -572,7 +581,8 @@ def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int) -
                      .outerjoin(first_sent, first_sent.c.person_id == cohort.c.person_id))
     ).one()
     return [
-        {"stage": "anonymous", "label": "anonymous visitors (devices)", "count": _int(anonymous)},
+        {"stage": "anonymous", "label": "visitors (people + never-identified devices)",
+         "count": _int(row.identified) + _int(anonymous)},
         {"stage": "identified", "label": "identified people", "count": _int(row.identified)},
         {"stage": "messaged", "label": "sent a journey message", "count": _int(row.messaged)},
         {"stage": "purchased", "label": f"first order after a message (≤ {conversion_days} d)",

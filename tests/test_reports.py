@@ -134,7 +134,7 @@ def test_messages_sent_skipped_and_failed_by_reason(summary):
 
 def test_funnel(summary):
     assert [(s["stage"], s["count"]) for s in summary["funnel"]] == [
-        ("anonymous", 12),   # a-1 b-1 c-1 d-1 e-1 g-1 k-1 l-1 x-1 x-2 x-3 x-4
+        ("anonymous", 19),   # the 15 identified + x-1 x-2 x-3 x-4, devices that never identified
         ("identified", 15),  # A–O
         ("messaged", 9),     # A–I
         ("purchased", 6),    # A B C E G I (F ordered after 19 days)

@@ -94,5 +94,22 @@ def dev(config: str = typer.Option(None, "--config", help="Journey policy TOML (
     DevStack(config=config, db=db, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port).run()
 
 
+@app.command()
+def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
+                                      help="summary: did the journeys make money; tracking: is the tracking healthy"),
+           since: str = typer.Option(None, help="Period start: 2025-03-01, 2025-03-01T12:00:00Z or 30d (before now)"),
+           until: str = typer.Option(None, help="Period end, exclusive (a plain date includes that day)"),
+           days: int = typer.Option(14, min=1, max=365, help="First-purchase conversion window: days after identify"),
+           db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)"),
+           as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+           open_url: str = typer.Option(None, "--open", metavar="URL",
+                                        help="Print a signed, short-lived link to the report page of the API at URL"),
+           ttl: int = typer.Option(900, help="Seconds the --open link stays valid")) -> None:
+    """Reports: conversion, revenue per recipient, cart recovery, messages by reason — or tracking health."""
+    from worker.report_cli import run_report
+
+    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl))
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,203 @@
+"""`breadcrumb report` — the journey report and the tracking-health report as rich tables, read
+straight from the store (set-based SQL in store/reports.py), or a signed link to the report page."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from api import charts, report_link
+from store import reports
+from store.settings import Settings
+
+KINDS = ("summary", "tracking")
+
+
+def make_console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def run_report(kind: str, since: str | None, until: str | None, days: int, db: str | None, as_json: bool,
+               open_url: str | None, ttl: int, console: Console | None = None) -> int:
+    console = console or make_console()
+    if kind not in KINDS:
+        console.print(f"[red]breadcrumb report:[/] unknown report {kind!r}: use one of {', '.join(KINDS)}")
+        return 2
+    settings = Settings(**({"database_url": db} if db else {}))
+    if open_url:
+        try:
+            link = report_link.sign(settings.admin_token, open_url, ttl=ttl, since=since, until=until,
+                                    days=days if days != reports.DEFAULT_CONVERSION_DAYS else None)
+        except ValueError as exc:
+            console.print(f"[red]breadcrumb report:[/] {exc}")
+            return 2
+        console.print(f"Report page, valid for {charts.duration(ttl)}:")
+        console.print(Text(link), soft_wrap=True)  # one unbroken line, so it can be copied
+        return 0
+    try:
+        period = reports.make_period(since, until)
+    except ValueError as exc:
+        console.print(f"[red]breadcrumb report:[/] {exc}")
+        return 2
+
+    from store.db import make_engine
+
+    engine = make_engine(settings.database_url)
+    try:
+        if kind == "summary":
+            data = reports.summary(engine, settings.policy, period, conversion_days=days)
+        else:
+            data = reports.tracking(engine, settings.policy, period)
+    finally:
+        engine.dispose()
+    if as_json:
+        console.file.write(json.dumps(data, indent=2) + "\n")
+    elif kind == "summary":
+        print_summary(console, data)
+    else:
+        print_tracking(console, data)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}%"
+
+
+def money(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.2f}"
+
+
+def num(value: int | None) -> str:
+    return "–" if value is None else f"{value:,}"
+
+
+def _table(title: str, *columns: str, left: int = 1) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i < left else "right", overflow="fold")
+    return table
+
+
+def _period(data: dict) -> str:
+    from api.report_page import period_label
+
+    return period_label(data["period"])
+
+
+def print_summary(console: Console, s: dict) -> None:
+    c, r, cr, m = s["conversion"], s["revenue"], s["cart_recovery"], s["messages"]
+    settings = s["settings"]
+    console.print(f"[bold]Breadcrumb journey report[/] · {_period(s)} · first-purchase window {settings['conversion_days']} d"
+                  f" · attribution window {settings['attribution_window_hours']:g} h (last touch)")
+
+    headline = _table("", "figure", "value", "of")
+    headline.add_row("first-purchase conversion", pct(c["rate"]), f"{num(c['converted'])} of {num(c['people'])} people")
+    headline.add_row("attributed revenue", money(r["attributed_revenue"]),
+                     f"{num(r['attributed_orders'])} of {num(r['orders'])} orders ({money(r['revenue'])})")
+    headline.add_row("revenue per recipient", money(r["revenue_per_recipient"]), f"{num(r['recipients'])} people messaged")
+    headline.add_row("cart recovery rate", pct(cr["rate"]), f"{num(cr['carts_recovered'])} of {num(cr['carts_messaged'])} carts")
+    if c["holdout"]:
+        h = c["holdout"]
+        lift = "–" if h["lift_points"] is None else f"{h['lift_points'] * 100:+.1f} pts"
+        headline.add_row("lift vs holdout", lift, f"journeys {pct(h['journey_rate'])} vs control {pct(h['control_rate'])}")
+    console.print(headline)
+
+    routes = _table(f"First-purchase conversion by route (≤ {c['days']} d after identify)",
+                    "route", "people", "converted", "rate", "already customers")
+    for row in c["by_route"]:
+        routes.add_row(Text(row["route"]), num(row["people"]), num(row["converted"]), pct(row["rate"]),
+                       num(row["prior_purchasers"]))
+    routes.add_section()
+    routes.add_row("all", num(c["people"]), num(c["converted"]), pct(c["rate"]), num(c["prior_purchasers"]))
+    console.print(routes)
+    if c["holdout"] is None:
+        console.print("[dim]No control group in this period (holdout_percent in journeys.toml measures lift).[/]")
+    if c["still_in_window"]:
+        console.print(f"[dim]{num(c['still_in_window'])} people are still inside their {c['days']}-day window.[/]")
+
+    journeys = _table("Revenue per recipient by journey", "journey", "people messaged", "orders", "revenue", "per recipient")
+    for row in r["by_journey"]:
+        journeys.add_row(Text(row["journey"]), num(row["recipients"]), num(row["orders"]), money(row["revenue"]),
+                         money(row["revenue_per_recipient"]))
+    console.print(journeys)
+    steps = _table("… and by step", "journey", "step", "people", "orders", "revenue", "per recipient")
+    for row in r["by_step"]:
+        steps.add_row(Text(row["journey"]), str(row["step"]), num(row["recipients"]), num(row["orders"]),
+                      money(row["revenue"]), money(row["revenue_per_recipient"]))
+    console.print(steps)
+
+    console.print(f"[bold]Cart recovery[/]: {pct(cr['rate'])} — {num(cr['carts_recovered'])} of {num(cr['carts_messaged'])} "
+                  f"carts messaged were ordered afterwards ({num(cr['matched_by_cart_id'])} by cart id, "
+                  f"{num(cr['matched_by_person'])} by the same person within the window)\n")
+
+    reasons = _table(f"Messages: {num(m['sent'])} sent · {num(m['failed'])} failed · {num(m['pending'])} pending · "
+                     f"{num(m['skipped'])} skipped · {num(m['deferred'])} deferred",
+                     "outcome", "journey", "reason", "count", left=3)
+    for row in m["by_reason"]:
+        reasons.add_row(row["outcome"], Text(row["journey"] or ""), Text(row["reason"] or ""), num(row["count"]))
+    console.print(reasons)
+
+    funnel = _table("Funnel", "stage", "count", "of previous")
+    previous = None
+    for stage in s["funnel"]:
+        funnel.add_row(stage["label"], num(stage["count"]), pct(stage["count"] / previous) if previous else "")
+        previous = stage["count"]
+    console.print(funnel)
+
+
+def print_tracking(console: Console, t: dict) -> None:
+    late, fr, mp, dup, un = (t["identify_lateness"], t["fragmented_ids"], t["missing_properties"], t["duplicates"],
+                             t["unmerged"])
+    console.print(f"[bold]Breadcrumb tracking health[/] · {_period(t)}")
+    head = _table("", "figure", "value", "detail")
+    head.add_row("identify lateness, median", charts.duration(late["median_seconds"]),
+                 f"p90 {charts.duration(late['p90_seconds'])}; {num(late['with_anonymous_activity'])} of "
+                 f"{num(late['identified'])} people had anonymous activity first")
+    head.add_row("identified only at checkout or purchase", pct(late["share_at_checkout_or_purchase"]),
+                 f"{num(late['identified_at_checkout_or_purchase'])} people")
+    head.add_row("anonymous events never merged", pct(un["share_unmerged_events"]),
+                 f"{num(un['unmerged_events'])} of {num(un['anonymous_events'])}; {num(un['unmergeable_events'])} past the merge window")
+    head.add_row("anonymous ids never merged", pct(un["share_unmerged_ids"]),
+                 f"{num(un['unmerged_ids'])} of {num(un['anonymous_ids'])}")
+    head.add_row(f"people with {fr['many_threshold']}+ anonymous ids", pct(fr["share_with_many_ids"]),
+                 f"{num(fr['people_with_many_ids'])} of {num(fr['people'])}; most {num(fr['max_ids'])}")
+    head.add_row("anonymous ids seen on one page view only", pct(fr["share_single_page_view"]),
+                 f"{num(fr['single_page_view_ids'])} of {num(fr['anonymous_ids'])}")
+    head.add_row("duplicate pairs caught (client + server)", num(dup["pairs"]), "")
+    head.add_row("events missing recommended properties", pct(mp["share_with_gaps"]),
+                 f"{num(mp['events_with_gaps'])} of {num(mp['events_checked'])}")
+    console.print(head)
+
+    histogram = _table("Identify lateness (first anonymous event → identify)", "time", "people", "", left=1)
+    biggest = max((b["people"] for b in late["histogram"]), default=0) or 1
+    for bucket in late["histogram"]:
+        histogram.add_row(bucket["bucket"], num(bucket["people"]), "█" * round(30 * bucket["people"] / biggest))
+    console.print(histogram)
+
+    missing = _table("Events missing recommended properties", "event", "property", "missing", "of events", "share", left=2)
+    for row in mp["by_event_property"]:
+        missing.add_row(Text(row["event"]), Text(row["property"]), num(row["missing"]), num(row["events"]), pct(row["share"]))
+    console.print(missing)
+
+    duplicates = _table("Duplicates caught", "event", "later copy from", "pairs", left=2)
+    for row in dup["by_event"]:
+        duplicates.add_row(Text(row["event"]), Text(row["late_copy_source"]), num(row["pairs"]))
+    console.print(duplicates)
+
+    fragmented = _table("Ids per person", "anonymous ids", "people")
+    for row in fr["distribution"]:
+        fragmented.add_row(row["anonymous_ids"], num(row["people"]))
+    console.print(fragmented)
+    if fr["most_fragmented"]:
+        top = _table("Most fragmented people", "person", "anonymous ids")
+        for row in fr["most_fragmented"]:
+            top.add_row(Text(row["person_id"]), num(row["anonymous_ids"]))
+        console.print(top)
