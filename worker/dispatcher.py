@@ -59,6 +59,9 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
         while not stop.is_set():
+            # Clear before claiming, never after: a nudge that lands while a claim is in flight (its
+            # row committed too late for that claim) must trigger another pass, not wait a full poll.
+            self._wake.clear()
             try:
                 sent = await self.dispatch_once()
             except Exception as exc:  # the store itself failing: log, back off, keep going
@@ -66,7 +69,6 @@ class Dispatcher:
                 sent = 0
             if sent:
                 continue
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
             except asyncio.TimeoutError:

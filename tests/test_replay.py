@@ -1,0 +1,84 @@
+"""Replay: histories recorded on a real dev server must replay cleanly against the current workflow code.
+
+`tests/histories/<name>.json` are histories of completed hub and journey workflows, fetched with
+`WorkflowHandle.fetch_history()` / `WorkflowHistory.to_json()` by `tests/test_e2e_devserver.py`.
+A change to `workflows/` that would break running workflows (a new command, reordered activities or
+timers, …) fails here; guard such a change with `workflow.patched(...)` and keep these files as they
+are. Re-record (after a deliberate, patched change, or to add a path) with:
+
+    BREADCRUMB_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_e2e_devserver.py
+
+The workflow id is read from each history's WorkflowExecutionStarted event.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+from workflows import ALL_WORKFLOWS
+from workflows.journey import STORE_CALL, BrowseRecovery, Journey, Welcome
+from workflows.hub import Hub
+from workflows.models import JourneyInput, JourneyState, SendCheck, SendCheckInput, StopJourney
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+EXPECTED = {"hub", "hub_purchased", "cart_recovery", "cart_recovery_purchased", "browse_recovery", "welcome"}
+
+
+def load(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    started = data["events"][0]["workflowExecutionStartedEventAttributes"]
+    return WorkflowHistory.from_json(started["workflowId"], data)  # the id first, then the history
+
+
+def history_files() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_every_workflow_type_has_a_recorded_history():
+    assert EXPECTED <= {path.stem for path in history_files()}, "re-record: see this module's docstring"
+    types = {json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+             for p in history_files()}
+    assert types == {"hub", "cart_recovery", "browse_recovery", "welcome"}
+
+
+@pytest.mark.parametrize("path", history_files(), ids=lambda p: p.stem)
+async def test_history_replays_against_current_code(path: Path):
+    history = load(path)
+    assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), \
+        f"{path.name} is not a completed workflow's history"
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+
+
+# A deliberately incompatible cart_recovery (checks the guardrails before the first delay instead of
+# after it): replaying the recorded history against it must fail, or this module tests nothing.
+@workflow.defn(name="cart_recovery", sandboxed=False)  # this module reads files at import
+class ReorderedCartRecovery(Journey):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        await workflow.execute_activity(
+            "check_before_send",
+            SendCheckInput(person_id=journey.person_id, route=journey.route, channel="email", cart_id=journey.cart_id),
+            result_type=SendCheck, **STORE_CALL,
+        )
+        await workflow.sleep(timedelta(seconds=1))
+        return await self.run_steps(journey)
+
+    @workflow.signal(name="stop")
+    def stop_signal(self, request: StopJourney) -> None:
+        self.stop(request)
+
+
+async def test_replay_catches_an_incompatible_change():
+    replayer = Replayer(workflows=[Hub, ReorderedCartRecovery, BrowseRecovery, Welcome],
+                        data_converter=pydantic_data_converter)
+    result = await replayer.replay_workflow(load(HISTORIES / "cart_recovery.json"), raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+    assert "nondetermin" in str(result.replay_failure).lower(), result.replay_failure
