@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import secrets
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.channels import Channel, OutboxChannel
-from activities.render import Renderer
+from activities.render import Renderer, absolute
 from journeys import taxonomy
 from journeys.history import HistoryEvent, PersonHistory
-from journeys.personalise import category_anchor, recently_viewed
-from journeys.routing import open_cart
+from journeys.personalise import Catalog, CatalogEntry, category_anchor, personalise, skus_in
+from journeys.routing import OpenCart, open_cart
 from store.db import insert_ignoring_conflicts, transaction
-from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, as_utc
+from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc
+from store.settings import Settings
+from store.unsubscribe import unsubscribe_url
 from workflows.models import (
     Conversion,
     JourneyNote,
@@ -27,6 +32,8 @@ from workflows.models import (
     SendInput,
     SendResult,
 )
+
+log = logging.getLogger("breadcrumb.activities")
 
 HISTORY_HORIZON = timedelta(days=90)  # routing looks back at most this far (orders: always)
 JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
@@ -57,13 +64,86 @@ def _first_identifier(session: Session, person_id: str, kind: str) -> str | None
     ).first()
 
 
+DEV_SHOP_URL = "https://shop.example"
+DEV_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+CATALOG_PICKS_SCAN = 200  # ranked in-stock rows read for category picks and bestsellers
+
+
+@dataclass(frozen=True)
+class MessageLinks:
+    """What messages link to and say about the shop (from settings; dev placeholders when unset,
+    which only the outbox channel accepts — see channels_from_settings)."""
+
+    shop_name: str
+    shop_url: str
+    shop_address: str
+    public_base_url: str
+    unsubscribe_key: bytes
+    currency: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None) -> "MessageLinks":
+        settings = settings or Settings()
+        key = settings.unsubscribe_key
+        if key is None:
+            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET or ADMIN_TOKEN: unsubscribe links in outbox messages are "
+                        "signed with a throwaway key and will not verify")
+            key = secrets.token_bytes(32)
+        return cls(shop_name=settings.shop_name, shop_url=(settings.shop_url or DEV_SHOP_URL).rstrip("/"),
+                   shop_address=settings.shop_address,
+                   public_base_url=(settings.public_base_url or DEV_PUBLIC_BASE_URL).rstrip("/"),
+                   unsubscribe_key=key, currency=settings.currency.upper())
+
+
+def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | None) -> Catalog:
+    """The catalog rows a message can use: every product the history mentions, plus the ranked
+    in-stock products of the shopper's category and the shop's bestsellers. Two queries."""
+    rows = list(session.exec(select(Product).where(Product.sku.in_(skus)))) if (skus := skus_in(events, cart)) else []
+    anchor = category_anchor(events, Catalog(_entry(r) for r in rows))
+    ranked = select(Product).where(Product.in_stock.is_(True))
+    ranked = ranked.where(or_(Product.bestseller_rank.is_not(None), Product.category == anchor) if anchor
+                          else Product.bestseller_rank.is_not(None))
+    ranked = ranked.order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, Product.name, Product.sku)
+    rows += list(session.exec(ranked.limit(CATALOG_PICKS_SCAN)))
+    unique = {(r.sku, r.variant): r for r in rows}
+    return Catalog(_entry(r) for r in unique.values())
+
+
+def _entry(row: Product) -> CatalogEntry:
+    return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
+                        price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
+                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank)
+
+
+def _resume_url(events: list[HistoryEvent], cart: OpenCart | None, shop_url: str) -> str:
+    """Where "return to your cart" goes: the newest checkout/cart URL the storefront sent for this
+    cart (`checkout_url`, `cart_url`), else the shop's /cart."""
+    for event in reversed(events):
+        if cart is not None and cart.cart_id is not None and event.cart_key != cart.cart_id:
+            continue
+        for key in ("checkout_url", "cart_url"):
+            value = (event.properties or {}).get(key)
+            if isinstance(value, str) and value.strip():
+                return absolute(value.strip(), shop_url)
+    return f"{shop_url}/cart"
+
+
+def _currency(events: list[HistoryEvent], default: str) -> str:
+    for event in reversed(events):
+        value = (event.properties or {}).get("currency")
+        if isinstance(value, str) and len(value.strip()) == 3:
+            return value.strip().upper()
+    return default
+
+
 class StoreActivities:
     def __init__(self, engine: Engine, channels: dict[str, Channel] | None = None,
-                 renderer: Renderer | None = None) -> None:
+                 renderer: Renderer | None = None, settings: Settings | None = None) -> None:
         self.engine = engine
         outbox = OutboxChannel()
         self.channels = {"email": outbox, "sms": outbox, "outbox": outbox, **(channels or {})}
         self.renderer = renderer or Renderer()
+        self.links = MessageLinks.from_settings(settings)
 
     def all(self) -> list:
         return [self.load_person, self.start_journey, self.check_before_send, self.send_step,
@@ -116,15 +196,17 @@ class StoreActivities:
             result = SendCheck(timezone=person.timezone)
             if order is not None:
                 result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
+            result.recipient = self._recipient(session, person.id, check.channel)
             if person.suppressed:
-                result.suppressed = "suppressed"
+                result.suppressed = "suppressed"  # the person: nothing on any channel
             elif check.channel == "email" and person.email_unsubscribed:
-                result.suppressed = "unsubscribed from email"
+                result.channel_blocked = "unsubscribed from email"  # this step's channel only
             elif check.channel == "sms" and not person.sms_consent:
-                result.suppressed = "no SMS consent"
+                result.channel_blocked = "no SMS consent"
+            elif not result.recipient:
+                result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
             if check.route == "cart_recovery":
                 result.cart_open = self._cart(history, check.cart_id) is not None
-            result.recipient = self._recipient(session, person.id, check.channel)
             last = session.exec(
                 select(func.max(Message.sent_at)).where(Message.person_id == person.id, Message.status == "sent")
             ).one()
@@ -158,35 +240,61 @@ class StoreActivities:
                 message = session.exec(select(Message).where(Message.idempotency_key == key)).one()
         if message.status != "pending":
             return self._result(message, duplicate=True)
+        attempt = self._attempt(message)
         try:
             self.channels[message.channel].deliver(message)
         except Exception as exc:
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
             if not getattr(exc, "permanent", False):
-                raise  # transient: the activity retry policy tries again, same row, same key
-            return self._finish(message, "failed", str(exc))
+                # Transient: the activity retry policy tries again with backoff, same row, same key.
+                # The row says what went wrong meanwhile, so a stuck send is visible in /admin/messages.
+                self._note_transient(message, f"attempt {attempt} failed, retrying: {reason}")
+                raise
+            return self._finish(message, "failed", reason)
         return self._finish(message, "sent", None, sent_at=send.at)
+
+    def _attempt(self, message: Message) -> int:
+        with transaction(self.engine) as session:
+            session.execute(update(Message).where(Message.id == message.id).values(attempts=Message.attempts + 1))
+            return session.exec(select(Message.attempts).where(Message.id == message.id)).one()
+
+    def _note_transient(self, message: Message, reason: str) -> None:
+        try:
+            with transaction(self.engine) as session:
+                session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
+                                .values(reason=reason[:2000]))
+        except Exception:  # the store being down too must not hide the delivery error
+            log.exception("could not record the delivery error of %s", message.idempotency_key)
 
     def _compose(self, session: Session, send: SendInput, key: str) -> dict:
         person = session.get(Person, send.person_id)
         history = person_history(session, person, send.at)
-        if send.route == "cart_recovery":
-            cart = self._cart(history, send.cart_id)
-            items = [item.model_dump() for item in cart.items] if cart else []
-            cart_value = cart.value if cart else None
-        else:
-            items, cart_value = recently_viewed(history.events), None
+        cart = self._cart(history, send.cart_id) if send.route == "cart_recovery" else None
+        catalog = load_catalog(session, history.events, cart)
+        shown = personalise(send.route, history.events, catalog, cart)
+        message_id = str(uuid.uuid4())
+        links = self.links
+        unsubscribe = unsubscribe_url(links.public_base_url, links.unsubscribe_key, person.id,
+                                      "sms" if send.channel == "sms" else "email", message_id)
         traits = person.traits or {}
-        rendered = self.renderer.render(send.template, {
-            "first_name": traits.get("first_name") or traits.get("firstName"),
-            "items": items, "cart_value": cart_value, "category": category_anchor(history.events),
-            "resume_url": f"/cart/{send.cart_id}" if send.cart_id else "/cart",
+        first_name = traits.get("first_name") or traits.get("firstName")
+        rendered = self.renderer.render(send.template, send.channel, {
+            "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
+            "journey": send.route, "step": send.step,
+            "items": [item.model_dump() for item in shown.items], "cart_value": shown.cart_value,
+            "category": shown.category, "picks": [item.model_dump() for item in shown.picks],
+            "currency": _currency(history.events, links.currency),
+            "resume_url": _resume_url(history.events, cart, links.shop_url),
+            "unsubscribe_url": unsubscribe,
+            "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
         })
         return dict(
-            id=str(uuid.uuid4()), person_id=send.person_id, workflow_id=send.workflow_id, journey=send.route,
+            id=message_id, person_id=send.person_id, workflow_id=send.workflow_id, journey=send.route,
             step=send.step, template=send.template, channel=send.channel,
             recipient=self._recipient(session, send.person_id, send.channel) or "", subject=rendered.subject,
-            body=rendered.body, items=items, status="pending", idempotency_key=key, cart_id=send.cart_id,
-            created_at=send.at,
+            body=rendered.text, html=rendered.html, unsubscribe_url=unsubscribe,
+            items=[item.model_dump() for item in shown.items], status="pending", idempotency_key=key,
+            cart_id=send.cart_id, created_at=send.at,
         )
 
     def _finish(self, message: Message, status: str, reason: str | None, sent_at: datetime | None = None) -> SendResult:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import cached_property
+from typing import Literal
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -32,8 +35,22 @@ class Settings(BaseSettings):
     cio_api_key: str = ""
     admin_token: str = ""
     journeys: Path = REPO_ROOT / "journeys.toml"
-    smtp_url: str = ""
-    sms_webhook_url: str = ""
+    # Delivery. Without SMTP_URL / SMS_WEBHOOK_URL those channels fall back to `outbox` (stored, not sent).
+    smtp_url: str = ""  # smtp://user:pass@host:587 (STARTTLS per SMTP_STARTTLS) or smtps://… (implicit TLS)
+    smtp_starttls: Literal["auto", "always", "never"] = "auto"  # auto: upgrade when the server offers it
+    smtp_from: str = ""  # "Glow Skincare <hello@glow.example>"; required with SMTP_URL
+    smtp_reply_to: str = ""
+    smtp_timeout: float = Field(default=30.0, gt=0)  # seconds per SMTP conversation
+    sms_webhook_url: str = ""  # POST {"to", "body"} with an Idempotency-Key header
+    sms_webhook_token: str = ""  # sent as "Authorization: Bearer …" when set
+    sms_timeout: float = Field(default=10.0, gt=0)
+    # Links in messages.
+    public_base_url: str = ""  # where this API is reachable from a mailbox; unsubscribe links live under it
+    unsubscribe_secret: str = ""  # HMAC key of unsubscribe links (derived from ADMIN_TOKEN when unset)
+    shop_name: str = "Our shop"
+    shop_url: str = ""  # the storefront; relative product/cart links are joined to it
+    shop_address: str = ""  # postal address for the email footer (CAN-SPAM / UK GDPR)
+    currency: str = Field(default="USD", min_length=3, max_length=3)  # when events name no currency
     default_phone_region: str = "US"
     auto_migrate: bool = False
     dispatch: bool = True
@@ -43,3 +60,13 @@ class Settings(BaseSettings):
     @cached_property
     def policy(self) -> Policy:
         return load_policy(self.journeys)
+
+    @property
+    def unsubscribe_key(self) -> bytes | None:
+        """The key unsubscribe links are signed with: UNSUBSCRIBE_SECRET, else one derived from
+        ADMIN_TOKEN (so a dev stack works out of the box), else None (links cannot be made)."""
+        if self.unsubscribe_secret:
+            return self.unsubscribe_secret.encode()
+        if self.admin_token:
+            return hmac.new(self.admin_token.encode(), b"breadcrumb-unsubscribe-v1", hashlib.sha256).digest()
+        return None

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.channels import Channel
+from activities.channels import Channel, channels_from_settings
 from activities.render import Renderer
 from activities.store_activities import StoreActivities
 from store.settings import Settings
@@ -22,9 +22,17 @@ log = logging.getLogger("breadcrumb.worker")
 
 def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
                  activity_threads: int = 16, max_cached_workflows: int = 1000) -> Worker:
+    """The worker with channels from settings (SMTP, SMS webhook, else outbox); `channels` overrides
+    them by name (tests). Templates and delivery settings are checked here: a missing template or
+    variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
     renderer = Renderer()
-    renderer.check([step.template for journey in settings.policy.journeys.values() for step in journey.steps])
-    activities = StoreActivities(engine, channels=channels, renderer=renderer)
+    renderer.check([(step.template, step.channel) for journey in settings.policy.journeys.values()
+                    for step in journey.steps])
+    configured = channels_from_settings(settings)
+    for name, channel in configured.items():
+        log.info("channel %s: %s", name, type(channel).__name__)
+    activities = StoreActivities(engine, channels={**configured, **(channels or {})}, renderer=renderer,
+                                 settings=settings)
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -28,6 +28,10 @@ STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=30),
 SEND_CALL = dict(start_to_close_timeout=timedelta(minutes=2),
                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5)))
 WAIT_LABELS = {"frequency_cap": "frequency cap", "quiet_hours": "quiet hours"}
+# Added with per-channel consent: a step whose channel cannot reach the person (unsubscribed from
+# email, no SMS consent, no address) is skipped instead of ending the journey, while a later step on
+# another channel still can reach them.
+SKIP_BLOCKED_CHANNEL = "skip-blocked-channel"
 
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
@@ -41,7 +45,7 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return check.suppressed
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
-    if not check.recipient:
+    if not check.recipient and not check.channel_blocked:
         return "no address for this channel"
     return None
 
@@ -72,6 +76,8 @@ class Journey:
                 stop = reason_to_stop(check, journey.route)
                 if stop:
                     return await self._end(journey, "exited", stop, step=index)
+                if check.channel_blocked:
+                    break
                 slot = earliest_send(workflow.now(), check.last_message_at, journey.policy, check.timezone)
                 if not slot.waits:
                     break
@@ -82,6 +88,15 @@ class Journey:
                                  until=wait.until)
                 if await self._stopped_within(wait.until - workflow.now()):
                     return await self._end(journey, "exited", self.stop_reason, step=index)
+            if check.channel_blocked:
+                blocked = check.channel_blocked
+                later = [s for s in steps[index:] if s.channel != step.channel]
+                if not workflow.patched(SKIP_BLOCKED_CHANNEL):
+                    return await self._end(journey, "exited", blocked, step=index)
+                await self._note(journey, "skipped", f"{blocked}: step {index} ({step.template}) not sent", step=index)
+                if not later:
+                    return await self._end(journey, "exited", f"{blocked}: no later step can reach them", step=index)
+                continue
             self._status("sending")
             result: SendResult = await workflow.execute_activity(
                 "send_step",

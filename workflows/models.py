@@ -110,7 +110,8 @@ class SendCheck(BaseModel):
 
     person_exists: bool = True
     purchased: str | None = None  # why we think they bought, e.g. "order o-1 at …"
-    suppressed: str | None = None  # why they must not be messaged on this channel
+    suppressed: str | None = None  # why they must not be messaged at all (ends the journey)
+    channel_blocked: str | None = None  # why this step's channel cannot reach them (skips the step)
     cart_open: bool = True
     recipient: str | None = None
     last_message_at: datetime | None = None

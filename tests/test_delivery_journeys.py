@@ -1,0 +1,167 @@
+"""Delivery inside real journeys on Temporal's time-skipping server: the mail relay down at the
+moment of sending and back later (the activity retries; exactly one email), a permanent refusal
+recorded as a failed step, and per-step channels with SMS consent."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from conftest import free_port, settings_for, venv_binary
+from delivery_helpers import SmsWebhook, SmtpServer
+from journey_harness import Harness, identify, track
+from journeys.policy import parse_policy
+from store.db import make_engine
+from store.migrate import upgrade
+from worker.temporal import register_search_attributes
+from worker.worker import build_worker
+
+
+def policy(welcome_steps: list[dict]):
+    return parse_policy({
+        "min_hours_between_messages": 0, "quiet_hours": {"enabled": False}, "hub_idle_timeout": "1h",
+        "journeys": {
+            "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
+            "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
+            "welcome": {"steps": welcome_steps},
+        },
+    })
+
+
+@pytest_asyncio.fixture
+async def env():
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'delivery.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def settings(engine, smtp_port: int, sms_url: str = ""):
+    return settings_for(str(engine.url), smtp_url=f"smtp://127.0.0.1:{smtp_port}", smtp_from="Shop <hi@shop.example>",
+                        sms_webhook_url=sms_url, public_base_url="https://crumbs.example",
+                        shop_url="https://shop.example", smtp_timeout=3)
+
+
+async def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.1)
+
+
+async def test_relay_down_then_up_delivers_exactly_one_email_per_step(env, engine):
+    chosen = policy([{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"}])
+    port = free_port()
+    config = settings(engine, port)
+    config.__dict__["policy"] = chosen
+    server = SmtpServer(port)  # not started: the relay is down when step 1 is due
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-r", "relay@example.com", first_name="Rae"))
+            person = shop.person_id("relay@example.com")
+            journey = await shop.journey_of(person)
+            finished = asyncio.create_task(shop.journey_result(journey))
+            await wait_until(lambda: (shop.scalar("SELECT max(attempts) FROM messages") or 0) >= 2)
+            pending = shop.rows("SELECT status, reason FROM messages")
+            assert pending[0][0] == "pending" and "unreachable" in pending[0][1]
+            server.start()
+            result = await asyncio.wait_for(finished, 120)
+        assert result.status == "completed"
+        received = server.mailbox.wait_for(2)
+        assert [m["Subject"] for m in received] == ["Welcome, Rae!", "Our bestsellers"]
+        messages = shop.messages(person)
+        assert [(m.step, m.status) for m in messages] == [(1, "sent"), (2, "sent")]
+        assert messages[0].attempts >= 3 and messages[1].attempts == 1
+        assert len({m["Message-ID"] for m in received}) == 2
+    finally:
+        server.stop()
+
+
+async def test_permanent_refusal_is_a_failed_step_and_the_journey_goes_on(env, engine):
+    chosen = policy([{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"}])
+    server = SmtpServer(free_port()).start()
+    server.mailbox.refuse["gone@"] = "550 5.1.1 mailbox unavailable"
+    config = settings(engine, server.port)
+    config.__dict__["policy"] = chosen
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-g", "gone@example.com"))
+            person = shop.person_id("gone@example.com")
+            result = await shop.journey_result(await shop.journey_of(person))
+        assert [(m.step, m.status) for m in shop.messages(person)] == [(1, "failed"), (2, "failed")]
+        assert all("550" in m.reason for m in shop.messages(person))
+        assert [s.split(":")[0] for s in result.sent] == ["step 1", "step 2"] and "failed" in result.sent[0]
+        failed = [(kind, step) for kind, reason, _, step in shop.log(person) if kind == "failed"]
+        assert failed == [("failed", 1), ("failed", 2)]
+        assert server.mailbox.received == []
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("consent", [True, False])
+async def test_sms_step_goes_only_to_people_who_consented(env, engine, consent):
+    chosen = policy([{"delay": "5m", "template": "welcome_1"},
+                     {"delay": "1h", "template": "cart_recovery_sms", "channel": "sms"},
+                     {"delay": "1d", "template": "welcome_2"}])
+    server = SmtpServer(free_port()).start()
+    hook = SmsWebhook(free_port()).start()
+    config = settings(engine, server.port, hook.url)
+    config.__dict__["policy"] = chosen
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-m", "mixed@example.com", phone="+14155550111", sms_consent=consent))
+            person = shop.person_id("mixed@example.com")
+            result = await shop.journey_result(await shop.journey_of(person))
+        assert result.status == "completed"
+        assert len(server.mailbox.wait_for(2)) == 2  # both email steps, either way
+        sent = [(m.step, m.channel, m.status) for m in shop.messages(person)]
+        if consent:
+            assert sent == [(1, "email", "sent"), (2, "sms", "sent"), (3, "email", "sent")]
+            assert [c.body["to"] for c in hook.calls] == ["+14155550111"]
+        else:
+            assert sent == [(1, "email", "sent"), (3, "email", "sent")]
+            assert hook.calls == []
+            skipped = [(reason, step) for kind, reason, _, step in shop.log(person) if kind == "skipped"]
+            assert skipped == [("no SMS consent: step 2 (cart_recovery_sms) not sent", 2)]
+    finally:
+        server.stop()
+        hook.stop()
+
+
+async def test_suppressed_person_gets_nothing_and_the_exit_is_recorded(env, engine):
+    from sqlalchemy import text
+
+    chosen = policy([{"delay": "5m", "template": "welcome_1"}])
+    server = SmtpServer(free_port()).start()
+    config = settings(engine, server.port)
+    config.__dict__["policy"] = chosen
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-x", "quiet@example.com"), track("dev-x", "Product Viewed", sku="A"))
+            person = shop.person_id("quiet@example.com")
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE people SET suppressed = :t WHERE id = :p"), {"t": True, "p": person})
+            result = await shop.journey_result(await shop.journey_of(person))
+        assert result.status == "exited" and server.mailbox.received == []
+        assert ("exit", "suppressed") in [(kind, reason) for kind, reason, *_ in shop.log(person)]
+    finally:
+        server.stop()
