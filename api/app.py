@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api import admin, customerio, demo_store, segment
+from api import admin, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
 from api.deps import CustomerIOAuthError
 from store.db import make_engine
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customerio.router)
     app.include_router(admin.router)
     app.include_router(reports_api.router)
+    app.include_router(unsubscribe.router)
     app.include_router(demo_store.router)
 
     @app.exception_handler(CustomerIOAuthError)

@@ -1,0 +1,176 @@
+"""Unsubscribe links: signed tokens (forged, altered, cross-person and other-key tokens refused),
+`GET /u/{token}` over HTTP, RFC 8058 one-click POST, resubscribe, and end to end: the link in a
+delivered email unsubscribes the person and the journey's next step is skipped with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import timedelta
+
+import pytest
+import pytest_asyncio
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from conftest import ADMIN_TOKEN, free_port, settings_for, venv_binary
+from delivery_helpers import SmtpServer, parts
+from journey_harness import Harness, identify
+from journeys.policy import parse_policy
+from store.settings import Settings
+from store.unsubscribe import make_token, read_token
+from worker.temporal import register_search_attributes
+from worker.worker import build_worker
+
+KEY = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key  # what the served app verifies with
+PERSON_A = "11111111-1111-4111-8111-111111111111"
+PERSON_B = "22222222-2222-4222-8222-222222222222"
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def test_token_round_trip_and_tampering():
+    token = make_token(b"k" * 32, PERSON_A, "email", "m-1")
+    claim = read_token(b"k" * 32, token)
+    assert (claim.person_id, claim.channel, claim.message_id) == (PERSON_A, "email", "m-1")
+    payload, tag = token.split(".")
+    other_payload = b64(f"{PERSON_B}|email|m-1".encode())
+    assert read_token(b"k" * 32, f"{other_payload}.{tag}") is None  # someone else, same signature
+    assert read_token(b"x" * 32, token) is None  # another shop's key
+    assert read_token(b"k" * 32, token[:-2]) is None
+    assert read_token(b"k" * 32, f"{payload}.{tag}x") is None
+    for junk in ("", ".", "abc", "a.b.c", "%%%.###", "A" * 600):
+        assert read_token(b"k" * 32, junk) is None
+    assert read_token(b"", token) is None
+    sms = read_token(b"k" * 32, make_token(b"k" * 32, PERSON_A, "sms"))
+    assert (sms.channel, sms.message_id) == ("sms", None)
+    with pytest.raises(ValueError):
+        make_token(b"k", PERSON_A, "pigeon")
+
+
+def person_id(api, email: str) -> str:
+    return api.person(email=email)["person_id"]
+
+
+def subscribed(api, email: str) -> bool:
+    return not api.person(email=email)["email_unsubscribed"]
+
+
+def test_get_link_unsubscribes_that_person_only(api):
+    for who in ("ann@example.com", "ben@example.com"):
+        assert api.segment("identify", {"anonymousId": who, "traits": {"email": who}}).status_code == 200
+    ann = person_id(api, "ann@example.com")
+    response = api.http.get(f"/u/{make_token(KEY, ann, 'email', 'msg-1')}")
+    assert response.status_code == 200 and "You are unsubscribed" in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert not subscribed(api, "ann@example.com") and subscribed(api, "ben@example.com")
+    events = [e for e in api.person(email="ann@example.com")["events"] if e["name"] == "Unsubscribed"]
+    assert [e["properties"] for e in events] == [{"channel": "email", "via": "link", "message_id": "msg-1"}]
+    again = api.http.get(f"/u/{make_token(KEY, ann, 'email', 'msg-1')}")
+    assert again.status_code == 200  # idempotent; no second event
+    assert len([e for e in api.person(email="ann@example.com")["events"] if e["name"] == "Unsubscribed"]) == 1
+
+
+def test_forged_and_cross_person_tokens_are_refused(api):
+    for who in ("cat@example.com", "dan@example.com"):
+        api.segment("identify", {"anonymousId": who, "traits": {"email": who}})
+    cat, dan = person_id(api, "cat@example.com"), person_id(api, "dan@example.com")
+    _, cat_tag = make_token(KEY, cat, "email").split(".")
+    attempts = [
+        f"{b64(f'{dan}|email|'.encode())}.{cat_tag}",  # Cat's signature on Dan's id
+        make_token(b"guessed-secret", dan, "email"),  # signed with the wrong key
+        make_token(KEY, dan, "email")[:-3],  # truncated
+        f"{b64(f'{dan}|email|'.encode())}.",  # unsigned
+        "not-a-token",
+    ]
+    for token in attempts:
+        response = api.http.get(f"/u/{token}")
+        assert response.status_code == 400, token
+        assert "This link is not valid" in response.text
+        assert api.http.post(f"/u/{token}").status_code == 400
+    assert subscribed(api, "cat@example.com") and subscribed(api, "dan@example.com")
+
+
+def test_one_click_post_and_resubscribe(api):
+    api.segment("identify", {"anonymousId": "eve", "traits": {"email": "eve@example.com"}})
+    token = make_token(KEY, person_id(api, "eve@example.com"), "email")
+    response = api.http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click",
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.text == "unsubscribed"
+    assert not subscribed(api, "eve@example.com")
+    back = api.http.post(f"/u/{token}/resubscribe")
+    assert back.status_code == 200 and "Welcome back" in back.text
+    assert subscribed(api, "eve@example.com")
+
+
+def test_a_valid_token_for_a_deleted_person_changes_nothing(api):
+    response = api.http.get(f"/u/{make_token(KEY, PERSON_A, 'email')}")
+    assert response.status_code == 404 and "Nothing to unsubscribe" in response.text
+
+
+def test_sms_link_withdraws_sms_consent(api):
+    api.segment("identify", {"anonymousId": "fay", "traits": {"email": "fay@example.com", "phone": "+14155550199",
+                                                              "sms_consent": True}})
+    assert api.person(email="fay@example.com")["sms_consent"] is True
+    token = make_token(KEY, person_id(api, "fay@example.com"), "sms")
+    assert api.http.get(f"/u/{token}").status_code == 200
+    profile = api.person(email="fay@example.com")
+    assert profile["sms_consent"] is False and profile["email_unsubscribed"] is False
+
+
+# --- end to end: delivered email → link → next step skipped ----------------------------------
+
+
+@pytest_asyncio.fixture
+async def env():
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+async def test_link_from_a_delivered_email_unsubscribes_and_the_next_step_is_skipped(env, api, served, db):
+    policy = parse_policy({
+        "min_hours_between_messages": 0, "quiet_hours": {"enabled": False}, "hub_idle_timeout": "1h",
+        "journeys": {
+            "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
+            "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
+            "welcome": {"steps": [{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"},
+                                  {"delay": "1d", "template": "welcome_3"}]},
+        },
+    })
+    smtp = SmtpServer(free_port()).start()
+    settings = settings_for(db.url, smtp_url=f"smtp://127.0.0.1:{smtp.port}", smtp_from="Shop <hi@shop.example>",
+                            public_base_url=served.url, shop_url="https://shop.example")
+    settings.__dict__["policy"] = policy
+    try:
+        async with build_worker(env.client, db.engine, settings):
+            shop = Harness(env.client, db.engine, settings, policy, env=env)
+            await shop.shop(identify("dev-u", "una@example.com", first_name="Una"))
+            person = shop.person_id("una@example.com")
+            journey = await shop.journey_of(person)
+            await shop.skip(timedelta(minutes=6))
+            [mail] = await asyncio.to_thread(smtp.mailbox.wait_for, 1)
+            assert mail["Subject"] == "Welcome, Una!"
+            link = mail["List-Unsubscribe"].strip().strip("<>")
+            text, html = parts(mail)
+            assert link.startswith(f"{served.url}/u/") and link in text and link in html
+
+            clicked = await asyncio.to_thread(api.http.get, link)
+            assert clicked.status_code == 200 and "You are unsubscribed" in clicked.text
+            assert api.person(email="una@example.com")["email_unsubscribed"] is True
+
+            result = await shop.journey_result(journey)
+        assert result.status == "exited"
+        assert len(smtp.mailbox.received) == 1  # nothing after the click
+        log = [(kind, reason, step) for kind, reason, _, step in shop.log(person)]
+        assert ("skipped", "unsubscribed from email: step 2 (welcome_2) not sent", 2) in log
+        assert ("exit", "unsubscribed from email: no later step can reach them", 2) in log
+        messages = shop.messages(person)
+        assert [(m.step, m.status) for m in messages] == [(1, "sent")]
+    finally:
+        smtp.stop()
