@@ -343,3 +343,28 @@ def test_invalid_recipient_address_is_permanent():
 
     with pytest.raises(PermanentDeliveryError, match="invalid recipient"):
         channel.deliver(Fake())
+
+
+# --- timezone ----------------------------------------------------------------------------------
+
+
+def test_quiet_hours_use_the_timezone_from_segment_context(db):
+    from datetime import datetime, timezone
+
+    from journeys.guardrails import earliest_send
+
+    who = identify("dev-tz", "tokyo@example.com")
+    who.context = {"timezone": "Asia/Tokyo"}
+    ingest(db.engine, [who, identify("dev-tz2", "nowhere@example.com")], Policy(), api="test", endpoint="test")
+    activities = StoreActivities(db.engine, settings=delivery_settings(db))
+    ids = {e: db.scalar("SELECT person_id FROM identifiers WHERE value=:v", v=e)
+           for e in ("tokyo@example.com", "nowhere@example.com")}
+    tokyo = activities.check_before_send(SendCheckInput(person_id=ids["tokyo@example.com"], route="welcome",
+                                                        channel="email"))
+    unknown = activities.check_before_send(SendCheckInput(person_id=ids["nowhere@example.com"], route="welcome",
+                                                          channel="email"))
+    assert tokyo.timezone == "Asia/Tokyo" and unknown.timezone is None
+    policy = Policy(default_timezone="Europe/London")  # quiet 21:00–08:00
+    ten_pm_tokyo = datetime(2026, 3, 1, 13, 0, tzinfo=timezone.utc)  # 22:00 in Tokyo, 13:00 in London
+    assert earliest_send(ten_pm_tokyo, None, policy, tokyo.timezone).at == datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc)
+    assert earliest_send(ten_pm_tokyo, None, policy, unknown.timezone).waits == []  # the default zone: daytime
