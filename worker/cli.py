@@ -84,14 +84,45 @@ def temporal_setup() -> None:
 
 @app.command()
 def dev(config: str = typer.Option(None, "--config", help="Journey policy TOML (default: journeys.toml)"),
-        db: str = typer.Option(None, "--db", help="Database URL (default: sqlite:///./data/breadcrumb.db)"),
+        db: str = typer.Option(None, "--db", help="Database URL (default: sqlite:///<data-dir>/breadcrumb.db)"),
         api_port: int = typer.Option(8000, help="API port"),
         temporal_port: int = typer.Option(7233, help="Temporal frontend port"),
-        ui_port: int = typer.Option(8233, help="Temporal Web UI port")) -> None:
+        ui_port: int = typer.Option(8233, help="Temporal Web UI port"),
+        host: str = typer.Option("127.0.0.1", help="Interface the API listens on (0.0.0.0 to reach it from other devices)"),
+        data_dir: str = typer.Option("data", help="Where the SQLite database and the Temporal dev server's state live"),
+        temporal_log_level: str = typer.Option("error", help="Temporal dev server log level (debug, info, warn, error)")) -> None:
     """Start the embedded stack: Temporal dev server, worker, API + dispatcher. Ctrl-C stops all of it."""
     from worker.devstack import DevStack
 
-    DevStack(config=config, db=db, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port).run()
+    stack = DevStack(config=config, db=db, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port,
+                     host=host, data_dir=data_dir, temporal_log_level=temporal_log_level)
+    raise typer.Exit(stack.run())
+
+
+@app.command()
+def demo(api_url: str = typer.Option("http://127.0.0.1:8000", "--api", help="Base URL of a running Breadcrumb API"),
+         shoppers: int = typer.Option(7, "--shoppers", "-n", help="How many shoppers to play (7 tells every story once)"),
+         seed: int = typer.Option(None, help="Replay the same shoppers (default: a new seed, printed)"),
+         write_key: str = typer.Option(None, "--write-key", envvar="BREADCRUMB_WRITE_KEYS",
+                                       help="Segment write key (default: the first of BREADCRUMB_WRITE_KEYS)"),
+         admin_token: str = typer.Option(None, "--admin-token", envvar="BREADCRUMB_ADMIN_TOKEN",
+                                         help="Admin token, to show what each shopper got (BREADCRUMB_ADMIN_TOKEN)"),
+         wait: float = typer.Option(90.0, help="Seconds to wait for the journeys to finish (0: do not wait)"),
+         concurrency: int = typer.Option(4, help="Shoppers browsing at the same time"),
+         json_path: str = typer.Option(None, "--json", help="Also write the outcome per shopper to this JSON file")) -> None:
+    """Play realistic storefront sessions through the HTTP API, then show each shopper's merge, journey and messages."""
+    from pathlib import Path
+
+    from worker.demo import DemoError, run_demo
+
+    key = write_key.split(",")[0].strip() if write_key else None
+    try:
+        code = run_demo(api_url, key, admin_token or None, shoppers, seed, wait, concurrency,
+                        Path(json_path) if json_path else None, console)
+    except DemoError as error:
+        console.print(f"[bold red]breadcrumb demo:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command()

