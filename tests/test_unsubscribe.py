@@ -174,3 +174,23 @@ async def test_link_from_a_delivered_email_unsubscribes_and_the_next_step_is_ski
         assert [(m.step, m.status) for m in messages] == [(1, "sent")]
     finally:
         smtp.stop()
+
+
+def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db):
+    from activities.store_activities import StoreActivities
+    from workflows.models import SendCheckInput
+
+    api.segment("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": True}})
+    api.segment("identify", {"anonymousId": "hal", "traits": {"email": "hal@example.com"}})
+    assert api.cio("POST", "customers/hal@example.com/suppress").status_code == 200
+    activities = StoreActivities(db.engine, settings=settings_for(db.url))
+
+    def check(email: str):
+        return activities.check_before_send(SendCheckInput(person_id=person_id(api, email), route="welcome",
+                                                           channel="email"))
+
+    gus, hal = check("gus@example.com"), check("hal@example.com")
+    assert gus.channel_blocked == "unsubscribed from email" and gus.suppressed is None
+    assert hal.suppressed == "suppressed"
+    api.segment("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": False}})
+    assert check("gus@example.com").channel_blocked is None
