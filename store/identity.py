@@ -251,6 +251,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     primary.timezone = primary.timezone or secondary.timezone
     primary.email_unsubscribed = primary.email_unsubscribed or secondary.email_unsubscribed
     primary.suppressed = primary.suppressed or secondary.suppressed
+    primary.sms_consent = primary.sms_consent or secondary.sms_consent  # consent travels with the phone it came with
     primary.identified_at = min(primary.identified_at, secondary.identified_at)
     primary.updated_at = utcnow()
     session.delete(secondary)

@@ -326,3 +326,11 @@ def test_invalid_bodies_are_400_in_customerio_shape_and_quarantined(api, db):
     assert any("name is required" in r for r in reasons)
     assert any("anonymous_id is required" in r for r in reasons)
     assert any("data must be an object" in r for r in reasons)
+
+
+def test_merge_keeps_sms_consent_that_came_with_the_secondarys_phone(api, db):
+    ok(api.cio("PUT", "customers/consented", {"phone": "+14155552671", "sms_consent": True}))
+    ok(api.cio("PUT", "customers/primary-x", {"email": "px@example.com"}))
+    ok(api.cio("POST", "merge_customers", {"primary": {"id": "primary-x"}, "secondary": {"id": "consented"}}))
+    person = api.person(user_id="primary-x")
+    assert person["phones"] == ["+14155552671"] and person["sms_consent"] is True
