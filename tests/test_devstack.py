@@ -1,0 +1,350 @@
+"""What a newcomer runs first, run the way they run it: `breadcrumb dev` as a subprocess (free
+ports, a temporary working directory and database, `examples/journeys.fast.toml`), `breadcrumb demo`
+against it as another subprocess, the demo storefront in headless Chromium, and Ctrl-C (SIGINT) —
+after which no process the stack started may be left.
+
+The dev stack's generated keys are read from its banner, as a person would copy them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from browser import Chromium, chromium_binary
+from conftest import free_port
+from store.settings import REPO_ROOT
+from worker.demo import plan
+
+FAST = REPO_ROOT / "examples" / "journeys.fast.toml"
+BIN = Path(sys.executable).parent
+SEED, SHOPPERS = 11, 7
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# --------------------------------------------------------------------------------------------------
+# processes, seen through /proc
+# --------------------------------------------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, ppid, pgid) of a live process, None when it is gone (zombies count as gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
+    return None if state in ("Z", "X") else (state, ppid, pgid)
+
+
+def _all_pids() -> list[int]:
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid in _all_pids():
+        info = _stat(pid)
+        if info:
+            children.setdefault(info[1], []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def alive_in_groups(groups: set[int]) -> set[int]:
+    return {pid for pid in _all_pids() if (info := _stat(pid)) and info[2] in groups}
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------------------------------
+# the stack
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class DevStack:
+    process: subprocess.Popen
+    api: str
+    workdir: Path
+    lines: list[str] = field(default_factory=list)
+    write_key: str = ""
+    admin_token: str = ""
+    children: set[int] = field(default_factory=set)
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def admin(self, path: str, **params) -> httpx.Response:
+        return httpx.get(f"{self.api}/admin/{path}", params=params, timeout=10,
+                         headers={"Authorization": f"Bearer {self.admin_token}"})
+
+    def person(self, **query) -> dict | None:
+        response = self.admin("people", **query)
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+def _environment() -> dict[str, str]:
+    """The caller's environment without any BREADCRUMB_* setting, so the stack makes its own keys."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["COLUMNS"] = "200"
+    return env
+
+
+def start_stack(workdir: Path, extra: list[str] = ()) -> DevStack:
+    api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
+    process = subprocess.Popen(
+        [str(BIN / "breadcrumb"), "dev", "--config", str(FAST), "--db", f"sqlite:///{workdir / 'breadcrumb.db'}",
+         "--data-dir", str(workdir / "data"), "--api-port", str(api_port), "--temporal-port", str(temporal_port),
+         "--ui-port", str(ui_port), *extra],
+        cwd=workdir, env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, bufsize=1, start_new_session=True,
+    )
+    stack = DevStack(process, f"http://127.0.0.1:{api_port}", workdir)
+
+    def read() -> None:
+        for line in process.stdout:
+            stack.lines.append(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while "Admin token" not in stack.output:
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"breadcrumb dev did not come up:\n{stack.output[-4000:]}")
+        time.sleep(0.1)
+    time.sleep(0.2)  # the rest of the banner
+    stack.write_key = re.search(r"Write key\s+(\S+)", stack.output).group(1)
+    stack.admin_token = re.search(r"Admin token\s+(\S+)", stack.output).group(1)
+    assert httpx.get(f"{stack.api}/healthz", timeout=5).json() == {"status": "ok"}
+    stack.children = descendants(process.pid)
+    return stack
+
+
+def kill_leftovers(stack: DevStack) -> None:
+    """Test hygiene only (a failed test must not leak processes); the assertions come first."""
+    for pid in stack.children | {stack.process.pid}:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if stack.process.poll() is None:
+        stack.process.kill()
+    stack.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    started = time.monotonic()
+    dev = start_stack(tmp_path_factory.mktemp("devstack"))
+    print(f"\nbreadcrumb dev up in {time.monotonic() - started:.1f}s at {dev.api}")
+    try:
+        yield dev
+    finally:
+        kill_leftovers(dev)
+
+
+# --------------------------------------------------------------------------------------------------
+# the tests (in this order: the last one stops the stack)
+# --------------------------------------------------------------------------------------------------
+
+def test_banner_says_where_everything_is(stack):
+    out = stack.output
+    for needle in ("API docs", "/docs", "Temporal UI", "Demo store", f"/demo/store?writeKey={stack.write_key}",
+                   "breadcrumb demo"):
+        assert needle in out, f"banner lacks {needle!r}:\n{out[-3000:]}"
+    assert stack.write_key.startswith("wk_dev_") and stack.admin_token.startswith("admin_dev_")
+    for prefix in ("temporal |", "worker |", "api |"):
+        assert any(line.lstrip().startswith(prefix) for line in stack.lines), f"no output prefixed {prefix!r}"
+    names = {_command_line(pid) for pid in stack.children}
+    assert any("temporal server start-dev" in n for n in names), names
+    assert any("worker.cli worker" in n for n in names) and any("worker.cli api" in n for n in names), names
+    assert (stack.workdir / "data" / "temporal.db").exists()
+    assert httpx.get(f"{stack.api}/docs", timeout=5).status_code == 200
+
+
+def test_demo_plays_and_every_shopper_gets_their_messages(stack, tmp_path):
+    result_file = tmp_path / "demo.json"
+    env = _environment() | {"BREADCRUMB_WRITE_KEYS": stack.write_key, "BREADCRUMB_ADMIN_TOKEN": stack.admin_token}
+    started = time.monotonic()
+    demo = subprocess.run(
+        [str(BIN / "breadcrumb"), "demo", "--api", stack.api, "--shoppers", str(SHOPPERS), "--seed", str(SEED),
+         "--wait", "75", "--json", str(result_file)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    print(f"\nbreadcrumb demo ({SHOPPERS} shoppers) took {elapsed:.1f}s")
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert elapsed < 60, f"a full demo on the fast config should finish in under a minute, took {elapsed:.0f}s"
+    assert "Breadcrumb demo" in demo.stdout and "Messages sent" in demo.stdout, demo.stdout[-3000:]
+    report = json.loads(result_file.read_text())
+    assert report["seed"] == SEED and len(report["shoppers"]) == SHOPPERS
+
+    # Independently of the demo's own report: what the admin API says about each planned shopper.
+    for shopper in plan(SEED, SHOPPERS):
+        persona = shopper.persona
+        person = stack.person(email=shopper.email)
+        assert person is not None, f"{shopper.email} ({persona.key}) was never merged into a person"
+        routes = [j["route"] for j in person["journeys"]]
+        assert routes and persona.accepts(routes[-1]), f"{persona.key}: routes {routes}, expected {persona.route}"
+        sent = [m for m in stack.admin("messages", person_id=person["person_id"]).json() if m["status"] == "sent"]
+        low, high = persona.messages
+        assert low <= len(sent) <= high, f"{persona.key}: {len(sent)} messages sent, expected {low}–{high}: {sent}"
+        if sent:
+            assert {m["journey"] for m in sent} == {persona.route}
+            assert all(m["recipient"] == shopper.email for m in sent)
+            assert [m["step"] for m in sent] == sorted({m["step"] for m in sent}), "each step once, in order"
+        purchased = any(e["name"] == "Order Completed" for e in person["events"])
+        assert purchased == (persona.buys != "never"), f"{persona.key}: purchase {purchased}"
+        devices = {e["anonymous_id"] for e in person["events"] if e["anonymous_id"]}
+        used = {c.body["anonymousId"] for c in shopper.calls}
+        assert devices == used, f"{persona.key}: events of devices {used} should all be merged, got {devices}"
+        assert set(person["anonymous_ids"]) >= used
+        if persona.key == "two_devices":
+            assert len(used) == 2
+        summary = next(s for s in report["shoppers"] if s["email"] == shopper.email)
+        assert summary["as_expected"], summary
+
+
+def _store_url(stack: DevStack, path: str = "") -> str:
+    return f"{stack.api}/demo/store{path}?writeKey={stack.write_key}"
+
+
+def test_demo_store_in_a_real_browser(stack):
+    if chromium_binary() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
+        pytest.skip("chromium is not installed (apt-get install -y chromium); CI always runs this")
+    email = "browser.shopper@example.com"
+    with Chromium() as browser:
+        browser.goto(_store_url(stack))
+        home_id = browser.wait_for("window.breadcrumb && breadcrumb.anonymousId()", what="breadcrumb.js")
+        cookie = browser.evaluate("document.cookie")
+        assert f"bc_anonymous_id={home_id}" in cookie
+        assert browser.evaluate("localStorage.getItem('bc.anonymousId')") == home_id
+        assert stack.admin_token not in browser.evaluate("document.documentElement.outerHTML")
+
+        # Page two: the first product, from the home page's grid.
+        browser.click_and_wait_for_load("a.product-link[data-sku='SER-NIGHT-30']")
+        assert browser.wait_for("window.breadcrumb && breadcrumb.anonymousId()") == home_id, "same id on every page"
+        browser.click("#add-to-cart")
+        browser.wait_for("document.body.getAttribute('data-added') === '1'", what="Added to Cart sent")
+        assert browser.evaluate("document.getElementById('cart-count').textContent") == "1"
+
+        # Page three: a second product, through its collection page; the email modal opens by itself.
+        browser.click_and_wait_for_load("a[href*='/collections/moisturisers']")
+        browser.click_and_wait_for_load("a.product-link[data-sku='MOI-BARR-50']")
+        assert browser.wait_for("window.breadcrumb && breadcrumb.anonymousId()") == home_id
+        browser.click("#add-to-cart")
+        browser.wait_for("document.body.getAttribute('data-added') === '1'", what="second Added to Cart sent")
+        if browser.evaluate("document.getElementById('email-modal').hidden"):
+            browser.click("#offer-button")
+        browser.type("#email-input", email)
+        browser.click("#email-submit")
+        browser.wait_for("document.body.getAttribute('data-email-captured') === 'true'", what="identify sent")
+        browser.wait_for("breadcrumb.flush().then(() => !localStorage.getItem('bc.queue'))", what="queue drained")
+        browser_errors = [line for line in browser.console if line.startswith("exception")]
+        assert not browser_errors, browser_errors
+
+    # The person: every anonymous event of this browser merged into it, then the hub routed it.
+    deadline = time.monotonic() + 30
+    person = None
+    while time.monotonic() < deadline:
+        person = stack.person(email=email)
+        if person and person["journeys"]:
+            break
+        time.sleep(0.3)
+    assert person is not None, "the email capture did not create a person"
+    assert person["anonymous_ids"] == [home_id]
+    events = person["events"]
+    assert {e["anonymous_id"] for e in events} == {home_id}
+    pages = [e["properties"].get("path") for e in events if e["name"] == "Page Viewed"]
+    assert "/demo/store" in pages and "/demo/store/products/SER-NIGHT-30" in pages \
+        and "/demo/store/products/MOI-BARR-50" in pages, pages
+    viewed = [e["properties"]["sku"] for e in events if e["name"] == "Product Viewed"]
+    assert viewed == ["SER-NIGHT-30", "MOI-BARR-50"]
+    assert any(e["name"] == "Collection Viewed" for e in events)
+    carts = [e["properties"] for e in events if e["name"] == "Added to Cart"]
+    assert [c["sku"] for c in carts] == ["SER-NIGHT-30", "MOI-BARR-50"]
+    assert len({c["cart_id"] for c in carts}) == 1 and all(c["price"] > 0 for c in carts)
+    assert any(e["name"] == "Email Captured" for e in events)
+    for event in events:
+        assert len([e for e in events if e.get("message_id") == event.get("message_id")]) == 1, "no duplicates"
+    assert person["journeys"], "the hub started and routed the person"
+    assert person["journeys"][0]["route"] == "cart_recovery", person["journeys"]  # 64 + 42 ≥ 50
+
+
+def test_sigint_stops_every_child(stack):
+    children = descendants(stack.process.pid)
+    assert len(children) >= 3, [_command_line(p) for p in children]
+    groups = {info[2] for pid in children if (info := _stat(pid))}
+    stack.process.send_signal(signal.SIGINT)
+    try:
+        code = stack.process.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"breadcrumb dev did not exit after SIGINT:\n{stack.output[-3000:]}")
+    time.sleep(0.3)
+    survivors = {pid for pid in children if _stat(pid)} | alive_in_groups(groups)
+    assert not survivors, f"orphans after Ctrl-C: {[_command_line(p) for p in survivors]}"
+    assert code == 0, stack.output[-3000:]
+    assert "all stopped" in stack.output
+
+
+def test_a_crashed_child_stops_the_whole_stack(tmp_path):
+    dev = start_stack(tmp_path)
+    try:
+        worker = next(pid for pid in dev.children if "worker.cli worker" in _command_line(pid))
+        groups = {info[2] for pid in dev.children if (info := _stat(pid))}
+        os.kill(worker, signal.SIGKILL)
+        code = dev.process.wait(timeout=45)
+        time.sleep(0.3)
+        assert code == 1, dev.output[-3000:]
+        assert "worker (status -9) exited; stopping the stack" in dev.output
+        survivors = {pid for pid in dev.children if _stat(pid)} | alive_in_groups(groups)
+        assert not survivors, f"left running: {[_command_line(p) for p in survivors]}"
+    finally:
+        kill_leftovers(dev)
+
+
+def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [str(BIN / "breadcrumb"), "dev", "--api-port", str(port), "--temporal-port", str(free_port()),
+             "--ui-port", str(free_port()), "--data-dir", str(tmp_path / "data"),
+             "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+            cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"port {port} is already in use" in result.stdout and "--api-port" in result.stdout
+    assert not (tmp_path / "data" / "temporal.db").exists(), "nothing started"
