@@ -348,3 +348,44 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
     assert result.returncode == 1
     assert f"port {port} is already in use" in result.stdout and "--api-port" in result.stdout
     assert not (tmp_path / "data" / "temporal.db").exists(), "nothing started"
+
+
+def test_killing_breadcrumb_dev_itself_takes_its_children_along(tmp_path):
+    """SIGKILL cannot be handled; the kernel's parent-death signal (PR_SET_PDEATHSIG) stops the children."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux-only")
+    process = subprocess.Popen(
+        [str(BIN / "breadcrumb"), "dev", "--config", str(FAST), "--db", f"sqlite:///{tmp_path / 'b.db'}",
+         "--data-dir", str(tmp_path / "data"), "--api-port", str(free_port()), "--temporal-port", str(free_port()),
+         "--ui-port", str(free_port())],
+        cwd=tmp_path, env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            children = descendants(process.pid)
+            names = " | ".join(_command_line(pid) for pid in children)
+            if "start-dev" in names and "worker.cli worker" in names and "worker.cli api" in names:
+                break
+            assert process.poll() is None, "breadcrumb dev exited before starting its children"
+            time.sleep(0.2)
+        else:
+            pytest.fail("breadcrumb dev did not start its three children")
+        groups = {info[2] for pid in children if (info := _stat(pid))}
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while ({pid for pid in children if _stat(pid)} | alive_in_groups(groups)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        survivors = {pid for pid in children if _stat(pid)} | alive_in_groups(groups)
+        assert not survivors, f"orphans after SIGKILL: {[_command_line(p) for p in survivors]}"
+    finally:
+        for pid in children:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if process.poll() is None:
+            process.kill()
