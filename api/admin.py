@@ -9,13 +9,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.deps import get_engine, get_settings, require_admin
-from api.body import BadBody, read_json
+from api.body import BadBody, problem_in, read_json
 from store import catalog, queries
 from store.db import transaction
 from store.identity import find_person
 from store.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+MAX_OFFSET = 2**31 - 1  # past a 64-bit integer the database driver itself fails
 
 
 def get_session(engine: Engine = Depends(get_engine)):
@@ -53,7 +54,7 @@ def list_messages(person_id: str | None = None, limit: int = Query(500, ge=1, le
 
 
 @router.get("/rejected", summary="Quarantined input with the reason it was refused")
-def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                   session: Session = Depends(get_session)) -> list[dict]:
     return queries.rejected(session, limit, offset)
 
@@ -69,14 +70,23 @@ def get_message(message_id: str, session: Session = Depends(get_session)) -> dic
 CATALOG_REQUEST_LIMIT = 10 * 1024 * 1024
 
 
-@router.put("/catalog", summary="Create or update products (bulk); fields an item leaves out keep their value")
+CATALOG_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["products"],
+    "properties": {"products": {"type": "array", "items": catalog.CatalogItem.model_json_schema()}}}}}}}
+
+
+@router.put("/catalog", openapi_extra=CATALOG_BODY, summary="Create or update products (bulk); fields an item leaves out keep their value")
 async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
     """Body: `{"products": [{"sku", "variant"?, "name"?, "category"?, "price"?, "currency"?,
     "image_url"?, "url"?, "in_stock"?, "bestseller_rank"?}, …]}` (or a bare array). All or
     nothing: any invalid item makes the request 400 with one line per problem, naming the item and
     the field."""
     try:
-        items = catalog.validate_items(await read_json(request, CATALOG_REQUEST_LIMIT))
+        body = await read_json(request, CATALOG_REQUEST_LIMIT)
+        problem = problem_in(body)
+        if problem:
+            raise BadBody(problem)
+        items = catalog.validate_items(body)
     except BadBody as exc:
         return JSONResponse({"detail": [exc.message]}, status_code=exc.status)
     except catalog.CatalogInvalid as exc:
@@ -91,6 +101,6 @@ async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) ->
 
 @router.get("/catalog", summary="Products in the catalog (filter by sku, category, stock)")
 def get_catalog(sku: str | None = None, category: str | None = None, in_stock: bool | None = None,
-                limit: int = Query(500, ge=1, le=5000), offset: int = Query(0, ge=0),
+                limit: int = Query(500, ge=1, le=5000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                 session: Session = Depends(get_session)) -> list[dict]:
     return catalog.list_products(session, sku=sku, category=category, in_stock=in_stock, limit=limit, offset=offset)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
+from urllib.parse import unquote_to_bytes
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +20,30 @@ from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import Settings
 from worker.dispatcher import Dispatcher
+
+
+class RejectNulInUrl:
+    """A NUL (%00) in the path or query string is never a valid id, email or filter, and PostgreSQL
+    refuses it in text: answer 400 here, in each front door's error shape, before any route runs."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (
+            "\x00" in scope.get("path", "") or b"\x00" in unquote_to_bytes(scope.get("query_string", b""))
+        ):
+            message = "the URL contains a NUL character (%00), which is never valid here"
+            path = scope.get("path", "")
+            if path.startswith("/api/v1"):
+                response = customerio.cio_error(400, message)
+            elif path.startswith("/v1"):
+                response = JSONResponse({"success": False, "error": message}, status_code=400)
+            else:
+                response = JSONResponse({"detail": message}, status_code=400)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Anonymous intent → identity merge → durable journeys on Temporal.")
     app.state.settings = settings
     app.state.dispatcher = None
+    app.add_middleware(RejectNulInUrl)
     app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
                        allow_headers=["*"], max_age=86400)
     app.include_router(segment.router)

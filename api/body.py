@@ -9,6 +9,7 @@ from fastapi import Request
 
 REQUEST_LIMIT = 500 * 1024
 MESSAGE_LIMIT = 32 * 1024
+MAX_DEPTH = 32  # objects/arrays inside one message; real properties are a few levels deep
 
 
 class BadBody(Exception):
@@ -64,3 +65,39 @@ async def read_json(request: Request, limit: int = REQUEST_LIMIT) -> object:
 
 def dumps(value: object) -> str:
     return orjson.dumps(value, default=str).decode()
+
+
+def problem_in(value: object, max_depth: int = MAX_DEPTH) -> str | None:
+    """What makes a parsed JSON value unstorable, or None: nesting deeper than `max_depth` (orjson
+    and the JSON columns refuse ~255 levels) or a NUL character in a string or key (PostgreSQL
+    refuses U+0000 in text and jsonb; SQLite would take it, but both stores must behave alike).
+    Iterative, so a hostile body cannot exhaust the stack."""
+    stack: list[tuple[object, int, str]] = [(value, 0, "")]
+    while stack:
+        item, depth, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"{where or 'value'} contains a NUL character (\\u0000), which cannot be stored"
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                return f"{where or 'value'} is nested more than {max_depth} levels deep"
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                path = f"{where}.{key}" if isinstance(key, str) and where else (
+                    key if isinstance(key, str) else f"{where}[{key}]")
+                if isinstance(key, str) and "\x00" in key:
+                    return f"a key in {where or 'the body'} contains a NUL character (\\u0000), which cannot be stored"
+                stack.append((child, depth + 1, path[:200]))
+    return None
+
+
+def payload_text(value: object, max_depth: int = MAX_DEPTH) -> str:
+    """`value` as JSON for the quarantine table, whatever it is: cut below `max_depth` levels
+    (deeper values become "…") so it always serialises. NULs come out escaped as \\u0000 text."""
+    def cut(item: object, depth: int) -> object:
+        if isinstance(item, dict):
+            return {str(k): cut(v, depth + 1) for k, v in item.items()} if depth < max_depth else "…"
+        if isinstance(item, list):
+            return [cut(v, depth + 1) for v in item] if depth < max_depth else "…"
+        return item
+    return dumps(cut(value, 0))

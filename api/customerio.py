@@ -9,9 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api.body import BadBody, dumps, read_json
+from api.body import BadBody, payload_text, problem_in, read_json
 from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
-from api.segment import EARLIEST, LATEST, MAX_ID, BODY_SCHEMA, InvalidMessage
+from api.segment import EARLIEST, LATEST, MAX_ID, InvalidMessage, body_schema
 from store.db import transaction
 from store.identity import (
     attach_identifier,
@@ -27,6 +27,19 @@ from store.models import Person, utcnow
 from store.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["customer.io"], dependencies=[Depends(require_cio)])
+_OBJECT = {"type": "object", "additionalProperties": True}
+_EVENT = {"type": "object", "additionalProperties": True, "required": ["name"], "properties": {
+    "name": {"type": "string", "maxLength": MAX_ID}, "data": _OBJECT, "id": {"type": "string", "maxLength": MAX_ID},
+    "timestamp": {"type": "integer", "description": "unix seconds"}, "type": {"type": "string", "enum": ["event", "page", "screen"]},
+}}
+_REFERENCE = {"type": "object", "properties": {"id": {"type": ["string", "integer"]}, "email": {"type": "string"}}}
+IDENTIFY_BODY = body_schema({"type": "object", "additionalProperties": True, "properties": {
+    "email": {"type": "string"}, "anonymous_id": {"type": "string", "maxLength": MAX_ID}, "phone": {"type": "string"}}})
+EVENT_BODY = body_schema(_EVENT)
+ANONYMOUS_EVENT_BODY = body_schema({**_EVENT, "required": ["name", "anonymous_id"], "properties": {
+    **_EVENT["properties"], "anonymous_id": {"type": "string", "maxLength": MAX_ID}}})
+MERGE_BODY = body_schema({"type": "object", "required": ["primary", "secondary"],
+                          "properties": {"primary": _REFERENCE, "secondary": _REFERENCE}})
 CustomerId = Path(min_length=1, max_length=MAX_ID, description="The customer's id, or their email address")
 
 
@@ -96,6 +109,9 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
         return cio_error(exc.status, exc.message)
     received_at = utcnow()
     try:
+        problem = problem_in(body)
+        if problem:
+            raise InvalidMessage(problem)
         message = build(body, received_at)
     except InvalidMessage as exc:
         await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
@@ -109,10 +125,10 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
 
 def _quarantine(engine: Engine, endpoint: str, reason: str, body: object) -> None:
     with transaction(engine) as session:
-        quarantine(session, "customerio", endpoint, [Quarantined(reason, dumps(body))])
+        quarantine(session, "customerio", endpoint, [Quarantined(reason, payload_text(body))])
 
 
-@router.put("/customers/{customer_id}", openapi_extra=BODY_SCHEMA, summary="Identify a customer")
+@router.put("/customers/{customer_id}", openapi_extra=IDENTIFY_BODY, summary="Identify a customer")
 async def identify_customer(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                             engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
@@ -131,7 +147,7 @@ async def identify_customer(request: Request, customer_id: str = CustomerId, set
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/customers/{customer_id}/events", openapi_extra=BODY_SCHEMA, summary="Track a customer event")
+@router.post("/customers/{customer_id}/events", openapi_extra=EVENT_BODY, summary="Track a customer event")
 async def customer_event(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                          engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
@@ -142,7 +158,7 @@ async def customer_event(request: Request, customer_id: str = CustomerId, settin
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/events", openapi_extra=BODY_SCHEMA, summary="Track an anonymous event")
+@router.post("/events", openapi_extra=ANONYMOUS_EVENT_BODY, summary="Track an anonymous event")
 async def anonymous_event(request: Request, settings: Settings = Depends(get_settings),
                           engine: Engine = Depends(get_engine)) -> JSONResponse:
     def build(body: dict, received_at: datetime) -> Incoming:
@@ -165,12 +181,15 @@ def _lookup(session, reference: object) -> str | None:
     raise InvalidMessage("primary and secondary must each carry id or email")
 
 
-@router.post("/merge_customers", openapi_extra=BODY_SCHEMA, summary="Merge two customers")
+@router.post("/merge_customers", openapi_extra=MERGE_BODY, summary="Merge two customers")
 async def merge_customers(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
     try:
         body = await _body(request)
     except BadBody as exc:
         return cio_error(exc.status, exc.message)
+    problem = problem_in(body)
+    if problem:
+        return cio_error(400, problem)
 
     def merge() -> None:
         with transaction(engine) as session:

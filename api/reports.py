@@ -34,6 +34,8 @@ def _period(since: str | None, until: str | None) -> reports.Period:
         return reports.make_period(since, until)
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from None
+    except OverflowError:  # 0001-01-01 minus a time zone, 99999999d before now: past what a datetime holds
+        raise HTTPException(400, "since/until is out of range (years 1–9999)") from None
 
 
 @router.get("/reports/summary", dependencies=[Depends(require_admin)],

@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api.body import MESSAGE_LIMIT, BadBody, dumps, read_json
+from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
 from api.deps import basic_credentials, get_engine, get_settings, matches_any, nudge_dispatcher
 from journeys import taxonomy
 from store.ingest import Incoming, Quarantined, ingest
@@ -21,10 +21,39 @@ SERVER_LIBRARIES = ("analytics-python", "analytics-node", "analytics-ruby", "ana
                     "analytics-php", "analytics.net", "analytics-rust", "@segment/analytics-node")
 MAX_ID = 255
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-BODY_SCHEMA = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "additionalProperties": True}},
-    "text/plain": {"schema": {"type": "string"}},
-}}}
+
+
+def body_schema(schema: dict) -> dict:
+    """`openapi_extra` for a route that reads its JSON body itself (as JSON, or as text/plain the
+    way analytics.js sends it). The schema documents the shape in /docs; the route validates it."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": schema},
+        "text/plain": {"schema": {"type": "string"}},
+    }}}
+
+
+_ID_SCHEMA = {"type": ["string", "number", "null"], "maxLength": MAX_ID}
+_TIME_SCHEMA = {"type": ["string", "null"], "description": "ISO-8601"}
+MESSAGE_SCHEMA = {
+    "type": "object", "additionalProperties": True,
+    "properties": {
+        "type": {"type": "string", "enum": list(CALLS)},
+        "anonymousId": _ID_SCHEMA, "userId": _ID_SCHEMA, "messageId": _ID_SCHEMA, "previousId": _ID_SCHEMA,
+        "groupId": _ID_SCHEMA,
+        "event": {"type": "string", "maxLength": MAX_ID}, "name": {"type": "string"},
+        "timestamp": _TIME_SCHEMA, "sentAt": _TIME_SCHEMA, "originalTimestamp": _TIME_SCHEMA,
+        "context": {"type": "object", "additionalProperties": True},
+        "properties": {"type": "object", "additionalProperties": True},
+        "traits": {"type": "object", "additionalProperties": True},
+        "writeKey": {"type": "string"},
+    },
+}
+BATCH_SCHEMA = {
+    "type": "object", "additionalProperties": True, "required": ["batch"],
+    "properties": {"batch": {"type": "array", "items": MESSAGE_SCHEMA}, "context": MESSAGE_SCHEMA["properties"]["context"],
+                   "sentAt": _TIME_SCHEMA, "writeKey": {"type": "string"}},
+}
+BODY_SCHEMA = body_schema({"type": "object", "additionalProperties": True})
 
 
 class InvalidMessage(ValueError):
@@ -94,6 +123,10 @@ def parse_message(item: object, call: str | None, received_at: datetime,
     """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong."""
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
+    for where, value in (("", item), ("batch context: ", batch_context), ("batch sentAt: ", batch_sent_at)):
+        problem = problem_in(value)
+        if problem:  # too deep to serialise, or a NUL that PostgreSQL cannot store
+            raise InvalidMessage(f"{where}{problem}")
     size = len(dumps(item).encode())
     if size > MESSAGE_LIMIT:
         raise InvalidMessage(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
@@ -181,7 +214,7 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         except InvalidMessage as exc:
             message_id = item.get("messageId") if isinstance(item, dict) else None
             where = f"batch[{index}]: " if call is None else ""
-            rejected.append(Quarantined(f"{where}{exc}", dumps(item), str(message_id) if message_id else None))
+            rejected.append(Quarantined(f"{where}{exc}", payload_text(item), str(message_id) if message_id else None))
             errors.append({"index": index, "messageId": message_id, "error": str(exc)})
     if errors and request.headers.get("x-strict-mode") == "1":
         return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
@@ -216,8 +249,8 @@ def _route(call: str | None):
 
 for _call, _short in CALLS.items():
     for _path in (f"/{_call}", f"/{_short}"):
-        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=BODY_SCHEMA,
+        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(MESSAGE_SCHEMA),
                              operation_id=f"segment_{_path.strip('/')}", summary=f"Segment {_call}")
 for _path in ("/batch", "/b", "/import"):
-    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=BODY_SCHEMA,
+    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(BATCH_SCHEMA),
                          operation_id=f"segment_{_path.strip('/')}", summary="Segment batch")

@@ -127,7 +127,7 @@ class CatalogItem(BaseModel):
     image_url: str | None = Field(default=None, max_length=LIMITS["image_url"])
     url: str | None = Field(default=None, max_length=LIMITS["url"])
     in_stock: bool | None = None
-    bestseller_rank: int | None = Field(default=None, ge=1)
+    bestseller_rank: int | None = Field(default=None, ge=1, le=2**31 - 1)  # an INTEGER column
 
     @field_validator("in_stock", mode="before")
     @classmethod

@@ -79,6 +79,11 @@ class IngestResult:
     signals: int = 0  # outbox rows queued for hubs
 
 
+def _no_nul(text: str) -> str:
+    """PostgreSQL text cannot hold U+0000: quarantine keeps it visible as the escape `\\u0000`."""
+    return text.replace("\x00", "\\u0000")
+
+
 def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantined]) -> None:
     if not items:
         return
@@ -90,9 +95,9 @@ def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantine
                 "received_at": now,
                 "api": api,
                 "endpoint": endpoint,
-                "message_id": (q.message_id or "")[:255] or None,
-                "reason": q.reason,
-                "payload": q.payload[:PAYLOAD_KEEP],
+                "message_id": _no_nul(q.message_id or "")[:255] or None,
+                "reason": _no_nul(q.reason),
+                "payload": _no_nul(q.payload[:PAYLOAD_KEEP]),
             }
             for q in items
         ],
