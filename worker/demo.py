@@ -406,6 +406,7 @@ class Demo:
         self.console = console or Console()
         self.shoppers = plan(seed, shoppers)
         self.outcomes = [Outcome(s) for s in self.shoppers]
+        self.interrupted = False
 
     # -- HTTP ---------------------------------------------------------------------------------------
 
@@ -497,7 +498,10 @@ class Demo:
                 await self._shop(http, progress, shopping)
                 if self.admin_token and self.wait > 0:
                     following = progress.add_task("journeys running", total=len(self.shoppers))
-                    await self._follow(http, progress, following)
+                    try:
+                        await self._follow(http, progress, following)
+                    except asyncio.CancelledError:  # Ctrl-C while waiting: show what there is so far
+                        self.interrupted = True
             if self.admin_token:
                 for outcome in self.outcomes:  # the final state, also for those still waiting
                     outcome.profile = await self._profile(http, outcome.shopper.email)
@@ -565,11 +569,15 @@ def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers:
         console.print(demo.table())
         waiting = [o for o in outcomes if not o.done]
         expected = sum(o.as_expected for o in outcomes)
-        console.print(f"{expected}/{len(outcomes)} shoppers got what their story expects with "
-                      f"examples/journeys.fast.toml; finished in {elapsed:.1f} s.")
-        if waiting:
-            console.print(f"[yellow]{len(waiting)} shopper(s) still have journeys waiting (longer delays in this "
-                          f"journey config?): watch them in the Temporal UI, search BreadcrumbStatus=\"waiting\".[/]")
+        if not waiting:
+            console.print(f"{expected}/{len(outcomes)} shoppers got what their story expects with "
+                          f"examples/journeys.fast.toml; finished in {elapsed:.1f} s.")
+        else:
+            why = ("interrupted" if demo.interrupted else "not waited for: --wait 0" if wait <= 0
+                   else "longer delays in this journey config?")
+            console.print(f"[yellow]{len(waiting)} shopper(s) still have journeys running ({why}): watch them in "
+                          f"the Temporal UI, search BreadcrumbStatus=\"waiting\", or run the stack with "
+                          f"--config examples/journeys.fast.toml.[/]")
         console.print(f"See one person: curl -H 'Authorization: Bearer …' '{demo.api}/admin/people?email="
                       f"{outcomes[0].shopper.email}'")
     if json_path is not None:
