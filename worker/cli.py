@@ -142,5 +142,30 @@ def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
     raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl))
 
 
+@app.command()
+def simulate(person: str = typer.Option(..., "--person", help="Email, user id or person id of an identified person"),
+             config: str = typer.Option(None, "--config", help="Journey policy TOML to simulate (default: the current one)"),
+             at: str = typer.Option(None, "--at", help="Start at this ISO time instead of the identify moment"),
+             as_json: bool = typer.Option(False, "--json", help="Print the timeline as JSON"),
+             db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)")) -> None:
+    """What-if: run the real hub and journeys for one person on the time-skipping server, dry run, and show the timeline."""
+    from worker.simulate_cli import run_simulate
+
+    raise typer.Exit(run_simulate(console, person, config, at, as_json, db))
+
+
+@app.command()
+def backtest(since: str = typer.Option("30d", "--since", help="Simulate everyone identified in this window (30d, 12h…)"),
+             config: str = typer.Option(None, "--config", help="The new journey policy TOML (default: the current one)"),
+             against: str = typer.Option(None, "--against", help="The policy to compare with (default: the current one)"),
+             limit: int = typer.Option(None, "--limit", min=1, help="At most this many people (oldest identify first)"),
+             as_json: bool = typer.Option(False, "--json", help="Print the result as JSON"),
+             db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)")) -> None:
+    """What-if across the base: simulate everyone identified in the window under both policies and compare."""
+    from worker.simulate_cli import run_backtest
+
+    raise typer.Exit(run_backtest(console, since, config, against, limit, as_json, db))
+
+
 if __name__ == "__main__":
     app()

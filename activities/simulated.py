@@ -1,0 +1,472 @@
+"""Dry-run activities for what-if simulations: the same activity names and typed I/O as
+`StoreActivities`, so the production hub and journey workflows run unchanged against them.
+
+They never write and never deliver. The store is read once, up front, into `PersonSnapshot`s
+(`load_snapshots`: a handful of set-based queries for any number of people), and from then on
+everything is answered in memory:
+
+- the history is cut at the simulated moment: an activity sees the events with a timestamp at or
+  before the workflow's clock (the time-skipping server's clock, see `worker/simulate.py`), so a
+  purchase later in the history is invisible until simulated time passes it;
+- sends go to an in-memory message log (the dry-run channel), with the items personalisation
+  would show; the frequency cap reads that log plus the person's real messages sent before the
+  simulation starts;
+- journey starts, notes, skips, exits and conversions go to the same in-memory log, which
+  `worker/simulate.py` turns into the timeline.
+
+Timestamps inside a simulation are shifted onto the test server's clock (`SimPerson.offset`);
+`SimEntry.at` is kept shifted and converted back by the runner.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+    StartActivityInput,
+    StartLocalActivityInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
+
+from journeys import taxonomy
+from journeys.attribution import Order, Touch, last_touch
+from journeys.history import HistoryEvent, PersonHistory, as_utc
+from journeys.personalise import Catalog, CatalogEntry, personalise, skus_in
+from journeys.routing import open_cart
+from store.models import Event, Identifier, JourneyRun, Message, Person, Product
+from workflows.models import (
+    Conversion,
+    JourneyNote,
+    JourneyStart,
+    PersonContext,
+    SendCheck,
+    SendCheckInput,
+    SendInput,
+    SendResult,
+)
+
+# The same look-back the store activities use (routing looks at most this far back; orders: always).
+HISTORY_HORIZON = timedelta(days=90)
+JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
+CATEGORY_PICKS_SCAN = 200  # ranked in-stock rows per category, as the store activities read
+CHUNK = 500  # ids per IN (...) list
+
+
+@dataclass
+class PersonSnapshot:
+    """What the store says about one person, read once. Times are real (unshifted), UTC."""
+
+    person_id: str
+    identified_at: datetime
+    timezone: str | None
+    traits: dict
+    suppressed: bool
+    email_unsubscribed: bool
+    sms_consent: bool
+    emails: list[str]
+    phones: list[str]
+    user_ids: list[str]
+    events: list[HistoryEvent]  # every non-duplicate event, oldest first, including later ones
+    sent_at: list[datetime]  # the person's real messages with status sent
+    runs: list[tuple[str, datetime, str | None]]  # real journey runs: (route, started_at, cart_recovery_key)
+
+    @property
+    def label(self) -> str:
+        return self.emails[0] if self.emails else self.user_ids[0] if self.user_ids else self.person_id
+
+
+@dataclass
+class SimEntry:
+    """One line of a simulated timeline. `at` / `until` are on the simulation clock (shifted)."""
+
+    at: datetime
+    kind: str  # decision | waiting | sent | skipped | exit | completed | conversion | event
+    journey: str = ""
+    reason: str = ""
+    step: int | None = None
+    until: datetime | None = None
+    template: str | None = None
+    channel: str | None = None
+    items: list[dict] = field(default_factory=list)
+    cart_value: float | None = None
+    category: str | None = None
+    workflow_id: str | None = None
+    route: str | None = None
+
+
+@dataclass
+class SimPerson:
+    """A snapshot placed on the simulation clock (every time + `offset`), plus what the simulation
+    has done to it so far."""
+
+    snapshot: PersonSnapshot
+    offset: timedelta
+    start: datetime  # simulated start, shifted
+    events: list[HistoryEvent] = field(default_factory=list)
+    sent_before: datetime | None = None  # last real message sent before the start, shifted
+    runs_before: list[tuple[str, datetime, str | None]] = field(default_factory=list)
+    log: list[SimEntry] = field(default_factory=list)
+    messages: dict[str, SimEntry] = field(default_factory=dict)  # idempotency key → sent entry
+    runs: dict[str, tuple[str, datetime, str | None]] = field(default_factory=dict)  # workflow id → run
+
+    @classmethod
+    def place(cls, snapshot: PersonSnapshot, start_real: datetime, offset: timedelta) -> "SimPerson":
+        start_real = as_utc(start_real)
+        events = [e.model_copy(update={"timestamp": e.timestamp + offset}) for e in snapshot.events]
+        before = [t for t in snapshot.sent_at if t < start_real]
+        return cls(snapshot=snapshot, offset=offset, start=start_real + offset, events=events,
+                   sent_before=max(before) + offset if before else None,
+                   runs_before=[(route, started + offset, key) for route, started, key in snapshot.runs
+                                if started < start_real])
+
+    def history(self, now: datetime) -> PersonHistory:
+        """The merged history as the store activities would load it at `now`: nothing later than
+        `now`, and only `HISTORY_HORIZON` back (orders: always)."""
+        since = now - HISTORY_HORIZON
+        visible = [e for e in self.events if e.timestamp <= now
+                   and (e.timestamp >= since or e.name == taxonomy.ORDER_COMPLETED)]
+        return PersonHistory(person_id=self.snapshot.person_id, identified_at=self.snapshot.identified_at + self.offset,
+                             timezone=self.snapshot.timezone, events=visible)
+
+    def recipient(self, channel: str) -> str | None:
+        """The store activities' rule: SMS → first phone; email → first email; outbox → email,
+        else phone, else the person id."""
+        email = self.snapshot.emails[0] if self.snapshot.emails else None
+        phone = self.snapshot.phones[0] if self.snapshot.phones else None
+        if channel == "sms":
+            return phone
+        if channel == "outbox":
+            return email or phone or self.snapshot.person_id
+        return email
+
+    def last_message_at(self, now: datetime) -> datetime | None:
+        simulated = [m.at for m in self.messages.values() if m.at <= now]
+        candidates = simulated + ([self.sent_before] if self.sent_before else [])
+        return max(candidates) if candidates else None
+
+
+SIMULATED_NOW_HEADER = "breadcrumb-simulated-now"
+_simulated_now: contextvars.ContextVar[datetime | None] = contextvars.ContextVar("simulated_now", default=None)
+
+
+def sim_now() -> datetime:
+    """The simulated moment inside an activity: the calling workflow's clock when it scheduled the
+    activity (stamped into a header by `SimulatedClock`; the test server's own activity timestamps
+    are wall-clock times, not its skipped clock)."""
+    now = _simulated_now.get()
+    if now is None:
+        raise RuntimeError("simulated activities need the SimulatedClock interceptor on their worker")
+    return now
+
+
+def _stamp(input: StartActivityInput | StartLocalActivityInput) -> None:
+    stamp = Payload(metadata={"encoding": b"binary/plain"}, data=workflow.now().isoformat().encode())
+    input.headers = {**input.headers, SIMULATED_NOW_HEADER: stamp}
+
+
+class _StampOutbound(WorkflowOutboundInterceptor):
+    def start_activity(self, input: StartActivityInput):
+        _stamp(input)
+        return super().start_activity(input)
+
+    def start_local_activity(self, input: StartLocalActivityInput):
+        _stamp(input)
+        return super().start_local_activity(input)
+
+
+class _StampInbound(WorkflowInboundInterceptor):
+    def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+        super().init(_StampOutbound(outbound))
+
+
+class _ClockInbound(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput):
+        stamp = input.headers.get(SIMULATED_NOW_HEADER)
+        token = _simulated_now.set(as_utc(datetime.fromisoformat(stamp.data.decode())) if stamp else None)
+        try:
+            return await super().execute_activity(input)
+        finally:
+            _simulated_now.reset(token)
+
+
+class SimulatedClock(Interceptor):
+    """Worker interceptor of the simulation worker: every activity a workflow schedules carries the
+    workflow's `now`, which the simulated activities read as the present. The workflows are untouched."""
+
+    def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput):
+        return _StampInbound
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _ClockInbound(next)
+
+
+class SimulatedActivities:
+    """The dry-run twin of `StoreActivities`: same names, same models, memory only.
+
+    One instance serves one simulation run (one policy); people are keyed by person id."""
+
+    def __init__(self, people: dict[str, SimPerson], catalog: Catalog) -> None:
+        self.people = people
+        self.catalog = catalog
+        self._lock = threading.Lock()
+
+    def all(self) -> list:
+        return [self.load_person, self.start_journey, self.check_before_send, self.send_step,
+                self.record_journey_note, self.record_conversion]
+
+    # -- the activities ---------------------------------------------------------------------------
+
+    @activity.defn(name="load_person")
+    async def load_person(self, person_id: str) -> PersonContext | None:
+        return self.context(person_id, sim_now())
+
+    @activity.defn(name="start_journey")
+    async def start_journey(self, start: JourneyStart) -> bool:
+        return self.record_start(start)
+
+    @activity.defn(name="check_before_send")
+    async def check_before_send(self, check: SendCheckInput) -> SendCheck:
+        return self.check(check, sim_now())
+
+    @activity.defn(name="send_step")
+    async def send_step(self, send: SendInput) -> SendResult:
+        return self.send(send)
+
+    @activity.defn(name="record_journey_note")
+    async def record_journey_note(self, note: JourneyNote) -> None:
+        self.note(note)
+
+    @activity.defn(name="record_conversion")
+    async def record_conversion(self, conversion: Conversion) -> None:
+        self.conversion(conversion)
+
+    # -- their bodies, with the simulated moment passed in (unit-testable without a worker) ------
+
+    def context(self, person_id: str, now: datetime) -> PersonContext | None:
+        person = self.people.get(person_id)
+        if person is None:
+            return None
+        runs = [(route, started) for route, started, _ in person.runs_before] + \
+               [(route, started) for route, started, _ in person.runs.values()]
+        runs = [(route, started) for route, started in runs if route in JOURNEY_ROUTES]
+        last_started: dict[str, datetime] = {}
+        for route, started in runs:
+            last_started[route] = max(started, last_started.get(route, started))
+        return PersonContext(history=person.history(now), last_started=last_started, journeys_count=len(runs))
+
+    def record_start(self, start: JourneyStart) -> bool:
+        person = self.people[start.person_id]
+        cart_key = start.cart_id if start.route == "cart_recovery" and start.cart_id else None
+        with self._lock:
+            if start.workflow_id in person.runs:
+                return True
+            keys = {key for _, _, key in person.runs_before} | {key for _, _, key in person.runs.values()}
+            if cart_key and cart_key in keys:
+                person.log.append(SimEntry(at=start.at, kind="skipped", journey=start.route, route=start.route,
+                                           reason=f"cart {cart_key} already had its recovery journey",
+                                           workflow_id=start.workflow_id))
+                return False
+            person.runs[start.workflow_id] = (start.route, start.at, cart_key)
+            person.log.append(SimEntry(at=start.at, kind="decision", journey=start.route, route=start.route,
+                                       reason=start.reason, cart_value=start.cart_value,
+                                       workflow_id=start.workflow_id))
+        return True
+
+    def check(self, check: SendCheckInput, now: datetime) -> SendCheck:
+        """What `StoreActivities.check_before_send` answers, from the snapshot at `now`
+        (tests/test_simulate.py checks the two agree)."""
+        person = self.people.get(check.person_id)
+        if person is None:
+            return SendCheck(person_exists=False)
+        snap = person.snapshot
+        history = person.history(now)
+        order = next((e for e in reversed(history.events) if e.name == taxonomy.ORDER_COMPLETED), None)
+        result = SendCheck(timezone=snap.timezone)
+        if order is not None:
+            result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
+        result.recipient = person.recipient(check.channel)
+        if snap.suppressed:
+            result.suppressed = "suppressed"
+        elif check.channel == "email" and snap.email_unsubscribed:
+            result.channel_blocked = "unsubscribed from email"
+        elif check.channel == "sms" and not snap.sms_consent:
+            result.channel_blocked = "no SMS consent"
+        elif not result.recipient:
+            result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
+        if check.route == "cart_recovery":
+            result.cart_open = _cart(history, check.cart_id) is not None
+        result.last_message_at = person.last_message_at(now)
+        return result
+
+    def send(self, send: SendInput) -> SendResult:
+        person = self.people[send.person_id]
+        key = f"{send.workflow_id}:{send.step}"
+        with self._lock:
+            known = person.messages.get(key)
+        if known is not None:
+            return SendResult(message_id=key, status="sent", subject=known.template or "", items=known.items,
+                              duplicate=True)
+        history = person.history(send.at)
+        cart = _cart(history, send.cart_id) if send.route == "cart_recovery" else None
+        shown = personalise(send.route, history.events, self.catalog, cart)
+        items = [item.model_dump(exclude_none=True) for item in shown.items]
+        entry = SimEntry(at=send.at, kind="sent", journey=send.route, step=send.step, template=send.template,
+                         channel=send.channel, items=items, cart_value=shown.cart_value, category=shown.category,
+                         workflow_id=send.workflow_id, reason=f"{send.template} via {send.channel} (dry run)")
+        with self._lock:
+            if key not in person.messages:
+                person.messages[key] = entry
+                person.log.append(entry)
+        return SendResult(message_id=key, status="sent", subject=send.template, items=items)
+
+    def note(self, note: JourneyNote) -> None:
+        person = self.people.get(note.person_id)
+        if person is None:
+            return
+        with self._lock:
+            person.log.append(SimEntry(at=note.at, kind=note.kind, journey=note.journey, reason=note.reason,
+                                       step=note.step, until=note.until, workflow_id=note.workflow_id))
+
+    def conversion(self, conversion: Conversion) -> None:
+        person = self.people.get(conversion.person_id)
+        if person is None:
+            return
+        ordered_at = conversion.ordered_at or conversion.at
+        touches = [Touch(message_id=key, person_id=conversion.person_id, journey=m.journey, step=m.step or 0,
+                         sent_at=m.at) for key, m in person.messages.items()]
+        touch = last_touch(Order(order_key=conversion.order_id or "", person_id=conversion.person_id,
+                                 ordered_at=ordered_at, revenue=conversion.revenue),
+                           touches, conversion.attribution_window)
+        revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
+        reason = f"order {conversion.order_id or 'without id'} ({revenue})"
+        reason += f" after {touch.journey} step {touch.step}" if touch else " with no message in the window"
+        with self._lock:
+            person.log.append(SimEntry(at=ordered_at, kind="conversion", journey=touch.journey if touch else "none",
+                                       reason=reason, step=touch.step if touch else None))
+
+
+def _cart(history: PersonHistory, cart_id: str | None):
+    """The store activities' open-cart check: this cart's events (and every order) through the pure rule."""
+    events = [e for e in history.events if cart_id is None or e.cart_key == cart_id
+              or e.name == taxonomy.ORDER_COMPLETED]
+    return open_cart(events)
+
+
+# -- reading the store, once ----------------------------------------------------------------------
+
+def _chunks(values: list[str]) -> Iterable[list[str]]:
+    for index in range(0, len(values), CHUNK):
+        yield values[index:index + CHUNK]
+
+
+def find_person(engine: Engine, who: str) -> str | None:
+    """A person id from an email, a user id or a person id."""
+    with Session(engine) as session:
+        if session.get(Person, who) is not None:
+            return who
+        value = who.strip()
+        for kind, candidate in (("email", value.lower()), ("user_id", value), ("phone", value)):
+            found = session.exec(select(Identifier.person_id).where(Identifier.kind == kind,
+                                                                    Identifier.value == candidate)).first()
+            if found:
+                return found
+    return None
+
+
+def people_identified(engine: Engine, since: datetime, until: datetime | None = None,
+                      limit: int | None = None) -> list[str]:
+    """Ids of the people identified in [since, until), oldest first."""
+    with Session(engine) as session:
+        query = select(Person.id).where(Person.identified_at >= since)
+        if until is not None:
+            query = query.where(Person.identified_at < until)
+        query = query.order_by(Person.identified_at, Person.id)
+        if limit:
+            query = query.limit(limit)
+        return list(session.exec(query).all())
+
+
+def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSnapshot]:
+    """Everything the simulation needs about these people, in five queries per chunk of ids."""
+    snapshots: dict[str, PersonSnapshot] = {}
+    with Session(engine) as session:
+        for ids in _chunks(list(dict.fromkeys(person_ids))):
+            people = session.exec(select(Person).where(Person.id.in_(ids))).all()
+            identifiers: dict[str, list[tuple[str, str]]] = defaultdict(list)
+            for person_id, kind, value in session.exec(
+                    select(Identifier.person_id, Identifier.kind, Identifier.value)
+                    .where(Identifier.person_id.in_(ids)).order_by(Identifier.id)).all():
+                identifiers[person_id].append((kind, value))
+            events: dict[str, list[HistoryEvent]] = defaultdict(list)
+            for e in session.exec(select(Event).where(Event.person_id.in_(ids), Event.duplicate_of.is_(None))
+                                  .order_by(Event.timestamp, Event.id)).all():
+                events[e.person_id].append(HistoryEvent(name=e.name, timestamp=e.timestamp, properties=e.properties or {},
+                                                        cart_id=e.cart_id, order_id=e.order_id, source=e.source))
+            sent: dict[str, list[datetime]] = defaultdict(list)
+            for person_id, sent_at in session.exec(
+                    select(Message.person_id, Message.sent_at)
+                    .where(Message.person_id.in_(ids), Message.status == "sent", Message.sent_at.is_not(None))).all():
+                sent[person_id].append(as_utc(sent_at))
+            runs: dict[str, list[tuple[str, datetime, str | None]]] = defaultdict(list)
+            for person_id, route, started_at, key in session.exec(
+                    select(JourneyRun.person_id, JourneyRun.route, JourneyRun.started_at, JourneyRun.cart_recovery_key)
+                    .where(JourneyRun.person_id.in_(ids))).all():
+                runs[person_id].append((route, as_utc(started_at), key))
+            for person in people:
+                ids_of = identifiers[person.id]
+                snapshots[person.id] = PersonSnapshot(
+                    person_id=person.id, identified_at=as_utc(person.identified_at), timezone=person.timezone,
+                    traits=person.traits or {}, suppressed=bool(person.suppressed),
+                    email_unsubscribed=bool(person.email_unsubscribed), sms_consent=bool(person.sms_consent),
+                    emails=[v for k, v in ids_of if k == "email"], phones=[v for k, v in ids_of if k == "phone"],
+                    user_ids=[v for k, v in ids_of if k == "user_id"], events=events[person.id],
+                    sent_at=sent[person.id], runs=runs[person.id])
+    return snapshots
+
+
+def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Catalog:
+    """The catalog rows any of these people's messages could use: every product their histories
+    mention, the ranked in-stock products of each category they looked at, and the bestsellers —
+    a superset of what the store activities load per message, so personalisation picks the same."""
+    snapshots = list(snapshots)
+    skus: set[str] = set()
+    for snap in snapshots:
+        skus |= skus_in(snap.events, open_cart(snap.events))
+    rows: list[Product] = []
+    with Session(engine) as session:
+        for chunk in _chunks(sorted(skus)):
+            rows += list(session.exec(select(Product).where(Product.sku.in_(chunk))))
+        known = Catalog(_entry(r) for r in rows)
+        # Any category a cut of a history could anchor on: those its events name, or their products'.
+        categories = {c.strip() for snap in snapshots for e in snap.events
+                      if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()}
+        categories |= {c for sku in skus if (c := known.category_of(sku))}
+        ranked = select(Product).where(Product.in_stock.is_(True))
+        order = (Product.bestseller_rank.is_(None), Product.bestseller_rank, Product.name, Product.sku)
+        rows += list(session.exec(ranked.where(Product.bestseller_rank.is_not(None)).order_by(*order)
+                                  .limit(CATEGORY_PICKS_SCAN)))
+        for category in sorted(categories):
+            rows += list(session.exec(ranked.where(Product.category == category).order_by(*order)
+                                      .limit(CATEGORY_PICKS_SCAN)))
+    unique = {(r.sku, r.variant): r for r in rows}
+    return Catalog(_entry(r) for r in unique.values())
+
+
+def _entry(row: Product) -> CatalogEntry:
+    return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
+                        price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
+                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank)

