@@ -189,3 +189,29 @@ def venv_binary(name: str) -> str:
     if not found:
         raise RuntimeError(f"{name} is not installed in the venv (pip install -e '.[dev]')")
     return found
+
+
+@pytest.fixture
+def engine(tmp_path):
+    """A fresh, migrated SQLite store for tests that drive workflows and activities directly."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'breadcrumb.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def env():
+    """A fresh time-skipping Temporal server per test (never downloaded), with our search attributes:
+    skipped time and leftover timers never leak between tests."""
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+
+    from worker.temporal import register_search_attributes
+
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()

@@ -7,17 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from conftest import free_port, settings_for, venv_binary
+from conftest import free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer
 from journey_harness import Harness, identify, track
 from journeys.policy import parse_policy
-from store.db import make_engine
-from store.migrate import upgrade
-from worker.temporal import register_search_attributes
 from worker.worker import build_worker
 
 
@@ -30,24 +24,6 @@ def policy(welcome_steps: list[dict]):
             "welcome": {"steps": welcome_steps},
         },
     })
-
-
-@pytest_asyncio.fixture
-async def env():
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'delivery.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def settings(engine, smtp_port: int, sms_url: str = ""):

@@ -7,15 +7,10 @@ from datetime import timedelta
 
 import pytest
 import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from journeys.policy import parse_policy
-from store.db import make_engine
-from store.migrate import upgrade
-from conftest import settings_for, venv_binary
+from conftest import settings_for
 from journey_harness import Harness, identify, now, track
-from worker.temporal import register_search_attributes
 from worker.worker import build_worker
 
 BASE_POLICY = {
@@ -36,25 +31,6 @@ BASE_POLICY = {
 def policy(**changes):
     data = {**BASE_POLICY, **changes}
     return parse_policy(data)
-
-
-@pytest_asyncio.fixture
-async def env():
-    """A fresh time-skipping server per test: skipped time and leftover timers never leak between tests."""
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'journeys.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest_asyncio.fixture

@@ -9,17 +9,13 @@ import base64
 from datetime import timedelta
 
 import pytest
-import pytest_asyncio
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from conftest import ADMIN_TOKEN, free_port, settings_for, venv_binary
+from conftest import ADMIN_TOKEN, free_port, settings_for
 from delivery_helpers import SmtpServer, parts
 from journey_harness import Harness, identify
 from journeys.policy import parse_policy
 from store.settings import Settings
 from store.unsubscribe import make_token, read_token
-from worker.temporal import register_search_attributes
 from worker.worker import build_worker
 
 KEY = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key  # what the served app verifies with
@@ -121,16 +117,6 @@ def test_sms_link_withdraws_sms_consent(api):
 
 
 # --- end to end: delivered email → link → next step skipped ----------------------------------
-
-
-@pytest_asyncio.fixture
-async def env():
-    environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
-    )
-    await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
 
 
 async def test_link_from_a_delivered_email_unsubscribes_and_the_next_step_is_skipped(env, api, served, db):
