@@ -155,35 +155,42 @@ class Dialect:
             return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
         return func.substr(column, 1, 10)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
 
-    def json_elements(self, column):
-        """The elements of a JSON array of strings, as a table with a `value` column."""
+    def json_elements_numbered(self, column):
+        """The elements of a JSON array of strings (a table with a `value` column), and a condition
+        true on each array's first element and on the NULL row an outer join gives for an empty
+        array — so an outer join can still count each event once."""
         if self.pg:
-            return func.jsonb_array_elements_text(column).table_valued("value")
-        return func.json_each(column).table_valued("value")
+            elements = func.jsonb_array_elements_text(column).table_valued("value", with_ordinality="ordinality")
+            return elements, or_(elements.c.ordinality.is_(None), elements.c.ordinality == 1)
+        elements = func.json_each(column).table_valued("value", "key")
+        return elements, or_(elements.c.key.is_(None), elements.c.key == 0)
 
     def json_length(self, column) -> ColumnElement:
         return func.jsonb_array_length(column) if self.pg else func.json_array_length(column)
 
-    def percentiles(self, values, column: str, fractions: tuple[float, ...]) -> tuple:
-        """percentile_cont of `values.c[column]` for each fraction: PostgreSQL's own aggregate,
-        and on SQLite the same linear interpolation from a ranked window (still one statement)."""
+    def percentiles(self, values, column: str, fractions: tuple[float, ...], extra=lambda columns: []):
+        """One statement: percentile_cont of `values.c[column]` for each fraction, then the
+        aggregates `extra(columns)` builds over the same rows. PostgreSQL has the aggregate; on
+        SQLite the same linear interpolation is read from a ranked window."""
         if self.pg:
-            return select(*(func.percentile_cont(p).within_group(values.c[column]) for p in fractions))
+            return select(*(func.percentile_cont(p).within_group(values.c[column]) for p in fractions),
+                          *extra(values.c))
         ranked = select(
-            values.c[column].label("x"),
-            (func.row_number().over(order_by=values.c[column]) - 1).label("i"),
-            func.count().over().label("n"),
+            values,
+            (func.row_number().over(order_by=values.c[column]) - 1).label("rank_"),
+            func.count().over().label("n_"),
         ).subquery("ranked")
+        x = ranked.c[column]
         picks = []
         for p in fractions:
-            pos = literal(p, Float) * (ranked.c.n - 1)
+            pos = literal(p, Float) * (ranked.c.n_ - 1)
             lo = cast(pos, Integer)
             frac = pos - lo
             picks.append(
-                func.sum(case((ranked.c.i == lo, ranked.c.x * (1 - frac)), else_=0.0))
-                + func.sum(case((and_(ranked.c.i == lo + 1, frac > 0), ranked.c.x * frac), else_=0.0))
+                func.sum(case((ranked.c.rank_ == lo, x * (1 - frac)), else_=0.0))
+                + func.sum(case((and_(ranked.c.rank_ == lo + 1, frac > 0), x * frac), else_=0.0))
             )
-        return select(*picks).select_from(ranked).where(ranked.c.n > 0)
+        return select(*picks, *extra(ranked.c)).select_from(ranked)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,15 +243,43 @@ def cohort_cte(period: Period):
         *period.where(PEOPLE.c.identified_at)).cte("cohort")
 
 
-def first_orders_cte(cohort):
-    """Each cohort person's first order ever (not only inside the period)."""
-    return (
-        select(EVENTS.c.person_id, func.min(EVENTS.c.timestamp).label("first_at"))
-        .where(EVENTS.c.name == taxonomy.ORDER_COMPLETED, EVENTS.c.duplicate_of.is_(None),
-               EVENTS.c.person_id.in_(select(cohort.c.person_id)))
-        .group_by(EVENTS.c.person_id)
-        .cte("first_orders")
+def first_orders_cte():
+    """Each person's first order ever (not only inside the period). Orders are few and found
+    through the name index; the cohort join comes after (filtering by cohort first would walk
+    every event of every person)."""
+    return first_event_cte("first_orders", (taxonomy.ORDER_COMPLETED,))
+
+
+def materialized(cte):
+    """`WITH x AS MATERIALIZED (…)`: evaluate the (small, index-found) set once, first. Without it
+    SQLite flattens the CTE and, to save a sort in the GROUP BY after it, walks a whole index in
+    the group's order, looking every event up."""
+    return cte.prefix_with("MATERIALIZED")
+
+
+def first_event_cte(name: str, events: tuple[str, ...]):
+    e = EVENTS
+    found = materialized(
+        select(e.c.person_id, e.c.timestamp)
+        .where(e.c.name == events[0] if len(events) == 1 else e.c.name.in_(events), e.c.duplicate_of.is_(None),
+               e.c.person_id.is_not(None))
+        .cte(f"{name}_events")
     )
+    return select(found.c.person_id, func.min(found.c.timestamp).label("first_at")).group_by(found.c.person_id).cte(name)
+
+
+def never_identified_devices(period: Period):
+    """Anonymous ids with events in the period that no identify ever claimed. Walks the partial
+    index of unowned events (covering: anonymous_id, timestamp) and probes the identifiers."""
+    e, i = EVENTS, IDENTIFIERS
+    devices = (
+        select(e.c.anonymous_id)
+        .where(e.c.person_id.is_(None), e.c.anonymous_id.is_not(None), *period.where(e.c.timestamp))
+        .group_by(e.c.anonymous_id)
+        .subquery("unowned_devices")
+    )
+    claimed = select(i.c.value).where(i.c.kind == "anonymous_id", i.c.value == devices.c.anonymous_id)
+    return select(func.count()).select_from(devices).where(~claimed.exists())
 
 
 def reason_category(column) -> ColumnElement:
@@ -302,6 +337,7 @@ def summary(engine: Engine | Connection, policy: Policy, period: Period = Period
     with _connection(engine) as conn:
         d = Dialect(conn.dialect.name)
         window = policy.attribution_window
+        outcomes = cohort_outcomes(conn, d, period, conversion_days, now)
         return {
             "period": period.as_dict(),
             "generated_at": now.isoformat(),
@@ -310,11 +346,11 @@ def summary(engine: Engine | Connection, policy: Policy, period: Period = Period
                 "attribution_window_hours": round(window.total_seconds() / 3600, 4),
                 "holdout_percent": policy.holdout_percent,
             },
-            "conversion": conversion(conn, d, period, conversion_days, now),
+            "conversion": conversion(conn, d, period, conversion_days, now, outcomes),
             "revenue": revenue(conn, d, period, window),
             "cart_recovery": cart_recovery(conn, d, period, window),
             "messages": messages_by_reason(conn, d, period),
-            "funnel": funnel(conn, d, period, conversion_days),
+            "funnel": funnel(conn, d, period, conversion_days, outcomes),
         }
 
 
@@ -328,6 +364,11 @@ class _connection:
         if isinstance(self.bind, Connection):
             return self.bind
         self.conn = self.bind.connect()
+        if self.conn.dialect.name == "postgresql":
+            # These statements run in tens to hundreds of milliseconds; PostgreSQL's JIT, triggered by
+            # row estimates on joined aggregates, spends seconds compiling them. Off for this
+            # (read-only) transaction only.
+            self.conn.exec_driver_sql("SET LOCAL jit = off")
         return self.conn
 
     def __exit__(self, *exc) -> None:
@@ -335,44 +376,55 @@ class _connection:
             self.conn.close()
 
 
-def _route_of_person(d: Dialect, cohort, first_orders, conversion_days: int):
-    """Each cohort person's most urgent route before their first order (within the N days); for
-    people who had bought before identifying, whatever they were routed to (usually "none")."""
-    r = RUNS
+def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> list:
+    """One row per route for the people identified in the period: how many, already customers,
+    converted, still inside their window, messaged, and purchased after a message.
+
+    Driven from `people` (its primary key gives the per-person grouping for free): each person
+    joined to their first order, their journey runs before it and their sent messages, reduced to
+    one row, then counted per route."""
+    p, r, m = PEOPLE, RUNS, MESSAGES
+    first = first_orders_cte()
     priority = case(*((r.c.route == route, rank) for route, rank in ROUTE_PRIORITY.items()), else_=0)
-    return (
-        select(r.c.person_id, func.max(priority).label("priority"))
-        .select_from(r.join(cohort, cohort.c.person_id == r.c.person_id)
-                     .outerjoin(first_orders, first_orders.c.person_id == r.c.person_id))
-        .where(or_(first_orders.c.first_at.is_(None), first_orders.c.first_at < cohort.c.identified_at,
-                   r.c.started_at <= first_orders.c.first_at),
-               d.epoch(r.c.started_at) <= d.epoch(cohort.c.identified_at) + conversion_days * DAY)
-        .group_by(r.c.person_id)
-        .cte("routes")
+    window = conversion_days * DAY
+    runs_before = and_(
+        r.c.person_id == p.c.id,
+        or_(first.c.first_at.is_(None), first.c.first_at < p.c.identified_at, r.c.started_at <= first.c.first_at),
+        d.epoch(r.c.started_at) <= d.epoch(p.c.identified_at) + window,
     )
-
-
-def conversion(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> dict:
-    cohort = cohort_cte(period)
-    first = first_orders_cte(cohort)
-    routes = _route_of_person(d, cohort, first, conversion_days)
-    horizon = d.epoch(cohort.c.identified_at) + conversion_days * DAY
-    prior = and_(first.c.first_at.is_not(None), first.c.first_at < cohort.c.identified_at)
-    converted = and_(first.c.first_at >= cohort.c.identified_at, d.epoch(first.c.first_at) <= horizon)
-    open_window = and_(first.c.first_at.is_(None), horizon > now.timestamp())
-    route = case(*((routes.c.priority == rank, route) for route, rank in ROUTE_PRIORITY.items()), else_="unrouted")
-    rows = conn.execute(
+    per = (
+        select(p.c.id.label("person_id"), func.min(p.c.identified_at).label("identified_at"),
+               func.min(first.c.first_at).label("first_at"), func.max(priority).label("priority"),
+               func.min(m.c.sent_at).label("first_sent"))
+        .select_from(p.outerjoin(first, first.c.person_id == p.c.id)
+                     .outerjoin(r, runs_before)
+                     .outerjoin(m, and_(m.c.person_id == p.c.id, m.c.status == "sent")))
+        .where(*period.where(p.c.identified_at))
+        .group_by(p.c.id)
+        .subquery("per_person")
+    )
+    horizon = d.epoch(per.c.identified_at) + window
+    prior = per.c.first_at < per.c.identified_at
+    converted = and_(per.c.first_at >= per.c.identified_at, d.epoch(per.c.first_at) <= horizon)
+    open_window = and_(per.c.first_at.is_(None), horizon > now.timestamp())
+    route = case(*((per.c.priority == rank, name) for name, rank in ROUTE_PRIORITY.items()), else_="unrouted")
+    return conn.execute(
         select(
             route.label("route"),
             func.count().label("identified"),
             func.sum(case((prior, 1), else_=0)).label("prior"),
             func.sum(case((converted, 1), else_=0)).label("converted"),
             func.sum(case((open_window, 1), else_=0)).label("open"),
-        )
-        .select_from(cohort.outerjoin(first, first.c.person_id == cohort.c.person_id)
-                     .outerjoin(routes, routes.c.person_id == cohort.c.person_id))
-        .group_by(route)
+            func.sum(case((per.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
+            func.sum(case((and_(converted, per.c.first_at >= per.c.first_sent), 1), else_=0)).label("purchased"),
+        ).group_by(route)
     ).all()
+
+
+def conversion(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime,
+               rows: list | None = None) -> dict:
+    if rows is None:
+        rows = cohort_outcomes(conn, d, period, conversion_days, now)
     found = {row.route: row for row in rows}
     by_route = []
     for name in (*ROUTES, *sorted(set(found) - set(ROUTES))):
@@ -439,7 +491,6 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
     recipients = conn.execute(
         select(func.count(func.distinct(MESSAGES.c.person_id))).where(sent, *period.where(MESSAGES.c.sent_at))
     ).scalar_one()
-
     per_journey: dict[str, list] = {}
     per_step: dict[tuple[str, int], list] = {}
     daily: dict[tuple[str, str], list] = {}
@@ -549,44 +600,19 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
     return {**totals, "by_reason": by_reason}
 
 
-def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int) -> list[dict]:
+def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int, rows: list | None = None,
+           now: datetime | None = None) -> list[dict]:
+    if rows is None:
+        rows = cohort_outcomes(conn, d, period, conversion_days, now or datetime.now(timezone.utc))
     # Devices seen in the period that never became anyone: with the people identified, the visitors.
-    never_merged = (
-        select(EVENTS.c.anonymous_id)
-        .where(EVENTS.c.anonymous_id.is_not(None), *period.where(EVENTS.c.timestamp))
-        .group_by(EVENTS.c.anonymous_id)
-        .having(func.count(EVENTS.c.person_id) == 0)
-        .subquery("never_merged")
-    )
-    anonymous = conn.execute(select(func.count()).select_from(never_merged)).scalar_one()
-    cohort = cohort_cte(period)
-    first = first_orders_cte(cohort)
-    first_sent = (
-        select(MESSAGES.c.person_id, func.min(MESSAGES.c.sent_at).label("first_sent"))
-        .where(MESSAGES.c.status == "sent", MESSAGES.c.person_id.in_(select(cohort.c.person_id)))
-        .group_by(MESSAGES.c.person_id)
-        .cte("first_sent")
-    )
-    purchased = and_(
-        first_sent.c.first_sent.is_not(None),
-        first.c.first_at >= first_sent.c.first_sent,
-        first.c.first_at >= cohort.c.identified_at,
-        d.epoch(first.c.first_at) <= d.epoch(cohort.c.identified_at) + conversion_days * DAY,
-    )
-    row = conn.execute(
-        select(func.count().label("identified"),
-               func.sum(case((first_sent.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
-               func.sum(case((purchased, 1), else_=0)).label("purchased"))
-        .select_from(cohort.outerjoin(first, first.c.person_id == cohort.c.person_id)
-                     .outerjoin(first_sent, first_sent.c.person_id == cohort.c.person_id))
-    ).one()
+    anonymous = _int(conn.execute(never_identified_devices(period)).scalar_one())
+    identified = sum(_int(r.identified) for r in rows)
     return [
-        {"stage": "anonymous", "label": "visitors (people + never-identified devices)",
-         "count": _int(row.identified) + _int(anonymous)},
-        {"stage": "identified", "label": "identified people", "count": _int(row.identified)},
-        {"stage": "messaged", "label": "sent a journey message", "count": _int(row.messaged)},
+        {"stage": "anonymous", "label": "visitors (people + never-identified devices)", "count": identified + anonymous},
+        {"stage": "identified", "label": "identified people", "count": identified},
+        {"stage": "messaged", "label": "sent a journey message", "count": sum(_int(r.messaged) for r in rows)},
         {"stage": "purchased", "label": f"first order after a message (≤ {conversion_days} d)",
-         "count": _int(row.purchased)},
+         "count": sum(_int(r.purchased) for r in rows)},
     ]
 
 
@@ -601,15 +627,38 @@ def tracking(engine: Engine | Connection, policy: Policy, period: Period = Perio
     now = as_utc(now or datetime.now(timezone.utc))
     with _connection(engine) as conn:
         d = Dialect(conn.dialect.name)
+        devices = device_counts(conn, period)
         return {
             "period": period.as_dict(),
             "generated_at": now.isoformat(),
             "identify_lateness": identify_lateness(conn, d, period),
-            "fragmented_ids": fragmented_ids(conn, d, period, many_ids),
+            "fragmented_ids": fragmented_ids(conn, period, many_ids, devices),
             "missing_properties": missing_properties(conn, d, period),
             "duplicates": duplicates(conn, period),
-            "unmerged": unmerged(conn, period, now - policy.merge_window),
+            "unmerged": unmerged(conn, period, now - policy.merge_window, devices),
         }
+
+
+@dataclass
+class Devices:
+    seen: int
+    single_page_view: int
+    never_identified: int
+
+
+def device_counts(conn: Connection, period: Period) -> Devices:
+    """Anonymous ids seen in the period, those seen on one page view only, those never identified."""
+    e = EVENTS
+    in_period = [e.c.anonymous_id.is_not(None), *period.where(e.c.timestamp)]
+    per_device = select(e.c.anonymous_id, func.count().label("n")).where(*in_period).group_by(e.c.anonymous_id)
+    seen = conn.execute(select(func.count()).select_from(per_device.subquery("devices"))).scalar_one()
+    # Devices with exactly one event (covering index scan), then look only those events up.
+    singles = select(e.c.anonymous_id).where(*in_period).group_by(e.c.anonymous_id).having(func.count() == 1)
+    single_page = conn.execute(
+        select(func.count()).where(e.c.anonymous_id.in_(singles), e.c.type == "page", *period.where(e.c.timestamp))
+    ).scalar_one()
+    never = conn.execute(never_identified_devices(period)).scalar_one()
+    return Devices(_int(seen), _int(single_page), _int(never))
 
 
 def identify_lateness(conn: Connection, d: Dialect, period: Period) -> dict:
@@ -628,30 +677,34 @@ def identify_lateness(conn: Connection, d: Dialect, period: Period) -> dict:
         .select_from(first_anonymous.join(cohort, cohort.c.person_id == first_anonymous.c.person_id))
         .cte("lateness")
     )
-    median, p90 = conn.execute(d.percentiles(lateness, "seconds", (0.5, 0.9))).one_or_none() or (None, None)
-    bucket_expr = case(*((lateness.c.seconds < upper, label) for label, upper in LATENESS_BUCKETS if upper is not None),
-                       else_=LATENESS_BUCKETS[-1][0])
-    buckets = dict(conn.execute(select(bucket_expr, func.count()).select_from(lateness).group_by(bucket_expr)).all())
-    stats = conn.execute(select(func.count(), func.avg(lateness.c.seconds), func.max(lateness.c.seconds))
-                         .select_from(lateness)).one()
+    def stats(columns) -> list:
+        seconds = columns.seconds
+        bucket_of = case(*((seconds < upper, label) for label, upper in LATENESS_BUCKETS if upper is not None),
+                         else_=LATENESS_BUCKETS[-1][0])
+        return [func.count(), func.avg(seconds), func.max(seconds),
+                *(func.sum(case((bucket_of == label, 1), else_=0)) for label, _ in LATENESS_BUCKETS)]
 
-    at_checkout = exists().where(
-        e.c.person_id == cohort.c.person_id,
-        e.c.name.in_((taxonomy.CHECKOUT_STARTED, taxonomy.ORDER_COMPLETED)),
-        d.epoch(e.c.timestamp) <= d.epoch(cohort.c.identified_at) + CHECKOUT_GRACE.total_seconds(),
-    )
+    row = conn.execute(d.percentiles(lateness, "seconds", (0.5, 0.9), stats)).one_or_none()
+    median, p90, count, mean, longest, *bucket_counts = row if row is not None else (None,) * (5 + len(LATENESS_BUCKETS))
+    buckets = {label: n for (label, _), n in zip(LATENESS_BUCKETS, bucket_counts)}
+
+    # "Identified only at checkout or purchase": by the time they identified (give or take the
+    # grace), they had already started a checkout or ordered.
+    first_checkout = first_event_cte("first_checkout", (taxonomy.CHECKOUT_STARTED, taxonomy.ORDER_COMPLETED))
+    at_checkout = d.epoch(first_checkout.c.first_at) <= d.epoch(cohort.c.identified_at) + CHECKOUT_GRACE.total_seconds()
     people, late = conn.execute(
-        select(func.count(), func.sum(case((at_checkout, 1), else_=0))).select_from(cohort)
+        select(func.count(), func.sum(case((at_checkout, 1), else_=0)))
+        .select_from(cohort.outerjoin(first_checkout, first_checkout.c.person_id == cohort.c.person_id))
     ).one()
-    people, late, with_activity = _int(people), _int(late), _int(stats[0])
+    people, late, with_activity = _int(people), _int(late), _int(count)
     return {
         "identified": people,
         "with_anonymous_activity": with_activity,
         "identified_at_first_touch": people - with_activity,
         "median_seconds": _seconds(median),
         "p90_seconds": _seconds(p90),
-        "mean_seconds": _seconds(stats[1]),
-        "max_seconds": _seconds(stats[2]),
+        "mean_seconds": _seconds(mean),
+        "max_seconds": _seconds(longest),
         "histogram": [{"bucket": label, "people": _int(buckets.get(label))} for label, _ in LATENESS_BUCKETS],
         "identified_at_checkout_or_purchase": late,
         "share_at_checkout_or_purchase": _rate(late, people),
@@ -662,37 +715,30 @@ def _seconds(value) -> float | None:
     return round(float(value), 3) if value is not None else None
 
 
-def fragmented_ids(conn: Connection, d: Dialect, period: Period, many: int) -> dict:
-    cohort = cohort_cte(period)
-    i = IDENTIFIERS
+def fragmented_ids(conn: Connection, period: Period, many: int, devices: Devices) -> dict:
+    p, i = PEOPLE, IDENTIFIERS
     per_person = (
-        select(cohort.c.person_id, func.count(i.c.id).label("n"))
-        .select_from(cohort.outerjoin(i, and_(i.c.person_id == cohort.c.person_id, i.c.kind == "anonymous_id")))
-        .group_by(cohort.c.person_id)
-        .cte("ids_per_person")
+        select(p.c.id.label("person_id"), func.count(i.c.id).label("n"))
+        .select_from(p.outerjoin(i, and_(i.c.person_id == p.c.id, i.c.kind == "anonymous_id")))
+        .where(*period.where(p.c.identified_at))
+        .group_by(p.c.id)
+        .subquery("ids_per_person")
     )
-    distribution = dict(conn.execute(
-        select(per_person.c.n, func.count()).group_by(per_person.c.n)
-    ).all())
+    distribution = dict(conn.execute(select(per_person.c.n, func.count()).group_by(per_person.c.n)).all())
+    # The most fragmented: only people with many ids are looked at (a HAVING on the identifiers).
+    many_ids = (
+        select(i.c.person_id, func.count().label("n"))
+        .where(i.c.kind == "anonymous_id").group_by(i.c.person_id).having(func.count() >= many)
+        .subquery("many_ids")
+    )
     top = conn.execute(
-        select(per_person.c.person_id, per_person.c.n).where(per_person.c.n >= many)
-        .order_by(per_person.c.n.desc(), per_person.c.person_id).limit(10)
+        select(many_ids.c.person_id, many_ids.c.n)
+        .select_from(many_ids.join(p, p.c.id == many_ids.c.person_id))
+        .where(*period.where(p.c.identified_at))
+        .order_by(many_ids.c.n.desc(), many_ids.c.person_id).limit(10)
     ).all()
     people = sum(distribution.values())
     fragmented = sum(count for n, count in distribution.items() if n >= many)
-
-    e = EVENTS
-    per_device = (
-        select(e.c.anonymous_id, func.count().label("events"),
-               func.sum(case((e.c.type == "page", 1), else_=0)).label("pages"))
-        .where(e.c.anonymous_id.is_not(None), *period.where(e.c.timestamp))
-        .group_by(e.c.anonymous_id)
-        .subquery("per_device")
-    )
-    devices, single_page = conn.execute(
-        select(func.count(), func.sum(case((and_(per_device.c.events == 1, per_device.c.pages == 1), 1), else_=0)))
-        .select_from(per_device)
-    ).one()
     buckets = [("0", 0, 0), ("1", 1, 1), ("2", 2, 2), ("3–4", 3, 4), ("5+", 5, None)]
     return {
         "people": people,
@@ -704,78 +750,71 @@ def fragmented_ids(conn: Connection, d: Dialect, period: Period, many: int) -> d
                                                               if n >= lo and (hi is None or n <= hi))}
                          for label, lo, hi in buckets],
         "most_fragmented": [{"person_id": r.person_id, "anonymous_ids": r.n} for r in top],
-        "anonymous_ids": _int(devices),
-        "single_page_view_ids": _int(single_page),
-        "share_single_page_view": _rate(_int(single_page), _int(devices)),
+        "anonymous_ids": devices.seen,
+        "single_page_view_ids": devices.single_page_view,
+        "share_single_page_view": _rate(devices.single_page_view, devices.seen),
     }
 
 
 def missing_properties(conn: Connection, d: Dialect, period: Period) -> dict:
     e = EVENTS
     names = tuple(taxonomy.RECOMMENDED_PROPERTIES)
-    element = d.json_elements(e.c.missing_properties)
-    missing = conn.execute(
-        select(e.c.name, element.c.value.label("property"), func.count().label("n"))
-        .select_from(e.join(element, true()))
-        .where(e.c.name.in_(names), *period.where(e.c.timestamp))
-        .group_by(e.c.name, element.c.value)
-    ).all()
+    # Events per name: the (name, timestamp) index alone answers it.
     totals = dict(conn.execute(
-        select(e.c.name, func.count()).where(e.c.name.in_(names), e.c.type == "track", *period.where(e.c.timestamp))
-        .group_by(e.c.name)
+        select(e.c.name, func.count()).where(e.c.name.in_(names), *period.where(e.c.timestamp)).group_by(e.c.name)
     ).all())
-    rows = [{"event": r.name, "property": r.property, "missing": r.n, "events": _int(totals.get(r.name)),
-             "share": _rate(r.n, _int(totals.get(r.name)))} for r in missing]
-    rows.sort(key=lambda r: (-r["missing"], r["event"], r["property"]))
-    with_gaps = conn.execute(
-        select(func.count()).where(e.c.name.in_(names), e.c.type == "track",
-                                   d.json_length(e.c.missing_properties) > 0, *period.where(e.c.timestamp))
-    ).scalar_one()
-    return {"events_checked": sum(totals.values()), "events_with_gaps": _int(with_gaps),
-            "share_with_gaps": _rate(_int(with_gaps), sum(totals.values())), "by_event_property": rows}
+    # Only events that lack something are unpacked; each counts once through its first gap.
+    gaps = materialized(
+        select(e.c.name, e.c.missing_properties)
+        .where(e.c.type == "track", d.json_length(e.c.missing_properties) > 0, *period.where(e.c.timestamp))
+        .cte("with_gaps")
+    )
+    element, first = d.json_elements_numbered(gaps.c.missing_properties)
+    rows = conn.execute(
+        select(gaps.c.name, element.c.value.label("property"), func.count().label("n"),
+               func.sum(case((first, 1), else_=0)).label("events"))
+        .select_from(gaps.join(element, true()))
+        .group_by(gaps.c.name, element.c.value)
+    ).all()
+    rows = [r for r in rows if r.name in totals]
+    out = [{"event": r.name, "property": r.property, "missing": r.n, "events": _int(totals.get(r.name)),
+            "share": _rate(r.n, _int(totals.get(r.name)))} for r in rows]
+    out.sort(key=lambda r: (-r["missing"], r["event"], r["property"]))
+    checked, with_gaps = sum(totals.values()), sum(_int(r.events) for r in rows)
+    return {"events_checked": checked, "events_with_gaps": with_gaps, "share_with_gaps": _rate(with_gaps, checked),
+            "by_event_property": out}
 
 
 def duplicates(conn: Connection, period: Period) -> dict:
     e = EVENTS
-    rows = conn.execute(
-        select(e.c.name, e.c.source, func.count().label("n"))
-        .where(e.c.duplicate_of.is_not(None), *period.where(e.c.timestamp))
-        .group_by(e.c.name, e.c.source)
-    ).all()
+    copies = materialized(
+        select(e.c.name, e.c.source).where(e.c.duplicate_of.is_not(None), *period.where(e.c.timestamp)).cte("copies")
+    )
+    rows = conn.execute(select(copies.c.name, copies.c.source, func.count().label("n"))
+                        .group_by(copies.c.name, copies.c.source)).all()
     by_event = [{"event": r.name, "late_copy_source": r.source, "pairs": r.n} for r in rows]
     by_event.sort(key=lambda r: (-r["pairs"], r["event"], r["late_copy_source"]))
     return {"pairs": sum(r["pairs"] for r in by_event), "by_event": by_event}
 
 
-def unmerged(conn: Connection, period: Period, merge_cutoff: datetime) -> dict:
+def unmerged(conn: Connection, period: Period, merge_cutoff: datetime, devices: Devices) -> dict:
     """Anonymous activity (events with an anonymous id and no user id, identify calls aside) that
     never joined a person; what is older than the merge window can no longer merge."""
     e = EVENTS
-    anonymous = and_(e.c.anonymous_id.is_not(None), e.c.user_id.is_(None), e.c.type != "identify",
-                     *period.where(e.c.timestamp))
-    per_device = (
-        select(e.c.anonymous_id, func.count().label("events"),
-               func.sum(case((e.c.person_id.is_(None), 1), else_=0)).label("unmerged"),
-               func.sum(case((and_(e.c.person_id.is_(None), e.c.timestamp < merge_cutoff), 1), else_=0)).label("stale"))
-        .where(anonymous)
-        .group_by(e.c.anonymous_id)
-        .subquery("devices")
-    )
-    row = conn.execute(
-        select(func.count().label("devices"),
-               func.sum(case((per_device.c.unmerged == per_device.c.events, 1), else_=0)).label("devices_unmerged"),
-               func.sum(per_device.c.events).label("events"),
-               func.sum(per_device.c.unmerged).label("unmerged"),
-               func.sum(per_device.c.stale).label("stale"))
-        .select_from(per_device)
+    unowned = e.c.person_id.is_(None)
+    events, never, stale = conn.execute(
+        select(func.count(), func.sum(case((unowned, 1), else_=0)),
+               func.sum(case((and_(unowned, e.c.timestamp < merge_cutoff), 1), else_=0)))
+        .where(e.c.anonymous_id.is_not(None), e.c.user_id.is_(None), e.c.type != "identify",
+               *period.where(e.c.timestamp))
     ).one()
-    events, never = _int(row.events), _int(row.unmerged)
+    events, never = _int(events), _int(never)
     return {
         "anonymous_events": events,
         "unmerged_events": never,
         "share_unmerged_events": _rate(never, events),
-        "unmergeable_events": _int(row.stale),
-        "anonymous_ids": _int(row.devices),
-        "unmerged_ids": _int(row.devices_unmerged),
-        "share_unmerged_ids": _rate(_int(row.devices_unmerged), _int(row.devices)),
+        "unmergeable_events": _int(stale),
+        "anonymous_ids": devices.seen,
+        "unmerged_ids": devices.never_identified,
+        "share_unmerged_ids": _rate(devices.never_identified, devices.seen),
     }

@@ -8,7 +8,7 @@ hand. `NOW` is 2025-04-10: every 14-day conversion window of the cohort has clos
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import Engine, insert
 
