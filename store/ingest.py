@@ -207,19 +207,13 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             return result
         batch = list(unique.values())
         lock_identifiers(session, _lock_keys(batch))
-        known = session.exec(select(Event.message_id).where(Event.message_id.in_(unique.keys()))).all()
-        for message_id in known:
-            del unique[message_id]
-        result.duplicates += len(known)
-        batch = list(unique.values())
-        if not batch:  # a client's retry of messages we already hold: nothing to do, and that is a success
-            return result
         by_device = owners(session, "anonymous_id", {m.anonymous_id for m in batch if m.anonymous_id})
         known_people = {
             kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
             for kind in ("user_id", "email")
         }
         rows = [_event_row(m, _known_person(m, known_people) or by_device.get(m.anonymous_id)) for m in batch]
+        # ON CONFLICT DO NOTHING RETURNING: messages we already hold (a client's retry) come back missing.
         inserted = set(
             session.execute(insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars()
         )
