@@ -34,6 +34,14 @@ PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_r
 JOURNEYS = ("cart_recovery", "browse_recovery", "welcome")
 DECISIONS_KEPT = 20
 LOCAL_STORE_CALLS = "hub-local-store-calls"
+# `start_journey` writes the routing decision to the store. As a local activity it wrote before the
+# decision was durable: when the worker died before that workflow task completed, the retried task
+# re-read the store, found its own row (a journey "already started", a re-entry cooldown), and
+# numbered or routed differently — a cart lost its recovery journey, a browser got a welcome, and
+# the orphan row said "running" for ever (found by tests/test_faults.py, SIGKILLing the worker).
+# As a regular activity its input (route, workflow id) is in the history before it runs, so a retry
+# is the same write. The read (`load_person`) stays local: re-running a read is harmless.
+DURABLE_DECISION = "hub-decision-durable-before-write"
 
 
 def hub_id(person_id: str) -> str:
@@ -116,6 +124,7 @@ class Hub:
                          hub_id=hub_id(self.person_id), person_id=self.person_id, route=decision.route,
                          reason=decision.reason, cart_id=decision.cart_id, cart_value=decision.cart_value, at=now),
             bool,
+            writes=True,
         )
         workflow.upsert_search_attributes(
             [search.ROUTE.value_set(decision.route)]
@@ -141,11 +150,11 @@ class Hub:
         self._status("in_journey")
         workflow.set_current_details(f"running {decision.route} ({workflow_id}): {decision.reason}")
 
-    async def _store_call(self, name: str, argument, result_type):
-        """The hub's short store reads/writes run as local activities: no extra round trip through the
-        server between identify and the routing decision. Histories recorded before this change used
-        regular activities and still replay."""
-        if workflow.patched(LOCAL_STORE_CALLS):
+    async def _store_call(self, name: str, argument, result_type, writes: bool = False):
+        """The hub's short store reads run as local activities: no extra round trip through the server
+        between identify and the routing decision. Its write of the decision is a regular activity
+        (see DURABLE_DECISION). Histories recorded before either change still replay."""
+        if workflow.patched(LOCAL_STORE_CALLS) and not (writes and workflow.patched(DURABLE_DECISION)):
             return await workflow.execute_local_activity(name, argument, result_type=result_type, **STORE_CALL)
         return await workflow.execute_activity(name, argument, result_type=result_type, **STORE_CALL)
 
