@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from api import admin, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
+from api import backtest
 from api.deps import CustomerIOAuthError
 from store.db import make_engine
 from store.migrate import upgrade
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reports_api.router)
     app.include_router(unsubscribe.router)
     app.include_router(demo_store.router)
+    app.include_router(backtest.router)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:

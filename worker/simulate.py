@@ -44,6 +44,7 @@ from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -280,6 +281,17 @@ def find_test_server() -> str:
 
 
 Progress = Callable[[int], None]
+_runtime: Runtime | None = None
+
+
+def quiet_runtime() -> Runtime:
+    """A Temporal runtime that logs only errors: the SDK core warns on stdout that the test server is
+    not a full server, which would spoil `--json` output."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
+            filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+    return _runtime
 
 
 class Simulator:
@@ -293,7 +305,7 @@ class Simulator:
 
     async def __aenter__(self) -> "Simulator":
         self.env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter)
+            test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter, runtime=quiet_runtime())
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -311,7 +323,7 @@ class Simulator:
         starts = starts or {}
         namespace = f"simulation-{next(_runs)}"
         client = await Client.connect(self.env.client.service_client.config.target_host, namespace=namespace,
-                                      data_converter=pydantic_data_converter)
+                                      data_converter=pydantic_data_converter, runtime=quiet_runtime())
         try:
             await register_search_attributes(client)
         except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run

@@ -1,0 +1,290 @@
+"""What-if simulation: the production hub and journeys on the time-skipping test server with the
+dry-run activities — timelines, purchases replayed at their real times, never a write or a delivery,
+parity of the guardrail look-up with the store activities, the backtest and its API."""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiosmtpd.controller import Controller
+from sqlalchemy import text
+
+from activities.simulated import SimPerson, SimulatedActivities, find_person, load_snapshots
+from activities.store_activities import StoreActivities
+from conftest import ADMIN_TOKEN, free_port
+from journey_harness import identify, track
+from journeys.personalise import Catalog
+from journeys.policy import parse_policy
+from store.db import make_engine
+from store.ingest import ingest
+from store.migrate import upgrade
+from store.models import Person
+from store.settings import REPO_ROOT
+from worker.simulate import Simulator, backtest, choose_offset, simulate_person
+from workflows.models import SendCheckInput
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench.shoppers import populate  # noqa: E402
+
+STEPS = {
+    "cart_recovery": [("1h", "cart_recovery_1"), ("23h", "cart_recovery_2"), ("2d", "cart_recovery_3")],
+    "browse_recovery": [("2h", "browse_recovery_1"), ("2d", "browse_recovery_2")],
+    "welcome": [("5m", "welcome_1"), ("2d", "welcome_2"), ("4d", "welcome_3")],
+}
+
+
+def policy(first_cart_delay: str = "1h", quiet: bool = False, **changes):
+    journeys = {name: {"steps": [{"delay": d, "template": t} for d, t in steps]} for name, steps in STEPS.items()}
+    journeys["cart_recovery"]["steps"][0]["delay"] = first_cart_delay
+    return parse_policy({"cart_min_value": 50, "browse_intent_threshold": 5, "min_hours_between_messages": 20,
+                         "quiet_hours": {"enabled": quiet}, "hub_idle_timeout": "1d", "journeys": journeys, **changes})
+
+
+def noon(days_ago: int) -> datetime:
+    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=12, minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'simulate.db'}")
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def simulator():
+    """One time-skipping server for the module, as a CLI run or an API job reuses one for every person."""
+    async with Simulator(engine=None) as running:
+        yield running
+
+
+async def run(simulator: Simulator, engine, email: str, chosen, name: str = "policy"):
+    simulator.engine = engine
+    person_id = find_person(engine, email)
+    snapshots = load_snapshots(engine, [person_id])
+    return (await simulator.simulate(chosen, list(snapshots.values()), policy_name=name))[0]
+
+
+def shop(engine, *messages) -> None:
+    ingest(engine, list(messages), policy(), api="test", endpoint="test")
+
+
+def cart_shopper(engine, email: str, at: datetime, anon: str, *later) -> None:
+    shop(engine,
+         track(anon, "Product Added", cart_id="cart-1", sku="SER-30", name="Night Serum", price=40, quantity=2,
+               at=at - timedelta(minutes=3)),
+         identify(anon, email, at=at), *later)
+
+
+async def test_open_cart_under_one_hour_and_four_hour_first_delay(simulator, engine):
+    start = noon(10)
+    cart_shopper(engine, "ada@example.com", start, "dev-ada")
+    fast = await run(simulator, engine, "ada@example.com", policy("1h"), "1h.toml")
+    slow = await run(simulator, engine, "ada@example.com", policy("4h"), "4h.toml")
+    for timeline, first in ((fast, timedelta(hours=1)), (slow, timedelta(hours=4))):
+        assert timeline.start == start
+        decision = timeline.entries[0]
+        assert (decision.kind, decision.route, decision.reason) == (
+            "decision", "cart_recovery", "open cart cart-1, value 80.00 ≥ 50.00")
+        sends = [(e.template, e.at - start) for e in timeline.sent]
+        expected = [("cart_recovery_1", first), ("cart_recovery_2", first + timedelta(hours=23)),
+                    ("cart_recovery_3", first + timedelta(hours=71))]
+        assert [t for t, _ in sends] == [t for t, _ in expected]
+        for (_, got), (_, want) in zip(sends, expected):
+            assert want <= got < want + timedelta(seconds=5), (got, want)
+        assert [(i["sku"], i["name"], i["quantity"]) for i in timeline.sent[0].items] == [("SER-30", "Night Serum", 2)]
+        assert timeline.sent[0].cart_value == 80.0
+        assert timeline.entries[-1].kind == "completed" and timeline.ended == "all 3 steps done"
+        assert not timeline.capped and not timeline.quiet
+    assert slow.first_message_after - fast.first_message_after > timedelta(hours=2, minutes=59)
+
+
+async def test_purchase_in_history_ends_the_journey_at_its_real_time(simulator, engine):
+    start = noon(12)
+    ordered = start + timedelta(hours=30)
+    cart_shopper(engine, "bea@example.com", start, "dev-bea",
+                 track("dev-bea", "Order Completed", order_id="o-1", cart_id="cart-1", revenue=80, at=ordered))
+    timeline = await run(simulator, engine, "bea@example.com", policy("1h"))
+    assert [e.template for e in timeline.sent] == ["cart_recovery_1", "cart_recovery_2"]
+    exit_ = next(e for e in timeline.entries if e.kind == "exit")
+    assert exit_.reason == "purchased (order o-1)"
+    assert ordered <= exit_.at < ordered + timedelta(seconds=5)
+    assert all(e.at < ordered for e in timeline.sent)
+    replayed = next(e for e in timeline.entries if e.kind == "event")
+    assert replayed.at == ordered and "Order Completed o-1 (80.00)" in replayed.reason
+    conversion = next(e for e in timeline.entries if e.kind == "conversion")
+    assert conversion.reason == "order o-1 (80.00) after cart_recovery step 2"
+
+
+async def test_purchase_before_the_first_step_means_no_message(simulator, engine):
+    start = noon(12)
+    cart_shopper(engine, "cy@example.com", start, "dev-cy",
+                 track("dev-cy", "Order Completed", order_id="o-2", cart_id="cart-1", revenue=80,
+                       at=start + timedelta(minutes=30)))
+    timeline = await run(simulator, engine, "cy@example.com", policy("1h"))
+    assert timeline.sent == []
+    exit_ = next(e for e in timeline.entries if e.kind == "exit")
+    assert exit_.reason == "purchased (order o-2)"
+    assert exit_.at - start < timedelta(minutes=30, seconds=5)
+    # Simulated from before the order, the same history is a cart recovery; from after it, nothing.
+    later = await simulator.simulate(policy(), list(load_snapshots(engine, [timeline.person_id]).values()),
+                                     starts={timeline.person_id: start + timedelta(hours=2)})
+    assert later[0].route == "none" and "already purchased (order o-2 at" in later[0].route_reason
+    assert (start + timedelta(minutes=30)).isoformat() in later[0].route_reason  # the real time, not the shifted one
+
+
+async def test_quiet_hours_in_the_persons_timezone(simulator, engine):
+    zone = ZoneInfo("America/New_York")
+    local = (datetime.now(zone) - timedelta(days=9)).replace(hour=20, minute=30, second=0, microsecond=0)
+    start = local.astimezone(timezone.utc)
+    shop(engine,
+         track("dev-dee", "Product Added", cart_id="cart-9", sku="SER-30", name="Night Serum", price=90,
+               at=start - timedelta(minutes=2)),
+         identify("dev-dee", "dee@example.com", at=start, timezone="America/New_York"))
+    timeline = await run(simulator, engine, "dee@example.com", policy("1h", quiet=True))
+    wait = next(e for e in timeline.entries if e.kind == "waiting")
+    opens = (local + timedelta(days=1)).replace(hour=8, minute=0).astimezone(timezone.utc)
+    assert wait.reason.startswith("quiet hours until") and wait.until == opens
+    assert opens <= timeline.sent[0].at < opens + timedelta(seconds=5)
+    assert timeline.quiet and timeline.sent[0].at.astimezone(zone).hour == 8
+
+
+def test_clock_shift_is_whole_days_and_keeps_the_utc_offset():
+    start = datetime(2026, 3, 20, 23, 0, tzinfo=timezone.utc)  # before the EU switch to summer time
+    earliest = datetime(2026, 4, 10, 9, 0, tzinfo=timezone.utc)
+    shift = choose_offset(start, earliest, "Europe/Berlin", timedelta(days=3))
+    assert shift.seconds == 0 and shift.microseconds == 0 and start + shift >= earliest
+    zone = ZoneInfo("Europe/Berlin")
+    for day in range(4):
+        moment = start + timedelta(days=day)
+        assert (moment + shift).astimezone(zone).utcoffset() == moment.astimezone(zone).utcoffset()
+    assert choose_offset(start, earliest, "UTC") == timedelta(days=21)
+
+
+def test_guardrail_lookup_agrees_with_the_store_activities(engine):
+    start = noon(3)
+    cart_shopper(engine, "eve@example.com", start, "dev-eve")
+    cart_shopper(engine, "fay@example.com", start, "dev-fay",
+                 track("dev-fay", "Order Completed", order_id="o-9", cart_id="cart-1", revenue=80,
+                       at=start + timedelta(hours=1)))
+    shop(engine, identify("dev-gus", "gus@example.com", at=start))
+    gus = find_person(engine, "gus@example.com")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE people SET email_unsubscribed=:t WHERE id=:p"), {"t": True, "p": gus})
+    store = StoreActivities(engine)
+    now = datetime.now(timezone.utc)
+    for email in ("eve@example.com", "fay@example.com", "gus@example.com"):
+        person_id = find_person(engine, email)
+        snapshot = load_snapshots(engine, [person_id])[person_id]
+        simulated = SimulatedActivities({person_id: SimPerson.place(snapshot, now, timedelta(0))}, Catalog())
+        for route, cart_id in (("cart_recovery", "cart-1"), ("welcome", None)):
+            for channel in ("email", "sms", "outbox"):
+                ask = SendCheckInput(person_id=person_id, route=route, channel=channel, cart_id=cart_id)
+                assert simulated.check(ask, now) == store.check_before_send(ask), (email, route, channel)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received: list = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(envelope)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink():
+    sink = Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        yield sink, controller
+    finally:
+        controller.stop()
+
+
+def counts(database) -> dict[str, int]:
+    return {t: database.scalar(f"SELECT count(*) FROM {t}") for t in database.table_names() if t != "alembic_version"}
+
+
+def test_simulate_never_writes_or_delivers(db, smtp_sink):
+    sink, controller = smtp_sink
+    start = noon(5)
+    cart_shopper(db.engine, "hal@example.com", start, "dev-hal")
+    before = counts(db)
+    env = {**os.environ, "BREADCRUMB_DATABASE_URL": db.url, "BREADCRUMB_SMTP_URL": f"smtp://127.0.0.1:{controller.port}",
+           "BREADCRUMB_SMTP_FROM": "Shop <shop@example.com>", "BREADCRUMB_SHOP_URL": "https://shop.example",
+           "BREADCRUMB_PUBLIC_BASE_URL": "https://breadcrumb.example", "BREADCRUMB_UNSUBSCRIBE_SECRET": "s" * 32,
+           "BREADCRUMB_JOURNEYS": str(REPO_ROOT / "journeys.toml")}
+    out = subprocess.run([str(Path(sys.executable).parent / "breadcrumb"), "simulate", "--person", "hal@example.com",
+                          "--json"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["route"] == "cart_recovery" and result["messages"] == 3
+    assert counts(db) == before  # not a message, journey run, log line or outbox row more
+    assert db.scalar("SELECT count(*) FROM messages") == 0
+    assert sink.received == []
+    with smtplib.SMTP("127.0.0.1", controller.port) as control:  # the sink does receive what is sent to it
+        control.sendmail("a@example.com", ["b@example.com"], "Subject: control\r\n\r\nhi")
+    deadline = time.monotonic() + 5
+    while not sink.received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(sink.received) == 1
+
+
+async def test_backtest_compares_two_policies_without_writing(engine):
+    populate(engine, policy(), 30, days=20, seed=3)
+    with engine.connect() as conn:
+        before = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                  for t in ("messages", "journey_runs", "journey_log", "outbox", "events", "people")}
+    seen = []
+    result = await backtest(engine, policy("4h"), policy("1h"), timedelta(days=30), new_name="4h", current_name="1h",
+                            progress=lambda done, total: seen.append((done, total)))
+    assert result["people"] == 30 and seen[-1] == (60, 60)
+    current, new = result["policies"]["current"], result["policies"]["new"]
+    assert sum(current["routes"].values()) == sum(new["routes"].values()) == 30
+    assert current["routes"] == new["routes"]  # the first delay does not change routing
+    assert current["routes"].get("cart_recovery", 0) > 0
+    assert new["median_first_message_seconds"] is not None
+    for row in result["top"]:
+        assert row["reason"] and row["current"]["messages"] != row["new"]["messages"]
+    assert result["changed"] + result["timing_only"] > 0
+    with engine.connect() as conn:
+        after = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in before}
+    assert after == before
+
+
+def test_backtest_over_http(db, served):
+    populate(db.engine, policy(), 12, days=10, seed=5)
+    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+    assert httpx.post(f"{served.url}/admin/backtest", json={}).status_code == 401
+    new = policy("4h").model_dump(mode="json")
+    bad = http.post("/admin/backtest", json={"config": {"cart_min_value": -1}})
+    assert bad.status_code == 400 and "cart_min_value" in bad.text
+    started = http.post("/admin/backtest", json={"since": "30d", "config": new, "limit": 10})
+    assert started.status_code == 202, started.text
+    job = started.json()["id"]
+    deadline = time.monotonic() + 90
+    while True:
+        body = http.get(f"/admin/backtest/{job}").json()
+        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert body["status"] == "done", body
+    assert body["progress"] == {"done": 20, "total": 20}
+    assert body["result"]["people"] == 10
+    assert set(body["result"]["policies"]) == {"current", "new"}
+    assert http.get("/admin/backtest/nope").status_code == 404
+    assert db.scalar("SELECT count(*) FROM messages") == 0
