@@ -244,15 +244,16 @@ def test_simulate_never_writes_or_delivers(db, smtp_sink):
     assert len(sink.received) == 1
 
 
-async def test_backtest_compares_two_policies_without_writing(engine):
+@pytest.mark.parametrize("shards", [1, 2])
+async def test_backtest_compares_two_policies_without_writing(engine, shards):
     populate(engine, policy(), 30, days=20, seed=3)
     with engine.connect() as conn:
         before = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
                   for t in ("messages", "journey_runs", "journey_log", "outbox", "events", "people")}
     seen = []
     result = await backtest(engine, policy("4h"), policy("1h"), timedelta(days=30), new_name="4h", current_name="1h",
-                            progress=lambda done, total: seen.append((done, total)))
-    assert result["people"] == 30 and seen[-1] == (60, 60)
+                            progress=lambda done, total: seen.append((done, total)), shards=shards, min_per_shard=1)
+    assert result["people"] == 30 and seen[-1] == (60, 60) and result["shards"] == shards
     current, new = result["policies"]["current"], result["policies"]["new"]
     assert sum(current["routes"].values()) == sum(new["routes"].values()) == 30
     assert current["routes"] == new["routes"]  # the first delay does not change routing

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
 import re
 import statistics
 import time
@@ -38,7 +39,8 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from contextlib import AsyncExitStack
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
@@ -64,6 +66,7 @@ from journeys import taxonomy
 from journeys.attribution import order_revenue
 from journeys.guardrails import _zone, resolve_timezone
 from journeys.history import HistoryEvent, as_utc
+from journeys.personalise import Catalog
 from journeys.policy import Policy
 from workflows import ALL_WORKFLOWS
 from workflows.models import HubSignal
@@ -315,61 +318,198 @@ class Simulator:
 
     async def simulate(self, policy: Policy, snapshots: list[PersonSnapshot], starts: dict[str, datetime] | None = None,
                        policy_name: str = "policy", progress: Progress | None = None,
-                       catalog=None) -> list[Timeline]:
+                       catalog: Catalog | None = None) -> list[Timeline]:
         """Run every person's simulation under `policy`, concurrently; timelines in input order."""
+        return (await self.simulate_many([(policy, policy_name)], snapshots, starts, progress, catalog))[0]
+
+    async def simulate_many(self, policies: list[tuple[Policy, str]], snapshots: list[PersonSnapshot],
+                            starts: dict[str, datetime] | None = None, progress: Progress | None = None,
+                            catalog: Catalog | None = None, shards: int | None = None,
+                            min_per_shard: int | None = None) -> list[list[Timeline]]:
+        """Every person under every policy, all at once on this server. With `shards` > 1 the people
+        are split over that many worker processes (each with its own workers and in-memory
+        activities; the Python SDK is bound to one core per process), sharing the one test server."""
         from worker.temporal import register_search_attributes
 
         assert self.env is not None, "use `async with Simulator(...)`"
-        starts = starts or {}
-        namespace = f"simulation-{next(_runs)}"
-        client = await Client.connect(self.env.client.service_client.config.target_host, namespace=namespace,
-                                      data_converter=pydantic_data_converter, runtime=quiet_runtime())
-        try:
-            await register_search_attributes(client)
-        except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
-            if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                raise
-        catalog = catalog if catalog is not None else await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
-        earliest = await self.env.get_current_time() + START_MARGIN
-        people: dict[str, SimPerson] = {}
-        for snap in snapshots:
-            start = as_utc(starts.get(snap.person_id) or snap.identified_at)
-            zone = resolve_timezone(snap.timezone, policy.default_timezone)
-            people[snap.person_id] = SimPerson.place(snap, start, choose_offset(start, earliest, zone,
-                                                                                min(self.horizon, DST_SPAN)))
-        activities = SimulatedActivities(people, catalog)
-        task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
-        plans = {pid: replay_plan(p, policy, p.start + self.horizon) for pid, p in people.items()}
-        options: dict[str, Any] = {} if self.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
-        worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
-                        activities=activities.all(), interceptors=[SimulatedClock()], max_cached_workflows=max(1000, 4 * len(people)),
-                        max_concurrent_activities=1000, **options)
-        results: dict[str, DriverResult] = {}
-        async with worker:
-            gate = asyncio.Semaphore(64)
-
-            async def start(pid: str, person: SimPerson):
-                async with gate:
-                    return await client.start_workflow(
-                        "simulation_driver",
-                        DriverInput(person_id=pid, policy=policy, start=person.start,
-                                    signals=[signal for signal, _ in plans[pid]], until=person.start + self.horizon),
-                        id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
-
-            handles = await asyncio.gather(*(start(pid, p) for pid, p in people.items()))
-            service = self.env.client.test_service
-            await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+        target = self.env.client.service_client.config.target_host
+        runs = [_Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}") for policy, name in policies]
+        for run in runs:
+            client = await Client.connect(target, namespace=run.namespace, data_converter=pydantic_data_converter,
+                                          runtime=quiet_runtime())
             try:
-                async def finish(pid: str, handle) -> None:
-                    results[pid] = await handle.result()
-                    if progress:
-                        progress(1)
+                await register_search_attributes(client)
+            except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
+                if exc.status != RPCStatusCode.ALREADY_EXISTS:
+                    raise
+        if catalog is None:
+            catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
+        earliest = await self.env.get_current_time() + START_MARGIN
+        shards = _shard_count(shards, len(snapshots), min_per_shard)
+        parts = [snapshots[index::shards] for index in range(shards)]
+        jobs = [_ShardJob(target=target, runs=runs, snapshots=part, starts=starts or {}, catalog=catalog,
+                          earliest=earliest, horizon=self.horizon, sandboxed=self.sandboxed) for part in parts]
+        service = self.env.client.test_service
+        if shards == 1:
+            async def unlock() -> None:
+                await service.unlock_time_skipping(UnlockTimeSkippingRequest())
 
-                await asyncio.gather(*(finish(pid, h) for pid, h in zip(people, handles)))
+            try:
+                results = [await _run_shard(jobs[0], unlock, progress or (lambda _: None))]
             finally:
                 await service.lock_time_skipping(LockTimeSkippingRequest())
-        return [build_timeline(people[s.person_id], plans[s.person_id], policy_name, results.get(s.person_id))
-                for s in snapshots]
+        else:
+            results = await _run_shards(jobs, service, progress or (lambda _: None))
+        by_person: list[dict[str, Timeline]] = [{} for _ in runs]
+        for shard in results:
+            for index, timelines in enumerate(shard):
+                by_person[index].update({t.person_id: t for t in timelines})
+        return [[found[s.person_id] for s in snapshots] for found in by_person]
+
+
+SHARD_MIN_PEOPLE = 50  # fewer people per process than this is not worth starting a process for
+
+
+def _shard_count(wanted: int | None, people: int, min_per_shard: int | None = None) -> int:
+    return max(1, min(wanted or 1, people // (min_per_shard or SHARD_MIN_PEOPLE) or 1))
+
+
+@dataclass
+class _Run:
+    policy: Policy
+    name: str
+    namespace: str
+
+
+@dataclass
+class _ShardJob:
+    target: str
+    runs: list[_Run]
+    snapshots: list[PersonSnapshot]
+    starts: dict[str, datetime]
+    catalog: Catalog
+    earliest: datetime
+    horizon: timedelta
+    sandboxed: bool
+
+
+async def _run_shard(job: _ShardJob, ready: Callable[[], Awaitable[None]], progress: Progress) -> list[list[Timeline]]:
+    """One process's share: a Worker per policy run (own namespace and task queue, own in-memory
+    activities), the drivers started while time is locked, then `ready()` (time is unlocked), then
+    every driver awaited."""
+    async with AsyncExitStack() as stack:
+        staged = []
+        for run in job.runs:
+            client = await Client.connect(job.target, namespace=run.namespace, data_converter=pydantic_data_converter,
+                                          runtime=quiet_runtime())
+            people: dict[str, SimPerson] = {}
+            for snap in job.snapshots:
+                start = as_utc(job.starts.get(snap.person_id) or snap.identified_at)
+                zone = resolve_timezone(snap.timezone, run.policy.default_timezone)
+                people[snap.person_id] = SimPerson.place(
+                    snap, start, choose_offset(start, job.earliest, zone, min(job.horizon, DST_SPAN)))
+            plans = {pid: replay_plan(p, run.policy, p.start + job.horizon) for pid, p in people.items()}
+            task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
+            options: dict[str, Any] = {} if job.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+            worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
+                            activities=SimulatedActivities(people, job.catalog).all(), interceptors=[SimulatedClock()],
+                            max_cached_workflows=max(1000, 4 * len(people)), max_concurrent_activities=1000,
+                            **options)
+            await stack.enter_async_context(worker)
+            staged.append((run, client, people, plans, task_queue))
+        gate = asyncio.Semaphore(64)
+
+        async def start(run: _Run, client: Client, pid: str, person: SimPerson, plan, task_queue: str):
+            async with gate:
+                return await client.start_workflow(
+                    "simulation_driver",
+                    DriverInput(person_id=pid, policy=run.policy, start=person.start,
+                                signals=[signal for signal, _ in plan], until=person.start + job.horizon),
+                    id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
+
+        handles = [await asyncio.gather(*(start(run, client, pid, person, plans[pid], task_queue)
+                                          for pid, person in people.items()))
+                   for run, client, people, plans, task_queue in staged]
+        await ready()
+        results: list[dict[str, DriverResult]] = [{} for _ in staged]
+
+        async def finish(index: int, pid: str, handle) -> None:
+            results[index][pid] = await handle.result()
+            progress(1)
+
+        await asyncio.gather(*(finish(index, pid, handle)
+                               for index, (stage, run_handles) in enumerate(zip(staged, handles))
+                               for pid, handle in zip(stage[2], run_handles)))
+    return [[build_timeline(people[s.person_id], plans[s.person_id], run.name, results[index].get(s.person_id))
+             for s in job.snapshots]
+            for index, (run, _, people, plans, _) in enumerate(staged)]
+
+
+def _shard_process(job: _ShardJob, messages, go) -> None:
+    """Entry point of a shard process (spawned): report `ready`, wait for `go`, report progress and
+    the timelines (or the error)."""
+    import traceback
+
+    async def main() -> list[list[Timeline]]:
+        async def ready() -> None:
+            messages.put(("ready", None))
+            await asyncio.get_running_loop().run_in_executor(None, go.wait)
+
+        pending = 0
+        last = time.monotonic()
+
+        def progress(count: int) -> None:
+            nonlocal pending, last
+            pending += count
+            if time.monotonic() - last > 0.2:
+                messages.put(("progress", pending))
+                pending, last = 0, time.monotonic()
+
+        timelines = await _run_shard(job, ready, progress)
+        if pending:
+            messages.put(("progress", pending))
+        return timelines
+
+    try:
+        messages.put(("done", asyncio.run(main())))
+    except BaseException:  # noqa: BLE001 — whatever it was, the parent must hear of it
+        messages.put(("error", traceback.format_exc()))
+
+
+async def _run_shards(jobs: list[_ShardJob], service, progress: Progress) -> list[list[list[Timeline]]]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    messages, go = context.Queue(), context.Event()
+    processes = [context.Process(target=_shard_process, args=(job, messages, go), daemon=True,
+                                 name=f"simulation-shard-{index}") for index, job in enumerate(jobs)]
+    for process in processes:
+        process.start()
+    loop = asyncio.get_running_loop()
+    results, ready, unlocked = [], 0, False
+    try:
+        while len(results) < len(jobs):
+            kind, payload = await loop.run_in_executor(None, messages.get)
+            if kind == "error":
+                raise SimulationError(f"a simulation shard failed:\n{payload}")
+            if kind == "ready":
+                ready += 1
+                if ready == len(jobs):
+                    await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+                    unlocked = True
+                    go.set()
+            elif kind == "progress":
+                progress(payload)
+            else:
+                results.append(payload)
+    finally:
+        if unlocked:
+            await service.lock_time_skipping(LockTimeSkippingRequest())
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+    return results
 
 
 async def simulate_person(engine: Engine, who: str, policy: Policy, at: datetime | None = None,
@@ -450,9 +590,12 @@ def parse_since(text: str) -> timedelta:
 
 async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelta, limit: int | None = None,
                    new_name: str = "new", current_name: str = "current", horizon: timedelta = DEFAULT_HORIZON,
-                   progress: Callable[[int, int], None] | None = None, now: datetime | None = None) -> dict:
-    """Simulate everyone identified in the last `since` under both policies; the side-by-side
-    numbers and the people whose outcome changed."""
+                   progress: Callable[[int, int], None] | None = None, now: datetime | None = None,
+                   shards: int | None = None, simulator: Simulator | None = None,
+                   min_per_shard: int | None = None) -> dict:
+    """Simulate everyone identified in the last `since` under both policies (at once, on one test
+    server, over `shards` worker processes — default: one per CPU); the side-by-side numbers and the
+    people whose outcome changed."""
     began = time.perf_counter()
     now = as_utc(now or datetime.now(timezone.utc))
     person_ids = await asyncio.to_thread(people_identified, engine, now - since, now, limit)
@@ -469,10 +612,14 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
 
     if progress:
         progress(0, total)
-    async with Simulator(engine, horizon=horizon) as simulator:
+    shards = shards if shards is not None else (os.cpu_count() or 1)
+    async with AsyncExitStack() as stack:
+        if simulator is None:
+            simulator = await stack.enter_async_context(Simulator(engine, horizon=horizon))
         catalog = await asyncio.to_thread(load_catalog_for, engine, snapshots)
-        before = await simulator.simulate(current, snapshots, policy_name=current_name, progress=step, catalog=catalog)
-        after = await simulator.simulate(new, snapshots, policy_name=new_name, progress=step, catalog=catalog)
+        before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
+                                                      progress=step, catalog=catalog, shards=shards,
+                                                      min_per_shard=min_per_shard)
     elapsed = time.perf_counter() - began
     return {
         "since": (now - since).isoformat(), "until": now.isoformat(), "people": len(snapshots),
@@ -480,5 +627,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
                      "new": {"name": new_name, **policy_metrics(after)}},
         **compare(before, after),
         "elapsed_seconds": round(elapsed, 2),
-        "people_per_second": round(total / elapsed, 1) if elapsed and total else None,
+        "people_per_second": round(len(snapshots) / elapsed, 1) if elapsed and snapshots else None,
+        "simulations_per_second": round(total / elapsed, 1) if elapsed and total else None,
+        "shards": _shard_count(shards, len(snapshots), min_per_shard),
     }

@@ -78,7 +78,7 @@ def render_backtest(console: Console, result: dict) -> None:
     current, new = result["policies"]["current"], result["policies"]["new"]
     console.print(f"[bold]Backtest[/]: {result['people']} people identified {result['since'][:16]} → "
                   f"{result['until'][:16]} UTC, simulated under both policies in {result['elapsed_seconds']:.1f} s "
-                  f"({result['people_per_second']} simulations/s)")
+                  f"({result['people_per_second']} people/s, {result.get('shards', 1)} worker process(es))")
     table = Table(header_style="bold")
     table.add_column("")
     table.add_column(f"current: {current['name']}", justify="right")
