@@ -135,9 +135,11 @@ class Dialect:
         """Seconds since 1970 as a float: time arithmetic that works on both stores."""
         if self.pg:
             return cast(extract("epoch", column), Float)
-        # julianday() counts whole milliseconds internally; rounding to them removes the float noise
-        # (so an identify exactly 60 s after the first event is 60.0 s, not 59.99999).
-        return func.round((func.julianday(column) - 2440587.5) * DAY, 3)
+        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): whole seconds from strftime, the fraction
+        # read from the text — exact to the microsecond like PostgreSQL (julianday() keeps only
+        # milliseconds, and its float arithmetic makes 60 s come out as 59.99999).
+        # (strftime alone would round .9996 s up into the next second, hence the first 19 characters.)
+        return cast(func.strftime("%s", func.substr(column, 1, 19)), Float) + cast(func.substr(column, 20), Float)
 
     def json_number(self, column, key: str) -> ColumnElement:
         """`column->key` when it is a JSON number, else NULL (strings and booleans are not money)."""

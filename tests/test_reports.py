@@ -213,6 +213,22 @@ def test_empty_store_reports_zeros_not_errors(db):
     assert t["unmerged"]["share_unmerged_events"] is None
 
 
+def test_time_arithmetic_is_exact_to_the_microsecond(db):
+    """Lateness across a second boundary with microseconds: 09:59:00.999999 → 10:00:01.000001 is
+    60.000002 s on both stores (not 59 or 61 from rounding the fraction into the seconds)."""
+    h = History()
+    identified = datetime(2025, 3, 1, 10, 0, 1, 1, tzinfo=timezone.utc)
+    h.person("Q", identified)
+    h.page(datetime(2025, 3, 1, 9, 59, 0, 999999, tzinfo=timezone.utc), "q-1", "Q")
+    h.person("R", identified)
+    h.page(datetime(2025, 3, 1, 9, 0, 0, 999600, tzinfo=timezone.utc), "r-1", "R")  # 3 600.000401 s
+    h.insert(db.engine)
+    late = reports.tracking(db.engine, POLICY, now=NOW)["identify_lateness"]
+    assert late["max_seconds"] == 3600.0 and late["median_seconds"] == round((60.000002 + 3600.000401) / 2, 3)
+    hist = {b["bucket"]: b["people"] for b in late["histogram"]}
+    assert (hist["< 1 min"], hist["1–10 min"], hist["1–6 h"]) == (0, 1, 1)  # 60.000002 s is not under a minute
+
+
 def test_parse_moment():
     assert reports.parse_moment("2025-03-31", end=True) == datetime(2025, 4, 1, tzinfo=timezone.utc)
     assert reports.parse_moment("2025-03-31") == datetime(2025, 3, 31, tzinfo=timezone.utc)
