@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     default_phone_region: str = "US"
     auto_migrate: bool = False
     dispatch: bool = True
+    # Workflows a worker keeps in memory (Temporal's sticky cache); beyond it they are replayed from
+    # history when they wake. Worker memory follows this, not the number of sleeping journeys.
+    max_cached_workflows: int = Field(default=1000, ge=0)
 
     _split_write_keys = field_validator("write_keys", mode="before")(_comma_list)
 

@@ -21,7 +21,7 @@ log = logging.getLogger("breadcrumb.worker")
 
 
 def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
-                 activity_threads: int = 16, max_cached_workflows: int = 1000) -> Worker:
+                 activity_threads: int = 16, max_cached_workflows: int | None = None) -> Worker:
     """The worker with channels from settings (SMTP, SMS webhook, else outbox); `channels` overrides
     them by name (tests). Templates and delivery settings are checked here: a missing template or
     variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
@@ -40,7 +40,7 @@ def build_worker(client: Client, engine: Engine, settings: Settings, channels: d
         activities=activities.all(),
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         max_concurrent_activities=activity_threads,
-        max_cached_workflows=max_cached_workflows,
+        max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
     )
 
 

@@ -1,0 +1,352 @@
+#!/usr/bin/env python3
+"""Soak: the embedded stack under sustained mixed ingest, and holding many sleeping journeys.
+
+    .venv/bin/python bench/soak.py [--duration 300] [--clients 4] [--batch 50] [--postgres URL]
+    .venv/bin/python bench/soak.py --journeys 10000 [--cache 1000]
+
+The stack is real and separate processes (tests/fault_stack.py): `temporal server start-dev`,
+`breadcrumb api` (with its outbox dispatcher) and `breadcrumb worker`, SQLite by default, the
+production policy `journeys.toml` (journeys sleep minutes to days before they send).
+
+Ingest mode (default): `--clients` clients post `/v1/batch` for `--duration` seconds, paced to
+`--rate` events/s (0: back to back, as fast as the API answers — the API takes far more than the
+hubs behind it can route, so the outbox lag then grows without bound; the highest rate the stack
+*holds* is the highest at which that lag stays flat). Each batch mixes anonymous browsing (page
+views, product and collection views, add-to-carts) of new and returning visitors, identifies (3 %
+of messages) and purchases by people identified earlier (1 %). Every second it samples the outbox lag (oldest
+undispatched row) and the RSS of the API and the worker. At the end it waits for the outbox to
+drain and prints: events/s, errors (any non-200), the outbox lag (max, and at the end), identify →
+routing decision latency (p50/p90/p99: the identify's received_at → the journey_runs row's
+decision time), and RSS of the API and the worker at the start (after a warm-up) and at the end.
+
+Journeys mode (`--journeys N`): N shoppers identify (each starts a hub and a journey that then
+sleeps for a day: the welcome's first delay is lengthened in a copy of the policy), and the worker's
+RSS is sampled as the number of sleeping journeys grows, with `BREADCRUMB_MAX_CACHED_WORKFLOWS`
+= `--cache`. Worker memory that levels off once the cache is full — rather than growing with N —
+shows it is bounded by the workflow cache, not by the number of journeys.
+
+Results go to bench/results/soak.json (gitignored). Nothing is asserted; the figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+import httpx  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from chaos import postgres_database  # noqa: E402
+from conftest import WRITE_KEY  # noqa: E402
+from fault_stack import Stack, rss_mb  # noqa: E402
+from store import outbox  # noqa: E402
+from store.db import make_engine  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+class Sampler(threading.Thread):
+    """Every `interval` seconds: outbox backlog and lag, RSS of the API and the worker."""
+
+    def __init__(self, stack: Stack, engine, interval: float = 1.0) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.engine, self.interval = stack, engine, interval
+        self.samples: list[dict] = []
+        self.stop = threading.Event()
+
+    def sample(self) -> dict:
+        backlog, lag = outbox.backlog(self.engine)
+        return {"t": time.monotonic(), "backlog": backlog, "lag": lag,
+                "api_rss": rss_mb(self.stack.api.pid), "worker_rss": rss_mb(self.stack.worker.pid)}
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.samples.append(self.sample())
+            except Exception:  # a busy SQLite now and then: skip that sample
+                pass
+
+
+class Traffic:
+    """Builds realistic mixed batches; remembers who identified so purchases go to known people."""
+
+    def __init__(self, run: str, rng: random.Random) -> None:
+        self.run, self.rng = run, rng
+        self.visitors = 0
+        self.returning: list[str] = []
+        self.carts: dict[str, str] = {}
+        self.identified: list[str] = []  # anonymous ids of identified visitors
+        self.counts = {"anonymous": 0, "identify": 0, "purchase": 0}
+
+    def product(self, cart: str | None = None) -> dict:
+        sku = f"SKU-{self.rng.randrange(200)}"
+        item = {"sku": sku, "product_id": sku, "name": f"Product {sku}", "price": float(self.rng.choice((19, 39, 64, 89))),
+                "category": self.rng.choice(("Serums", "Cleansers", "Knitwear", "Dresses")), "url": f"/p/{sku}"}
+        if cart:
+            item.update(cart_id=cart, quantity=1)
+        return item
+
+    def message(self) -> dict:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.01 and self.identified:  # a purchase by someone identified earlier
+            anon = rng.choice(self.identified)
+            self.counts["purchase"] += 1
+            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Order Completed",
+                    "properties": {"order_id": f"o-{uuid.uuid4().hex[:10]}", "cart_id": self.carts.get(anon),
+                                   "revenue": 64.0, "currency": "USD"}}
+        if roll < 0.03 and self.returning:  # a visitor gives their email
+            anon = self.returning.pop(rng.randrange(len(self.returning)))
+            self.identified.append(anon)
+            self.counts["identify"] += 1
+            return {"type": "identify", "anonymousId": anon, "messageId": uuid.uuid4().hex,
+                    "traits": {"email": f"soak.{anon}@soak.example", "first_name": "Soak"}}
+        self.counts["anonymous"] += 1
+        if rng.random() < 0.3 or not self.returning:
+            self.visitors += 1
+            anon = f"{self.run}-v{self.visitors}"
+            self.returning.append(anon)
+            if len(self.returning) > 5000:
+                self.returning.pop(0)
+            return {"type": "page", "anonymousId": anon, "messageId": uuid.uuid4().hex, "name": "Home",
+                    "properties": {"url": "/"}}
+        anon = rng.choice(self.returning)
+        kind = rng.random()
+        if kind < 0.6:
+            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Product Viewed",
+                    "properties": self.product()}
+        if kind < 0.8:
+            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Collection Viewed",
+                    "properties": {"category": "Serums", "url": "/c/serums"}}
+        cart = self.carts.setdefault(anon, f"cart-{anon}")
+        return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Added to Cart",
+                "properties": self.product(cart)}
+
+    def batch(self, size: int) -> list[dict]:
+        return [self.message() for _ in range(size)]
+
+
+async def ingest(stack: Stack, traffic: Traffic, clients: int, batch: int, seconds: float,
+                 rate: float | None = None) -> dict:
+    """`clients` clients posting batches for `seconds`: back to back, or paced to `rate` events/s."""
+    sent = errors = requests = 0
+    pace = {"next": time.monotonic()}
+    latencies: list[float] = []
+    error_samples: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal sent, errors, requests
+        while time.monotonic() < deadline:
+            if rate:
+                slot = pace["next"] = max(pace["next"], time.monotonic() - 1.0) + batch / rate
+                await asyncio.sleep(max(0.0, slot - time.monotonic()))
+            body = {"batch": traffic.batch(batch)}
+            started = time.monotonic()
+            try:
+                response = await http.post("/v1/batch", json=body, auth=(WRITE_KEY, ""))
+                ok = response.status_code == 200
+                detail = f"{response.status_code} {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            latencies.append(time.monotonic() - started)
+            requests += 1
+            if ok:
+                sent += len(body["batch"])
+            else:
+                errors += 1
+                if len(error_samples) < 5:
+                    error_samples.append(detail)
+
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    elapsed = time.monotonic() - started
+    return {"events": sent, "requests": requests, "errors": errors, "error_samples": error_samples,
+            "seconds": elapsed, "events_per_second": sent / elapsed,
+            "request_p50_ms": 1000 * pct(latencies, 0.5), "request_p99_ms": 1000 * pct(latencies, 0.99)}
+
+
+def identify_to_route(engine, since) -> list[float]:
+    """Seconds from each identify's arrival to its hub's routing decision (first journey_runs row)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT e.received_at, min(j.started_at) FROM events e JOIN journey_runs j ON j.person_id = e.person_id "
+            "WHERE e.type = 'identify' AND e.received_at >= :since GROUP BY e.message_id, e.received_at"),
+            {"since": since}).all()
+    from store.models import as_utc
+
+    def moment(value):
+        from datetime import datetime
+        return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    return [(moment(decided) - moment(received)).total_seconds() for received, decided in rows]
+
+
+def start_stack(args, workdir: Path, policy: Path | None = None, extra_env: dict | None = None):
+    drop = None
+    if args.postgres:
+        database_url, drop = postgres_database(args.postgres)
+    else:
+        database_url = f"sqlite:///{workdir / 'breadcrumb.db'}"
+    stack = Stack(workdir, database_url, policy=policy or REPO_ROOT / "journeys.toml", extra_env=extra_env or {})
+    stack.start_temporal()
+    stack.migrate()
+    stack.start_api()
+    stack.start_worker()
+    return stack, make_engine(database_url), drop
+
+
+def run_ingest(args) -> dict:
+    from store.models import utcnow
+
+    with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp:
+        stack, engine, drop = start_stack(args, Path(tmp))
+        sampler = Sampler(stack, engine)
+        try:
+            traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed))
+            print(f"warming up ({args.warmup:.0f}s)…", flush=True)
+            asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.warmup))
+            time.sleep(2)
+            start = sampler.sample()
+            since = utcnow()
+            sampler.start()
+            print(f"soaking for {args.duration:.0f}s with {args.clients} clients × {args.batch}-message batches"
+                  f"{f' paced to {args.rate:.0f} events/s' if args.rate else ', back to back'}…", flush=True)
+            load = asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.duration, args.rate))
+            drained = time.monotonic()
+            while outbox.backlog(engine)[0] and time.monotonic() - drained < 120:
+                time.sleep(0.5)
+            drain_seconds = time.monotonic() - drained
+            time.sleep(3)  # the last hubs decide
+            sampler.stop.set()
+            sampler.join()
+            end = sampler.sample()
+            latency = identify_to_route(engine, since)
+            with engine.connect() as conn:
+                identified = conn.execute(text("SELECT count(*) FROM events WHERE type = 'identify' AND received_at >= :s"),
+                                          {"s": since}).scalar()
+        finally:
+            stack.stop()
+            engine.dispose()
+            if drop:
+                drop()
+    samples = sampler.samples
+    return {
+        "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", **load, "mix": traffic.counts,
+        "outbox_lag_max_s": max((s["lag"] for s in samples), default=0.0),
+        "outbox_backlog_max": max((s["backlog"] for s in samples), default=0),
+        "outbox_drained_after_s": round(drain_seconds, 2), "outbox_left": end["backlog"],
+        "identifies": identified, "routed": len(latency),
+        "identify_to_route_p50_s": pct(latency, 0.5), "identify_to_route_p90_s": pct(latency, 0.9),
+        "identify_to_route_p99_s": pct(latency, 0.99),
+        "api_rss_start_mb": start["api_rss"], "api_rss_end_mb": end["api_rss"],
+        "worker_rss_start_mb": start["worker_rss"], "worker_rss_end_mb": end["worker_rss"],
+        "api_rss_max_mb": max((s["api_rss"] for s in samples), default=0.0),
+        "worker_rss_max_mb": max((s["worker_rss"] for s in samples), default=0.0),
+    }
+
+
+def run_journeys(args) -> dict:
+    with tempfile.TemporaryDirectory(prefix="breadcrumb-journeys-") as tmp:
+        workdir = Path(tmp)
+        policy = workdir / "journeys.toml"
+        policy.write_text((REPO_ROOT / "journeys.toml").read_text().replace('delay = "5m"', 'delay = "1d"'))
+        stack, engine, drop = start_stack(args, workdir, policy,
+                                          {"BREADCRUMB_MAX_CACHED_WORKFLOWS": str(args.cache)})
+        points = []
+        try:
+            run = uuid.uuid4().hex[:6]
+            points.append({"journeys": 0, "worker_rss_mb": rss_mb(stack.worker.pid), "api_rss_mb": rss_mb(stack.api.pid)})
+            step = max(args.journeys // 10, 1)
+            started = time.monotonic()
+
+            async def identify_range(lo: int, hi: int) -> None:
+                async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+                    for first in range(lo, hi, 100):
+                        batch = [{"type": "identify", "anonymousId": f"{run}-{i}", "messageId": f"{run}-{i}",
+                                  "traits": {"email": f"sleeper.{run}-{i}@soak.example"}}
+                                 for i in range(first, min(first + 100, hi))]
+                        response = await http.post("/v1/batch", json={"batch": batch}, auth=(WRITE_KEY, ""))
+                        assert response.status_code == 200, response.text
+
+            for lo in range(0, args.journeys, step):
+                hi = min(lo + step, args.journeys)
+                asyncio.run(identify_range(lo, hi))
+
+                def running() -> int:
+                    with engine.connect() as conn:
+                        return conn.execute(text("SELECT count(*) FROM journey_runs WHERE status = 'running'")).scalar()
+                deadline = time.monotonic() + 600
+                while running() < hi and time.monotonic() < deadline:
+                    time.sleep(1)
+                time.sleep(2)
+                point = {"journeys": running(), "worker_rss_mb": rss_mb(stack.worker.pid),
+                         "api_rss_mb": rss_mb(stack.api.pid), "elapsed_s": round(time.monotonic() - started, 1)}
+                points.append(point)
+                print(f"  {point['journeys']:>6} sleeping journeys (+ as many hubs): worker RSS {point['worker_rss_mb']:.0f} MiB, "
+                      f"API {point['api_rss_mb']:.0f} MiB ({point['elapsed_s']}s)", flush=True)
+        finally:
+            stack.stop()
+            engine.dispose()
+            if drop:
+                drop()
+    return {"mode": "journeys", "cache": args.cache, "points": points}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=300, help="seconds of sustained ingest (default 5 min)")
+    parser.add_argument("--warmup", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
+    parser.add_argument("--rate", type=float, default=120,
+                        help="events/s to offer (0: back to back, as fast as the API answers). The default is "
+                             "about what the embedded stack holds on 2 cores with the outbox lag bounded")
+    parser.add_argument("--batch", type=int, default=50, help="messages per /v1/batch")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--postgres", metavar="URL", help="use a fresh database on this PostgreSQL server")
+    parser.add_argument("--journeys", type=int, default=0, help="journeys mode: hold this many sleeping journeys")
+    parser.add_argument("--cache", type=int, default=1000, help="journeys mode: the worker's max_cached_workflows")
+    args = parser.parse_args()
+
+    result = run_journeys(args) if args.journeys else run_ingest(args)
+    results = REPO_ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    name = f"soak-journeys-{args.journeys}-cache{args.cache}.json" if args.journeys else "soak.json"
+    (results / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if args.journeys:
+        first, last = result["points"][1] if len(result["points"]) > 1 else result["points"][0], result["points"][-1]
+        print(f"worker RSS with {first['journeys']} sleeping journeys: {first['worker_rss_mb']:.0f} MiB; with "
+              f"{last['journeys']}: {last['worker_rss_mb']:.0f} MiB (max_cached_workflows={args.cache})")
+        return 0
+    r = result
+    print(f"events/s {r['events_per_second']:.0f} ({r['events']} events in {r['requests']} requests over "
+          f"{r['seconds']:.0f}s; mix {r['mix']}); errors {r['errors']} {r['error_samples'] or ''}")
+    print(f"request latency p50 {r['request_p50_ms']:.0f} ms, p99 {r['request_p99_ms']:.0f} ms")
+    print(f"outbox lag max {r['outbox_lag_max_s']:.1f}s (backlog max {r['outbox_backlog_max']}); drained "
+          f"{r['outbox_drained_after_s']}s after the load stopped; {r['outbox_left']} left")
+    print(f"identify→route p50 {r['identify_to_route_p50_s']:.2f}s, p90 {r['identify_to_route_p90_s']:.2f}s, "
+          f"p99 {r['identify_to_route_p99_s']:.2f}s ({r['routed']} of {r['identifies']} identifies routed)")
+    print(f"RSS API {r['api_rss_start_mb']:.0f} → {r['api_rss_end_mb']:.0f} MiB (max {r['api_rss_max_mb']:.0f}); "
+          f"worker {r['worker_rss_start_mb']:.0f} → {r['worker_rss_end_mb']:.0f} MiB (max {r['worker_rss_max_mb']:.0f})")
+    return 0 if r["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
