@@ -9,10 +9,11 @@ server in this process that records every delivery.
 2. Temporal outage: the dev server is stopped while identifies and purchases come in; the API keeps
    answering 200; after a restart on the same database file every identify has its hub and every
    purchase reached its hub (the outbox drains).
-3. API crash mid-batch: a batch is all or nothing in storage (an injected failure after the bulk
-   insert, on both backends; and an API process SIGKILLed while requests are in flight); the
-   client's retry with the same messageIds stores each event once.
-Then: no email or phone in workflow ids, search attributes, summaries, or the INFO logs of the run.
+3. API crash mid-batch: an API process SIGKILLed while its ingest transaction is open; each batch
+   is all or nothing in storage and the client's retry with the same messageIds stores each event
+   once (the in-process injected failure on both backends: tests/test_ingest_atomic.py).
+After the outage: no email or phone in workflow ids, search attributes, summaries, or the INFO logs
+of the processes.
 """
 
 from __future__ import annotations
@@ -175,6 +176,8 @@ async def test_temporal_outage_loses_no_identify_and_no_purchase(stack, engine, 
         conversions = conn.execute(text("SELECT person_id FROM journey_log WHERE kind = 'conversion'")).scalars().all()
     assert {ids[s.tag] for s in buyers} <= set(conversions)
     assert stack.worker.alive(), "the worker died during the Temporal outage"
+    # No email or phone of any shopper of this module (the chaos run's too, when it ran on this stack).
+    await assert_no_contact_details(stack, temporal)
 
 
 async def _safely(probe):
@@ -265,39 +268,8 @@ def test_api_sigkilled_mid_request_stores_each_batch_all_or_nothing(stack, engin
     assert any(w == "in the transaction" and a != 200 for w, a, _ in outcomes)
 
 
-class Boom(RuntimeError):
-    pass
-
-
-@pytest.mark.parametrize("where", ["store.ingest.upsert_from_events", "store.ingest._queue_hub_signals"])
-def test_failure_after_the_bulk_insert_rolls_the_whole_batch_back(api, db, monkeypatch, where):
-    """In process, on SQLite and PostgreSQL: the ingest transaction fails after the events were
-    inserted and identities resolved; nothing of the batch stays, and the retry stores it once."""
-    run = uuid.uuid4().hex[:8]
-    body = {"batch": batch_of(run, 40)}
-
-    def boom(*args, **kwargs):
-        raise Boom("injected failure inside the ingest transaction")
-
-    monkeypatch.setattr(where, boom)
-    response = api.segment("batch", body, headers={"Connection": "close"})  # uvicorn drops the connection after a 500
-    assert response.status_code == 500
-    for table in ("events", "people", "identifiers", "outbox", "products", "rejected"):
-        assert db.scalar(f"SELECT count(*) FROM {table}") == 0, f"{table} kept rows of a failed batch"
-    monkeypatch.undo()
-    retried = api.segment("batch", body)
-    assert retried.status_code == 200 and retried.headers["x-breadcrumb-stored"] == "41"
-    again = api.segment("batch", body)
-    assert again.status_code == 200 and again.headers["x-breadcrumb-duplicates"] == "41"
-    assert db.scalar("SELECT count(*) FROM events") == 41
-    assert db.scalar("SELECT count(*) FROM outbox") == 1
-
-
-@pytest.mark.timeout(120)
-async def test_no_contact_details_in_workflows_or_logs(stack, temporal):
-    """Everything the runs above left in Temporal and in the processes' logs (INFO and up)."""
-    if not EVERYONE:
-        pytest.skip("run the whole module: nothing ran to inspect")
+async def assert_no_contact_details(stack, temporal):
+    """Everything the runs of this module left in Temporal and in the processes' logs (INFO and up)."""
     secrets = set()
     for s in EVERYONE:
         secrets |= {s.email, s.email.split("@")[0]}
@@ -317,4 +289,4 @@ async def test_no_contact_details_in_workflows_or_logs(stack, temporal):
              for secret in secrets if secret.lower() in text_.lower()]
     print(f"\nchecked {count} workflows and {sum(len(t) for t in logs.values())} bytes of logs for "
           f"{len(secrets)} emails/phones: {len(leaks)} leaks")
-    assert count >= len(EVERYONE) and not leaks, leaks[:10]
+    assert count and not leaks, leaks[:10]
