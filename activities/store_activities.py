@@ -18,7 +18,7 @@ from journeys import taxonomy
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
-from store.db import insert_ignoring_conflicts, transaction
+from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc
 from store.settings import Settings
 from store.unsubscribe import unsubscribe_url
@@ -151,7 +151,7 @@ class StoreActivities:
 
     @activity.defn(name="load_person")
     def load_person(self, person_id: str) -> PersonContext | None:
-        with Session(self.engine) as session:
+        with Session(reading(self.engine)) as session:
             person = session.get(Person, person_id)
             if person is None:
                 return None
@@ -187,7 +187,7 @@ class StoreActivities:
 
     @activity.defn(name="check_before_send")
     def check_before_send(self, check: SendCheckInput) -> SendCheck:
-        with Session(self.engine) as session:
+        with Session(reading(self.engine)) as session:
             person = session.get(Person, check.person_id)
             if person is None:
                 return SendCheck(person_exists=False)

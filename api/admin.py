@@ -11,7 +11,7 @@ from sqlmodel import Session
 from api.deps import get_engine, get_settings, require_admin
 from api.body import BadBody, problem_in, read_json
 from store import catalog, queries
-from store.db import transaction
+from store.db import reading, transaction
 from store.identity import find_person
 from store.settings import Settings
 
@@ -20,7 +20,8 @@ MAX_OFFSET = 2**31 - 1  # past a 64-bit integer the database driver itself fails
 
 
 def get_session(engine: Engine = Depends(get_engine)):
-    with Session(engine) as session:
+    """A read-only session: admin reads never wait behind ingestion."""
+    with Session(reading(engine)) as session:
         yield session
 
 

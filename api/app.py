@@ -17,7 +17,7 @@ from api import admin, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
 from api import backtest
 from api.deps import CustomerIOAuthError
-from store.db import make_engine
+from store.db import make_engine, reading
 from store.migrate import upgrade
 from store.settings import Settings
 from worker.dispatcher import Dispatcher
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     def healthz(request: Request) -> dict:
-        with request.app.state.engine.connect() as connection:
+        with reading(request.app.state.engine).connect() as connection:
             connection.execute(text("SELECT 1"))
         return {"status": "ok"}
 

@@ -1,5 +1,5 @@
-"""Engines and sessions. SQLite is the embedded default (WAL, writers take the lock up front so
-concurrent identifies queue instead of failing); PostgreSQL is first-class."""
+"""Engines and sessions. SQLite is the embedded default (WAL; writers take the lock up front so
+concurrent identifies queue instead of failing, readers do not wait for it); PostgreSQL is first-class."""
 
 from __future__ import annotations
 
@@ -42,11 +42,21 @@ def make_engine(database_url: str) -> Engine:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _begin_immediate(conn) -> None:
-        # Deferred transactions that later write can deadlock into SQLITE_BUSY; take the lock first.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn) -> None:
+        # A deferred transaction that later writes can fail with SQLITE_BUSY instead of waiting, so
+        # writers take the lock up front. Readers (see `reading`) must not: under WAL they run beside
+        # the writer instead of queueing behind every ingest request.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+READ_ONLY = "breadcrumb_read_only"
+
+
+def reading(engine: Engine) -> Engine:
+    """The same engine (same pool) for transactions that only read."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, select
 
-from store.db import insert_ignoring_conflicts, transaction
+from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import OutboxRow, as_utc, utcnow
 
 LEASE = timedelta(seconds=60)
@@ -80,7 +80,7 @@ def release(engine: Engine, rows: list[OutboxRow], error: str) -> None:
 
 def backlog(engine: Engine) -> tuple[int, float]:
     """Undispatched rows and the age in seconds of the oldest one (the outbox lag)."""
-    with engine.connect() as conn:
+    with reading(engine).connect() as conn:
         count, oldest = conn.execute(
             select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.dispatched_at.is_(None))
         ).one()
