@@ -19,7 +19,8 @@ Definitions (the README's "Reports" section says the same in prose):
   People whose first order came *before* they identified (already customers) are left out of
   the rates and counted separately. A person's route is the most urgent journey they were routed
   to before converting (or within the N days): cart_recovery > browse_recovery > welcome >
-  control > none; people the hub never routed are "unrouted". Control is the holdout
+  control > none; people the hub routed only after they had bought count as "none", people it
+  never routed as "unrouted". Control is the holdout
   (`holdout_percent`): lift = journey rate − control rate.
 - **Revenue per recipient**: attributed revenue of the period's orders / distinct people sent a
   message of that journey (step) in the period.
@@ -383,23 +384,25 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
     converted, still inside their window, messaged, and purchased after a message.
 
     Driven from `people` (its primary key gives the per-person grouping for free): each person
-    joined to their first order, their journey runs before it and their sent messages, reduced to
-    one row, then counted per route."""
+    joined to their first order, their journey runs and their sent messages, reduced to one row,
+    then counted per route. The route is the most urgent journey started before the first order
+    (within the N days); someone the hub only routed after they had bought is "none" (nothing was
+    sent before the purchase), someone never routed is "unrouted"."""
     p, r, m = PEOPLE, RUNS, MESSAGES
     first = first_orders_cte()
     priority = case(*((r.c.route == route, rank) for route, rank in ROUTE_PRIORITY.items()), else_=0)
     window = conversion_days * DAY
-    runs_before = and_(
-        r.c.person_id == p.c.id,
-        or_(first.c.first_at.is_(None), first.c.first_at < p.c.identified_at, r.c.started_at <= first.c.first_at),
-        d.epoch(r.c.started_at) <= d.epoch(p.c.identified_at) + window,
-    )
+    runs_in_window = and_(r.c.person_id == p.c.id, d.epoch(r.c.started_at) <= d.epoch(p.c.identified_at) + window)
+    before_buying = or_(first.c.first_at.is_(None), first.c.first_at < p.c.identified_at,
+                        r.c.started_at <= first.c.first_at)
     per = (
         select(p.c.id.label("person_id"), func.min(p.c.identified_at).label("identified_at"),
-               func.min(first.c.first_at).label("first_at"), func.max(priority).label("priority"),
+               func.min(first.c.first_at).label("first_at"),
+               func.max(case((before_buying, priority), else_=0)).label("priority"),
+               func.count(r.c.workflow_id).label("runs"),
                func.min(m.c.sent_at).label("first_sent"))
         .select_from(p.outerjoin(first, first.c.person_id == p.c.id)
-                     .outerjoin(r, runs_before)
+                     .outerjoin(r, runs_in_window)
                      .outerjoin(m, and_(m.c.person_id == p.c.id, m.c.status == "sent")))
         .where(*period.where(p.c.identified_at))
         .group_by(p.c.id)
@@ -409,7 +412,9 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
     prior = per.c.first_at < per.c.identified_at
     converted = and_(per.c.first_at >= per.c.identified_at, d.epoch(per.c.first_at) <= horizon)
     open_window = and_(per.c.first_at.is_(None), horizon > now.timestamp())
-    route = case(*((per.c.priority == rank, name) for name, rank in ROUTE_PRIORITY.items()), else_="unrouted")
+    # Routed only after buying (the hub saw the order first): nothing was sent, so "none".
+    route = case(*((per.c.priority == rank, name) for name, rank in ROUTE_PRIORITY.items()),
+                 (per.c.runs > 0, "none"), else_="unrouted")
     return conn.execute(
         select(
             route.label("route"),

@@ -82,6 +82,17 @@ def test_open_prints_a_signed_link(db):
     assert "valid for 2 min" in result.output
 
 
+def test_config_sets_the_attribution_window(store, repo_root):
+    fast = run("--db", store.url, "--since", SINCE, "--until", UNTIL, "--config",
+               str(repo_root / "examples" / "journeys.fast.toml"), "--json")
+    assert fast.exit_code == 0, fast.output
+    data = json.loads(fast.output)
+    window = data["settings"]["attribution_window_hours"]
+    assert window < 120 and data["revenue"]["attributed_orders"] < 6  # a shorter window credits fewer orders
+    missing = run("--db", store.url, "--config", "/nonexistent.toml")
+    assert missing.exit_code == 2 and "not found" in missing.output
+
+
 def test_errors_are_clear(db):
     bad = runner.invoke(app, ["report", "--open", "http://x"], env={"BREADCRUMB_ADMIN_TOKEN": ""})
     assert bad.exit_code == 2 and "ADMIN_TOKEN" in bad.output

@@ -213,6 +213,21 @@ def test_empty_store_reports_zeros_not_errors(db):
     assert t["unmerged"]["share_unmerged_events"] is None
 
 
+def test_routed_only_after_buying_counts_as_none(db):
+    """Identify, order a minute later, and the hub decides after seeing the order ("already
+    purchased"): converted, under "none" — not "unrouted", and not the journey of a later run."""
+    h = History()
+    h.person("S", at(1, 10))
+    h.order("S", at(1, 10, 1), "o-S", value=30)
+    h.run("S", "none", at(1, 10, 2))
+    h.run("S", "cart_recovery", at(2), "c-S2")  # a later cart, after the first order
+    h.person("T", at(1, 10))  # never routed
+    h.insert(db.engine)
+    routes = by(reports.summary(db.engine, POLICY, now=NOW)["conversion"]["by_route"], "route")
+    assert (routes["none"]["people"], routes["none"]["converted"]) == (1, 1)
+    assert (routes["cart_recovery"]["people"], routes["unrouted"]["people"], routes["unrouted"]["converted"]) == (0, 1, 0)
+
+
 def test_time_arithmetic_is_exact_to_the_microsecond(db):
     """Lateness across a second boundary with microseconds: 09:59:00.999999 → 10:00:01.000001 is
     60.000002 s on both stores (not 59 or 61 from rounding the fraction into the seconds)."""

@@ -132,6 +132,8 @@ def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
            until: str = typer.Option(None, help="Period end, exclusive (a plain date includes that day)"),
            days: int = typer.Option(14, min=1, max=365, help="First-purchase conversion window: days after identify"),
            db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)"),
+           config: str = typer.Option(None, "--config",
+                                      help="Journey policy TOML, for the attribution and merge windows (default: journeys.toml)"),
            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
            open_url: str = typer.Option(None, "--open", metavar="URL",
                                         help="Print a signed, short-lived link to the report page of the API at URL"),
@@ -139,7 +141,7 @@ def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
     """Reports: conversion, revenue per recipient, cart recovery, messages by reason — or tracking health."""
     from worker.report_cli import run_report
 
-    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl))
+    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl, config=config))
 
 
 @app.command()

@@ -23,12 +23,12 @@ def make_console() -> Console:
 
 
 def run_report(kind: str, since: str | None, until: str | None, days: int, db: str | None, as_json: bool,
-               open_url: str | None, ttl: int, console: Console | None = None) -> int:
+               open_url: str | None, ttl: int, console: Console | None = None, config: str | None = None) -> int:
     console = console or make_console()
     if kind not in KINDS:
         console.print(f"[red]breadcrumb report:[/] unknown report {kind!r}: use one of {', '.join(KINDS)}")
         return 2
-    settings = Settings(**({"database_url": db} if db else {}))
+    settings = Settings(**({"database_url": db} if db else {}), **({"journeys": config} if config else {}))
     if open_url:
         try:
             link = report_link.sign(settings.admin_token, open_url, ttl=ttl, since=since, until=until,
@@ -45,8 +45,14 @@ def run_report(kind: str, since: str | None, until: str | None, days: int, db: s
         console.print(f"[red]breadcrumb report:[/] {exc}")
         return 2
 
+    from journeys.policy import PolicyError
     from store.db import make_engine
 
+    try:
+        settings.policy
+    except PolicyError as exc:
+        console.print(f"[red]breadcrumb report:[/] {exc}", highlight=False)
+        return 2
     engine = make_engine(settings.database_url)
     try:
         if kind == "summary":
