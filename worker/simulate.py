@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from contextlib import AsyncExitStack
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
@@ -325,10 +325,12 @@ class Simulator:
     async def simulate_many(self, policies: list[tuple[Policy, str]], snapshots: list[PersonSnapshot],
                             starts: dict[str, datetime] | None = None, progress: Progress | None = None,
                             catalog: Catalog | None = None, shards: int | None = None,
-                            min_per_shard: int | None = None) -> list[list[Timeline]]:
-        """Every person under every policy, all at once on this server. With `shards` > 1 the people
-        are split over that many worker processes (each with its own workers and in-memory
-        activities; the Python SDK is bound to one core per process), sharing the one test server."""
+                            min_per_shard: int | None = None, wave: int | None = None) -> list[list[Timeline]]:
+        """Every person under every policy on this server. With `shards` > 1 the people are split over
+        that many worker processes (each with its own workers and in-memory activities; the Python
+        SDK is bound to one core per process), sharing the one test server. People run in waves of
+        `wave` per process: the test server's cost per workflow grows with the number of workflows
+        open at once, so many small waves beat one big one."""
         from worker.temporal import register_search_attributes
 
         assert self.env is not None, "use `async with Simulator(...)`"
@@ -344,30 +346,41 @@ class Simulator:
                     raise
         if catalog is None:
             catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
-        earliest = await self.env.get_current_time() + START_MARGIN
         shards = _shard_count(shards, len(snapshots), min_per_shard)
+        wave = wave or WAVE_PEOPLE
         parts = [snapshots[index::shards] for index in range(shards)]
-        jobs = [_ShardJob(target=target, runs=runs, snapshots=part, starts=starts or {}, catalog=catalog,
-                          earliest=earliest, horizon=self.horizon, sandboxed=self.sandboxed) for part in parts]
+        waves = max(1, math.ceil(max(len(part) for part in parts) / wave))
+        setup = _ShardSetup(target=target, runs=runs, catalog=catalog, horizon=self.horizon, sandboxed=self.sandboxed)
         service = self.env.client.test_service
-        if shards == 1:
-            async def unlock() -> None:
-                await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-
-            try:
-                results = [await _run_shard(jobs[0], unlock, progress or (lambda _: None))]
-            finally:
-                await service.lock_time_skipping(LockTimeSkippingRequest())
-        else:
-            results = await _run_shards(jobs, service, progress or (lambda _: None))
+        report = progress or (lambda _: None)
         by_person: list[dict[str, Timeline]] = [{} for _ in runs]
-        for shard in results:
-            for index, timelines in enumerate(shard):
-                by_person[index].update({t.person_id: t for t in timelines})
+        async with AsyncExitStack() as stack:
+            if shards == 1:
+                local = _Shard(setup)
+                await stack.enter_async_context(local)
+                shard_list: list = [_LocalShard(local, report)]
+            else:
+                shard_list = await stack.enter_async_context(_ProcessShards(setup, shards, report))
+            for index in range(waves):
+                # Time is locked between waves: place the wave ahead of the clock, start its drivers,
+                # then let time skip until every driver of the wave has finished.
+                earliest = await self.env.get_current_time() + START_MARGIN
+                chunks = [part[index * wave:(index + 1) * wave] for part in parts]
+                await asyncio.gather(*(shard.start(chunk, starts or {}, earliest)
+                                       for shard, chunk in zip(shard_list, chunks)))
+                await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+                try:
+                    finished = await asyncio.gather(*(shard.finish() for shard in shard_list))
+                finally:
+                    await service.lock_time_skipping(LockTimeSkippingRequest())
+                for per_run in finished:
+                    for run_index, timelines in enumerate(per_run):
+                        by_person[run_index].update({t.person_id: t for t in timelines})
         return [[found[s.person_id] for s in snapshots] for found in by_person]
 
 
 SHARD_MIN_PEOPLE = 50  # fewer people per process than this is not worth starting a process for
+WAVE_PEOPLE = 50  # people per process per wave (each under every policy)
 
 
 def _shard_count(wanted: int | None, people: int, min_per_shard: int | None = None) -> int:
@@ -382,79 +395,100 @@ class _Run:
 
 
 @dataclass
-class _ShardJob:
+class _ShardSetup:
     target: str
     runs: list[_Run]
-    snapshots: list[PersonSnapshot]
-    starts: dict[str, datetime]
     catalog: Catalog
-    earliest: datetime
     horizon: timedelta
     sandboxed: bool
 
 
-async def _run_shard(job: _ShardJob, ready: Callable[[], Awaitable[None]], progress: Progress) -> list[list[Timeline]]:
-    """One process's share: a Worker per policy run (own namespace and task queue, own in-memory
-    activities), the drivers started while time is locked, then `ready()` (time is unlocked), then
-    every driver awaited."""
-    async with AsyncExitStack() as stack:
-        staged = []
-        for run in job.runs:
-            client = await Client.connect(job.target, namespace=run.namespace, data_converter=pydantic_data_converter,
+class _Shard:
+    """One process's workers: per policy run a Worker (own namespace and task queue) over one
+    `SimulatedActivities`, kept for every wave. `start` places a wave's people on the clock and
+    starts their drivers (time is locked meanwhile); `finish` awaits them and builds the timelines."""
+
+    def __init__(self, setup: _ShardSetup) -> None:
+        self.setup = setup
+        self.stack = AsyncExitStack()
+        self.stages: list[tuple[_Run, Client, SimulatedActivities, str]] = []
+        self.pending: list[tuple[_Run, dict[str, SimPerson], dict, list]] = []
+
+    async def __aenter__(self) -> "_Shard":
+        setup = self.setup
+        for run in setup.runs:
+            client = await Client.connect(setup.target, namespace=run.namespace, data_converter=pydantic_data_converter,
                                           runtime=quiet_runtime())
+            activities = SimulatedActivities({}, setup.catalog)
+            task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
+            options: dict[str, Any] = {} if setup.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+            worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
+                            activities=activities.all(), interceptors=[SimulatedClock()],
+                            max_cached_workflows=4000, max_concurrent_activities=1000, **options)
+            await self.stack.enter_async_context(worker)
+            self.stages.append((run, client, activities, task_queue))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stack.aclose()
+
+    async def start(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime], earliest: datetime) -> None:
+        horizon = self.setup.horizon
+        gate = asyncio.Semaphore(64)
+        self.pending = []
+        for run, client, activities, task_queue in self.stages:
             people: dict[str, SimPerson] = {}
-            for snap in job.snapshots:
-                start = as_utc(job.starts.get(snap.person_id) or snap.identified_at)
+            for snap in snapshots:
+                start = as_utc(starts.get(snap.person_id) or snap.identified_at)
                 zone = resolve_timezone(snap.timezone, run.policy.default_timezone)
                 people[snap.person_id] = SimPerson.place(
-                    snap, start, choose_offset(start, job.earliest, zone, min(job.horizon, DST_SPAN)))
-            plans = {pid: replay_plan(p, run.policy, p.start + job.horizon) for pid, p in people.items()}
-            task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
-            options: dict[str, Any] = {} if job.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
-            worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
-                            activities=SimulatedActivities(people, job.catalog).all(), interceptors=[SimulatedClock()],
-                            max_cached_workflows=max(1000, 4 * len(people)), max_concurrent_activities=1000,
-                            **options)
-            await stack.enter_async_context(worker)
-            staged.append((run, client, people, plans, task_queue))
-        gate = asyncio.Semaphore(64)
+                    snap, start, choose_offset(start, earliest, zone, min(horizon, DST_SPAN)))
+            activities.people = people  # the previous wave is done: only this one's people
+            plans = {pid: replay_plan(p, run.policy, p.start + horizon) for pid, p in people.items()}
 
-        async def start(run: _Run, client: Client, pid: str, person: SimPerson, plan, task_queue: str):
-            async with gate:
-                return await client.start_workflow(
-                    "simulation_driver",
-                    DriverInput(person_id=pid, policy=run.policy, start=person.start,
-                                signals=[signal for signal, _ in plan], until=person.start + job.horizon),
-                    id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
+            async def launch(pid: str, person: SimPerson, run=run, client=client, task_queue=task_queue, plans=plans):
+                async with gate:
+                    return await client.start_workflow(
+                        "simulation_driver",
+                        DriverInput(person_id=pid, policy=run.policy, start=person.start,
+                                    signals=[signal for signal, _ in plans[pid]], until=person.start + horizon),
+                        id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
 
-        handles = [await asyncio.gather(*(start(run, client, pid, person, plans[pid], task_queue)
-                                          for pid, person in people.items()))
-                   for run, client, people, plans, task_queue in staged]
-        await ready()
-        results: list[dict[str, DriverResult]] = [{} for _ in staged]
+            handles = await asyncio.gather(*(launch(pid, person) for pid, person in people.items()))
+            self.pending.append((run, people, plans, handles))
 
-        async def finish(index: int, pid: str, handle) -> None:
-            results[index][pid] = await handle.result()
+    async def finish(self, progress: Progress) -> list[list[Timeline]]:
+        async def one(handle) -> DriverResult:
+            result = await handle.result()
             progress(1)
+            return result
 
-        await asyncio.gather(*(finish(index, pid, handle)
-                               for index, (stage, run_handles) in enumerate(zip(staged, handles))
-                               for pid, handle in zip(stage[2], run_handles)))
-    return [[build_timeline(people[s.person_id], plans[s.person_id], run.name, results[index].get(s.person_id))
-             for s in job.snapshots]
-            for index, (run, _, people, plans, _) in enumerate(staged)]
+        out = []
+        for run, people, plans, handles in self.pending:
+            results = await asyncio.gather(*(one(h) for h in handles))
+            out.append([build_timeline(people[pid], plans[pid], run.name, result)
+                        for pid, result in zip(people, results)])
+        self.pending = []
+        return out
 
 
-def _shard_process(job: _ShardJob, messages, go) -> None:
-    """Entry point of a shard process (spawned): report `ready`, wait for `go`, report progress and
-    the timelines (or the error)."""
+class _LocalShard:
+    def __init__(self, shard: _Shard, progress: Progress) -> None:
+        self.shard, self.progress = shard, progress
+
+    async def start(self, snapshots, starts, earliest) -> None:
+        await self.shard.start(snapshots, starts, earliest)
+
+    async def finish(self) -> list[list[Timeline]]:
+        return await self.shard.finish(self.progress)
+
+
+def _shard_process(setup: _ShardSetup, commands, replies) -> None:
+    """A shard process (spawned): set the workers up, then obey `start` / `finish` / `stop`."""
     import traceback
 
-    async def main() -> list[list[Timeline]]:
-        async def ready() -> None:
-            messages.put(("ready", None))
-            await asyncio.get_running_loop().run_in_executor(None, go.wait)
-
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
         pending = 0
         last = time.monotonic()
 
@@ -462,54 +496,83 @@ def _shard_process(job: _ShardJob, messages, go) -> None:
             nonlocal pending, last
             pending += count
             if time.monotonic() - last > 0.2:
-                messages.put(("progress", pending))
+                replies.put(("progress", pending))
                 pending, last = 0, time.monotonic()
 
-        timelines = await _run_shard(job, ready, progress)
-        if pending:
-            messages.put(("progress", pending))
-        return timelines
+        async with _Shard(setup) as shard:
+            replies.put(("ready", None))
+            while True:
+                command, payload = await loop.run_in_executor(None, commands.get)
+                if command == "stop":
+                    return
+                if command == "start":
+                    await shard.start(*payload)
+                    replies.put(("started", None))
+                else:
+                    timelines = await shard.finish(progress)
+                    if pending:
+                        replies.put(("progress", pending))
+                        pending = 0
+                    replies.put(("finished", timelines))
 
     try:
-        messages.put(("done", asyncio.run(main())))
+        asyncio.run(main())
     except BaseException:  # noqa: BLE001 — whatever it was, the parent must hear of it
-        messages.put(("error", traceback.format_exc()))
+        replies.put(("error", traceback.format_exc()))
 
 
-async def _run_shards(jobs: list[_ShardJob], service, progress: Progress) -> list[list[list[Timeline]]]:
-    import multiprocessing
+class _RemoteShard:
+    def __init__(self, pool: "_ProcessShards", index: int) -> None:
+        self.pool, self.index = pool, index
 
-    context = multiprocessing.get_context("spawn")
-    messages, go = context.Queue(), context.Event()
-    processes = [context.Process(target=_shard_process, args=(job, messages, go), daemon=True,
-                                 name=f"simulation-shard-{index}") for index, job in enumerate(jobs)]
-    for process in processes:
-        process.start()
-    loop = asyncio.get_running_loop()
-    results, ready, unlocked = [], 0, False
-    try:
-        while len(results) < len(jobs):
-            kind, payload = await loop.run_in_executor(None, messages.get)
+    async def start(self, snapshots, starts, earliest) -> None:
+        self.pool.commands[self.index].put(("start", (snapshots, starts, earliest)))
+        await self.pool.expect(self.index, "started")
+
+    async def finish(self) -> list[list[Timeline]]:
+        self.pool.commands[self.index].put(("finish", None))
+        return await self.pool.expect(self.index, "finished")
+
+
+class _ProcessShards:
+    """`count` spawned shard processes, each with its own command queue and reply queue."""
+
+    def __init__(self, setup: _ShardSetup, count: int, progress: Progress) -> None:
+        import multiprocessing
+
+        self.context = multiprocessing.get_context("spawn")
+        self.setup, self.count, self.progress = setup, count, progress
+        self.commands = [self.context.Queue() for _ in range(count)]
+        self.replies = [self.context.Queue() for _ in range(count)]
+        self.processes = [self.context.Process(target=_shard_process, args=(setup, self.commands[i], self.replies[i]),
+                                               daemon=True, name=f"simulation-shard-{i}") for i in range(count)]
+
+    async def expect(self, index: int, wanted: str):
+        loop = asyncio.get_running_loop()
+        while True:
+            kind, payload = await loop.run_in_executor(None, self.replies[index].get)
             if kind == "error":
-                raise SimulationError(f"a simulation shard failed:\n{payload}")
-            if kind == "ready":
-                ready += 1
-                if ready == len(jobs):
-                    await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-                    unlocked = True
-                    go.set()
-            elif kind == "progress":
-                progress(payload)
-            else:
-                results.append(payload)
-    finally:
-        if unlocked:
-            await service.lock_time_skipping(LockTimeSkippingRequest())
-        for process in processes:
-            process.join(timeout=10)
+                raise SimulationError(f"simulation shard {index} failed:\n{payload}")
+            if kind == "progress":
+                self.progress(payload)
+                continue
+            if kind != wanted:
+                raise SimulationError(f"simulation shard {index} said {kind!r}, expected {wanted!r}")
+            return payload
+
+    async def __aenter__(self) -> list[_RemoteShard]:
+        for process in self.processes:
+            process.start()
+        await asyncio.gather(*(self.expect(i, "ready") for i in range(self.count)))
+        return [_RemoteShard(self, i) for i in range(self.count)]
+
+    async def __aexit__(self, *exc) -> None:
+        for queue in self.commands:
+            queue.put(("stop", None))
+        for process in self.processes:
+            await asyncio.get_running_loop().run_in_executor(None, process.join, 15)
             if process.is_alive():
                 process.kill()
-    return results
 
 
 async def simulate_person(engine: Engine, who: str, policy: Policy, at: datetime | None = None,
@@ -555,8 +618,8 @@ def change_reason(before: Timeline, after: Timeline) -> str:
         parts.append(f"route {before.route} → {after.route}: {after.route_reason}")
     if [e.template for e in before.sent] != [e.template for e in after.sent]:
         parts.append(f"messages {len(before.sent)} → {len(after.sent)}")
-        if after.ended and after.ended != before.ended:
-            parts.append(f"now ends: {after.ended}")
+        if after.ended:
+            parts.append(f"ends: {after.ended}" + (" (as before)" if after.ended == before.ended else ""))
     return "; ".join(parts)
 
 
@@ -592,7 +655,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
                    new_name: str = "new", current_name: str = "current", horizon: timedelta = DEFAULT_HORIZON,
                    progress: Callable[[int, int], None] | None = None, now: datetime | None = None,
                    shards: int | None = None, simulator: Simulator | None = None,
-                   min_per_shard: int | None = None) -> dict:
+                   min_per_shard: int | None = None, wave: int | None = None) -> dict:
     """Simulate everyone identified in the last `since` under both policies (at once, on one test
     server, over `shards` worker processes — default: one per CPU); the side-by-side numbers and the
     people whose outcome changed."""
@@ -619,7 +682,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
         catalog = await asyncio.to_thread(load_catalog_for, engine, snapshots)
         before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
                                                       progress=step, catalog=catalog, shards=shards,
-                                                      min_per_shard=min_per_shard)
+                                                      min_per_shard=min_per_shard, wave=wave)
     elapsed = time.perf_counter() - began
     return {
         "since": (now - since).isoformat(), "until": now.isoformat(), "people": len(snapshots),
