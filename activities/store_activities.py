@@ -15,6 +15,7 @@ from temporalio import activity
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, absolute
 from journeys import taxonomy
+from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
@@ -326,12 +327,19 @@ class StoreActivities:
         """Last-touch attribution: the order goes to the last message sent inside the window before it."""
         ordered_at = conversion.ordered_at or conversion.at
         with transaction(self.engine) as session:
-            message = session.exec(
+            candidates = session.exec(
                 select(Message)
                 .where(Message.person_id == conversion.person_id, Message.status == "sent",
                        Message.sent_at <= ordered_at, Message.sent_at >= ordered_at - conversion.attribution_window)
-                .order_by(Message.sent_at.desc())
-            ).first()
+            ).all()
+            touch = last_touch(
+                Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
+                      revenue=conversion.revenue),
+                [Touch(message_id=m.id, person_id=m.person_id, journey=m.journey, step=m.step, sent_at=m.sent_at)
+                 for m in candidates],
+                conversion.attribution_window,
+            )  # the reports' rule, so the log and the reports credit the same message
+            message = next((m for m in candidates if touch and m.id == touch.message_id), None)
             revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
             reason = f"order {conversion.order_id or 'without id'} ({revenue})"
             reason += f" after {message.journey} step {message.step}" if message else " with no message in the window"

@@ -158,7 +158,8 @@ class _Session:
         self.page(device, path, found.name)
         products = [p.properties() for p in CATALOG if p.category == slug]
         self._add("track", device, {"event": "Product List Viewed",  # Segment's name; an alias of Collection Viewed
-                                    "properties": {"list_id": slug, "category": found.name, "products": products}},
+                                    "properties": {"list_id": slug, "category": found.name, "products": products,
+                                                   "url": f"https://shop.example.com{path}"}},
                   path, found.name)
 
     def product(self, device: int, product: Product, size_guide: bool = False) -> None:
@@ -195,7 +196,8 @@ class _Session:
         """The 10%-off modal: an identify with the email (and an Email Captured track)."""
         shopper = self.shopper
         self._add("identify", device, {"traits": {"email": shopper.email, "first_name": shopper.first_name}})
-        self._add("track", device, {"event": "Email Captured", "properties": {"source": "modal", "offer": "FERN10"}})
+        self._add("track", device, {"event": "Email Captured", "properties": {
+            "email": shopper.email, "source": "modal", "offer": "FERN10"}})
 
     def email_captured_event(self, device: int) -> None:
         """A storefront that only tracks: `Email Captured` carrying the email identifies the device."""
