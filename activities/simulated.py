@@ -31,6 +31,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
+from temporalio.exceptions import ApplicationError
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -268,8 +269,14 @@ class SimulatedActivities:
             last_started[route] = max(started, last_started.get(route, started))
         return PersonContext(history=person.history(now), last_started=last_started, journeys_count=len(runs))
 
+    def _person(self, person_id: str) -> SimPerson:
+        person = self.people.get(person_id)
+        if person is None:  # not part of this simulation: fail the workflow rather than retry forever
+            raise ApplicationError(f"person {person_id} is not in this simulation", non_retryable=True)
+        return person
+
     def record_start(self, start: JourneyStart) -> bool:
-        person = self.people[start.person_id]
+        person = self._person(start.person_id)
         cart_key = start.cart_id if start.route == "cart_recovery" and start.cart_id else None
         with self._lock:
             if start.workflow_id in person.runs:
@@ -313,7 +320,7 @@ class SimulatedActivities:
         return result
 
     def send(self, send: SendInput) -> SendResult:
-        person = self.people[send.person_id]
+        person = self._person(send.person_id)
         key = f"{send.workflow_id}:{send.step}"
         with self._lock:
             known = person.messages.get(key)

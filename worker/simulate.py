@@ -193,6 +193,7 @@ class Timeline:
     entries: list[TimelineEntry]
     horizon_reached: bool = False
     offset: timedelta = timedelta(0)
+    timezone: str | None = None
 
     @property
     def decisions(self) -> list[TimelineEntry]:
@@ -241,7 +242,7 @@ class Timeline:
             "route": self.route, "reason": self.route_reason, "messages": len(self.sent),
             "first_message_after_seconds": self.first_message_after.total_seconds() if self.sent else None,
             "capped": self.capped, "quiet_hours": self.quiet, "ended": self.ended,
-            "horizon_reached": self.horizon_reached, "clock_shift_days": self.offset.days,
+            "timezone": self.timezone, "horizon_reached": self.horizon_reached, "clock_shift_days": self.offset.days,
             "timeline": [e.as_json() for e in self.entries],
         }
 
@@ -264,7 +265,7 @@ def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEven
                              channel=e.channel, items=e.items, cart_value=e.cart_value, category=e.category,
                              route=e.route) for _, _, e in raw]
     return Timeline(person_id=person.snapshot.person_id, label=person.snapshot.label, policy=policy_name,
-                    start=person.start - offset, entries=entries, offset=offset,
+                    start=person.start - offset, entries=entries, offset=offset, timezone=person.snapshot.timezone,
                     horizon_reached=bool(result and result.horizon_reached))
 
 
@@ -443,7 +444,7 @@ class _Shard:
                 zone = resolve_timezone(snap.timezone, run.policy.default_timezone)
                 people[snap.person_id] = SimPerson.place(
                     snap, start, choose_offset(start, earliest, zone, min(horizon, DST_SPAN)))
-            activities.people = people  # the previous wave is done: only this one's people
+            activities.people.update(people)  # kept: a journey cut at the horizon may still be running
             plans = {pid: replay_plan(p, run.policy, p.start + horizon) for pid, p in people.items()}
 
             async def launch(pid: str, person: SimPerson, run=run, client=client, task_queue=task_queue, plans=plans):
@@ -623,12 +624,21 @@ def change_reason(before: Timeline, after: Timeline) -> str:
     return "; ".join(parts)
 
 
+TIMING_TOLERANCE = timedelta(minutes=1)  # the simulation clock has real-time jitter of milliseconds
+
+
+def _moved(a: timedelta | None, b: timedelta | None) -> bool:
+    if a is None or b is None:
+        return a is not b
+    return abs(a - b) > TIMING_TOLERANCE
+
+
 def compare(current: list[Timeline], new: list[Timeline], top: int = 20) -> dict:
     changed, timing = [], 0
     for before, after in zip(current, new):
         if before.outcome != after.outcome:
             changed.append((before, after))
-        elif before.first_message_after != after.first_message_after:
+        elif _moved(before.first_message_after, after.first_message_after):
             timing += 1
     changed.sort(key=lambda pair: (pair[0].route == pair[1].route, -abs(len(pair[0].sent) - len(pair[1].sent)),
                                    pair[0].label))

@@ -53,7 +53,7 @@ def _details(entry: TimelineEntry) -> str:
 
 def render_timeline(console: Console, timeline: Timeline) -> None:
     console.print(f"[bold]{timeline.label}[/] ({timeline.person_id}) under [bold]{timeline.policy}[/], "
-                  f"from {timeline.start:%Y-%m-%d %H:%M:%S} UTC")
+                  f"from {timeline.start:%Y-%m-%d %H:%M:%S} UTC; timezone {timeline.timezone or 'unknown (policy default)'}")
     table = Table(show_lines=False, header_style="bold")
     table.add_column("when (UTC)", no_wrap=True)
     table.add_column("+", justify="right", no_wrap=True)
@@ -106,7 +106,8 @@ def render_backtest(console: Console, result: dict) -> None:
     table.add_row("median identify → first message",
                   human(timedelta(seconds=ma)) if ma is not None else "–",
                   human(timedelta(seconds=mb)) if mb is not None else "–",
-                  human(timedelta(seconds=mb - ma)) if ma is not None and mb is not None and ma != mb else "")
+                  ("+" if mb > ma else "") + human(timedelta(seconds=mb - ma))
+                  if ma is not None and mb is not None and abs(mb - ma) >= 1 else "")
     console.print(table)
     console.print(f"[bold]{result['changed']}[/] people's outcome (route or messages) changed; "
                   f"{result['timing_only']} more only changed timing.")
