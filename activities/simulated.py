@@ -43,6 +43,7 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
+from activities.store_activities import HISTORY_HORIZON, JOURNEY_ROUTES  # the same look-back and routes
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory, as_utc
@@ -60,9 +61,6 @@ from workflows.models import (
     SendResult,
 )
 
-# The same look-back the store activities use (routing looks at most this far back; orders: always).
-HISTORY_HORIZON = timedelta(days=90)
-JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
 CATEGORY_PICKS_SCAN = 200  # ranked in-stock rows per category, as the store activities read
 CHUNK = 500  # ids per IN (...) list
 
