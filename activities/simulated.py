@@ -89,8 +89,8 @@ class PersonSnapshot:
 
 
 @dataclass
-class SimEntry:
-    """One line of a simulated timeline. `at` / `until` are on the simulation clock (shifted)."""
+class TimelineEntry:
+    """One line of a simulated timeline, as shown to the marketer."""
 
     at: datetime
     kind: str  # decision | waiting | sent | skipped | exit | completed | conversion | event
@@ -103,8 +103,21 @@ class SimEntry:
     items: list[dict] = field(default_factory=list)
     cart_value: float | None = None
     category: str | None = None
-    workflow_id: str | None = None
     route: str | None = None
+
+    def as_json(self) -> dict:
+        data = {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
+        data["at"] = self.at.isoformat()
+        if self.until:
+            data["until"] = self.until.isoformat()
+        return data
+
+
+@dataclass
+class SimEntry(TimelineEntry):
+    """A timeline line while the simulation runs: `at` / `until` on the simulation clock (shifted)."""
+
+    workflow_id: str | None = None
 
 
 @dataclass

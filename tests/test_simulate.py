@@ -26,9 +26,7 @@ from conftest import ADMIN_TOKEN, free_port
 from journey_harness import identify, track
 from journeys.personalise import Catalog
 from journeys.policy import parse_policy
-from store.db import make_engine
 from store.ingest import ingest
-from store.migrate import upgrade
 from store.models import Person
 from store.settings import REPO_ROOT
 from worker.simulate import Simulator, backtest, choose_offset, simulate_person
@@ -53,14 +51,6 @@ def policy(first_cart_delay: str = "1h", quiet: bool = False, **changes):
 
 def noon(days_ago: int) -> datetime:
     return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=12, minute=0, second=0, microsecond=0)
-
-
-@pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'simulate.db'}")
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

@@ -37,7 +37,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from contextlib import AsyncExitStack
 from typing import Any, Callable
@@ -54,6 +54,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.simulated import (
     PersonSnapshot,
     SimEntry,
+    TimelineEntry,
     SimPerson,
     SimulatedActivities,
     SimulatedClock,
@@ -160,29 +161,6 @@ def replay_plan(person: SimPerson, policy: Policy, until: datetime) -> list[tupl
 # -- the timeline -----------------------------------------------------------------------------------
 
 @dataclass
-class TimelineEntry:
-    at: datetime
-    kind: str
-    journey: str = ""
-    reason: str = ""
-    step: int | None = None
-    until: datetime | None = None
-    template: str | None = None
-    channel: str | None = None
-    items: list[dict] = field(default_factory=list)
-    cart_value: float | None = None
-    category: str | None = None
-    route: str | None = None
-
-    def as_json(self) -> dict:
-        data = {k: v for k, v in self.__dict__.items() if v not in (None, [], "")}
-        data["at"] = self.at.isoformat()
-        if self.until:
-            data["until"] = self.until.isoformat()
-        return data
-
-
-@dataclass
 class Timeline:
     """What the policy would have done for one person, in real time."""
 
@@ -260,10 +238,10 @@ def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEven
             label += f" (cart {event.cart_key})"
         raw.append((event.timestamp, -1, SimEntry(at=event.timestamp, kind="event", reason=f"{label}: replayed, hub signalled {signal.kind}")))
     raw.sort(key=lambda item: (item[0], item[1]))
-    entries = [TimelineEntry(at=e.at - offset, kind=e.kind, journey=e.journey, reason=unshift_text(e.reason, offset),
-                             step=e.step, until=e.until - offset if e.until else None, template=e.template,
-                             channel=e.channel, items=e.items, cart_value=e.cart_value, category=e.category,
-                             route=e.route) for _, _, e in raw]
+    shown = [f.name for f in fields(TimelineEntry)]
+    entries = [TimelineEntry(**{**{name: getattr(e, name) for name in shown}, "at": e.at - offset,
+                                "reason": unshift_text(e.reason, offset),
+                                "until": e.until - offset if e.until else None}) for _, _, e in raw]
     return Timeline(person_id=person.snapshot.person_id, label=person.snapshot.label, policy=policy_name,
                     start=person.start - offset, entries=entries, offset=offset, timezone=person.snapshot.timezone,
                     horizon_reached=bool(result and result.horizon_reached))
