@@ -252,8 +252,10 @@ async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
     assert stack.rows("SELECT count(*) FROM outbox")[0][0] == queued
 
     person = await identify(stack, anon, email)
-    messages = await stack.messages_until(person, lambda ms: any(m["journey"] == "cart_recovery" for m in ms),
-                                          "a cart_recovery message")
+    # The row is written `pending` before delivery (so a retry never delivers twice): wait for `sent`.
+    messages = await stack.messages_until(
+        person, lambda ms: any(m["journey"] == "cart_recovery" and m["status"] == "sent" for m in ms),
+        "a sent cart_recovery message")
     first = messages[0]
     assert (first["journey"], first["step"], first["channel"], first["recipient"]) == (
         "cart_recovery", 1, "email", email)
