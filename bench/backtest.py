@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
-"""Backtest benchmark: people simulated per second, against plain workflow runs on the same server.
+"""Backtest benchmark: people simulated per second, against plain workflow runs on the same kind of server.
 
 Run with `.venv/bin/python bench/backtest.py [--people 500] [--shards N] [--seed S]`.
 
 1. Migrates a fresh SQLite database in a temporary folder and writes `--people` shoppers identified
    over the last 28 days through the real ingest core (`bench/shoppers.py`: browsing, carts, later
    returns, purchases before and after identifying, several timezones).
-2. Starts one time-skipping test server and runs `breadcrumb backtest`'s code on it: everyone under
-   `journeys.toml` and under the same policy with a 4 h first cart-recovery delay, both at once, over
-   `--shards` worker processes (default: one per CPU). Prints the wall time, people per second
-   (each person simulated under both policies) and simulations per second, and the CPU time of this
-   process, its worker processes and the test server.
-3. On the same server, runs as many plain workflows (one no-op activity each, started and awaited
-   the same way, over the same number of processes) as there were simulations, and prints the
-   ratio: how many plain workflow runs one simulation costs.
+2. Runs `breadcrumb backtest`'s code twice over `--shards` worker processes (default: one per CPU),
+   each with its own time-skipping test server:
+   - a step change — `journeys.toml` against the same policy with a 4 h first cart-recovery delay:
+     everyone is simulated under the current policy, and under the new one only the people who
+     entered cart recovery (the others' outcome cannot change);
+   - a global change — the frequency cap at 12 h instead of 20 h: everyone under both policies.
+   For each: wall time (everything included: processes, servers, waves), people per second,
+   simulations run, and the CPU seconds of this process and its children (shards, test servers).
+3. Runs as many plain workflows (one no-op activity each, started and awaited the same way, over the
+   same number of processes, each on its own test server) as the global change ran simulations,
+   and prints the ratio: how many plain workflow runs one simulation costs.
 
 Target: 500 people in under a minute on 2 cores. Results go to bench/results/backtest.json.
 The machine's other load moves the figures a lot; the CPU seconds say what the work itself cost.
@@ -23,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import glob
 import json
 import os
 import sys
@@ -55,113 +57,63 @@ class Plain:
         return await workflow.execute_activity("bench_noop", value, start_to_close_timeout=timedelta(seconds=30))
 
 
-def cpu_seconds() -> dict[str, float]:
-    """User+system CPU of this process and of each child process (worker shards, the test server)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    me = os.getpid()
+def cpu_seconds() -> float:
+    """User+system CPU of this process and of its exited children (shard processes, and through them
+    their test servers)."""
     mine = os.times()
-    found = {"bench process": mine.user + mine.system,
-             "worker processes (exited)": mine.children_user + mine.children_system}
-    for path in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            raw = open(path).read()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
-        if int(fields[1]) == me:
-            found[f"{name} {path.split('/')[2]}"] = (int(fields[11]) + int(fields[12])) / tick
-    return found
+    return mine.user + mine.system + mine.children_user + mine.children_system
 
 
-async def plain_runs_shard(target: str, namespace: str, count: int, ready, progress) -> None:
+async def plain_runs_shard(count: int) -> float:
+    """`count` plain workflow runs on a test server of this shard's own, as a simulation shard runs
+    its people: started with time locked, then awaited with time skipping. Wall seconds, server
+    start-up included (a simulation shard pays it too)."""
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-    from worker.simulate import quiet_runtime
+    from worker.simulate import quiet_runtime, start_test_server
 
-    client = await Client.connect(target, namespace=namespace, data_converter=pydantic_data_converter,
-                                  runtime=quiet_runtime())
-    queue = f"plain-{uuid.uuid4().hex[:8]}"
-    async with Worker(client, task_queue=queue, workflows=[Plain], activities=[noop],
-                      workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=max(1000, 2 * count)):
-        gate = asyncio.Semaphore(64)
-
-        async def start(index: int):
-            async with gate:
-                return await client.start_workflow("bench_plain", str(index), id=f"plain-{queue}-{index}",
-                                                   task_queue=queue)
-
-        handles = await asyncio.gather(*(start(i) for i in range(count)))
-        await ready()
-
-        async def finish(handle) -> None:
-            await handle.result()
-            progress(1)
-
-        await asyncio.gather(*(finish(h) for h in handles))
-
-
-def _plain_process(target: str, namespace: str, count: int, messages, go) -> None:
-    import traceback
-
-    async def main() -> None:
-        async def ready() -> None:
-            messages.put(("ready", None))
-            await asyncio.get_running_loop().run_in_executor(None, go.wait)
-
-        await plain_runs_shard(target, namespace, count, ready, lambda _: None)
-
+    began = time.perf_counter()
+    env = await start_test_server()
     try:
-        asyncio.run(main())
-        messages.put(("done", None))
-    except BaseException:  # noqa: BLE001
-        messages.put(("error", traceback.format_exc()))
+        client = await Client.connect(env.client.service_client.config.target_host, namespace="default",
+                                      data_converter=pydantic_data_converter, runtime=quiet_runtime())
+        queue = f"plain-{uuid.uuid4().hex[:8]}"
+        async with Worker(client, task_queue=queue, workflows=[Plain], activities=[noop],
+                          workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=max(1000, 2 * count)):
+            gate = asyncio.Semaphore(64)
+
+            async def start(index: int):
+                async with gate:
+                    return await client.start_workflow("bench_plain", str(index), id=f"plain-{queue}-{index}",
+                                                       task_queue=queue)
+
+            handles = await asyncio.gather(*(start(i) for i in range(count)))
+            await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
+            try:
+                await asyncio.gather(*(handle.result() for handle in handles))
+            finally:
+                await env.client.test_service.lock_time_skipping(LockTimeSkippingRequest())
+    finally:
+        await env.shutdown()
+    return time.perf_counter() - began
 
 
-async def plain_runs(simulator, count: int, shards: int) -> float:
-    """Wall seconds for `count` plain workflow runs on the simulator's server, over `shards` processes."""
+def _plain_process(count: int) -> float:
+    return asyncio.run(plain_runs_shard(count))
+
+
+async def plain_runs(count: int, shards: int) -> float:
+    """Wall seconds for `count` plain workflow runs over `shards` processes, each with its own server."""
+    from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
-    env = simulator.env
-    target = env.client.service_client.config.target_host
-    service = env.client.test_service
-    began = time.perf_counter()
-    if shards <= 1:
-        async def unlock() -> None:
-            await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-
-        try:
-            await plain_runs_shard(target, "default", count, unlock, lambda _: None)
-        finally:
-            await service.lock_time_skipping(LockTimeSkippingRequest())
-        return time.perf_counter() - began
-    context = multiprocessing.get_context("spawn")
-    messages, go = context.Queue(), context.Event()
     sizes = [count // shards + (1 if i < count % shards else 0) for i in range(shards)]
-    processes = [context.Process(target=_plain_process, args=(target, "default", size, messages, go), daemon=True)
-                 for size in sizes]
-    for process in processes:
-        process.start()
-    loop = asyncio.get_running_loop()
-    ready = done = 0
-    try:
-        while done < shards:
-            kind, payload = await loop.run_in_executor(None, messages.get)
-            if kind == "error":
-                raise RuntimeError(payload)
-            if kind == "ready":
-                ready += 1
-                if ready == shards:
-                    await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-                    go.set()
-            else:
-                done += 1
-    finally:
-        await service.lock_time_skipping(LockTimeSkippingRequest())
-        for process in processes:
-            process.join(timeout=10)
+    began = time.perf_counter()
+    with ProcessPoolExecutor(shards, mp_context=multiprocessing.get_context("spawn")) as pool:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(pool, _plain_process, size) for size in sizes))
     return time.perf_counter() - began
 
 
@@ -187,39 +139,43 @@ async def main(args) -> dict:
     data["journeys"]["cart_recovery"]["steps"][0]["delay"] = "4h"
     new = parse_policy(data, "first cart step after 4 h")
     shards = args.shards or os.cpu_count() or 1
-    async with Simulator(engine) as simulator:
+    global_change = parse_policy({**current.model_dump(mode="json"), "min_hours_between_messages": 12},
+                                 "frequency cap 12 h")
+    report: dict = {"people": args.people, "cpus": os.cpu_count(), "target_seconds": TARGET_SECONDS}
+    for key, policy, name in (("step_change", new, "4h first cart step"), ("global_change", global_change, "cap 12 h")):
         cpu_before = cpu_seconds()
-        result = await backtest(engine, new, current, timedelta(days=30), new_name="4h first cart step",
-                                current_name="journeys.toml", shards=shards, simulator=simulator)
-        cpu_sim = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_seconds().items()}
-        simulations = 2 * result["people"]
-        cpu_before = cpu_seconds()
-        plain = await plain_runs(simulator, simulations, result["shards"])
-        cpu_plain = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_seconds().items()}
+        async with Simulator(engine) as simulator:
+            result = await backtest(engine, policy, current, timedelta(days=30), new_name=name,
+                                    current_name="journeys.toml", shards=shards, simulator=simulator)
+        cpu = cpu_seconds() - cpu_before
+        console.rule(f"{key.replace('_', ' ')}: {name}")
+        render_backtest(console, result)
+        elapsed = result["elapsed_seconds"]
+        verdict = "PASS" if elapsed < TARGET_SECONDS else "BELOW TARGET"
+        console.print(f"\n[bold]{result['people']} people[/] ({result['simulations']} simulations, {result['reused']} "
+                      f"reused, {result['shards']} worker process(es), {os.cpu_count()} CPUs): {elapsed:.1f} s → "
+                      f"[bold]{result['people_per_second']} people/s[/], {result['simulations_per_second']} "
+                      f"simulations/s, {cpu:.0f} CPU s  [{verdict}: target < {TARGET_SECONDS:.0f} s]\n")
+        report[key] = {"elapsed_seconds": elapsed, "simulations": result["simulations"], "reused": result["reused"],
+                       "people_per_second": result["people_per_second"], "cpu_seconds": round(cpu, 1),
+                       "verdict": verdict, "shards": result["shards"], "backtest": result}
     engine.dispose()
-    render_backtest(console, result)
-    elapsed = result["elapsed_seconds"]
-    ratio = elapsed / plain if plain else None
-    verdict = "PASS" if elapsed < TARGET_SECONDS else "BELOW TARGET"
-    console.print(f"\n[bold]{result['people']} people[/] ({simulations} simulations, {result['shards']} worker "
-                  f"process(es), {os.cpu_count()} CPUs): {elapsed:.1f} s → [bold]{result['people_per_second']} "
-                  f"people/s[/], {result['simulations_per_second']} simulations/s  [{verdict}: target < "
-                  f"{TARGET_SECONDS:.0f} s]")
-    console.print(f"plain workflow runs (1 no-op activity each), same count, same server: {plain:.1f} s → "
-                  f"{simulations / plain:.1f} runs/s; one simulation costs [bold]{ratio:.1f}×[/] a plain run")
-    console.print(f"CPU seconds during the backtest: {cpu_sim}")
-    console.print(f"CPU seconds during the plain runs: {cpu_plain}")
+    full = report["global_change"]
+    cpu_before = cpu_seconds()
+    plain = await plain_runs(full["simulations"], full["shards"])
+    cpu_plain = cpu_seconds() - cpu_before
+    ratio = full["elapsed_seconds"] / plain
+    console.print(f"plain workflow runs (1 no-op activity each), {full['simulations']} over {full['shards']} "
+                  f"process(es) with a test server each: {plain:.1f} s ({cpu_plain:.0f} CPU s) → "
+                  f"{full['simulations'] / plain:.1f} runs/s; one simulation costs [bold]{ratio:.1f}×[/] a plain run "
+                  f"({full['cpu_seconds'] / cpu_plain:.1f}× in CPU)")
     try:
         load = os.getloadavg()
         console.print(f"load average (1/5/15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
     except OSError:
         load = None
-    report = {"people": result["people"], "simulations": simulations, "shards": result["shards"],
-              "elapsed_seconds": elapsed, "people_per_second": result["people_per_second"],
-              "simulations_per_second": result["simulations_per_second"], "plain_seconds": round(plain, 2),
-              "ratio_to_plain": round(ratio, 2) if ratio else None, "target_seconds": TARGET_SECONDS,
-              "verdict": verdict, "cpu_seconds_backtest": cpu_sim, "cpu_seconds_plain": cpu_plain,
-              "load_average": load, "cpus": os.cpu_count(), "backtest": result}
+    report.update(plain_seconds=round(plain, 2), plain_cpu_seconds=round(cpu_plain, 1), ratio_to_plain=round(ratio, 2),
+                  load_average=load)
     out = REPO_ROOT / "bench" / "results" / "backtest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

@@ -29,7 +29,7 @@ from journeys.policy import parse_policy
 from store.ingest import ingest
 from store.models import Person
 from store.settings import REPO_ROOT
-from worker.simulate import Simulator, backtest, choose_offset, simulate_person
+from worker.simulate import Simulator, backtest, choose_offset, journeys_with_changed_steps, simulate_person
 from workflows.models import SendCheckInput
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -255,6 +255,42 @@ async def test_backtest_compares_two_policies_without_writing(engine, shards):
     with engine.connect() as conn:
         after = {t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar() for t in before}
     assert after == before
+
+
+def test_only_a_change_to_journey_steps_lets_a_backtest_reuse_timelines():
+    base = policy("1h")
+    assert journeys_with_changed_steps(base, policy("1h")) == set()
+    assert journeys_with_changed_steps(base, policy("4h")) == {"cart_recovery"}
+    both = policy("4h").model_dump(mode="json")
+    both["journeys"]["welcome"]["steps"][0]["template"] = "welcome_2"
+    assert journeys_with_changed_steps(base, parse_policy(both)) == {"cart_recovery", "welcome"}
+    # Anything read outside the journey's own workflow can move anyone: no reuse.
+    assert journeys_with_changed_steps(base, policy("4h", min_hours_between_messages=12)) is None
+    cooldown = base.model_dump(mode="json")
+    cooldown["journeys"]["welcome"]["reentry_cooldown"] = "1d"
+    assert journeys_with_changed_steps(base, parse_policy(cooldown)) is None
+
+
+async def test_backtest_reuse_gives_what_simulating_everyone_twice_gives(engine):
+    """The people who never entered the changed journey keep their timeline: same figures as running all."""
+    populate(engine, policy(), 40, days=20, seed=11)
+    reused = await backtest(engine, policy("4h"), policy("1h"), timedelta(days=30), shards=1)
+    full = await backtest(engine, policy("4h"), policy("1h"), timedelta(days=30), shards=1, reuse=False)
+    assert full["reused"] == 0 and full["simulations"] == 80 and full["changed_steps"] is None
+    assert reused["changed_steps"] == ["cart_recovery"]
+    cart = reused["policies"]["current"]["routes"].get("cart_recovery", 0)
+    assert 0 < cart < 40 and 0 < reused["reused"] <= 40 - cart  # cart people (and any re-routed to cart) run again
+    assert reused["simulations"] == 80 - reused["reused"]
+
+    def figures(result):
+        return {name: {k: v for k, v in metrics.items() if k != "median_first_message_seconds"}
+                for name, metrics in result["policies"].items()}
+    assert figures(reused) == figures(full)
+    for name in ("current", "new"):
+        a, b = (r["policies"][name]["median_first_message_seconds"] for r in (reused, full))
+        assert abs(a - b) < 60
+    assert (reused["changed"], [row["person_id"] for row in reused["top"]]) == (
+        full["changed"], [row["person_id"] for row in full["top"]])
 
 
 def test_backtest_over_http(db, served):

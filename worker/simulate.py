@@ -3,9 +3,9 @@ time-skipping test server against real merged histories, with dry-run activities
 
 How a simulation runs
 ---------------------
-- One `temporal-test-server` per `Simulator` (per CLI run or API job), reused for every person and
-  policy. Each policy run gets its own namespace and task queue on it, and its own Worker with the
-  production workflows (`workflows.ALL_WORKFLOWS`), the replay driver (`workflows/simulation.py`)
+- One `temporal-test-server` per shard of a `Simulator` (per CLI run or API job), reused for every
+  person and policy. Each policy run gets its own namespace and task queue on it, and its own Worker
+  with the production workflows (`workflows.ALL_WORKFLOWS`), the replay driver (`workflows/simulation.py`)
   and `SimulatedActivities` (`activities/simulated.py`) — same activity names, memory only.
 - The clock. The test server's clock starts at the real now and only moves forward, while the
   histories are in the past. Each person is therefore simulated on a shifted copy of their history:
@@ -37,7 +37,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from contextlib import AsyncExitStack
 from typing import Any, Callable
@@ -277,7 +277,11 @@ def quiet_runtime() -> Runtime:
 
 
 class Simulator:
-    """One time-skipping test server, reused for every person and every policy of a run."""
+    """The time-skipping test servers of one run (a CLI run or an API job), reused for every person
+    and policy. A server's clock is one timeline: it skips ahead only once every workflow on it is
+    idle, so the people on one server advance one moment at a time. One shard runs in this process
+    on a server started here (on first use); with more, each shard process starts a server of its
+    own — a timeline of its own, advancing in parallel with the others."""
 
     def __init__(self, engine: Engine, horizon: timedelta = DEFAULT_HORIZON, sandboxed: bool = False) -> None:
         self.engine = engine
@@ -286,14 +290,17 @@ class Simulator:
         self.env: WorkflowEnvironment | None = None
 
     async def __aenter__(self) -> "Simulator":
-        self.env = await WorkflowEnvironment.start_time_skipping(
-            test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter, runtime=quiet_runtime())
         return self
 
     async def __aexit__(self, *exc) -> None:
         if self.env is not None:
             await self.env.shutdown()
             self.env = None
+
+    async def local_server(self) -> WorkflowEnvironment:
+        if self.env is None:
+            self.env = await start_test_server()
+        return self.env
 
     async def simulate(self, policy: Policy, snapshots: list[PersonSnapshot], starts: dict[str, datetime] | None = None,
                        policy_name: str = "policy", progress: Progress | None = None,
@@ -305,61 +312,41 @@ class Simulator:
                             starts: dict[str, datetime] | None = None, progress: Progress | None = None,
                             catalog: Catalog | None = None, shards: int | None = None,
                             min_per_shard: int | None = None, wave: int | None = None) -> list[list[Timeline]]:
-        """Every person under every policy on this server. With `shards` > 1 the people are split over
-        that many worker processes (each with its own workers and in-memory activities; the Python
-        SDK is bound to one core per process), sharing the one test server. People run in waves of
-        `wave` per process: the test server's cost per workflow grows with the number of workflows
-        open at once, so many small waves beat one big one."""
-        from worker.temporal import register_search_attributes
-
-        assert self.env is not None, "use `async with Simulator(...)`"
-        target = self.env.client.service_client.config.target_host
+        """Every person under every policy. With `shards` > 1 the people are split over that many
+        worker processes, each with its own test server (the Python SDK is bound to one core per
+        process, a server to one timeline). Each shard runs its people in waves of `wave`: a server's
+        cost per workflow grows with the number of workflows open at once, so many small waves beat
+        one big one."""
+        if not snapshots:
+            return [[] for _ in policies]
         runs = [_Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}") for policy, name in policies]
-        for run in runs:
-            client = await Client.connect(target, namespace=run.namespace, data_converter=pydantic_data_converter,
-                                          runtime=quiet_runtime())
-            try:
-                await register_search_attributes(client)
-            except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
-                if exc.status != RPCStatusCode.ALREADY_EXISTS:
-                    raise
         if catalog is None:
             catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
         shards = _shard_count(shards, len(snapshots), min_per_shard)
-        wave = wave or WAVE_PEOPLE
+        setup = _ShardSetup(runs=runs, catalog=catalog, horizon=self.horizon, sandboxed=self.sandboxed,
+                            wave=wave or WAVE_PEOPLE)
         parts = [snapshots[index::shards] for index in range(shards)]
-        waves = max(1, math.ceil(max(len(part) for part in parts) / wave))
-        setup = _ShardSetup(target=target, runs=runs, catalog=catalog, horizon=self.horizon, sandboxed=self.sandboxed)
-        service = self.env.client.test_service
         report = progress or (lambda _: None)
+        if shards == 1:
+            async with _Shard(setup, await self.local_server()) as shard:
+                finished = [await shard.run(snapshots, starts or {}, report)]
+        else:
+            async with _ProcessShards(setup, shards, report) as remote:
+                finished = await asyncio.gather(*(shard.run(part, starts or {}) for shard, part in zip(remote, parts)))
         by_person: list[dict[str, Timeline]] = [{} for _ in runs]
-        async with AsyncExitStack() as stack:
-            if shards == 1:
-                local = _Shard(setup)
-                await stack.enter_async_context(local)
-                shard_list: list = [_LocalShard(local, report)]
-            else:
-                shard_list = await stack.enter_async_context(_ProcessShards(setup, shards, report))
-            for index in range(waves):
-                # Time is locked between waves: place the wave ahead of the clock, start its drivers,
-                # then let time skip until every driver of the wave has finished.
-                earliest = await self.env.get_current_time() + START_MARGIN
-                chunks = [part[index * wave:(index + 1) * wave] for part in parts]
-                await asyncio.gather(*(shard.start(chunk, starts or {}, earliest)
-                                       for shard, chunk in zip(shard_list, chunks)))
-                await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-                try:
-                    finished = await asyncio.gather(*(shard.finish() for shard in shard_list))
-                finally:
-                    await service.lock_time_skipping(LockTimeSkippingRequest())
-                for per_run in finished:
-                    for run_index, timelines in enumerate(per_run):
-                        by_person[run_index].update({t.person_id: t for t in timelines})
+        for per_run in finished:
+            for run_index, timelines in enumerate(per_run):
+                by_person[run_index].update({t.person_id: t for t in timelines})
         return [[found[s.person_id] for s in snapshots] for found in by_person]
 
 
+async def start_test_server() -> WorkflowEnvironment:
+    return await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter, runtime=quiet_runtime())
+
+
 SHARD_MIN_PEOPLE = 50  # fewer people per process than this is not worth starting a process for
-WAVE_PEOPLE = 50  # people per process per wave (each under every policy)
+WAVE_PEOPLE = 50  # people per shard per wave (each under every policy)
 
 
 def _shard_count(wanted: int | None, people: int, min_per_shard: int | None = None) -> int:
@@ -375,29 +362,41 @@ class _Run:
 
 @dataclass
 class _ShardSetup:
-    target: str
     runs: list[_Run]
     catalog: Catalog
     horizon: timedelta
     sandboxed: bool
+    wave: int
 
 
 class _Shard:
-    """One process's workers: per policy run a Worker (own namespace and task queue) over one
-    `SimulatedActivities`, kept for every wave. `start` places a wave's people on the clock and
-    starts their drivers (time is locked meanwhile); `finish` awaits them and builds the timelines."""
+    """One process's part of a simulation on one test server (given, or started here): per policy
+    run a Worker (own namespace and task queue) over one `SimulatedActivities`. `run` takes the
+    shard's people wave by wave: with time locked, place the wave ahead of the clock and start its
+    drivers; then let time skip until every driver of the wave has finished."""
 
-    def __init__(self, setup: _ShardSetup) -> None:
+    def __init__(self, setup: _ShardSetup, env: WorkflowEnvironment | None = None) -> None:
         self.setup = setup
+        self.env = env
         self.stack = AsyncExitStack()
         self.stages: list[tuple[_Run, Client, SimulatedActivities, str]] = []
-        self.pending: list[tuple[_Run, dict[str, SimPerson], dict, list]] = []
 
     async def __aenter__(self) -> "_Shard":
+        from worker.temporal import register_search_attributes
+
         setup = self.setup
+        if self.env is None:
+            self.env = await start_test_server()
+            self.stack.push_async_callback(self.env.shutdown)
+        target = self.env.client.service_client.config.target_host
         for run in setup.runs:
-            client = await Client.connect(setup.target, namespace=run.namespace, data_converter=pydantic_data_converter,
+            client = await Client.connect(target, namespace=run.namespace, data_converter=pydantic_data_converter,
                                           runtime=quiet_runtime())
+            try:
+                await register_search_attributes(client)
+            except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
+                if exc.status != RPCStatusCode.ALREADY_EXISTS:
+                    raise
             activities = SimulatedActivities({}, setup.catalog)
             task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
             options: dict[str, Any] = {} if setup.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
@@ -411,10 +410,36 @@ class _Shard:
     async def __aexit__(self, *exc) -> None:
         await self.stack.aclose()
 
-    async def start(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime], earliest: datetime) -> None:
+    async def run(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
+                  progress: Progress) -> list[list[Timeline]]:
+        """Timelines per policy run, in the order of `snapshots`."""
+        assert self.env is not None, "use `async with _Shard(...)`"
+        service = self.env.client.test_service
+        wave = self.setup.wave
+        out: list[list[Timeline]] = [[] for _ in self.stages]
+        for first in range(0, len(snapshots), wave):
+            earliest = await self.env.get_current_time() + START_MARGIN
+            started = await self._start(snapshots[first:first + wave], starts, earliest)
+            await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+            try:
+                for run_index, (run, people, plans, handles) in enumerate(started):
+                    results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
+                    out[run_index] += [build_timeline(people[pid], plans[pid], run.name, result)
+                                       for pid, result in zip(people, results)]
+            finally:
+                await service.lock_time_skipping(LockTimeSkippingRequest())
+        return out
+
+    @staticmethod
+    async def _result(handle, progress: Progress) -> DriverResult:
+        result = await handle.result()
+        progress(1)
+        return result
+
+    async def _start(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime], earliest: datetime) -> list:
         horizon = self.setup.horizon
         gate = asyncio.Semaphore(64)
-        self.pending = []
+        started = []
         for run, client, activities, task_queue in self.stages:
             people: dict[str, SimPerson] = {}
             for snap in snapshots:
@@ -434,36 +459,12 @@ class _Shard:
                         id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
 
             handles = await asyncio.gather(*(launch(pid, person) for pid, person in people.items()))
-            self.pending.append((run, people, plans, handles))
-
-    async def finish(self, progress: Progress) -> list[list[Timeline]]:
-        async def one(handle) -> DriverResult:
-            result = await handle.result()
-            progress(1)
-            return result
-
-        out = []
-        for run, people, plans, handles in self.pending:
-            results = await asyncio.gather(*(one(h) for h in handles))
-            out.append([build_timeline(people[pid], plans[pid], run.name, result)
-                        for pid, result in zip(people, results)])
-        self.pending = []
-        return out
-
-
-class _LocalShard:
-    def __init__(self, shard: _Shard, progress: Progress) -> None:
-        self.shard, self.progress = shard, progress
-
-    async def start(self, snapshots, starts, earliest) -> None:
-        await self.shard.start(snapshots, starts, earliest)
-
-    async def finish(self) -> list[list[Timeline]]:
-        return await self.shard.finish(self.progress)
+            started.append((run, people, plans, handles))
+        return started
 
 
 def _shard_process(setup: _ShardSetup, commands, replies) -> None:
-    """A shard process (spawned): set the workers up, then obey `start` / `finish` / `stop`."""
+    """A shard process (spawned): start a test server and the workers, then obey `run` / `stop`."""
     import traceback
 
     async def main() -> None:
@@ -484,15 +485,11 @@ def _shard_process(setup: _ShardSetup, commands, replies) -> None:
                 command, payload = await loop.run_in_executor(None, commands.get)
                 if command == "stop":
                     return
-                if command == "start":
-                    await shard.start(*payload)
-                    replies.put(("started", None))
-                else:
-                    timelines = await shard.finish(progress)
-                    if pending:
-                        replies.put(("progress", pending))
-                        pending = 0
-                    replies.put(("finished", timelines))
+                timelines = await shard.run(*payload, progress)
+                if pending:
+                    replies.put(("progress", pending))
+                    pending = 0
+                replies.put(("finished", timelines))
 
     try:
         asyncio.run(main())
@@ -504,12 +501,8 @@ class _RemoteShard:
     def __init__(self, pool: "_ProcessShards", index: int) -> None:
         self.pool, self.index = pool, index
 
-    async def start(self, snapshots, starts, earliest) -> None:
-        self.pool.commands[self.index].put(("start", (snapshots, starts, earliest)))
-        await self.pool.expect(self.index, "started")
-
-    async def finish(self) -> list[list[Timeline]]:
-        self.pool.commands[self.index].put(("finish", None))
+    async def run(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime]) -> list[list[Timeline]]:
+        self.pool.commands[self.index].put(("run", (snapshots, starts)))
         return await self.pool.expect(self.index, "finished")
 
 
@@ -639,14 +632,44 @@ def parse_since(text: str) -> timedelta:
         raise SimulationError(f"--since: {exc}") from None
 
 
+def journeys_with_changed_steps(current: Policy, new: Policy) -> set[str] | None:
+    """The journeys whose steps differ, when that is all that differs between the two policies
+    (None when anything else does). Steps are read only by the journey workflow that runs them
+    (`workflows/journey.py`), so under such a change a person who never entered one of those
+    journeys under `current` lives the very same timeline under `new`: until one of them would
+    start, every decision reads the same inputs — so none starts."""
+    before, after = current.model_dump(mode="json"), new.model_dump(mode="json")
+    journeys_before, journeys_after = before.pop("journeys"), after.pop("journeys")
+    if before != after or journeys_before.keys() != journeys_after.keys():
+        return None
+    changed = set()
+    for name, journey in journeys_before.items():
+        journey, other = dict(journey), dict(journeys_after[name])
+        if journey.pop("steps") != other.pop("steps"):
+            changed.add(name)
+        if journey != other:
+            return None
+    return changed
+
+
+def journeys_entered(timeline: Timeline) -> set[str]:
+    """Every journey the timeline routed to, started or held out."""
+    return {e.route for e in timeline.decisions} | {e.journey for e in timeline.entries if e.journey}
+
+
 async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelta, limit: int | None = None,
                    new_name: str = "new", current_name: str = "current", horizon: timedelta = DEFAULT_HORIZON,
                    progress: Callable[[int, int], None] | None = None, now: datetime | None = None,
                    shards: int | None = None, simulator: Simulator | None = None,
-                   min_per_shard: int | None = None, wave: int | None = None) -> dict:
-    """Simulate everyone identified in the last `since` under both policies (at once, on one test
-    server, over `shards` worker processes — default: one per CPU); the side-by-side numbers and the
-    people whose outcome changed."""
+                   min_per_shard: int | None = None, wave: int | None = None, reuse: bool = True) -> dict:
+    """Simulate everyone identified in the last `since` under both policies (over `shards` worker
+    processes — default: one per CPU); the side-by-side numbers and the people whose outcome changed.
+
+    When the new policy only changes the steps of some journeys (a delay, a template, a channel),
+    everyone is simulated under the current policy first, and then under the new one only the people
+    who entered one of those journeys: for the others the outcome cannot differ
+    (`journeys_with_changed_steps`), and their current timeline is theirs under the new policy too.
+    `reuse=False` simulates everyone twice regardless."""
     began = time.perf_counter()
     now = as_utc(now or datetime.now(timezone.utc))
     person_ids = await asyncio.to_thread(people_identified, engine, now - since, now, limit)
@@ -664,14 +687,26 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     if progress:
         progress(0, total)
     shards = shards if shards is not None else (os.cpu_count() or 1)
+    options = dict(progress=step, shards=shards, min_per_shard=min_per_shard, wave=wave)
+    changed_steps = journeys_with_changed_steps(current, new) if reuse else None
     async with AsyncExitStack() as stack:
         if simulator is None:
             simulator = await stack.enter_async_context(Simulator(engine, horizon=horizon))
-        catalog = await asyncio.to_thread(load_catalog_for, engine, snapshots)
-        before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
-                                                      progress=step, catalog=catalog, shards=shards,
-                                                      min_per_shard=min_per_shard, wave=wave)
+        options["catalog"] = await asyncio.to_thread(load_catalog_for, engine, snapshots)
+        if changed_steps is None:
+            before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
+                                                          **options)
+            reused = 0
+        else:
+            [before] = await simulator.simulate_many([(current, current_name)], snapshots, **options)
+            affected = [snap for snap, timeline in zip(snapshots, before) if journeys_entered(timeline) & changed_steps]
+            step(len(snapshots) - len(affected))
+            [rerun] = await simulator.simulate_many([(new, new_name)], affected, **options)
+            by_person = {t.person_id: t for t in rerun}
+            after = [by_person.get(t.person_id) or replace(t, policy=new_name) for t in before]
+            reused = len(snapshots) - len(affected)
     elapsed = time.perf_counter() - began
+    simulations = total - reused
     return {
         "since": (now - since).isoformat(), "until": now.isoformat(), "people": len(snapshots),
         "policies": {"current": {"name": current_name, **policy_metrics(before)},
@@ -679,6 +714,9 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
         **compare(before, after),
         "elapsed_seconds": round(elapsed, 2),
         "people_per_second": round(len(snapshots) / elapsed, 1) if elapsed and snapshots else None,
-        "simulations_per_second": round(total / elapsed, 1) if elapsed and total else None,
+        "simulations": simulations,
+        "simulations_per_second": round(simulations / elapsed, 1) if elapsed and simulations else None,
+        "reused": reused,
+        "changed_steps": sorted(changed_steps) if changed_steps is not None else None,
         "shards": _shard_count(shards, len(snapshots), min_per_shard),
     }

@@ -79,6 +79,11 @@ def render_backtest(console: Console, result: dict) -> None:
     console.print(f"[bold]Backtest[/]: {result['people']} people identified {result['since'][:16]} → "
                   f"{result['until'][:16]} UTC, simulated under both policies in {result['elapsed_seconds']:.1f} s "
                   f"({result['people_per_second']} people/s, {result.get('shards', 1)} worker process(es))")
+    if result.get("reused"):
+        journeys = ", ".join(result["changed_steps"]) or "no journey"
+        console.print(f"Only the steps of {journeys} changed: {result['reused']} people who never entered "
+                      f"{'it' if len(result['changed_steps']) == 1 else 'them'} keep their current timeline under "
+                      f"the new policy ({result['simulations']} simulations in all).")
     table = Table(header_style="bold")
     table.add_column("")
     table.add_column(f"current: {current['name']}", justify="right")
