@@ -317,7 +317,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=300, help="seconds of sustained ingest (default 5 min)")
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--rate", type=float, default=120,
+    parser.add_argument("--rate", type=float, default=200,
                         help="events/s to offer (0: back to back, as fast as the API answers). The default is "
                              "about what the embedded stack holds on 2 cores with the outbox lag bounded")
     parser.add_argument("--batch", type=int, default=50, help="messages per /v1/batch")
