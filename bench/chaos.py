@@ -4,10 +4,11 @@ is SIGKILLed at random moments and restarted, then: was every message sent exact
 
     .venv/bin/python bench/chaos.py [--shoppers 200] [--kills 8] [--seed N] [--postgres URL]
 
-The same scenario as tests/test_faults.py (which runs 40 shoppers and 5 kills in CI), on the same
-real processes (tests/fault_stack.py): `temporal server start-dev`, `breadcrumb api` with its outbox
-dispatcher and `breadcrumb worker` as subprocesses, SQLite (or a fresh PostgreSQL database with
---postgres), `examples/journeys.fast.toml`, email over SMTP to a recording server in this process.
+The same scenario as tests/test_faults.py (200 shoppers and 5 kills in CI; here as many kills as you
+like), on the same real processes (tests/fault_stack.py): `temporal server start-dev`, `breadcrumb
+api` with its outbox dispatcher and `breadcrumb worker` as subprocesses, SQLite (or a fresh
+PostgreSQL database with --postgres), `examples/journeys.fast.toml`, email over SMTP to a recording
+server in this process.
 
 Prints `sent/expected, duplicates` (by idempotency key and by recipient + journey step), the SMTP
 side (deliveries, and redeliveries under the same Message-ID — the window between the SMTP

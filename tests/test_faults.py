@@ -5,7 +5,8 @@ server in this process that records every delivery.
 
 1. Worker crashes: shoppers go through identify → journey while the worker is SIGKILLed at random
    moments (≥ 5 times) and restarted; every expected message exists exactly once — by idempotency
-   key and by recipient + step — and none is missing. (CI runs 40 shoppers; `bench/chaos.py` 200.)
+   key and by recipient + step — and none is missing. 200 shoppers, as the issue asks (`bench/chaos.py`
+   runs the same with more kills, or on PostgreSQL).
 2. Temporal outage: the dev server is stopped while identifies and purchases come in; the API keeps
    answering 200; after a restart on the same database file every identify has its hub and every
    purchase reached its hub (the outbox drains).
@@ -37,7 +38,7 @@ from worker.temporal import connect
 from workflows.hub import hub_id
 from workflows.models import HubState
 
-SHOPPERS = 40
+SHOPPERS = 200
 KILLS = 5
 RUN = uuid.uuid4().hex[:6]
 EVERYONE: list = []  # every shopper of this module, for the contact-details check at the end
