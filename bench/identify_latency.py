@@ -18,7 +18,7 @@ Measured, interleaved one by one (identify, baseline, identify, …) after a war
   cart, a third browse, a third only identify) → the hub's `start_journey` activity has recorded
   the routing decision (the journey_runs row is committed when that activity returns; every row is
   checked afterwards). Path: HTTP ingest → outbox row → dispatcher → signal-with-start `hub-…` →
-  workflow task → `load_person` activity → workflow task (routing) → `start_journey` activity.
+  workflow task (`load_person` as a local activity, routing) → `start_journey` activity.
 - baseline: `start_workflow(..., start_signal=...)` (a signal-with-start) of a workflow that runs
   one no-op activity → that activity has returned. Path: signal-with-start → workflow task → activity.
 
@@ -228,33 +228,20 @@ async def identify_breakdown(client: Client, engine, sample: dict) -> dict[str, 
     history = await client.get_workflow_handle(f"hub-{sample['person_id']}").fetch_history()
     events = list(history.events)
     started = _ts(events[0])
-    load_scheduled, load_completed = activity_times(events, "load_person")
     record_scheduled, _ = activity_times(events, "start_journey")
     with engine.connect() as conn:
         created, dispatched = conn.execute(
             text("SELECT created_at, dispatched_at FROM outbox WHERE person_id = :p AND kind = 'identified' "
                  "ORDER BY id LIMIT 1"), {"p": sample["person_id"]}).one()
     w0 = sample["wall0"]
-    if load_scheduled is None:  # the hub's store calls ran as local activities inside workflow task 1
-        return {
-            "HTTP request → outbox row written (ingest)": as_ts(created) - w0,
-            "outbox row → hub started (nudge, claim, signal-with-start)": started - as_ts(created),
-            "hub started → workflow task 1 picked up by the worker": workflow_task_picked_up(events, 1) - started,
-            "workflow task 1: load_person + route + start_journey (local activities)":
-                sample["wall_done"] - workflow_task_picked_up(events, 1),
-            "  (overlapping) HTTP response seen by client": sample["http"],
-            "  (overlapping) outbox row → marked dispatched": as_ts(dispatched) - as_ts(created),
-        }
+    # The hub's reads run as local activities inside workflow task 1; the decision is written by the
+    # regular activity start_journey, so it is durable before the write.
     return {
         "HTTP request → outbox row written (ingest)": as_ts(created) - w0,
         "outbox row → hub started (nudge, claim, signal-with-start)": started - as_ts(created),
         "hub started → workflow task 1 picked up by the worker": workflow_task_picked_up(events, 1) - started,
-        "workflow task 1 in the worker (new run) → load_person scheduled":
-            load_scheduled - workflow_task_picked_up(events, 1),
-        "load_person (activity: read merged history)": load_completed - load_scheduled,
-        "load_person done → workflow task 2 picked up": workflow_task_picked_up(events, 2) - load_completed,
-        "workflow task 2 in the worker (route) → start_journey scheduled":
-            record_scheduled - workflow_task_picked_up(events, 2),
+        "workflow task 1: load_person (local activity) + route → start_journey scheduled":
+            record_scheduled - workflow_task_picked_up(events, 1),
         "start_journey (activity: record decision)": sample["wall_done"] - record_scheduled,
         "  (overlapping) HTTP response seen by client": sample["http"],
         "  (overlapping) outbox row → marked dispatched": as_ts(dispatched) - as_ts(created),
