@@ -25,30 +25,14 @@ import random
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
+from common import fresh_database  # noqa: E402
 from fault_stack import Stack, shoppers, start_smtp, worker_chaos  # noqa: E402
 from store.db import make_engine  # noqa: E402
-
-
-def postgres_database(server_url: str) -> tuple[str, callable]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"breadcrumb_chaos_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False), drop
 
 
 def main() -> int:
@@ -61,13 +45,9 @@ def main() -> int:
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
 
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-chaos-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="breadcrumb-chaos-") as tmp, \
+            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_chaos") as database_url:
         workdir = Path(tmp)
-        drop = None
-        if args.postgres:
-            database_url, drop = postgres_database(args.postgres)
-        else:
-            database_url = f"sqlite:///{workdir / 'breadcrumb.db'}"
         smtp = start_smtp()
         stack = Stack(workdir, database_url, smtp=smtp)
         engine = None
@@ -89,8 +69,6 @@ def main() -> int:
             smtp.stop()
             if engine is not None:
                 engine.dispose()
-            if drop:
-                drop()
 
     result = report.outcome
     ok = not result.missing and not result.not_sent and result.duplicates_by_key == 0 \

@@ -8,14 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import httpx
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+
+from store.db import scratch_database
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,16 +31,8 @@ def fresh_database(workdir: Path, postgres_url: str | None, prefix: str = "bread
     if not postgres_url:
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(postgres_url, prefix) as url:
+        yield url
 
 
 class ApiProcess:

@@ -48,13 +48,12 @@ if str(REPO_ROOT) not in sys.path:
 import orjson  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import Engine, create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import Engine, text  # noqa: E402
 
 from journeys import taxonomy as t  # noqa: E402
 from journeys.policy import Policy  # noqa: E402
 from store import reports  # noqa: E402
-from store.db import make_engine  # noqa: E402
+from store.db import make_engine, scratch_database  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person  # noqa: E402
 
@@ -376,14 +375,6 @@ def bench_backend(label: str, url: str, shop: Shop, repeat: int, policy: Policy)
     }
 
 
-def _postgres_database(server_url: str):
-    name = f"breadcrumb_bench_reports_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return admin, name, make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -406,13 +397,8 @@ def main() -> int:
             path.unlink()
         results.append(bench_backend("SQLite", f"sqlite:///{path}", shop, args.repeat, policy))
         if args.postgres:
-            admin, name, url = _postgres_database(args.postgres)
-            try:
+            with scratch_database(args.postgres, "breadcrumb_bench_reports") as url:
                 results.append(bench_backend("PostgreSQL", url, shop, args.repeat, policy))
-            finally:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                admin.dispose()
 
     table = Table(title=f"Reports on {args.events:,} events / {args.people:,} people (median of {args.repeat})")
     for column in ("backend", "COUNT(*)", "summary", "summary / COUNT(*)", "tracking", "tracking / COUNT(*)",

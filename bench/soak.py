@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import json
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -48,7 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "tests"))
 import httpx  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from chaos import postgres_database  # noqa: E402
+from common import fresh_database  # noqa: E402
 from conftest import WRITE_KEY  # noqa: E402
 from fault_stack import Stack, rss_mb  # noqa: E402
 from store import outbox  # noqa: E402
@@ -199,25 +198,21 @@ def identify_to_route(engine, since) -> list[float]:
     return [(moment(decided) - moment(received)).total_seconds() for received, decided in rows]
 
 
-def start_stack(args, workdir: Path, policy: Path | None = None, extra_env: dict | None = None):
-    drop = None
-    if args.postgres:
-        database_url, drop = postgres_database(args.postgres)
-    else:
-        database_url = f"sqlite:///{workdir / 'breadcrumb.db'}"
+def start_stack(workdir: Path, database_url: str, policy: Path | None = None, extra_env: dict | None = None):
     stack = Stack(workdir, database_url, policy=policy or REPO_ROOT / "journeys.toml", extra_env=extra_env or {})
     stack.start_temporal()
     stack.migrate()
     stack.start_api()
     stack.start_worker()
-    return stack, make_engine(database_url), drop
+    return stack, make_engine(database_url)
 
 
 def run_ingest(args) -> dict:
     from store.models import utcnow
 
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp:
-        stack, engine, drop = start_stack(args, Path(tmp))
+    with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp, \
+            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
+        stack, engine = start_stack(Path(tmp), database_url)
         sampler = Sampler(stack, engine)
         try:
             traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed))
@@ -247,8 +242,6 @@ def run_ingest(args) -> dict:
         finally:
             stack.stop()
             engine.dispose()
-            if drop:
-                drop()
     samples = sampler.samples
     return {
         "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", **load, "mix": traffic.counts,
@@ -266,12 +259,12 @@ def run_ingest(args) -> dict:
 
 
 def run_journeys(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-journeys-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="breadcrumb-journeys-") as tmp, \
+            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
         workdir = Path(tmp)
         policy = workdir / "journeys.toml"
         policy.write_text((REPO_ROOT / "journeys.toml").read_text().replace('delay = "5m"', 'delay = "1d"'))
-        stack, engine, drop = start_stack(args, workdir, policy,
-                                          {"BREADCRUMB_MAX_CACHED_WORKFLOWS": str(args.cache)})
+        stack, engine = start_stack(workdir, database_url, policy, {"BREADCRUMB_MAX_CACHED_WORKFLOWS": str(args.cache)})
         points = []
         try:
             run = uuid.uuid4().hex[:6]
@@ -307,8 +300,6 @@ def run_journeys(args) -> dict:
         finally:
             stack.stop()
             engine.dispose()
-            if drop:
-                drop()
     return {"mode": "journeys", "cache": args.cache, "points": points}
 
 

@@ -8,7 +8,6 @@ import os
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 
-from store.db import make_engine
+from store.db import make_engine, scratch_database
 from store.migrate import upgrade
 from store.settings import REPO_ROOT, Settings
 
@@ -64,16 +62,8 @@ class Database:
 def _postgres_database() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
-    name = f"breadcrumb_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:  # fails loudly (never skips) when the server is set but unreachable
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with scratch_database(POSTGRES_URL, "breadcrumb_test") as url:  # fails loudly (never skips) when unreachable
+        yield url
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
