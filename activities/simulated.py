@@ -177,11 +177,11 @@ _simulated_now: contextvars.ContextVar[datetime | None] = contextvars.ContextVar
 
 def sim_now() -> datetime:
     """The simulated moment inside an activity: the calling workflow's clock when it scheduled the
-    activity (stamped into a header by `SimulatedClock`; the test server's own activity timestamps
+    activity (stamped into a header by `SimulatedExecution`; the test server's own activity timestamps
     are wall-clock times, not its skipped clock)."""
     now = _simulated_now.get()
     if now is None:
-        raise RuntimeError("simulated activities need the SimulatedClock interceptor on their worker")
+        raise RuntimeError("simulated activities need the SimulatedExecution interceptor on their worker")
     return now
 
 
@@ -190,19 +190,26 @@ def _stamp(input: StartActivityInput | StartLocalActivityInput) -> None:
     input.headers = {**input.headers, SIMULATED_NOW_HEADER: stamp}
 
 
-class _StampOutbound(WorkflowOutboundInterceptor):
+class _InProcessOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput):
+        """Run it as a local activity: same name, input, timeouts and retries, no server round trip."""
         _stamp(input)
-        return super().start_activity(input)
+        return super().start_local_activity(StartLocalActivityInput(
+            activity=input.activity, args=input.args, activity_id=input.activity_id,
+            schedule_to_close_timeout=input.schedule_to_close_timeout,
+            schedule_to_start_timeout=input.schedule_to_start_timeout,
+            start_to_close_timeout=input.start_to_close_timeout, retry_policy=input.retry_policy,
+            local_retry_threshold=None, cancellation_type=input.cancellation_type, headers=input.headers,
+            summary=input.summary, arg_types=input.arg_types, ret_type=input.ret_type))
 
     def start_local_activity(self, input: StartLocalActivityInput):
         _stamp(input)
         return super().start_local_activity(input)
 
 
-class _StampInbound(WorkflowInboundInterceptor):
+class _InProcessInbound(WorkflowInboundInterceptor):
     def init(self, outbound: WorkflowOutboundInterceptor) -> None:
-        super().init(_StampOutbound(outbound))
+        super().init(_InProcessOutbound(outbound))
 
 
 class _ClockInbound(ActivityInboundInterceptor):
@@ -215,12 +222,20 @@ class _ClockInbound(ActivityInboundInterceptor):
             _simulated_now.reset(token)
 
 
-class SimulatedClock(Interceptor):
-    """Worker interceptor of the simulation worker: every activity a workflow schedules carries the
-    workflow's `now`, which the simulated activities read as the present. The workflows are untouched."""
+class SimulatedExecution(Interceptor):
+    """Worker interceptor of the simulation worker; the workflows are untouched.
+
+    - Every activity a workflow schedules carries the workflow's `now`, which the simulated
+      activities read as the present.
+    - Every activity runs in the worker's own process, as a local activity. The dry-run activities
+      are in-memory look-ups, so scheduling each through the server (a workflow task to schedule it,
+      an activity task, another workflow task for its result) was most of a simulation's cost:
+      in-process, a backtest takes about a third less CPU. The order of events within the workflow
+      is the same, and so is the timeline; what a real worker gains from regular activities
+      (durable before they run, retried across worker crashes) does not matter to a run in memory."""
 
     def workflow_interceptor_class(self, input: WorkflowInterceptorClassInput):
-        return _StampInbound
+        return _InProcessInbound
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _ClockInbound(next)

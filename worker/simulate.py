@@ -57,7 +57,7 @@ from activities.simulated import (
     TimelineEntry,
     SimPerson,
     SimulatedActivities,
-    SimulatedClock,
+    SimulatedExecution,
     find_person,
     load_catalog_for,
     load_snapshots,
@@ -401,7 +401,7 @@ class _Shard:
             task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
             options: dict[str, Any] = {} if setup.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
             worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
-                            activities=activities.all(), interceptors=[SimulatedClock()],
+                            activities=activities.all(), interceptors=[SimulatedExecution()],
                             max_cached_workflows=4000, max_concurrent_activities=1000, **options)
             await self.stack.enter_async_context(worker)
             self.stages.append((run, client, activities, task_queue))
