@@ -205,3 +205,24 @@ async def env():
     await register_search_attributes(environment.client)
     yield environment
     await environment.shutdown()
+
+
+
+def _forbidden_skips(config: pytest.Config) -> int:
+    """With BREADCRUMB_TEST_NO_SKIPS=1 (`.ci/run` sets it) a skipped test fails the run: every skip
+    here means a missing tool or service (PostgreSQL, Chromium, docker-compose), and CI has them all."""
+    if os.environ.get("BREADCRUMB_TEST_NO_SKIPS") != "1":
+        return 0
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    return len(reporter.stats.get("skipped", [])) if reporter else 0
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if skipped := _forbidden_skips(config):
+        terminalreporter.write_line(f"BREADCRUMB_TEST_NO_SKIPS=1: {skipped} skipped test(s) fail this run "
+                                    "(see the skip reasons)", red=True, bold=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if exitstatus == pytest.ExitCode.OK and _forbidden_skips(session.config):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
