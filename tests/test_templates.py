@@ -86,6 +86,13 @@ def test_cart_snapshot_shows_every_line_item_with_variant_quantity_price_image_a
     assert "https://shop.example/checkouts/c-1?utm_source=breadcrumb" in rendered.text
 
 
+@pytest.mark.parametrize("template", [t for t, channel, journey, _ in steps()
+                                      if journey == "cart_recovery" and channel == "email"])
+def test_every_cart_email_shows_the_cart_value(template):
+    rendered = Renderer().render(template, "email", context("cart_recovery", 3, True))
+    assert "($101.00)" in rendered.text and "Cart total $101.00" in rendered.html
+
+
 def test_browse_snapshot_has_the_category_anchor_and_the_items():
     rendered = Renderer().render("browse_recovery_1", "email", context("browse_recovery", 1, True))
     assert rendered.subject == "Still thinking about sensitive skin?"
