@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -10,6 +14,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows import search
+
+log = logging.getLogger(__name__)
 
 KIND = {
     "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
@@ -27,8 +33,38 @@ def metrics_runtime(port: int) -> Runtime:
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{port}")))
 
 
-async def register_search_attributes(client: Client) -> list[str]:
-    """Add the Breadcrumb* search attributes that the namespace lacks; returns the ones added."""
+class TemporalNotReady(RuntimeError):
+    """The cluster or the namespace did not become ready within the wait."""
+
+
+# What a cluster answers while it starts, or for a namespace created moments ago (the frontend's
+# namespace cache refreshes every few seconds): worth asking again.
+TRANSIENT = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.NOT_FOUND, RPCStatusCode.DEADLINE_EXCEEDED}
+
+
+async def register_search_attributes(client: Client, wait: float = 120.0) -> list[str]:
+    """Add the Breadcrumb* search attributes that the namespace lacks; returns the ones added.
+
+    On a first start (compose) Temporal may still be coming up or not know the namespace yet: those
+    answers are retried with backoff for up to `wait` seconds, then TemporalNotReady says which."""
+    deadline = time.monotonic() + wait
+    delay = 0.2
+    while True:
+        try:
+            return await _register_missing(client)
+        except RPCError as exc:
+            if exc.status not in TRANSIENT:
+                raise
+            if time.monotonic() + delay > deadline:
+                raise TemporalNotReady(
+                    f"Temporal at {client.service_client.config.target_host} (namespace {client.namespace!r}) "
+                    f"was not ready within {wait:.0f} s: {exc.status.name} {exc.message}") from exc
+            log.warning("Temporal not ready (%s %s); asking again in %.1f s", exc.status.name, exc.message, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _register_missing(client: Client) -> list[str]:
     try:
         existing = (
             await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
