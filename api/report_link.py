@@ -57,4 +57,4 @@ def verify(admin_token: str, params: dict[str, str], now: float | None = None, p
     except ValueError:
         raise BadLink("the link's expiry is not a number") from None
     if expiry < (now if now is not None else time.time()):
-        raise BadLink("the link has expired: print a fresh one with `breadcrumb report --open URL`")
+        raise BadLink("the link has expired: print a fresh one with `breadcrumb report --open`")

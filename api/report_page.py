@@ -73,7 +73,7 @@ _TEMPLATE = _env.from_string("""<!doctype html>
 <main>
 <div class="cards" id="kpis">
   <div class="card"><div class="v">{{ c.rate | pct }}</div>
-    <div class="l">first-purchase conversion · {{ c.converted | num }} of {{ c.people | num }} identified</div></div>
+    <div class="l">first-purchase conversion · {{ c.converted | num }} of {{ c.measured | num }} people measured</div></div>
   <div class="card"><div class="v">{{ r.attributed_revenue | money }}</div>
     <div class="l">attributed revenue · {{ r.attributed_orders | num }} of {{ r.orders | num }} orders ({{ r.revenue | money }})</div></div>
   <div class="card"><div class="v">{{ r.revenue_per_recipient | money }}</div>
@@ -124,16 +124,16 @@ _TEMPLATE = _env.from_string("""<!doctype html>
 <section id="conversion">
   <h2>First-purchase conversion by route</h2>
   <p class="muted">People identified in the period whose first order came within {{ c.days }} days of identifying;
-    {{ c.prior_purchasers | num }} who had already bought are left out{% if c.still_in_window %};
-    {{ c.still_in_window | num }} are still inside their window{% endif %}.</p>
+    {{ c.prior_purchasers | num }} who had already bought are left out{% if c.still_in_window %}, and so are
+    {{ c.still_in_window | num }} still inside their window with no order yet (they may still buy){% endif %}.</p>
   <table>
-    <tr><th>route</th><th>people</th><th>converted</th><th>rate</th><th>already customers</th></tr>
+    <tr><th>route</th><th>people</th><th>in window</th><th>converted</th><th>rate</th><th>already customers</th></tr>
     {% for row in c.by_route %}
-    <tr><td>{{ row.route }}</td><td>{{ row.people | num }}</td><td>{{ row.converted | num }}</td>
-        <td>{{ row.rate | pct }}</td><td>{{ row.prior_purchasers | num }}</td></tr>
+    <tr><td>{{ row.route }}</td><td>{{ row.people | num }}</td><td>{{ row.still_in_window | num }}</td>
+        <td>{{ row.converted | num }}</td><td>{{ row.rate | pct }}</td><td>{{ row.prior_purchasers | num }}</td></tr>
     {% endfor %}
-    <tr><th>all</th><th>{{ c.people | num }}</th><th>{{ c.converted | num }}</th><th>{{ c.rate | pct }}</th>
-        <th>{{ c.prior_purchasers | num }}</th></tr>
+    <tr><th>all</th><th>{{ c.people | num }}</th><th>{{ c.still_in_window | num }}</th><th>{{ c.converted | num }}</th>
+        <th>{{ c.rate | pct }}</th><th>{{ c.prior_purchasers | num }}</th></tr>
   </table>
   {% if c.holdout %}
   <p>Holdout: journeys converted <b>{{ c.holdout.journey_rate | pct }}</b> ({{ c.holdout.journey_converted | num }} of
@@ -147,10 +147,18 @@ _TEMPLATE = _env.from_string("""<!doctype html>
 </section>
 
 <section id="recovery">
-  <h2>Cart recovery</h2>
-  <p><b>{{ cr.rate | pct }}</b> of carts that got a recovery message were ordered afterwards:
-    {{ cr.carts_recovered | num }} of {{ cr.carts_messaged | num }}
-    ({{ cr.matched_by_cart_id | num }} by cart id, {{ cr.matched_by_person | num }} by the same person within the attribution window).</p>
+  <h2>Recovery</h2>
+  <p><b>{{ cr.rate | pct }}</b> of carts that got a recovery message were ordered by the same person within the attribution
+    window: {{ cr.carts_recovered | num }} of {{ cr.carts_messaged | num }}
+    ({{ cr.matched_by_cart_id | num }} orders carried the cart id, {{ cr.matched_by_person | num }} did not).
+    Of everyone messaged, <b>{{ rec.rate | pct }}</b> ordered ({{ rec.people_recovered | num }} of {{ rec.people_messaged | num }}).</p>
+  <table>
+    <tr><th class="text">journey</th><th>messaged</th><th>recovered</th><th>rate</th></tr>
+    {% for row in rec.by_journey %}
+    <tr><td class="text">{{ row.journey }}</td><td>{{ row.messaged | num }} {{ row.unit }}</td><td>{{ row.recovered | num }}</td>
+        <td>{{ row.rate | pct }}</td></tr>
+    {% endfor %}
+  </table>
 </section>
 
 <section id="messages">
@@ -233,7 +241,8 @@ def render(summary: dict, tracking: dict) -> str:
     revenue_svg, truncated = charts.daily_revenue_chart(summary["revenue"]["daily"])
     late = tracking["identify_lateness"]
     return _TEMPLATE.render(
-        s=summary, c=summary["conversion"], r=summary["revenue"], cr=summary["cart_recovery"], m=summary["messages"],
+        s=summary, c=summary["conversion"], r=summary["revenue"], cr=summary["cart_recovery"], rec=summary["recovery"],
+        m=summary["messages"],
         t=tracking, late=late, fr=tracking["fragmented_ids"], un=tracking["unmerged"], mp=tracking["missing_properties"],
         period_label=period_label(summary["period"]),
         revenue_chart=Markup(revenue_svg), revenue_truncated=truncated, max_days=charts.MAX_DAYS,

@@ -17,16 +17,23 @@ Definitions (the README's "Reports" section says the same in prose):
 - **First-purchase conversion**: the cohort is the people identified in the period; a person
   converted when their first order ever came at or after their identify and within N days of it.
   People whose first order came *before* they identified (already customers) are left out of
-  the rates and counted separately. A person's route is the most urgent journey they were routed
+  the rates and counted separately, and so are people still inside their N days with no order
+  yet (`still_in_window`: their outcome is not known). The rate is over the people *measured*:
+  converted, or their N days are over. A person's route is the most urgent journey they were routed
   to before converting (or within the N days): cart_recovery > browse_recovery > welcome >
   control > none; people the hub routed only after they had bought count as "none", people it
   never routed as "unrouted". Control is the holdout
-  (`holdout_percent`): lift = journey rate − control rate.
+  (`holdout_percent`): lift = journey rate − control rate, both over the people measured.
 - **Revenue per recipient**: attributed revenue of the period's orders / distinct people sent a
   message of that journey (step) in the period.
-- **Cart recovery rate**: carts (person, cart_id) sent a cart_recovery message in the period,
-  recovered when an order came after the first such message and either carries the cart's
-  cart_id or is the same person's inside the attribution window after the last one.
+- **Recovery** per journey: the units messaged in the period — a cart (person, cart_id) for
+  cart_recovery, a person for the other journeys — recovered when the same person ordered at or
+  after the unit's first message and within the attribution window after its last one (an order
+  carrying the cart's cart_id is reported as matched by cart id). Overall: the people messaged,
+  by the same rule over all their messages of the period.
+- **Messages by reason**: messages by status; skips from the journey log, one per step that was
+  not sent (person, journey run, step), however many lines the engine wrote for it.
+- **Funnel**: every stage in the period — identified in it, sent a message in it, first order in it.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
 from sqlalchemy import (Connection, Engine, Float, Integer, and_, case, cast, exists, extract, func, literal, literal_column,
-                        or_, select, true)
+                        or_, select, true, union_all)
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
@@ -341,6 +348,7 @@ def summary(engine: Engine | Connection, policy: Policy, period: Period = Period
         d = Dialect(conn.dialect.name)
         window = policy.attribution_window
         outcomes = cohort_outcomes(conn, d, period, conversion_days, now)
+        recovered = recovery(conn, d, period, window)
         return {
             "period": period.as_dict(),
             "generated_at": now.isoformat(),
@@ -351,7 +359,8 @@ def summary(engine: Engine | Connection, policy: Policy, period: Period = Period
             },
             "conversion": conversion(conn, d, period, conversion_days, now, outcomes),
             "revenue": revenue(conn, d, period, window),
-            "cart_recovery": cart_recovery(conn, d, period, window),
+            "recovery": recovered,
+            "cart_recovery": cart_recovery(recovered),
             "messages": messages_by_reason(conn, d, period),
             "funnel": funnel(conn, d, period, conversion_days, outcomes),
         }
@@ -381,7 +390,8 @@ class _connection:
 
 def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> list:
     """One row per route for the people identified in the period: how many, already customers,
-    converted, still inside their window, messaged, and purchased after a message.
+    converted, still inside their window (no order yet), sent a message in the period, and whose
+    first order came after such a message, within the window and in the period (the funnel).
 
     Driven from `people` (its primary key gives the per-person grouping for free): each person
     joined to their first order, their journey runs and their sent messages, reduced to one row,
@@ -403,7 +413,7 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
                func.min(m.c.sent_at).label("first_sent"))
         .select_from(p.outerjoin(first, first.c.person_id == p.c.id)
                      .outerjoin(r, runs_in_window)
-                     .outerjoin(m, and_(m.c.person_id == p.c.id, m.c.status == "sent")))
+                     .outerjoin(m, and_(m.c.person_id == p.c.id, m.c.status == "sent", *period.where(m.c.sent_at))))
         .where(*period.where(p.c.identified_at))
         .group_by(p.c.id)
         .subquery("per_person")
@@ -411,7 +421,8 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
     horizon = d.epoch(per.c.identified_at) + window
     prior = per.c.first_at < per.c.identified_at
     converted = and_(per.c.first_at >= per.c.identified_at, d.epoch(per.c.first_at) <= horizon)
-    open_window = and_(per.c.first_at.is_(None), horizon > now.timestamp())
+    # Not converted (yet) and the N days not over: the outcome is unknown, so out of the rates.
+    open_window = and_(horizon > now.timestamp(), or_(per.c.first_at.is_(None), d.epoch(per.c.first_at) > horizon))
     # Routed only after buying (the hub saw the order first): nothing was sent, so "none".
     route = case(*((per.c.priority == rank, name) for name, rank in ROUTE_PRIORITY.items()),
                  (per.c.runs > 0, "none"), else_="unrouted")
@@ -423,7 +434,8 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
             func.sum(case((converted, 1), else_=0)).label("converted"),
             func.sum(case((open_window, 1), else_=0)).label("open"),
             func.sum(case((per.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
-            func.sum(case((and_(converted, per.c.first_at >= per.c.first_sent), 1), else_=0)).label("purchased"),
+            func.sum(case((and_(converted, per.c.first_at >= per.c.first_sent, *period.where(per.c.first_at)), 1),
+                          else_=0)).label("purchased"),
         ).group_by(route)
     ).all()
 
@@ -437,27 +449,27 @@ def conversion(conn: Connection, d: Dialect, period: Period, conversion_days: in
     for name in (*ROUTES, *sorted(set(found) - set(ROUTES))):
         row = found.get(name)
         people = _int(row.identified) - _int(row.prior) if row else 0
+        still_open = _int(row.open) if row else 0
         converted_n = _int(row.converted) if row else 0
-        by_route.append({"route": name, "people": people, "converted": converted_n, "rate": _rate(converted_n, people),
+        by_route.append({"route": name, "people": people, "still_in_window": still_open, "measured": people - still_open,
+                         "converted": converted_n, "rate": _rate(converted_n, people - still_open),
                          "prior_purchasers": _int(row.prior) if row else 0})
-    people = sum(r["people"] for r in by_route)
-    converted_total = sum(r["converted"] for r in by_route)
+    totals = {key: sum(r[key] for r in by_route) for key in ("people", "still_in_window", "measured", "converted")}
     by_name = {r["route"]: r for r in by_route}
-    treated_people = sum(by_name[j]["people"] for j in JOURNEYS)
+    treated_people = sum(by_name[j]["measured"] for j in JOURNEYS)
     treated_converted = sum(by_name[j]["converted"] for j in JOURNEYS)
     control = by_name["control"]
     holdout = None
-    if control["people"]:
-        treated_rate, control_rate = _rate(treated_converted, treated_people), control["rate"]
+    if control["measured"]:
         exact_treated = treated_converted / treated_people if treated_people else None
-        exact_control = control["converted"] / control["people"]
+        exact_control = control["converted"] / control["measured"]
         holdout = {
-            "control_people": control["people"],
+            "control_people": control["measured"],
             "control_converted": control["converted"],
-            "control_rate": control_rate,
+            "control_rate": control["rate"],
             "journey_people": treated_people,
             "journey_converted": treated_converted,
-            "journey_rate": treated_rate,
+            "journey_rate": _rate(treated_converted, treated_people),
             "lift_points": round(exact_treated - exact_control, 4) if exact_treated is not None else None,
             "lift_relative": (round(exact_treated / exact_control - 1, 4)
                               if exact_treated is not None and exact_control else None),
@@ -465,11 +477,9 @@ def conversion(conn: Connection, d: Dialect, period: Period, conversion_days: in
     return {
         "days": conversion_days,
         "identified": sum(_int(r.identified) for r in rows),
-        "people": people,
-        "converted": converted_total,
-        "rate": _rate(converted_total, people),
+        **totals,
+        "rate": _rate(totals["converted"], totals["measured"]),
         "prior_purchasers": sum(_int(r.prior) for r in rows),
-        "still_in_window": sum(_int(r.open) for r in rows),
         "by_route": by_route,
         "holdout": holdout,
     }
@@ -545,38 +555,63 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
     }
 
 
-def cart_recovery(conn: Connection, d: Dialect, period: Period, window: timedelta) -> dict:
+def recovery(conn: Connection, d: Dialect, period: Period, window: timedelta) -> dict:
+    """Recovery per journey and overall (see the module docstring). A cart's order must be the same
+    person's and inside the window: a cart_id alone proves nothing (another person can order with
+    it, or the same cart can be bought weeks later, long after the message mattered)."""
     m = MESSAGES
-    carts = (
-        select(m.c.person_id, m.c.cart_id, func.min(m.c.sent_at).label("first_sent"),
+    sent = [m.c.status == "sent", *period.where(m.c.sent_at)]
+    cart_key = case((m.c.journey == "cart_recovery", m.c.cart_id), else_=None)
+    units = (
+        select(m.c.journey, m.c.person_id, cart_key.label("cart_id"), func.min(m.c.sent_at).label("first_sent"),
                func.max(m.c.sent_at).label("last_sent"))
-        .where(m.c.journey == "cart_recovery", m.c.status == "sent", *period.where(m.c.sent_at))
-        .group_by(m.c.person_id, m.c.cart_id)
-        .cte("carts")
+        .where(*sent).group_by(m.c.journey, m.c.person_id, cart_key).cte("messaged_units")
     )
-    by_cart_order, by_person_order = aliased(EVENTS), aliased(EVENTS)
-    by_cart = exists().where(
-        by_cart_order.c.cart_id == carts.c.cart_id,
-        by_cart_order.c.name == taxonomy.ORDER_COMPLETED,
-        by_cart_order.c.duplicate_of.is_(None),
-        by_cart_order.c.timestamp >= carts.c.first_sent,
+    people = (
+        select(m.c.person_id, func.min(m.c.sent_at).label("first_sent"), func.max(m.c.sent_at).label("last_sent"))
+        .where(*sent).group_by(m.c.person_id).cte("messaged_people")
     )
-    by_person = exists().where(
-        by_person_order.c.person_id == carts.c.person_id,
-        by_person_order.c.name == taxonomy.ORDER_COMPLETED,
-        by_person_order.c.duplicate_of.is_(None),
-        by_person_order.c.timestamp >= carts.c.first_sent,
-        d.epoch(by_person_order.c.timestamp) <= d.epoch(carts.c.last_sent) + window.total_seconds(),
-    )
-    row = conn.execute(
-        select(func.count().label("carts"),
-               func.sum(case((by_cart, 1), else_=0)).label("by_cart"),
-               func.sum(case((or_(by_cart, by_person), 1), else_=0)).label("recovered"))
-        .select_from(carts)
+
+    def ordered_after(messaged, *also) -> ColumnElement:
+        order = aliased(EVENTS)
+        return exists().where(
+            order.c.person_id == messaged.c.person_id,
+            order.c.name == taxonomy.ORDER_COMPLETED,
+            order.c.duplicate_of.is_(None),
+            order.c.timestamp >= messaged.c.first_sent,
+            d.epoch(order.c.timestamp) <= d.epoch(messaged.c.last_sent) + window.total_seconds(),
+            *(condition(order) for condition in also),
+        )
+
+    by_cart = ordered_after(units, lambda order: order.c.cart_id == units.c.cart_id)
+    rows = conn.execute(
+        select(units.c.journey, func.count().label("messaged"),
+               func.sum(case((ordered_after(units), 1), else_=0)).label("recovered"),
+               func.sum(case((by_cart, 1), else_=0)).label("by_cart"))
+        .group_by(units.c.journey)
+    ).all()
+    messaged_people, recovered_people = conn.execute(
+        select(func.count(), func.sum(case((ordered_after(people), 1), else_=0))).select_from(people)
     ).one()
-    carts_n, recovered = _int(row.carts), _int(row.recovered)
-    return {"carts_messaged": carts_n, "carts_recovered": recovered, "rate": _rate(recovered, carts_n),
-            "matched_by_cart_id": _int(row.by_cart), "matched_by_person": recovered - _int(row.by_cart)}
+    found = {row.journey: row for row in rows}
+    by_journey = []
+    for name in sorted(set(JOURNEYS) | set(found), key=_journey_order):
+        row = found.get(name)
+        messaged, recovered = (_int(row.messaged), _int(row.recovered)) if row else (0, 0)
+        by_journey.append({"journey": name, "unit": "carts" if name == "cart_recovery" else "people",
+                           "messaged": messaged, "recovered": recovered, "rate": _rate(recovered, messaged),
+                           "matched_by_cart_id": _int(row.by_cart) if row else 0})
+    messaged_people, recovered_people = _int(messaged_people), _int(recovered_people)
+    return {"people_messaged": messaged_people, "people_recovered": recovered_people,
+            "rate": _rate(recovered_people, messaged_people), "by_journey": by_journey}
+
+
+def cart_recovery(recovered: dict) -> dict:
+    """The cart recovery rate in the shape the page and the CLI headline use."""
+    cart = next(r for r in recovered["by_journey"] if r["journey"] == "cart_recovery")
+    return {"carts_messaged": cart["messaged"], "carts_recovered": cart["recovered"], "rate": cart["rate"],
+            "matched_by_cart_id": cart["matched_by_cart_id"],
+            "matched_by_person": cart["recovered"] - cart["matched_by_cart_id"]}
 
 
 def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
@@ -590,12 +625,26 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
         .group_by(m.c.status, m.c.journey, reason)
     ).all()
     log = LOG
-    outcome = case((log.c.kind == "waiting", "deferred"), else_="skipped")
-    log_reason = func.coalesce(reason_category(log.c.reason), "other")
+    # Every wait counts (a step can wait for the cap, then for quiet hours)…
+    waits = select(literal("deferred").label("outcome"), log.c.journey, log.c.reason).where(
+        log.c.kind == "waiting", *period.where(log.c.at))
+    # …but a step not sent is one skip, whatever the engine logged for it (a blocked channel writes
+    # "skipped" and then "exit" for the same step): the step's first line gives the reason and
+    # places it in the period.
+    first_line = func.row_number().over(partition_by=(log.c.person_id, log.c.workflow_id, log.c.step),
+                                        order_by=(log.c.at, log.c.id))
+    skip_lines = (
+        select(log.c.journey, log.c.reason, log.c.at, first_line.label("nth"))
+        .where(log.c.kind.in_(("exit", "skipped")), *Period(until=period.until).where(log.c.at))
+        .subquery("skip_lines")
+    )
+    skips = select(literal("skipped").label("outcome"), skip_lines.c.journey, skip_lines.c.reason).where(
+        skip_lines.c.nth == 1, *Period(since=period.since).where(skip_lines.c.at))
+    lines = union_all(waits, skips).subquery("outcomes")
+    log_reason = func.coalesce(reason_category(lines.c.reason), "other")
     log_rows = conn.execute(
-        select(outcome.label("outcome"), log.c.journey, log_reason.label("reason"), func.count().label("n"))
-        .where(log.c.kind.in_(("waiting", "exit", "skipped")), *period.where(log.c.at))
-        .group_by(outcome, log.c.journey, log_reason)
+        select(lines.c.outcome, lines.c.journey, log_reason.label("reason"), func.count().label("n"))
+        .group_by(lines.c.outcome, lines.c.journey, log_reason)
     ).all()
     by_reason = [{"outcome": r.status, "journey": r.journey, "reason": r.reason, "count": r.n} for r in message_rows]
     by_reason += [{"outcome": r.outcome, "journey": r.journey, "reason": r.reason, "count": r.n} for r in log_rows]
@@ -617,8 +666,8 @@ def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int, r
     return [
         {"stage": "anonymous", "label": "visitors (people + never-identified devices)", "count": identified + anonymous},
         {"stage": "identified", "label": "identified people", "count": identified},
-        {"stage": "messaged", "label": "sent a journey message", "count": sum(_int(r.messaged) for r in rows)},
-        {"stage": "purchased", "label": f"first order after a message (≤ {conversion_days} d)",
+        {"stage": "messaged", "label": "sent a journey message in the period", "count": sum(_int(r.messaged) for r in rows)},
+        {"stage": "purchased", "label": f"first order after a message (≤ {conversion_days} d, in the period)",
          "count": sum(_int(r.purchased) for r in rows)},
     ]
 

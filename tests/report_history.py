@@ -84,9 +84,11 @@ class History:
         self.runs.append(dict(workflow_id=f"{route}-{self.pid(person)}-{n}", person_id=self.pid(person), route=route,
                               status="completed", reason="", cart_id=cart_id, started_at=started_at))
 
-    def note(self, kind: str, journey: str, reason: str, when: datetime, person: str = "A") -> None:
-        self.log.append(dict(person_id=self.pid(person), workflow_id=f"{journey}-{self.pid(person)}-1", journey=journey,
-                             kind=kind, reason=reason, at=when))
+    def note(self, person: str, kind: str, journey: str, reason: str, when: datetime, step: int | None = None,
+             run: int = 1) -> None:
+        """A journey log line of the person's `run`-th run of that journey (step None: between steps)."""
+        self.log.append(dict(person_id=self.pid(person), workflow_id=f"{journey}-{self.pid(person)}-{run}",
+                             journey=journey, step=step, kind=kind, reason=reason, at=when))
 
     def insert(self, engine: Engine) -> None:
         with engine.begin() as conn:
@@ -194,20 +196,30 @@ def march() -> History:
     h.event("Product Viewed", at(16, 1), anonymous_id="x-3", sku="S", variant="v", price=1, category="c")
     h.page(at(2), "x-4")
     h.page(at(10, month=1), "y-january")  # outside the period
-    # What the journeys logged.
-    h.note("waiting", "cart_recovery", "frequency cap until 2025-03-02T10:00:00+00:00", at(1, 11))
-    h.note("waiting", "cart_recovery", "frequency cap until 2025-03-09T12:00:00+00:00", at(8, 12))
-    h.note("waiting", "welcome", "quiet hours until 2025-03-07T08:00:00+00:00", at(6, 23))
-    h.note("exit", "cart_recovery", "purchased: order o-A at 2025-03-03T10:00:00+00:00", at(3, 10))
-    h.note("exit", "cart_recovery", "purchased (order o-C)", at(5, 13))
-    h.note("exit", "browse_recovery", "unsubscribed from email", at(6, 14))
-    h.note("exit", "welcome", "suppressed", at(7))
-    h.note("exit", "cart_recovery", "cart no longer open", at(9, 12))
-    h.note("skipped", "cart_recovery", "cart c-H already had its recovery journey", at(9, 13))
-    h.note("exit", "cart_recovery", "out of stock: every item in the cart sold out", at(10))
-    h.note("exit", "welcome", "re-routed to cart_recovery: open cart c-G, value 200.00 ≥ 50.00", at(8, 10))
-    h.note("exit", "browse_recovery", "journey timed out", at(11))
-    h.note("completed", "browse_recovery", "all 2 steps done", at(11))
-    h.note("sent", "browse_recovery", "Hello", at(6, 14))
-    h.note("exit", "cart_recovery", "purchased: order o-Z", at(5, month=4))  # after the period
+    # What the journeys logged. Deferred: A and H waited for the frequency cap before step 2, F's
+    # welcome step 2 for quiet hours.
+    h.note("A", "waiting", "cart_recovery", "frequency cap until 2025-03-02T10:00:00+00:00", at(1, 11), step=2)
+    h.note("H", "waiting", "cart_recovery", "frequency cap until 2025-03-09T12:00:00+00:00", at(8, 12), step=2)
+    h.note("F", "waiting", "welcome", "quiet hours until 2025-03-07T08:00:00+00:00", at(6, 23), step=2)
+    # Steps not sent, one skip each:
+    h.note("A", "exit", "cart_recovery", "purchased: order o-A at 2025-03-03T10:00:00+00:00", at(3, 10), step=3)
+    h.note("C", "exit", "cart_recovery", "purchased (order o-C)", at(5, 13), step=2)
+    # E unsubscribed before browse step 2: the engine logs the step skipped, then the journey's
+    # exit, both for step 2 — one skip, not two.
+    h.note("E", "skipped", "browse_recovery", "unsubscribed from email: step 2 (browse_recovery_2) not sent", at(7, 9),
+           step=2)
+    h.note("E", "exit", "browse_recovery", "unsubscribed from email: no later step can reach them", at(7, 9), step=2)
+    h.note("F", "exit", "welcome", "suppressed", at(7), step=2)
+    h.note("H", "exit", "cart_recovery", "cart no longer open", at(11, 12), step=3)
+    h.note("H", "skipped", "cart_recovery", "cart c-H already had its recovery journey", at(9, 13), run=2)
+    # B: nothing in the cart in stock at step 2 (skipped, the journey goes on); all sold out at step 3.
+    h.note("B", "skipped", "cart_recovery", "out of stock: nothing to show, step 2 (cart_recovery_2) not sent",
+           at(3, 10), step=2)
+    h.note("B", "exit", "cart_recovery", "out of stock: every item in the cart sold out", at(5, 10), step=3)
+    h.note("G", "exit", "welcome", "re-routed to cart_recovery: open cart c-G, value 200.00 ≥ 50.00", at(8, 10))
+    h.note("I", "exit", "cart_recovery", "journey timed out", at(11), run=2)
+    # Not skips: a send and a completion; and an exit after the period.
+    h.note("D", "sent", "browse_recovery", "Hello", at(6, 14), step=2)
+    h.note("D", "completed", "browse_recovery", "all 2 steps done", at(6, 14), step=2)
+    h.note("G", "exit", "cart_recovery", "purchased: order o-Z", at(5, month=4), step=2)
     return h

@@ -42,6 +42,10 @@ def test_summary_and_tracking_json(api, history):
     assert journeys["<script>alert('j')</script>"]["revenue"] == 200.0
     assert journeys["cart_recovery"]["revenue"] == 260.0
     assert s["cart_recovery"]["rate"] == round(4 / 6, 4)
+    # Recovery per journey (tests/test_reports.py), and the extra journey: G ordered 30 min after it.
+    recovery = {j["journey"]: (j["messaged"], j["recovered"]) for j in s["recovery"]["by_journey"]}
+    assert recovery == {"cart_recovery": (6, 4), "browse_recovery": (2, 1), "welcome": (3, 2),
+                        "<script>alert('j')</script>": (1, 1)}
     shorter = api.http.get("/admin/reports/summary", params={**PERIOD, "days": 3}, headers=bearer()).json()
     assert shorter["conversion"]["converted"] == 6 and shorter["settings"]["conversion_days"] == 3
 
@@ -99,6 +103,13 @@ def test_page_renders_figures_and_charts_with_data_points(api, history):
     buckets = re.findall(r'<rect class="bar" data-bucket="([^"]+)" data-value="(\d+)"', lateness)
     assert buckets == [("1–10 min", "1"), ("10–60 min", "2"), ("1–6 h", "1"), ("1–3 d", "1"), ("3–7 d", "1")]
     assert "median 45 min · p90 2.0 d" in lateness
+
+    recovery = re.search(r'<section id="recovery">.*?</section>', html, re.S).group(0)
+    rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr><td.*?</tr>", recovery, re.S)]
+    assert ["cart_recovery", "6", "carts", "4", "66.7%"] in rows and ["browse_recovery", "2", "people", "1", "50.0%"] in rows
+    conversion = re.search(r'<section id="conversion">.*?</section>', html, re.S).group(0)
+    rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr>.*?</tr>", conversion, re.S)]
+    assert ["control", "3", "0", "1", "33.3%", "0"] in rows  # people, in window, converted, rate, already customers
 
     # Figures, and user-provided text escaped wherever it appears.
     # Conversion, cart recovery, revenue per recipient (525 / 10 people; cart recovery 260 / 6), lift, lateness.

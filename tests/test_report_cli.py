@@ -41,12 +41,16 @@ def test_summary_tables(store):
     assert "52.50" in row["revenue per recipient"]
     assert "66.7%" in row["cart recovery rate"] and "4 of 6 carts" in row["cart recovery rate"]
     assert "+33.3 pts" in row["lift vs holdout"]
-    assert row["control"].split() == ["control", "3", "1", "33.3%", "0"]
-    assert row["unrouted"].split() == ["unrouted", "1", "0", "0.0%", "0"]
-    per_journey = [l.split() for l in out.splitlines() if l.strip().startswith("cart_recovery ")]
+    # route, people, still in window, converted, rate, already customers
+    assert row["control"].split() == ["control", "3", "0", "1", "33.3%", "0"]
+    assert row["unrouted"].split() == ["unrouted", "1", "0", "0", "0.0%", "0"]
+    per_journey = [l.split() for l in out.splitlines() if l.strip().startswith(("cart_recovery ", "welcome "))]
     assert ["cart_recovery", "6", "4", "460.00", "76.67"] in per_journey  # by journey
     assert ["cart_recovery", "1", "6", "3", "340.00", "56.67"] in per_journey  # by step
-    assert "Messages: 13 sent · 1 failed · 0 pending · 9 skipped · 3 deferred" in out
+    assert ["cart_recovery", "6", "carts", "4", "66.7%", "3"] in per_journey  # recovery
+    assert ["welcome", "3", "people", "2", "66.7%"] in per_journey
+    assert "60.0%" in next(l for l in out.splitlines() if l.strip().startswith("recovery rate, all journeys"))
+    assert "Messages: 13 sent · 1 failed · 0 pending · 10 skipped · 3 deferred" in out
     assert "SMTP 550 mailbox unavailable" in out and "out of stock" in out
 
 
@@ -80,6 +84,20 @@ def test_open_prints_a_signed_link(db):
     assert params["since"] == SINCE
     report_link.verify(ENV["BREADCRUMB_ADMIN_TOKEN"], params)
     assert "valid for 2 min" in result.output
+
+
+def test_open_without_a_url_uses_the_public_base_url(db):
+    result = runner.invoke(app, ["report", "--open", "--until", UNTIL],
+                           env={**ENV, "BREADCRUMB_PUBLIC_BASE_URL": "https://crumbs.example/"})
+    assert result.exit_code == 0, result.output
+    link = next(l for l in result.output.splitlines() if l.startswith("http"))
+    parts = urlsplit(link)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "crumbs.example", "/admin/report")
+    report_link.verify(ENV["BREADCRUMB_ADMIN_TOKEN"], dict(parse_qsl(parts.query)))
+    last = runner.invoke(app, ["report", "tracking", "--open"], env={**ENV, "BREADCRUMB_PUBLIC_BASE_URL": ""})
+    assert last.exit_code == 0 and "http://127.0.0.1:8000/admin/report?" in last.output  # the dev server's address
+    wrong = run("--open", "summary")
+    assert wrong.exit_code == 2 and "'summary' is not a URL" in wrong.output
 
 
 def test_config_sets_the_attribution_window(store, repo_root):

@@ -45,9 +45,10 @@ def test_first_purchase_conversion_per_route_and_holdout_lift(summary):
     c = summary["conversion"]
     # A–O identified in March (15); N bought before identifying, so 14 people are measured.
     assert (c["identified"], c["prior_purchasers"], c["people"]) == (15, 1, 14)
+    # On 10 April every 14-day window is over (the last identify was 13 March): all 14 are measured.
+    assert (c["still_in_window"], c["measured"]) == (0, 14)
     # Converted (first order ≤ 14 d after identify): A, B (8 d), C, E, G, I, J — not F (19 d).
     assert (c["converted"], c["rate"]) == (7, 0.5)
-    assert c["still_in_window"] == 0
     routes = by(c["by_route"], "route")
     # G was re-routed welcome → cart recovery before ordering: counted as cart recovery. I's cart
     # recovery started after I's order, so I stays in welcome.
@@ -110,9 +111,45 @@ def test_cart_recovery_rate(summary):
                                         "matched_by_cart_id": 3, "matched_by_person": 1}
 
 
+def test_recovery_per_journey_and_overall(summary):
+    r = summary["recovery"]
+    journeys = by(r["by_journey"], "journey")
+    assert journeys["cart_recovery"] == {"journey": "cart_recovery", "unit": "carts", "messaged": 6, "recovered": 4,
+                                         "rate": round(4 / 6, 4), "matched_by_cart_id": 3}
+    # Browse: D (no order) and E (ordered 2 days after the message): 1 of 2.
+    assert (journeys["browse_recovery"]["unit"], journeys["browse_recovery"]["messaged"],
+            journeys["browse_recovery"]["recovered"], journeys["browse_recovery"]["rate"]) == ("people", 2, 1, 0.5)
+    # Welcome: F ordered 19 days on (no); G 2 days after the welcome (yes: recovery is not
+    # attribution, the cart message got G's revenue); I two hours after (yes).
+    assert (journeys["welcome"]["messaged"], journeys["welcome"]["recovered"]) == (3, 2)
+    # Overall, people: messaged A B C D E F G H I P; ordered within 5 days of their last message
+    # (and after their first): A C E G I P.
+    assert (r["people_messaged"], r["people_recovered"], r["rate"]) == (10, 6, 0.6)
+
+
+def test_cart_recovery_needs_the_same_person_inside_the_window(db):
+    """An order carrying the cart's id counts only when it is the same person's and inside the
+    attribution window after the message — like the match by person."""
+    h = History()
+    for name in ("V", "W", "X", "Y", "Z"):
+        h.person(name, at(1, 8))
+    for name in ("V", "W", "Y", "Z"):
+        h.message(name, "cart_recovery", 1, at(1, 9), f"c-{name}")
+    h.order("V", at(10, 9), "o-V", cart_id="c-V", value=10)  # V's own cart, 9 days on: past the 5-day window
+    h.order("X", at(2, 9), "o-X", cart_id="c-W", value=10)   # W's cart id, but X ordered (shared link): not W's
+    h.order("Y", at(3, 9), "o-Y", cart_id="c-Y", value=10)   # recovered, by cart id
+    h.order("Z", at(2, 9), "o-Z", value=10)                  # recovered, by person
+    h.insert(db.engine)
+    got = reports.summary(db.engine, POLICY, now=NOW)["cart_recovery"]
+    assert got == {"carts_messaged": 4, "carts_recovered": 2, "rate": 0.5, "matched_by_cart_id": 1,
+                   "matched_by_person": 1}
+
+
 def test_messages_sent_skipped_and_failed_by_reason(summary):
     m = summary["messages"]
-    assert (m["sent"], m["failed"], m["pending"], m["skipped"], m["deferred"]) == (13, 1, 0, 9, 3)
+    # Skipped: one per step not sent (10), although the log has 11 such lines — E's step 2 wrote
+    # "skipped" and then "exit" (unsubscribed); B's two out-of-stock lines are two steps.
+    assert (m["sent"], m["failed"], m["pending"], m["skipped"], m["deferred"]) == (13, 1, 0, 10, 3)
     rows = {(r["outcome"], r["journey"], r["reason"]): r["count"] for r in m["by_reason"]}
     assert rows == {
         ("sent", "cart_recovery", "sent"): 7,
@@ -126,10 +163,24 @@ def test_messages_sent_skipped_and_failed_by_reason(summary):
         ("skipped", "welcome", "suppressed"): 1,
         ("skipped", "cart_recovery", "cart closed"): 1,
         ("skipped", "cart_recovery", "cart already recovered"): 1,
-        ("skipped", "cart_recovery", "out of stock"): 1,
+        ("skipped", "cart_recovery", "out of stock"): 2,
         ("skipped", "welcome", "re-routed"): 1,
-        ("skipped", "browse_recovery", "other"): 1,
+        ("skipped", "cart_recovery", "other"): 1,
     }
+
+
+def test_a_skip_is_placed_in_the_period_by_its_steps_first_line(db):
+    """A step skipped at 23:59 on 31 March whose exit line is written at midnight: one skip, in
+    March, none in April."""
+    h = History()
+    h.note("S", "skipped", "welcome", "unsubscribed from email: step 2 (welcome_2) not sent", at(31, 23, 59), step=2)
+    h.note("S", "exit", "welcome", "unsubscribed from email: no later step can reach them", at(1, month=4), step=2)
+    h.note("S", "exit", "welcome", "unsubscribed from email", at(1, month=4), step=2, run=2)  # another run
+    h.insert(db.engine)
+
+    def skipped(since: str, until: str) -> int:
+        return reports.summary(db.engine, POLICY, reports.make_period(since, until), now=NOW)["messages"]["skipped"]
+    assert (skipped(SINCE, UNTIL), skipped("2025-04-01", "2025-04-30"), skipped("2025-03-01", "2025-04-30")) == (1, 1, 2)
 
 
 def test_funnel(summary):
@@ -139,6 +190,32 @@ def test_funnel(summary):
         ("messaged", 9),     # A–I
         ("purchased", 6),    # A B C E G I (F ordered after 19 days)
     ]
+
+
+def test_every_funnel_stage_is_in_the_period(db):
+    """Identified, messaged and purchased all in the period: a message or an order after it does
+    not count, though the 14-day conversion still follows the person past the period's end."""
+    h = History()
+    h.person("S1", at(30, 10))
+    h.message("S1", "welcome", 1, at(30, 10, 5))
+    h.order("S1", at(2, 9, month=4), "o-S1", value=10)  # after the message, but in April
+    h.person("S2", at(31, 20))
+    h.message("S2", "welcome", 1, at(1, 8, month=4))    # quiet hours: sent in April
+    h.order("S2", at(1, 9, month=4), "o-S2", value=10)
+    h.person("S3", at(5, 10))
+    h.message("S3", "welcome", 1, at(5, 10, 5))
+    h.order("S3", at(6, 10), "o-S3", value=10)
+    h.person("S4", at(27, month=2))                     # identified in February: not in March's funnel
+    h.message("S4", "welcome", 1, at(1, 9))
+    h.order("S4", at(2, 9), "o-S4", value=10)
+    h.insert(db.engine)
+    s = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), now=at(20, month=4))
+    assert [(f["stage"], f["count"]) for f in s["funnel"]] == [
+        ("anonymous", 3), ("identified", 3),  # S1 S2 S3 (no anonymous devices)
+        ("messaged", 2),                      # S1 S3: S2's message came in April
+        ("purchased", 1),                     # S3: S1's order came in April
+    ]
+    assert (s["conversion"]["converted"], s["conversion"]["rate"]) == (3, 1.0)  # all three within 14 days
 
 
 def test_identify_lateness(health):
@@ -201,7 +278,49 @@ def test_period_bounds_and_defaults(db, history):
     late = reports.summary(db.engine, POLICY, reports.make_period("2025-03-10", None), now=at(20))
     assert late["conversion"]["identified"] == 6  # J K L M N O
     assert late["conversion"]["still_in_window"] == 4  # K L M O: no order yet, 14 days not over on 20 March
+    # N bought first; of J K L M O only J is measured (converted); the rest may still buy.
+    assert (late["conversion"]["measured"], late["conversion"]["converted"], late["conversion"]["rate"]) == (1, 1, 1.0)
     assert late["period"]["since"] == "2025-03-10T00:00:00+00:00" and late["period"]["until"] is None
+
+
+def test_conversion_is_over_people_whose_window_closed_or_who_converted(db):
+    """On 20 March, with a 14-day window: people identified from 7 March on who have not bought
+    may still buy, so they are left out of the rate; whoever bought within their window counts,
+    open or not."""
+    h = History()
+    story = [  # name, route, identified, first order (None: none yet)
+        ("U1", "cart_recovery", at(1), at(3)),     # converted
+        ("U2", "cart_recovery", at(2), None),      # window over on 16 March: not converted
+        ("U3", "cart_recovery", at(15), at(16)),   # converted, window still open: counts
+        ("U4", "cart_recovery", at(15), None),     # still in window: left out
+        ("U9", "cart_recovery", at(1), at(19)),    # bought on day 18: window over, not converted
+        ("U5", "welcome", at(18), None),           # still in window: left out
+        ("U6", "control", at(15), at(17)),         # converted
+        ("U7", "control", at(2), None),            # not converted
+        ("U10", "control", at(3), None),           # not converted
+        ("U8", "control", at(18), None),           # still in window: left out
+    ]
+    for name, route, identified, ordered in story:
+        h.person(name, identified)
+        h.run(name, route, identified, f"c-{name}" if route == "cart_recovery" else None)
+        if ordered:
+            h.order(name, ordered, f"o-{name}", value=10)
+    h.insert(db.engine)
+    c = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), conversion_days=14, now=at(20))["conversion"]
+    # 10 people, 3 still in their window (U4 U5 U8), 7 measured, 3 converted (U1 U3 U6): 3/7, not 3/10.
+    assert (c["people"], c["still_in_window"], c["measured"], c["converted"]) == (10, 3, 7, 3)
+    assert c["rate"] == round(3 / 7, 4)
+    routes = by(c["by_route"], "route")
+    cart, welcome, control = routes["cart_recovery"], routes["welcome"], routes["control"]
+    # Cart: U1 U2 U3 U4 U9, U4 open → 2 of 4. Welcome: only U5, open → no rate yet. Control: 1 of 3.
+    assert (cart["people"], cart["still_in_window"], cart["measured"], cart["converted"], cart["rate"]) == (5, 1, 4, 2, 0.5)
+    assert (welcome["people"], welcome["measured"], welcome["rate"]) == (1, 0, None)
+    assert (control["people"], control["measured"], control["converted"]) == (4, 3, 1)
+    h = c["holdout"]
+    # Journeys 2 of 4 (0.5) against control 1 of 3: lift 0.5 − 1/3 points, 0.5 / (1/3) − 1 = 50 % relative.
+    assert (h["journey_people"], h["journey_converted"], h["control_people"], h["control_converted"]) == (4, 2, 3, 1)
+    assert (h["journey_rate"], h["control_rate"]) == (0.5, round(1 / 3, 4))
+    assert (h["lift_points"], h["lift_relative"]) == (round(0.5 - 1 / 3, 4), 0.5)
 
 
 def test_empty_store_reports_zeros_not_errors(db):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from store.settings import Settings
 
@@ -125,7 +126,16 @@ def demo(api_url: str = typer.Option("http://127.0.0.1:8000", "--api", help="Bas
     raise typer.Exit(code)
 
 
-@app.command()
+class _ReportCommand(TyperCommand):
+    """`--open` takes an optional URL: bare (last, or before another option) it means the
+    configured public base URL, passed on as an empty value."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        bare = [i for i, arg in enumerate(args) if arg == "--open" and (i + 1 == len(args) or args[i + 1].startswith("-"))]
+        return super().parse_args(ctx, ["--open=" if i in bare else arg for i, arg in enumerate(args)])
+
+
+@app.command(cls=_ReportCommand)
 def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
                                       help="summary: did the journeys make money; tracking: is the tracking healthy"),
            since: str = typer.Option(None, help="Period start: 2025-03-01, 2025-03-01T12:00:00Z or 30d (before now)"),
@@ -135,8 +145,9 @@ def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
            config: str = typer.Option(None, "--config",
                                       help="Journey policy TOML, for the attribution and merge windows (default: journeys.toml)"),
            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
-           open_url: str = typer.Option(None, "--open", metavar="URL",
-                                        help="Print a signed, short-lived link to the report page of the API at URL"),
+           open_url: str = typer.Option(None, "--open", metavar="[URL]",
+                                        help="Print a signed, short-lived link to the report page of the API at URL "
+                                             "(default: BREADCRUMB_PUBLIC_BASE_URL)"),
            ttl: int = typer.Option(900, help="Seconds the --open link stays valid")) -> None:
     """Reports: conversion, revenue per recipient, cart recovery, messages by reason — or tracking health."""
     from worker.report_cli import run_report

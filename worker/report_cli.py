@@ -18,6 +18,14 @@ from store.settings import Settings
 KINDS = ("summary", "tracking")
 
 
+def public_base_url(settings: Settings) -> str:
+    """Where `--open` without a URL points: the API's public address, as unsubscribe links use it
+    (the dev server's when BREADCRUMB_PUBLIC_BASE_URL is not set)."""
+    from activities.store_activities import DEV_PUBLIC_BASE_URL
+
+    return settings.public_base_url or DEV_PUBLIC_BASE_URL
+
+
 def make_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
 
@@ -29,10 +37,15 @@ def run_report(kind: str, since: str | None, until: str | None, days: int, db: s
         console.print(f"[red]breadcrumb report:[/] unknown report {kind!r}: use one of {', '.join(KINDS)}")
         return 2
     settings = Settings(**({"database_url": db} if db else {}), **({"journeys": config} if config else {}))
-    if open_url:
+    if open_url is not None:
+        base_url = open_url or public_base_url(settings)
+        if not base_url.startswith(("http://", "https://")):
+            console.print(f"[red]breadcrumb report:[/] --open {base_url!r} is not a URL: give the API's address, "
+                          f"like http://127.0.0.1:8000, or nothing for BREADCRUMB_PUBLIC_BASE_URL")
+            return 2
         try:
-            link = report_link.sign(settings.admin_token, open_url, ttl=ttl, since=since, until=until,
-                                    days=days if days != reports.DEFAULT_CONVERSION_DAYS else None)
+            link = report_link.sign(settings.admin_token, base_url, ttl=ttl, since=since,
+                                    until=until, days=days if days != reports.DEFAULT_CONVERSION_DAYS else None)
         except ValueError as exc:
             console.print(f"[red]breadcrumb report:[/] {exc}")
             return 2
@@ -99,17 +112,19 @@ def _period(data: dict) -> str:
 
 
 def print_summary(console: Console, s: dict) -> None:
-    c, r, cr, m = s["conversion"], s["revenue"], s["cart_recovery"], s["messages"]
+    c, r, cr, rec, m = s["conversion"], s["revenue"], s["cart_recovery"], s["recovery"], s["messages"]
     settings = s["settings"]
     console.print(f"[bold]Breadcrumb journey report[/] · {_period(s)} · first-purchase window {settings['conversion_days']} d"
                   f" · attribution window {settings['attribution_window_hours']:g} h (last touch)")
 
     headline = _table("", "figure", "value", "of")
-    headline.add_row("first-purchase conversion", pct(c["rate"]), f"{num(c['converted'])} of {num(c['people'])} people")
+    headline.add_row("first-purchase conversion", pct(c["rate"]), f"{num(c['converted'])} of {num(c['measured'])} people")
     headline.add_row("attributed revenue", money(r["attributed_revenue"]),
                      f"{num(r['attributed_orders'])} of {num(r['orders'])} orders ({money(r['revenue'])})")
     headline.add_row("revenue per recipient", money(r["revenue_per_recipient"]), f"{num(r['recipients'])} people messaged")
     headline.add_row("cart recovery rate", pct(cr["rate"]), f"{num(cr['carts_recovered'])} of {num(cr['carts_messaged'])} carts")
+    headline.add_row("recovery rate, all journeys", pct(rec["rate"]),
+                     f"{num(rec['people_recovered'])} of {num(rec['people_messaged'])} people messaged")
     if c["holdout"]:
         h = c["holdout"]
         lift = "–" if h["lift_points"] is None else f"{h['lift_points'] * 100:+.1f} pts"
@@ -117,17 +132,21 @@ def print_summary(console: Console, s: dict) -> None:
     console.print(headline)
 
     routes = _table(f"First-purchase conversion by route (≤ {c['days']} d after identify)",
-                    "route", "people", "converted", "rate", "already customers")
+                    "route", "people", "in window", "converted", "rate", "already customers")
+
+    def route_row(name: str, row: dict) -> None:
+        routes.add_row(Text(name), num(row["people"]), num(row["still_in_window"]), num(row["converted"]),
+                       pct(row["rate"]), num(row["prior_purchasers"]))
     for row in c["by_route"]:
-        routes.add_row(Text(row["route"]), num(row["people"]), num(row["converted"]), pct(row["rate"]),
-                       num(row["prior_purchasers"]))
+        route_row(row["route"], row)
     routes.add_section()
-    routes.add_row("all", num(c["people"]), num(c["converted"]), pct(c["rate"]), num(c["prior_purchasers"]))
+    route_row("all", c)
     console.print(routes)
     if c["holdout"] is None:
-        console.print("[dim]No control group in this period (holdout_percent in journeys.toml measures lift).[/]")
+        console.print("[dim]No control group measured in this period (holdout_percent in journeys.toml measures lift).[/]")
     if c["still_in_window"]:
-        console.print(f"[dim]{num(c['still_in_window'])} people are still inside their {c['days']}-day window.[/]")
+        console.print(f"[dim]{num(c['still_in_window'])} people are still inside their {c['days']}-day window with no "
+                      f"order yet: left out of the rates until they buy or the window closes.[/]")
 
     journeys = _table("Revenue per recipient by journey", "journey", "people messaged", "orders", "revenue", "per recipient")
     for row in r["by_journey"]:
@@ -140,9 +159,14 @@ def print_summary(console: Console, s: dict) -> None:
                       money(row["revenue"]), money(row["revenue_per_recipient"]))
     console.print(steps)
 
-    console.print(f"[bold]Cart recovery[/]: {pct(cr['rate'])} — {num(cr['carts_recovered'])} of {num(cr['carts_messaged'])} "
-                  f"carts messaged were ordered afterwards ({num(cr['matched_by_cart_id'])} by cart id, "
-                  f"{num(cr['matched_by_person'])} by the same person within the window)\n")
+    recovery = _table("Recovery by journey (ordered within the attribution window)",
+                      "journey", "messaged", "recovered", "rate", "matched by cart id")
+    for row in rec["by_journey"]:
+        recovery.add_row(Text(row["journey"]), f"{num(row['messaged'])} {row['unit']}", num(row["recovered"]),
+                         pct(row["rate"]), num(row["matched_by_cart_id"]) if row["unit"] == "carts" else "")
+    recovery.add_section()
+    recovery.add_row("all (people)", f"{num(rec['people_messaged'])} people", num(rec["people_recovered"]), pct(rec["rate"]), "")
+    console.print(recovery)
 
     reasons = _table(f"Messages: {num(m['sent'])} sent · {num(m['failed'])} failed · {num(m['pending'])} pending · "
                      f"{num(m['skipped'])} skipped · {num(m['deferred'])} deferred",
