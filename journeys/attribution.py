@@ -1,4 +1,5 @@
-"""Last-touch attribution: which message (and so which journey and step) earned an order.
+"""Last-touch attribution: which message (and so which journey and step) earned an order; and
+recovery: which carts and people a journey messaged came back and ordered.
 
 An `Order Completed` goes to the last message the person was sent within the attribution window
 (`policy.attribution_window`, default 5 days) before the order; an order with no message in the
@@ -42,6 +43,7 @@ class Touch:
     journey: str
     step: int
     sent_at: datetime
+    cart_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Order:
     person_id: str
     ordered_at: datetime
     revenue: float | None
+    cart_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,3 +123,60 @@ def credit_by_step(attributions: Iterable[Attribution]) -> dict[tuple[str, int],
 def revenue_per_recipient(revenue: float, recipients: int) -> float | None:
     """Attributed revenue divided by the people messaged; None when nobody was messaged."""
     return round(revenue / recipients, 2) if recipients else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Recovery
+
+
+@dataclass
+class Recovery:
+    messaged: int = 0
+    recovered: int = 0
+    matched_by_cart_id: int = 0
+
+
+def recovery_unit(touch: Touch) -> tuple[str, str, str | None]:
+    """What a message tries to win back: the cart for cart recovery (a person's two carts are two),
+    else the person."""
+    return touch.journey, touch.person_id, touch.cart_id if touch.journey == "cart_recovery" else None
+
+
+def recovering_orders(person_id: str, sent: list[datetime], orders: Iterable[Order], window: timedelta) -> list[Order]:
+    """The person's orders at or after the first message and within `window` after the last. An
+    order carrying the cart's id gets no more room than any other: another person can order with
+    it, and a cart bought weeks later was not won back by the message."""
+    first, last = min(sent), max(sent)
+    return [o for o in orders if o.person_id == person_id and first <= as_utc(o.ordered_at) <= last + window]
+
+
+def recovery_by_journey(touches: Iterable[Touch], orders: Iterable[Order], window: timedelta) -> dict[str, Recovery]:
+    units: dict[tuple[str, str, str | None], list[datetime]] = defaultdict(list)
+    for touch in touches:
+        units[recovery_unit(touch)].append(as_utc(touch.sent_at))
+    by_person = _orders_by_person(orders)
+    totals: dict[str, Recovery] = defaultdict(Recovery)
+    for (journey, person_id, cart_id), sent in units.items():
+        found = recovering_orders(person_id, sent, by_person.get(person_id, ()), window)
+        total = totals[journey]
+        total.messaged += 1
+        total.recovered += bool(found)
+        total.matched_by_cart_id += cart_id is not None and any(o.cart_id == cart_id for o in found)
+    return dict(totals)
+
+
+def people_recovered(touches: Iterable[Touch], orders: Iterable[Order], window: timedelta) -> Recovery:
+    """Overall: each person messaged, by the same rule over all their messages."""
+    sent: dict[str, list[datetime]] = defaultdict(list)
+    for touch in touches:
+        sent[touch.person_id].append(as_utc(touch.sent_at))
+    by_person = _orders_by_person(orders)
+    found = sum(bool(recovering_orders(person, times, by_person.get(person, ()), window)) for person, times in sent.items())
+    return Recovery(messaged=len(sent), recovered=found)
+
+
+def _orders_by_person(orders: Iterable[Order]) -> dict[str, list[Order]]:
+    by_person: dict[str, list[Order]] = defaultdict(list)
+    for order in orders:
+        by_person[order.person_id].append(order)
+    return by_person

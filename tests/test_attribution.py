@@ -16,6 +16,8 @@ from journeys.attribution import (
     credit_by_step,
     last_touch,
     order_revenue,
+    people_recovered,
+    recovery_by_journey,
     revenue_per_recipient,
 )
 from journeys.policy import Policy
@@ -24,12 +26,14 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 WINDOW = Policy().attribution_window
 
 
-def touch(message_id: str, hours: float, journey: str = "cart_recovery", step: int = 1, person: str = "p1") -> Touch:
-    return Touch(message_id=message_id, person_id=person, journey=journey, step=step, sent_at=T0 + timedelta(hours=hours))
+def touch(message_id: str, hours: float, journey: str = "cart_recovery", step: int = 1, person: str = "p1",
+          cart: str | None = None) -> Touch:
+    return Touch(message_id=message_id, person_id=person, journey=journey, step=step, sent_at=T0 + timedelta(hours=hours),
+                 cart_id=cart)
 
 
-def order(hours: float, revenue: float | None = 100.0, person: str = "p1", key: str = "o1") -> Order:
-    return Order(order_key=key, person_id=person, ordered_at=T0 + timedelta(hours=hours), revenue=revenue)
+def order(hours: float, revenue: float | None = 100.0, person: str = "p1", key: str = "o1", cart: str | None = None) -> Order:
+    return Order(order_key=key, person_id=person, ordered_at=T0 + timedelta(hours=hours), revenue=revenue, cart_id=cart)
 
 
 def test_default_window_is_five_days():
@@ -120,3 +124,27 @@ def test_last_touch_is_the_latest_eligible_message(raw_touches, raw_orders):
         else:
             assert found.sent_at == max(t.sent_at for t in eligible)
             assert all(t.sent_at <= found.sent_at for t in eligible)
+
+
+def test_a_cart_is_recovered_by_its_persons_order_inside_the_window():
+    touches = [touch("a1", 0, cart="c-a"), touch("a2", 24, step=2, cart="c-a"),  # p1, two messages for c-a
+               touch("b1", 0, person="p2", cart="c-b"), touch("c1", 0, person="p3", cart="c-c"),
+               touch("d1", 0, person="p4", cart="c-d")]
+    orders = [order(24 + 5 * 24, cart="c-a"),             # p1: the window runs from the last message: in, by cart id
+              order(1, person="p5", key="o2", cart="c-b"),  # someone else with p2's cart id: not p2's recovery
+              order(5 * 24 + 1, person="p3", key="o3", cart="c-c"),  # p3's cart, an hour past the window
+              order(2, person="p4", key="o4")]              # p4, no cart id: recovered by person
+    got = recovery_by_journey(touches, orders, WINDOW)["cart_recovery"]
+    assert (got.messaged, got.recovered, got.matched_by_cart_id) == (4, 2, 1)
+
+
+def test_an_order_before_the_first_message_recovers_nothing_and_units_are_per_journey():
+    touches = [touch("w", 0, "welcome"), touch("c1", 10, cart="c-1"), touch("c2", 10, cart="c-2"),
+               touch("b", 0, "browse_recovery", person="p2")]
+    orders = [order(5, key="o1", cart="c-1"), order(-1, person="p2", key="o2")]
+    got = recovery_by_journey(touches, orders, WINDOW)
+    # p1's order came after the welcome but before either cart message; p2's before the browse one.
+    assert {k: (v.messaged, v.recovered) for k, v in got.items()} == {
+        "welcome": (1, 1), "cart_recovery": (2, 0), "browse_recovery": (1, 0)}
+    overall = people_recovered(touches, orders, WINDOW)
+    assert (overall.messaged, overall.recovered) == (2, 1)  # p1 (first message at 0, order at 5), not p2

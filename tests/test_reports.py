@@ -12,7 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from journeys.attribution import Order, Touch, attribute, credit_by_journey, credit_by_step, order_revenue
+from journeys.attribution import (Order, Touch, attribute, credit_by_journey, credit_by_step, order_revenue,
+                                  people_recovered, recovery_by_journey)
 from journeys.policy import Policy
 from report_history import NOW, SINCE, UNTIL, History, at, march
 from store import reports
@@ -375,8 +376,9 @@ def test_parse_moment():
         reports.make_period("2025-03-10", "2025-03-01")
 
 
-def test_sql_attribution_matches_the_pure_logic(db):
-    """Generated people, messages and orders: the SQL's per-journey and per-step credit equals
+def test_sql_attribution_and_recovery_match_the_pure_logic(db):
+    """Generated people, messages and orders (cart ids shared between people, orders before,
+    inside and past the window): the SQL's per-journey and per-step credit and its recovery equal
     `journeys.attribution` run over the same rows."""
     rng = random.Random(20250301)
     h = History()
@@ -389,18 +391,29 @@ def test_sql_attribution_matches_the_pure_logic(db):
         for _ in range(rng.randint(0, 6)):
             journey, step = rng.choice(journeys), rng.randint(1, 3)
             sent = start + timedelta(seconds=rng.randint(0, 30 * 86400))
+            cart = f"c-{rng.randint(0, 5)}" if journey == "cart_recovery" else None
             h.messages.append(dict(
                 id=f"m-{len(h.messages):04d}", person_id=h.pid(name), workflow_id="w", journey=journey, step=step,
                 template="t", channel="email", recipient="r", subject="", body="", items=[], status="sent",
-                idempotency_key=f"k{len(h.messages)}", created_at=sent, sent_at=sent))
-            touches.append(Touch(h.messages[-1]["id"], h.pid(name), journey, step, sent))
+                idempotency_key=f"k{len(h.messages)}", cart_id=cart, created_at=sent, sent_at=sent))
+            touches.append(Touch(h.messages[-1]["id"], h.pid(name), journey, step, sent, cart))
         for o in range(rng.randint(0, 3)):
             when = start + timedelta(seconds=rng.randint(0, 35 * 86400))
             props = rng.choice([{"revenue": rng.randint(1, 300)}, {"total": rng.random() * 100}, {"value": 12.5}, {}])
-            h.order(name, when, f"o-{p}-{o}", **props)
-            orders.append(Order(f"o-{p}-{o}", h.pid(name), when, order_revenue(props)))
+            cart = rng.choice([None, f"c-{rng.randint(0, 5)}"])
+            h.order(name, when, f"o-{p}-{o}", cart_id=cart, **props)
+            orders.append(Order(f"o-{p}-{o}", h.pid(name), when, order_revenue(props), cart))
     h.insert(db.engine)
-    expected = attribute(orders, touches, POLICY.attribution_window)
+    window = POLICY.attribution_window
+    recovery = reports.summary(db.engine, POLICY, now=NOW)["recovery"]
+    want = recovery_by_journey(touches, orders, window)
+    assert {r["journey"]: (r["messaged"], r["recovered"], r["matched_by_cart_id"]) for r in recovery["by_journey"]} == {
+        name: (want[name].messaged, want[name].recovered, want[name].matched_by_cart_id) for name in journeys}
+    assert want["cart_recovery"].matched_by_cart_id > 0  # the data exercises both matches
+    overall = people_recovered(touches, orders, window)
+    assert (recovery["people_messaged"], recovery["people_recovered"]) == (overall.messaged, overall.recovered)
+
+    expected = attribute(orders, touches, window)
     got = reports.summary(db.engine, POLICY, now=NOW)["revenue"]
     assert got["orders"] == len(orders)
     assert got["attributed_orders"] == sum(1 for a in expected if a.touch)
