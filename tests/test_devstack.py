@@ -1,13 +1,15 @@
 """What a newcomer runs first, run the way they run it: `breadcrumb dev` as a subprocess (free
 ports, a temporary working directory and database, `examples/journeys.fast.toml`), `breadcrumb demo`
-against it as another subprocess, the demo storefront in headless Chromium, and Ctrl-C (SIGINT) —
-after which no process the stack started may be left.
+against it as another subprocess (and stopped with Ctrl-C), the demo storefront in headless Chromium
+(the hub it starts checked in the stack's Temporal; the anonymous id shared across two *.localhost
+subdomains), and Ctrl-C (SIGINT) — after which no process the stack started may be left.
 
 The dev stack's generated keys are read from its banner, as a person would copy them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,11 +23,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.client import WorkflowExecutionDescription
 
 from browser import Chromium, chromium_binary
 from conftest import free_port
 from store.settings import REPO_ROOT
 from worker.demo import plan
+from worker.temporal import connect
+from workflows import search
 
 FAST = REPO_ROOT / "examples" / "journeys.fast.toml"
 BIN = Path(sys.executable).parent
@@ -88,6 +93,7 @@ class DevStack:
     process: subprocess.Popen
     api: str
     workdir: Path
+    temporal_port: int
     lines: list[str] = field(default_factory=list)
     write_key: str = ""
     admin_token: str = ""
@@ -126,7 +132,7 @@ def start_stack(workdir: Path, extra: list[str] = ()) -> DevStack:
         cwd=workdir, env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, bufsize=1, start_new_session=True,
     )
-    stack = DevStack(process, f"http://127.0.0.1:{api_port}", workdir)
+    stack = DevStack(process, f"http://127.0.0.1:{api_port}", workdir, temporal_port)
 
     def read() -> None:
         for line in process.stdout:
@@ -180,6 +186,7 @@ def test_banner_says_where_everything_is(stack):
                    "breadcrumb demo"):
         assert needle in out, f"banner lacks {needle!r}:\n{out[-3000:]}"
     assert stack.write_key.startswith("wk_dev_") and stack.admin_token.startswith("admin_dev_")
+    assert re.search(r"Email links\s+" + re.escape(stack.api), out), "message links follow --api-port"
     for prefix in ("temporal |", "worker |", "api |"):
         assert any(line.lstrip().startswith(prefix) for line in stack.lines), f"no output prefixed {prefix!r}"
     names = {_command_line(pid) for pid in stack.children}
@@ -231,16 +238,60 @@ def test_demo_plays_and_every_shopper_gets_their_messages(stack, tmp_path):
         summary = next(s for s in report["shoppers"] if s["email"] == shopper.email)
         assert summary["as_expected"], summary
 
+    # Message links point at this stack's API port (never the default 8000), and they work.
+    sent = [m for m in stack.admin("messages").json() if m["status"] == "sent"]
+    message = stack.admin(f"messages/{sent[0]['message_id']}").json()
+    assert message["unsubscribe_url"].startswith(f"{stack.api}/u/"), message["unsubscribe_url"]
+    assert message["unsubscribe_url"] in message["text"]
+    assert httpx.get(message["unsubscribe_url"], timeout=10).status_code == 200
+
+
+def test_ctrl_c_stops_the_demo_with_the_table_so_far(stack):
+    """Ctrl-C while the demo waits for the journeys: the table of what there is, exit status 130."""
+    seed = 9  # one `checkout` shopper: three messages 2 s, 3 s and 3 s apart, so still running at Ctrl-C
+    shopper, = plan(seed, 1)
+    env = _environment() | {"BREADCRUMB_WRITE_KEYS": stack.write_key, "BREADCRUMB_ADMIN_TOKEN": stack.admin_token}
+    demo = subprocess.Popen([str(BIN / "breadcrumb"), "demo", "--api", stack.api, "--shoppers", "1",
+                             "--seed", str(seed), "--wait", "60"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ((person := stack.person(email=shopper.email)) and len(person["events"]) == len(shopper.calls)):
+            assert demo.poll() is None and time.monotonic() < deadline, "the demo did not play its shopper"
+            time.sleep(0.2)
+        time.sleep(0.5)  # the last call's answer is back: the demo is waiting for the journey
+        demo.send_signal(signal.SIGINT)
+        out, _ = demo.communicate(timeout=30)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 130, out[-3000:]
+    assert f"Breadcrumb demo — seed {seed}" in out and shopper.email in out, out[-3000:]
+    assert "Interrupted" in out and "Traceback" not in out, out[-3000:]
+
 
 def _store_url(stack: DevStack, path: str = "") -> str:
     return f"{stack.api}/demo/store{path}?writeKey={stack.write_key}"
 
 
-def test_demo_store_in_a_real_browser(stack):
+def _need_chromium() -> None:
     if chromium_binary() is None:
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is not installed; .ci/run installs it (apt-get install -y chromium)")
         pytest.skip("chromium is not installed (apt-get install -y chromium); CI always runs this")
+
+
+def _describe(stack: DevStack, workflow_id: str) -> WorkflowExecutionDescription:
+    """What the dev stack's Temporal says about a workflow, as the Temporal UI would show it."""
+    async def describe() -> WorkflowExecutionDescription:
+        client = await connect(f"127.0.0.1:{stack.temporal_port}")
+        return await client.get_workflow_handle(workflow_id).describe()
+
+    return asyncio.run(describe())
+
+
+def test_demo_store_in_a_real_browser(stack):
+    _need_chromium()
     email = "browser.shopper@example.com"
     with Chromium() as browser:
         browser.goto(_store_url(stack))
@@ -296,8 +347,55 @@ def test_demo_store_in_a_real_browser(stack):
     assert any(e["name"] == "Email Captured" for e in events)
     for event in events:
         assert len([e for e in events if e.get("message_id") == event.get("message_id")]) == 1, "no duplicates"
-    assert person["journeys"], "the hub started and routed the person"
-    assert person["journeys"][0]["route"] == "cart_recovery", person["journeys"]  # 64 + 42 ≥ 50
+    assert person["journeys"], "the hub routed the person"
+    journey = person["journeys"][0]
+    assert journey["route"] == "cart_recovery", person["journeys"]  # 64 + 42 ≥ 50
+
+    # The hub is a workflow in Temporal, findable by its search attributes, and it started the journey.
+    hub = _describe(stack, f"hub-{person['person_id']}")
+    assert hub.workflow_type == "hub"
+    assert hub.typed_search_attributes.get(search.PERSON_ID) == person["person_id"]
+    assert hub.typed_search_attributes.get(search.ROUTE) == "cart_recovery"
+    child = _describe(stack, journey["workflow_id"])
+    assert child.workflow_type == "cart_recovery" and child.parent_id == hub.id
+
+
+def test_the_anonymous_id_is_shared_across_subdomains(stack):
+    """The snippet's cookie domain: the shop on a.shop.localhost and b.shop.localhost (Chromium
+    resolves *.localhost to this machine) is one shopper. localStorage is per origin, so on b only the
+    cookie can carry a's id. Without a cookie domain, or with one the browser refuses (a top-level
+    `.localhost`, like `.com`), each subdomain keeps its own id in a host-only cookie."""
+    _need_chromium()
+    port = stack.api.rsplit(":", 1)[1]
+
+    def ids(cookie_domain: str | None, then=None) -> tuple[str, str]:
+        query = f"?writeKey={stack.write_key}" + (f"&cookieDomain={cookie_domain}" if cookie_domain else "")
+        with Chromium() as browser:
+            browser.goto(f"http://a.shop.localhost:{port}/demo/store{query}")
+            first = browser.wait_for("window.breadcrumb && breadcrumb.anonymousId()", what="breadcrumb.js on a")
+            browser.goto(f"http://b.shop.localhost:{port}/demo/store/products/SER-NIGHT-30{query}")
+            second = browser.wait_for("window.breadcrumb && breadcrumb.anonymousId()", what="breadcrumb.js on b")
+            if then:
+                then(browser)
+        return first, second
+
+    email = "two.subdomains@example.com"
+
+    def identify(browser: Chromium) -> None:
+        browser.evaluate(f"breadcrumb.identify({{email: {json.dumps(email)}}})")
+        browser.wait_for("breadcrumb.flush().then(() => !localStorage.getItem('bc.queue'))", what="queue drained")
+
+    on_a, on_b = ids(".shop.localhost", then=identify)
+    assert on_a == on_b, "the cookie on .shop.localhost carries the id from a. to b."
+    separate = ids(None)
+    assert separate[0] != separate[1], "without a cookie domain each subdomain has its own id"
+    refused = ids(".localhost")
+    assert refused[0] and refused[0] != refused[1], "a refused cookie domain falls back to a host-only cookie"
+
+    person = stack.person(email=email)
+    assert person is not None and person["anonymous_ids"] == [on_a]
+    hosts = {httpx.URL(e["properties"]["url"]).host for e in person["events"] if e["name"] == "Page Viewed"}
+    assert hosts == {"a.shop.localhost", "b.shop.localhost"}, hosts
 
 
 def test_sigint_stops_every_child(stack):

@@ -72,6 +72,13 @@ def _port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _reachable(host: str) -> str:
+    """The address to reach an API listening on `host` (every interface: this machine's loopback)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
     """Linux: ask the kernel to SIGTERM this child when the `breadcrumb dev` process dies."""
     try:
@@ -133,6 +140,10 @@ class DevStack:
         elif "BREADCRUMB_DATABASE_URL" not in self.env:
             self.env["BREADCRUMB_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'breadcrumb.db'}"
         self.env["BREADCRUMB_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
+        self.api_url = f"http://{_reachable(host)}:{api_port}"
+        # Links in messages (unsubscribe) point at this API, not at the default port.
+        if not self.env.get("BREADCRUMB_PUBLIC_BASE_URL"):
+            self.env["BREADCRUMB_PUBLIC_BASE_URL"] = self.api_url
         # Development keys for this session unless the environment sets them; printed in the banner.
         for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
                            ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
@@ -240,7 +251,7 @@ class DevStack:
         import httpx
 
         try:
-            return httpx.get(f"http://127.0.0.1:{self.api_port}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{self.api_url}/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -305,13 +316,14 @@ class DevStack:
         """Plain lines between two rules, never cropped, so URLs and keys copy whole at any width."""
         write_key = self.env["BREADCRUMB_WRITE_KEYS"].split(",")[0].strip()
         admin = self.env["BREADCRUMB_ADMIN_TOKEN"]
-        api = f"http://127.0.0.1:{self.api_port}"
+        api = self.api_url
         rows = [
             ("API", api),
             ("API docs", f"{api}/docs"),
             ("Demo store", f"{api}/demo/store?writeKey={write_key}"),
             ("Temporal UI", f"http://127.0.0.1:{self.ui_port}"),
             ("Temporal", f"127.0.0.1:{self.temporal_port}"),
+            ("Email links", self.env["BREADCRUMB_PUBLIC_BASE_URL"]),
             ("Database", make_url(settings.database_url).render_as_string(hide_password=True)),
             ("Journeys", str(settings.journeys)),
             ("Write key", write_key),
