@@ -8,11 +8,12 @@ from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 
 from api.demo_store import CATALOG, COLLECTIONS
 from api.segment import parse_message
 from conftest import ADMIN_TOKEN, WRITE_KEY, settings_for
-from worker.demo import PERSONAS, plan
+from worker.demo import PERSONAS, Outcome, plan, run_demo
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,37 @@ def test_every_planned_call_is_one_the_api_accepts():
             assert "Added to Cart" in events and 0 < shopper.cart_value < 50
         assert any(c.path == "/v1/identify" or c.body.get("properties", {}).get("email") for c in shopper.calls), \
             f"{shopper.persona.key} never identifies"
+
+
+def _outcome(shopper, route: str | None, sent: int, done: bool = True) -> Outcome:
+    journeys = [{"route": route, "status": "completed"}] if route else []
+    messages = [{"status": "sent", "step": step} for step in range(1, sent + 1)]
+    return Outcome(shopper, profile={"journeys": journeys, "messages": messages, "events": []}, done=done)
+
+
+def test_a_shortfall_says_what_the_shopper_expected_and_got():
+    checkout = next(s for s in plan(5, 7) if s.persona.key == "checkout")
+    who = f"#{checkout.index} {checkout.name} (checkout): expected cart_recovery · 3"
+    assert _outcome(checkout, "cart_recovery", 3).shortfall(90) is None
+    assert _outcome(checkout, "welcome", 3).shortfall(90) == f"{who}, got welcome · 3"
+    assert _outcome(checkout, "cart_recovery", 1, done=False).shortfall(90) == \
+        f"{who}, got cart_recovery · 1 after waiting 90 s, journeys still running"
+    assert _outcome(checkout, "cart_recovery", 3, done=False).shortfall(90) is not None, "not over yet"
+    assert Outcome(checkout).shortfall(90) == f"{who}, was never merged into a person"
+
+
+def test_the_demo_exits_non_zero_naming_who_missed_what(api, served, monkeypatch):
+    """No worker behind this API: the shoppers merge, but nobody is routed, so every story misses.
+    The keys come from the environment, as for every other command."""
+    monkeypatch.setenv("BREADCRUMB_WRITE_KEYS", WRITE_KEY)
+    monkeypatch.setenv("BREADCRUMB_ADMIN_TOKEN", ADMIN_TOKEN)
+    console = Console(record=True, width=250)
+    code = run_demo(served.url, None, None, shoppers=2, seed=3, wait=1, concurrency=2, json_path=None,
+                    console=console)
+    said = console.export_text()
+    assert code == 1, said
+    assert "Breadcrumb demo — seed 3" in said, "the table is printed"
+    assert "2/2 shopper(s) did not get what their story expects:" in said
+    for shopper in plan(3, 2):
+        assert (f"✗ #{shopper.index} {shopper.name} ({shopper.persona.key}): expected "
+                f"{shopper.persona.expectation}, no routing decision after waiting 1 s") in said, said

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from api.demo_store import CATALOG, COLLECTIONS, PREFIX, PRODUCTS, QUIZ, Product
+from store.settings import Settings
 
 FINAL = {"completed", "exited", "decided", "failed", "cancelled", "terminated", "stopped"}
 Buys = Literal["never", "at_checkout", "after_first_message"]
@@ -61,6 +62,11 @@ class Persona:
 
     def accepts(self, route: str) -> bool:
         return route == self.route or route in self.also
+
+    @property
+    def expectation(self) -> str:
+        low, high = self.messages
+        return f"{self.route} · {low if low == high else f'{low}–{high}'}"
 
 
 PERSONAS = (
@@ -383,6 +389,21 @@ class Outcome:
         low, high = persona.messages
         return self.profile is not None and persona.accepts(self.route) and low <= len(self.sent) <= high
 
+    def shortfall(self, waited: float) -> str | None:
+        """What the shopper did not get, in one line; None when their story ended as expected."""
+        if self.done and self.as_expected:
+            return None
+        shopper = self.shopper
+        if self.profile is None:
+            got = "was never merged into a person"
+        elif not self.journeys:
+            got = "no routing decision"
+        else:
+            got = f"got {self.route} · {len(self.sent)}"
+        if self.profile is not None and not self.done:
+            got += f" after waiting {waited:.0f} s" + (", journeys still running" if self.journeys else "")
+        return f"#{shopper.index} {shopper.name} ({shopper.persona.key}): expected {shopper.persona.expectation}, {got}"
+
     def summary(self) -> dict:
         profile = self.profile or {}
         return {
@@ -540,16 +561,19 @@ class Demo:
                                                    if outcome.bought_at_message else "\n[dim]at checkout[/]")
             else:
                 purchase = "—"
-            low, high = shopper.persona.messages
-            expected = f"{shopper.persona.route} · {low if low == high else f'{low}–{high}'}"
-            mark = "[green]✓[/]" if outcome.as_expected else ("[yellow]…[/]" if not outcome.done else "[red]✗[/]")
+            mark = "[yellow]…[/]" if not outcome.done else "[green]✓[/]" if outcome.as_expected else "[red]✗[/]"
             table.add_row(str(shopper.index), f"{shopper.name}\n[dim]{shopper.email}[/]", shopper.persona.story,
-                          events, route, messages, purchase, f"{mark} {expected}")
+                          events, route, messages, purchase, f"{mark} {shopper.persona.expectation}")
         return table
 
 
 def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers: int, seed: int | None,
              wait: float, concurrency: int, json_path: Path | None, console: Console) -> int:
+    """Play the shoppers and report; the exit status says whether every story ended as expected:
+    0 yes (or not checked: no admin token, --wait 0), 1 someone missed, 130 interrupted (Ctrl-C)."""
+    settings = Settings()  # keys not given come from BREADCRUMB_WRITE_KEYS / BREADCRUMB_ADMIN_TOKEN
+    write_key = write_key or next(iter(settings.write_keys), None)
+    admin_token = admin_token or settings.admin_token or None
     if not write_key:
         raise DemoError("no write key: pass --write-key or set BREADCRUMB_WRITE_KEYS (`breadcrumb dev` prints it)")
     if shoppers < 1:
@@ -564,25 +588,32 @@ def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers:
     started = time.monotonic()
     outcomes = asyncio.run(demo.run())
     elapsed = time.monotonic() - started
-    if not admin_token:
-        console.print("[yellow]No admin token (--admin-token or BREADCRUMB_ADMIN_TOKEN): played the sessions but "
-                      "cannot look up what the shoppers got.[/]")
-    else:
-        console.print(demo.table())
-        waiting = [o for o in outcomes if not o.done]
-        expected = sum(o.as_expected for o in outcomes)
-        if not waiting:
-            console.print(f"{expected}/{len(outcomes)} shoppers got what their story expects with "
-                          f"examples/journeys.fast.toml; finished in {elapsed:.1f} s.")
-        else:
-            why = ("interrupted" if demo.interrupted else "not waited for: --wait 0" if wait <= 0
-                   else "longer delays in this journey config?")
-            console.print(f"[yellow]{len(waiting)} shopper(s) still have journeys running ({why}): watch them in "
-                          f"the Temporal UI, search BreadcrumbStatus=\"waiting\", or run the stack with "
-                          f"--config examples/journeys.fast.toml.[/]")
-        console.print(f"See one person: curl -H 'Authorization: Bearer …' '{demo.api}/admin/people?email="
-                      f"{outcomes[0].shopper.email}'")
     if json_path is not None:
         json_path.write_text(json.dumps({"seed": seed, "elapsed_seconds": round(elapsed, 2),
                                          "shoppers": [o.summary() for o in outcomes]}, indent=2))
-    return 0
+    if not admin_token:
+        console.print("[yellow]No admin token (--admin-token or BREADCRUMB_ADMIN_TOKEN): played the sessions but "
+                      "cannot look up what the shoppers got.[/]")
+        return 0
+    console.print(demo.table())
+    console.print(f"See one person: curl -H 'Authorization: Bearer …' '{demo.api}/admin/people?email="
+                  f"{outcomes[0].shopper.email}'")
+    if demo.interrupted:
+        console.print("[yellow]Interrupted: the table shows the journeys so far; they go on in the stack.[/]")
+        return 130
+    if wait <= 0:
+        console.print("Not waited for (--wait 0): watch the journeys in the Temporal UI, search "
+                      "BreadcrumbStatus=\"waiting\".")
+        return 0
+    missed = [line for outcome in outcomes if (line := outcome.shortfall(wait))]
+    if not missed:
+        console.print(f"{len(outcomes)}/{len(outcomes)} shoppers got what their story expects with "
+                      f"examples/journeys.fast.toml; finished in {elapsed:.1f} s.")
+        return 0
+    console.print(f"[bold red]{len(missed)}/{len(outcomes)} shopper(s) did not get what their story expects:[/]",
+                  highlight=False)
+    for line in missed:
+        console.print(f"  ✗ {line}", highlight=False)
+    console.print("[yellow]The expectations hold for a stack on examples/journeys.fast.toml and a fresh database; "
+                  "with longer delays give the journeys time (--wait SECONDS).[/]")
+    return 1
