@@ -8,19 +8,23 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from starlette.routing import Match
 
 from api.body import BadBody, payload_text, problem_in, read_json
 from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
 from api.segment import EARLIEST, LATEST, MAX_ID, InvalidMessage, body_schema
 from store.db import transaction
 from store.identity import (
+    InvalidIdentifier,
     attach_identifier,
     delete_person,
-    find_person,
+    lock_person,
+    lock_up_front,
     merge_people,
     new_person,
-    InvalidIdentifier,
     normalise_email,
+    owner,
+    retry_moved_locks,
 )
 from store.ingest import Incoming, Quarantined, ingest, quarantine
 from store.models import Person, utcnow
@@ -43,8 +47,8 @@ MERGE_BODY = body_schema({"type": "object", "required": ["primary", "secondary"]
 CustomerId = Path(min_length=1, max_length=MAX_ID, description="The customer's id, or their email address")
 
 
-def cio_error(status: int, *errors: str) -> JSONResponse:
-    return JSONResponse({"meta": {"errors": list(errors)}}, status_code=status)
+def cio_error(status: int, *errors: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"meta": {"errors": list(errors)}}, status_code=status, headers=headers)
 
 
 def _identifier_kind(customer_id: str) -> tuple[str, str]:
@@ -170,14 +174,14 @@ async def anonymous_event(request: Request, settings: Settings = Depends(get_set
     return await _ingest(request, settings, engine, build)
 
 
-def _lookup(session, reference: object) -> str | None:
+def _reference(reference: object) -> tuple[str, str]:
+    """The identifier a merge_customers `primary` / `secondary` names."""
     if not isinstance(reference, dict):
         raise InvalidMessage("primary and secondary must be objects with id or email")
     if isinstance(reference.get("email"), str):
-        return find_person(session, email=reference["email"])
+        return "email", normalise_email(reference["email"])
     if isinstance(reference.get("id"), (str, int)):
-        kind, value = _identifier_kind(str(reference["id"]))
-        return find_person(session, **{kind: value})
+        return _identifier_kind(str(reference["id"]))
     raise InvalidMessage("primary and secondary must each carry id or email")
 
 
@@ -190,24 +194,22 @@ async def merge_customers(request: Request, engine: Engine = Depends(get_engine)
     problem = problem_in(body)
     if problem:
         return cio_error(400, problem)
+    try:
+        primary_key, secondary_key = _reference(body.get("primary")), _reference(body.get("secondary"))
+    except (InvalidMessage, InvalidIdentifier) as exc:
+        return cio_error(400, str(exc))
 
     def merge() -> None:
         with transaction(engine) as session:
-            primary = _lookup(session, body.get("primary"))
-            secondary = _lookup(session, body.get("secondary"))
+            lock_up_front(session, [primary_key, secondary_key])
+            primary, secondary = owner(session, *primary_key), owner(session, *secondary_key)
             if primary and secondary:
                 merge_people(session, primary, secondary)
             elif secondary:
                 # The primary is new to us: the secondary's profile takes on the primary's identifier.
-                reference = body["primary"]
-                kind, value = ("email", normalise_email(reference["email"])) if "email" in reference \
-                    else _identifier_kind(str(reference["id"]))
-                attach_identifier(session, secondary, kind, value)
+                attach_identifier(session, secondary, *primary_key)
 
-    try:
-        await run_in_threadpool(merge)
-    except (InvalidMessage, InvalidIdentifier) as exc:
-        return cio_error(400, str(exc))
+    await run_in_threadpool(retry_moved_locks, merge)
     nudge_dispatcher(request)
     return JSONResponse({})
 
@@ -215,15 +217,16 @@ async def merge_customers(request: Request, engine: Engine = Depends(get_engine)
 @router.delete("/customers/{customer_id}", summary="Delete a customer and all their data")
 async def delete_customer(request: Request, customer_id: str = CustomerId,
                           engine: Engine = Depends(get_engine)) -> JSONResponse:
-    kind, value = _identifier_kind(customer_id)
+    key = _identifier_kind(customer_id)
 
     def remove() -> None:
         with transaction(engine) as session:
-            person_id = find_person(session, **{kind: value})
+            lock_up_front(session, [key])
+            person_id = owner(session, *key)
             if person_id:
                 delete_person(session, person_id)
 
-    await run_in_threadpool(remove)
+    await run_in_threadpool(retry_moved_locks, remove)
     nudge_dispatcher(request)
     return JSONResponse({})
 
@@ -231,13 +234,15 @@ async def delete_customer(request: Request, customer_id: str = CustomerId,
 def _set_suppressed(engine: Engine, customer_id: str, suppressed: bool) -> None:
     kind, value = _identifier_kind(customer_id)
     with transaction(engine) as session:
-        person_id = find_person(session, **{kind: value})
+        lock_up_front(session, [(kind, value)])
+        person_id = owner(session, kind, value)
         if person_id is None:
             if not suppressed:
                 return
             # Suppressing someone we have not met yet still has to hold when they arrive.
             person_id = new_person(session, utcnow()).id
             attach_identifier(session, person_id, kind, value)
+        lock_person(session, person_id)
         person = session.get(Person, person_id)
         person.suppressed = suppressed
         person.updated_at = utcnow()
@@ -245,11 +250,23 @@ def _set_suppressed(engine: Engine, customer_id: str, suppressed: bool) -> None:
 
 @router.post("/customers/{customer_id}/suppress", summary="Suppress a customer: they get no messages")
 async def suppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
-    await run_in_threadpool(_set_suppressed, engine, customer_id, True)
+    await run_in_threadpool(retry_moved_locks, lambda: _set_suppressed(engine, customer_id, True))
     return JSONResponse({})
 
 
 @router.post("/customers/{customer_id}/unsuppress", summary="Lift a customer's suppression")
 async def unsuppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
-    await run_in_threadpool(_set_suppressed, engine, customer_id, False)
+    await run_in_threadpool(retry_moved_locks, lambda: _set_suppressed(engine, customer_id, False))
     return JSONResponse({})
+
+
+@router.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def unknown_endpoint(request: Request) -> JSONResponse:
+    """Last route: a path or method the Track API does not have, answered in Customer.io's error
+    shape (clients read `meta.errors`) instead of FastAPI's `{"detail": …}`."""
+    allowed = sorted({method for route in router.routes if route.endpoint is not unknown_endpoint
+                      and route.matches(request.scope)[0] == Match.PARTIAL for method in route.methods})
+    if allowed:
+        return cio_error(405, f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed)}",
+                         headers={"Allow": ", ".join(allowed)})
+    return cio_error(404, f"{request.url.path} is not a Customer.io Track API endpoint")

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
 from api.deps import basic_credentials, get_engine, get_settings, matches_any, nudge_dispatcher
 from journeys import taxonomy
-from store.ingest import Incoming, Quarantined, ingest
+from store.ingest import Incoming, Quarantined, identify_claim, ingest
 from store.models import utcnow
 from store.settings import Settings
 
@@ -58,6 +58,10 @@ BODY_SCHEMA = body_schema({"type": "object", "additionalProperties": True})
 
 class InvalidMessage(ValueError):
     pass
+
+
+class TooLarge(InvalidMessage):
+    """A message over the 32 KB limit: sent alone, the request itself is over the size limit."""
 
 
 def _identifier(item: dict, key: str, required: bool = False) -> str | None:
@@ -129,7 +133,7 @@ def parse_message(item: object, call: str | None, received_at: datetime,
             raise InvalidMessage(f"{where}{problem}")
     size = len(dumps(item).encode())
     if size > MESSAGE_LIMIT:
-        raise InvalidMessage(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
+        raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
     kind = call or item.get("type")
     if kind not in CALLS:
         raise InvalidMessage(f"type must be one of {', '.join(CALLS)}; got {str(kind)[:40]!r}")
@@ -205,24 +209,34 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
     else:
         items, batch_context, batch_sent_at = [body], None, None
 
+    strict = request.headers.get("x-strict-mode") == "1"
     valid: list[Incoming] = []
     rejected: list[Quarantined] = []
     errors: list[dict] = []
+    too_large: TooLarge | None = None
     for index, item in enumerate(items):
         try:
-            valid.append(parse_message(item, call, received_at, batch_context, batch_sent_at))
+            message = parse_message(item, call, received_at, batch_context, batch_sent_at)
+            if strict:  # an email or phone we cannot use makes the message invalid, not just incomplete
+                problems = identify_claim(message, settings.policy, settings.default_phone_region)[1]
+                if problems:
+                    raise InvalidMessage("; ".join(problems))
+            valid.append(message)
         except InvalidMessage as exc:
             message_id = item.get("messageId") if isinstance(item, dict) else None
             where = f"batch[{index}]: " if call is None else ""
             rejected.append(Quarantined(f"{where}{exc}", payload_text(item), str(message_id) if message_id else None))
             errors.append({"index": index, "messageId": message_id, "error": str(exc)})
-    if errors and request.headers.get("x-strict-mode") == "1":
+            too_large = exc if call is not None and isinstance(exc, TooLarge) else too_large
+    if errors and strict:
         return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
 
     result = await run_in_threadpool(
         ingest, engine, valid, settings.policy, api="segment", endpoint=request.url.path,
         rejected=rejected, phone_region=settings.default_phone_region,
     )
+    if too_large:  # quarantined (it is valid JSON the shop may want to see), and refused like any oversized request
+        return _error(400, str(too_large))
     if result.signals:
         nudge_dispatcher(request)
     return JSONResponse(
@@ -230,7 +244,8 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         headers={
             "X-Breadcrumb-Stored": str(len(result.stored)),
             "X-Breadcrumb-Duplicates": str(result.duplicates),
-            "X-Breadcrumb-Rejected": str(len(rejected)),
+            # Quarantine rows written: invalid messages, and stored ones whose email or phone was dropped.
+            "X-Breadcrumb-Rejected": str(len(rejected) + len(result.warnings)),
         },
     )
 

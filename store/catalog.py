@@ -81,7 +81,9 @@ def rows_from_events(messages: Iterable) -> list[dict]:
         if older is not None:
             row.update({k: older[k] for k in DESCRIPTIVE if row[k] is None})
         rows[key] = row
-    return list(rows.values())
+    # In key order: two requests upserting the same products lock their rows in the same order
+    # (PostgreSQL deadlocked on batches naming them in opposite orders).
+    return [rows[key] for key in sorted(rows)]
 
 
 def upsert_from_events(session: Session, messages: Iterable) -> int:

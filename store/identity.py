@@ -5,21 +5,26 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
 import phonenumbers
-from sqlalchemy import delete, text, update
+from sqlalchemy import delete, func, or_, text, tuple_, update
 from sqlmodel import Session, select
 
 from store import outbox
 from store.db import insert_ignoring_conflicts
-from store.models import Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, Person, utcnow
+from store.models import (Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, OutboxRow, Person,
+                          Rejected, utcnow)
 
 STRONG_KINDS = ("user_id", "email", "phone")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 MAX_IDENTIFIER = 254
+T = TypeVar("T")
 
 # Tables whose rows belong to a person: re-pointed on merge, removed on delete.
 PERSON_OWNED = [Identifier, Event, Message, JourneyRun, JourneyLog]
@@ -93,16 +98,59 @@ class Resolution:
     conflict: bool = False
 
 
-def lock_identifiers(session: Session, keys: list[tuple[str, str]]) -> None:
-    """Serialise work on the same identifiers (PostgreSQL advisory locks, in sorted order so two
-    transactions never deadlock). SQLite needs nothing: its writers already run one at a time."""
-    if session.get_bind().dialect.name != "postgresql" or not keys:
+class LocksMoved(Exception):
+    """A person this transaction must write became involved after its locks were taken (a
+    concurrent merge or delete moved an identifier in between) and someone else holds them."""
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _held(session: Session) -> set[str]:
+    """Advisory locks this session's transaction holds (our sessions live for one transaction)."""
+    return session.info.setdefault("breadcrumb_locks", set())
+
+
+def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
+    """Take every advisory lock the transaction may wait for, as one sorted set, before it writes:
+    the identifiers it names and the people who own them now. Two transactions that wait only here,
+    in one global order, cannot deadlock; a person met later is only tried (`lock_person`).
+    SQLite needs nothing: its writers already run one at a time."""
+    keys = {(kind, value) for kind, value in keys if value}
+    if not _postgres(session) or not keys:
         return
-    names = sorted({f"{kind}:{value}" for kind, value in keys})
+    people = session.exec(
+        select(Identifier.person_id).distinct().where(tuple_(Identifier.kind, Identifier.value).in_(list(keys)))
+    ).all()
+    names = sorted({f"{kind}:{value}" for kind, value in keys} | {f"person:{p}" for p in people})
     session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"),
         {"keys": names},
     )
+    _held(session).update(names)
+
+
+def lock_person(session: Session, person_id: str) -> None:
+    """Hold `person_id`'s lock before writing their rows, never waiting for it out of order: it was
+    taken up front, or it is free now; otherwise `LocksMoved` (the caller runs again)."""
+    name = f"person:{person_id}"
+    if not _postgres(session) or name in _held(session):
+        return
+    if not session.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": name}).scalar():
+        raise LocksMoved(f"person {person_id} is locked by another transaction")
+    _held(session).add(name)
+
+
+def retry_moved_locks(work: Callable[[], T], attempts: int = 5) -> T:
+    """Run `work` (one whole transaction) again when it met a person it could not lock in order;
+    the next run reads the new owners before it locks."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except LocksMoved:
+            if attempt == attempts:
+                raise
 
 
 def owner(session: Session, kind: str, value: str) -> str | None:
@@ -117,6 +165,7 @@ def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
+    lock_person(session, person_id)
     stmt = insert_ignoring_conflicts(session, Identifier.__table__).values(
         person_id=person_id, kind=kind, value=value, created_at=utcnow()
     )
@@ -155,6 +204,7 @@ def new_person(session: Session, at: datetime) -> Person:
     person = Person(id=str(uuid.uuid4()), created_at=now, identified_at=at, updated_at=now)
     session.add(person)
     session.flush()
+    _held(session).add(f"person:{person.id}")  # nobody else can know a new id: nothing to wait for
     return person
 
 
@@ -163,8 +213,8 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
 
     Strong identifiers (user_id, then email, then phone) win; a device alone identifies its first
     owner only while the claim does not contradict them (shared device → own profile + conflict row).
+    The caller has taken the claim's keys with `lock_up_front`.
     """
-    lock_identifiers(session, claim.keys())
     strong = claim.strong()
     strong_owners = {kind: owner(session, kind, value) for kind, value in strong}
     person_id = next((pid for pid in strong_owners.values() if pid), None)
@@ -173,6 +223,8 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
         person_id = device_owner
 
     created = person_id is None
+    if not created:
+        lock_person(session, person_id)
     person = new_person(session, claim.at) if created else session.get(Person, person_id)
     person_id = person.id
     for kind, value in strong:
@@ -211,6 +263,17 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     return resolution
 
 
+def update_device_owner(session: Session, claim: Claim) -> str | None:
+    """An identify that names nobody (only an anonymous id and traits) describes the device's owner,
+    if it has one; returns them. The caller has taken the device's key with `lock_up_front`."""
+    person_id = owner(session, "anonymous_id", claim.anonymous_id) if claim.anonymous_id else None
+    if person_id is None:
+        return None
+    lock_person(session, person_id)
+    _apply_traits(session.get(Person, person_id), claim)
+    return person_id
+
+
 def find_person(session: Session, *, person_id: str | None = None, user_id: str | None = None,
                 email: str | None = None, anonymous_id: str | None = None, phone: str | None = None,
                 phone_region: str = "US") -> str | None:
@@ -233,7 +296,8 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     """Move everything of `secondary` onto `primary` (primary's traits win) and remove secondary."""
     if primary_id == secondary_id:
         return
-    lock_identifiers(session, [("person", min(primary_id, secondary_id)), ("person", max(primary_id, secondary_id))])
+    lock_person(session, primary_id)
+    lock_person(session, secondary_id)
     primary, secondary = session.get(Person, primary_id), session.get(Person, secondary_id)
     if primary is None or secondary is None:
         return
@@ -262,10 +326,21 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
 
 
 def delete_person(session: Session, person_id: str) -> bool:
-    """Remove the person and everything we hold about them."""
+    """Remove the person and everything we hold about them: their rows, the events of their devices
+    that stayed anonymous (outside the merge window), quarantined input that names them, and queued
+    hub signals — all but the `erased` signal that ends their workflows."""
     person = session.get(Person, person_id)
     if person is None:
         return False
+    lock_person(session, person_id)
+    identifiers = session.exec(select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id)).all()
+    devices = [value for kind, value in identifiers if kind == "anonymous_id"]
+    user_ids = [value for kind, value in identifiers if kind == "user_id"]
+    theirs = (Event.person_id == person_id) | (
+        Event.person_id.is_(None) & (Event.anonymous_id.in_(devices) | Event.user_id.in_(user_ids))
+    )
+    session.execute(delete(Rejected).where(_quarantine_naming(session, identifiers, select(Event.message_id).where(theirs))))
+    session.execute(delete(Event).where(theirs))
     for table in PERSON_OWNED:
         session.execute(delete(table).where(table.person_id == person_id))
     session.execute(
@@ -273,7 +348,30 @@ def delete_person(session: Session, person_id: str) -> bool:
             (IdentityConflict.owner_person_id == person_id) | (IdentityConflict.claimant_person_id == person_id)
         )
     )
+    session.execute(delete(OutboxRow).where(OutboxRow.person_id == person_id))
     session.delete(person)
     session.flush()
     outbox.signal(session, "erased", person_id)
     return True
+
+
+def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], their_message_ids):
+    """Quarantine rows about a person: kept for one of their stored messages, refused on a
+    Customer.io path naming them (`/customers/{id or email}…`), or whose payload holds one of their
+    identifiers as a whole JSON string. Payloads are serialised JSON, so finding the quoted value is
+    exact (case-sensitive, except for emails) and works alike on SQLite and PostgreSQL; a raw value
+    that only normalises to the identifier (an email with spaces, a phone in another format) is
+    found through the message's other identifiers."""
+    position = func.strpos if _postgres(session) else func.instr  # LIKE ignores case on SQLite
+
+    def holds(column, needle: str):
+        return position(column, needle) > 0
+
+    named = []
+    for kind, value in identifiers:  # emails are stored lower-case; any case in the input is theirs
+        payload, endpoint = ((func.lower(Rejected.payload), func.lower(Rejected.endpoint)) if kind == "email"
+                             else (Rejected.payload, Rejected.endpoint))
+        named.append(holds(payload, orjson.dumps(value).decode()))
+        if kind in ("user_id", "email"):
+            named += [endpoint == f"/api/v1/customers/{value}", holds(endpoint, f"/api/v1/customers/{value}/")]
+    return or_(Rejected.message_id.in_(their_message_ids), *named)

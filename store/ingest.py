@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
 from sqlalchemy import Engine, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
@@ -21,14 +22,17 @@ from store.db import insert_ignoring_conflicts, transaction
 from store.identity import (
     Claim,
     InvalidIdentifier,
+    attach_identifier,
     find_person,
     identify,
-    lock_identifiers,
+    lock_person,
+    lock_up_front,
     merge_people,
-    attach_identifier,
     normalise_email,
     normalise_phone,
     owners,
+    retry_moved_locks,
+    update_device_owner,
     valid_timezone,
 )
 from store.catalog import upsert_from_events
@@ -104,50 +108,66 @@ def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantine
     )
 
 
-def _identify_claim(message: Incoming, policy: Policy, phone_region: str, warnings: list[Quarantined]) -> Claim | None:
-    """The identify moment carried by a message, if any: identify calls, and the configured
-    `identify_events` carrying an email or phone."""
+# Contact details an identify-moment event's properties carry besides email and phone; identify
+# calls take all their traits.
+CONTACT_TRAITS = ("sms_consent", "unsubscribed")
+
+
+def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tuple[Claim | None, list[str]]:
+    """The identify moment a message carries, if any — identify calls, and the configured
+    `identify_events` carrying an email or phone — and what is wrong with its email or phone (an
+    invalid one is left out of the claim). An identify naming nobody (only an anonymous id) still
+    gives a claim: its traits are for the device's owner."""
     props = message.properties
-    if message.type == "track" and not (message.name in policy.identify_events and (props.get("email") or props.get("phone"))):
-        return None
-    if message.type not in ("identify", "track"):
-        return None
+    if message.type == "track":
+        if not (message.name in policy.identify_events and (props.get("email") or props.get("phone"))):
+            return None, []
+    elif message.type != "identify":
+        return None, []
     field_prefix = "traits" if message.type == "identify" else "properties"
     claim = Claim(at=message.timestamp, anonymous_id=message.anonymous_id, user_id=message.user_id, email=message.email)
+    problems = []
     for key, normalise in (("email", normalise_email), ("phone", lambda v: normalise_phone(v, phone_region))):
         if props.get(key) in (None, "") or getattr(claim, key):
             continue
         try:
             setattr(claim, key, normalise(props[key]))
         except InvalidIdentifier as exc:
-            warnings.append(
-                Quarantined(f"{field_prefix}.{key} {exc}; the message was stored without it", "", message.message_id)
-            )
+            problems.append(f"{field_prefix}.{key} {exc}")
     if message.type == "identify":
         claim.traits = {k: v for k, v in props.items() if k not in ("email", "phone")}
-        if claim.email:
-            claim.traits["email"] = claim.email
-        if claim.phone:
-            claim.traits["phone"] = claim.phone
+    else:
+        claim.traits = {k: props[k] for k in CONTACT_TRAITS if k in props}
+    if claim.email:
+        claim.traits["email"] = claim.email
+    if claim.phone:
+        claim.traits["phone"] = claim.phone
     claim.timezone = valid_timezone(message.context.get("timezone")) or valid_timezone(props.get("timezone"))
-    if not (claim.user_id or claim.email or claim.phone):
-        return None
-    return claim
+    if not (claim.strong() or (message.type == "identify" and claim.anonymous_id)):
+        return None, problems
+    return claim, problems
 
 
-def _lock_keys(messages: list[Incoming]) -> list[tuple[str, str]]:
-    keys = []
+def _lock_keys(messages: list[Incoming], claims: dict[str, Claim | None]) -> set[tuple[str, str]]:
+    """Every identifier the request names: the ones it resolves people by and the ones it attaches."""
+    keys = set()
     for m in messages:
-        if m.anonymous_id:
-            keys.append(("anonymous_id", m.anonymous_id))
-        if m.user_id:
-            keys.append(("user_id", m.user_id))
-        if m.email:
-            keys.append(("email", m.email))
+        keys.update([("anonymous_id", m.anonymous_id), ("user_id", m.user_id), ("email", m.email)])
         if m.previous_id:
-            keys.append(("user_id", m.previous_id))
-            keys.append(("anonymous_id", m.previous_id))
-    return keys
+            keys.update([("user_id", m.previous_id), ("anonymous_id", m.previous_id)])
+    for claim in claims.values():
+        if claim is not None:
+            keys.update(claim.keys())
+    return {(kind, value) for kind, value in keys if value}
+
+
+def _warning(m: Incoming, problems: list[str]) -> Quarantined:
+    """The quarantine row for a message stored without its invalid email or phone."""
+    field_name = "traits" if m.type == "identify" else "properties"
+    payload = {"type": m.type, "messageId": m.message_id, "anonymousId": m.anonymous_id, "userId": m.user_id,
+               field_name: m.properties}
+    return Quarantined(f"{'; '.join(problems)}; the message was stored without it",
+                       orjson.dumps(payload, default=str).decode(), m.message_id)
 
 
 def _event_row(m: Incoming, person_id: str | None) -> dict:
@@ -194,6 +214,11 @@ def alias(session: Session, previous_id: str, user_id: str, at: datetime, merge_
 def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str, endpoint: str,
            rejected: list[Quarantined] = (), phone_region: str = "US") -> IngestResult:
     """Store `messages` (already validated) and quarantine `rejected`, all in one transaction."""
+    return retry_moved_locks(lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region))
+
+
+def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, endpoint: str,
+            rejected: list[Quarantined], phone_region: str) -> IngestResult:
     result = IngestResult()
     unique: dict[str, Incoming] = {}
     for m in messages:
@@ -201,17 +226,20 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             result.duplicates += 1
         else:
             unique[m.message_id] = m
+    batch = list(unique.values())
+    claims = {m.message_id: identify_claim(m, policy, phone_region) for m in batch}
     with transaction(engine) as session:
+        lock_up_front(session, _lock_keys(batch, {k: claim for k, (claim, _) in claims.items()}))
         quarantine(session, api, endpoint, list(rejected))
-        if not unique:
+        if not batch:
             return result
-        batch = list(unique.values())
-        lock_identifiers(session, _lock_keys(batch))
         by_device = owners(session, "anonymous_id", {m.anonymous_id for m in batch if m.anonymous_id})
         known_people = {
             kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
             for kind in ("user_id", "email")
         }
+        for person_id in {*by_device.values(), *known_people["user_id"].values(), *known_people["email"].values()}:
+            lock_person(session, person_id)  # their events are written below
         rows = [_event_row(m, _known_person(m, known_people) or by_device.get(m.anonymous_id)) for m in batch]
         # ON CONFLICT DO NOTHING RETURNING: messages we already hold (a client's retry) come back missing.
         inserted = set(
@@ -222,7 +250,10 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
             if m.message_id not in inserted:
                 continue
             result.stored.append(m)
-            person_id = _resolve(session, m, policy, phone_region, result.warnings, known_people)
+            claim, problems = claims[m.message_id]
+            if problems:
+                result.warnings.append(_warning(m, problems))
+            person_id = _resolve(session, m, claim, policy, known_people)
             if person_id:
                 result.people[m.message_id] = person_id
         result.signals = _queue_hub_signals(session, result, policy)
@@ -314,12 +345,14 @@ def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str
             known_people[kind][getattr(m, kind)] = person_id
 
 
-def _resolve(session: Session, m: Incoming, policy: Policy, phone_region: str,
-             warnings: list[Quarantined], known_people: dict[str, dict[str, str]]) -> str | None:
+def _resolve(session: Session, m: Incoming, claim: Claim | None, policy: Policy,
+             known_people: dict[str, dict[str, str]]) -> str | None:
     """Identity work a stored message implies; returns the person of an identify moment."""
     if m.type == "alias":
         return alias(session, m.previous_id, m.user_id, m.timestamp, policy.merge_window)
-    claim = _identify_claim(m, policy, phone_region, warnings)
+    if claim is not None and not claim.strong():
+        update_device_owner(session, claim)
+        return None
     if claim is not None:
         person_id = identify(session, claim, policy.merge_window).person_id
         # The identify's own row may have been attached to the device's earlier owner.

@@ -245,6 +245,38 @@ def test_delete_removes_the_person_and_all_their_data(api, db):
     ok(api.cio("DELETE", "customers/never-existed"))
 
 
+def test_delete_leaves_nothing_about_them_behind(api, db):
+    """Events of their device from outside the merge window (never attached), quarantined input that
+    names them, and queued hub signals go too; only the `erased` signal that ends their hub stays.
+    Quarantine rows about other people, with look-alike identifiers, are kept."""
+    long_ago = int(datetime.now(timezone.utc).timestamp()) - 40 * 86400
+    ok(api.cio("POST", "events", {"anonymous_id": "gone-device", "name": "Product Viewed", "timestamp": long_ago}))
+    ok(api.cio("PUT", "customers/gone", {"email": "gone@example.com", "anonymous_id": "gone-device"}))
+    person_id = api.person(user_id="gone")["person_id"]
+    assert db.scalar("SELECT count(*) FROM events WHERE anonymous_id = 'gone-device' AND person_id IS NULL") == 1
+    bad_timestamp = {"type": "track", "event": "X", "timestamp": "yesterday-ish"}
+    assert api.segment("batch", {"batch": [
+        {**bad_timestamp, "anonymousId": "gone-device", "messageId": "q-device"},
+        {"type": "identify", "traits": {"email": "GONE@example.com"}, "messageId": "q-email"},  # names nobody else
+        {**bad_timestamp, "userId": "gone", "messageId": "q-user"},
+        {**bad_timestamp, "anonymousId": "gone-device-2", "messageId": "q-other-device"},
+        {"type": "identify", "traits": {"email": "not.gone@example.com"}, "messageId": "q-other-email"},
+        {**bad_timestamp, "userId": "Gone", "messageId": "q-other-user"},
+    ]}).headers["X-Breadcrumb-Rejected"] == "6"
+    assert api.segment("identify", {"userId": "gone", "messageId": "q-phone", "traits": {"phone": "12"}}).status_code == 200
+    assert_cio_error(api.cio("POST", "customers/gone/events", {"data": {}}), 400, "name is required")
+    assert_cio_error(api.cio("POST", "customers/gone-2/events", {"data": {}}), 400, "name is required")
+    assert db.scalar("SELECT count(*) FROM rejected") == 9
+    assert db.scalar("SELECT count(*) FROM outbox WHERE person_id = :p", p=person_id) >= 1
+
+    ok(api.cio("DELETE", "customers/gone"))
+    assert db.scalar("SELECT count(*) FROM events") == 0
+    kept = db.rows("SELECT message_id, endpoint FROM rejected ORDER BY id")
+    assert [tuple(row) for row in kept] == [("q-other-device", "/v1/batch"), ("q-other-email", "/v1/batch"),
+                                            ("q-other-user", "/v1/batch"), (None, "/api/v1/customers/gone-2/events")]
+    assert [tuple(r) for r in db.rows("SELECT kind, person_id FROM outbox")] == [("erased", person_id)]
+
+
 def test_delete_by_email(api, db):
     ok(api.cio("PUT", "customers/by-mail", {"email": "bymail@example.com"}))
     ok(api.cio("DELETE", "customers/ByMail@example.com"))
@@ -334,3 +366,14 @@ def test_merge_keeps_sms_consent_that_came_with_the_secondarys_phone(api, db):
     ok(api.cio("POST", "merge_customers", {"primary": {"id": "primary-x"}, "secondary": {"id": "consented"}}))
     person = api.person(user_id="primary-x")
     assert person["phones"] == ["+14155552671"] and person["sms_consent"] is True
+
+
+def test_unknown_paths_and_methods_answer_in_customerio_shape(api, db):
+    missing = api.cio("POST", "teleport", {"x": 1})
+    assert_cio_error(missing, 404, "/api/v1/teleport is not a Customer.io Track API endpoint")
+    assert_cio_error(api.cio("GET", "customers/x/devices"), 404, "not a Customer.io Track API endpoint")
+    wrong_method = api.cio("GET", "customers/x")
+    assert_cio_error(wrong_method, 405, "GET is not allowed on /api/v1/customers/x; use DELETE or PUT")
+    assert wrong_method.headers["allow"] == "DELETE, PUT"
+    assert_cio_error(api.cio("GET", "merge_customers"), 405, "use POST")
+    assert_cio_error(api.http.post("/api/v1/teleport"), 401, "unauthorized")  # no credentials: nothing revealed

@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import httpx
+import pytest
 
-from conftest import WRITE_KEY
+from conftest import WRITE_KEY, Api, ServedApp, settings_for
+from journeys.policy import parse_policy
 
 
 def mid() -> str:
@@ -120,6 +122,30 @@ def test_merge_window_counts_back_from_the_identify_moment(api, db):
     assert person_of(db, early) == api.person(user_id="w2")["person_id"]
 
 
+@pytest.fixture
+def shop_api(db):
+    """The app serving a shop whose policy differs from the defaults: its own identify moment
+    (`Newsletter Joined`, not `Email Captured`) and a 2-day merge window."""
+    settings = settings_for(db.url)
+    settings.__dict__["policy"] = parse_policy({"identify_events": ["Newsletter Joined"], "merge_window": "2d"})
+    with ServedApp(settings) as served:
+        client = Api(served.url)
+        yield client
+        client.http.close()
+
+
+def test_identify_events_and_merge_window_come_from_the_policy(shop_api, db):
+    old, recent = mid(), mid()
+    track(shop_api, "policy-dev", "Product Viewed", messageId=old, timestamp=ago(days=3))
+    track(shop_api, "policy-dev", "Product Viewed", messageId=recent, timestamp=ago(days=1))
+    track(shop_api, "policy-dev", "Email Captured", properties={"email": "policy@example.com"})
+    assert db.scalar("SELECT count(*) FROM people") == 0  # not an identify moment for this shop
+    track(shop_api, "policy-dev", "Newsletter Joined", properties={"email": "policy@example.com"})
+    person = shop_api.person(email="policy@example.com")
+    assert person_of(db, recent) == person["person_id"]
+    assert person_of(db, old) is None  # three days back is outside this shop's two-day window
+
+
 # ---------------------------------------------------------------------------------------------
 # Identify moments from track events
 # ---------------------------------------------------------------------------------------------
@@ -153,6 +179,36 @@ def test_sms_captured_with_phone_identifies(api, db):
     person = api.person(phone="+447911123456")
     assert person["phones"] == ["+447911123456"]
     assert len(person["events"]) == 2
+
+
+def test_identify_moment_events_carry_contact_details(api, db):
+    """SMS Captured / Email Captured identify from their properties, and the contact details they
+    carry (consent, unsubscribe, timezone) land on the person as an identify's traits would."""
+    send(api, "track", {"anonymousId": "consent-dev", "event": "SMS Captured",
+                        "properties": {"phone": "+44 7911 123457", "sms_consent": True, "timezone": "Europe/London",
+                                       "form": "checkout"}})
+    person = api.person(phone="+447911123457")
+    assert person["sms_consent"] is True
+    assert person["timezone"] == "Europe/London"
+    assert person["traits"] == {"phone": "+447911123457", "sms_consent": True}  # the form is the event's, not theirs
+    send(api, "track", {"anonymousId": "consent-dev", "event": "Email Captured",
+                        "properties": {"email": "consent@example.com", "unsubscribed": True, "sms_consent": False}})
+    person = api.person(email="consent@example.com")
+    assert person["phones"] == ["+447911123457"]
+    assert (person["email_unsubscribed"], person["sms_consent"]) == (True, False)
+
+
+def test_traits_sent_for_a_known_device_alone_go_to_its_owner(api, db):
+    """An identify with only anonymousId and traits names nobody new: it describes the device's owner."""
+    send(api, "identify", {"anonymousId": "owned-dev", "traits": {"email": "owner@example.com"}})
+    send(api, "identify", {"anonymousId": "owned-dev", "traits": {"first_name": "Ola", "sms_consent": True},
+                           "context": {"timezone": "Europe/Oslo"}})
+    person = api.person(email="owner@example.com")
+    assert person["traits"]["first_name"] == "Ola"
+    assert (person["sms_consent"], person["timezone"]) == (True, "Europe/Oslo")
+    assert [e["name"] for e in person["events"]] == ["Identify", "Identify"]
+    send(api, "identify", {"anonymousId": "stranger-dev", "traits": {"first_name": "Nobody"}})
+    assert db.scalar("SELECT count(*) FROM people") == 1  # a device nobody owns stays anonymous
 
 
 def test_events_that_are_not_identify_moments_do_not_identify(api, db):
@@ -300,15 +356,15 @@ def test_alias_of_a_known_user_to_a_new_user_id(api, db):
 # Concurrency
 # ---------------------------------------------------------------------------------------------
 
-def race(served, bodies: list[dict]) -> list[int]:
-    """POST every body to /v1/identify at once, each from its own client (own connection)."""
+def race(served, bodies: list[dict], path: str = "/v1/identify") -> list[int]:
+    """POST every body to `path` at once, each from its own client (own connection)."""
     tls = ssl.create_default_context()  # shared: building one per client costs ~80 ms of CPU each
     clients = [httpx.Client(base_url=served.url, timeout=60, verify=tls) for _ in bodies]
     start = threading.Barrier(len(bodies))
 
     def post(i: int) -> int:
         start.wait()
-        return clients[i].post("/v1/identify", auth=(WRITE_KEY, ""), json=bodies[i]).status_code
+        return clients[i].post(path, auth=(WRITE_KEY, ""), json=bodies[i]).status_code
 
     try:
         with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
@@ -342,3 +398,74 @@ def test_concurrent_identifies_of_one_email_from_many_devices(api, db, served):
     assert db.scalar("SELECT count(*) FROM identifiers WHERE kind = 'anonymous_id'") == 20
     assert db.scalar("SELECT count(DISTINCT person_id) FROM identifiers") == 1
     assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
+
+
+def test_batches_naming_two_emails_in_opposite_orders_never_deadlock(api, db, served):
+    """Two batches at once, each identifying the same two emails from its own devices and viewing the
+    same products, in opposite orders. Every advisory lock a request waits for is taken up front as
+    one sorted set, and products are upserted in key order, so neither request waits for the other
+    while holding what the other needs (before, PostgreSQL found the cycle and one answered 500)."""
+    rounds, skus = 30, [f"SKU-{i}" for i in range(8)]
+    for r in range(rounds):
+        emails = [f"first-{r}@example.com", f"second-{r}@example.com"]
+
+        def batch(side: str, emails: list[str], skus: list[str]) -> dict:
+            views = [{"type": "track", "anonymousId": f"{side}-{r}-0", "event": "Product Viewed",
+                      "properties": {"sku": sku, "price": 10 + r}} for sku in skus]
+            identifies = [{"type": "identify", "anonymousId": f"{side}-{r}-{i}", "traits": {"email": email}}
+                          for i, email in enumerate(emails)]
+            return {"batch": views + identifies}
+
+        bodies = [batch("left", emails, skus), batch("right", emails[::-1], skus[::-1])]
+        assert race(served, bodies, path="/v1/batch") == [200, 200], f"round {r}"
+    assert db.scalar("SELECT count(*) FROM people") == 2 * rounds
+    per_email = db.rows("SELECT value, count(DISTINCT person_id) FROM identifiers WHERE kind = 'email' GROUP BY value")
+    assert len(per_email) == 2 * rounds and {count for _, count in per_email} == {1}
+    assert db.scalar("SELECT count(*) FROM products") == len(skus)
+
+
+@pytest.mark.parametrize("database", ["postgres"], indirect=True)  # SQLite writers run one at a time
+def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, db, monkeypatch, request):
+    """A request read the device's owner (S) and waited for S's lock while another transaction moved
+    the device to P. P's lock is not in the request's sorted set, and a third transaction holds it:
+    instead of waiting for it out of order (a possible deadlock), the request starts again, now
+    locking P up front, and the event lands on P."""
+    from sqlalchemy import text
+    from sqlmodel import Session
+
+    import store.ingest
+    from store.identity import lock_up_front
+
+    send(api, "identify", {"anonymousId": "moved-dev", "traits": {"email": "s@example.com"}})
+    send(api, "identify", {"anonymousId": "other-dev", "traits": {"email": "p@example.com"}})
+    secondary, primary = api.person(email="s@example.com")["person_id"], api.person(email="p@example.com")["person_id"]
+    runs = []
+    real_ingest = store.ingest._ingest
+    monkeypatch.setattr(store.ingest, "_ingest", lambda *a: runs.append(1) or real_ingest(*a))
+
+    def waiting(count: int) -> None:
+        for _ in range(200):
+            if db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == count:
+                return
+            threading.Event().wait(0.05)
+        raise AssertionError(f"never saw {count} waiting lock(s)")
+
+    mover, holder = Session(db.engine), Session(db.engine)
+    request.addfinalizer(mover.close)
+    request.addfinalizer(holder.close)
+    mover.begin()
+    lock_up_front(mover, [("email", "s@example.com")])  # holds S
+    mover.execute(text("UPDATE identifiers SET person_id = :p WHERE value = 'moved-dev'"), {"p": primary})
+    holder.begin()
+    lock_up_front(holder, [("email", "p@example.com")])  # holds P
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        late = pool.submit(send, api, "track", {"anonymousId": "moved-dev", "event": "Product Viewed",
+                                                "messageId": "after-move"})
+        waiting(1)  # the request waits for S, the owner it read
+        mover.commit()
+        waiting(1)  # its second run waits for P, in order
+        assert len(runs) == 2
+        holder.commit()
+        late.result(timeout=10)
+    assert person_of(db, "after-move") == primary
+    assert api.admin(f"people/{secondary}").json()["anonymous_ids"] == []

@@ -249,11 +249,14 @@ def test_request_just_under_500_kb_is_accepted(api, db):
     assert db.scalar("SELECT count(*) FROM events") == len(body["batch"])
 
 
-def test_single_message_over_32_kb_is_quarantined(api, db):
+def test_single_message_over_32_kb_is_400_and_quarantined(api, db):
+    """Sent alone, the message is the request: over the size limit is a 400 naming it (as Segment
+    answers); it is valid JSON, so the shop also finds it in the quarantine."""
     message_id = mid()
     response = api.segment("track", {"anonymousId": "a", "event": "Huge", "messageId": message_id,
                                      "properties": {"blob": "y" * 40_000}})
-    assert response.status_code in (200, 400), response.text
+    assert response.status_code == 400, response.text
+    assert response.json()["success"] is False and "the limit is 32 KB" in response.json()["error"]
     assert event_row(db, message_id) is None
     quarantined = [r for r in rejected(api) if r["message_id"] == message_id]
     assert len(quarantined) == 1
@@ -451,6 +454,7 @@ def test_strict_mode_rejects_the_whole_request_and_stores_nothing(api, db):
     assert "userId or anonymousId" in errors[1]["error"]
     assert db.scalar("SELECT count(*) FROM events") == 0
     assert db.scalar("SELECT count(*) FROM people") == 0
+    assert db.scalar("SELECT count(*) FROM rejected") == 0
 
 
 def test_strict_mode_single_call(api, db):
@@ -458,6 +462,44 @@ def test_strict_mode_single_call(api, db):
     assert response.status_code == 400
     assert "event" in response.json()["errors"][0]["error"]
     assert db.scalar("SELECT count(*) FROM events") == 0
+    assert db.scalar("SELECT count(*) FROM rejected") == 0
+
+
+@pytest.mark.parametrize("traits,problem", [
+    ({"email": "not-an-email"}, "traits.email 'not-an-email' is not a valid email address"),
+    ({"email": "ok@example.com", "phone": "12"}, "traits.phone '12' is not a valid phone number"),
+])
+def test_strict_mode_refuses_an_invalid_email_or_phone(api, db, traits, problem):
+    """Without strict mode the message is stored without the bad value; with it, the message is
+    invalid: 400 naming the problem, nothing stored, nothing quarantined."""
+    good = {"type": "track", "anonymousId": "strict-dev", "event": "Product Viewed", "messageId": mid()}
+    bad = {"type": "identify", "anonymousId": "strict-dev", "traits": traits, "messageId": mid()}
+    response = api.segment("batch", {"batch": [good, bad]}, headers={"X-Strict-Mode": "1"})
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [{"index": 1, "messageId": bad["messageId"], "error": problem}]
+    tracked = api.segment("track", {**good, "messageId": mid(),
+                                    "properties": {"email": "not-an-email"}}, headers={"X-Strict-Mode": "1"})
+    assert tracked.status_code == 200, "an email on an event that is not an identify moment is just a property"
+    assert db.scalar("SELECT count(*) FROM events") == 1
+    assert db.scalar("SELECT count(*) FROM people") == 0
+    assert db.scalar("SELECT count(*) FROM rejected") == 0
+
+
+def test_a_dropped_email_or_phone_counts_as_rejected(api, db):
+    """Non-strict: the message is stored without its invalid phone and email, and the one quarantine
+    row that says so is counted in X-Breadcrumb-Rejected."""
+    message_id = mid()
+    response = api.segment("batch", {"batch": [
+        {"type": "identify", "anonymousId": "drop-dev", "userId": "drop-user", "messageId": message_id,
+         "traits": {"email": "nope", "phone": "12"}},
+        {"type": "track", "anonymousId": "drop-dev", "event": "Product Viewed", "messageId": mid()},
+    ]})
+    assert response.status_code == 200, response.text
+    assert (response.headers["X-Breadcrumb-Stored"], response.headers["X-Breadcrumb-Rejected"]) == ("2", "1")
+    [row] = rejected(api)
+    assert row["message_id"] == message_id
+    assert "traits.email" in row["reason"] and "traits.phone" in row["reason"] and "stored without" in row["reason"]
+    assert json.loads(row["payload"])["traits"] == {"email": "nope", "phone": "12"}
 
 
 def test_strict_mode_with_valid_input_stores_it(api, db):
