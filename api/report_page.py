@@ -125,14 +125,18 @@ _TEMPLATE = _env.from_string("""<!doctype html>
   <h2>First-purchase conversion by route</h2>
   <p class="muted">People identified in the period whose first order came within {{ c.days }} days of identifying;
     {{ c.prior_purchasers | num }} who had already bought are left out{% if c.still_in_window %}, and so are
-    {{ c.still_in_window | num }} still inside their window with no order yet (they may still buy){% endif %}.</p>
+    {{ c.still_in_window | num }} still inside their window ({{ c.converted_so_far | num }} bought so far: the outcome is not
+    known until the window closes){% endif %}.</p>
   <table>
-    <tr><th>route</th><th>people</th><th>in window</th><th>converted</th><th>rate</th><th>already customers</th></tr>
+    <tr><th>route</th><th>people</th><th>in window</th><th>bought so far</th><th>measured</th><th>converted</th>
+        <th>rate</th><th>already customers</th></tr>
     {% for row in c.by_route %}
     <tr><td>{{ row.route }}</td><td>{{ row.people | num }}</td><td>{{ row.still_in_window | num }}</td>
+        <td>{{ row.converted_so_far | num }}</td><td>{{ row.measured | num }}</td>
         <td>{{ row.converted | num }}</td><td>{{ row.rate | pct }}</td><td>{{ row.prior_purchasers | num }}</td></tr>
     {% endfor %}
-    <tr><th>all</th><th>{{ c.people | num }}</th><th>{{ c.still_in_window | num }}</th><th>{{ c.converted | num }}</th>
+    <tr><th>all</th><th>{{ c.people | num }}</th><th>{{ c.still_in_window | num }}</th>
+        <th>{{ c.converted_so_far | num }}</th><th>{{ c.measured | num }}</th><th>{{ c.converted | num }}</th>
         <th>{{ c.rate | pct }}</th><th>{{ c.prior_purchasers | num }}</th></tr>
   </table>
   {% if c.holdout %}

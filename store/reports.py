@@ -17,9 +17,10 @@ Definitions (the README's "Reports" section says the same in prose):
 - **First-purchase conversion**: the cohort is the people identified in the period; a person
   converted when their first order ever came at or after their identify and within N days of it.
   People whose first order came *before* they identified (already customers) are left out of
-  the rates and counted separately, and so are people still inside their N days with no order
-  yet (`still_in_window`: their outcome is not known). The rate is over the people *measured*:
-  converted, or their N days are over. A person's route is the most urgent journey they were routed
+  the rates and counted separately, and so are people still inside their N days
+  (`still_in_window`, with `converted_so_far` of them: their outcome is not known yet, and counting
+  only the early buyers among them would make a recent cohort read high). The rate is over the
+  people *measured*: their N days are over. A person's route is the most urgent journey they were routed
   to before converting (or within the N days): cart_recovery > browse_recovery > welcome >
   control > none; people the hub routed only after they had bought count as "none", people it
   never routed as "unrouted". Control is the holdout
@@ -42,7 +43,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import (Connection, Engine, Float, Integer, and_, case, cast, exists, extract, func, literal, literal_column,
+from sqlalchemy import (Connection, Engine, Float, Integer, and_, case, cast, exists, extract, func, literal, literal_column, not_,
                         or_, select, true, union_all)
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -421,8 +422,9 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
     horizon = d.epoch(per.c.identified_at) + window
     prior = per.c.first_at < per.c.identified_at
     converted = and_(per.c.first_at >= per.c.identified_at, d.epoch(per.c.first_at) <= horizon)
-    # Not converted (yet) and the N days not over: the outcome is unknown, so out of the rates.
-    open_window = and_(horizon > now.timestamp(), or_(per.c.first_at.is_(None), d.epoch(per.c.first_at) > horizon))
+    # The N days not over: out of the rates, converted or not. Counting only their early converters
+    # would read high on a recent cohort (on fresh data nearly 100%), counting none of them low.
+    open_window = and_(horizon > now.timestamp(), or_(per.c.first_at.is_(None), not_(prior)))
     # Routed only after buying (the hub saw the order first): nothing was sent, so "none".
     route = case(*((per.c.priority == rank, name) for name, rank in ROUTE_PRIORITY.items()),
                  (per.c.runs > 0, "none"), else_="unrouted")
@@ -431,8 +433,9 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
             route.label("route"),
             func.count().label("identified"),
             func.sum(case((prior, 1), else_=0)).label("prior"),
-            func.sum(case((converted, 1), else_=0)).label("converted"),
+            func.sum(case((and_(converted, not_(open_window)), 1), else_=0)).label("converted"),
             func.sum(case((open_window, 1), else_=0)).label("open"),
+            func.sum(case((and_(converted, open_window), 1), else_=0)).label("open_converted"),
             func.sum(case((per.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
             func.sum(case((and_(converted, per.c.first_at >= per.c.first_sent, *period.where(per.c.first_at)), 1),
                           else_=0)).label("purchased"),
@@ -451,10 +454,12 @@ def conversion(conn: Connection, d: Dialect, period: Period, conversion_days: in
         people = _int(row.identified) - _int(row.prior) if row else 0
         still_open = _int(row.open) if row else 0
         converted_n = _int(row.converted) if row else 0
-        by_route.append({"route": name, "people": people, "still_in_window": still_open, "measured": people - still_open,
+        by_route.append({"route": name, "people": people, "still_in_window": still_open,
+                         "converted_so_far": _int(row.open_converted) if row else 0, "measured": people - still_open,
                          "converted": converted_n, "rate": _rate(converted_n, people - still_open),
                          "prior_purchasers": _int(row.prior) if row else 0})
-    totals = {key: sum(r[key] for r in by_route) for key in ("people", "still_in_window", "measured", "converted")}
+    totals = {key: sum(r[key] for r in by_route)
+              for key in ("people", "still_in_window", "converted_so_far", "measured", "converted")}
     by_name = {r["route"]: r for r in by_route}
     treated_people = sum(by_name[j]["measured"] for j in JOURNEYS)
     treated_converted = sum(by_name[j]["converted"] for j in JOURNEYS)

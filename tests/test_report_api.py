@@ -109,7 +109,8 @@ def test_page_renders_figures_and_charts_with_data_points(api, history):
     assert ["cart_recovery", "6", "carts", "4", "66.7%"] in rows and ["browse_recovery", "2", "people", "1", "50.0%"] in rows
     conversion = re.search(r'<section id="conversion">.*?</section>', html, re.S).group(0)
     rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr>.*?</tr>", conversion, re.S)]
-    assert ["control", "3", "0", "1", "33.3%", "0"] in rows  # people, in window, converted, rate, already customers
+    # people, in window, bought so far, measured, converted, rate, already customers
+    assert ["control", "3", "0", "0", "3", "1", "33.3%", "0"] in rows
 
     # Figures, and user-provided text escaped wherever it appears.
     # Conversion, cart recovery, revenue per recipient (525 / 10 people; cart recovery 260 / 6), lift, lateness.

@@ -41,9 +41,9 @@ def test_summary_tables(store):
     assert "52.50" in row["revenue per recipient"]
     assert "66.7%" in row["cart recovery rate"] and "4 of 6 carts" in row["cart recovery rate"]
     assert "+33.3 pts" in row["lift vs holdout"]
-    # route, people, still in window, converted, rate, already customers
-    assert row["control"].split() == ["control", "3", "0", "1", "33.3%", "0"]
-    assert row["unrouted"].split() == ["unrouted", "1", "0", "0", "0.0%", "0"]
+    # route, people, still in window, bought so far, measured, converted, rate, already customers
+    assert row["control"].split() == ["control", "3", "0", "0", "3", "1", "33.3%", "0"]
+    assert row["unrouted"].split() == ["unrouted", "1", "0", "0", "1", "0", "0.0%", "0"]
     per_journey = [l.split() for l in out.splitlines() if l.strip().startswith(("cart_recovery ", "welcome "))]
     assert ["cart_recovery", "6", "4", "460.00", "76.67"] in per_journey  # by journey
     assert ["cart_recovery", "1", "6", "3", "340.00", "56.67"] in per_journey  # by step

@@ -278,27 +278,29 @@ def test_period_bounds_and_defaults(db, history):
     # A later cut-off: only people identified from 10 March, and recent people are still in their window.
     late = reports.summary(db.engine, POLICY, reports.make_period("2025-03-10", None), now=at(20))
     assert late["conversion"]["identified"] == 6  # J K L M N O
-    assert late["conversion"]["still_in_window"] == 4  # K L M O: no order yet, 14 days not over on 20 March
-    # N bought first; of J K L M O only J is measured (converted); the rest may still buy.
-    assert (late["conversion"]["measured"], late["conversion"]["converted"], late["conversion"]["rate"]) == (1, 1, 1.0)
+    # N bought first; J K L M O are all inside their 14 days on 20 March: none measured, J bought so far.
+    assert (late["conversion"]["still_in_window"], late["conversion"]["converted_so_far"]) == (5, 1)
+    assert (late["conversion"]["measured"], late["conversion"]["converted"], late["conversion"]["rate"]) == (0, 0, None)
     assert late["period"]["since"] == "2025-03-10T00:00:00+00:00" and late["period"]["until"] is None
 
 
-def test_conversion_is_over_people_whose_window_closed_or_who_converted(db):
-    """On 20 March, with a 14-day window: people identified from 7 March on who have not bought
-    may still buy, so they are left out of the rate; whoever bought within their window counts,
-    open or not."""
+def test_conversion_is_over_people_whose_window_closed(db):
+    """On 20 March, with a 14-day window: people identified from 7 March on may still buy, so they
+    are left out of the rate whether or not they have bought yet (counting only their early buyers
+    would make a recent cohort read high); their early buyers are shown as converted_so_far."""
     h = History()
     story = [  # name, route, identified, first order (None: none yet)
         ("U1", "cart_recovery", at(1), at(3)),     # converted
         ("U2", "cart_recovery", at(2), None),      # window over on 16 March: not converted
-        ("U3", "cart_recovery", at(15), at(16)),   # converted, window still open: counts
+        ("U3", "cart_recovery", at(15), at(16)),   # bought, window still open: left out, converted so far
         ("U4", "cart_recovery", at(15), None),     # still in window: left out
         ("U9", "cart_recovery", at(1), at(19)),    # bought on day 18: window over, not converted
         ("U5", "welcome", at(18), None),           # still in window: left out
-        ("U6", "control", at(15), at(17)),         # converted
-        ("U7", "control", at(2), None),            # not converted
+        ("U11", "welcome", at(1), at(5)),          # converted
+        ("U6", "control", at(15), at(17)),         # bought, window still open: left out, converted so far
+        ("U7", "control", at(2), at(4)),           # converted
         ("U10", "control", at(3), None),           # not converted
+        ("U12", "control", at(3), None),           # not converted
         ("U8", "control", at(18), None),           # still in window: left out
     ]
     for name, route, identified, ordered in story:
@@ -308,15 +310,17 @@ def test_conversion_is_over_people_whose_window_closed_or_who_converted(db):
             h.order(name, ordered, f"o-{name}", value=10)
     h.insert(db.engine)
     c = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), conversion_days=14, now=at(20))["conversion"]
-    # 10 people, 3 still in their window (U4 U5 U8), 7 measured, 3 converted (U1 U3 U6): 3/7, not 3/10.
-    assert (c["people"], c["still_in_window"], c["measured"], c["converted"]) == (10, 3, 7, 3)
+    # 12 people, 5 still in their window (U3 U4 U5 U6 U8; U3 and U6 bought so far), 7 measured,
+    # 3 converted (U1 U11 U7): 3/7 — not 3/12, and not 5/9 counting the early buyers.
+    assert (c["people"], c["still_in_window"], c["converted_so_far"], c["measured"], c["converted"]) == (12, 5, 2, 7, 3)
     assert c["rate"] == round(3 / 7, 4)
     routes = by(c["by_route"], "route")
     cart, welcome, control = routes["cart_recovery"], routes["welcome"], routes["control"]
-    # Cart: U1 U2 U3 U4 U9, U4 open → 2 of 4. Welcome: only U5, open → no rate yet. Control: 1 of 3.
-    assert (cart["people"], cart["still_in_window"], cart["measured"], cart["converted"], cart["rate"]) == (5, 1, 4, 2, 0.5)
-    assert (welcome["people"], welcome["measured"], welcome["rate"]) == (1, 0, None)
-    assert (control["people"], control["measured"], control["converted"]) == (4, 3, 1)
+    # Cart: U1 U2 U9 measured (U3 U4 open) → 1 of 3. Welcome: U11 of U11 (U5 open). Control: U7 of U7 U10 U12.
+    assert (cart["people"], cart["still_in_window"], cart["converted_so_far"], cart["measured"], cart["converted"],
+            cart["rate"]) == (5, 2, 1, 3, 1, round(1 / 3, 4))
+    assert (welcome["people"], welcome["measured"], welcome["converted"], welcome["rate"]) == (2, 1, 1, 1.0)
+    assert (control["people"], control["measured"], control["converted"]) == (5, 3, 1)
     h = c["holdout"]
     # Journeys 2 of 4 (0.5) against control 1 of 3: lift 0.5 − 1/3 points, 0.5 / (1/3) − 1 = 50 % relative.
     assert (h["journey_people"], h["journey_converted"], h["control_people"], h["control_converted"]) == (4, 2, 3, 1)

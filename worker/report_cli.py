@@ -132,11 +132,12 @@ def print_summary(console: Console, s: dict) -> None:
     console.print(headline)
 
     routes = _table(f"First-purchase conversion by route (≤ {c['days']} d after identify)",
-                    "route", "people", "in window", "converted", "rate", "already customers")
+                    "route", "people", "in window", "bought so far", "measured", "converted", "rate",
+                    "already customers")
 
     def route_row(name: str, row: dict) -> None:
-        routes.add_row(Text(name), num(row["people"]), num(row["still_in_window"]), num(row["converted"]),
-                       pct(row["rate"]), num(row["prior_purchasers"]))
+        routes.add_row(Text(name), num(row["people"]), num(row["still_in_window"]), num(row["converted_so_far"]),
+                       num(row["measured"]), num(row["converted"]), pct(row["rate"]), num(row["prior_purchasers"]))
     for row in c["by_route"]:
         route_row(row["route"], row)
     routes.add_section()
@@ -145,8 +146,8 @@ def print_summary(console: Console, s: dict) -> None:
     if c["holdout"] is None:
         console.print("[dim]No control group measured in this period (holdout_percent in journeys.toml measures lift).[/]")
     if c["still_in_window"]:
-        console.print(f"[dim]{num(c['still_in_window'])} people are still inside their {c['days']}-day window with no "
-                      f"order yet: left out of the rates until they buy or the window closes.[/]")
+        console.print(f"[dim]{num(c['still_in_window'])} people are still inside their {c['days']}-day window "
+                      f"({num(c['converted_so_far'])} bought so far): left out of the rates until the window closes.[/]")
 
     journeys = _table("Revenue per recipient by journey", "journey", "people messaged", "orders", "revenue", "per recipient")
     for row in r["by_journey"]:
