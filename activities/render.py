@@ -11,7 +11,9 @@ The text part of an email always ends with `_footer.txt.j2` (unsubscribe link, s
 
 StrictUndefined everywhere: a missing variable is an error, never a blank email. `Renderer.check`
 renders every configured step at worker start-up against sample data covering the shapes real
-data takes (items or none, a category or none), so a typo stops the worker instead of a send.
+data takes (items or none, a category or none), so a typo stops the worker instead of a send. An
+error in a branch the samples never reach still surfaces at send time: that message is marked
+`failed` with `describe`'s account of it, never retried (rendering again cannot help).
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ def _environment(folder: Path, autoescape: bool) -> Environment:
     return env
 
 
+def describe(exc: TemplateProblem | TemplateError, name: str, channel: str) -> str:
+    """What is wrong and where: `templates/welcome_1.txt.j2 line 7: UndefinedError: 'colour' is
+    undefined`. A render-time error carries no location of its own; the template's frame in the
+    traceback (Jinja maps it to the template line) does."""
+    if isinstance(exc, TemplateProblem):
+        return str(exc)
+    where, line = getattr(exc, "filename", None) or getattr(exc, "name", None), getattr(exc, "lineno", None)
+    if where is None:
+        frame = exc.__traceback__
+        while frame is not None:
+            if frame.tb_frame.f_code.co_filename.endswith(".j2"):
+                where, line = Path(frame.tb_frame.f_code.co_filename).name, frame.tb_lineno
+            frame = frame.tb_next
+    if where is not None and not where.startswith("templates/"):
+        where = f"templates/{Path(where).name}"
+    files = ", ".join(f"templates/{f}" for f in template_files(name, channel))
+    return f"{where or files}{f' line {line}' if line else ''}: {type(exc).__name__}: {exc.message or exc}"
+
+
 def template_files(name: str, channel: str) -> list[str]:
     return [f"{name}.sms.j2"] if channel == "sms" else [f"{name}.txt.j2", f"{name}.html.j2"]
 
@@ -132,14 +153,8 @@ class Renderer:
             for sample in sample_contexts(name):
                 try:
                     rendered = self.render(name, channel, sample)
-                except TemplateProblem as exc:
-                    problems.append(str(exc))
-                    break
-                except TemplateError as exc:
-                    where = getattr(exc, "filename", None) or getattr(exc, "name", None)
-                    files = ", ".join(f"templates/{f}" for f in template_files(name, channel))
-                    line = f" line {exc.lineno}" if getattr(exc, "lineno", None) else ""
-                    problems.append(f"{where or files}{line}: {type(exc).__name__}: {exc.message or exc}")
+                except (TemplateProblem, TemplateError) as exc:
+                    problems.append(describe(exc, name, channel))
                     break
                 if channel != "sms" and SAMPLE_UNSUBSCRIBE not in rendered.html:
                     problems.append(f"templates/{name}.html.j2 has no unsubscribe link: extend _layout.html.j2 "

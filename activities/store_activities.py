@@ -8,21 +8,23 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, func, or_, update
+from jinja2 import TemplateError
+from sqlalchemy import Engine, Text, case, cast, func, literal_column, or_, true, update
 from sqlmodel import Session, select
 from temporalio import activity
 
 from activities.channels import Channel, OutboxChannel
-from activities.render import Renderer, absolute
+from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
-from journeys.personalise import Catalog, CatalogEntry, category_anchor, personalise, skus_in
+from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc
 from store.settings import Settings
 from store.unsubscribe import unsubscribe_url
+from workflows.journey import reason_to_stop
 from workflows.models import (
     Conversion,
     JourneyNote,
@@ -68,6 +70,7 @@ def _first_identifier(session: Session, person_id: str, kind: str) -> str | None
 DEV_SHOP_URL = "https://shop.example"
 DEV_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
 CATALOG_PICKS_SCAN = 200  # ranked in-stock rows read for category picks and bestsellers
+BESTSELLER_WINDOW = timedelta(days=90)  # the orders that rank products the admin did not rank
 
 
 @dataclass(frozen=True)
@@ -96,24 +99,68 @@ class MessageLinks:
                    unsubscribe_key=key, currency=settings.currency.upper())
 
 
-def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | None) -> Catalog:
+def orders_by_sku(session: Session, since: datetime):
+    """Subquery (sku, orders): how many orders since `since` listed each product in their
+    `products[]` (its `sku`, else `product_id`, as journeys.taxonomy.product_key reads it). The
+    other copy of an order (client/server) and a repeated order id count once."""
+    e = Event.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        listed = e.c.properties.op("->")(literal_column("'products'"))
+        lines = func.jsonb_array_elements(case((func.jsonb_typeof(listed) == "array", listed),
+                                               else_=literal_column("'[]'::jsonb"))).table_valued("value")
+
+        def field(key: str):
+            name = literal_column(f"'{key}'")
+            return case((func.jsonb_typeof(lines.c.value.op("->")(name)).in_(("string", "number")),
+                         func.nullif(lines.c.value.op("->>")(name), "")))
+        is_list = true()
+    else:
+        lines = func.json_each(e.c.properties, "$.products").table_valued("value", "type")
+
+        def field(key: str):
+            path = literal_column(f"'$.{key}'")
+            return case((lines.c.type != "object", None),  # json_type below would choke on a bare string
+                        (func.json_type(lines.c.value, path).in_(("text", "integer", "real")),
+                         func.nullif(cast(func.json_extract(lines.c.value, path), Text), "")))
+        is_list = func.json_type(e.c.properties, "$.products") == "array"
+    sku = func.coalesce(field("sku"), field("product_id"))
+    return (
+        select(sku.label("sku"), func.count(func.distinct(func.coalesce(e.c.order_id, e.c.message_id))).label("orders"))
+        .select_from(e.join(lines, true()))
+        .where(e.c.name == taxonomy.ORDER_COMPLETED, e.c.duplicate_of.is_(None), e.c.timestamp >= since, is_list,
+               sku.is_not(None))
+        .group_by(sku)
+        .subquery("sales")
+    )
+
+
+def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | None, now: datetime) -> Catalog:
     """The catalog rows a message can use: every product the history mentions, plus the ranked
-    in-stock products of the shopper's category and the shop's bestsellers. Two queries."""
+    in-stock products of the shopper's category and the shop's bestsellers — the admin's
+    `bestseller_rank` first, then what sold most in the last BESTSELLER_WINDOW. Two queries."""
     rows = list(session.exec(select(Product).where(Product.sku.in_(skus)))) if (skus := skus_in(events, cart)) else []
     anchor = category_anchor(events, Catalog(_entry(r) for r in rows))
-    ranked = select(Product).where(Product.in_stock.is_(True))
-    ranked = ranked.where(or_(Product.bestseller_rank.is_not(None), Product.category == anchor) if anchor
-                          else Product.bestseller_rank.is_not(None))
-    ranked = ranked.order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, Product.name, Product.sku)
-    rows += list(session.exec(ranked.limit(CATALOG_PICKS_SCAN)))
+    sales = orders_by_sku(session, now - BESTSELLER_WINDOW)
+    orders = func.coalesce(sales.c.orders, 0)
+    ranked = (select(Product, orders).outerjoin(sales, sales.c.sku == Product.sku)
+              .where(Product.in_stock.is_(True),
+                     or_(Product.bestseller_rank.is_not(None), sales.c.orders.is_not(None),
+                         *([Product.category == anchor] if anchor else [])))
+              .order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, orders.desc(), Product.name,
+                        Product.sku)
+              .limit(CATALOG_PICKS_SCAN))
+    sold: dict[str, int] = {}
+    for row, count in session.exec(ranked):
+        rows.append(row)
+        sold[row.sku] = count
     unique = {(r.sku, r.variant): r for r in rows}
-    return Catalog(_entry(r) for r in unique.values())
+    return Catalog(_entry(r, sold.get(r.sku, 0)) for r in unique.values())
 
 
-def _entry(row: Product) -> CatalogEntry:
+def _entry(row: Product, orders: int = 0) -> CatalogEntry:
     return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
                         price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
-                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank)
+                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank, orders=orders)
 
 
 def _resume_url(events: list[HistoryEvent], cart: OpenCart | None, shop_url: str) -> str:
@@ -231,16 +278,29 @@ class StoreActivities:
     @activity.defn(name="send_step")
     def send_step(self, send: SendInput) -> SendResult:
         """Write the message under `{workflow_id}:{step}` before delivering: a retry finds it and never
-        delivers a second time."""
+        delivers a second time. Before every delivery attempt the journey's guardrails are read
+        again: a send Temporal retries for hours while the relay is down must not go out once the
+        shopper has bought, unsubscribed, been suppressed or closed their cart."""
         key = f"{send.workflow_id}:{send.step}"
+        composed = False
         with transaction(self.engine) as session:
             message = session.exec(select(Message).where(Message.idempotency_key == key)).first()
             if message is None:
-                session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
-                    **self._compose(session, send, key)))
+                person = session.get(Person, send.person_id)
+                if person is None:  # erased (or merged away) before the first attempt: nothing to write
+                    return SendResult(message_id="", status="skipped", subject="",
+                                      reason=reason_to_stop(SendCheck(person_exists=False), send.route))
+                inserted = session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
+                    **self._compose(session, person, send, key))).rowcount
                 message = session.exec(select(Message).where(Message.idempotency_key == key)).one()
+                composed = bool(inserted)
+                if composed and message.status != "pending":  # nothing to show, or a template that cannot render
+                    self._log_outcome(session, message)
         if message.status != "pending":
-            return self._result(message, duplicate=True)
+            return self._result(message, duplicate=not composed)
+        stop = self._reason_not_to_send(send)
+        if stop:
+            return self._finish(message, "skipped", stop)
         attempt = self._attempt(message)
         try:
             self.channels[message.channel].deliver(message)
@@ -253,6 +313,13 @@ class StoreActivities:
                 raise
             return self._finish(message, "failed", reason)
         return self._finish(message, "sent", None, sent_at=send.at)
+
+    def _reason_not_to_send(self, send: SendInput) -> str | None:
+        """The journey's own check, fresh from the store: what would end the journey, or this step's
+        channel no longer reaching the person (unsubscribed, consent withdrawn)."""
+        check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
+                                                      channel=send.channel, cart_id=send.cart_id))
+        return reason_to_stop(check, send.route) or check.channel_blocked
 
     def _attempt(self, message: Message) -> int:
         with transaction(self.engine) as session:
@@ -267,11 +334,13 @@ class StoreActivities:
         except Exception:  # the store being down too must not hide the delivery error
             log.exception("could not record the delivery error of %s", message.idempotency_key)
 
-    def _compose(self, session: Session, send: SendInput, key: str) -> dict:
-        person = session.get(Person, send.person_id)
+    def _compose(self, session: Session, person: Person, send: SendInput, key: str) -> dict:
+        """The message row: rendered and `pending`; or already final when it must not go out —
+        `skipped` when the step has nothing to show, `failed` when its template cannot render
+        (rendering again cannot help, so it is not left for Temporal to retry forever)."""
         history = person_history(session, person, send.at)
         cart = self._cart(history, send.cart_id) if send.route == "cart_recovery" else None
-        catalog = load_catalog(session, history.events, cart)
+        catalog = load_catalog(session, history.events, cart, send.at)
         shown = personalise(send.route, history.events, catalog, cart)
         message_id = str(uuid.uuid4())
         links = self.links
@@ -279,34 +348,47 @@ class StoreActivities:
                                       "sms" if send.channel == "sms" else "email", message_id)
         traits = person.traits or {}
         first_name = traits.get("first_name") or traits.get("firstName")
-        rendered = self.renderer.render(send.template, send.channel, {
-            "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
-            "journey": send.route, "step": send.step,
-            "items": [item.model_dump() for item in shown.items], "cart_value": shown.cart_value,
-            "category": shown.category, "picks": [item.model_dump() for item in shown.picks],
-            "currency": _currency(history.events, links.currency),
-            "resume_url": _resume_url(history.events, cart, links.shop_url),
-            "unsubscribe_url": unsubscribe,
-            "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
-        })
+        reason = nothing_to_show(send.route, shown, history.events)
+        status = "skipped" if reason else "pending"
+        try:
+            rendered = self.renderer.render(send.template, send.channel, {
+                "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
+                "journey": send.route, "step": send.step,
+                "items": [item.model_dump() for item in shown.items], "cart_value": shown.cart_value,
+                "category": shown.category, "picks": [item.model_dump() for item in shown.picks],
+                "currency": _currency(history.events, links.currency),
+                "resume_url": _resume_url(history.events, cart, links.shop_url),
+                "unsubscribe_url": unsubscribe,
+                "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
+            })
+        except (TemplateProblem, TemplateError) as exc:
+            status, reason = "failed", f"template error: {describe(exc, send.template, send.channel)}"
+            log.error("message %s not sent: %s", key, reason)
+            rendered = Rendered(subject="", text="")
         return dict(
             id=message_id, person_id=send.person_id, workflow_id=send.workflow_id, journey=send.route,
             step=send.step, template=send.template, channel=send.channel,
             recipient=self._recipient(session, send.person_id, send.channel) or "", subject=rendered.subject,
             body=rendered.text, html=rendered.html, unsubscribe_url=unsubscribe,
-            items=[item.model_dump() for item in shown.items], status="pending", idempotency_key=key,
+            items=[item.model_dump() for item in shown.items], status=status, reason=reason, idempotency_key=key,
             cart_id=send.cart_id, created_at=send.at,
         )
 
     def _finish(self, message: Message, status: str, reason: str | None, sent_at: datetime | None = None) -> SendResult:
+        """Move a pending message to its final status (sent, failed, skipped) and log it once."""
         with transaction(self.engine) as session:
-            session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
-                            .values(status=status, reason=reason, sent_at=sent_at))
-            self._log(session, message.workflow_id, message.person_id, message.journey,
-                      "sent" if status == "sent" else "failed", reason or message.subject, sent_at or message.created_at,
-                      step=message.step, message_id=message.id)
-        message.status, message.reason = status, reason
+            changed = session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
+                                      .values(status=status, reason=reason, sent_at=sent_at)).rowcount
+            message.status, message.reason, message.sent_at = status, reason, sent_at
+            if changed:
+                self._log_outcome(session, message)
         return self._result(message)
+
+    def _log_outcome(self, session: Session, message: Message) -> None:
+        """The journey log line of a message's final status (kind `sent`, `failed` or `skipped`)."""
+        self._log(session, message.workflow_id, message.person_id, message.journey, message.status,
+                  message.reason or message.subject, message.sent_at or message.created_at,
+                  step=message.step, message_id=message.id)
 
     @staticmethod
     def _result(message: Message, duplicate: bool = False) -> SendResult:

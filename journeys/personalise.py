@@ -1,5 +1,6 @@
 """What a message shows: a few recently viewed, in-stock products, the category the shopper cares
-about most, and — when we know nothing about them — the shop's bestsellers.
+about most, and — when we know nothing about them — the shop's bestsellers; and when a step has
+nothing worth sending.
 
 Pure: the activity loads the history and the relevant catalog rows and hands them in, so all of
 this is unit-tested without a database. The rules a marketer can rely on:
@@ -10,7 +11,11 @@ this is unit-tested without a database. The rules a marketer can rely on:
   same product stands in for it, and a product with no variant in stock is left out;
 - a product the catalog does not know is left out too: we cannot vouch for its stock;
 - the category anchor is the category looked at most (product views, collection views, quiz
-  answers, add-to-carts), ties going to the most recent.
+  answers, add-to-carts), ties going to the most recent;
+- bestsellers are the admin's `bestseller_rank` first, then what sells: products by the number of
+  recent orders that contained them;
+- a browse recovery with nothing in stock to show, or a cart recovery whose every line has sold
+  out, is skipped rather than sent empty.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class CatalogEntry(BaseModel):
     url: str | None = None
     in_stock: bool = True
     bestseller_rank: int | None = None
+    orders: int = 0  # recent orders that contained the product: the bestseller order without an admin rank
 
 
 class Item(BaseModel):
@@ -157,8 +163,9 @@ def category_anchor(events: list[HistoryEvent], catalog: Catalog | None = None) 
 
 
 def _ranked(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
-    return sorted(entries, key=lambda e: (e.bestseller_rank is None, e.bestseller_rank or 0, e.name or "", e.sku,
-                                          e.variant or ""))
+    """Admin ranks first (1 = best), then by recent orders, then by name."""
+    return sorted(entries, key=lambda e: (e.bestseller_rank is None, e.bestseller_rank or 0, -e.orders, e.name or "",
+                                          e.sku, e.variant or ""))
 
 
 def _picks(entries: Iterable[CatalogEntry], limit: int, exclude: Iterable[str]) -> list[Item]:
@@ -180,8 +187,9 @@ def category_picks(catalog: Catalog, category: str, limit: int = MAX_ITEMS, excl
 
 
 def bestsellers(catalog: Catalog, limit: int = MAX_ITEMS, exclude: Iterable[str] = ()) -> list[Item]:
-    """The shop's ranked bestsellers that are in stock (only products with a `bestseller_rank`)."""
-    return _picks((e for e in catalog.entries() if e.bestseller_rank is not None), limit, exclude)
+    """The shop's bestsellers that are in stock: products with a `bestseller_rank`, then products
+    that sold (so a catalog fed only from events still has bestsellers)."""
+    return _picks((e for e in catalog.entries() if e.bestseller_rank is not None or e.orders > 0), limit, exclude)
 
 
 def cart_lines(cart: OpenCart, catalog: Catalog) -> list[Item]:
@@ -225,6 +233,20 @@ def personalise(route: str, events: list[HistoryEvent], catalog: Catalog, cart: 
     if not picks:
         picks = bestsellers(catalog, limit, exclude=shown)
     return Personalisation(items=items, category=category, picks=picks, cart_value=value)
+
+
+def nothing_to_show(route: str, shown: Personalisation, events: list[HistoryEvent]) -> str | None:
+    """Why this step must not be sent, or None: a browse recovery is about what they viewed, so
+    without one viewed product in stock it would be an empty "your favourites" email; a cart
+    recovery whose every line has sold out can only disappoint. The `out of stock: …` reasons are
+    what the reports count as out of stock."""
+    if route == "cart_recovery" and shown.items and not any(item.in_stock for item in shown.items):
+        return "out of stock: every item in their cart has sold out"
+    if route == "browse_recovery" and not shown.items:
+        if any(e.name in BROWSE_EVENTS and product_key(e.properties or {}) for e in events):
+            return "out of stock: nothing they viewed is in stock"
+        return "nothing to show: they viewed no product"
+    return None
 
 
 def skus_in(events: list[HistoryEvent], cart: OpenCart | None = None) -> set[str]:

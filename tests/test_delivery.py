@@ -5,7 +5,11 @@ PostgreSQL; the send activity is called the way Temporal calls (and retries) it.
 
 from __future__ import annotations
 
+import shutil
+from datetime import timedelta
+
 import pytest
+from sqlalchemy import text
 from sqlmodel import Session
 
 from activities.channels import (
@@ -19,14 +23,15 @@ from activities.channels import (
     channels_from_settings,
     message_id_for,
 )
+from activities.render import TEMPLATES, Renderer
 from activities.store_activities import StoreActivities
 from conftest import free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer, parts
 from journey_harness import identify, now, track
 from journeys.policy import Policy
-from store import catalog, queries
+from store import catalog, queries, reports
 from store.db import transaction
-from store.identity import normalise_phone
+from store.identity import delete_person, normalise_phone
 from store.ingest import ingest
 from store.unsubscribe import read_token
 from workflows.models import SendCheckInput, SendInput
@@ -47,11 +52,15 @@ def activities_for(db, settings) -> StoreActivities:
     return StoreActivities(db.engine, channels=channels_from_settings(settings), settings=settings)
 
 
+def _ingest(db, *events) -> None:
+    ingest(db.engine, list(events), Policy(), api="test", endpoint="test")
+
+
 def seed(db, anon: str, email: str | None, *events, phone: str | None = None, **traits) -> str:
     who = identify(anon, email or "", **({"phone": phone} if phone else {}), **traits)
     if email is None:
         who.properties.pop("email")
-    ingest(db.engine, [*events, who], Policy(), api="test", endpoint="test")
+    _ingest(db, *events, who)
     kind, value = ("email", email) if email else ("phone", normalise_phone(phone))
     return db.scalar("SELECT person_id FROM identifiers WHERE kind=:k AND value=:v", k=kind, v=value)
 
@@ -177,6 +186,30 @@ def test_welcome_without_browsing_shows_bestsellers(db, smtp):
     assert "Bestseller One" in text and "Bestseller Three" in text and "Bestseller Two" not in text
 
 
+def test_welcome_bestsellers_from_real_sales_when_the_catalog_comes_from_events(db, smtp):
+    _ingest(db, *(track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
+                  for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"), ("Z", "Zinc Screen"))))
+    _ingest(db, track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X", "quantity": 2}, {"sku": "Y"}]),
+            track("dev-b", "Order Completed", order_id="o-2", products=[{"product_id": "X"}]),
+            track("dev-b", "Order Completed", order_id="o-2", products=[{"sku": "X"}], source="server"),  # same order
+            track("dev-c", "Order Completed", order_id="o-3", products=["Z", {"sku": ""}, {"sku": ["Z"]}, 7]),
+            track("dev-c", "Order Completed", order_id="o-4", products={"sku": "Z"}),
+            track("dev-c", "Order Completed", order_id="o-old", products=[{"sku": "Z"}] * 3,
+                  at=now() - timedelta(days=120)))  # long ago: not a bestseller now
+    assert db.scalar("SELECT count(*) FROM products WHERE bestseller_rank IS NOT NULL") == 0
+    person = seed(db, "dev-w", "wes@example.com")
+    activities = activities_for(db, delivery_settings(db, smtp.port))
+    assert activities.send_step(send_input(person, "welcome", 2, "welcome_2")).status == "sent"
+    text, html = parts(smtp.mailbox.wait_for(1)[0])
+    for body in (text, html):
+        assert 0 < body.index("Xylo Balm") < body.index("Yuzu Mist") and "Zinc Screen" not in body
+
+    put_catalog(db, {"sku": "Z", "bestseller_rank": 1}, {"sku": "X", "in_stock": False})  # the admin's word wins
+    assert activities.send_step(send_input(person, "welcome", 3, "welcome_2")).status == "sent"
+    text, _ = parts(smtp.mailbox.wait_for(2)[1])
+    assert 0 < text.index("Zinc Screen") < text.index("Yuzu Mist") and "Xylo Balm" not in text
+
+
 def test_recipient_refused_with_550_marks_the_message_failed_with_the_reason(db, smtp):
     smtp.mailbox.refuse["ada@"] = "550 5.1.1 <ada@example.com>: Recipient address rejected: User unknown"
     person = cart_person(db)
@@ -228,6 +261,134 @@ def test_server_down_then_up_delivers_exactly_once(db):
         assert db.rows("SELECT status, attempts FROM messages") == [("sent", 3)]
     finally:
         server.stop()
+
+
+# --- what changed while a send was retried ------------------------------------------------------
+
+
+def _suppress(db) -> None:
+    with db.engine.begin() as conn:  # what Customer.io's suppress call sets
+        conn.execute(text("UPDATE people SET suppressed = :t"), {"t": True})
+
+
+MEANWHILE = {
+    "purchased": (lambda db: _ingest(db, track("dev-cart", "Order Completed", order_id="o-1", cart_id="c1", value=101)),
+                  "purchased: order o-1 at "),
+    "unsubscribed": (lambda db: _ingest(db, identify("dev-cart", "ada@example.com", unsubscribed=True)),
+                     "unsubscribed from email"),
+    "suppressed": (_suppress, "suppressed"),
+    "cart emptied": (lambda db: _ingest(db, track("dev-cart", "Removed from Cart", cart_id="c1", sku="SER-30",
+                                                  variant="30 ml"),
+                                        track("dev-cart", "Removed from Cart", cart_id="c1", sku="CLN-01")),
+                     "cart no longer open"),
+}
+
+
+@pytest.mark.parametrize("change", MEANWHILE)
+def test_relay_down_then_shopper_changes_then_relay_up_sends_nothing(db, change):
+    port = free_port()
+    person = cart_person(db)
+    activities = activities_for(db, delivery_settings(db, port))
+    send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    for _ in range(2):
+        with pytest.raises(TransientDeliveryError, match="unreachable"):
+            activities.send_step(send)
+    apply, reason = MEANWHILE[change]
+    apply(db)
+    server = SmtpServer(port).start()
+    try:
+        result = activities.send_step(send)
+        assert (result.status, result.duplicate) == ("skipped", False) and result.reason.startswith(reason)
+        again = activities.send_step(send)  # Temporal retrying once more: still nothing
+        assert again.duplicate and again.status == "skipped"
+        assert server.mailbox.received == []
+    finally:
+        server.stop()
+    [(status, attempts, why)] = db.rows("SELECT status, attempts, reason FROM messages")
+    assert (status, attempts) == ("skipped", 2) and why.startswith(reason)
+    log = db.rows("SELECT kind, reason, step FROM journey_log WHERE kind = 'skipped'")
+    assert [(kind, step) for kind, _, step in log] == [("skipped", 1)] and log[0][1].startswith(reason)
+
+
+def test_the_first_attempt_checks_too_and_an_erased_person_gets_nothing_written(db, smtp):
+    person = cart_person(db)
+    activities = activities_for(db, delivery_settings(db, smtp.port))
+    _suppress(db)  # between the journey's check and its send
+    assert activities.send_step(send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")).status == "skipped"
+    with transaction(db.engine) as session:
+        delete_person(session, person)
+    gone = activities.send_step(send_input(person, "cart_recovery", 2, "cart_recovery_2", cart_id="c1"))
+    assert (gone.status, gone.reason) == ("skipped", "person deleted")
+    assert smtp.mailbox.received == [] and db.scalar("SELECT count(*) FROM messages") == 0
+    assert db.scalar("SELECT count(*) FROM journey_log") == 0
+
+
+# --- nothing to show ---------------------------------------------------------------------------
+
+
+def test_browse_with_everything_viewed_sold_out_or_unknown_is_skipped_as_out_of_stock(db, smtp):
+    put_catalog(db, {"sku": "P1", "name": "Product 1", "category": "serums", "in_stock": False},
+                {"sku": "B1", "name": "Bestseller", "bestseller_rank": 1})
+    person = seed(db, "dev-o", "otto@example.com", track("dev-o", "Product Viewed", sku="P1", category="serums"),
+                  track("dev-o", "Product Viewed", sku="NOT-IN-CATALOG"))
+    with transaction(db.engine) as session:  # the storefront's view fed the catalog; it is unknown again
+        session.execute(text("DELETE FROM products WHERE sku = 'NOT-IN-CATALOG'"))
+    activities = activities_for(db, delivery_settings(db, smtp.port))
+    result = activities.send_step(send_input(person, "browse_recovery", 1, "browse_recovery_1"))
+    assert (result.status, result.reason) == ("skipped", "out of stock: nothing they viewed is in stock")
+    assert not result.duplicate and result.items == []
+    assert activities.send_step(send_input(person, "browse_recovery", 1, "browse_recovery_1")).duplicate
+    assert smtp.mailbox.received == []
+    assert db.rows("SELECT status, reason, attempts FROM messages") == [
+        ("skipped", "out of stock: nothing they viewed is in stock", 0)]
+    assert db.rows("SELECT kind, reason, step FROM journey_log") == [
+        ("skipped", "out of stock: nothing they viewed is in stock", 1)]
+    skipped = {(r["outcome"], r["reason"]) for r in reports.summary(db.engine, Policy())["messages"]["by_reason"]}
+    assert ("skipped", "out of stock") in skipped
+
+
+def test_cart_whose_every_line_sold_out_is_skipped_as_out_of_stock(db, smtp):
+    person = cart_person(db)
+    put_catalog(db, {"sku": "SER-30", "variant": "30 ml", "in_stock": False}, {"sku": "CLN-01", "in_stock": False})
+    result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
+        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1"))
+    assert (result.status, result.reason) == ("skipped", "out of stock: every item in their cart has sold out")
+    assert smtp.mailbox.received == []
+    assert db.rows("SELECT kind, reason FROM journey_log") == [("skipped", result.reason)]
+
+
+def test_cart_with_one_line_still_in_stock_is_sent(db, smtp):
+    person = cart_person(db)
+    put_catalog(db, {"sku": "SER-30", "variant": "30 ml", "in_stock": False})
+    result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
+        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1"))
+    assert result.status == "sent" and len(smtp.mailbox.wait_for(1)) == 1
+
+
+# --- a template that fails at send time ----------------------------------------------------------
+
+
+def test_template_error_the_start_up_check_missed_fails_the_message_once(db, smtp, tmp_path):
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    html = folder / "cart_recovery_1.html.j2"  # a branch only a cart of three or more lines reaches
+    content, end, rest = html.read_text().rpartition("{% endblock %}")
+    html.write_text(f"{content}{{% if items|length > 2 %}}{{{{ big_cart_note }}}}{{% endif %}}\n{end}{rest}")
+    renderer = Renderer(folder)
+    renderer.check([("cart_recovery_1", "email")])  # the samples never have three lines
+    person = cart_person(db)
+    _ingest(db, track("dev-cart", "Added to Cart", cart_id="c1", sku="MSK-02", name="Calm Mask", price=28, quantity=1))
+    settings = delivery_settings(db, smtp.port)
+    activities = StoreActivities(db.engine, channels=channels_from_settings(settings), renderer=renderer,
+                                 settings=settings)
+    send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    result = activities.send_step(send)  # returns: Temporal does not retry it
+    assert result.status == "failed" and not result.duplicate
+    assert result.reason == ("template error: templates/cart_recovery_1.html.j2 line 12: UndefinedError: "
+                             "'big_cart_note' is undefined")
+    assert activities.send_step(send).duplicate and smtp.mailbox.received == []
+    assert db.rows("SELECT status, reason, attempts FROM messages") == [("failed", result.reason, 0)]
+    assert db.rows("SELECT kind, reason, step FROM journey_log") == [("failed", result.reason, 1)]
 
 
 # --- SMS ---------------------------------------------------------------------------------------

@@ -69,6 +69,36 @@ async def test_relay_down_then_up_delivers_exactly_one_email_per_step(env, engin
         server.stop()
 
 
+async def test_purchase_while_the_relay_is_down_means_no_email_and_the_journey_exits(env, engine):
+    chosen = policy([{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"}])
+    port = free_port()
+    config = settings(engine, port)
+    config.__dict__["policy"] = chosen
+    server = SmtpServer(port)  # down while step 1 is retried
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-p", "paid@example.com", first_name="Pat"))
+            person = shop.person_id("paid@example.com")
+            finished = asyncio.create_task(shop.journey_result(await shop.journey_of(person)))
+            await wait_until(lambda: (shop.scalar("SELECT max(attempts) FROM messages") or 0) >= 2)
+            await shop.shop(track("dev-p", "Order Completed", order_id="o-9", value=40))
+            # The next retry reads the order before it tries the relay. (An attempt already past its
+            # check when the order lands still fails against the dead relay; back sooner, that one
+            # could deliver: the check cannot close the gap between itself and the SMTP reply.)
+            await wait_until(lambda: shop.scalar("SELECT status FROM messages") == "skipped")
+            server.start()
+            result = await asyncio.wait_for(finished, 120)
+        assert server.mailbox.received == []
+        [message] = shop.messages(person)
+        assert message.status == "skipped" and message.reason.startswith("purchased: order o-9")
+        assert result.status == "exited" and result.sent == ["step 1: skipped 'Welcome, Pat!'"]
+        lines = [(kind, step) for kind, _, journey, step in shop.log(person) if journey == "welcome"]
+        assert ("skipped", 1) in lines and lines[-1][0] == "exit"
+    finally:
+        server.stop()
+
+
 async def test_permanent_refusal_is_a_failed_step_and_the_journey_goes_on(env, engine):
     chosen = policy([{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"}])
     server = SmtpServer(free_port()).start()

@@ -16,6 +16,7 @@ from journeys.personalise import (
     cart_lines,
     category_anchor,
     category_picks,
+    nothing_to_show,
     personalise,
     recently_viewed,
 )
@@ -119,6 +120,50 @@ def test_bestsellers_only_ranked_in_stock_products():
     catalog = Catalog([entry("A", bestseller_rank=2), entry("B"), entry("C", bestseller_rank=1, in_stock=False),
                        entry("D", bestseller_rank=3)])
     assert [i.sku for i in bestsellers(catalog)] == ["A", "D"]
+
+
+def test_without_admin_ranks_the_bestsellers_are_what_sells():
+    catalog = Catalog([entry("ONCE", orders=1), entry("TWICE", orders=2), entry("NEVER"),
+                       entry("SOLD-OUT", orders=9, in_stock=False)])
+    assert [i.sku for i in bestsellers(catalog)] == ["TWICE", "ONCE"]
+
+
+def test_admin_ranks_win_over_sales_and_sales_order_the_rest():
+    catalog = Catalog([entry("HOT", orders=9), entry("RANKED", bestseller_rank=1), entry("WARM", orders=3),
+                       entry("S1", category="serums", orders=1), entry("S2", category="serums", orders=4),
+                       entry("S3", category="serums", bestseller_rank=7)])
+    assert [i.sku for i in bestsellers(catalog, limit=10)] == ["RANKED", "S3", "HOT", "S2", "WARM", "S1"]
+    assert [i.sku for i in category_picks(catalog, "serums")] == ["S3", "S2", "S1"]
+
+
+def test_browse_with_nothing_in_stock_to_show_is_skipped_as_out_of_stock():
+    catalog = Catalog([entry("GONE", in_stock=False), entry("HERE")])
+    sold_out = [view(1, "GONE"), view(2, "NOT-IN-CATALOG")]
+    shown = personalise("browse_recovery", sold_out, catalog)
+    assert shown.items == []
+    assert nothing_to_show("browse_recovery", shown, sold_out) == "out of stock: nothing they viewed is in stock"
+    in_stock = [*sold_out, view(3, "HERE")]
+    assert nothing_to_show("browse_recovery", personalise("browse_recovery", in_stock, catalog), in_stock) is None
+
+
+def test_browse_without_any_product_viewed_is_skipped_not_counted_as_out_of_stock():
+    quiz = [ev("Quiz Answered", 1, category="serums"), ev("Collection Viewed", 2, category="serums")]
+    shown = personalise("browse_recovery", quiz, Catalog([entry("S", category="serums", bestseller_rank=1)]))
+    assert shown.picks and nothing_to_show("browse_recovery", shown, quiz) == "nothing to show: they viewed no product"
+
+
+def test_cart_is_skipped_only_when_every_line_has_sold_out():
+    events = [ev("Added to Cart", 1, cart_id="c", sku="A", price=20), ev("Added to Cart", 2, cart_id="c", sku="B", price=10)]
+    cart = open_cart(events)
+    one_left = Catalog([entry("A", in_stock=False), entry("B")])
+    assert nothing_to_show("cart_recovery", personalise("cart_recovery", events, one_left, cart), events) is None
+    none_left = Catalog([entry("A", in_stock=False), entry("B", in_stock=False)])
+    assert nothing_to_show("cart_recovery", personalise("cart_recovery", events, none_left, cart), events) == (
+        "out of stock: every item in their cart has sold out")
+
+
+def test_welcome_always_has_something_to_say():
+    assert nothing_to_show("welcome", personalise("welcome", [], Catalog()), []) is None
 
 
 def test_welcome_without_browsing_falls_back_to_bestsellers():
