@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 
-import pytest
 from sqlalchemy import insert
 
 from conftest import CIO_KEY, CIO_SITE
