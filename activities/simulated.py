@@ -24,10 +24,10 @@ import contextvars
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, select
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
@@ -43,11 +43,17 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from activities.store_activities import HISTORY_HORIZON, JOURNEY_ROUTES  # the same look-back and routes
+from activities.store_activities import (  # the same look-back, routes, catalog rows and sales ranking
+    BESTSELLER_WINDOW,
+    HISTORY_HORIZON,
+    JOURNEY_ROUTES,
+    catalog_entry,
+    orders_by_sku,
+)
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory, as_utc
-from journeys.personalise import Catalog, CatalogEntry, personalise, skus_in
+from journeys.personalise import Catalog, nothing_to_show, personalise, skus_in
 from journeys.routing import open_cart
 from store.models import Event, Identifier, JourneyRun, Message, Person, Product
 from workflows.models import (
@@ -356,6 +362,12 @@ class SimulatedActivities:
         history = person.history(send.at)
         cart = _cart(history, send.cart_id) if send.route == "cart_recovery" else None
         shown = personalise(send.route, history.events, self.catalog, cart)
+        if reason := nothing_to_show(send.route, shown, history.events):
+            with self._lock:
+                person.log.append(SimEntry(at=send.at, kind="skipped", journey=send.route, step=send.step,
+                                           template=send.template, channel=send.channel, reason=reason,
+                                           workflow_id=send.workflow_id))
+            return SendResult(message_id=key, status="skipped", subject="", reason=reason)
         items = [item.model_dump(exclude_none=True) for item in shown.items]
         entry = SimEntry(at=send.at, kind="sent", journey=send.route, step=send.step, template=send.template,
                          channel=send.channel, items=items, cart_value=shown.cart_value, category=shown.category,
@@ -471,35 +483,38 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
     return snapshots
 
 
-def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Catalog:
+def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot], now: datetime | None = None) -> Catalog:
     """The catalog rows any of these people's messages could use: every product their histories
-    mention, the ranked in-stock products of each category they looked at, and the bestsellers —
-    a superset of what the store activities load per message, so personalisation picks the same."""
+    mention, the ranked in-stock products of each category they looked at, and the bestsellers
+    (admin rank, then sales of the BESTSELLER_WINDOW before `now`) — a superset of what the store
+    activities load per message, so personalisation picks the same. Sales are counted once, as of
+    `now` (the run), not at each simulated moment."""
     snapshots = list(snapshots)
     skus: set[str] = set()
     for snap in snapshots:
         skus |= skus_in(snap.events, open_cart(snap.events))
     rows: list[Product] = []
+    sold: dict[str, int] = {}
     with Session(engine) as session:
         for chunk in _chunks(sorted(skus)):
             rows += list(session.exec(select(Product).where(Product.sku.in_(chunk))))
-        known = Catalog(_entry(r) for r in rows)
+        known = Catalog(catalog_entry(r) for r in rows)
         # Any category a cut of a history could anchor on: those its events name, or their products'.
         categories = {c.strip() for snap in snapshots for e in snap.events
                       if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()}
         categories |= {c for sku in skus if (c := known.category_of(sku))}
-        ranked = select(Product).where(Product.in_stock.is_(True))
-        order = (Product.bestseller_rank.is_(None), Product.bestseller_rank, Product.name, Product.sku)
-        rows += list(session.exec(ranked.where(Product.bestseller_rank.is_not(None)).order_by(*order)
-                                  .limit(CATEGORY_PICKS_SCAN)))
-        for category in sorted(categories):
-            rows += list(session.exec(ranked.where(Product.category == category).order_by(*order)
-                                      .limit(CATEGORY_PICKS_SCAN)))
+        sales = orders_by_sku(session, as_utc(now or datetime.now(timezone.utc)) - BESTSELLER_WINDOW)
+        orders = func.coalesce(sales.c.orders, 0)
+        ranked = (select(Product, orders).outerjoin(sales, sales.c.sku == Product.sku)
+                  .where(Product.in_stock.is_(True))
+                  .order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, orders.desc(), Product.name,
+                            Product.sku)
+                  .limit(CATEGORY_PICKS_SCAN))
+        wanted = [or_(Product.bestseller_rank.is_not(None), sales.c.orders.is_not(None))]
+        wanted += [Product.category == category for category in sorted(categories)]
+        for where in wanted:
+            for row, count in session.exec(ranked.where(where)):
+                rows.append(row)
+                sold[row.sku] = count
     unique = {(r.sku, r.variant): r for r in rows}
-    return Catalog(_entry(r) for r in unique.values())
-
-
-def _entry(row: Product) -> CatalogEntry:
-    return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
-                        price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
-                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank)
+    return Catalog(catalog_entry(r, sold.get(r.sku, 0)) for r in unique.values())

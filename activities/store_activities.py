@@ -139,7 +139,7 @@ def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | 
     in-stock products of the shopper's category and the shop's bestsellers — the admin's
     `bestseller_rank` first, then what sold most in the last BESTSELLER_WINDOW. Two queries."""
     rows = list(session.exec(select(Product).where(Product.sku.in_(skus)))) if (skus := skus_in(events, cart)) else []
-    anchor = category_anchor(events, Catalog(_entry(r) for r in rows))
+    anchor = category_anchor(events, Catalog(catalog_entry(r) for r in rows))
     sales = orders_by_sku(session, now - BESTSELLER_WINDOW)
     orders = func.coalesce(sales.c.orders, 0)
     ranked = (select(Product, orders).outerjoin(sales, sales.c.sku == Product.sku)
@@ -154,10 +154,11 @@ def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | 
         rows.append(row)
         sold[row.sku] = count
     unique = {(r.sku, r.variant): r for r in rows}
-    return Catalog(_entry(r, sold.get(r.sku, 0)) for r in unique.values())
+    return Catalog(catalog_entry(r, sold.get(r.sku, 0)) for r in unique.values())
 
 
-def _entry(row: Product, orders: int = 0) -> CatalogEntry:
+def catalog_entry(row: Product, orders: int = 0) -> CatalogEntry:
+    """A catalog row as personalisation reads it (`orders`: its recent sales, for the bestseller order)."""
     return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
                         price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
                         in_stock=row.in_stock, bestseller_rank=row.bestseller_rank, orders=orders)

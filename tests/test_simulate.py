@@ -19,18 +19,21 @@ import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
 from sqlalchemy import text
+from sqlmodel import Session
 
-from activities.simulated import SimPerson, SimulatedActivities, find_person, load_snapshots
-from activities.store_activities import StoreActivities
+from activities.simulated import SimPerson, SimulatedActivities, find_person, load_catalog_for, load_snapshots
+from activities.store_activities import StoreActivities, load_catalog, person_history
 from conftest import ADMIN_TOKEN, free_port
 from journey_harness import identify, track
-from journeys.personalise import Catalog
+from journeys.personalise import Catalog, nothing_to_show, personalise
 from journeys.policy import parse_policy
+from store import catalog
+from store.db import transaction
 from store.ingest import ingest
 from store.models import Person
 from store.settings import REPO_ROOT
 from worker.simulate import Simulator, backtest, choose_offset, journeys_with_changed_steps, simulate_person
-from workflows.models import SendCheckInput
+from workflows.models import SendCheckInput, SendInput
 
 sys.path.insert(0, str(REPO_ROOT))
 from bench.shoppers import populate  # noqa: E402
@@ -183,6 +186,43 @@ def test_guardrail_lookup_agrees_with_the_store_activities(engine):
             for channel in ("email", "sms", "outbox"):
                 ask = SendCheckInput(person_id=person_id, route=route, channel=channel, cart_id=cart_id)
                 assert simulated.check(ask, now) == store.check_before_send(ask), (email, route, channel)
+
+
+def test_personalisation_and_skips_agree_with_the_store_activities(engine):
+    """The dry run picks what a real send would show — bestsellers ranked by real sales when the
+    admin ranked nothing, never a sold-out item — and skips what a real send would skip."""
+    start = noon(3)
+    shop(engine, *(track("dev-shop", "Product Viewed", sku=sku, name=name, price=10, category="balms",
+                         at=start - timedelta(days=1))
+                   for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"), ("S", "Sold Out Serum"))),
+         track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X"}, {"sku": "Y"}], at=start),
+         track("dev-b", "Order Completed", order_id="o-2", products=[{"sku": "X"}], at=start),
+         identify("dev-wes", "wes@example.com", at=start),
+         track("dev-bea", "Product Viewed", sku="S", name="Sold Out Serum", price=10, at=start - timedelta(hours=1)),
+         identify("dev-bea", "bea@example.com", at=start))
+    with transaction(engine) as session:
+        catalog.upsert_admin(session, catalog.validate_items([{"sku": "S", "in_stock": False}]))
+    now = datetime.now(timezone.utc)
+    for email, route in (("wes@example.com", "welcome"), ("bea@example.com", "browse_recovery"),
+                         ("bea@example.com", "welcome")):
+        person_id = find_person(engine, email)
+        with Session(engine) as session:
+            history = person_history(session, session.get(Person, person_id), now)
+            real = personalise(route, history.events, load_catalog(session, history.events, None, now), None)
+        snapshot = load_snapshots(engine, [person_id])[person_id]
+        simulated = SimulatedActivities({person_id: SimPerson.place(snapshot, now, timedelta(0))},
+                                        load_catalog_for(engine, [snapshot], now))
+        dry = personalise(route, simulated.people[person_id].history(now).events, simulated.catalog, None)
+        assert dry == real, (email, route)
+        sent = simulated.send(SendInput(workflow_id=f"{route}-{person_id}-1", person_id=person_id, route=route,
+                                        step=1, template=f"{route}_1", channel="email", at=now))
+        assert (sent.status, sent.reason) == (("skipped", nothing_to_show(route, real, history.events))
+                                              if nothing_to_show(route, real, history.events) else ("sent", None))
+    assert [pick.sku for pick in real.picks] == ["X", "Y"]  # by sales: X in two orders, Y in one; S sold out
+    assert sent.status == "sent"
+    assert simulated.send(SendInput(workflow_id="b-1", person_id=person_id, route="browse_recovery", step=1,
+                                    template="browse_recovery_1", channel="email", at=now)).reason == \
+        "out of stock: nothing they viewed is in stock"
 
 
 class Sink:
