@@ -32,7 +32,7 @@ import pytest_asyncio
 from sqlalchemy import text
 
 from conftest import WRITE_KEY
-from fault_stack import Stack, drive, outcome, shoppers, start_smtp, wait_until, worker_chaos
+from fault_stack import Stack, drive, shoppers, start_smtp, wait_until, worker_chaos
 from store.db import make_engine
 from worker.temporal import connect
 from workflows.hub import hub_id

@@ -15,7 +15,6 @@ import hmac
 import inspect
 import re
 import time
-from pathlib import Path
 
 import httpx
 import pytest

@@ -32,7 +32,7 @@ from store.db import transaction
 from store.ingest import ingest
 from store.models import Person
 from store.settings import REPO_ROOT
-from worker.simulate import Simulator, backtest, choose_offset, journeys_with_changed_steps, simulate_person
+from worker.simulate import Simulator, backtest, choose_offset, journeys_with_changed_steps
 from workflows.models import SendCheckInput, SendInput
 
 sys.path.insert(0, str(REPO_ROOT))
