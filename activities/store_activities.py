@@ -398,8 +398,13 @@ class StoreActivities:
 
     @activity.defn(name="record_journey_note")
     def record_journey_note(self, note: JourneyNote) -> None:
+        """The line goes to whoever owns the journey's run now: a merge re-points runs to the
+        surviving person, a delete removes them — and then nothing of the person is written back."""
         with transaction(self.engine) as session:
-            self._log(session, note.workflow_id, note.person_id, note.journey, note.kind, note.reason, note.at,
+            run = session.get(JourneyRun, note.workflow_id)
+            if run is None:
+                return
+            self._log(session, note.workflow_id, run.person_id, note.journey, note.kind, note.reason, note.at,
                       step=note.step, until=note.until, message_id=note.message_id)
             if note.final_status:
                 session.execute(update(JourneyRun).where(JourneyRun.workflow_id == note.workflow_id)

@@ -91,6 +91,10 @@ async def test_merge_stops_the_secondarys_journey_and_the_primary_re_routes(shop
     assert replaced.status == "exited"
     assert any(note.startswith("exit: re-routed to browse_recovery") for note in replaced.notes)
     assert shop.channel.delivered == []  # neither journey had reached its first send
+    # A's run and its log moved to B with the merge; the exit line written after it goes there too.
+    assert shop.scalar("SELECT count(*) FROM journey_log WHERE person_id = :p", p=a) == 0
+    assert shop.scalar("SELECT count(*) FROM journey_log WHERE workflow_id = :w AND person_id = :p AND kind = 'exit'",
+                       w=a_journey, p=b) == 1
 
 
 async def test_delete_ends_the_journey_and_nothing_more_is_sent(shop):
@@ -114,3 +118,6 @@ async def test_delete_ends_the_journey_and_nothing_more_is_sent(shop):
     assert (await hub_result(shop, person)).status == "erased"
     assert shop.channel.delivered == [f"{journey}:1"]  # steps 2 and 3 never go out
     assert shop.scalar("SELECT count(*) FROM messages WHERE person_id = :p", p=person) == 0
+    # Nothing of theirs is written back after the delete: not even the journey's exit line.
+    assert shop.scalar("SELECT count(*) FROM journey_log WHERE person_id = :p OR workflow_id = :w",
+                       p=person, w=journey) == 0
