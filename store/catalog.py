@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from datetime import datetime
+from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import case, func, or_, tuple_
@@ -91,25 +92,31 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     if not rows:
         return 0
     now = utcnow()
-    table = Product.__table__
-    for start in range(0, len(rows), CHUNK):
-        chunk = [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows[start:start + CHUNK]]
-        stmt = _insert(session)(table).values(chunk)
-        new = stmt.excluded
-        is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
-
-        def merged(column: str):
-            ours, theirs = table.c[column], new[column]
-            return case((table.c.source == "admin", func.coalesce(ours, theirs)),
-                        (is_newer, func.coalesce(theirs, ours)), else_=func.coalesce(ours, theirs))
-
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=["sku", "variant"],
-            set_={**{column: merged(column) for column in DESCRIPTIVE},
-                  "last_seen_at": case((is_newer, new.last_seen_at), else_=table.c.last_seen_at),
-                  "updated_at": now},
-        ))
+    # One statement over every row (executemany): compiled once and cached, where a multi-row VALUES
+    # list was compiled anew for every request — a quarter of the time of a 500-event batch.
+    session.execute(_event_upsert(session.get_bind().dialect.name),
+                    [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows])
     return len(rows)
+
+
+@cache
+def _event_upsert(dialect: str):
+    table = Product.__table__
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    new = stmt.excluded
+    is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
+
+    def merged(column: str):
+        ours, theirs = table.c[column], new[column]
+        return case((table.c.source == "admin", func.coalesce(ours, theirs)),
+                    (is_newer, func.coalesce(theirs, ours)), else_=func.coalesce(ours, theirs))
+
+    return stmt.on_conflict_do_update(
+        index_elements=["sku", "variant"],
+        set_={**{column: merged(column) for column in DESCRIPTIVE},
+              "last_seen_at": case((is_newer, new.last_seen_at), else_=table.c.last_seen_at),
+              "updated_at": new.updated_at},
+    )
 
 
 # --- the admin feed ------------------------------------------------------------------------------
