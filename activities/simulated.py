@@ -127,6 +127,23 @@ class SimEntry(TimelineEntry):
 
 
 @dataclass
+class RouteAsked:
+    """The hub routed at `at` with this context (its `decide_route` input), on the simulation clock."""
+
+    at: datetime
+    context: PersonContext
+
+
+@dataclass
+class SendTimeAsked:
+    """A journey asked at `at` when it may send (its `earliest_send` input), on the simulation clock."""
+
+    at: datetime
+    last_message_at: datetime | None
+    timezone: str | None
+
+
+@dataclass
 class SimPerson:
     """A snapshot placed on the simulation clock (every time + `offset`), plus what the simulation
     has done to it so far."""
@@ -140,6 +157,9 @@ class SimPerson:
     log: list[SimEntry] = field(default_factory=list)
     messages: dict[str, SimEntry] = field(default_factory=dict)  # idempotency key → sent entry
     runs: dict[str, tuple[str, datetime, str | None]] = field(default_factory=dict)  # workflow id → run
+    # Every question the policy answered for this person, with its inputs: a backtest re-asks them
+    # under the other policy to find whose timeline cannot differ (`worker/simulate.py`).
+    asked: list[RouteAsked | SendTimeAsked] = field(default_factory=list)
 
     @classmethod
     def place(cls, snapshot: PersonSnapshot, start_real: datetime, offset: timedelta) -> "SimPerson":
@@ -265,7 +285,12 @@ class SimulatedActivities:
 
     @activity.defn(name="load_person")
     async def load_person(self, person_id: str) -> PersonContext | None:
-        return self.context(person_id, sim_now())
+        """The hub loads the person right before it routes them (`workflows/hub.py`)."""
+        now = sim_now()
+        context = self.context(person_id, now)
+        if context is not None:
+            self.people[person_id].asked.append(RouteAsked(at=now, context=context))
+        return context
 
     @activity.defn(name="start_journey")
     async def start_journey(self, start: JourneyStart) -> bool:
@@ -273,7 +298,12 @@ class SimulatedActivities:
 
     @activity.defn(name="check_before_send")
     async def check_before_send(self, check: SendCheckInput) -> SendCheck:
-        return self.check(check, sim_now())
+        """A journey checks right before it asks when it may send (`workflows/journey.py`)."""
+        now = sim_now()
+        result = self.check(check, now)
+        if person := self.people.get(check.person_id):
+            person.asked.append(SendTimeAsked(at=now, last_message_at=result.last_message_at, timezone=result.timezone))
+        return result
 
     @activity.defn(name="send_step")
     async def send_step(self, send: SendInput) -> SendResult:

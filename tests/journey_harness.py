@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import Engine, text
@@ -40,6 +41,18 @@ def identify(anon: str | None, email: str, user_id: str | None = None, at: datet
     return Incoming(type="identify", original_name="Identify", anonymous_id=anon, user_id=user_id,
                     properties={"email": email, **traits}, timestamp=at, received_at=at,
                     message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}")
+
+
+@asynccontextmanager
+async def running_shop(env, engine: Engine, policy: Policy, channels: dict | None = None):
+    """A worker (store activities, `channels` if given) on `env` under `policy`, and a Harness to drive it."""
+    from conftest import settings_for
+    from worker.worker import build_worker
+
+    settings = settings_for(str(engine.url))
+    settings.__dict__["policy"] = policy
+    async with build_worker(env.client, engine, settings, **({"channels": channels} if channels else {})):
+        yield Harness(env.client, engine, settings, policy, env=env)
 
 
 class Harness:

@@ -10,14 +10,12 @@ from datetime import timedelta
 import pytest_asyncio
 from sqlmodel import Session, select
 
-from conftest import settings_for
-from journey_harness import Harness, identify, now, track
+from journey_harness import Harness, identify, now, running_shop, track
 from store.db import transaction
 from store.identity import delete_person
 from store.ingest import Incoming
 from store.models import OutboxRow
 from test_journeys_timeskipping import policy
-from worker.worker import build_worker
 from workflows.hub import hub_id
 from workflows.models import HubState
 
@@ -36,12 +34,8 @@ class Recorder:
 
 @pytest_asyncio.fixture
 async def shop(env, engine):
-    chosen = policy()
-    settings = settings_for(str(engine.url))
-    settings.__dict__["policy"] = chosen
     channel = Recorder()
-    async with build_worker(env.client, engine, settings, channels={"email": channel}):
-        harness = Harness(env.client, engine, settings, chosen, env=env)
+    async with running_shop(env, engine, policy(), channels={"email": channel}) as harness:
         harness.channel = channel
         yield harness
 

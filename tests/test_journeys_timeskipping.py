@@ -9,9 +9,7 @@ import pytest
 import pytest_asyncio
 
 from journeys.policy import parse_policy
-from conftest import settings_for
-from journey_harness import Harness, identify, now, track
-from worker.worker import build_worker
+from journey_harness import identify, now, running_shop, track
 
 BASE_POLICY = {
     "cart_min_value": 50, "browse_intent_threshold": 5, "min_hours_between_messages": 20,
@@ -36,11 +34,7 @@ def policy(**changes):
 @pytest_asyncio.fixture
 async def shop(env, engine, request):
     marker = request.node.get_closest_marker("policy")
-    chosen = policy(**(marker.kwargs if marker else {}))
-    settings = settings_for(str(engine.url))
-    settings.__dict__["policy"] = chosen
-    async with build_worker(env.client, engine, settings):
-        harness = Harness(env.client, engine, settings, chosen, env=env)
+    async with running_shop(env, engine, policy(**(marker.kwargs if marker else {}))) as harness:
         yield harness
 
 
@@ -204,12 +198,8 @@ class FlakyChannel:
 
 
 async def test_retried_send_activity_writes_and_delivers_once(env, engine):
-    chosen = policy()
-    settings = settings_for(str(engine.url))
-    settings.__dict__["policy"] = chosen
     flaky = FlakyChannel()
-    async with build_worker(env.client, engine, settings, channels={"email": flaky}):
-        shop = Harness(env.client, engine, settings, chosen, env=env)
+    async with running_shop(env, engine, policy(), channels={"email": flaky}) as shop:
         await shop.shop(identify("a12", "retry@example.com"))
         person = shop.person_id("retry@example.com")
         journey = await shop.journey_of(person)

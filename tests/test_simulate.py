@@ -21,7 +21,14 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlmodel import Session
 
-from activities.simulated import SimPerson, SimulatedActivities, find_person, load_catalog_for, load_snapshots
+from activities.simulated import (
+    SimPerson,
+    SimulatedActivities,
+    find_person,
+    load_catalog_for,
+    load_snapshots,
+    people_identified,
+)
 from activities.store_activities import StoreActivities, load_catalog, person_history
 from conftest import ADMIN_TOKEN, free_port
 from journey_harness import identify, track
@@ -32,7 +39,14 @@ from store.db import transaction
 from store.ingest import ingest
 from store.models import Person
 from store.settings import REPO_ROOT
-from worker.simulate import Simulator, backtest, choose_offset, journeys_with_changed_steps
+from worker.simulate import (
+    PolicyChange,
+    Simulator,
+    backtest,
+    choose_offset,
+    keeps_timeline,
+    policy_change,
+)
 from workflows.models import SendCheckInput, SendInput
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -297,18 +311,61 @@ async def test_backtest_compares_two_policies_without_writing(engine, shards):
     assert after == before
 
 
-def test_only_a_change_to_journey_steps_lets_a_backtest_reuse_timelines():
+def test_which_policy_changes_let_a_backtest_keep_timelines():
     base = policy("1h")
-    assert journeys_with_changed_steps(base, policy("1h")) == set()
-    assert journeys_with_changed_steps(base, policy("4h")) == {"cart_recovery"}
+    assert policy_change(base, policy("1h")) == PolicyChange(steps=frozenset(), asked=False)
+    assert policy_change(base, policy("4h")) == PolicyChange(steps=frozenset({"cart_recovery"}), asked=False)
     both = policy("4h").model_dump(mode="json")
     both["journeys"]["welcome"]["steps"][0]["template"] = "welcome_2"
-    assert journeys_with_changed_steps(base, parse_policy(both)) == {"cart_recovery", "welcome"}
-    # Anything read outside the journey's own workflow can move anyone: no reuse.
-    assert journeys_with_changed_steps(base, policy("4h", min_hours_between_messages=12)) is None
+    assert policy_change(base, parse_policy(both)).steps == {"cart_recovery", "welcome"}
+    # Routing and send-time fields: each person's questions are asked again.
+    assert policy_change(base, policy("4h", min_hours_between_messages=12)) == PolicyChange(
+        steps=frozenset({"cart_recovery"}), asked=True)
+    assert policy_change(base, policy(quiet=True)).asked and policy_change(base, policy(cart_min_value=80)).asked
     cooldown = base.model_dump(mode="json")
     cooldown["journeys"]["welcome"]["reentry_cooldown"] = "1d"
-    assert journeys_with_changed_steps(base, parse_policy(cooldown)) is None
+    assert policy_change(base, parse_policy(cooldown)) == PolicyChange(steps=frozenset(), asked=True)
+    # Ingest settings are not simulated: nothing to run again.
+    assert policy_change(base, policy(merge_window="2d")) == PolicyChange(steps=frozenset(), asked=False)
+    # What no recorded question covers moves anyone: everyone runs under both.
+    for other in ({"hub_idle_timeout": "2d"}, {"identify_events": ["Email Captured"]}, {"attribution_window": "1d"},
+                  {"default_timezone": "Europe/Paris"}):
+        assert policy_change(base, policy(**other)) is None, other
+
+
+def same_timeline(a, b) -> bool:
+    """Equal lines at equal times, give or take the test server's sub-second jitter; lines of two
+    workflows at the same moment (a journey's exit, the hub's next decision) may come in either order."""
+    def lines(timeline):
+        return sorted(((e.kind, e.journey, e.step or 0, e.template or "", e.reason,
+                        round(e.until.timestamp()) if e.until else 0), e.at.timestamp()) for e in timeline.entries)
+    first, second = lines(a), lines(b)
+    return len(first) == len(second) and all(
+        x[0][:5] == y[0][:5] and abs(x[0][5] - y[0][5]) <= 2 and abs(x[1] - y[1]) <= 2
+        for x, y in zip(first, second))
+
+
+@pytest.mark.parametrize("new", [
+    pytest.param(policy(min_hours_between_messages=30), id="longer-cap"),
+    pytest.param(policy(min_hours_between_messages=6), id="shorter-cap"),
+    pytest.param(policy(cart_min_value=80), id="cart-threshold"),
+    pytest.param(policy("4h", quiet=True), id="quiet-hours-and-a-step"),
+])
+async def test_a_kept_timeline_is_the_persons_timeline_under_the_new_policy(simulator, engine, new):
+    """Everyone under both policies: wherever the rule keeps a current timeline, the new policy's
+    own run gives that very timeline — and the rule keeps some, not all."""
+    populate(engine, policy(), 40, days=20, seed=11)
+    simulator.engine = engine
+    now = datetime.now(timezone.utc)
+    snapshots = list(load_snapshots(engine, people_identified(engine, now - timedelta(days=30), now)).values())
+    current = policy()
+    [before] = await simulator.simulate_many([(current, "current")], snapshots, compare_with=new)
+    [after] = await simulator.simulate_many([(new, "new")], snapshots)
+    change = policy_change(current, new)
+    kept = [(b, a) for b, a in zip(before, after) if keeps_timeline(b, change)]
+    assert 0 < len(kept) < len(snapshots)
+    for b, a in kept:
+        assert same_timeline(b, a), (b.label, b.entries, a.entries)
 
 
 async def test_backtest_reuse_gives_what_simulating_everyone_twice_gives(engine):

@@ -52,6 +52,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.simulated import (
+    RouteAsked,
     PersonSnapshot,
     SimEntry,
     TimelineEntry,
@@ -65,10 +66,11 @@ from activities.simulated import (
 )
 from journeys import taxonomy
 from journeys.attribution import order_revenue
-from journeys.guardrails import _zone, resolve_timezone
+from journeys.guardrails import _zone, earliest_send, resolve_timezone
 from journeys.history import HistoryEvent, as_utc
 from journeys.personalise import Catalog
 from journeys.policy import Policy
+from journeys.routing import decide_route
 from workflows import ALL_WORKFLOWS
 from workflows.models import HubSignal
 from workflows.simulation import DriverInput, DriverResult, ReplaySignal, SimulationDriver
@@ -172,6 +174,9 @@ class Timeline:
     horizon_reached: bool = False
     offset: timedelta = timedelta(0)
     timezone: str | None = None
+    # Compared with another policy (a backtest's new one): whether every routing and send-time
+    # question of this run gets the same answer under it; None when not compared.
+    answers_unchanged: bool | None = None
 
     @property
     def decisions(self) -> list[TimelineEntry]:
@@ -226,7 +231,7 @@ class Timeline:
 
 
 def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEvent]], policy_name: str,
-                   result: DriverResult | None) -> Timeline:
+                   result: DriverResult | None, answers_unchanged: bool | None = None) -> Timeline:
     offset = person.offset
     raw: list[tuple[datetime, int, SimEntry]] = [(e.at, index, e) for index, e in enumerate(person.log)]
     for signal, event in plan:
@@ -244,7 +249,7 @@ def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEven
                                 "until": e.until - offset if e.until else None}) for _, _, e in raw]
     return Timeline(person_id=person.snapshot.person_id, label=person.snapshot.label, policy=policy_name,
                     start=person.start - offset, entries=entries, offset=offset, timezone=person.snapshot.timezone,
-                    horizon_reached=bool(result and result.horizon_reached))
+                    horizon_reached=bool(result and result.horizon_reached), answers_unchanged=answers_unchanged)
 
 
 # -- the simulator ----------------------------------------------------------------------------------
@@ -311,7 +316,8 @@ class Simulator:
     async def simulate_many(self, policies: list[tuple[Policy, str]], snapshots: list[PersonSnapshot],
                             starts: dict[str, datetime] | None = None, progress: Progress | None = None,
                             catalog: Catalog | None = None, shards: int | None = None,
-                            min_per_shard: int | None = None, wave: int | None = None) -> list[list[Timeline]]:
+                            min_per_shard: int | None = None, wave: int | None = None,
+                            compare_with: Policy | None = None) -> list[list[Timeline]]:
         """Every person under every policy. With `shards` > 1 the people are split over that many
         worker processes, each with its own test server (the Python SDK is bound to one core per
         process, a server to one timeline). Each shard runs its people in waves of `wave`: a server's
@@ -319,7 +325,8 @@ class Simulator:
         one big one."""
         if not snapshots:
             return [[] for _ in policies]
-        runs = [_Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}") for policy, name in policies]
+        runs = [_Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}", compare_with=compare_with)
+                for policy, name in policies]
         if catalog is None:
             catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
         shards = _shard_count(shards, len(snapshots), min_per_shard)
@@ -358,6 +365,7 @@ class _Run:
     policy: Policy
     name: str
     namespace: str
+    compare_with: Policy | None = None  # re-ask each person's questions under this policy (`answers_unchanged`)
 
 
 @dataclass
@@ -424,8 +432,11 @@ class _Shard:
             try:
                 for run_index, (run, people, plans, handles) in enumerate(started):
                     results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
-                    out[run_index] += [build_timeline(people[pid], plans[pid], run.name, result)
-                                       for pid, result in zip(people, results)]
+                    out[run_index] += [
+                        build_timeline(people[pid], plans[pid], run.name, result,
+                                       answers_unchanged(people[pid].asked, run.policy, run.compare_with)
+                                       if run.compare_with else None)
+                        for pid, result in zip(people, results)]
             finally:
                 await service.lock_time_skipping(LockTimeSkippingRequest())
         return out
@@ -632,24 +643,67 @@ def parse_since(text: str) -> timedelta:
         raise SimulationError(f"--since: {exc}") from None
 
 
-def journeys_with_changed_steps(current: Policy, new: Policy) -> set[str] | None:
-    """The journeys whose steps differ, when that is all that differs between the two policies
-    (None when anything else does). Steps are read only by the journey workflow that runs them
-    (`workflows/journey.py`), so under such a change a person who never entered one of those
-    journeys under `current` lives the very same timeline under `new`: until one of them would
-    start, every decision reads the same inputs — so none starts."""
+# Policy fields the simulation reads only through the pure routing rule (`decide_route`: thresholds,
+# intent, holdout; re-entry cooldowns too) or the send-time rule (`earliest_send`: cap, quiet hours).
+ASKED_FIELDS = {"cart_min_value", "browse_intent_threshold", "intent", "holdout_percent",
+                "min_hours_between_messages", "quiet_hours"}
+# Ingest settings: the simulation starts from histories already merged and deduplicated.
+NOT_SIMULATED = {"merge_window", "duplicate_window"}
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """What differs between two policies, when all of it lets a backtest keep timelines."""
+
+    steps: frozenset[str]  # journeys whose steps differ
+    asked: bool  # whether a routing or send-time field differs (re-entry cooldowns included)
+
+
+def policy_change(current: Policy, new: Policy) -> PolicyChange | None:
+    """How `new` differs from `current`, or None when something differs that a timeline cannot be
+    checked against (the identify events, the idle timeout, the attribution window, the default
+    timezone…): then everyone runs under both.
+
+    - Steps are read only by the journey workflow that runs them, so a person who never entered a
+      journey whose steps changed lives the same timeline until one would start — so none starts.
+    - Routing and send-time fields are read only by `decide_route` and `earliest_send`, pure
+      functions whose every input the dry-run activities record; when each of a person's calls
+      answers the same under `new` (`answers_unchanged`), every workflow decision is the same, so
+      is the whole timeline."""
     before, after = current.model_dump(mode="json"), new.model_dump(mode="json")
     journeys_before, journeys_after = before.pop("journeys"), after.pop("journeys")
-    if before != after or journeys_before.keys() != journeys_after.keys():
+    differing = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
+    if differing - ASKED_FIELDS - NOT_SIMULATED or journeys_before.keys() != journeys_after.keys():
         return None
-    changed = set()
+    steps, cooldowns = set(), False
     for name, journey in journeys_before.items():
         journey, other = dict(journey), dict(journeys_after[name])
         if journey.pop("steps") != other.pop("steps"):
-            changed.add(name)
+            steps.add(name)
+        cooldowns |= journey.pop("reentry_cooldown") != other.pop("reentry_cooldown")
         if journey != other:
             return None
-    return changed
+    return PolicyChange(steps=frozenset(steps), asked=cooldowns or bool(differing & ASKED_FIELDS))
+
+
+def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
+    """Whether every routing and send-time question of a run under `current` gets the same answer
+    (decision, reason, waits) under `new`."""
+    for question in asked:
+        if isinstance(question, RouteAsked):
+            context = question.context
+            if (decide_route(context.history, current, question.at, last_started=context.last_started)
+                    != decide_route(context.history, new, question.at, last_started=context.last_started)):
+                return False
+        elif (earliest_send(question.at, question.last_message_at, current, question.timezone)
+              != earliest_send(question.at, question.last_message_at, new, question.timezone)):
+            return False
+    return True
+
+
+def keeps_timeline(timeline: Timeline, change: PolicyChange) -> bool:
+    """Whether this current-policy timeline is the person's timeline under the new policy too."""
+    return not (journeys_entered(timeline) & change.steps) and (not change.asked or bool(timeline.answers_unchanged))
 
 
 def journeys_entered(timeline: Timeline) -> set[str]:
@@ -665,11 +719,11 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     """Simulate everyone identified in the last `since` under both policies (over `shards` worker
     processes — default: one per CPU); the side-by-side numbers and the people whose outcome changed.
 
-    When the new policy only changes the steps of some journeys (a delay, a template, a channel),
+    When the new policy only changes journey steps and routing or send-time fields (`policy_change`),
     everyone is simulated under the current policy first, and then under the new one only the people
-    who entered one of those journeys: for the others the outcome cannot differ
-    (`journeys_with_changed_steps`), and their current timeline is theirs under the new policy too.
-    `reuse=False` simulates everyone twice regardless."""
+    whose timeline could differ: who entered a journey whose steps changed, or got a different answer
+    to one of their routing or send-time questions (`keeps_timeline`). Everyone else's current
+    timeline is theirs under the new policy too. `reuse=False` simulates everyone twice regardless."""
     began = time.perf_counter()
     now = as_utc(now or datetime.now(timezone.utc))
     person_ids = await asyncio.to_thread(people_identified, engine, now - since, now, limit)
@@ -688,18 +742,19 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
         progress(0, total)
     shards = shards if shards is not None else (os.cpu_count() or 1)
     options = dict(progress=step, shards=shards, min_per_shard=min_per_shard, wave=wave)
-    changed_steps = journeys_with_changed_steps(current, new) if reuse else None
+    change = policy_change(current, new) if reuse else None
     async with AsyncExitStack() as stack:
         if simulator is None:
             simulator = await stack.enter_async_context(Simulator(engine, horizon=horizon))
         options["catalog"] = await asyncio.to_thread(load_catalog_for, engine, snapshots, now)
-        if changed_steps is None:
+        if change is None:
             before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
                                                           **options)
             reused = 0
         else:
-            [before] = await simulator.simulate_many([(current, current_name)], snapshots, **options)
-            affected = [snap for snap, timeline in zip(snapshots, before) if journeys_entered(timeline) & changed_steps]
+            [before] = await simulator.simulate_many([(current, current_name)], snapshots,
+                                                     compare_with=new if change.asked else None, **options)
+            affected = [snap for snap, timeline in zip(snapshots, before) if not keeps_timeline(timeline, change)]
             step(len(snapshots) - len(affected))
             [rerun] = await simulator.simulate_many([(new, new_name)], affected, **options)
             by_person = {t.person_id: t for t in rerun}
@@ -717,6 +772,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
         "simulations": simulations,
         "simulations_per_second": round(simulations / elapsed, 1) if elapsed and simulations else None,
         "reused": reused,
-        "changed_steps": sorted(changed_steps) if changed_steps is not None else None,
+        "changed_steps": sorted(change.steps) if change is not None else None,
+        "changed_answers": change.asked if change is not None else None,
         "shards": _shard_count(shards, len(snapshots), min_per_shard),
     }

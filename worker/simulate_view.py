@@ -79,11 +79,12 @@ def render_backtest(console: Console, result: dict) -> None:
     console.print(f"[bold]Backtest[/]: {result['people']} people identified {result['since'][:16]} → "
                   f"{result['until'][:16]} UTC, simulated under both policies in {result['elapsed_seconds']:.1f} s "
                   f"({result['people_per_second']} people/s, {result.get('shards', 1)} worker process(es))")
-    if result.get("reused"):
-        journeys = ", ".join(result["changed_steps"]) or "no journey"
-        console.print(f"Only the steps of {journeys} changed: {result['reused']} people who never entered "
-                      f"{'it' if len(result['changed_steps']) == 1 else 'them'} keep their current timeline under "
-                      f"the new policy ({result['simulations']} simulations in all).")
+    if result.get("changed_steps") is not None:
+        why = [f"they never entered {' or '.join(result['changed_steps'])}, whose steps changed"] \
+            if result["changed_steps"] else []
+        why += ["each of their routing and send-time questions gets the same answer"] if result["changed_answers"] else []
+        console.print(f"{result['reused']} people keep their current timeline under the new policy"
+                      f"{': ' + ' and '.join(why) if why else ''} ({result['simulations']} simulations in all).")
     table = Table(header_style="bold")
     table.add_column("")
     table.add_column(f"current: {current['name']}", justify="right")
