@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from sqlalchemy import Engine, func, or_
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
@@ -44,11 +44,10 @@ from temporalio.worker import (
 )
 
 from activities.store_activities import (  # the same look-back, routes, catalog rows and sales ranking
-    BESTSELLER_WINDOW,
     HISTORY_HORIZON,
     JOURNEY_ROUTES,
     catalog_entry,
-    orders_by_sku,
+    ranked_catalog,
 )
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
@@ -67,7 +66,6 @@ from workflows.models import (
     SendResult,
 )
 
-CATEGORY_PICKS_SCAN = 200  # ranked in-stock rows per category, as the store activities read
 CHUNK = 500  # ids per IN (...) list
 
 
@@ -179,6 +177,10 @@ class SimPerson:
                    and (e.timestamp >= since or e.name == taxonomy.ORDER_COMPLETED)]
         return PersonHistory(person_id=self.snapshot.person_id, identified_at=self.snapshot.identified_at + self.offset,
                              timezone=self.snapshot.timezone, events=visible)
+
+    def asked_until(self, horizon: timedelta) -> list[RouteAsked | SendTimeAsked]:
+        """The questions asked up to `horizon` after the start (what the timeline shows)."""
+        return [question for question in self.asked if question.at <= self.start + horizon]
 
     def recipient(self, channel: str) -> str | None:
         """The store activities' rule: SMS → first phone; email → first email; outbox → email,
@@ -515,16 +517,15 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
 
 def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot], now: datetime | None = None) -> Catalog:
     """The catalog rows any of these people's messages could use: every product their histories
-    mention, the ranked in-stock products of each category they looked at, and the bestsellers
-    (admin rank, then sales of the BESTSELLER_WINDOW before `now`) — a superset of what the store
-    activities load per message, so personalisation picks the same. Sales are counted once, as of
-    `now` (the run), not at each simulated moment."""
+    mention, and the ranked in-stock products of the shop and of each category they looked at
+    (`ranked_catalog`, the store activities' ranking) — a superset of what the store activities
+    load per message, so personalisation picks the same. Sales are counted once, as of `now` (the
+    run), not at each simulated moment."""
     snapshots = list(snapshots)
     skus: set[str] = set()
     for snap in snapshots:
         skus |= skus_in(snap.events, open_cart(snap.events))
     rows: list[Product] = []
-    sold: dict[str, int] = {}
     with Session(engine) as session:
         for chunk in _chunks(sorted(skus)):
             rows += list(session.exec(select(Product).where(Product.sku.in_(chunk))))
@@ -533,18 +534,4 @@ def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot], now: d
         categories = {c.strip() for snap in snapshots for e in snap.events
                       if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()}
         categories |= {c for sku in skus if (c := known.category_of(sku))}
-        sales = orders_by_sku(session, as_utc(now or datetime.now(timezone.utc)) - BESTSELLER_WINDOW)
-        orders = func.coalesce(sales.c.orders, 0)
-        ranked = (select(Product, orders).outerjoin(sales, sales.c.sku == Product.sku)
-                  .where(Product.in_stock.is_(True))
-                  .order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, orders.desc(), Product.name,
-                            Product.sku)
-                  .limit(CATEGORY_PICKS_SCAN))
-        wanted = [or_(Product.bestseller_rank.is_not(None), sales.c.orders.is_not(None))]
-        wanted += [Product.category == category for category in sorted(categories)]
-        for where in wanted:
-            for row, count in session.exec(ranked.where(where)):
-                rows.append(row)
-                sold[row.sku] = count
-    unique = {(r.sku, r.variant): r for r in rows}
-    return Catalog(catalog_entry(r, sold.get(r.sku, 0)) for r in unique.values())
+        return ranked_catalog(session, rows, sorted(categories), as_utc(now or datetime.now(timezone.utc)))

@@ -137,22 +137,30 @@ def orders_by_sku(session: Session, since: datetime):
 def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | None, now: datetime) -> Catalog:
     """The catalog rows a message can use: every product the history mentions, plus the ranked
     in-stock products of the shopper's category and the shop's bestsellers — the admin's
-    `bestseller_rank` first, then what sold most in the last BESTSELLER_WINDOW. Two queries."""
+    `bestseller_rank` first, then what sold most in the last BESTSELLER_WINDOW. Three queries."""
     rows = list(session.exec(select(Product).where(Product.sku.in_(skus)))) if (skus := skus_in(events, cart)) else []
     anchor = category_anchor(events, Catalog(catalog_entry(r) for r in rows))
+    return ranked_catalog(session, rows, [anchor] if anchor else [], now)
+
+
+def ranked_catalog(session: Session, rows: list[Product], categories: list[str], now: datetime) -> Catalog:
+    """`rows` plus the best CATALOG_PICKS_SCAN in-stock products of the shop (bestsellers) and of
+    each category, each list limited on its own: a category's unsold products must not lose their
+    place to the shop's bestsellers. Best is the admin's rank, then recent orders, then the name."""
     sales = orders_by_sku(session, now - BESTSELLER_WINDOW)
     orders = func.coalesce(sales.c.orders, 0)
     ranked = (select(Product, orders).outerjoin(sales, sales.c.sku == Product.sku)
-              .where(Product.in_stock.is_(True),
-                     or_(Product.bestseller_rank.is_not(None), sales.c.orders.is_not(None),
-                         *([Product.category == anchor] if anchor else [])))
+              .where(Product.in_stock.is_(True))
               .order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, orders.desc(), Product.name,
                         Product.sku)
               .limit(CATALOG_PICKS_SCAN))
     sold: dict[str, int] = {}
-    for row, count in session.exec(ranked):
-        rows.append(row)
-        sold[row.sku] = count
+    rows = list(rows)
+    for where in [or_(Product.bestseller_rank.is_not(None), sales.c.orders.is_not(None)),
+                  *(Product.category == category for category in categories)]:
+        for row, count in session.exec(ranked.where(where)):
+            rows.append(row)
+            sold[row.sku] = count
     unique = {(r.sku, r.variant): r for r in rows}
     return Catalog(catalog_entry(r, sold.get(r.sku, 0)) for r in unique.values())
 

@@ -24,10 +24,12 @@ from activities.channels import (
     message_id_for,
 )
 from activities.render import TEMPLATES, Renderer
-from activities.store_activities import StoreActivities
+from activities.store_activities import CATALOG_PICKS_SCAN, StoreActivities, load_catalog
 from conftest import free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer, parts
 from journey_harness import identify, now, track
+from journeys.history import HistoryEvent
+from journeys.personalise import personalise
 from journeys.policy import Policy
 from store import catalog, queries, reports
 from store.db import transaction
@@ -208,6 +210,19 @@ def test_welcome_bestsellers_from_real_sales_when_the_catalog_comes_from_events(
     assert activities.send_step(send_input(person, "welcome", 3, "welcome_2")).status == "sent"
     text, _ = parts(smtp.mailbox.wait_for(2)[1])
     assert 0 < text.index("Zinc Screen") < text.index("Yuzu Mist") and "Xylo Balm" not in text
+
+
+def test_category_picks_survive_a_shop_with_more_bestsellers_than_are_read(db):
+    """Bestsellers and the shopper's category are read as separate ranked lists: a category's
+    unranked, unsold products must not lose their place to the shop's many ranked bestsellers."""
+    put_catalog(db, *({"sku": f"B{i}", "name": f"Best {i}", "category": "candles", "bestseller_rank": i + 1}
+                      for i in range(CATALOG_PICKS_SCAN + 5)),
+                {"sku": "CALM", "name": "Calm Cream", "category": "skincare"},
+                {"sku": "SER", "name": "Night Serum", "category": "skincare"})
+    viewed = [HistoryEvent(name="Product Viewed", timestamp=now(), properties={"sku": "SER", "category": "skincare"})]
+    with Session(db.engine) as session:
+        shown = personalise("welcome", viewed, load_catalog(session, viewed, None, now()), None)
+    assert shown.category == "skincare" and [pick.sku for pick in shown.picks] == ["CALM"]
 
 
 def test_recipient_refused_with_550_marks_the_message_failed_with_the_reason(db, smtp):

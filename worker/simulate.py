@@ -231,9 +231,12 @@ class Timeline:
 
 
 def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEvent]], policy_name: str,
-                   result: DriverResult | None, answers_unchanged: bool | None = None) -> Timeline:
-    offset = person.offset
-    raw: list[tuple[datetime, int, SimEntry]] = [(e.at, index, e) for index, e in enumerate(person.log)]
+                   result: DriverResult | None, horizon: timedelta, answers_unchanged: bool | None = None) -> Timeline:
+    """The person's log up to the horizon: a journey left running there may log on while other
+    drivers of its wave still run, and how far it gets must not show."""
+    offset, until = person.offset, person.start + horizon
+    raw: list[tuple[datetime, int, SimEntry]] = [(e.at, index, e) for index, e in enumerate(person.log)
+                                                 if e.at <= until]
     for signal, event in plan:
         label = event.name
         if event.order_key and signal.kind == "purchased":
@@ -433,9 +436,9 @@ class _Shard:
                 for run_index, (run, people, plans, handles) in enumerate(started):
                     results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
                     out[run_index] += [
-                        build_timeline(people[pid], plans[pid], run.name, result,
-                                       answers_unchanged(people[pid].asked, run.policy, run.compare_with)
-                                       if run.compare_with else None)
+                        build_timeline(people[pid], plans[pid], run.name, result, self.setup.horizon,
+                                       answers_unchanged(people[pid].asked_until(self.setup.horizon), run.policy,
+                                                         run.compare_with) if run.compare_with else None)
                         for pid, result in zip(people, results)]
             finally:
                 await service.lock_time_skipping(LockTimeSkippingRequest())
