@@ -384,12 +384,15 @@ class StoreActivities:
         )
 
     def _finish(self, message: Message, status: str, reason: str | None, sent_at: datetime | None = None) -> SendResult:
-        """Move a pending message to its final status (sent, failed, skipped) and log it once."""
+        """Move a pending message to its final status (sent, failed, skipped) and log it once, for
+        whoever owns the message now (a merge during delivery re-points it; a delete removes it)."""
         with transaction(self.engine) as session:
-            changed = session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
-                                      .values(status=status, reason=reason, sent_at=sent_at)).rowcount
+            owner = session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
+                                    .values(status=status, reason=reason, sent_at=sent_at)
+                                    .returning(Message.person_id)).scalar_one_or_none()
             message.status, message.reason, message.sent_at = status, reason, sent_at
-            if changed:
+            if owner is not None:
+                message.person_id = owner
                 self._log_outcome(session, message)
         return self._result(message)
 

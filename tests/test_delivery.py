@@ -33,7 +33,7 @@ from journeys.personalise import personalise
 from journeys.policy import Policy
 from store import catalog, queries, reports
 from store.db import transaction
-from store.identity import delete_person, normalise_phone
+from store.identity import delete_person, merge_people, normalise_phone
 from store.ingest import ingest
 from store.unsubscribe import read_token
 from workflows.models import SendCheckInput, SendInput
@@ -223,6 +223,22 @@ def test_category_picks_survive_a_shop_with_more_bestsellers_than_are_read(db):
     with Session(db.engine) as session:
         shown = personalise("welcome", viewed, load_catalog(session, viewed, None, now()), None)
     assert shown.category == "skincare" and [pick.sku for pick in shown.picks] == ["CALM"]
+
+
+def test_a_merge_during_delivery_logs_the_send_on_the_surviving_person(db):
+    """The shopper is merged into another person while the email is on its way: the message and
+    its `sent` log line belong to the survivor, not to the person who no longer exists."""
+    secondary, primary = seed(db, "dev-s", "sam@example.com"), seed(db, "dev-p", "pat@example.com")
+
+    class MergingChannel:
+        def deliver(self, message) -> None:
+            with transaction(db.engine) as session:
+                merge_people(session, primary, secondary)
+
+    activities = StoreActivities(db.engine, channels={"email": MergingChannel()})
+    assert activities.send_step(send_input(secondary, "welcome", 1, "welcome_1")).status == "sent"
+    assert db.rows("SELECT person_id, status FROM messages") == [(primary, "sent")]
+    assert db.rows("SELECT person_id, kind FROM journey_log") == [(primary, "sent")]
 
 
 def test_recipient_refused_with_550_marks_the_message_failed_with_the_reason(db, smtp):
