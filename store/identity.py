@@ -355,13 +355,20 @@ def delete_person(session: Session, person_id: str) -> bool:
     return True
 
 
+# The payload keys that carry each kind of identifier: Segment's and Customer.io's spellings.
+IDENTIFIER_KEYS = {"user_id": ("userId", "user_id", "id", "previousId"),
+                   "anonymous_id": ("anonymousId", "anonymous_id", "previousId"),
+                   "email": ("email",), "phone": ("phone",)}
+
+
 def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], their_message_ids):
     """Quarantine rows about a person: kept for one of their stored messages, refused on a
-    Customer.io path naming them (`/customers/{id or email}…`), or whose payload holds one of their
-    identifiers as a whole JSON string. Payloads are serialised JSON, so finding the quoted value is
-    exact (case-sensitive, except for emails) and works alike on SQLite and PostgreSQL; a raw value
-    that only normalises to the identifier (an email with spaces, a phone in another format) is
-    found through the message's other identifiers."""
+    Customer.io path naming them (`/customers/{id or email}…`), or whose payload gives one of their
+    identifiers under an identifier key (`"userId":"42"`, `"email":"…"` — a sku or a quantity that
+    happens to read "42" is somebody else's business). Payloads are our own compact JSON, so the
+    pair is found exactly (case-sensitive, except for emails) alike on SQLite and PostgreSQL; a raw
+    value that only normalises to the identifier (an email with spaces, a phone in another format)
+    is found through the message's other identifiers."""
     position = func.strpos if _postgres(session) else func.instr  # LIKE ignores case on SQLite
 
     def holds(column, needle: str):
@@ -371,7 +378,11 @@ def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], the
     for kind, value in identifiers:  # emails are stored lower-case; any case in the input is theirs
         payload, endpoint = ((func.lower(Rejected.payload), func.lower(Rejected.endpoint)) if kind == "email"
                              else (Rejected.payload, Rejected.endpoint))
-        named.append(holds(payload, orjson.dumps(value).decode()))
+        quoted = orjson.dumps(value).decode()
+        for key in IDENTIFIER_KEYS.get(kind, ()):
+            named.append(holds(payload, f'"{key}":{quoted}'))
+            if value.isdigit():  # a numeric user id sent as a number
+                named += [holds(payload, f'"{key}":{value},'), holds(payload, f'"{key}":{value}}}')]
         if kind in ("user_id", "email"):
             named += [endpoint == f"/api/v1/customers/{value}", holds(endpoint, f"/api/v1/customers/{value}/")]
     return or_(Rejected.message_id.in_(their_message_ids), *named)

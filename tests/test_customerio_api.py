@@ -261,18 +261,20 @@ def test_delete_leaves_nothing_about_them_behind(api, db):
         {**bad_timestamp, "anonymousId": "gone-device-2", "messageId": "q-other-device"},
         {"type": "identify", "traits": {"email": "not.gone@example.com"}, "messageId": "q-other-email"},
         {**bad_timestamp, "userId": "Gone", "messageId": "q-other-user"},
-    ]}).headers["X-Breadcrumb-Rejected"] == "6"
+        {**bad_timestamp, "userId": "someone", "properties": {"sku": "gone"}, "messageId": "q-look-alike"},
+    ]}).headers["X-Breadcrumb-Rejected"] == "7"
     assert api.segment("identify", {"userId": "gone", "messageId": "q-phone", "traits": {"phone": "12"}}).status_code == 200
     assert_cio_error(api.cio("POST", "customers/gone/events", {"data": {}}), 400, "name is required")
     assert_cio_error(api.cio("POST", "customers/gone-2/events", {"data": {}}), 400, "name is required")
-    assert db.scalar("SELECT count(*) FROM rejected") == 9
+    assert db.scalar("SELECT count(*) FROM rejected") == 10
     assert db.scalar("SELECT count(*) FROM outbox WHERE person_id = :p", p=person_id) >= 1
 
     ok(api.cio("DELETE", "customers/gone"))
     assert db.scalar("SELECT count(*) FROM events") == 0
     kept = db.rows("SELECT message_id, endpoint FROM rejected ORDER BY id")
     assert [tuple(row) for row in kept] == [("q-other-device", "/v1/batch"), ("q-other-email", "/v1/batch"),
-                                            ("q-other-user", "/v1/batch"), (None, "/api/v1/customers/gone-2/events")]
+                                            ("q-other-user", "/v1/batch"), ("q-look-alike", "/v1/batch"),
+                                            (None, "/api/v1/customers/gone-2/events")]
     assert [tuple(r) for r in db.rows("SELECT kind, person_id FROM outbox")] == [("erased", person_id)]
 
 
