@@ -18,6 +18,7 @@ from api import reports as reports_api
 from api import backtest
 from api.deps import CustomerIOAuthError
 from store.db import make_engine, reading
+from store.identity import LocksMoved
 from store.migrate import upgrade
 from store.settings import Settings
 from worker.dispatcher import Dispatcher
@@ -88,6 +89,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:
         return customerio.cio_error(401, "unauthorized: HTTP Basic site_id:api_key did not match")
+
+    @app.exception_handler(LocksMoved)
+    async def _busy(request: Request, _exc: LocksMoved) -> JSONResponse:
+        message = "busy: a concurrent merge or delete holds a person this request names; nothing was stored, retry"
+        response = (customerio.cio_error(503, message) if request.url.path.startswith("/api/v1")
+                    else JSONResponse({"detail": message}, status_code=503))
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

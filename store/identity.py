@@ -3,7 +3,9 @@ merge two people, delete one. Every function runs inside the caller's transactio
 
 from __future__ import annotations
 
+import random
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -144,13 +146,16 @@ def lock_person(session: Session, person_id: str) -> None:
 
 def retry_moved_locks(work: Callable[[], T], attempts: int = 5) -> T:
     """Run `work` (one whole transaction) again when it met a person it could not lock in order;
-    the next run reads the new owners before it locks."""
+    the next run reads the new owners before it locks. A short, growing, jittered pause lets the
+    other transaction finish; after the last attempt `LocksMoved` reaches the API (a 503 with
+    Retry-After: nothing was stored, and a retry with the same message ids is safe)."""
     for attempt in range(1, attempts + 1):
         try:
             return work()
         except LocksMoved:
             if attempt == attempts:
                 raise
+            time.sleep(random.uniform(0, 0.02 * attempt))
 
 
 def owner(session: Session, kind: str, value: str) -> str | None:

@@ -469,3 +469,23 @@ def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, d
         late.result(timeout=10)
     assert person_of(db, "after-move") == primary
     assert api.admin(f"people/{secondary}").json()["anonymous_ids"] == []
+
+
+def test_locks_that_keep_moving_are_retried_then_answered_503(api, monkeypatch):
+    """A request that keeps meeting people whose locks moved (concurrent merges and deletes) runs
+    again a few times, then says 503 with Retry-After — in each front door's error shape."""
+    import store.ingest
+    from store.identity import LocksMoved
+
+    runs = []
+
+    def always_moved(*args, **kwargs):
+        runs.append(1)
+        raise LocksMoved("person p is locked by another transaction")
+
+    monkeypatch.setattr(store.ingest, "_ingest", always_moved)
+    segment = api.segment("track", {"anonymousId": "dev-busy", "event": "Product Viewed", "messageId": "busy-1"})
+    assert (segment.status_code, segment.headers["Retry-After"], len(runs)) == (503, "1", 5)
+    assert "busy" in segment.json()["detail"]
+    cio = api.cio("POST", "events", {"anonymous_id": "dev-busy", "name": "Product Viewed"})
+    assert cio.status_code == 503 and "busy" in cio.json()["meta"]["errors"][0]
