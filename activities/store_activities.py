@@ -297,7 +297,7 @@ class StoreActivities:
             if message is None:
                 person = session.get(Person, send.person_id)
                 if person is None:  # erased (or merged away) before the first attempt: nothing to write
-                    return SendResult(message_id="", status="skipped", subject="",
+                    return SendResult(message_id="", status="skipped", subject="", ends_journey=True,
                                       reason=reason_to_stop(SendCheck(person_exists=False), send.route))
                 inserted = session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
                     **self._compose(session, person, send, key))).rowcount
@@ -307,9 +307,12 @@ class StoreActivities:
                     self._log_outcome(session, message)
         if message.status != "pending":
             return self._result(message, duplicate=not composed)
-        stop = self._reason_not_to_send(send)
-        if stop:
-            return self._finish(message, "skipped", stop)
+        check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
+                                                      channel=send.channel, cart_id=send.cart_id))
+        if stop := reason_to_stop(check, send.route):
+            return self._finish(message, "skipped", stop).model_copy(update={"ends_journey": True})
+        if check.channel_blocked:  # this step's channel no longer reaches them (unsubscribed, consent withdrawn)
+            return self._finish(message, "skipped", check.channel_blocked)
         attempt = self._attempt(message)
         try:
             self.channels[message.channel].deliver(message)
@@ -322,13 +325,6 @@ class StoreActivities:
                 raise
             return self._finish(message, "failed", reason)
         return self._finish(message, "sent", None, sent_at=send.at)
-
-    def _reason_not_to_send(self, send: SendInput) -> str | None:
-        """The journey's own check, fresh from the store: what would end the journey, or this step's
-        channel no longer reaching the person (unsubscribed, consent withdrawn)."""
-        check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
-                                                      channel=send.channel, cart_id=send.cart_id))
-        return reason_to_stop(check, send.route) or check.channel_blocked
 
     def _attempt(self, message: Message) -> int:
         with transaction(self.engine) as session:

@@ -7,12 +7,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from conftest import free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer
 from journey_harness import Harness, identify, track
+from test_determinism import markers
 from journeys.policy import parse_policy
 from worker.worker import build_worker
+from workflows import ALL_WORKFLOWS
+from workflows.journey import SEND_CHECK_ENDS_JOURNEY
 
 
 def policy(welcome_steps: list[dict]):
@@ -169,5 +174,43 @@ async def test_suppressed_person_gets_nothing_and_the_exit_is_recorded(env, engi
             result = await shop.journey_result(await shop.journey_of(person))
         assert result.status == "exited" and server.mailbox.received == []
         assert ("exit", "suppressed") in [(kind, reason) for kind, reason, *_ in shop.log(person)]
+    finally:
+        server.stop()
+
+
+async def test_suppressed_while_the_relay_is_down_ends_the_journey_at_that_step(env, engine):
+    """The last step's email waits for a dead relay; the shopper is suppressed meanwhile. The send's
+    own re-check holds it back and the journey exits there, as suppressed — not "completed", and
+    one skip in the reports, not two."""
+    from sqlalchemy import text
+
+    from store import reports
+
+    chosen = policy([{"delay": "5m", "template": "welcome_1"}])
+    port = free_port()
+    config = settings(engine, port)
+    config.__dict__["policy"] = chosen
+    server = SmtpServer(port)  # down while the step is retried
+    try:
+        async with build_worker(env.client, engine, config):
+            shop = Harness(env.client, engine, config, chosen, env=env)
+            await shop.shop(identify("dev-q", "hush@example.com"))
+            person = shop.person_id("hush@example.com")
+            journey = await shop.journey_of(person)
+            finished = asyncio.create_task(shop.journey_result(journey))
+            await wait_until(lambda: (shop.scalar("SELECT max(attempts) FROM messages") or 0) >= 2)
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE people SET suppressed = :t WHERE id = :p"), {"t": True, "p": person})
+            result = await asyncio.wait_for(finished, 120)
+            history = await env.client.get_workflow_handle(journey).fetch_history()
+        assert server.mailbox.received == []
+        assert (result.status, result.notes[-1]) == ("exited", "exit: suppressed")
+        # The new path is patched (SEND_CHECK_ENDS_JOURNEY) and replays against the current code.
+        assert SEND_CHECK_ENDS_JOURNEY in markers(history)
+        await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+        assert [(kind, step) for kind, _, journey, step in shop.log(person) if journey == "welcome"][-2:] == [
+            ("skipped", 1), ("exit", 1)]
+        messages = reports.summary(engine, chosen)["messages"]
+        assert (messages["skipped"], messages["sent"]) == (1, 0)
     finally:
         server.stop()

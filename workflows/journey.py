@@ -32,6 +32,9 @@ WAIT_LABELS = {"frequency_cap": "frequency cap", "quiet_hours": "quiet hours"}
 # email, no SMS consent, no address) is skipped instead of ending the journey, while a later step on
 # another channel still can reach them.
 SKIP_BLOCKED_CHANNEL = "skip-blocked-channel"
+# Added with the send's own re-check: when it finds what ends the journey while the message waited
+# for its relay, the journey exits at that step instead of sleeping on to the next step's check.
+SEND_CHECK_ENDS_JOURNEY = "send-check-ends-journey"
 
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
@@ -106,6 +109,8 @@ class Journey:
                 result_type=SendResult, **SEND_CALL,
             )
             self.state.sent.append(f"step {index}: {result.status} {result.subject!r}")
+            if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
+                return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)
         return await self._end(journey, "completed", f"all {len(steps)} steps done")
 
     def stop(self, request: StopJourney) -> None:

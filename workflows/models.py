@@ -136,6 +136,9 @@ class SendResult(BaseModel):
     items: list[CartItem | dict] = []
     reason: str | None = None
     duplicate: bool = False
+    # The send's own re-check found what ends the journey (a purchase, a suppression, a closed cart,
+    # the person gone) while the message waited for its relay: `reason` says which.
+    ends_journey: bool = False
 
 
 class JourneyNote(BaseModel):
