@@ -142,6 +142,14 @@ class SendTimeAsked:
 
 
 @dataclass
+class AttributionAsked:
+    """The hub credited an order: the last-touch rule's input but the window."""
+
+    order: Order
+    touches: list[Touch]
+
+
+@dataclass
 class SimPerson:
     """A snapshot placed on the simulation clock (every time + `offset`), plus what the simulation
     has done to it so far."""
@@ -157,7 +165,7 @@ class SimPerson:
     runs: dict[str, tuple[str, datetime, str | None]] = field(default_factory=dict)  # workflow id → run
     # Every question the policy answered for this person, with its inputs: a backtest re-asks them
     # under the other policy to find whose timeline cannot differ (`worker/simulate.py`).
-    asked: list[RouteAsked | SendTimeAsked] = field(default_factory=list)
+    asked: list[RouteAsked | SendTimeAsked | AttributionAsked] = field(default_factory=list)
 
     @classmethod
     def place(cls, snapshot: PersonSnapshot, start_real: datetime, offset: timedelta) -> "SimPerson":
@@ -178,9 +186,10 @@ class SimPerson:
         return PersonHistory(person_id=self.snapshot.person_id, identified_at=self.snapshot.identified_at + self.offset,
                              timezone=self.snapshot.timezone, events=visible)
 
-    def asked_until(self, horizon: timedelta) -> list[RouteAsked | SendTimeAsked]:
+    def asked_until(self, horizon: timedelta) -> list[RouteAsked | SendTimeAsked | AttributionAsked]:
         """The questions asked up to `horizon` after the start (what the timeline shows)."""
-        return [question for question in self.asked if question.at <= self.start + horizon]
+        until = self.start + horizon
+        return [q for q in self.asked if (q.order.ordered_at if isinstance(q, AttributionAsked) else q.at) <= until]
 
     def recipient(self, channel: str) -> str | None:
         """The store activities' rule: SMS → first phone; email → first email; outbox → email,
@@ -425,13 +434,14 @@ class SimulatedActivities:
         ordered_at = conversion.ordered_at or conversion.at
         touches = [Touch(message_id=key, person_id=conversion.person_id, journey=m.journey, step=m.step or 0,
                          sent_at=m.at) for key, m in person.messages.items()]
-        touch = last_touch(Order(order_key=conversion.order_id or "", person_id=conversion.person_id,
-                                 ordered_at=ordered_at, revenue=conversion.revenue),
-                           touches, conversion.attribution_window)
+        order = Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
+                      revenue=conversion.revenue)
+        touch = last_touch(order, touches, conversion.attribution_window)
         revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
         reason = f"order {conversion.order_id or 'without id'} ({revenue})"
         reason += f" after {touch.journey} step {touch.step}" if touch else " with no message in the window"
         with self._lock:
+            person.asked.append(AttributionAsked(order=order, touches=touches))
             person.log.append(SimEntry(at=ordered_at, kind="conversion", journey=touch.journey if touch else "none",
                                        reason=reason, step=touch.step if touch else None))
 

@@ -13,7 +13,7 @@ Run with `.venv/bin/python bench/backtest.py [--people 500] [--shards N] [--seed
      entered cart recovery (the others' outcome cannot change);
    - a send-time change — the frequency cap at 12 h instead of 20 h: under the new one only the
      people whose send-time questions get another answer;
-   - the worst case — the attribution window at 3 d, which no recorded question covers: everyone
+   - the worst case — the hub's idle timeout at 1 d, which no recorded question covers: everyone
      under both policies.
    For each: wall time (everything included: processes, servers, waves), people per second,
    simulations run, and the CPU seconds of this process and its children (shards, test servers).
@@ -144,11 +144,10 @@ async def main(args) -> dict:
     shards = args.shards or os.cpu_count() or 1
     cap_change = parse_policy({**current.model_dump(mode="json"), "min_hours_between_messages": 12},
                               "frequency cap 12 h")
-    window_change = parse_policy({**current.model_dump(mode="json"), "attribution_window": "3d"},
-                                 "attribution window 3 d")
+    idle_change = parse_policy({**current.model_dump(mode="json"), "hub_idle_timeout": "1d"}, "hub idle timeout 1 d")
     report: dict = {"people": args.people, "cpus": os.cpu_count(), "target_seconds": TARGET_SECONDS}
     for key, policy, name in (("step_change", new, "4h first cart step"), ("cap_change", cap_change, "cap 12 h"),
-                              ("everyone_twice", window_change, "attribution window 3 d")):
+                              ("everyone_twice", idle_change, "hub idle timeout 1 d")):
         cpu_before = cpu_seconds()
         async with Simulator(engine) as simulator:
             result = await backtest(engine, policy, current, timedelta(days=30), new_name=name,

@@ -52,6 +52,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.simulated import (
+    AttributionAsked,
     RouteAsked,
     PersonSnapshot,
     SimEntry,
@@ -65,7 +66,7 @@ from activities.simulated import (
     people_identified,
 )
 from journeys import taxonomy
-from journeys.attribution import order_revenue
+from journeys.attribution import last_touch, order_revenue
 from journeys.guardrails import _zone, earliest_send, resolve_timezone
 from journeys.history import HistoryEvent, as_utc
 from journeys.personalise import Catalog
@@ -647,9 +648,10 @@ def parse_since(text: str) -> timedelta:
 
 
 # Policy fields the simulation reads only through the pure routing rule (`decide_route`: thresholds,
-# intent, holdout; re-entry cooldowns too) or the send-time rule (`earliest_send`: cap, quiet hours).
+# intent, holdout; re-entry cooldowns too), the send-time rule (`earliest_send`: cap, quiet hours)
+# or the last-touch rule (`last_touch`: the attribution window).
 ASKED_FIELDS = {"cart_min_value", "browse_intent_threshold", "intent", "holdout_percent",
-                "min_hours_between_messages", "quiet_hours"}
+                "min_hours_between_messages", "quiet_hours", "attribution_window"}
 # Ingest settings: the simulation starts from histories already merged and deduplicated.
 NOT_SIMULATED = {"merge_window", "duplicate_window"}
 
@@ -659,20 +661,20 @@ class PolicyChange:
     """What differs between two policies, when all of it lets a backtest keep timelines."""
 
     steps: frozenset[str]  # journeys whose steps differ
-    asked: bool  # whether a routing or send-time field differs (re-entry cooldowns included)
+    asked: bool  # whether a routing, send-time or attribution field differs (re-entry cooldowns included)
 
 
 def policy_change(current: Policy, new: Policy) -> PolicyChange | None:
     """How `new` differs from `current`, or None when something differs that a timeline cannot be
-    checked against (the identify events, the idle timeout, the attribution window, the default
-    timezone…): then everyone runs under both.
+    checked against (the identify events, the idle timeout, the default timezone…): then everyone
+    runs under both.
 
     - Steps are read only by the journey workflow that runs them, so a person who never entered a
       journey whose steps changed lives the same timeline until one would start — so none starts.
-    - Routing and send-time fields are read only by `decide_route` and `earliest_send`, pure
-      functions whose every input the dry-run activities record; when each of a person's calls
-      answers the same under `new` (`answers_unchanged`), every workflow decision is the same, so
-      is the whole timeline."""
+    - Routing, send-time and attribution fields are read only by `decide_route`, `earliest_send`
+      and `last_touch`, pure functions whose every input the dry-run activities record; when each
+      of a person's calls answers the same under `new` (`answers_unchanged`), every decision is the
+      same, so is the whole timeline."""
     before, after = current.model_dump(mode="json"), new.model_dump(mode="json")
     journeys_before, journeys_after = before.pop("journeys"), after.pop("journeys")
     differing = {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}
@@ -690,13 +692,17 @@ def policy_change(current: Policy, new: Policy) -> PolicyChange | None:
 
 
 def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
-    """Whether every routing and send-time question of a run under `current` gets the same answer
-    (decision, reason, waits) under `new`."""
+    """Whether every routing, send-time and attribution question of a run under `current` gets the
+    same answer (decision, reason, waits, credited message) under `new`."""
     for question in asked:
         if isinstance(question, RouteAsked):
             context = question.context
             if (decide_route(context.history, current, question.at, last_started=context.last_started)
                     != decide_route(context.history, new, question.at, last_started=context.last_started)):
+                return False
+        elif isinstance(question, AttributionAsked):
+            if (last_touch(question.order, question.touches, current.attribution_window)
+                    != last_touch(question.order, question.touches, new.attribution_window)):
                 return False
         elif (earliest_send(question.at, question.last_message_at, current, question.timezone)
               != earliest_send(question.at, question.last_message_at, new, question.timezone)):
@@ -722,7 +728,8 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     """Simulate everyone identified in the last `since` under both policies (over `shards` worker
     processes — default: one per CPU); the side-by-side numbers and the people whose outcome changed.
 
-    When the new policy only changes journey steps and routing or send-time fields (`policy_change`),
+    When the new policy only changes journey steps and routing, send-time or attribution fields
+    (`policy_change`),
     everyone is simulated under the current policy first, and then under the new one only the people
     whose timeline could differ: who entered a journey whose steps changed, or got a different answer
     to one of their routing or send-time questions (`keeps_timeline`). Everyone else's current
