@@ -82,7 +82,8 @@ def render_backtest(console: Console, result: dict) -> None:
     if result.get("changed_steps") is not None:
         why = [f"they never entered {' or '.join(result['changed_steps'])}, whose steps changed"] \
             if result["changed_steps"] else []
-        why += ["each of their routing and send-time questions gets the same answer"] if result["changed_answers"] else []
+        if result["changed_answers"]:
+            why.append("each of their routing, send-time and attribution questions gets the same answer")
         console.print(f"{result['reused']} people keep their current timeline under the new policy"
                       f"{': ' + ' and '.join(why) if why else ''} ({result['simulations']} simulations in all).")
     table = Table(header_style="bold")
