@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, getaddresses, parseaddr
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -79,15 +80,18 @@ class SmtpConfig:
     use_tls: bool = False  # implicit TLS (smtps://, usually port 465)
     start_tls: bool | None = None  # None: upgrade when the server offers STARTTLS
     timeout: float = 30.0
+    ca_file: str | None = None  # trust these CAs for the relay's certificate instead of the system's
 
     @classmethod
-    def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0) -> "SmtpConfig":
+    def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "") -> "SmtpConfig":
         """`smtp://user:pass@host:port` or `smtps://…`; user and password may be percent-encoded."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise DeliveryConfigError(f"BREADCRUMB_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}://")
         if not parts.hostname:
             raise DeliveryConfigError("BREADCRUMB_SMTP_URL has no host (smtp://user:pass@host:port)")
+        if ca_file and not Path(ca_file).is_file():
+            raise DeliveryConfigError(f"BREADCRUMB_SMTP_CA_FILE {ca_file!r} is not a readable file")
         try:
             port = parts.port
         except ValueError:
@@ -100,7 +104,7 @@ class SmtpConfig:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             use_tls=use_tls, start_tls=False if use_tls else {"auto": None, "always": True, "never": False}[starttls],
-            timeout=timeout,
+            timeout=timeout, ca_file=ca_file or None,
         )
 
 
@@ -173,7 +177,7 @@ class SmtpChannel:
         c = self.config
         await aiosmtplib.send(email, sender=self.envelope_from, recipients=[recipient], hostname=c.hostname,
                               port=c.port, username=c.username, password=c.password, use_tls=c.use_tls,
-                              start_tls=c.start_tls, timeout=c.timeout)
+                              start_tls=c.start_tls, timeout=c.timeout, cert_bundle=c.ca_file)
 
 
 def _refused(recipients: list[aiosmtplib.SMTPRecipientRefused]) -> DeliveryError:
@@ -228,7 +232,8 @@ def channels_from_settings(settings) -> dict[str, Channel]:
         if not settings.smtp_from:
             raise DeliveryConfigError("BREADCRUMB_SMTP_FROM is required with BREADCRUMB_SMTP_URL "
                                       "(e.g. 'Glow Skincare <hello@glow.example>')")
-        config = SmtpConfig.from_url(settings.smtp_url, settings.smtp_starttls, settings.smtp_timeout)
+        config = SmtpConfig.from_url(settings.smtp_url, settings.smtp_starttls, settings.smtp_timeout,
+                                     settings.smtp_ca_file)
         channels["email"] = SmtpChannel(config, settings.smtp_from, settings.smtp_reply_to)
         real.append("email")
     if settings.sms_webhook_url:

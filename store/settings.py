@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     # Delivery. Without SMTP_URL / SMS_WEBHOOK_URL those channels fall back to `outbox` (stored, not sent).
     smtp_url: str = ""  # smtp://user:pass@host:587 (STARTTLS per SMTP_STARTTLS) or smtps://… (implicit TLS)
     smtp_starttls: Literal["auto", "always", "never"] = "auto"  # auto: upgrade when the server offers it
+    smtp_ca_file: str = ""  # PEM CA bundle to trust for the relay's certificate (a private CA); empty: the system's
     smtp_from: str = ""  # "Glow Skincare <hello@glow.example>"; required with SMTP_URL
     smtp_reply_to: str = ""
     smtp_timeout: float = Field(default=30.0, gt=0)  # seconds per SMTP conversation

@@ -21,6 +21,7 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.encrypted: list[bool] = []  # per accepted message: whether its session ran over TLS
         self.refuse: dict[str, str] = {}
         self.lock = threading.Lock()
 
@@ -34,6 +35,7 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.encrypted.append(session.ssl is not None)
         return "250 Message accepted for delivery"
 
     def messages(self) -> list[EmailMessage]:
@@ -52,10 +54,12 @@ class Mailbox:
 class SmtpServer:
     """An aiosmtpd Controller on a given port; `start()`/`stop()` may be called to simulate an outage."""
 
-    def __init__(self, port: int, mailbox: Mailbox | None = None, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, port: int, mailbox: Mailbox | None = None, credentials: tuple[str, str] | None = None,
+                 tls_context=None) -> None:
         self.port = port
         self.mailbox = mailbox or Mailbox()
         self.credentials = credentials
+        self.tls_context = tls_context  # given: the relay offers STARTTLS and refuses mail before it
         self.controller: Controller | None = None
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
@@ -66,6 +70,8 @@ class SmtpServer:
         kwargs = {}
         if self.credentials:
             kwargs = dict(authenticator=self._authenticate, auth_require_tls=False)
+        if self.tls_context is not None:
+            kwargs.update(tls_context=self.tls_context, require_starttls=True)
         self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, ready_timeout=10, **kwargs)
         self.controller.start()
         return self

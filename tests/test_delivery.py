@@ -6,6 +6,8 @@ PostgreSQL; the send activity is called the way Temporal calls (and retries) it.
 from __future__ import annotations
 
 import shutil
+import ssl
+import subprocess
 from datetime import timedelta
 
 import pytest
@@ -525,6 +527,35 @@ def test_smtp_url_forms():
     assert SmtpConfig.from_url("smtp://mail.example", starttls="always").start_tls is True
     tls = SmtpConfig.from_url("smtps://mail.example")
     assert (tls.port, tls.use_tls, tls.start_tls) == (465, True, False)
+
+
+def test_starttls_to_a_relay_behind_a_private_ca(db, tmp_path):
+    """The relay offers STARTTLS with a certificate from a private CA and refuses mail in clear:
+    trusting that CA (BREADCRUMB_SMTP_CA_FILE) the email goes out encrypted; without it the
+    certificate is refused and nothing is sent; a client that never upgrades is refused too."""
+    cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    relay = SmtpServer(free_port(), tls_context=context).start()
+    try:
+        person = cart_person(db)
+        step = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+        for starttls, ca_file, refused in (("auto", "", "certificate verify failed"),
+                                           ("never", str(cert), "STARTTLS")):
+            untrusted = activities_for(db, delivery_settings(db, relay.port, smtp_starttls=starttls,
+                                                             smtp_ca_file=ca_file))
+            with pytest.raises(TransientDeliveryError, match=refused):
+                untrusted.send_step(step)
+        trusted = activities_for(db, delivery_settings(db, relay.port, smtp_starttls="always", smtp_ca_file=str(cert)))
+        assert trusted.send_step(step).status == "sent"
+        assert len(relay.mailbox.wait_for(1)) == 1 and relay.mailbox.encrypted == [True]
+    finally:
+        relay.stop()
+    with pytest.raises(DeliveryConfigError, match="SMTP_CA_FILE"):
+        SmtpConfig.from_url("smtp://mail.example", ca_file=str(tmp_path / "missing.pem"))
 
 
 def test_invalid_recipient_address_is_permanent():
