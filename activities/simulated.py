@@ -24,7 +24,7 @@ import contextvars
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from sqlalchemy import Engine
@@ -525,12 +525,12 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
     return snapshots
 
 
-def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot], now: datetime | None = None) -> Catalog:
+def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Catalog:
     """The catalog rows any of these people's messages could use: every product their histories
     mention, and the ranked in-stock products of the shop and of each category they looked at
     (`ranked_catalog`, the store activities' ranking) — a superset of what the store activities
-    load per message, so personalisation picks the same. Sales are counted once, as of `now` (the
-    run), not at each simulated moment."""
+    load per message, so personalisation picks the same. Bestsellers rank by the sales the workers
+    last counted (`products.recent_orders`): a dry run reads, it does not count them again."""
     snapshots = list(snapshots)
     skus: set[str] = set()
     for snap in snapshots:
@@ -544,4 +544,4 @@ def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot], now: d
         categories = {c.strip() for snap in snapshots for e in snap.events
                       if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()}
         categories |= {c for sku in skus if (c := known.category_of(sku))}
-        return ranked_catalog(session, rows, sorted(categories), as_utc(now or datetime.now(timezone.utc)))
+        return ranked_catalog(session, rows, sorted(categories))

@@ -162,6 +162,9 @@ class Product(SQLModel, table=True):
     url: Optional[str] = Field(default=None, sa_type=Text)
     in_stock: bool = True
     bestseller_rank: Optional[int] = None  # 1 = best; welcome emails fall back to these
+    # Orders of the last 90 days that listed it: the bestseller order after the admin's rank,
+    # refreshed every few minutes by the worker (activities/store_activities.refresh_recent_orders).
+    recent_orders: int = 0
     source: str = Field(default="event", max_length=16)  # event | admin
     last_seen_at: Optional[datetime] = _ts(default=None)  # newest event that described it
     updated_at: datetime = _ts()

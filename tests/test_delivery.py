@@ -26,7 +26,7 @@ from activities.channels import (
     message_id_for,
 )
 from activities.render import TEMPLATES, Renderer
-from activities.store_activities import CATALOG_PICKS_SCAN, StoreActivities, load_catalog
+from activities.store_activities import CATALOG_PICKS_SCAN, SALES_REFRESH, StoreActivities, load_catalog
 from conftest import free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer, parts
 from journey_harness import identify, now, track
@@ -214,6 +214,25 @@ def test_welcome_bestsellers_from_real_sales_when_the_catalog_comes_from_events(
     assert 0 < text.index("Zinc Screen") < text.index("Yuzu Mist") and "Xylo Balm" not in text
 
 
+def test_bestseller_counts_are_refreshed_every_few_minutes_not_per_message(db, smtp):
+    """A worker counts sales once per SALES_REFRESH (the count scans a quarter of orders), so new
+    orders move the bestsellers at the next refresh, not at the next message."""
+    _ingest(db, *(track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
+                  for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"))),
+            track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X"}]))
+    person = seed(db, "dev-w", "wes@example.com")
+    activities = activities_for(db, delivery_settings(db, smtp.port))
+    assert activities.send_step(send_input(person, "welcome", 1, "welcome_2")).status == "sent"
+    _ingest(db, *(track("dev-b", "Order Completed", order_id=f"o-{i}", products=[{"sku": "Y"}]) for i in (2, 3)))
+    assert activities.send_step(send_input(person, "welcome", 2, "welcome_2")).status == "sent"
+    activities._sales_counted_at -= SALES_REFRESH.total_seconds() + 1  # the refresh period has passed
+    assert activities.send_step(send_input(person, "welcome", 3, "welcome_2")).status == "sent"
+    first, second, third = (parts(m)[0] for m in smtp.mailbox.wait_for(3))
+    assert "Yuzu Mist" not in first and "Yuzu Mist" not in second  # Y's orders not counted yet
+    assert third.index("Yuzu Mist") < third.index("Xylo Balm")  # counted: 2 orders against 1
+    assert db.rows("SELECT sku, recent_orders FROM products ORDER BY sku") == [("X", 1), ("Y", 2)]
+
+
 def test_category_picks_survive_a_shop_with_more_bestsellers_than_are_read(db):
     """Bestsellers and the shopper's category are read as separate ranked lists: a category's
     unranked, unsold products must not lose their place to the shop's many ranked bestsellers."""
@@ -223,7 +242,7 @@ def test_category_picks_survive_a_shop_with_more_bestsellers_than_are_read(db):
                 {"sku": "SER", "name": "Night Serum", "category": "skincare"})
     viewed = [HistoryEvent(name="Product Viewed", timestamp=now(), properties={"sku": "SER", "category": "skincare"})]
     with Session(db.engine) as session:
-        shown = personalise("welcome", viewed, load_catalog(session, viewed, None, now()), None)
+        shown = personalise("welcome", viewed, load_catalog(session, viewed, None), None)
     assert shown.category == "skincare" and [pick.sku for pick in shown.picks] == ["CALM"]
 
 

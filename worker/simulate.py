@@ -756,7 +756,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     async with AsyncExitStack() as stack:
         if simulator is None:
             simulator = await stack.enter_async_context(Simulator(engine, horizon=horizon))
-        options["catalog"] = await asyncio.to_thread(load_catalog_for, engine, snapshots, now)
+        options["catalog"] = await asyncio.to_thread(load_catalog_for, engine, snapshots)
         if change is None:
             before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
                                                           **options)
