@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from contextlib import AsyncExitStack
-from typing import Any, Callable
+from typing import Callable
 
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
@@ -292,19 +292,30 @@ class Simulator:
     on a server started here (on first use); with more, each shard process starts a server of its
     own — a timeline of its own, advancing in parallel with the others."""
 
-    def __init__(self, engine: Engine, horizon: timedelta = DEFAULT_HORIZON, sandboxed: bool = False) -> None:
+    def __init__(self, engine: Engine, horizon: timedelta = DEFAULT_HORIZON) -> None:
         self.engine = engine
         self.horizon = horizon
-        self.sandboxed = sandboxed
         self.env: WorkflowEnvironment | None = None
+        self.pool: _ProcessShards | None = None  # started on first use, kept for every later call
 
     async def __aenter__(self) -> "Simulator":
         return self
 
     async def __aexit__(self, *exc) -> None:
+        if self.pool is not None:
+            await self.pool.stop()
+            self.pool = None
         if self.env is not None:
             await self.env.shutdown()
             self.env = None
+
+    async def shard_processes(self, count: int) -> "_ProcessShards":
+        """The shard processes, each with its test server, started once: a backtest's second phase
+        (and an API job's later calls) reuse them instead of paying for processes and servers again."""
+        if self.pool is None:
+            self.pool = _ProcessShards(count)
+            await self.pool.start()
+        return self.pool
 
     async def local_server(self) -> WorkflowEnvironment:
         if self.env is None:
@@ -334,16 +345,16 @@ class Simulator:
         if catalog is None:
             catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
         shards = _shard_count(shards, len(snapshots), min_per_shard)
-        setup = _ShardSetup(runs=runs, catalog=catalog, horizon=self.horizon, sandboxed=self.sandboxed,
-                            wave=wave or WAVE_PEOPLE)
-        parts = [snapshots[index::shards] for index in range(shards)]
+        setup = _ShardSetup(runs=runs, catalog=catalog, horizon=self.horizon, wave=wave or WAVE_PEOPLE)
         report = progress or (lambda _: None)
-        if shards == 1:
-            async with _Shard(setup, await self.local_server()) as shard:
-                finished = [await shard.run(snapshots, starts or {}, report)]
+        if shards == 1 and self.pool is None:
+            async with _Shard(await self.local_server()) as shard:
+                finished = [await shard.run(setup, snapshots, starts or {}, report)]
         else:
-            async with _ProcessShards(setup, shards, report) as remote:
-                finished = await asyncio.gather(*(shard.run(part, starts or {}) for shard, part in zip(remote, parts)))
+            pool = await self.shard_processes(shards)
+            shards = min(shards, pool.count)
+            parts = [snapshots[index::shards] for index in range(shards)]
+            finished = await pool.run(setup, parts, starts or {}, report)
         by_person: list[dict[str, Timeline]] = [{} for _ in runs]
         for per_run in finished:
             for run_index, timelines in enumerate(per_run):
@@ -374,33 +385,40 @@ class _Run:
 
 @dataclass
 class _ShardSetup:
+    """One call's work for a shard: the policy runs, the catalog, the horizon and the wave size."""
+
     runs: list[_Run]
     catalog: Catalog
     horizon: timedelta
-    sandboxed: bool
     wave: int
 
 
 class _Shard:
-    """One process's part of a simulation on one test server (given, or started here): per policy
-    run a Worker (own namespace and task queue) over one `SimulatedActivities`. `run` takes the
-    shard's people wave by wave: with time locked, place the wave ahead of the clock and start its
-    drivers; then let time skip until every driver of the wave has finished."""
+    """One process's part of simulations on one test server (given, or started here), kept for
+    every call. `run` starts per policy run a Worker (own namespace and task queue) over one
+    `SimulatedActivities`, and takes the shard's people wave by wave: with time locked, place the
+    wave ahead of the clock and start its drivers; then let time skip until every driver of the
+    wave has finished."""
 
-    def __init__(self, setup: _ShardSetup, env: WorkflowEnvironment | None = None) -> None:
-        self.setup = setup
+    def __init__(self, env: WorkflowEnvironment | None = None) -> None:
         self.env = env
         self.stack = AsyncExitStack()
-        self.stages: list[tuple[_Run, Client, SimulatedActivities, str]] = []
 
     async def __aenter__(self) -> "_Shard":
-        from worker.temporal import register_search_attributes
-
-        setup = self.setup
         if self.env is None:
             self.env = await start_test_server()
             self.stack.push_async_callback(self.env.shutdown)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stack.aclose()
+
+    async def _stages(self, stack: AsyncExitStack, setup: _ShardSetup) -> list:
+        from worker.temporal import register_search_attributes
+
+        assert self.env is not None, "use `async with _Shard(...)`"
         target = self.env.client.service_client.config.target_host
+        stages = []
         for run in setup.runs:
             client = await Client.connect(target, namespace=run.namespace, data_converter=pydantic_data_converter,
                                           runtime=quiet_runtime())
@@ -411,38 +429,39 @@ class _Shard:
                     raise
             activities = SimulatedActivities({}, setup.catalog)
             task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
-            options: dict[str, Any] = {} if setup.sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
             worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
                             activities=activities.all(), interceptors=[SimulatedExecution()],
-                            max_cached_workflows=4000, max_concurrent_activities=1000, **options)
-            await self.stack.enter_async_context(worker)
-            self.stages.append((run, client, activities, task_queue))
-        return self
+                            # Outside the sandbox: a simulation starts thousands of workflows, and the
+                            # production worker (and the tests) run the same code in it.
+                            workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=4000,
+                            max_concurrent_activities=1000)
+            await stack.enter_async_context(worker)
+            stages.append((run, client, activities, task_queue))
+        return stages
 
-    async def __aexit__(self, *exc) -> None:
-        await self.stack.aclose()
-
-    async def run(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
+    async def run(self, setup: _ShardSetup, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
                   progress: Progress) -> list[list[Timeline]]:
         """Timelines per policy run, in the order of `snapshots`."""
         assert self.env is not None, "use `async with _Shard(...)`"
         service = self.env.client.test_service
-        wave = self.setup.wave
-        out: list[list[Timeline]] = [[] for _ in self.stages]
-        for first in range(0, len(snapshots), wave):
-            earliest = await self.env.get_current_time() + START_MARGIN
-            started = await self._start(snapshots[first:first + wave], starts, earliest)
-            await service.unlock_time_skipping(UnlockTimeSkippingRequest())
-            try:
-                for run_index, (run, people, plans, handles) in enumerate(started):
-                    results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
-                    out[run_index] += [
-                        build_timeline(people[pid], plans[pid], run.name, result, self.setup.horizon,
-                                       answers_unchanged(people[pid].asked_until(self.setup.horizon), run.policy,
-                                                         run.compare_with) if run.compare_with else None)
-                        for pid, result in zip(people, results)]
-            finally:
-                await service.lock_time_skipping(LockTimeSkippingRequest())
+        async with AsyncExitStack() as stack:
+            stages = await self._stages(stack, setup)
+            out: list[list[Timeline]] = [[] for _ in stages]
+            for first in range(0, len(snapshots), setup.wave):
+                earliest = await self.env.get_current_time() + START_MARGIN
+                started = await self._start(stages, setup.horizon, snapshots[first:first + setup.wave], starts,
+                                            earliest)
+                await service.unlock_time_skipping(UnlockTimeSkippingRequest())
+                try:
+                    for run_index, (run, people, plans, handles) in enumerate(started):
+                        results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
+                        out[run_index] += [
+                            build_timeline(people[pid], plans[pid], run.name, result, setup.horizon,
+                                           answers_unchanged(people[pid].asked_until(setup.horizon), run.policy,
+                                                             run.compare_with) if run.compare_with else None)
+                            for pid, result in zip(people, results)]
+                finally:
+                    await service.lock_time_skipping(LockTimeSkippingRequest())
         return out
 
     @staticmethod
@@ -451,11 +470,12 @@ class _Shard:
         progress(1)
         return result
 
-    async def _start(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime], earliest: datetime) -> list:
-        horizon = self.setup.horizon
+    @staticmethod
+    async def _start(stages: list, horizon: timedelta, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
+                     earliest: datetime) -> list:
         gate = asyncio.Semaphore(64)
         started = []
-        for run, client, activities, task_queue in self.stages:
+        for run, client, activities, task_queue in stages:
             people: dict[str, SimPerson] = {}
             for snap in snapshots:
                 start = as_utc(starts.get(snap.person_id) or snap.identified_at)
@@ -478,8 +498,8 @@ class _Shard:
         return started
 
 
-def _shard_process(setup: _ShardSetup, commands, replies) -> None:
-    """A shard process (spawned): start a test server and the workers, then obey `run` / `stop`."""
+def _shard_process(commands, replies) -> None:
+    """A shard process (spawned): start a test server, then obey `run` (with its setup) / `stop`."""
     import traceback
 
     async def main() -> None:
@@ -494,7 +514,7 @@ def _shard_process(setup: _ShardSetup, commands, replies) -> None:
                 replies.put(("progress", pending))
                 pending, last = 0, time.monotonic()
 
-        async with _Shard(setup) as shard:
+        async with _Shard() as shard:
             replies.put(("ready", None))
             while True:
                 command, payload = await loop.run_in_executor(None, commands.get)
@@ -512,26 +532,19 @@ def _shard_process(setup: _ShardSetup, commands, replies) -> None:
         replies.put(("error", traceback.format_exc()))
 
 
-class _RemoteShard:
-    def __init__(self, pool: "_ProcessShards", index: int) -> None:
-        self.pool, self.index = pool, index
-
-    async def run(self, snapshots: list[PersonSnapshot], starts: dict[str, datetime]) -> list[list[Timeline]]:
-        self.pool.commands[self.index].put(("run", (snapshots, starts)))
-        return await self.pool.expect(self.index, "finished")
-
-
 class _ProcessShards:
-    """`count` spawned shard processes, each with its own command queue and reply queue."""
+    """`count` spawned shard processes, each with its own test server, command queue and reply
+    queue; they live until `stop`, taking one call's people after another."""
 
-    def __init__(self, setup: _ShardSetup, count: int, progress: Progress) -> None:
+    def __init__(self, count: int) -> None:
         import multiprocessing
 
         self.context = multiprocessing.get_context("spawn")
-        self.setup, self.count, self.progress = setup, count, progress
+        self.count = count
+        self.progress: Progress = lambda _: None
         self.commands = [self.context.Queue() for _ in range(count)]
         self.replies = [self.context.Queue() for _ in range(count)]
-        self.processes = [self.context.Process(target=_shard_process, args=(setup, self.commands[i], self.replies[i]),
+        self.processes = [self.context.Process(target=_shard_process, args=(self.commands[i], self.replies[i]),
                                                daemon=True, name=f"simulation-shard-{i}") for i in range(count)]
 
     async def expect(self, index: int, wanted: str):
@@ -547,13 +560,20 @@ class _ProcessShards:
                 raise SimulationError(f"simulation shard {index} said {kind!r}, expected {wanted!r}")
             return payload
 
-    async def __aenter__(self) -> list[_RemoteShard]:
+    async def start(self) -> None:
         for process in self.processes:
             process.start()
         await asyncio.gather(*(self.expect(i, "ready") for i in range(self.count)))
-        return [_RemoteShard(self, i) for i in range(self.count)]
 
-    async def __aexit__(self, *exc) -> None:
+    async def run(self, setup: _ShardSetup, parts: list[list[PersonSnapshot]], starts: dict[str, datetime],
+                  progress: Progress) -> list[list[list[Timeline]]]:
+        """Each part on its own shard (the first len(parts)); per shard, timelines per policy run."""
+        self.progress = progress
+        for index, part in enumerate(parts):
+            self.commands[index].put(("run", (setup, part, starts)))
+        return await asyncio.gather(*(self.expect(index, "finished") for index in range(len(parts))))
+
+    async def stop(self) -> None:
         for queue in self.commands:
             queue.put(("stop", None))
         for process in self.processes:
