@@ -143,8 +143,9 @@ class SendTimeAsked:
 
 @dataclass
 class AttributionAsked:
-    """The hub credited an order: the last-touch rule's input but the window."""
+    """The hub credited the order placed at `at`: the last-touch rule's input but the window."""
 
+    at: datetime
     order: Order
     touches: list[Touch]
 
@@ -188,8 +189,7 @@ class SimPerson:
 
     def asked_until(self, horizon: timedelta) -> list[RouteAsked | SendTimeAsked | AttributionAsked]:
         """The questions asked up to `horizon` after the start (what the timeline shows)."""
-        until = self.start + horizon
-        return [q for q in self.asked if (q.order.ordered_at if isinstance(q, AttributionAsked) else q.at) <= until]
+        return [question for question in self.asked if question.at <= self.start + horizon]
 
     def recipient(self, channel: str) -> str | None:
         """The store activities' rule: SMS → first phone; email → first email; outbox → email,
@@ -441,7 +441,7 @@ class SimulatedActivities:
         reason = f"order {conversion.order_id or 'without id'} ({revenue})"
         reason += f" after {touch.journey} step {touch.step}" if touch else " with no message in the window"
         with self._lock:
-            person.asked.append(AttributionAsked(order=order, touches=touches))
+            person.asked.append(AttributionAsked(at=ordered_at, order=order, touches=touches))
             person.log.append(SimEntry(at=ordered_at, kind="conversion", journey=touch.journey if touch else "none",
                                        reason=reason, step=touch.step if touch else None))
 

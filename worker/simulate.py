@@ -175,8 +175,8 @@ class Timeline:
     horizon_reached: bool = False
     offset: timedelta = timedelta(0)
     timezone: str | None = None
-    # Compared with another policy (a backtest's new one): whether every routing and send-time
-    # question of this run gets the same answer under it; None when not compared.
+    # Compared with another policy (a backtest's new one): whether every routing, send-time and
+    # attribution question of this run gets the same answer under it; None when not compared.
     answers_unchanged: bool | None = None
 
     @property
