@@ -15,13 +15,14 @@ from sqlalchemy import text
 
 from api import admin, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
-from api import backtest
+from api import backtest, codec
 from api.deps import CustomerIOAuthError
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
 from store.settings import Settings
 from worker.dispatcher import Dispatcher
+from worker.temporal import converter_for
 
 
 class RejectNulInUrl:
@@ -48,9 +49,25 @@ class RejectNulInUrl:
         await self.app(scope, receive, send)
 
 
+class CorsByPath:
+    """CORS per front door: the ingestion and admin routes answer any origin (browser SDKs, no
+    cookies); the codec only the Temporal UI's origins, with credentials (its session cookie)."""
+
+    def __init__(self, app, codec_origins: list[str]) -> None:
+        self.public = CORSMiddleware(app, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
+                                     allow_headers=["*"], max_age=86400)
+        self.codec = CORSMiddleware(app, allow_origins=codec_origins, allow_methods=["POST"], allow_credentials=True,
+                                    allow_headers=["Content-Type", "X-Namespace", "Authorization"], max_age=86400)
+
+    async def __call__(self, scope, receive, send) -> None:
+        codec_route = scope["type"] == "http" and scope.get("path", "").startswith(codec.PREFIX + "/")
+        await (self.codec if codec_route else self.public)(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.policy  # a bad journeys.toml stops start-up here, naming the key
+    payload_codec = converter_for(settings).payload_codec  # so do missing or malformed payload keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -74,10 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
                   description="Anonymous intent → identity merge → durable journeys on Temporal.")
     app.state.settings = settings
+    app.state.payload_codec = payload_codec
     app.state.dispatcher = None
     app.add_middleware(RejectNulInUrl)
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
-                       allow_headers=["*"], max_age=86400)
+    app.add_middleware(CorsByPath, codec_origins=settings.codec_cors_origins)
     app.include_router(segment.router)
     app.include_router(customerio.router)
     app.include_router(admin.router)
@@ -85,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(unsubscribe.router)
     app.include_router(demo_store.router)
     app.include_router(backtest.router)
+    app.include_router(codec.router)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:

@@ -72,16 +72,15 @@ async def plain_runs_shard(count: int) -> float:
     its people: started with time locked, then awaited with time skipping. Wall seconds, server
     start-up included (a simulation shard pays it too)."""
     from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-    from worker.simulate import quiet_runtime, start_test_server
+    from worker.simulate import quiet_runtime, simulation_converter, start_test_server
 
     began = time.perf_counter()
     env = await start_test_server()
     try:
         client = await Client.connect(env.client.service_client.config.target_host, namespace="default",
-                                      data_converter=pydantic_data_converter, runtime=quiet_runtime())
+                                      data_converter=simulation_converter(), runtime=quiet_runtime())
         queue = f"plain-{uuid.uuid4().hex[:8]}"
         async with Worker(client, task_queue=queue, workflows=[Plain], activities=[noop],
                           workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=max(1000, 2 * count)):

@@ -14,9 +14,19 @@ from typing import Iterator
 
 import httpx
 
+from temporalio.converter import DataConverter
+
 from store.db import scratch_database
+from worker.codec import PayloadKeys, data_converter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# One payload key per bench run: the API it starts and every client and worker here encrypt with it,
+# as in production (`bench_converter()`).
+BENCH_PAYLOAD_KEYS = PayloadKeys.generate("bench").render()
+
+
+def bench_converter() -> DataConverter:
+    return data_converter(PayloadKeys.parse(BENCH_PAYLOAD_KEYS))
 
 
 def free_port() -> int:
@@ -46,6 +56,7 @@ class ApiProcess:
             **os.environ,
             "BREADCRUMB_DATABASE_URL": database_url,
             "BREADCRUMB_AUTO_MIGRATE": "false",
+            "BREADCRUMB_PAYLOAD_KEYS": BENCH_PAYLOAD_KEYS,
             **{f"BREADCRUMB_{key.upper()}": value for key, value in settings.items()},
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }

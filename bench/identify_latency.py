@@ -60,12 +60,11 @@ from temporalio import client as temporal_client  # noqa: E402
 from temporalio import worker as temporal_worker  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
-from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 import latency_baseline  # noqa: E402
-from common import ApiProcess, fresh_database  # noqa: E402
+from common import BENCH_PAYLOAD_KEYS, ApiProcess, bench_converter, fresh_database  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.settings import Settings  # noqa: E402
@@ -300,19 +299,21 @@ async def run(args: argparse.Namespace) -> int:
     backend = "postgresql" if args.postgres else "sqlite"
     console.print(f"[bold]identify → routing decision[/] on a Temporal dev server, {backend}, "
                   f"{args.identifies} identifies + {args.identifies} baselines (after {args.warmup} warm-up each)")
+    # Both paths, the hub's and the baseline's, run on this one encrypting converter: like with like.
+    converter = bench_converter()
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=pydantic_data_converter,
+        dev_server_existing_path=venv_binary("temporal"), data_converter=converter,
         search_attributes=search.ALL, ui=False,
     )
     address = env.client.service_client.config.target_host
     clock = ActivityClock()
-    client = await Client.connect(address, data_converter=pydantic_data_converter, interceptors=[clock])
+    client = await Client.connect(address, data_converter=converter, interceptors=[clock])
     try:
         with fresh_database(workdir, args.postgres, prefix="breadcrumb_latency") as url:
             engine = make_engine(url)
             upgrade(engine)
             settings = Settings(database_url=url, temporal_address=address, journeys=REPO_ROOT / "journeys.toml",
-                                dispatch=False)
+                                dispatch=False, payload_keys=BENCH_PAYLOAD_KEYS)
             product_worker = build_worker(client, engine, settings)
             baseline_worker = Worker(client, task_queue=latency_baseline.TASK_QUEUE,
                                      workflows=[latency_baseline.SignalThenActivity], activities=[latency_baseline.noop],

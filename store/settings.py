@@ -58,8 +58,16 @@ class Settings(BaseSettings):
     # Workflows a worker keeps in memory (Temporal's sticky cache); beyond it they are replayed from
     # history when they wake. Worker memory follows this, not the number of sleeping journeys.
     max_cached_workflows: int = Field(default=1000, ge=0)
+    # Temporal payload encryption (docs/temporal-privacy.md): `id:base64key` comma list, newest first.
+    payload_keys: str = ""
+    # The explicit opt-out: without keys, worker and API start anyway and Temporal holds payloads in clear.
+    allow_clear_payloads: bool = False
+    # Origins of the Temporal UI allowed to call /codec/decode from the browser (CORS).
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
 
     _split_write_keys = field_validator("write_keys", mode="before")(_comma_list)
+    _split_codec_origins = field_validator("codec_cors_origins", mode="before")(_comma_list)
 
     @cached_property
     def policy(self) -> Policy:

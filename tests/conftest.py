@@ -4,6 +4,7 @@ served by uvicorn over real HTTP."""
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import threading
@@ -20,12 +21,18 @@ from sqlalchemy import Engine, text
 from store.db import make_engine, scratch_database
 from store.migrate import upgrade
 from store.settings import REPO_ROOT, Settings
+from worker.codec import PayloadKeys, data_converter
 
 POSTGRES_URL = os.environ.get("BREADCRUMB_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
 WRITE_KEY = "wk_test_key"
 ADMIN_TOKEN = "admin-test-token"
 CIO_SITE, CIO_KEY = "site-test", "cio-test-key"
+# Every test runs with payload encryption on, as production must: the key reaches every Settings()
+# (and every worker or API subprocess) through the environment.
+PAYLOAD_KEYS = "test-1:" + base64.b64encode(b"breadcrumb-test-payload-key-0032").decode()
+os.environ["BREADCRUMB_PAYLOAD_KEYS"] = PAYLOAD_KEYS
+CONVERTER = data_converter(PayloadKeys.parse(PAYLOAD_KEYS))
 
 
 def free_port() -> int:
@@ -194,13 +201,12 @@ def engine(tmp_path):
 async def env():
     """A fresh time-skipping Temporal server per test (never downloaded), with our search attributes:
     skipped time and leftover timers never leak between tests."""
-    from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
     from worker.temporal import register_search_attributes
 
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=venv_binary("temporal-test-server"), data_converter=CONVERTER
     )
     await register_search_attributes(environment.client)
     yield environment

@@ -30,7 +30,7 @@ for _path in (REPO_ROOT, TESTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, WRITE_KEY, free_port, venv_binary  # noqa: E402
+from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, PAYLOAD_KEYS, WRITE_KEY, free_port, venv_binary  # noqa: E402
 from delivery_helpers import Mailbox, SmtpServer  # noqa: E402
 
 FAST_POLICY = REPO_ROOT / "examples" / "journeys.fast.toml"
@@ -129,6 +129,7 @@ class Stack:
             "BREADCRUMB_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
             "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
             "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS,
             "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
             "BREADCRUMB_CIO_API_KEY": CIO_KEY,
             "BREADCRUMB_JOURNEYS": str(self.policy),
@@ -167,12 +168,13 @@ class Stack:
         return self.temporal
 
     async def _temporal_ready(self, timeout: float) -> None:
+        from store.settings import Settings
         from worker.temporal import connect
 
         deadline = time.monotonic() + timeout
         while True:
             try:
-                client = await connect(self.temporal_address)
+                client = await connect(Settings(temporal_address=self.temporal_address))
                 await client.count_workflows()  # visibility answers: the server is really up
                 return
             except Exception:

@@ -43,7 +43,8 @@ DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 REQUIRED_ENV = {"POSTGRES_PASSWORD": "pg-secret", "TEMPORAL_DB_PASSWORD": "temporal-secret",
-                "BREADCRUMB_WRITE_KEYS": "wk_compose", "BREADCRUMB_ADMIN_TOKEN": "admin-compose"}
+                "BREADCRUMB_WRITE_KEYS": "wk_compose", "BREADCRUMB_ADMIN_TOKEN": "admin-compose",
+                "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "="}
 SERVICES = {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui",
             "search-attributes", "migrate", "api", "worker"}
 OUR_IMAGE = "breadcrumb"

@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from conftest import free_port, settings_for
+from conftest import CONVERTER, free_port, settings_for
 from delivery_helpers import SmsWebhook, SmtpServer
 from journey_harness import Harness, identify, track
 from test_determinism import markers
@@ -207,7 +206,7 @@ async def test_suppressed_while_the_relay_is_down_ends_the_journey_at_that_step(
         assert (result.status, result.notes[-1]) == ("exited", "exit: suppressed")
         # The new path is patched (SEND_CHECK_ENDS_JOURNEY) and replays against the current code.
         assert SEND_CHECK_ENDS_JOURNEY in markers(history)
-        await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+        await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
         assert [(kind, step) for kind, _, journey, step in shop.log(person) if journey == "welcome"][-2:] == [
             ("skipped", 1), ("exit", 1)]
         messages = reports.summary(engine, chosen)["messages"]

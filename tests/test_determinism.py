@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from conftest import CONVERTER
 from workflows import ALL_WORKFLOWS
 from workflows.hub import Hub
 from workflows.journey import STORE_CALL, BrowseRecovery, CartRecovery, Welcome
@@ -96,7 +96,7 @@ class HubWithoutDurableDecisionGuard(Hub):
 
 
 async def replay(workflows: list, history: WorkflowHistory):
-    replayer = Replayer(workflows=workflows, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=workflows, data_converter=CONVERTER)
     return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
 
 

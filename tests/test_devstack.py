@@ -27,7 +27,7 @@ from temporalio.client import WorkflowExecutionDescription
 
 from browser import Chromium, chromium_binary
 from conftest import free_port
-from store.settings import REPO_ROOT
+from store.settings import REPO_ROOT, Settings
 from worker.demo import plan
 from worker.temporal import connect
 from workflows import search
@@ -284,7 +284,7 @@ def _need_chromium() -> None:
 def _describe(stack: DevStack, workflow_id: str) -> WorkflowExecutionDescription:
     """What the dev stack's Temporal says about a workflow, as the Temporal UI would show it."""
     async def describe() -> WorkflowExecutionDescription:
-        client = await connect(f"127.0.0.1:{stack.temporal_port}")
+        client = await connect(Settings(temporal_address=f"127.0.0.1:{stack.temporal_port}"))
         return await client.get_workflow_handle(workflow_id).describe()
 
     return asyncio.run(describe())

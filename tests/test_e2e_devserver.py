@@ -35,11 +35,10 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import Engine, text
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from conftest import ADMIN_TOKEN, WRITE_KEY, ServedApp, settings_for, venv_binary
+from conftest import ADMIN_TOKEN, CONVERTER, WRITE_KEY, ServedApp, settings_for, venv_binary
 from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import REPO_ROOT
@@ -134,7 +133,7 @@ async def stack(tmp_path_factory):
     started = time.monotonic()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"),  # never let the SDK download a server
-        data_converter=pydantic_data_converter,
+        data_converter=CONVERTER,
         search_attributes=search.ALL,
         ui=False,
     )
@@ -400,7 +399,7 @@ async def test_histories_replay_against_current_code(stack: Stack):
         assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED, wid
         histories[name] = await handle.fetch_history()
 
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER)
     for name, history in histories.items():
         result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{name} ({history.workflow_id}): {result.replay_failure!r}"

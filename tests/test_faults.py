@@ -34,6 +34,7 @@ from sqlalchemy import text
 from conftest import WRITE_KEY
 from fault_stack import Stack, drive, shoppers, start_smtp, wait_until, worker_chaos
 from store.db import make_engine
+from store.settings import Settings
 from worker.temporal import connect
 from workflows.hub import hub_id
 from workflows.models import HubState
@@ -71,7 +72,7 @@ def engine(stack):
 
 @pytest_asyncio.fixture(scope="module")
 async def temporal(stack):
-    return await connect(stack.temporal_address)
+    return await connect(Settings(temporal_address=stack.temporal_address))
 
 
 @pytest.mark.timeout(360)

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from conftest import CONVERTER
 from workflows import ALL_WORKFLOWS
 from workflows.journey import STORE_CALL, BrowseRecovery, Journey, Welcome
 from workflows.hub import Hub
@@ -54,7 +54,7 @@ async def test_history_replays_against_current_code(path: Path):
     history = load(path)
     assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), \
         f"{path.name} is not a completed workflow's history"
-    await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(history)
+    await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
 
 
 # A deliberately incompatible cart_recovery (checks the guardrails before the first delay instead of
@@ -78,7 +78,7 @@ class ReorderedCartRecovery(Journey):
 
 async def test_replay_catches_an_incompatible_change():
     replayer = Replayer(workflows=[Hub, ReorderedCartRecovery, BrowseRecovery, Welcome],
-                        data_converter=pydantic_data_converter)
+                        data_converter=CONVERTER)
     result = await replayer.replay_workflow(load(HISTORIES / "cart_recovery.json"), raise_on_replay_failure=False)
     assert result.replay_failure is not None
     assert "nondetermin" in str(result.replay_failure).lower(), result.replay_failure

@@ -15,6 +15,7 @@ from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.testing import WorkflowEnvironment
 
 from conftest import free_port, venv_binary
+from store.settings import Settings
 from workflows import search
 from worker.temporal import TemporalNotReady, connect, register_search_attributes
 
@@ -30,7 +31,7 @@ async def test_registration_waits_for_a_late_server_and_a_late_namespace(caplog)
     caplog.set_level(logging.WARNING, logger="worker.temporal")
     port = free_port()
     first = await _dev_server(port)
-    client = await connect(f"127.0.0.1:{port}", NAMESPACE)
+    client = await connect(Settings(temporal_address=f"127.0.0.1:{port}", temporal_namespace=NAMESPACE))
     await first.shutdown()  # the job's client is connected; the server is gone (a restart, a slow start)
 
     registering = asyncio.create_task(register_search_attributes(client, wait=60))
@@ -59,7 +60,7 @@ async def test_registration_gives_up_with_a_clear_error():
     server = await _dev_server()
     try:
         address = server.client.service_client.config.target_host
-        client = await connect(address, "never-created")
+        client = await connect(Settings(temporal_address=address, temporal_namespace="never-created"))
         started = time.monotonic()
         with pytest.raises(TemporalNotReady) as error:
             await register_search_attributes(client, wait=1.0)

@@ -13,6 +13,20 @@ app = typer.Typer(help="Breadcrumb: anonymous intent → identity merge → dura
 console = Console()
 
 
+def _settings_with_payload_keys() -> Settings:
+    """The settings of a process that talks to Temporal: without usable payload keys (and no explicit
+    clear opt-out) it stops here with one line instead of starting."""
+    from worker.codec import PayloadKeyError, configured_keys
+
+    settings = Settings()
+    try:
+        configured_keys(settings.payload_keys, settings.allow_clear_payloads)
+    except PayloadKeyError as error:
+        console.print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    return settings
+
+
 @app.command()
 def migrate(db: str = typer.Option(None, help="Database URL (default: BREADCRUMB_DATABASE_URL)")) -> None:
     """Apply the database schema (Alembic migrations) up to the latest version."""
@@ -35,7 +49,7 @@ def api(host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
 
     from api.app import create_app
 
-    settings = Settings()
+    settings = _settings_with_payload_keys()
     if migrate_on_start:
         settings.auto_migrate = True
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
@@ -52,11 +66,11 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
     from worker.worker import build_worker, run_until_signalled
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    settings = _settings_with_payload_keys()
 
     async def main() -> None:
         runtime = metrics_runtime(metrics_port) if metrics_port else None
-        client = await connect(settings.temporal_address, settings.temporal_namespace, runtime=runtime)
+        client = await connect(settings, runtime=runtime)
         engine = make_engine(settings.database_url)
         try:
             await run_until_signalled(build_worker(client, engine, settings))
@@ -73,10 +87,10 @@ def temporal_setup() -> None:
 
     from worker.temporal import connect, register_search_attributes
 
-    settings = Settings()
+    settings = _settings_with_payload_keys()
 
     async def main() -> list[str]:
-        client = await connect(settings.temporal_address, settings.temporal_namespace)
+        client = await connect(settings)
         return await register_search_attributes(client)
 
     added = asyncio.run(main())

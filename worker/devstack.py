@@ -151,7 +151,11 @@ class DevStack:
                            ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))):
             if not self.env.get(key):
                 self.env[key] = value
+        # The Temporal UI (its origin as typed: 127.0.0.1 or localhost) decodes payloads through our codec.
+        if not self.env.get("BREADCRUMB_CODEC_CORS_ORIGINS"):
+            self.env["BREADCRUMB_CODEC_CORS_ORIGINS"] = f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.payload_keys_file: Path | None = None  # set when the keys are the data dir's development keys
         self.children: list[Child] = []
         self._force = False
 
@@ -177,7 +181,27 @@ class DevStack:
             raise StackError(str(exc)) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
+        self._payload_keys()
         return settings
+
+    def _payload_keys(self) -> None:
+        """BREADCRUMB_PAYLOAD_KEYS when set (checked here, one line); else the data dir's development
+        key, generated on the first start and kept (mode 600) so a restart still reads its histories."""
+        from worker.codec import PayloadKeyError, PayloadKeys
+
+        given = self.env.get("BREADCRUMB_PAYLOAD_KEYS", "")
+        path = self.data_dir / "payload-keys"
+        if not given.strip():
+            if not path.exists():
+                path.touch(mode=0o600)
+                path.write_text(PayloadKeys.generate().render() + "\n")
+            given = path.read_text().strip()
+            self.payload_keys_file = path
+        try:
+            PayloadKeys.parse(given)
+        except PayloadKeyError as exc:
+            raise StackError(f"{exc}{f' (in {path})' if self.payload_keys_file else ''}") from None
+        self.env["BREADCRUMB_PAYLOAD_KEYS"] = os.environ["BREADCRUMB_PAYLOAD_KEYS"] = given
 
     def _lock_data_dir(self) -> None:
         """One stack per data directory: a second would share Temporal's SQLite file and corrupt it."""
@@ -260,7 +284,8 @@ class DevStack:
 
         command = [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
                    "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                   "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", self.temporal_log_level]
+                   "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", self.temporal_log_level,
+                   "--ui-codec-endpoint", f"{self.api_url}/codec"]
         for key in search.ALL:
             kind = "Double" if key.indexed_value_type.name == "DOUBLE" else "Keyword"
             command += ["--search-attribute", f"{key.name}={kind}"]
@@ -314,9 +339,12 @@ class DevStack:
 
     def _banner(self, settings: Settings) -> None:
         """Plain lines between two rules, never cropped, so URLs and keys copy whole at any width."""
+        from api.codec import SESSION_SECONDS, login_link
+
         write_key = self.env["BREADCRUMB_WRITE_KEYS"].split(",")[0].strip()
         admin = self.env["BREADCRUMB_ADMIN_TOKEN"]
         api = self.api_url
+        keys = self.env["BREADCRUMB_PAYLOAD_KEYS"]
         rows = [
             ("API", api),
             ("API docs", f"{api}/docs"),
@@ -328,6 +356,10 @@ class DevStack:
             ("Journeys", str(settings.journeys)),
             ("Write key", write_key),
             ("Admin token", admin),
+            ("Payload keys", f"{keys}  (development key, kept in {self.payload_keys_file})" if self.payload_keys_file
+             else f"{keys.split(':')[0]}… (from BREADCRUMB_PAYLOAD_KEYS)"),
+            ("Codec login", f"{login_link(admin, api, ttl=SESSION_SECONDS)}  (open it once, then tick "
+                            "'Include cross-origin credentials' in the UI's codec settings)"),
             ("Customer.io", f"{self.env['BREADCRUMB_CIO_SITE_ID']} / {self.env['BREADCRUMB_CIO_API_KEY']}"),
         ]
         console.rule("[bold green]Breadcrumb dev stack", style="green")

@@ -76,7 +76,7 @@ class Dispatcher:
 
     async def _connect(self) -> Client:
         if self.client is None:
-            self.client = await connect(self.settings.temporal_address, self.settings.temporal_namespace)
+            self.client = await connect(self.settings)
         return self.client
 
     async def dispatch_once(self) -> int:

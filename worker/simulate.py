@@ -45,7 +45,7 @@ from typing import Callable
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
@@ -72,6 +72,7 @@ from journeys.history import HistoryEvent, as_utc
 from journeys.personalise import Catalog
 from journeys.policy import Policy
 from journeys.routing import decide_route
+from worker.codec import PayloadKeys, data_converter
 from workflows import ALL_WORKFLOWS
 from workflows.models import HubSignal
 from workflows.simulation import DriverInput, DriverResult, ReplaySignal, SimulationDriver
@@ -285,6 +286,19 @@ def quiet_runtime() -> Runtime:
     return _runtime
 
 
+_converter: DataConverter | None = None
+
+
+def simulation_converter() -> DataConverter:
+    """The data converter of this process's simulations: Breadcrumb's, with a key made here. A test
+    server and its histories live and die with this process, so no configured key is needed (the
+    analyst's CLI has none), yet snapshots of people never sit in a server's memory in clear."""
+    global _converter
+    if _converter is None:
+        _converter = data_converter(PayloadKeys.generate("simulation"))
+    return _converter
+
+
 class Simulator:
     """The time-skipping test servers of one run (a CLI run or an API job), reused for every person
     and policy. A server's clock is one timeline: it skips ahead only once every workflow on it is
@@ -364,7 +378,7 @@ class Simulator:
 
 async def start_test_server() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_test_server(), data_converter=pydantic_data_converter, runtime=quiet_runtime())
+        test_server_existing_path=find_test_server(), data_converter=simulation_converter(), runtime=quiet_runtime())
 
 
 SHARD_MIN_PEOPLE = 50  # fewer people per process than this is not worth starting a process for
@@ -420,7 +434,7 @@ class _Shard:
         target = self.env.client.service_client.config.target_host
         stages = []
         for run in setup.runs:
-            client = await Client.connect(target, namespace=run.namespace, data_converter=pydantic_data_converter,
+            client = await Client.connect(target, namespace=run.namespace, data_converter=simulation_converter(),
                                           runtime=quiet_runtime())
             try:
                 await register_search_attributes(client)

@@ -9,10 +9,12 @@ import time
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
+from store.settings import Settings
+from worker.codec import configured_keys, data_converter
 from workflows import search
 
 log = logging.getLogger(__name__)
@@ -23,9 +25,19 @@ KIND = {
 }
 
 
-async def connect(address: str, namespace: str = "default", runtime: Runtime | None = None) -> Client:
-    return await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter,
-                                runtime=runtime)
+def converter_for(settings: Settings) -> DataConverter:
+    """The data converter of `settings`: payloads encrypted with BREADCRUMB_PAYLOAD_KEYS, or in clear
+    only under BREADCRUMB_ALLOW_CLEAR_PAYLOADS (raises PayloadKeyError, one line, otherwise)."""
+    keys = configured_keys(settings.payload_keys, settings.allow_clear_payloads)
+    if keys is None:
+        log.warning("BREADCRUMB_ALLOW_CLEAR_PAYLOADS: Temporal payloads are NOT encrypted")
+    return data_converter(keys)
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client of the configured cluster and namespace, with the configured data converter."""
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                data_converter=converter_for(settings), runtime=runtime)
 
 
 def metrics_runtime(port: int) -> Runtime:
