@@ -97,6 +97,7 @@ class DevStack:
     lines: list[str] = field(default_factory=list)
     write_key: str = ""
     admin_token: str = ""
+    payload_keys: str = ""
     children: set[int] = field(default_factory=set)
 
     @property
@@ -140,7 +141,7 @@ def start_stack(workdir: Path, extra: list[str] = ()) -> DevStack:
 
     threading.Thread(target=read, daemon=True).start()
     deadline = time.monotonic() + 90
-    while "Admin token" not in stack.output:
+    while "Codec login" not in stack.output:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise AssertionError(f"breadcrumb dev did not come up:\n{stack.output[-4000:]}")
@@ -148,6 +149,7 @@ def start_stack(workdir: Path, extra: list[str] = ()) -> DevStack:
     time.sleep(0.2)  # the rest of the banner
     stack.write_key = re.search(r"Write key\s+(\S+)", stack.output).group(1)
     stack.admin_token = re.search(r"Admin token\s+(\S+)", stack.output).group(1)
+    stack.payload_keys = re.search(r"Payload keys\s+(\S+)", stack.output).group(1)
     assert httpx.get(f"{stack.api}/healthz", timeout=5).json() == {"status": "ok"}
     stack.children = descendants(process.pid)
     return stack
@@ -193,6 +195,13 @@ def test_banner_says_where_everything_is(stack):
     assert any("temporal server start-dev" in n for n in names), names
     assert any("worker.cli worker" in n for n in names) and any("worker.cli api" in n for n in names), names
     assert (stack.workdir / "data" / "temporal.db").exists()
+    # Payloads are encrypted with a development key kept in the data dir; the UI decodes through the API.
+    assert (stack.workdir / "data" / "payload-keys").read_text().strip() == stack.payload_keys
+    assert any(f"--ui-codec-endpoint {stack.api}/codec" in n for n in names), names
+    login = re.search(r"Codec login\s+(\S+)", out).group(1)
+    with httpx.Client(timeout=10) as browser:
+        assert browser.get(login).status_code == 200
+        assert browser.post(f"{stack.api}/codec/decode", json={"payloads": []}).json() == {}
     assert httpx.get(f"{stack.api}/docs", timeout=5).status_code == 200
 
 
@@ -284,7 +293,8 @@ def _need_chromium() -> None:
 def _describe(stack: DevStack, workflow_id: str) -> WorkflowExecutionDescription:
     """What the dev stack's Temporal says about a workflow, as the Temporal UI would show it."""
     async def describe() -> WorkflowExecutionDescription:
-        client = await connect(Settings(temporal_address=f"127.0.0.1:{stack.temporal_port}"))
+        client = await connect(Settings(temporal_address=f"127.0.0.1:{stack.temporal_port}",
+                                        payload_keys=stack.payload_keys))
         return await client.get_workflow_handle(workflow_id).describe()
 
     return asyncio.run(describe())
