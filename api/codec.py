@@ -40,6 +40,8 @@ def session_value(admin_token: str) -> str:
 
 def login_link(admin_token: str, base_url: str, ttl: int = report_link.DEFAULT_TTL, now: float | None = None) -> str:
     """A signed, short-lived link that opens a codec session in the browser that follows it."""
+    if not 0 < ttl <= report_link.MAX_TTL:
+        raise ValueError(f"ttl must be between 1 second and {report_link.MAX_TTL // 86400} days")
     params = {"expires": str(int((now if now is not None else time.time()) + ttl))}
     params["sig"] = report_link.signature(admin_token, params, path=LOGIN_PATH)
     return f"{base_url.rstrip('/')}{LOGIN_PATH}?{urlencode(params)}"

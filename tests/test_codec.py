@@ -264,3 +264,16 @@ def test_the_codec_origins_are_a_setting(monkeypatch):
     monkeypatch.setenv("BREADCRUMB_CODEC_CORS_ORIGINS", "https://temporal.example.com, https://ui.example.com")
     assert Settings().codec_cors_origins == ["https://temporal.example.com", "https://ui.example.com"]
 
+
+
+def test_codec_login_prints_a_working_link(served: ServedApp):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")} | {"BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN}
+    done = subprocess.run([sys.executable, "-m", "worker.cli", "codec-login", "--api", served.url, "--ttl", "60"],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    link = done.stdout.strip()
+    assert link.startswith(f"{served.url}/codec/login?expires=")
+    assert httpx.get(link, timeout=30).status_code == 200
+    refused = subprocess.run([sys.executable, "-m", "worker.cli", "codec-login"], cwd=REPO_ROOT, capture_output=True,
+                             env={k: v for k, v in env.items() if k != "BREADCRUMB_ADMIN_TOKEN"}, text=True, timeout=120)
+    assert refused.returncode == 1 and "needs BREADCRUMB_ADMIN_TOKEN" in refused.stdout

@@ -97,6 +97,25 @@ def temporal_setup() -> None:
     console.print(f"search attributes added: {', '.join(added)}" if added else "search attributes already registered")
 
 
+@app.command("codec-login")
+def codec_login(api_url: str = typer.Option(None, "--api", help="Base URL of the API (default: BREADCRUMB_PUBLIC_BASE_URL)"),
+                ttl: int = typer.Option(900, help="Seconds the link stays valid (the session it opens lasts 12 hours)")) -> None:
+    """Print a signed link that opens a codec session in your browser, so the Temporal UI shows decoded payloads."""
+    from api.codec import login_link
+
+    settings = Settings()
+    base = api_url or settings.public_base_url
+    if not settings.admin_token or not base:
+        console.print("[bold red]breadcrumb:[/] codec-login needs BREADCRUMB_ADMIN_TOKEN and --api "
+                      "(or BREADCRUMB_PUBLIC_BASE_URL)", highlight=False)
+        raise typer.Exit(1)
+    try:
+        print(login_link(settings.admin_token, base, ttl=ttl))
+    except ValueError as error:
+        console.print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def dev(config: str = typer.Option(None, "--config", help="Journey policy TOML (default: journeys.toml)"),
         db: str = typer.Option(None, "--db", help="Database URL (default: sqlite:///<data-dir>/breadcrumb.db)"),
