@@ -8,7 +8,9 @@ are. Re-record (after a deliberate, patched change, or to add a path) with:
 
     BREADCRUMB_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_e2e_devserver.py
 
-The workflow id is read from each history's WorkflowExecutionStarted event.
+The workflow id is read from each history's WorkflowExecutionStarted event. Histories are recorded
+with the tests' payload key (conftest.PAYLOAD_KEYS), so their payloads are encrypted; those recorded
+before payload encryption are in clear and replay too (the codec passes them through).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from conftest import CONVERTER
@@ -55,6 +58,20 @@ async def test_history_replays_against_current_code(path: Path):
     assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), \
         f"{path.name} is not a completed workflow's history"
     await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
+
+
+@pytest.mark.parametrize("name", ["encrypted_hub", "encrypted_cart_recovery"])
+async def test_encrypted_histories_hold_ciphertext_and_replay_only_with_the_codec(name: str):
+    history = load(HISTORIES / f"{name}.json")
+    payloads = [payload for event in history.events for payload in (
+        *event.workflow_execution_started_event_attributes.input.payloads,
+        *event.activity_task_completed_event_attributes.result.payloads,
+        *event.workflow_execution_completed_event_attributes.result.payloads)]
+    encodings = [payload.metadata.get("encoding") for payload in payloads]
+    assert encodings and set(encodings) == {b"binary/encrypted"}, encodings
+    blind = await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
+        history, raise_on_replay_failure=False)
+    assert blind.replay_failure is not None
 
 
 # A deliberately incompatible cart_recovery (checks the guardrails before the first delay instead of
