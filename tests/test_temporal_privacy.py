@@ -18,6 +18,8 @@ do not without it.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -32,7 +34,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from conftest import CIO_KEY, CIO_SITE, CONVERTER
+from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, CONVERTER, venv_binary
 from test_e2e_devserver import Stack, browse_and_cart, eventually, mid, product, stack  # noqa: F401 (the fixture)
 from workflows import ALL_WORKFLOWS
 from workflows.hub import hub_id
@@ -208,3 +210,32 @@ async def test_no_personal_data_in_any_history_of_an_end_to_end_run(stack: Stack
 async def closed(stack: Stack, workflow_id: str) -> bool:
     return (await stack.client.get_workflow_handle(workflow_id).describe()).status != WorkflowExecutionStatus.RUNNING
 
+
+
+async def cli_show(stack: Stack, workflow_id: str, *codec: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        venv_binary("temporal"), "workflow", "show", "--address", stack.address, "-w", workflow_id, "-o", "json",
+        *codec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_temporal_cli_reads_histories_through_the_codec_endpoint(stack: Stack):
+    """What an operator does: `temporal workflow show --codec-endpoint …/codec --codec-auth "Bearer …"`."""
+    tag = uuid.uuid4().hex[:8]
+    await stack.segment("identify", {"anonymousId": f"anon-cli-{tag}", "messageId": mid(),
+                                     "traits": {"email": f"cli.{tag}@privacy.example"}})
+    person = await stack.person_id(f"cli.{tag}@privacy.example")
+    journey = await stack.journey_of(person, "welcome")
+    sealed = json.loads(await cli_show(stack, journey))
+    opened = json.loads(await cli_show(stack, journey, "--codec-endpoint", f"{stack.app.url}/codec",
+                                       "--codec-auth", f"Bearer {ADMIN_TOKEN}"))
+    def journey_input(history: dict) -> tuple[bytes, dict | None]:
+        payload = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
+        encoding = base64.b64decode(payload["metadata"]["encoding"])
+        return encoding, json.loads(base64.b64decode(payload["data"])) if encoding == b"json/plain" else None
+
+    assert journey_input(sealed) == (b"binary/encrypted", None)
+    encoding, decoded = journey_input(opened)
+    assert encoding == b"json/plain" and decoded["person_id"] == person and decoded["route"] == "welcome"
