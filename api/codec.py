@@ -73,7 +73,7 @@ async def _convert(request: Request, decode: bool) -> JSONResponse:
         except Exception:  # a payload altered, or sealed under another key with the same id
             raise HTTPException(422, "a payload could not be decrypted (altered, or encrypted with another key)") from None
         payloads = Payloads(payloads=converted)
-    return JSONResponse(json_format.MessageToDict(payloads))
+    return JSONResponse({"payloads": [], **json_format.MessageToDict(payloads)})
 
 
 @router.post("/decode", dependencies=[Depends(require_codec_access)])

@@ -228,6 +228,7 @@ def test_a_signed_login_link_opens_a_cookie_session_for_the_ui(served: ServedApp
         # What the UI sends with "include cross-origin credentials": the cookie, no Authorization.
         decoded = browser.post("/codec/decode", json=as_json([]), headers={"X-Namespace": "default"})
         assert decoded.status_code == 200, decoded.text
+        assert decoded.json() == {"payloads": []}
         expired = login_link(ADMIN_TOKEN, served.url, ttl=60, now=0)
         assert browser.get(expired).status_code == 401
 

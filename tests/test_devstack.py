@@ -201,7 +201,7 @@ def test_banner_says_where_everything_is(stack):
     login = re.search(r"Codec login\s+(\S+)", out).group(1)
     with httpx.Client(timeout=10) as browser:
         assert browser.get(login).status_code == 200
-        assert browser.post(f"{stack.api}/codec/decode", json={"payloads": []}).json() == {}
+        assert browser.post(f"{stack.api}/codec/decode", json={"payloads": []}).json() == {"payloads": []}
     assert httpx.get(f"{stack.api}/docs", timeout=5).status_code == 200
 
 
