@@ -111,7 +111,7 @@ def test_no_keys_is_refused_unless_clear_payloads_are_allowed_explicitly():
 
 def test_generated_keys_render_to_a_setting_that_parses_back():
     keys = PayloadKeys.generate()
-    assert keys.ids[0].startswith("dev-") and len(keys.secrets[0]) == 32
+    assert keys.ids[0].startswith("dev-") and len(keys.material[0]) == 32
     assert PayloadKeys.parse(keys.render()) == keys
 
 
@@ -278,3 +278,9 @@ def test_codec_login_prints_a_working_link(served: ServedApp):
     refused = subprocess.run([sys.executable, "-m", "worker.cli", "codec-login"], cwd=REPO_ROOT, capture_output=True,
                              env={k: v for k, v in env.items() if k != "BREADCRUMB_ADMIN_TOKEN"}, text=True, timeout=120)
     assert refused.returncode == 1 and "needs BREADCRUMB_ADMIN_TOKEN" in refused.stdout
+
+
+def test_keys_never_show_in_their_repr():
+    keys = PayloadKeys.parse(PAYLOAD_KEYS)
+    assert PAYLOAD_KEYS.split(":", 1)[1] not in repr(keys) and "breadcrumb-test" not in repr(keys)
+    assert "test-1" in repr(keys)

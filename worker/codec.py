@@ -41,7 +41,7 @@ class PayloadKeys:
     """The listed keys, newest (the one that encrypts) first."""
 
     ids: tuple[str, ...]
-    secrets: tuple[bytes, ...]
+    material: tuple[bytes, ...] = dataclasses.field(repr=False)  # never in a log line or a traceback
 
     @classmethod
     def parse(cls, value: str) -> "PayloadKeys":
@@ -80,7 +80,7 @@ class PayloadKeys:
 
     def render(self) -> str:
         """The `BREADCRUMB_PAYLOAD_KEYS` value of these keys."""
-        return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.secrets))
+        return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.material))
 
 
 class EncryptionCodec(PayloadCodec):
@@ -90,7 +90,7 @@ class EncryptionCodec(PayloadCodec):
 
     def __init__(self, keys: PayloadKeys) -> None:
         self.key_id = keys.ids[0]
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in zip(keys.ids, keys.secrets)}
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in zip(keys.ids, keys.material)}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(payload) for payload in payloads]
