@@ -93,7 +93,7 @@ class MessageLinks:
         settings = settings or Settings()
         key = settings.unsubscribe_key
         if key is None:
-            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET or ADMIN_TOKEN: unsubscribe links in outbox messages are "
+            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET: unsubscribe links in outbox messages are "
                         "signed with a throwaway key and will not verify")
             key = secrets.token_bytes(32)
         return cls(shop_name=settings.shop_name, shop_url=(settings.shop_url or DEV_SHOP_URL).rstrip("/"),

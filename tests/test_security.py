@@ -21,7 +21,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, WRITE_KEY, ServedApp, settings_for
+from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, UNSUBSCRIBE_SECRET, WRITE_KEY, ServedApp, settings_for
 from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import REPO_ROOT, Settings
@@ -286,7 +286,7 @@ def b64(data: bytes) -> str:
 
 def test_unsubscribe_tokens_cannot_be_forged_or_turned_on_someone_else(http, served_sqlite):
     app, engine = served_sqlite
-    key = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key
+    key = UNSUBSCRIBE_SECRET.encode()
     people = {}
     for who in ("eve", "vic"):
         email = f"{who}.{int(time.time() * 1000)}@example.com"

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import ADMIN_TOKEN, free_port, settings_for
+from conftest import UNSUBSCRIBE_SECRET, free_port, settings_for
 from delivery_helpers import SmtpServer, parts
 from journey_harness import Harness, identify
 from journeys.policy import parse_policy
@@ -18,7 +18,7 @@ from store.settings import Settings
 from store.unsubscribe import make_token, read_token
 from worker.worker import build_worker
 
-KEY = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key  # what the served app verifies with
+KEY = UNSUBSCRIBE_SECRET.encode()  # what the served app verifies with
 PERSON_A = "11111111-1111-4111-8111-111111111111"
 PERSON_B = "22222222-2222-4222-8222-222222222222"
 
