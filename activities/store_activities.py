@@ -22,6 +22,7 @@ from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
+from store import suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, utcnow
 from store.settings import Settings
@@ -270,6 +271,8 @@ class StoreActivities:
             result.recipient = self._recipient(session, person.id, check.channel)
             if person.suppressed:
                 result.suppressed = "suppressed"  # the person: nothing on any channel
+            elif listed := suppression.listed(session, person.id, check.channel):  # survives a delete
+                result.suppressed = listed
             elif check.channel == "email" and person.email_unsubscribed:
                 result.channel_blocked = "unsubscribed from email"  # this step's channel only
             elif check.channel == "sms" and not person.sms_consent:
