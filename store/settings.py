@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     # Requests per API key per minute on each front door, counted per API process (replica).
     # 0 turns a limit off.
-    rate_limit_browser: int = Field(default=600, ge=0)  # /v1/* per write key
-    rate_limit_server: int = Field(default=6000, ge=0)  # /api/v1/* per Customer.io site id
+    rate_limit_browser: int = Field(default=30000, ge=0)  # /v1/* per write key (every shopper of the shop shares it)
+    rate_limit_server: int = Field(default=60000, ge=0)  # /api/v1/* per Customer.io site id
     metrics_enabled: bool = True  # GET /metrics
     demo_store_enabled: bool = True  # the demo storefront under /demo; turn off in production
 
