@@ -30,7 +30,7 @@ for _path in (REPO_ROOT, TESTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, WRITE_KEY, free_port, venv_binary  # noqa: E402
+from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, UNSUBSCRIBE_SECRET, WRITE_KEY, free_port, venv_binary  # noqa: E402
 from delivery_helpers import Mailbox, SmtpServer  # noqa: E402
 
 FAST_POLICY = REPO_ROOT / "examples" / "journeys.fast.toml"
@@ -129,6 +129,7 @@ class Stack:
             "BREADCRUMB_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
             "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
             "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
+            "BREADCRUMB_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
             "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
             "BREADCRUMB_CIO_API_KEY": CIO_KEY,
             "BREADCRUMB_JOURNEYS": str(self.policy),
