@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
+import subprocess
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
 
-from conftest import UNSUBSCRIBE_SECRET, free_port, settings_for
+from conftest import UNSUBSCRIBE_SECRET, free_port, settings_for, venv_binary
 from delivery_helpers import SmtpServer, parts
 from journey_harness import Harness, identify
 from journeys.policy import parse_policy
@@ -256,6 +258,16 @@ def test_real_delivery_without_an_unsubscribe_secret_refuses_to_start(tmp_path):
     for start in (create_app, channels_from_settings):
         with pytest.raises(DeliveryConfigError, match="BREADCRUMB_UNSUBSCRIBE_SECRET"):
             start(settings)
+    # As an operator sees it: one line naming the variable, no traceback.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")},
+           "BREADCRUMB_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "BREADCRUMB_SMTP_URL": "smtp://127.0.0.1:2525",
+           "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>"}
+    done = subprocess.run([venv_binary("breadcrumb"), "api", "--port", str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "breadcrumb api: BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or SMS_WEBHOOK_URL): "
+        "it verifies the unsubscribe links in sent messages"]
 
 
 def _check(db, person: str, channel: str = "email"):
