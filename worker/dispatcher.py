@@ -108,7 +108,7 @@ class Dispatcher:
         return self.client
 
     async def dispatch_once(self) -> int:
-        self._prune_when_due()
+        await self._prune_when_due()
         claim = await asyncio.to_thread(outbox.claim, self.engine, self.batch, self.lease)
         rows = claim.rows
         if not rows:
@@ -163,13 +163,15 @@ class Dispatcher:
             log.error("outbox row %s (%s) dead-lettered after %d attempts: %s", row.id, row.kind, row.attempts + 1,
                       error[:200])
 
-    def _prune_when_due(self) -> None:
-        """Delivered rows older than the retention go, at most once a minute per dispatcher."""
+    async def _prune_when_due(self) -> None:
+        """Delivered rows older than the retention go, at most once a minute per dispatcher (in a
+        thread: a prune of thousands of rows must not stall the API's event loop)."""
         now = time.monotonic()
         if now - self._pruned_at < PRUNE_EVERY:
             return
         self._pruned_at = now
-        pruned = outbox.prune(self.engine, timedelta(hours=self.settings.outbox_retention_hours))
+        pruned = await asyncio.to_thread(outbox.prune, self.engine,
+                                         timedelta(hours=self.settings.outbox_retention_hours))
         if pruned:
             log.info("pruned %d delivered outbox rows", pruned)
 
