@@ -12,14 +12,14 @@ import hashlib
 import math
 import time
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
 from limits import RateLimitItemPerMinute
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from prometheus_client import Counter
 
-from api.deps import basic_credentials
+from api.deps import basic_credentials, require_cio
 from store.settings import Settings
 
 REFUSED = Counter("breadcrumb_rate_limited_total", "Requests refused by a per-key rate limit", ["door"])
@@ -65,8 +65,9 @@ def segment_refusal(request: Request, write_key: str) -> JSONResponse | None:
                         status_code=429, headers={"Retry-After": str(wait)})
 
 
-def limit_customerio(request: Request) -> None:
-    """Router dependency of the Track API: count the request against its site id."""
+def limit_customerio(request: Request, _authorised: None = Depends(require_cio)) -> None:
+    """Router dependency of the Track API: count an authorised request against its site id (a
+    stranger's wrong credentials never spend the shop's budget)."""
     credentials = basic_credentials(request)
     wait = request.app.state.rate_limits.retry_after("server", credentials[0] if credentials else "")
     if wait is not None:

@@ -116,6 +116,8 @@ def test_a_burst_over_the_write_keys_limit_gets_429_and_every_accepted_event_is_
         stored = {row[0] for row in db.rows("SELECT message_id FROM events WHERE anonymous_id = 'burst'")}
         assert stored == accepted
         # Another key has its own budget; Customer.io answers in its own shape.
+        for _ in range(6):  # wrong credentials do not spend the site's budget
+            assert http.put("/api/v1/customers/x", json={}, auth=(CIO_SITE, "wrong")).status_code == 401
         cio = [http.put(f"/api/v1/customers/c{n}", json={"email": f"c{n}@example.com"}, auth=(CIO_SITE, CIO_KEY))
                for n in range(6)]
         assert [r.status_code for r in cio] == [200] * 4 + [429] * 2
