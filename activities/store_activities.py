@@ -22,6 +22,7 @@ from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
+from store import suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, utcnow
 from store.settings import Settings
@@ -93,7 +94,7 @@ class MessageLinks:
         settings = settings or Settings()
         key = settings.unsubscribe_key
         if key is None:
-            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET or ADMIN_TOKEN: unsubscribe links in outbox messages are "
+            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET: unsubscribe links in outbox messages are "
                         "signed with a throwaway key and will not verify")
             key = secrets.token_bytes(32)
         return cls(shop_name=settings.shop_name, shop_url=(settings.shop_url or DEV_SHOP_URL).rstrip("/"),
@@ -270,6 +271,8 @@ class StoreActivities:
             result.recipient = self._recipient(session, person.id, check.channel)
             if person.suppressed:
                 result.suppressed = "suppressed"  # the person: nothing on any channel
+            elif listed := suppression.listed(session, person.id, check.channel):  # survives a delete
+                result.suppressed = listed
             elif check.channel == "email" and person.email_unsubscribed:
                 result.channel_blocked = "unsubscribed from email"  # this step's channel only
             elif check.channel == "sms" and not person.sms_consent:

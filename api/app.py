@@ -6,17 +6,19 @@ import asyncio
 from contextlib import asynccontextmanager
 from urllib.parse import unquote_to_bytes
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api import admin, customerio, demo_store, segment, unsubscribe
+from api import access_log, admin, admin_outbox, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
 from api import backtest, codec
 from api.deps import CustomerIOAuthError
+from api.ratelimit import FrontDoorLimits, RateLimited, limit_customerio
+from activities.channels import DeliveryConfigError
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
@@ -50,24 +52,38 @@ class RejectNulInUrl:
 
 
 class CorsByPath:
-    """CORS per front door: the ingestion and admin routes answer any origin (browser SDKs, no
-    cookies); the codec only the Temporal UI's origins, with credentials (its session cookie)."""
+    """CORS only where a browser on another origin calls us: the tracking routes (/v1/*) and the
+    snippet and demo-store assets answer any origin (browser SDKs, no cookies); the codec only the
+    Temporal UI's origins, with credentials (its session cookie). /admin, /api/v1 (server to
+    server) and the unsubscribe pages answer no preflight and send no CORS headers."""
+
+    TRACKING = ("/v1/", "/breadcrumb.js", "/demo/store/")
 
     def __init__(self, app, codec_origins: list[str]) -> None:
-        self.public = CORSMiddleware(app, allow_origins=["*"], allow_methods=["POST", "PUT", "GET", "DELETE", "OPTIONS"],
-                                     allow_headers=["*"], max_age=86400)
+        self.app = app
+        self.tracking = CORSMiddleware(app, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
+                                       allow_headers=["*"], max_age=86400)
         self.codec = CORSMiddleware(app, allow_origins=codec_origins, allow_methods=["POST"], allow_credentials=True,
                                     allow_headers=["Content-Type", "X-Namespace", "Authorization"], max_age=86400)
 
     async def __call__(self, scope, receive, send) -> None:
-        codec_route = scope["type"] == "http" and scope.get("path", "").startswith(codec.PREFIX + "/")
-        await (self.codec if codec_route else self.public)(scope, receive, send)
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith(self.TRACKING):
+            await self.tracking(scope, receive, send)
+        elif path.startswith(codec.PREFIX + "/"):
+            await self.codec(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.policy  # a bad journeys.toml stops start-up here, naming the key
     payload_codec = converter_for(settings).payload_codec  # so do missing or malformed payload keys
+    if (settings.smtp_url or settings.sms_webhook_url) and not settings.unsubscribe_secret:
+        raise DeliveryConfigError("BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or "
+                                  "SMS_WEBHOOK_URL): it verifies the unsubscribe links in sent messages")
+    access_log.install()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -93,20 +109,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.payload_codec = payload_codec
     app.state.dispatcher = None
+    app.state.rate_limits = FrontDoorLimits(settings)
     app.add_middleware(RejectNulInUrl)
     app.add_middleware(CorsByPath, codec_origins=settings.codec_cors_origins)
     app.include_router(segment.router)
-    app.include_router(customerio.router)
+    app.include_router(customerio.router, dependencies=[Depends(limit_customerio)])
     app.include_router(admin.router)
+    app.include_router(admin_outbox.router)
     app.include_router(reports_api.router)
     app.include_router(unsubscribe.router)
-    app.include_router(demo_store.router)
+    app.include_router(demo_store.snippet_router)
+    if settings.demo_store_enabled:
+        app.include_router(demo_store.router)
     app.include_router(backtest.router)
     app.include_router(codec.router)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:
         return customerio.cio_error(401, "unauthorized: HTTP Basic site_id:api_key did not match")
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return customerio.cio_error(429, f"rate limit exceeded for this site id; retry in {exc.retry_after} s",
+                                    headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(LocksMoved)
     async def _busy(request: Request, _exc: LocksMoved) -> JSONResponse:
@@ -129,8 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             connection.execute(text("SELECT 1"))
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    if settings.metrics_enabled:
+        @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+        def metrics() -> PlainTextResponse:
+            return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -210,7 +210,8 @@ _env = Environment(
     autoescape=select_autoescape(default=True, default_for_string=True),
 )
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)  # the demo store: off in production (DEMO_STORE_ENABLED=false)
+snippet_router = APIRouter(include_in_schema=False)  # the tracking snippet every storefront loads: always on
 
 
 def _json_for_script(value: object) -> Markup:
@@ -289,7 +290,7 @@ def _static(name: str, media_type: str, max_age: int = 300) -> FileResponse:
     return FileResponse(STATIC / name, media_type=media_type, headers={"Cache-Control": f"public, max-age={max_age}"})
 
 
-@router.get("/breadcrumb.js")
+@snippet_router.get("/breadcrumb.js")
 def snippet() -> FileResponse:
     """The first-party tracking snippet, for the demo store and for your own storefront."""
     return _static("breadcrumb.js", "application/javascript; charset=utf-8")

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
 from api.deps import basic_credentials, get_engine, get_settings, matches_any, nudge_dispatcher
+from api.ratelimit import segment_refusal
 from journeys import taxonomy
 from store.ingest import Incoming, Quarantined, identify_claim, ingest
 from store.models import utcnow
@@ -198,6 +199,8 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         return _error(400, "request body must be a JSON object")
     if credentials is None and not _authorised(body.get("writeKey"), settings):
         return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
+    if limited := segment_refusal(request, credentials[0] if credentials else body["writeKey"]):
+        return limited
 
     received_at = utcnow()
     if call is None:

@@ -1,6 +1,7 @@
-"""Unsubscribe links: `GET /u/{token}` (the link in every email's footer), `POST /u/{token}`
-(RFC 8058 one-click, what mailbox providers' "Unsubscribe" button sends) and
-`POST /u/{token}/resubscribe` (the undo button on the confirmation page).
+"""Unsubscribe links: `GET /u/{token}` (the link in every email's footer: a confirmation page that
+changes nothing, since mail scanners and link previews fetch every link), `POST /u/{token}/confirm`
+(its button), `POST /u/{token}` (RFC 8058 one-click, what mailbox providers' "Unsubscribe" button
+sends) and `POST /u/{token}/resubscribe` (the undo button).
 
 No login: the token is signed (store/unsubscribe.py), so it can only unsubscribe the person and
 channel it was made for. A forged, altered or truncated token gets a 400 page and changes nothing.
@@ -15,11 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from prometheus_client import Counter
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from api.deps import get_engine, get_settings
-from store.db import transaction
+from store.db import reading
 from store.settings import Settings
-from store.unsubscribe import UnsubscribeClaim, read_token, set_subscription
+from store.unsubscribe import UnsubscribeClaim, change_subscription, person_of, read_token
 
 router = APIRouter(tags=["unsubscribe"])
 CHANGES = Counter("breadcrumb_subscription_changes_total", "Unsubscribes and re-subscribes through signed links",
@@ -49,19 +51,19 @@ def _invalid(settings: Settings) -> HTMLResponse:
 
 
 def _claim(token: str, settings: Settings) -> UnsubscribeClaim | None:
-    key = settings.unsubscribe_key
-    return read_token(key, token) if key else None
+    return read_token(settings.unsubscribe_keys, token)
 
 
 async def _change(engine: Engine, claim: UnsubscribeClaim, subscribed: bool, via: str) -> bool:
-    def write() -> bool:
-        with transaction(engine) as session:
-            return set_subscription(session, claim, subscribed, via) is not None
-
-    found = await run_in_threadpool(write)
+    found = await run_in_threadpool(change_subscription, engine, claim, subscribed, via)
     if found:
         CHANGES.labels(claim.channel, "resubscribe" if subscribed else "unsubscribe", via).inc()
     return found
+
+
+def _exists(engine: Engine, claim: UnsubscribeClaim) -> bool:
+    with Session(reading(engine)) as session:
+        return person_of(session, claim) is not None
 
 
 def _gone(settings: Settings) -> HTMLResponse:
@@ -69,9 +71,25 @@ def _gone(settings: Settings) -> HTMLResponse:
                  "<p>We no longer hold your details, so you will not hear from us.</p>", status=404)
 
 
-@router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe link from a message (no login)")
+@router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe link from a message: asks to confirm")
 async def unsubscribe_link(request: Request, token: str, engine: Engine = Depends(get_engine),
                            settings: Settings = Depends(get_settings)) -> HTMLResponse:
+    claim = _claim(token, settings)
+    if claim is None:
+        return _invalid(settings)
+    if not await run_in_threadpool(_exists, engine, claim):
+        return _gone(settings)
+    what = CHANNEL_NAMES[claim.channel]
+    return _page(settings, f"Unsubscribe from {what}?",
+                 f"<p>You will not get any more marketing {what} from {escape(settings.shop_name)}.</p>"
+                 f'<form method="post" action="/u/{escape(token)}/confirm">'
+                 f'<button type="submit" style="padding:8px 16px;">Unsubscribe</button>'
+                 "</form>")
+
+
+@router.post("/u/{token}/confirm", response_class=HTMLResponse, summary="The confirmation page's button")
+async def confirm(request: Request, token: str, engine: Engine = Depends(get_engine),
+                  settings: Settings = Depends(get_settings)) -> HTMLResponse:
     claim = _claim(token, settings)
     if claim is None:
         return _invalid(settings)

@@ -18,7 +18,7 @@ import phonenumbers
 from sqlalchemy import delete, func, or_, text, tuple_, update
 from sqlmodel import Session, select
 
-from store import outbox
+from store import outbox, suppression
 from store.db import insert_ignoring_conflicts
 from store.models import (Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, OutboxRow, Person,
                           Rejected, utcnow)
@@ -325,6 +325,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     primary.updated_at = utcnow()
     session.delete(secondary)
     session.flush()
+    outbox.follow_merge(session, primary_id, secondary_id)
     # The secondary's journey stops; the primary's hub re-evaluates with the merged history.
     outbox.signal(session, "absorbed", secondary_id, {"into": primary_id})
     outbox.signal(session, "merged", primary_id, {"absorbed": secondary_id})
@@ -333,12 +334,14 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
 def delete_person(session: Session, person_id: str) -> bool:
     """Remove the person and everything we hold about them: their rows, the events of their devices
     that stayed anonymous (outside the merge window), quarantined input that names them, and queued
-    hub signals — all but the `erased` signal that ends their workflows."""
+    hub signals — all but the `erased` signal that ends their workflows. An unsubscribed or
+    suppressed person's email/phone stays on the suppression list, as a hash (store/suppression.py)."""
     person = session.get(Person, person_id)
     if person is None:
         return False
     lock_person(session, person_id)
     identifiers = session.exec(select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id)).all()
+    suppression.keep_on_delete(session, person, identifiers)
     devices = [value for kind, value in identifiers if kind == "anonymous_id"]
     user_ids = [value for kind, value in identifiers if kind == "user_id"]
     theirs = (Event.person_id == person_id) | (

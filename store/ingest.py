@@ -296,11 +296,27 @@ def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -
             continue
         kind = "purchased" if m.name in taxonomy.PURCHASE_EVENTS else "activity"
         payload = {"message_id": m.message_id, "event": m.name, "at": m.timestamp.isoformat()}
+        dedupe_key = f"{kind}:{m.message_id}"
         if kind == "purchased":
-            payload.update(order_id=_short_str(m.properties.get("order_id")), revenue=_revenue(m.properties))
-        outbox.signal(session, kind, person_id, payload, dedupe_key=f"{kind}:{m.message_id}")
+            order_id = _short_str(m.properties.get("order_id"))
+            if order_id and _order_known(session, m, person_id, order_id):
+                continue
+            payload.update(order_id=order_id, revenue=_revenue(m.properties))
+            dedupe_key = f"purchased:{person_id}:{order_id}" if order_id else dedupe_key  # concurrent repeats: once
+        outbox.signal(session, kind, person_id, payload, dedupe_key=dedupe_key)
         queued += 1
     return queued
+
+
+def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -> bool:
+    """The person's hub already heard of this order: an earlier purchase event of theirs names it
+    (a resent order with a new message id, at any distance in time). Its signal was queued then, or
+    it arrived before they were known and the identify that attached it woke the hub."""
+    this = aliased(Event)
+    stored_before = select(this.id).where(this.message_id == m.message_id).scalar_subquery()
+    return session.exec(select(Event.id).where(
+        Event.person_id == person_id, Event.order_id == order_id, Event.name.in_(taxonomy.PURCHASE_EVENTS),
+        Event.id < stored_before).limit(1)).first() is not None
 
 
 def _revenue(properties: dict) -> float | None:

@@ -170,24 +170,47 @@ class Product(SQLModel, table=True):
     updated_at: datetime = _ts()
 
 
+OUTBOX_PENDING = "dispatched_at IS NULL AND dead_at IS NULL"
+
+
 class OutboxRow(SQLModel, table=True):
     """A signal for a person's hub, written in the ingest transaction and delivered to Temporal
     by the dispatcher — so an accepted identify is never lost while Temporal is down."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_pending", "dispatched_at", "available_at"),)
+    __table_args__ = (
+        # The claim reads only rows still to deliver; pruning only delivered ones.
+        Index("ix_outbox_claimable", "available_at", postgresql_where=text(OUTBOX_PENDING),
+              sqlite_where=text(OUTBOX_PENDING)),
+        Index("ix_outbox_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL"),
+              sqlite_where=text("dispatched_at IS NOT NULL")),
+    )
 
     id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
     kind: str = Field(max_length=16)  # identified | activity | purchased | merged | absorbed | erased
-    person_id: str = Field(max_length=36)
+    person_id: str = Field(max_length=36, index=True)
     payload: dict = _json(default_factory=dict)
     dedupe_key: Optional[str] = Field(default=None, max_length=300, unique=True)
     created_at: datetime = _ts()
     available_at: datetime = _ts()
     claimed_until: Optional[datetime] = _ts(default=None)
     dispatched_at: Optional[datetime] = _ts(default=None)
-    attempts: int = 0
+    claim_owner: Optional[str] = Field(default=None, max_length=36)  # the dispatcher pass holding the lease
+    attempts: int = 0  # failed deliveries of this row (a Temporal outage does not count)
     last_error: Optional[str] = Field(default=None, sa_type=Text)
+    dead_at: Optional[datetime] = _ts(default=None)  # dead-lettered after OUTBOX_MAX_ATTEMPTS failures
+
+
+class Suppression(SQLModel, table=True):
+    """An email or phone we must never message again (unsubscribed or suppressed), kept as a
+    peppered hash so it outlives the person's deletion without keeping the address itself."""
+
+    __tablename__ = "suppressions"
+
+    digest: str = Field(primary_key=True, max_length=64)  # hex HMAC-SHA256 of "kind:normalised value"
+    kind: str = Field(max_length=16)  # email | phone
+    reason: str = Field(max_length=32)  # unsubscribed | suppressed | no sms consent
+    created_at: datetime = _ts()
 
 
 class JourneyRun(SQLModel, table=True):

@@ -3,13 +3,21 @@
 Rows are written in the ingest transaction; dispatchers (one per API process, any number of them)
 claim them with a lease — `FOR UPDATE SKIP LOCKED` on PostgreSQL, SQLite's single writer otherwise —
 deliver them as hub signals and mark them done. Nothing is lost while Temporal is unreachable.
+
+A claim stamps its rows with an owner token and a lease expiry: a dispatcher that stalls past its
+lease loses the rows to the next claim, and its late "done" or "failed" is ignored (it no longer
+owns them). A row that keeps failing is dead-lettered after `max_attempts` and waits for an admin
+(`GET /admin/outbox`, `POST /admin/outbox/{id}/retry`); it never holds back the same person's later
+rows, which the claim takes as they come due. Delivered rows are pruned after a retention.
 """
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, select
 
 from store.db import insert_ignoring_conflicts, reading, transaction
@@ -17,6 +25,10 @@ from store.models import OutboxRow, as_utc, utcnow
 
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(seconds=30)
+
+
+def _pending():
+    return OutboxRow.dispatched_at.is_(None) & OutboxRow.dead_at.is_(None)
 
 
 def signal(session: Session, kind: str, person_id: str, payload: dict | None = None, dedupe_key: str | None = None) -> None:
@@ -30,14 +42,23 @@ def signal(session: Session, kind: str, person_id: str, payload: dict | None = N
     )
 
 
-def claim(engine: Engine, limit: int = 200) -> list[OutboxRow]:
-    """Lease up to `limit` due rows to this dispatcher, oldest first."""
+@dataclass
+class Claim:
+    """Rows leased to one dispatcher pass; only this owner may complete them."""
+
+    owner: str
+    rows: list[OutboxRow]
+
+
+def claim(engine: Engine, limit: int = 200, lease: timedelta = LEASE) -> Claim:
+    """Lease up to `limit` due rows to a new owner token, oldest first."""
     now = utcnow()
+    owner = str(uuid.uuid4())
     with transaction(engine) as session:
         query = (
             select(OutboxRow)
             .where(
-                OutboxRow.dispatched_at.is_(None),
+                _pending(),
                 OutboxRow.available_at <= now,
                 (OutboxRow.claimed_until.is_(None)) | (OutboxRow.claimed_until < now),
             )
@@ -49,40 +70,89 @@ def claim(engine: Engine, limit: int = 200) -> list[OutboxRow]:
         rows = list(session.exec(query).all())
         if rows:
             session.execute(
-                update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])).values(claimed_until=now + LEASE)
+                update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows]))
+                .values(claimed_until=now + lease, claim_owner=owner)
             )
-        return rows
+        return Claim(owner=owner, rows=rows)
 
 
-def mark_dispatched(engine: Engine, ids: list[int]) -> None:
+def _owned(owner: str, ids: list[int]):
+    return OutboxRow.id.in_(ids) & (OutboxRow.claim_owner == owner) & OutboxRow.dispatched_at.is_(None)
+
+
+def mark_dispatched(engine: Engine, owner: str, ids: list[int]) -> int:
+    """Mark delivered the rows this owner still holds; returns how many (a lost lease counts none)."""
     if not ids:
-        return
+        return 0
     with transaction(engine) as session:
-        session.execute(
-            update(OutboxRow).where(OutboxRow.id.in_(ids)).values(dispatched_at=utcnow(), claimed_until=None)
-        )
+        return session.execute(
+            update(OutboxRow).where(_owned(owner, ids)).values(dispatched_at=utcnow(), claimed_until=None, claim_owner=None)
+        ).rowcount
 
 
-def release(engine: Engine, rows: list[OutboxRow], error: str) -> None:
-    """Give rows back after a failed delivery, each retried after an exponential backoff."""
+def release(engine: Engine, owner: str, rows: list[OutboxRow], error: str, *, count_attempt: bool,
+            max_attempts: int) -> None:
+    """Give rows back after a failed delivery, each retried after an exponential backoff. Only a
+    failure of the row itself counts as an attempt (`count_attempt`); the `max_attempts`-th is
+    dead-lettered. Rows this owner no longer holds are left alone."""
     if not rows:
         return
     now = utcnow()
     with transaction(engine) as session:
         for row in rows:
-            backoff = min(MAX_BACKOFF, timedelta(seconds=0.5 * 2 ** min(row.attempts, 10)))
+            attempts = row.attempts + (1 if count_attempt else 0)
+            backoff = min(MAX_BACKOFF, timedelta(seconds=0.5 * 2 ** min(attempts, 10)))
             session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row.id)
-                .values(attempts=row.attempts + 1, last_error=error[:2000], claimed_until=None, available_at=now + backoff)
+                update(OutboxRow).where(_owned(owner, [row.id])).values(
+                    attempts=attempts, last_error=error[:2000], claimed_until=None, claim_owner=None,
+                    available_at=now + backoff, dead_at=now if attempts >= max_attempts else None,
+                )
             )
 
 
+def hand_back(engine: Engine, owner: str, rows: list[OutboxRow]) -> None:
+    """Return rows not tried in this pass (they came after a failed row of the same person): due
+    again at once, no attempt counted."""
+    if rows:
+        with transaction(engine) as session:
+            session.execute(update(OutboxRow).where(_owned(owner, [r.id for r in rows]))
+                            .values(claimed_until=None, claim_owner=None))
+
+
+def dead_letters(engine: Engine, limit: int = 100) -> list[OutboxRow]:
+    with Session(reading(engine)) as session:
+        return list(session.exec(select(OutboxRow).where(OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
+                                 .order_by(OutboxRow.id).limit(limit)).all())
+
+
+def retry(engine: Engine, row_id: int) -> bool:
+    """Bring a dead-lettered row back: due now, attempts counted from zero. False when no such row."""
+    with transaction(engine) as session:
+        return bool(session.execute(
+            update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
+            .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None, claim_owner=None)
+        ).rowcount)
+
+
+def prune(engine: Engine, retention: timedelta, limit: int = 5000) -> int:
+    """Delete up to `limit` rows delivered longer than `retention` ago; returns how many."""
+    cutoff = utcnow() - retention
+    with transaction(engine) as session:
+        old = select(OutboxRow.id).where(OutboxRow.dispatched_at.is_not(None), OutboxRow.dispatched_at < cutoff).limit(limit)
+        return session.execute(delete(OutboxRow).where(OutboxRow.id.in_(old))).rowcount
+
+
+def follow_merge(session: Session, primary_id: str, secondary_id: str) -> None:
+    """The secondary's undelivered rows are the survivor's now (in the merge's transaction)."""
+    session.execute(update(OutboxRow).where(OutboxRow.person_id == secondary_id, OutboxRow.dispatched_at.is_(None))
+                    .values(person_id=primary_id))
+
+
 def backlog(engine: Engine) -> tuple[int, float]:
-    """Undispatched rows and the age in seconds of the oldest one (the outbox lag)."""
+    """Undispatched live rows and the age in seconds of the oldest one (the outbox lag)."""
     with reading(engine).connect() as conn:
         count, oldest = conn.execute(
-            select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.dispatched_at.is_(None))
+            select(func.count(), func.min(OutboxRow.created_at)).where(_pending())
         ).one()
     oldest = as_utc(oldest)
     return count, (utcnow() - oldest).total_seconds() if oldest else 0.0

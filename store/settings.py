@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from functools import cached_property
 from typing import Literal
 from pathlib import Path
@@ -47,7 +45,11 @@ class Settings(BaseSettings):
     sms_timeout: float = Field(default=10.0, gt=0)
     # Links in messages.
     public_base_url: str = ""  # where this API is reachable from a mailbox; unsubscribe links live under it
-    unsubscribe_secret: str = ""  # HMAC key of unsubscribe links (derived from ADMIN_TOKEN when unset)
+    # HMAC keys of unsubscribe links, newest first: links are signed with the first, any of them
+    # verifies (rotate by putting a new secret in front). Required for real SMTP/SMS delivery.
+    unsubscribe_secret: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Pepper of the suppression list's hashes (docs/privacy.md). Changing it forgets every suppression.
+    suppression_pepper: str = "breadcrumb-suppression-v1"
     shop_name: str = "Our shop"
     shop_url: str = ""  # the storefront; relative product/cart links are joined to it
     shop_address: str = ""  # postal address for the email footer (CAN-SPAM / UK GDPR)
@@ -66,8 +68,19 @@ class Settings(BaseSettings):
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
 
-    _split_write_keys = field_validator("write_keys", mode="before")(_comma_list)
-    _split_codec_origins = field_validator("codec_cors_origins", mode="before")(_comma_list)
+    # Outbox (docs/operations.md): a claim's lease, failed deliveries before a row is dead-lettered,
+    # and how long delivered rows are kept.
+    outbox_lease_seconds: float = Field(default=60.0, gt=0)
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # Requests per API key per minute on each front door, counted per API process (replica).
+    # 0 turns a limit off.
+    rate_limit_browser: int = Field(default=30000, ge=0)  # /v1/* per write key (every shopper of the shop shares it)
+    rate_limit_server: int = Field(default=60000, ge=0)  # /api/v1/* per Customer.io site id
+    metrics_enabled: bool = True  # GET /metrics
+    demo_store_enabled: bool = True  # the demo storefront under /demo; turn off in production
+
+    _split_lists = field_validator("write_keys", "unsubscribe_secret", "codec_cors_origins", mode="before")(_comma_list)
 
     @cached_property
     def policy(self) -> Policy:
@@ -75,10 +88,10 @@ class Settings(BaseSettings):
 
     @property
     def unsubscribe_key(self) -> bytes | None:
-        """The key unsubscribe links are signed with: UNSUBSCRIBE_SECRET, else one derived from
-        ADMIN_TOKEN (so a dev stack works out of the box), else None (links cannot be made)."""
-        if self.unsubscribe_secret:
-            return self.unsubscribe_secret.encode()
-        if self.admin_token:
-            return hmac.new(self.admin_token.encode(), b"breadcrumb-unsubscribe-v1", hashlib.sha256).digest()
-        return None
+        """The key new unsubscribe links are signed with (the newest secret), None when unset."""
+        return self.unsubscribe_secret[0].encode() if self.unsubscribe_secret else None
+
+    @property
+    def unsubscribe_keys(self) -> list[bytes]:
+        """Every key a link may have been signed with, newest first (rotation keeps old links working)."""
+        return [secret.encode() for secret in self.unsubscribe_secret]

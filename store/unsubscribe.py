@@ -1,8 +1,10 @@
 """Signed unsubscribe links: `GET {PUBLIC_BASE_URL}/u/{token}`, no login.
 
-The token carries the person id, the channel and (for attribution) the message it came in, and an
-HMAC-SHA256 over them with the shop's secret. Without the secret nobody can make a token for
-another person: changing any byte of the payload breaks the signature.
+The token carries the person id, the channel and the message it came in, and an HMAC-SHA256 over
+them with the shop's secret. Without the secret nobody can make a token for another person:
+changing any byte of the payload breaks the signature. The message decides whose link it is: a
+merge moves messages to the surviving person, so a link mailed before the merge unsubscribes the
+survivor (the person id is the fallback for a link without a message).
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlmodel import Session
+from dataclasses import replace
 
-from store.db import insert_ignoring_conflicts
-from store.models import Event, Person, utcnow
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from store.db import insert_ignoring_conflicts, transaction
+from store.identity import LocksMoved, lock_person, lock_up_front, retry_moved_locks
+from store.models import Event, Identifier, Message, Person, utcnow
 
 VERSION = b"u1"
 CHANNELS = ("email", "sms")
@@ -52,16 +58,18 @@ def make_token(key: bytes, person_id: str, channel: str = "email", message_id: s
     return f"{_b64(payload)}.{_b64(_tag(key, payload))}"
 
 
-def read_token(key: bytes, token: str) -> UnsubscribeClaim | None:
-    """The claim of a genuine token; None for anything forged, truncated or malformed."""
-    if not key or len(token) > 512 or token.count(".") != 1:
+def read_token(keys: bytes | list[bytes], token: str) -> UnsubscribeClaim | None:
+    """The claim of a genuine token signed with any of `keys` (newest first; older ones stay valid
+    through a rotation); None for anything forged, truncated or malformed."""
+    keys = [keys] if isinstance(keys, bytes) else [key for key in keys if key]
+    if not keys or len(token) > 512 or token.count(".") != 1:
         return None
     payload_part, tag_part = token.split(".")
     try:
         payload, tag = _unb64(payload_part), _unb64(tag_part)
     except (binascii.Error, ValueError):
         return None
-    if not hmac.compare_digest(tag, _tag(key, payload)):
+    if not any([hmac.compare_digest(tag, _tag(key, payload)) for key in keys]):  # every key, no early exit
         return None
     try:
         person_id, channel, message_id = payload.decode().split("|")
@@ -102,3 +110,33 @@ def set_subscription(session: Session, claim: UnsubscribeClaim, subscribed: bool
         context={}, timestamp=at, received_at=at, source="server", missing_properties=[],
     ))
     return person
+
+
+def person_of(session: Session, claim: UnsubscribeClaim) -> str | None:
+    """Who the link belongs to now: the person its message was re-pointed to by merges, else the
+    person it was made for; None when they were deleted."""
+    if claim.message_id:
+        owner = session.exec(select(Message.person_id).where(Message.id == claim.message_id)).first()
+        if owner:
+            return owner
+    return claim.person_id if session.get(Person, claim.person_id) is not None else None
+
+
+def change_subscription(engine: Engine, claim: UnsubscribeClaim, subscribed: bool, via: str) -> bool:
+    """`set_subscription` for the link's current person, under that person's lock (the same
+    advisory locks ingest takes on PostgreSQL, so an identify's consent traits and a click never
+    interleave). False when the person is gone."""
+
+    def work() -> bool:
+        with transaction(engine) as session:
+            person_id = person_of(session, claim)
+            if person_id is None:
+                return False
+            keys = session.exec(select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id)).all()
+            lock_up_front(session, keys)
+            if person_of(session, claim) != person_id:  # merged away while we waited: resolve again
+                raise LocksMoved(f"person {person_id} was merged")
+            lock_person(session, person_id)
+            return set_subscription(session, replace(claim, person_id=person_id), subscribed, via) is not None
+
+    return retry_moved_locks(work)

@@ -27,6 +27,7 @@ POSTGRES_URL = os.environ.get("BREADCRUMB_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
 WRITE_KEY = "wk_test_key"
 ADMIN_TOKEN = "admin-test-token"
+UNSUBSCRIBE_SECRET = "unsubscribe-test-secret"
 CIO_SITE, CIO_KEY = "site-test", "cio-test-key"
 # Every test runs with payload encryption on, as production must: the key reaches every Settings()
 # (and every worker or API subprocess) through the environment.
@@ -100,6 +101,7 @@ def settings_for(database_url: str, **overrides) -> Settings:
         database_url=database_url,
         write_keys=[WRITE_KEY],
         admin_token=ADMIN_TOKEN,
+        unsubscribe_secret=[UNSUBSCRIBE_SECRET],
         cio_site_id=CIO_SITE,
         cio_api_key=CIO_KEY,
         journeys=REPO_ROOT / "journeys.toml",

@@ -30,7 +30,8 @@ for _path in (REPO_ROOT, TESTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, PAYLOAD_KEYS, WRITE_KEY, free_port, venv_binary  # noqa: E402
+from conftest import (ADMIN_TOKEN, CIO_KEY, CIO_SITE, PAYLOAD_KEYS, UNSUBSCRIBE_SECRET, WRITE_KEY,  # noqa: E402
+                      free_port, venv_binary)
 from delivery_helpers import Mailbox, SmtpServer  # noqa: E402
 
 FAST_POLICY = REPO_ROOT / "examples" / "journeys.fast.toml"
@@ -130,6 +131,7 @@ class Stack:
             "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
             "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
             "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS,
+            "BREADCRUMB_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
             "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
             "BREADCRUMB_CIO_API_KEY": CIO_KEY,
             "BREADCRUMB_JOURNEYS": str(self.policy),

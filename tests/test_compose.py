@@ -44,7 +44,8 @@ ENV_EXAMPLE = REPO_ROOT / ".env.example"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 REQUIRED_ENV = {"POSTGRES_PASSWORD": "pg-secret", "TEMPORAL_DB_PASSWORD": "temporal-secret",
                 "BREADCRUMB_WRITE_KEYS": "wk_compose", "BREADCRUMB_ADMIN_TOKEN": "admin-compose",
-                "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "="}
+                "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "=",
+                "BREADCRUMB_SUPPRESSION_PEPPER": "pepper-compose"}
 SERVICES = {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui",
             "search-attributes", "migrate", "api", "worker"}
 OUR_IMAGE = "breadcrumb"
@@ -218,6 +219,9 @@ def check_breadcrumb_services_are_wired(deployment: Deployment) -> None:
             f"{name}: BREADCRUMB_TEMPORAL_ADDRESS is {env['BREADCRUMB_TEMPORAL_ADDRESS']}"
         assert env["BREADCRUMB_WRITE_KEYS"] == REQUIRED_ENV["BREADCRUMB_WRITE_KEYS"]
         assert env["BREADCRUMB_ADMIN_TOKEN"] == REQUIRED_ENV["BREADCRUMB_ADMIN_TOKEN"]
+        assert Settings(**{k.removeprefix("BREADCRUMB_").lower(): v for k, v in env.items()
+                           if k in ("BREADCRUMB_DEMO_STORE_ENABLED", "BREADCRUMB_SUPPRESSION_PEPPER")}) \
+            .demo_store_enabled is False, f"{name}: production turns the demo store off"
         journeys = env["BREADCRUMB_JOURNEYS"]
         mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in services[name].get("volumes", [])]
         assert any(m.split(":")[1] == journeys for m in mounts), f"{name}: {journeys} is not mounted"

@@ -21,7 +21,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
 
-from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, WRITE_KEY, ServedApp, settings_for
+from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, UNSUBSCRIBE_SECRET, WRITE_KEY, ServedApp, settings_for
 from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import REPO_ROOT, Settings
@@ -34,7 +34,7 @@ PUBLIC = {
     r"^/(docs|redoc|openapi\.json)(/.*)?$": "API documentation",
     r"^/demo/store(/.*)?$": "the public demo storefront",
     r"^/breadcrumb\.js$": "the tracking snippet a storefront loads",
-    r"^/u/\{token\}(/resubscribe)?$": "unsubscribe link: its own signed-token check (tested below)",
+    r"^/u/\{token\}(/resubscribe|/confirm)?$": "unsubscribe link: its own signed-token check (tested below)",
 }
 DOORS = {"/v1/": "segment", "/api/v1/": "customerio", "/admin/": "admin"}
 
@@ -286,7 +286,7 @@ def b64(data: bytes) -> str:
 
 def test_unsubscribe_tokens_cannot_be_forged_or_turned_on_someone_else(http, served_sqlite):
     app, engine = served_sqlite
-    key = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key
+    key = UNSUBSCRIBE_SECRET.encode()
     people = {}
     for who in ("eve", "vic"):
         email = f"{who}.{int(time.time() * 1000)}@example.com"
@@ -310,7 +310,7 @@ def test_unsubscribe_tokens_cannot_be_forged_or_turned_on_someone_else(http, ser
         f"{b64(f'{vic}|email|m-1|{eve}'.encode())}.{tag}",
     ]
     for token in forged:
-        for method, suffix in (("GET", ""), ("POST", ""), ("POST", "/resubscribe")):
+        for method, suffix in (("GET", ""), ("POST", ""), ("POST", "/confirm"), ("POST", "/resubscribe")):
             response = http.request(method, f"/u/{token}{suffix}")
             assert response.status_code == 400, (token, method, suffix, response.status_code)
 
@@ -320,7 +320,7 @@ def test_unsubscribe_tokens_cannot_be_forged_or_turned_on_someone_else(http, ser
     assert not unsubscribed(vic) and not unsubscribed(eve)
     # Eve's genuine link works — for Eve only, however often it is used.
     for _ in range(3):
-        assert http.get(f"/u/{own}").status_code == 200
+        assert http.post(f"/u/{own}/confirm").status_code == 200
     assert unsubscribed(eve) and not unsubscribed(vic)
     # An SMS token does not unsubscribe from email, nor the other way round.
     assert http.post(f"/u/{make_token(key, vic, 'sms')}").status_code == 200

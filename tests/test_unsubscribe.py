@@ -1,16 +1,21 @@
 """Unsubscribe links: signed tokens (forged, altered, cross-person and other-key tokens refused),
-`GET /u/{token}` over HTTP, RFC 8058 one-click POST, resubscribe, and end to end: the link in a
+`GET /u/{token}` over HTTP (a confirmation page) and its confirm button, RFC 8058 one-click POST, resubscribe, and end to end: the link in a
 delivered email unsubscribes the person and the journey's next step is skipped with the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
+import re
+import subprocess
+import uuid
 from datetime import timedelta
 
+import httpx
 import pytest
 
-from conftest import ADMIN_TOKEN, free_port, settings_for
+from conftest import UNSUBSCRIBE_SECRET, free_port, settings_for, venv_binary
 from delivery_helpers import SmtpServer, parts
 from journey_harness import Harness, identify
 from journeys.policy import parse_policy
@@ -18,7 +23,7 @@ from store.settings import Settings
 from store.unsubscribe import make_token, read_token
 from worker.worker import build_worker
 
-KEY = Settings(admin_token=ADMIN_TOKEN).unsubscribe_key  # what the served app verifies with
+KEY = UNSUBSCRIBE_SECRET.encode()  # what the served app verifies with
 PERSON_A = "11111111-1111-4111-8111-111111111111"
 PERSON_B = "22222222-2222-4222-8222-222222222222"
 
@@ -54,17 +59,30 @@ def subscribed(api, email: str) -> bool:
     return not api.person(email=email)["email_unsubscribed"]
 
 
-def test_get_link_unsubscribes_that_person_only(api):
+def confirm_link(api, token: str) -> httpx.Response:
+    """What a person does: open the link (a page that changes nothing), press its button."""
+    page = api.http.get(f"/u/{token}")
+    assert page.status_code == 200 and "Unsubscribe from" in page.text, page.text
+    action = re.search(r'<form method="post" action="([^"]+)"', page.text).group(1)
+    return api.http.post(action)
+
+
+def test_get_link_changes_nothing_and_its_confirm_button_unsubscribes_that_person_only(api):
     for who in ("ann@example.com", "ben@example.com"):
         assert api.segment("identify", {"anonymousId": who, "traits": {"email": who}}).status_code == 200
     ann = person_id(api, "ann@example.com")
-    response = api.http.get(f"/u/{make_token(KEY, ann, 'email', 'msg-1')}")
+    token = make_token(KEY, ann, 'email', 'msg-1')
+    for _ in range(3):  # a mail scanner, a link preview, the person: none of them unsubscribes by looking
+        page = api.http.get(f"/u/{token}")
+        assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
+        assert subscribed(api, "ann@example.com")
+    response = confirm_link(api, token)
     assert response.status_code == 200 and "You are unsubscribed" in response.text
     assert response.headers["cache-control"] == "no-store"
     assert not subscribed(api, "ann@example.com") and subscribed(api, "ben@example.com")
     events = [e for e in api.person(email="ann@example.com")["events"] if e["name"] == "Unsubscribed"]
     assert [e["properties"] for e in events] == [{"channel": "email", "via": "link", "message_id": "msg-1"}]
-    again = api.http.get(f"/u/{make_token(KEY, ann, 'email', 'msg-1')}")
+    again = confirm_link(api, token)
     assert again.status_code == 200  # idempotent; no second event
     assert len([e for e in api.person(email="ann@example.com")["events"] if e["name"] == "Unsubscribed"]) == 1
 
@@ -111,7 +129,7 @@ def test_sms_link_withdraws_sms_consent(api):
                                                               "sms_consent": True}})
     assert api.person(email="fay@example.com")["sms_consent"] is True
     token = make_token(KEY, person_id(api, "fay@example.com"), "sms")
-    assert api.http.get(f"/u/{token}").status_code == 200
+    assert confirm_link(api, token).status_code == 200
     profile = api.person(email="fay@example.com")
     assert profile["sms_consent"] is False and profile["email_unsubscribed"] is False
 
@@ -146,7 +164,7 @@ async def test_link_from_a_delivered_email_unsubscribes_and_the_next_step_is_ski
             text, html = parts(mail)
             assert link.startswith(f"{served.url}/u/") and link in text and link in html
 
-            clicked = await asyncio.to_thread(api.http.get, link)
+            clicked = await asyncio.to_thread(confirm_link, api, link.rsplit("/", 1)[1])
             assert clicked.status_code == 200 and "You are unsubscribed" in clicked.text
             assert api.person(email="una@example.com")["email_unsubscribed"] is True
 
@@ -180,3 +198,110 @@ def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db)
     assert hal.suppressed == "suppressed"
     api.segment("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": False}})
     assert check("gus@example.com").channel_blocked is None
+
+
+# --- merges, rotation, and suppression that outlives deletion (issue 13) -----------------------
+
+def _message_for(db, person: str) -> str:
+    """A message sent to `person` (what their unsubscribe link names)."""
+    from sqlmodel import Session
+
+    from store.models import Message, utcnow
+
+    message_id = str(uuid.uuid4())
+    with Session(db.engine) as session:
+        session.add(Message(id=message_id, person_id=person, workflow_id=f"welcome-{person}", journey="welcome",
+                            step=1, template="welcome_1", channel="email", recipient="-", status="sent",
+                            idempotency_key=f"welcome-{person}:1", created_at=utcnow(), sent_at=utcnow()))
+        session.commit()
+    return message_id
+
+
+def test_a_link_mailed_before_a_merge_unsubscribes_the_survivor(api, db):
+    api.cio("PUT", "customers/kim@example.com", {"email": "kim@example.com"})
+    api.segment("identify", {"anonymousId": "kim-phone", "traits": {"email": "kim.old@example.com"}})
+    absorbed = person_id(api, "kim.old@example.com")
+    token = make_token(KEY, absorbed, "email", _message_for(db, absorbed))
+    merged = api.cio("POST", "merge_customers", {"primary": {"email": "kim@example.com"},
+                                                 "secondary": {"email": "kim.old@example.com"}})
+    assert merged.status_code == 200
+    survivor = person_id(api, "kim@example.com")
+    assert survivor != absorbed and api.admin(f"people/{absorbed}").status_code == 404
+
+    assert subscribed(api, "kim@example.com")
+    assert api.http.get(f"/u/{token}").status_code == 200 and subscribed(api, "kim@example.com")
+    response = api.http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click",
+                             headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.text == "unsubscribed"
+    assert not subscribed(api, "kim@example.com")
+    # A link that names only the absorbed person (no message) has nobody left to unsubscribe.
+    assert api.http.post(f"/u/{make_token(KEY, absorbed, 'email')}").status_code == 404
+
+
+def test_links_signed_with_a_previous_secret_still_work_after_a_rotation():
+    old, new = b"secret-2025", b"secret-2026"
+    token = make_token(old, PERSON_A, "email", "m-1")
+    rotated = Settings(unsubscribe_secret="secret-2026, secret-2025")
+    assert rotated.unsubscribe_key == new  # new links are signed with the newest
+    assert read_token(rotated.unsubscribe_keys, token).person_id == PERSON_A
+    assert read_token(rotated.unsubscribe_keys, make_token(new, PERSON_A)).person_id == PERSON_A
+    assert read_token([new], token) is None  # once the old secret is dropped, its links stop working
+
+
+def test_real_delivery_without_an_unsubscribe_secret_refuses_to_start(tmp_path):
+    from activities.channels import DeliveryConfigError, channels_from_settings
+    from api.app import create_app
+
+    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", unsubscribe_secret=[], smtp_url="smtp://127.0.0.1:2525",
+                            smtp_from="Shop <hi@shop.example>", public_base_url="https://crumbs.example",
+                            shop_url="https://shop.example", admin_token="an-admin-token")
+    for start in (create_app, channels_from_settings):
+        with pytest.raises(DeliveryConfigError, match="BREADCRUMB_UNSUBSCRIBE_SECRET"):
+            start(settings)
+    # As an operator sees it: one line naming the variable, no traceback.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")},
+           "BREADCRUMB_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "BREADCRUMB_SMTP_URL": "smtp://127.0.0.1:2525",
+           "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>"}
+    done = subprocess.run([venv_binary("breadcrumb"), "api", "--port", str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "breadcrumb api: BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or SMS_WEBHOOK_URL): "
+        "it verifies the unsubscribe links in sent messages"]
+
+
+def _check(db, person: str, channel: str = "email"):
+    from activities.store_activities import StoreActivities
+    from workflows.models import SendCheckInput
+
+    activities = StoreActivities(db.engine, settings=settings_for(db.url))
+    return activities.check_before_send(SendCheckInput(person_id=person, route="welcome", channel=channel))
+
+
+def test_unsubscribed_then_deleted_then_back_through_a_server_event_gets_no_message(api, db):
+    api.segment("identify", {"anonymousId": "lou", "traits": {"email": "lou@example.com"}})
+    api.segment("identify", {"anonymousId": "max", "traits": {"email": "max@example.com"}})
+    lou = person_id(api, "lou@example.com")
+    assert api.http.post(f"/u/{make_token(KEY, lou, 'email')}").status_code == 200
+    for email in ("lou@example.com", "max@example.com"):
+        assert api.cio("DELETE", f"customers/{email}").status_code == 200
+    assert db.scalar("SELECT count(*) FROM people") == 0
+    kept = db.rows("SELECT digest, kind, reason FROM suppressions")
+    assert [(kind, reason) for _, kind, reason in kept] == [("email", "unsubscribed")]
+    assert not any("lou" in digest for digest, _, _ in kept)  # a hash, never the address
+
+    for email in ("LOU@example.com ", "max@example.com"):  # the shop's backend sends them again
+        assert api.cio("PUT", f"customers/{email.strip()}", {"email": email, "first_name": "Back"}).status_code == 200
+    returning = _check(db, person_id(api, "lou@example.com"))
+    assert returning.suppressed == "email on the suppression list (unsubscribed before their data was deleted)"
+    assert _check(db, person_id(api, "max@example.com")).suppressed is None  # never unsubscribed: welcome back
+
+
+def test_a_suppressed_persons_phone_stays_suppressed_after_deletion(api, db):
+    api.segment("identify", {"userId": "ned", "traits": {"email": "ned@example.com", "phone": "+14155550142",
+                                                         "sms_consent": True}})
+    assert api.cio("POST", "customers/ned@example.com/suppress").status_code == 200
+    assert api.cio("DELETE", "customers/ned@example.com").status_code == 200
+    api.segment("identify", {"userId": "ned-2", "traits": {"phone": "+1 415 555 0142", "sms_consent": True}})
+    back = api.admin("people", phone="+14155550142").json()["person_id"]
+    assert _check(db, back, "sms").suppressed == "phone on the suppression list (suppressed before their data was deleted)"

@@ -52,7 +52,18 @@ def api(host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
     settings = _settings_with_payload_keys()
     if migrate_on_start:
         settings.auto_migrate = True
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    uvicorn.run(_started(create_app, settings, "api"), host=host, port=port, log_level="info")
+
+
+def _started(start, settings: Settings, command: str):
+    """`start(settings)`, or one line naming the missing or wrong setting and exit code 2."""
+    from activities.channels import DeliveryConfigError
+
+    try:
+        return start(settings)
+    except DeliveryConfigError as error:
+        typer.echo(f"breadcrumb {command}: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -77,7 +88,7 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
         finally:
             engine.dispose()
 
-    asyncio.run(main())
+    _started(lambda _: asyncio.run(main()), settings, "worker")
 
 
 @app.command("temporal-setup")

@@ -147,6 +147,7 @@ class DevStack:
         # Development keys for this session unless the environment sets them; printed in the banner.
         for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
                            ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
+                           ("BREADCRUMB_UNSUBSCRIBE_SECRET", secrets.token_hex(32)),
                            ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
                            ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))):
             if not self.env.get(key):
