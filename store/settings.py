@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from journeys.links import LinkHosts
 from journeys.policy import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +31,13 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "breadcrumb"
-    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # public: they ship in the storefront
+    # Secret keys of the shop's own servers: their calls are trusted (consent, new identifiers, merges,
+    # source server). The Customer.io credentials are trusted the same way.
+    server_write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    identity_secret: str = ""  # HMAC-SHA256 key of `user_hash`, which makes a browser identify trusted
+    # A client timestamp further ahead of the moment we received it than this is clamped to that moment.
+    max_clock_skew: float = Field(default=300.0, ge=0)  # seconds
     cio_site_id: str = ""
     cio_api_key: str = ""
     admin_token: str = ""
@@ -50,6 +57,9 @@ class Settings(BaseSettings):
     unsubscribe_secret: str = ""  # HMAC key of unsubscribe links (derived from ADMIN_TOKEN when unset)
     shop_name: str = "Our shop"
     shop_url: str = ""  # the storefront; relative product/cart links are joined to it
+    # Hosts besides SHOP_URL's that links and images in messages may point to (`cdn.shop.example`,
+    # `*.shop.example`); any other host is replaced by the shop's own link.
+    link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     shop_address: str = ""  # postal address for the email footer (CAN-SPAM / UK GDPR)
     currency: str = Field(default="USD", min_length=3, max_length=3)  # when events name no currency
     default_phone_region: str = "US"
@@ -59,11 +69,15 @@ class Settings(BaseSettings):
     # history when they wake. Worker memory follows this, not the number of sleeping journeys.
     max_cached_workflows: int = Field(default=1000, ge=0)
 
-    _split_write_keys = field_validator("write_keys", mode="before")(_comma_list)
+    _split_write_keys = field_validator("write_keys", "server_write_keys", "link_hosts", mode="before")(_comma_list)
 
     @cached_property
     def policy(self) -> Policy:
         return load_policy(self.journeys)
+
+    @cached_property
+    def message_link_hosts(self) -> LinkHosts:
+        return LinkHosts.of(self.shop_url, self.link_hosts)
 
     @property
     def unsubscribe_key(self) -> bytes | None:

@@ -1,0 +1,69 @@
+"""Which links may reach a message: only the shop's own hosts.
+
+Product `url` / `image_url` and a cart's `checkout_url` / `cart_url` arrive in storefront events,
+and a public write key can send anything. A link is allowed when it is relative (joined to the shop
+URL) or an http(s) URL on the host of `BREADCRUMB_SHOP_URL` or one of `BREADCRUMB_LINK_HOSTS`
+(`cdn.shop.example`, or `*.shop.example` for every subdomain). Used at ingest (the catalog keeps no
+foreign link) and at render (no foreign link is shown, whatever the store holds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Event properties whose URLs can reach a message: the product's link and image, the cart's link.
+LINK_PROPERTIES = ("url", "image_url", "checkout_url", "cart_url")
+
+
+def _host(value: str) -> str:
+    return value.strip().lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class LinkHosts:
+    """The hosts messages may link to."""
+
+    hosts: frozenset[str] = frozenset()
+    subdomains_of: frozenset[str] = frozenset()  # from `*.example.com` entries
+
+    @classmethod
+    def of(cls, shop_url: str | None, extra: Iterable[str] = ()) -> "LinkHosts":
+        hosts, subdomains = set(), set()
+        shop_host = urlsplit(shop_url or "").hostname
+        if shop_host:
+            hosts.add(_host(shop_host))
+        for entry in extra:
+            entry = _host(entry)
+            if entry.startswith("*."):
+                subdomains.add(entry[2:])
+            elif entry:
+                hosts.add(entry)
+        return cls(frozenset(hosts), frozenset(subdomains))
+
+    def allows(self, url: object) -> bool:
+        """True for a relative link and for an http(s) URL on an allowed host. Backslashes and
+        control characters are refused: browsers read `https://evil\\@shop` differently from us."""
+        if not isinstance(url, str):
+            return False
+        url = url.strip()
+        if not url:
+            return True
+        if "\\" in url or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+            return False
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            return False
+        if not parts.scheme and not parts.netloc:
+            return ":" not in url.split("/", 1)[0]  # a path; `javascript:…` has a scheme-like head
+        if parts.scheme.lower() not in ("http", "https", "") or not host:
+            return False
+        host = _host(host)
+        return host in self.hosts or any(host.endswith("." + parent) for parent in self.subdomains_of)
+
+    def foreign(self, properties: dict, keys: Iterable[str] = LINK_PROPERTIES) -> list[str]:
+        """The keys of `properties` whose value is a link messages must not show."""
+        return [key for key in keys if properties.get(key) not in (None, "") and not self.allows(properties[key])]
