@@ -4,9 +4,10 @@
   (sku, variant), written with **one** INSERT … ON CONFLICT DO UPDATE per request (none when the
   request saw no products). Newer events refresh name, price, image and link of event-fed rows; an
   older event arriving late only fills gaps. Events never change stock, and never overwrite what
-  the admin feed set (they only fill its empty fields). A link or image on a host that is not the
-  shop's is never taken (journeys/links.py); ingest has clamped future timestamps, so "newest"
-  cannot be pinned by a client clock set ahead.
+  the admin feed set (they only fill its empty fields). Ingest has already taken out links and
+  images on hosts that are not the shop's (journeys/links.py, store/ingest.Guards) and clamped
+  future timestamps, so a foreign link never lands here and "newest" cannot be pinned by a client
+  clock set ahead.
 - Admin: `PUT /admin/catalog` upserts a batch; fields an item leaves out keep their value, so an
   inventory sync can send just `{"sku", "variant", "in_stock"}`.
 """
@@ -25,7 +26,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from journeys import taxonomy
-from journeys.links import LinkHosts
 from journeys.taxonomy import product_key
 from store.models import Product, as_utc, utcnow
 
@@ -62,10 +62,10 @@ def _currency(value: object) -> str | None:
     return text.upper() if text and len(text) == 3 and text.isalpha() else None
 
 
-def rows_from_events(messages: Iterable, link_hosts: LinkHosts | None = None) -> list[dict]:
+def rows_from_events(messages: Iterable) -> list[dict]:
     """One row per (sku, variant) the messages describe; the newest event's values win, older
     ones fill what it left out. `messages` are ingest `Incoming`s (anything with type, name,
-    properties and timestamp). With `link_hosts`, a url or image_url off those hosts is left out."""
+    properties and timestamp)."""
     rows: dict[tuple[str, str], dict] = {}
     for m in sorted((m for m in messages if m.type == "track" and m.name in FEED_EVENTS), key=lambda m: m.timestamp):
         props = m.properties or {}
@@ -80,8 +80,6 @@ def rows_from_events(messages: Iterable, link_hosts: LinkHosts | None = None) ->
             "image_url": _text(props.get("image_url"), LIMITS["image_url"]),
             "url": _text(props.get("url"), LIMITS["url"]), "last_seen_at": m.timestamp,
         }
-        if link_hosts is not None:
-            row.update({key: None for key in ("image_url", "url") if not link_hosts.allows(row[key] or "")})
         key = (row["sku"], row["variant"])
         older = rows.get(key)
         if older is not None:
@@ -92,8 +90,8 @@ def rows_from_events(messages: Iterable, link_hosts: LinkHosts | None = None) ->
     return [rows[key] for key in sorted(rows)]
 
 
-def upsert_from_events(session: Session, messages: Iterable, link_hosts: LinkHosts | None = None) -> int:
-    rows = rows_from_events(messages, link_hosts)
+def upsert_from_events(session: Session, messages: Iterable) -> int:
+    rows = rows_from_events(messages)
     if not rows:
         return 0
     now = utcnow()

@@ -41,6 +41,7 @@ from store.catalog import upsert_from_events
 from store.models import Event, Rejected, utcnow
 
 PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
+FLAGGED_LINK_KEEP = 512  # a refused link is kept in the event's flags up to this many characters
 
 
 @dataclass(slots=True)
@@ -94,20 +95,29 @@ class Guards:
         return cls(settings.message_link_hosts, timedelta(seconds=settings.max_clock_skew))
 
     def apply(self, m: Incoming) -> None:
-        """Clamp a timestamp too far ahead of its arrival to the arrival (keeping the original), and
-        flag properties whose links point off the shop (the catalog never takes them; renders never
-        show them)."""
+        """Clamp a timestamp too far ahead of its arrival to the arrival, and take links that point
+        off the shop out of the properties of the shopping events messages are made from (of the
+        event and of its `products[]`), so the catalog and messages fall back to the shop's own;
+        the originals are kept in the event's flags."""
         if m.timestamp > m.received_at + self.max_clock_skew:
             m.flags["timestamp_clamped"] = m.timestamp.isoformat()
             m.timestamp = m.received_at
-        if m.type == "track":
-            foreign = self.link_hosts.foreign(m.properties)
-            products = m.properties.get("products")
-            for index, line in enumerate(products if isinstance(products, list) else []):
-                if isinstance(line, dict):
-                    foreign += [f"products[{index}].{key}" for key in self.link_hosts.foreign(line)]
-            if foreign:
-                m.flags["foreign_links"] = foreign
+        if m.type != "track" or m.name not in taxonomy.ACTIVITY_EVENTS:
+            return
+        foreign = {}
+        properties = self._without_foreign(m.properties, "", foreign)
+        products = properties.get("products")
+        if isinstance(products, list):
+            properties["products"] = [self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict)
+                                      else line for i, line in enumerate(products)]
+        if foreign:
+            m.properties = properties
+            m.flags["foreign_links"] = foreign
+
+    def _without_foreign(self, properties: dict, where: str, foreign: dict) -> dict:
+        refused = self.link_hosts.foreign(properties)
+        foreign.update({where + key: str(properties[key])[:FLAGGED_LINK_KEEP] for key in refused})
+        return {k: v for k, v in properties.items() if k not in refused} if refused else dict(properties)
 
 
 @dataclass
@@ -275,12 +285,11 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
     if guards is not None:
         for m in messages:
             guards.apply(m)
-    hosts = guards.link_hosts if guards is not None else None
-    return retry_moved_locks(lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region, hosts))
+    return retry_moved_locks(lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region))
 
 
 def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, endpoint: str,
-            rejected: list[Quarantined], phone_region: str, link_hosts: LinkHosts | None) -> IngestResult:
+            rejected: list[Quarantined], phone_region: str) -> IngestResult:
     result = IngestResult()
     unique: dict[str, Incoming] = {}
     for m in messages:
@@ -320,7 +329,7 @@ def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, 
             if person_id:
                 result.people[m.message_id] = person_id
         result.signals = _queue_hub_signals(session, result, policy)
-        upsert_from_events(session, result.stored, link_hosts)  # one statement, only when products were seen
+        upsert_from_events(session, result.stored)  # one statement, only when products were seen
         quarantine(session, api, endpoint, result.warnings)
     return result
 
