@@ -146,6 +146,7 @@ class DevStack:
             self.env["BREADCRUMB_PUBLIC_BASE_URL"] = self.api_url
         # Development keys for this session unless the environment sets them; printed in the banner.
         for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
+                           ("BREADCRUMB_SERVER_WRITE_KEYS", "sk_dev_" + secrets.token_hex(12)),
                            ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
                            ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
                            ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))):
@@ -327,6 +328,7 @@ class DevStack:
             ("Database", make_url(settings.database_url).render_as_string(hide_password=True)),
             ("Journeys", str(settings.journeys)),
             ("Write key", write_key),
+            ("Server key", self.env["BREADCRUMB_SERVER_WRITE_KEYS"].split(",")[0].strip()),
             ("Admin token", admin),
             ("Customer.io", f"{self.env['BREADCRUMB_CIO_SITE_ID']} / {self.env['BREADCRUMB_CIO_API_KEY']}"),
         ]
