@@ -82,7 +82,7 @@ class Claim:
     traits: dict = field(default_factory=dict)
     timezone: str | None = None
     # An untrusted (browser-key) claim may claim a device, never add an identifier to a known person.
-    trusted: bool = True
+    trusted: bool = False
     message_id: str | None = None  # the identify moment, named in any conflict it records
     refused: list[str] = field(default_factory=list)  # what was left out (said in the quarantine)
 

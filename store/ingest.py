@@ -104,20 +104,24 @@ class Guards:
             m.timestamp = m.received_at
         if m.type != "track" or m.name not in taxonomy.ACTIVITY_EVENTS:
             return
-        foreign = {}
+        foreign: dict[str, str] = {}
         properties = self._without_foreign(m.properties, "", foreign)
         products = properties.get("products")
         if isinstance(products, list):
-            properties["products"] = [self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict)
-                                      else line for i, line in enumerate(products)]
+            lines = [self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict) else line
+                     for i, line in enumerate(products)]
+            properties = {**properties, "products": lines} if foreign else properties
         if foreign:
             m.properties = properties
             m.flags["foreign_links"] = foreign
 
-    def _without_foreign(self, properties: dict, where: str, foreign: dict) -> dict:
+    def _without_foreign(self, properties: dict, where: str, foreign: dict[str, str]) -> dict:
+        """`properties` without its foreign links (the same dict when it has none); notes them in `foreign`."""
         refused = self.link_hosts.foreign(properties)
+        if not refused:
+            return properties
         foreign.update({where + key: str(properties[key])[:FLAGGED_LINK_KEEP] for key in refused})
-        return {k: v for k, v in properties.items() if k not in refused} if refused else dict(properties)
+        return {k: v for k, v in properties.items() if k not in refused}
 
 
 @dataclass

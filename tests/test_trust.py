@@ -224,6 +224,12 @@ def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
                          "properties": {"sku": "MASK", "name": "Calm Mask", "price": 30, "quantity": 1, "cart_id": "c1",
                                         "url": "https://glow.example.evil.example/mask",
                                         "image_url": "javascript:alert(1)"}})
+    call(shop, "track", {"anonymousId": "cart-dev", "event": "Checkout Started", "timestamp": iso(now - timedelta(minutes=40)),
+                         "properties": {"cart_id": "c1", "value": 94, "cart_url": "//evil.example/cart", "products": [
+                             {"sku": "SER", "name": "Night Serum", "price": 64, "quantity": 1,
+                              "image_url": "https://evil.example/ser.jpg"},
+                             {"sku": "MASK", "name": "Calm Mask", "price": 30, "quantity": 1,
+                              "url": "https://evil.example/mask"}]}})
     call(shop, "identify", {"anonymousId": "cart-dev", "traits": {"email": "cart@example.com", "first_name": "Cy"}})
     person_id = shop.person(email="cart@example.com")["person_id"]
 
@@ -232,9 +238,15 @@ def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
                                                                     "https://cdn.glow.example/ser.jpg")
     assert (catalog["MASK"]["url"], catalog["MASK"]["image_url"]) == (None, None)
     tracking = shop.admin("reports/tracking").json()["flagged"]
-    assert tracking["foreign_links"] == 2 and tracking["by_event"][0]["event"] == "Added to Cart"
-    flags = [f for (f,) in db.rows("SELECT flags FROM events WHERE name = 'Added to Cart' ORDER BY timestamp")]
-    assert "checkout_url" in str(flags[0]) and "image_url" in str(flags[1])
+    assert tracking["foreign_links"] == 3
+    assert [(e["event"], e["foreign_links"]) for e in tracking["by_event"]] == [("Added to Cart", 2),
+                                                                              ("Checkout Started", 1)]
+    flags = [str(f) for (f,) in db.rows("SELECT flags FROM events WHERE name IN ('Added to Cart', 'Checkout Started') "
+                                        "ORDER BY timestamp")]
+    assert "checkout_url" in flags[0] and "image_url" in flags[1] and "javascript" in flags[1]
+    assert all(key in flags[2] for key in ("cart_url", "products[0].image_url", "products[1].url"))
+    stored = db.rows("SELECT properties FROM events WHERE person_id = :p", p=person_id)
+    assert "evil" not in str(stored) and "javascript" not in str(stored)  # kept only in the flags
 
     settings = shop_settings(db.url)
     activities = StoreActivities(db.engine, channels=channels_from_settings(settings), settings=settings)
