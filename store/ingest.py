@@ -95,11 +95,11 @@ class Guards:
         return cls(settings.message_link_hosts, timedelta(seconds=settings.max_clock_skew))
 
     def apply(self, m: Incoming) -> None:
-        """Clamp a timestamp too far ahead of its arrival to the arrival, and take links that point
-        off the shop out of the properties of the shopping events messages are made from (of the
-        event and of its `products[]`), so the catalog and messages fall back to the shop's own;
-        the originals are kept in the event's flags."""
-        if m.timestamp > m.received_at + self.max_clock_skew:
+        """Clamp a device's timestamp (a client event's) too far ahead of its arrival to the arrival,
+        and take links that point off the shop out of the properties of the shopping events messages
+        are made from (of the event and of its `products[]`), so the catalog and messages fall back
+        to the shop's own; the originals are kept in the event's flags."""
+        if m.source == "client" and m.timestamp > m.received_at + self.max_clock_skew:
             m.flags["timestamp_clamped"] = m.timestamp.isoformat()
             m.timestamp = m.received_at
         if m.type != "track" or m.name not in taxonomy.ACTIVITY_EVENTS:

@@ -280,6 +280,11 @@ def test_future_timestamps_are_clamped_and_cannot_pin_the_catalog(shop, db):
     assert "timestamp_clamped" in str(flags) and "2099-01-01" in str(flags)
     assert "timestamp_clamped" not in str(rows[kept][1])
 
+    # A server's timestamp is kept as sent, yet the catalog counts it as seen when it arrived.
+    server = call(shop, "track", {"userId": "backend", "event": "Product Viewed", "timestamp": future,
+                                  "properties": {"sku": "CLK", "name": "Server's future name", "price": 2}}, server=True)
+    assert "2099" in str(db.scalar("SELECT timestamp FROM events WHERE message_id = :m", m=server))
+
     call(shop, "track", {"anonymousId": "real-dev", "event": "Product Viewed",
                          "properties": {"sku": "CLK", "name": "Real name", "price": 42}})
     [product] = shop.admin("catalog", sku="CLK").json()
