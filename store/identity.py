@@ -247,6 +247,8 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     resolution = Resolution(person_id=person_id, created=created)
     if len(known) > 1:
         resolution.conflict = True
+        resolution.refused.append(f"the identify names {len(known)} known people: nothing merged or copied between "
+                                  "them, recorded at GET /admin/conflicts (merge with alias or merge_customers)")
         session.add(IdentityConflict(kind="identifiers", anonymous_id=claim.anonymous_id, owner_person_id=known[1],
                                      claimant_person_id=person_id, message_id=claim.message_id, created_at=utcnow(),
                                      identifiers={kind: pid for kind, pid in strong_owners.items() if pid}))

@@ -137,7 +137,9 @@ def test_identify_naming_two_known_people_is_a_conflict_and_copies_nothing(shop,
         message_id = call(shop, "identify", {"userId": "a-1", "traits": {"email": "b@example.com",
                                                                         "phone": ATTACKER_PHONE}},
                           server=server, rejected=1)
-        assert "phone not added: the identify names two known people" in reasons(db, message_id)
+        said = reasons(db, message_id)
+        assert "names 2 known people: nothing merged or copied" in said
+        assert "phone not added: the identify names two known people" in said
     assert db.scalar("SELECT count(*) FROM people") == 2
     after_a, after_b = shop.person(user_id="a-1"), shop.person(user_id="b-1")
     assert after_a["emails"] == ["a@example.com"] and after_a["traits"]["email"] == "a@example.com"
