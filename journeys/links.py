@@ -9,12 +9,14 @@ foreign link) and at render (no foreign link is shown, whatever the store holds)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 # Event properties whose URLs can reach a message: the product's link and image, the cart's link.
 LINK_PROPERTIES = ("url", "image_url", "checkout_url", "cart_url")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and the backslash
 
 
 def _host(value: str) -> str:
@@ -50,7 +52,7 @@ class LinkHosts:
         url = url.strip()
         if not url:
             return True
-        if "\\" in url or any(ord(c) < 0x20 or c == "\x7f" for c in url):
+        if _UNSAFE.search(url):
             return False
         try:
             parts = urlsplit(url)
