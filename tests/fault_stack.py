@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import os
 import itertools
+import os
 import signal
 import socket
 import subprocess
