@@ -196,7 +196,8 @@ def _first_line(text: str, limit: int = 60) -> str:
 def _sample_item(sku: str, name: str, variant: str | None, price: float, quantity: int | None,
                  category: str = "sensitive skin", in_stock: bool = True) -> dict:
     return {"sku": sku, "variant": variant, "name": name, "category": category, "price": price, "currency": "USD",
-            "quantity": quantity, "image_url": f"https://shop.example/images/{sku}.jpg", "url": f"/products/{sku.lower()}",
+            "quantity": quantity, "image_url": f"https://shop.example/images/{sku}.jpg",
+            "url": f"/products/{sku.lower()}",
             "in_stock": in_stock}
 
 

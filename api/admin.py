@@ -62,7 +62,8 @@ def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0,
 
 @router.get("/conflicts", summary="Identifies that named someone else's identity: shared devices, two known people")
 def list_conflicts(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                   person_id: str | None = Query(None, max_length=36), session: Session = Depends(get_session)) -> list[dict]:
+                   person_id: str | None = Query(None, max_length=36),
+                   session: Session = Depends(get_session)) -> list[dict]:
     return queries.conflicts(session, limit, offset, person_id)
 
 

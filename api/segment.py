@@ -297,7 +297,8 @@ router = APIRouter(prefix="/v1", tags=["segment"])
 
 def _route(call: str | None):
     async def endpoint(request: Request, settings: Settings = Depends(get_settings),
-                       engine: Engine = Depends(get_engine), trust: str | None = Depends(segment_trust)) -> JSONResponse:
+                       engine: Engine = Depends(get_engine),
+                       trust: str | None = Depends(segment_trust)) -> JSONResponse:
         return await receive(request, call, settings, engine, trust)
 
     endpoint.__name__ = f"segment_{call or 'batch'}"
