@@ -197,8 +197,7 @@ def _sample_item(sku: str, name: str, variant: str | None, price: float, quantit
                  category: str = "sensitive skin", in_stock: bool = True) -> dict:
     return {"sku": sku, "variant": variant, "name": name, "category": category, "price": price, "currency": "USD",
             "quantity": quantity, "image_url": f"https://shop.example/images/{sku}.jpg",
-            "url": f"/products/{sku.lower()}",
-            "in_stock": in_stock}
+            "url": f"/products/{sku.lower()}", "in_stock": in_stock}
 
 
 def sample_contexts(name: str) -> list[dict]:
