@@ -12,10 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from urllib.parse import urlsplit
 
 # Event properties whose URLs can reach a message: the product's link and image, the cart's link.
 LINK_PROPERTIES = ("url", "image_url", "checkout_url", "cart_url")
+MAX_HOST_PREFIX = 300  # longer than any scheme://host we allow
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")  # control characters and the backslash
 
 
@@ -29,6 +31,12 @@ class LinkHosts:
 
     hosts: frozenset[str] = frozenset()
     subdomains_of: frozenset[str] = frozenset()  # from `*.example.com` entries
+
+    @cached_property
+    def _prefixes(self) -> tuple[str, ...]:
+        """`https://host` and `http://host` of every allowed host: most links start with one, and
+        then only a `/`, `?`, `#` or nothing may follow (a `:` or `@` could start another host)."""
+        return tuple(f"{scheme}://{host}" for host in self.hosts for scheme in ("https", "http"))
 
     @classmethod
     def of(cls, shop_url: str | None, extra: Iterable[str] = ()) -> "LinkHosts":
@@ -54,6 +62,10 @@ class LinkHosts:
             return True
         if _UNSAFE.search(url):
             return False
+        head = url[:MAX_HOST_PREFIX].lower()
+        for prefix in self._prefixes:
+            if head.startswith(prefix) and head[len(prefix):len(prefix) + 1] in ("", "/", "?", "#"):
+                return True
         try:
             parts = urlsplit(url)
             host = parts.hostname

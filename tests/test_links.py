@@ -12,7 +12,7 @@ HOSTS = LinkHosts.of("https://Glow.example/shop", ["cdn.glow.example", "*.images
 @pytest.mark.parametrize("url", [
     "/products/serum", "products/serum", "?page=2", "", "https://glow.example/p/1", "http://GLOW.example:8443/p",
     "https://cdn.glow.example/a.jpg", "https://eu.images.example/a.jpg", "//glow.example/p",
-    "https://glow.example./p",
+    "https://glow.example./p", "https://glow.example?next=@evil.example", "https://glow.example/@evil.example",
 ])
 def test_allowed(url):
     assert HOSTS.allows(url)
@@ -20,7 +20,7 @@ def test_allowed(url):
 
 @pytest.mark.parametrize("url", [
     "https://evil.example/p", "https://glow.example.evil.example/p", "https://evilglow.example/p",
-    "https://glow.example@evil.example/p",  # userinfo: the host is evil.example
+    "https://glow.example@evil.example/p", "https://glow.example:@evil.example/p",  # userinfo: the host is evil
     "https://evil.example\\@glow.example/p",  # browsers read the backslash as a slash
     "https://glow.example/p\n<script>", "//evil.example/p", "javascript:alert(1)", "JavaScript:alert(1)",
     "data:text/html,hi", "ftp://glow.example/p", "https://images.example/a.jpg", "https://[::1/p", None, 42,
