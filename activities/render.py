@@ -25,6 +25,8 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, pass_context
 
+from journeys.links import LinkHosts
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$", "JPY": "¥", "INR": "₹"}
 SAMPLE_UNSUBSCRIBE = "https://breadcrumb.example/u/SAMPLE-TOKEN"
@@ -82,8 +84,12 @@ def with_utm(url: str, medium: str, campaign: str, content: str) -> str:
 
 @pass_context
 def _link(context, url: str | None) -> str:
-    """`{{ link(item.url) }}`: absolute (joined to the shop URL) and UTM-tagged."""
+    """`{{ link(item.url) }}`: absolute (joined to the shop URL) and UTM-tagged; a link off the shop's
+    hosts becomes the shop's own URL."""
     shop = context.get("shop") or {}
+    hosts = context.get("link_hosts")
+    if url and isinstance(hosts, LinkHosts) and not hosts.allows(url):
+        url = None
     full = absolute(url, shop.get("url", ""))
     return with_utm(full, context.get("channel", "email"), context.get("journey", ""), context.get("template", ""))
 
@@ -122,14 +128,26 @@ def template_files(name: str, channel: str) -> list[str]:
     return [f"{name}.sms.j2"] if channel == "sms" else [f"{name}.txt.j2", f"{name}.html.j2"]
 
 
+def _on_shop_hosts(products: object, hosts: LinkHosts) -> object:
+    """Product lines with any link or image off the shop's hosts left out (the template then links
+    the shop itself and shows no image)."""
+    if not isinstance(products, list):
+        return products
+    return [{**p, **{k: None for k in ("url", "image_url") if not hosts.allows(p.get(k) or "")}}
+            if isinstance(p, dict) else p for p in products]
+
+
 class Renderer:
-    def __init__(self, folder: Path = TEMPLATES) -> None:
+    def __init__(self, folder: Path = TEMPLATES, link_hosts: tuple[str, ...] | list[str] = ()) -> None:
         self.folder = folder
+        self.link_hosts = tuple(link_hosts)  # besides the host of the context's shop URL
         self.text_env = _environment(folder, autoescape=False)
         self.html_env = _environment(folder, autoescape=True)
 
     def render(self, name: str, channel: str, context: dict) -> Rendered:
-        context = {**context, "template": name, "channel": "sms" if channel == "sms" else "email"}
+        hosts = LinkHosts.of((context.get("shop") or {}).get("url"), self.link_hosts)
+        context = {**context, "template": name, "channel": "sms" if channel == "sms" else "email", "link_hosts": hosts,
+                   **{key: _on_shop_hosts(context[key], hosts) for key in ("items", "picks") if key in context}}
         if channel == "sms":
             body = self.text_env.get_template(f"{name}.sms.j2").render(**context).strip()
             return Rendered(subject=_first_line(body), text=body)
@@ -178,8 +196,8 @@ def _first_line(text: str, limit: int = 60) -> str:
 def _sample_item(sku: str, name: str, variant: str | None, price: float, quantity: int | None,
                  category: str = "sensitive skin", in_stock: bool = True) -> dict:
     return {"sku": sku, "variant": variant, "name": name, "category": category, "price": price, "currency": "USD",
-            "quantity": quantity, "image_url": f"https://cdn.example/{sku}.jpg", "url": f"/products/{sku.lower()}",
-            "in_stock": in_stock}
+            "quantity": quantity, "image_url": f"https://shop.example/images/{sku}.jpg",
+            "url": f"/products/{sku.lower()}", "in_stock": in_stock}
 
 
 def sample_contexts(name: str) -> list[dict]:

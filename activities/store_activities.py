@@ -20,6 +20,7 @@ from activities.render import Renderer, Rendered, TemplateProblem, absolute, des
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
+from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
 from journeys.routing import OpenCart, open_cart
 from store import suppression
@@ -185,15 +186,16 @@ def catalog_entry(row: Product) -> CatalogEntry:
                         in_stock=row.in_stock, bestseller_rank=row.bestseller_rank, orders=row.recent_orders or 0)
 
 
-def _resume_url(events: list[HistoryEvent], cart: OpenCart | None, shop_url: str) -> str:
+def _resume_url(events: list[HistoryEvent], cart: OpenCart | None, shop_url: str, link_hosts=()) -> str:
     """Where "return to your cart" goes: the newest checkout/cart URL the storefront sent for this
-    cart (`checkout_url`, `cart_url`), else the shop's /cart."""
+    cart (`checkout_url`, `cart_url`) on the shop's hosts, else the shop's /cart."""
+    hosts = LinkHosts.of(shop_url, link_hosts)
     for event in reversed(events):
         if cart is not None and cart.cart_id is not None and event.cart_key != cart.cart_id:
             continue
         for key in ("checkout_url", "cart_url"):
             value = (event.properties or {}).get(key)
-            if isinstance(value, str) and value.strip():
+            if isinstance(value, str) and value.strip() and hosts.allows(value):
                 return absolute(value.strip(), shop_url)
     return f"{shop_url}/cart"
 
@@ -212,7 +214,7 @@ class StoreActivities:
         self.engine = engine
         outbox = OutboxChannel()
         self.channels = {"email": outbox, "sms": outbox, "outbox": outbox, **(channels or {})}
-        self.renderer = renderer or Renderer()
+        self.renderer = renderer or Renderer(link_hosts=settings.link_hosts if settings else ())
         self.links = MessageLinks.from_settings(settings)
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
@@ -389,7 +391,7 @@ class StoreActivities:
                 "items": [item.model_dump() for item in shown.items], "cart_value": shown.cart_value,
                 "category": shown.category, "picks": [item.model_dump() for item in shown.picks],
                 "currency": _currency(history.events, links.currency),
-                "resume_url": _resume_url(history.events, cart, links.shop_url),
+                "resume_url": _resume_url(history.events, cart, links.shop_url, self.renderer.link_hosts),
                 "unsubscribe_url": unsubscribe,
                 "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
             })

@@ -1,4 +1,4 @@
-"""Admin read side (Bearer `BREADCRUMB_ADMIN_TOKEN`): people, messages, quarantine."""
+"""Admin read side (Bearer `BREADCRUMB_ADMIN_TOKEN`): people, messages, quarantine, identity conflicts."""
 
 from __future__ import annotations
 
@@ -58,6 +58,13 @@ def list_messages(person_id: str | None = None, limit: int = Query(500, ge=1, le
 def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
                   session: Session = Depends(get_session)) -> list[dict]:
     return queries.rejected(session, limit, offset)
+
+
+@router.get("/conflicts", summary="Identifies that named someone else's identity: shared devices, two known people")
+def list_conflicts(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
+                   person_id: str | None = Query(None, max_length=36),
+                   session: Session = Depends(get_session)) -> list[dict]:
+    return queries.conflicts(session, limit, offset, person_id)
 
 
 @router.get("/messages/{message_id}", summary="One message with its rendered text, HTML and unsubscribe link")

@@ -26,7 +26,7 @@ from store.identity import (
     owner,
     retry_moved_locks,
 )
-from store.ingest import Incoming, Quarantined, ingest, quarantine
+from store.ingest import Guards, Incoming, Quarantined, ingest, quarantine
 from store.models import Person, utcnow
 from store.settings import Settings
 
@@ -102,7 +102,7 @@ def _event(body: dict, received_at: datetime, **ids) -> Incoming:
     original = name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
     return Incoming(type=call, original_name=original, message_id=message_id or "", properties=properties,
                     timestamp=_unix_time(body.get("timestamp"), received_at), received_at=received_at,
-                    source="server", **ids)
+                    source="server", trusted=True, **ids)
 
 
 async def _ingest(request: Request, settings: Settings, engine: Engine, build) -> JSONResponse:
@@ -121,7 +121,8 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
         await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
         return cio_error(400, str(exc))
     result = await run_in_threadpool(ingest, engine, [message], settings.policy, api="customerio",
-                                     endpoint=request.url.path, phone_region=settings.default_phone_region)
+                                     endpoint=request.url.path, phone_region=settings.default_phone_region,
+                                     guards=Guards.from_settings(settings))
     if result.signals:
         nudge_dispatcher(request)
     return JSONResponse({})
@@ -145,7 +146,7 @@ async def identify_customer(request: Request, customer_id: str = CustomerId, set
         if anonymous_id is not None and (not isinstance(anonymous_id, str) or len(anonymous_id) > MAX_ID):
             raise InvalidMessage(f"anonymous_id must be a string of at most {MAX_ID} characters")
         return Incoming(type="identify", original_name="Identify", properties=traits, timestamp=received_at,
-                        received_at=received_at, source="server", anonymous_id=anonymous_id or None,
+                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id or None,
                         **{kind: value})
 
     return await _ingest(request, settings, engine, build)

@@ -1,4 +1,5 @@
-"""Dependencies injected into routes: the store engine, the settings, the policy and the three kinds of auth."""
+"""Dependencies injected into routes: the store engine, the settings, the policy, the kinds of auth and
+the trust level a Segment write key carries into ingest."""
 
 from __future__ import annotations
 
@@ -51,6 +52,29 @@ def require_admin(request: Request, settings: Settings = Depends(get_settings)) 
     if scheme.lower() != "bearer" or not settings.admin_token or not matches_any(token.strip(), [settings.admin_token]):
         raise HTTPException(401, "admin routes need 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>'",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+BROWSER, SERVER = "browser", "server"  # trust levels: a public (storefront) key, a secret (server) key
+UNKNOWN_KEY = "unknown"
+
+
+def write_key_trust(write_key: object, settings: Settings) -> str | None:
+    """`server` for one of SERVER_WRITE_KEYS, `browser` for one of WRITE_KEYS, None for any other key.
+    Both lists are compared in full, so timing tells nothing about which list holds a key."""
+    if not isinstance(write_key, str) or not write_key:
+        return None
+    server = bool(settings.server_write_keys) and matches_any(write_key, settings.server_write_keys)
+    browser = bool(settings.write_keys) and matches_any(write_key, settings.write_keys)
+    return SERVER if server else BROWSER if browser else None
+
+
+def segment_trust(request: Request, settings: Settings = Depends(get_settings)) -> str | None:
+    """The trust level of the write key in the Basic header: `server`, `browser`, `unknown` (a header
+    with a key we do not hold), or None when there is no header (the key may be in the body)."""
+    if not request.headers.get("authorization"):
+        return None
+    credentials = basic_credentials(request)
+    return (write_key_trust(credentials[0], settings) if credentials else None) or UNKNOWN_KEY
 
 
 class CustomerIOAuthError(Exception):

@@ -34,7 +34,8 @@ class RateLimited(Exception):
 
 
 class FrontDoorLimits:
-    """`browser`: /v1/* per write key; `server`: /api/v1/* per Customer.io site id."""
+    """`browser`: /v1/* per public write key; `server`: /v1/* per server write key and /api/v1/* per
+    Customer.io site id."""
 
     def __init__(self, settings: Settings) -> None:
         self.items = {door: RateLimitItemPerMinute(per_minute)
@@ -56,9 +57,12 @@ class FrontDoorLimits:
         return max(1, math.ceil(reset - time.time()))
 
 
-def segment_refusal(request: Request, write_key: str) -> JSONResponse | None:
-    """The Segment-shaped 429 for a write key over its limit, or None to go on."""
-    wait = request.app.state.rate_limits.retry_after("browser", write_key)
+def segment_refusal(request: Request, body: dict, trust: str) -> JSONResponse | None:
+    """The Segment-shaped 429 for a write key over its limit (a server write key counts against the
+    server limit), or None to go on."""
+    credentials = basic_credentials(request)
+    write_key = credentials[0] if credentials else str(body.get("writeKey"))
+    wait = request.app.state.rate_limits.retry_after(trust, write_key)
     if wait is None:
         return None
     return JSONResponse({"success": False, "error": f"rate limit exceeded for this write key; retry in {wait} s"},

@@ -186,6 +186,7 @@ _TEMPLATE = _env.from_string("""<!doctype html>
     <div class="card"><div class="v">{{ late.share_at_checkout_or_purchase | pct }}</div><div class="l">identified only at checkout or purchase ({{ late.identified_at_checkout_or_purchase | num }})</div></div>
     <div class="card"><div class="v">{{ un.share_unmerged_events | pct }}</div><div class="l">anonymous events never merged ({{ un.unmerged_events | num }} of {{ un.anonymous_events | num }})</div></div>
     <div class="card"><div class="v">{{ t.duplicates.pairs | num }}</div><div class="l">client + server duplicate pairs caught</div></div>
+    <div class="card"><div class="v">{{ t.flagged.foreign_links | num }}</div><div class="l">events with links off the shop (left out; {{ t.flagged.timestamp_clamped | num }} with a device clock ahead)</div></div>
     <div class="card"><div class="v">{{ fr.share_with_many_ids | pct }}</div><div class="l">people with {{ fr.many_threshold }}+ anonymous ids ({{ fr.people_with_many_ids | num }})</div></div>
   </div>
   <h3>Identify lateness: first anonymous event → identify</h3>

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Request
@@ -10,16 +12,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
-from api.deps import basic_credentials, get_engine, get_settings, matches_any, nudge_dispatcher
+from api.deps import (BROWSER, SERVER, UNKNOWN_KEY, get_engine, get_settings, nudge_dispatcher, segment_trust,
+                      write_key_trust)
 from api.ratelimit import segment_refusal
 from journeys import taxonomy
-from store.ingest import Incoming, Quarantined, identify_claim, ingest
+from store.identity import InvalidIdentifier, normalise_email
+from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
 from store.models import utcnow
 from store.settings import Settings
 
 CALLS = {"identify": "i", "track": "t", "page": "p", "screen": "s", "alias": "a", "group": "g"}
-SERVER_LIBRARIES = ("analytics-python", "analytics-node", "analytics-ruby", "analytics-go", "analytics-java",
-                    "analytics-php", "analytics.net", "analytics-rust", "@segment/analytics-node")
 MAX_ID = 255
 EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
 
@@ -113,19 +115,50 @@ def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, re
     return corrected.astimezone(timezone.utc)
 
 
-def event_source(context: dict) -> str:
-    """`context.source` when the sender says; otherwise server for server-side libraries."""
+def event_source(context: dict, trust: str) -> str:
+    """Through a browser key the source is always client (the body cannot vouch for itself). Through
+    a server key, `context.source` when the sender says, otherwise server."""
+    if trust != SERVER:
+        return "client"
     explicit = context.get("source")
-    if explicit in ("client", "server"):
-        return explicit
-    library = context.get("library")
-    name = str(library.get("name", "")).lower() if isinstance(library, dict) else ""
-    return "server" if name.startswith(SERVER_LIBRARIES) else "client"
+    return explicit if explicit in ("client", "server") else "server"
+
+
+def identity_hash(identity: str, secret: str) -> str:
+    """The `user_hash` a storefront shows for a logged-in shopper: HMAC-SHA256 (hex) of their userId,
+    else their email (trimmed, lower-case), keyed with BREADCRUMB_IDENTITY_SECRET."""
+    return hmac.new(secret.encode(), identity.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_user_hash(message: Incoming, given: object, secret: str) -> str | None:
+    """Check a browser identify's `user_hash`: trusted when it matches, else the reason it is refused."""
+    identity = message.user_id
+    if identity is None:
+        try:
+            identity = normalise_email(message.properties.get("email"))
+        except InvalidIdentifier:
+            return "user_hash refused: the identify has no userId or valid email to verify"
+    if not secret:
+        return "user_hash refused: this API has no BREADCRUMB_IDENTITY_SECRET to verify it with"
+    if not isinstance(given, str) or not hmac.compare_digest(given.strip().lower(), identity_hash(identity, secret)):
+        return f"user_hash refused: it does not match the {'userId' if message.user_id else 'email'}"
+    message.trusted = True
+    return None
+
+
+def _take_user_hash(context: dict, traits: dict) -> tuple[dict, dict, object]:
+    """`context.user_hash` or `traits.user_hash`, removed from what is stored (it vouches for a person)."""
+    given = context.get("user_hash", traits.get("user_hash"))
+    return ({k: v for k, v in context.items() if k != "user_hash"},
+            {k: v for k, v in traits.items() if k != "user_hash"}, given)
 
 
 def parse_message(item: object, call: str | None, received_at: datetime,
-                  batch_context: dict | None = None, batch_sent_at: object = None) -> Incoming:
-    """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong."""
+                  batch_context: dict | None = None, batch_sent_at: object = None, *,
+                  trust: str = BROWSER, identity_secret: str = "") -> Incoming:
+    """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong.
+    `trust` is the write key's; a browser identify with a valid `user_hash` becomes trusted, one with
+    a wrong hash keeps the browser's limits and says why."""
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
     for where, value in (("", item), ("batch context: ", batch_context), ("batch sentAt: ", batch_sent_at)):
@@ -164,7 +197,10 @@ def parse_message(item: object, call: str | None, received_at: datetime,
         name = taxonomy.IDENTIFY if kind == "identify" else taxonomy.ALIAS
     timestamp = parse_time(item.get("timestamp") or item.get("originalTimestamp"), "timestamp")
     sent_at = parse_time(item.get("sentAt", batch_sent_at), "sentAt")
-    return Incoming(
+    user_hash = None
+    if kind == "identify":
+        context, properties, user_hash = _take_user_hash(context, properties)
+    message = Incoming(
         type=kind,
         original_name=name,
         message_id=message_id or "",
@@ -175,21 +211,23 @@ def parse_message(item: object, call: str | None, received_at: datetime,
         context=context,
         timestamp=corrected_timestamp(timestamp, sent_at, received_at),
         received_at=received_at,
-        source=event_source(context),
+        source=event_source(context, trust),
+        trusted=trust == SERVER,
     )
+    if user_hash is not None and not message.trusted:
+        refused = verify_user_hash(message, user_hash, identity_secret)
+        if refused:
+            message.refused.append(refused)
+    return message
 
 
 def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"success": False, "error": message, **extra}, status_code=status)
 
 
-def _authorised(write_key: object, settings: Settings) -> bool:
-    return isinstance(write_key, str) and bool(settings.write_keys) and matches_any(write_key, settings.write_keys)
-
-
-async def receive(request: Request, call: str | None, settings: Settings, engine: Engine) -> JSONResponse:
-    credentials = basic_credentials(request)
-    if request.headers.get("authorization") and not (credentials and _authorised(credentials[0], settings)):
+async def receive(request: Request, call: str | None, settings: Settings, engine: Engine,
+                  trust: str | None) -> JSONResponse:
+    if trust == UNKNOWN_KEY:
         return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
     try:
         body = await read_json(request)
@@ -197,9 +235,10 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         return _error(exc.status, exc.message)
     if not isinstance(body, dict):
         return _error(400, "request body must be a JSON object")
-    if credentials is None and not _authorised(body.get("writeKey"), settings):
+    trust = trust or write_key_trust(body.get("writeKey"), settings)
+    if trust is None:
         return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
-    if limited := segment_refusal(request, credentials[0] if credentials else body["writeKey"]):
+    if limited := segment_refusal(request, body, trust):
         return limited
 
     received_at = utcnow()
@@ -219,7 +258,8 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
     too_large: TooLarge | None = None
     for index, item in enumerate(items):
         try:
-            message = parse_message(item, call, received_at, batch_context, batch_sent_at)
+            message = parse_message(item, call, received_at, batch_context, batch_sent_at, trust=trust,
+                                    identity_secret=settings.identity_secret)
             if strict:  # an email or phone we cannot use makes the message invalid, not just incomplete
                 problems = identify_claim(message, settings.policy, settings.default_phone_region)[1]
                 if problems:
@@ -236,7 +276,7 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
 
     result = await run_in_threadpool(
         ingest, engine, valid, settings.policy, api="segment", endpoint=request.url.path,
-        rejected=rejected, phone_region=settings.default_phone_region,
+        rejected=rejected, phone_region=settings.default_phone_region, guards=Guards.from_settings(settings),
     )
     if too_large:  # quarantined (it is valid JSON the shop may want to see), and refused like any oversized request
         return _error(400, str(too_large))
@@ -247,7 +287,9 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         headers={
             "X-Breadcrumb-Stored": str(len(result.stored)),
             "X-Breadcrumb-Duplicates": str(result.duplicates),
-            # Quarantine rows written: invalid messages, and stored ones whose email or phone was dropped.
+            # Quarantine rows written: invalid messages, and stored ones with a part refused (an invalid
+            # email or phone; through a browser key a consent change, a new identifier of a known
+            # person, a merge; a forged user_hash).
             "X-Breadcrumb-Rejected": str(len(rejected) + len(result.warnings)),
         },
     )
@@ -258,8 +300,9 @@ router = APIRouter(prefix="/v1", tags=["segment"])
 
 def _route(call: str | None):
     async def endpoint(request: Request, settings: Settings = Depends(get_settings),
-                       engine: Engine = Depends(get_engine)) -> JSONResponse:
-        return await receive(request, call, settings, engine)
+                       engine: Engine = Depends(get_engine),
+                       trust: str | None = Depends(segment_trust)) -> JSONResponse:
+        return await receive(request, call, settings, engine, trust)
 
     endpoint.__name__ = f"segment_{call or 'batch'}"
     return endpoint

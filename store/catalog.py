@@ -4,7 +4,10 @@
   (sku, variant), written with **one** INSERT … ON CONFLICT DO UPDATE per request (none when the
   request saw no products). Newer events refresh name, price, image and link of event-fed rows; an
   older event arriving late only fills gaps. Events never change stock, and never overwrite what
-  the admin feed set (they only fill its empty fields).
+  the admin feed set (they only fill its empty fields). Ingest has already taken out links and
+  images on hosts that are not the shop's (journeys/links.py, store/ingest.Guards), so a foreign
+  link never lands here; an event counts as seen no later than it arrived, so "newest" cannot be
+  pinned by a clock set ahead.
 - Admin: `PUT /admin/catalog` upserts a batch; fields an item leaves out keep their value, so an
   inventory sync can send just `{"sku", "variant", "in_stock"}`.
 """
@@ -62,7 +65,7 @@ def _currency(value: object) -> str | None:
 def rows_from_events(messages: Iterable) -> list[dict]:
     """One row per (sku, variant) the messages describe; the newest event's values win, older
     ones fill what it left out. `messages` are ingest `Incoming`s (anything with type, name,
-    properties and timestamp)."""
+    properties, timestamp and received_at)."""
     rows: dict[tuple[str, str], dict] = {}
     for m in sorted((m for m in messages if m.type == "track" and m.name in FEED_EVENTS), key=lambda m: m.timestamp):
         props = m.properties or {}
@@ -75,7 +78,9 @@ def rows_from_events(messages: Iterable) -> list[dict]:
             "category": _text(props.get("category"), LIMITS["category"]),
             "price": _price(props.get("price")), "currency": _currency(props.get("currency")),
             "image_url": _text(props.get("image_url"), LIMITS["image_url"]),
-            "url": _text(props.get("url"), LIMITS["url"]), "last_seen_at": m.timestamp,
+            "url": _text(props.get("url"), LIMITS["url"]),
+            # Never later than it arrived: a sender's clock set ahead must not pin the row.
+            "last_seen_at": min(m.timestamp, m.received_at),
         }
         key = (row["sku"], row["variant"])
         older = rows.get(key)

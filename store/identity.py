@@ -8,7 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -81,6 +81,10 @@ class Claim:
     phone: str | None = None
     traits: dict = field(default_factory=dict)
     timezone: str | None = None
+    # An untrusted (browser-key) claim may claim a device, never add an identifier to a known person.
+    trusted: bool = False
+    message_id: str | None = None  # the identify moment, named in any conflict it records
+    refused: list[str] = field(default_factory=list)  # what was left out (said in the quarantine)
 
     def strong(self) -> list[tuple[str, str]]:
         return [(kind, value) for kind in STRONG_KINDS if (value := getattr(self, kind))]
@@ -98,6 +102,7 @@ class Resolution:
     created: bool
     attached_events: int = 0
     conflict: bool = False
+    refused: list[str] = field(default_factory=list)  # identifiers of the claim not given to the person
 
 
 class LocksMoved(Exception):
@@ -177,9 +182,12 @@ def attach_identifier(session: Session, person_id: str, kind: str, value: str) -
     session.execute(stmt)
 
 
-def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]]) -> bool:
+def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]], trusted: bool) -> bool:
     """True when the device's owner already has a different value of a kind this claim carries:
-    a second person on a shared device, not the same person adding details."""
+    a second person on a shared device, not the same person adding details. An untrusted claim
+    cannot add details to a known person, so any identifier it brings makes a person of its own."""
+    if not trusted and strong:
+        return True
     kinds = {kind for kind, _ in strong}
     existing = session.exec(
         select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id, Identifier.kind.in_(kinds))
@@ -218,13 +226,17 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
 
     Strong identifiers (user_id, then email, then phone) win; a device alone identifies its first
     owner only while the claim does not contradict them (shared device → own profile + conflict row).
+    A claim naming two known people (userId of one, email of the other) resolves to the first, gives
+    them nothing of the other's, and is recorded as a conflict: merging is an explicit alias/merge.
+    An untrusted claim adds no identifier to a person who is already known.
     The caller has taken the claim's keys with `lock_up_front`.
     """
     strong = claim.strong()
     strong_owners = {kind: owner(session, kind, value) for kind, value in strong}
-    person_id = next((pid for pid in strong_owners.values() if pid), None)
+    known = list(dict.fromkeys(pid for pid in strong_owners.values() if pid))
+    person_id = known[0] if known else None
     device_owner = owner(session, "anonymous_id", claim.anonymous_id) if claim.anonymous_id else None
-    if person_id is None and device_owner and not _contradicts(session, device_owner, strong):
+    if person_id is None and device_owner and not _contradicts(session, device_owner, strong, claim.trusted):
         person_id = device_owner
 
     created = person_id is None
@@ -232,11 +244,27 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
         lock_person(session, person_id)
     person = new_person(session, claim.at) if created else session.get(Person, person_id)
     person_id = person.id
-    for kind, value in strong:
-        if strong_owners[kind] is None:
-            attach_identifier(session, person_id, kind, value)
-
     resolution = Resolution(person_id=person_id, created=created)
+    if len(known) > 1:
+        resolution.conflict = True
+        resolution.refused.append(f"the identify names {len(known)} known people: nothing merged or copied between "
+                                  "them, recorded at GET /admin/conflicts (merge with alias or merge_customers)")
+        session.add(IdentityConflict(kind="identifiers", anonymous_id=claim.anonymous_id, owner_person_id=known[1],
+                                     claimant_person_id=person_id, message_id=claim.message_id, created_at=utcnow(),
+                                     identifiers={kind: pid for kind, pid in strong_owners.items() if pid}))
+    theirs = {kind for kind, pid in strong_owners.items() if pid == person_id}
+    for kind, value in strong:
+        if strong_owners[kind] is not None:
+            continue
+        if len(known) > 1:
+            resolution.refused.append(f"{kind} not added: the identify names two known people (recorded as a conflict)")
+        elif not (created or claim.trusted):
+            resolution.refused.append(f"{kind} not added to a known person: new identifiers of a known person come "
+                                      "only through a server key or a verified user_hash")
+        else:
+            attach_identifier(session, person_id, kind, value)
+            theirs.add(kind)
+
     if claim.anonymous_id:
         if device_owner is None:
             attach_identifier(session, person_id, "anonymous_id", claim.anonymous_id)
@@ -256,15 +284,18 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
                     anonymous_id=claim.anonymous_id,
                     owner_person_id=device_owner,
                     claimant_person_id=person_id,
+                    message_id=claim.message_id,
                     created_at=utcnow(),
                 )
             )
-    if claim.user_id and strong_owners["user_id"] is None:
+    if claim.user_id and "user_id" in theirs and strong_owners["user_id"] is None:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
         resolution.attached_events += session.execute(
             update(Event).where(Event.user_id == claim.user_id, Event.person_id.is_(None)).values(person_id=person_id)
         ).rowcount
-    _apply_traits(person, claim)
+    # Contact traits only for identifiers that are this person's: never someone else's email.
+    traits = {k: v for k, v in claim.traits.items() if k not in STRONG_KINDS or k in theirs}
+    _apply_traits(person, replace(claim, traits=traits))
     return resolution
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import orjson
 from sqlalchemy import Engine, update
@@ -16,6 +16,7 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from journeys import taxonomy
+from journeys.links import LinkHosts
 from journeys.policy import Policy
 from store import outbox
 from store.db import insert_ignoring_conflicts, transaction
@@ -30,6 +31,7 @@ from store.identity import (
     merge_people,
     normalise_email,
     normalise_phone,
+    owner,
     owners,
     retry_moved_locks,
     update_device_owner,
@@ -39,6 +41,7 @@ from store.catalog import upsert_from_events
 from store.models import Event, Rejected, utcnow
 
 PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
+FLAGGED_LINK_KEEP = 512  # a refused link is kept in the event's flags up to this many characters
 
 
 @dataclass(slots=True)
@@ -57,6 +60,11 @@ class Incoming:
     context: dict = field(default_factory=dict)
     source: str = "client"
     previous_id: str | None = None
+    # Trusted senders (server keys, Customer.io, a verified user_hash) may change consent, add
+    # identifiers to a known person and merge people; a browser key may not.
+    trusted: bool = False
+    flags: dict = field(default_factory=dict)  # what ingest corrected or refused, kept on the event
+    refused: list[str] = field(default_factory=list)  # parts not applied, said in the quarantine
 
     def __post_init__(self) -> None:
         if not self.message_id:
@@ -72,6 +80,48 @@ class Quarantined:
     reason: str
     payload: str
     message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Guards:
+    """What ingest checks in everything a front door hands it: message links stay on the shop's
+    hosts, and no client clock pins the future."""
+
+    link_hosts: LinkHosts
+    max_clock_skew: timedelta
+
+    @classmethod
+    def from_settings(cls, settings) -> "Guards":
+        return cls(settings.message_link_hosts, timedelta(seconds=settings.max_clock_skew))
+
+    def apply(self, m: Incoming) -> None:
+        """Clamp a device's timestamp (a client event's) too far ahead of its arrival to the arrival,
+        and take links that point off the shop out of the properties of the shopping events messages
+        are made from (of the event and of its `products[]`), so the catalog and messages fall back
+        to the shop's own; the originals are kept in the event's flags."""
+        if m.source == "client" and m.timestamp > m.received_at + self.max_clock_skew:
+            m.flags["timestamp_clamped"] = m.timestamp.isoformat()
+            m.timestamp = m.received_at
+        if m.type != "track" or m.name not in taxonomy.ACTIVITY_EVENTS:
+            return
+        foreign: dict[str, str] = {}
+        properties = self._without_foreign(m.properties, "", foreign)
+        products = properties.get("products")
+        if isinstance(products, list):
+            lines = [self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict) else line
+                     for i, line in enumerate(products)]
+            properties = {**properties, "products": lines} if foreign else properties
+        if foreign:
+            m.properties = properties
+            m.flags["foreign_links"] = foreign
+
+    def _without_foreign(self, properties: dict, where: str, foreign: dict[str, str]) -> dict:
+        """`properties` without its foreign links (the same dict when it has none); notes them in `foreign`."""
+        refused = self.link_hosts.foreign(properties)
+        if not refused:
+            return properties
+        foreign.update({where + key: str(properties[key])[:FLAGGED_LINK_KEEP] for key in refused})
+        return {k: v for k, v in properties.items() if k not in refused}
 
 
 @dataclass
@@ -111,6 +161,8 @@ def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantine
 # Contact details an identify-moment event's properties carry besides email and phone; identify
 # calls take all their traits.
 CONTACT_TRAITS = ("sms_consent", "unsubscribed")
+# Consent, unsubscribe and suppression: only a trusted sender changes them.
+CONSENT_TRAITS = ("sms_consent", "unsubscribed", "email_unsubscribed", "suppressed")
 
 
 def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tuple[Claim | None, list[str]]:
@@ -125,7 +177,8 @@ def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tupl
     elif message.type != "identify":
         return None, []
     field_prefix = "traits" if message.type == "identify" else "properties"
-    claim = Claim(at=message.timestamp, anonymous_id=message.anonymous_id, user_id=message.user_id, email=message.email)
+    claim = Claim(at=message.timestamp, anonymous_id=message.anonymous_id, user_id=message.user_id, email=message.email,
+                  trusted=message.trusted, message_id=message.message_id)
     problems = []
     for key, normalise in (("email", normalise_email), ("phone", lambda v: normalise_phone(v, phone_region))):
         if props.get(key) in (None, "") or getattr(claim, key):
@@ -138,6 +191,12 @@ def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tupl
         claim.traits = {k: v for k, v in props.items() if k not in ("email", "phone")}
     else:
         claim.traits = {k: props[k] for k in CONTACT_TRAITS if k in props}
+    if not message.trusted:
+        refused = [key for key in CONSENT_TRAITS if key in claim.traits]
+        if refused:
+            claim.refused.append(f"{', '.join(f'{field_prefix}.{key}' for key in refused)} not applied: consent and "
+                                 "unsubscribe change only through a server key or a verified user_hash")
+            claim.traits = {k: v for k, v in claim.traits.items() if k not in refused}
     if claim.email:
         claim.traits["email"] = claim.email
     if claim.phone:
@@ -161,13 +220,16 @@ def _lock_keys(messages: list[Incoming], claims: dict[str, Claim | None]) -> set
     return {(kind, value) for kind, value in keys if value}
 
 
-def _warning(m: Incoming, problems: list[str]) -> Quarantined:
-    """The quarantine row for a message stored without its invalid email or phone."""
+def _warning(m: Incoming, problems: list[str], refused: list[str]) -> Quarantined:
+    """The quarantine row for a message stored with a part left out: an invalid email or phone, or
+    what its sender may not change (the rest of the message took effect)."""
     field_name = "traits" if m.type == "identify" else "properties"
     payload = {"type": m.type, "messageId": m.message_id, "anonymousId": m.anonymous_id, "userId": m.user_id,
                field_name: m.properties}
-    return Quarantined(f"{'; '.join(problems)}; the message was stored without it",
-                       orjson.dumps(payload, default=str).decode(), m.message_id)
+    if m.previous_id:
+        payload["previousId"] = m.previous_id
+    reasons = [f"{'; '.join(problems)}; the message was stored without it"] if problems else []
+    return Quarantined("; ".join(reasons + refused), orjson.dumps(payload, default=str).decode(), m.message_id)
 
 
 def _event_row(m: Incoming, person_id: str | None) -> dict:
@@ -189,6 +251,7 @@ def _event_row(m: Incoming, person_id: str | None) -> dict:
         "cart_id": _short_str(props.get("cart_id")),
         "order_id": _short_str(props.get("order_id")),
         "missing_properties": taxonomy.missing_recommended(name, props) if m.type == "track" else [],
+        "flags": m.flags or None,
     }
 
 
@@ -198,22 +261,34 @@ def _short_str(value: object) -> str | None:
     return str(value)[:255]
 
 
-def alias(session: Session, previous_id: str, user_id: str, at: datetime, merge_window) -> str:
-    """Segment alias: `previous_id` (an older user id or an anonymous id) becomes `user_id`'s."""
+def alias(session: Session, m: Incoming, merge_window) -> tuple[str | None, list[str]]:
+    """Segment alias: `previous_id` (an older user id or an anonymous id) becomes `user_id`'s; returns
+    the person and what was refused. Merging two known people, or giving a known person a new user
+    id, needs a trusted sender; a browser key may only claim an anonymous device."""
+    previous_id, user_id = m.previous_id, m.user_id
     primary = find_person(session, user_id=user_id)
     secondary = find_person(session, user_id=previous_id) or find_person(session, anonymous_id=previous_id)
+    if secondary and not m.trusted and secondary != primary:
+        return None, ["alias refused: merging two known people needs a server key" if primary else
+                      "alias refused: adding a userId to a known person needs a server key"]
     if primary and secondary:
         merge_people(session, primary, secondary)
-        return primary
+        return primary, []
     if secondary:
         attach_identifier(session, secondary, "user_id", user_id)
-        return secondary
-    return identify(session, Claim(at=at, anonymous_id=previous_id, user_id=user_id), merge_window).person_id
+        return secondary, []
+    claim = Claim(at=m.timestamp, anonymous_id=previous_id, user_id=user_id, trusted=m.trusted, message_id=m.message_id)
+    resolution = identify(session, claim, merge_window)
+    return resolution.person_id, resolution.refused
 
 
 def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str, endpoint: str,
-           rejected: list[Quarantined] = (), phone_region: str = "US") -> IngestResult:
-    """Store `messages` (already validated) and quarantine `rejected`, all in one transaction."""
+           rejected: list[Quarantined] = (), phone_region: str = "US", guards: Guards | None = None) -> IngestResult:
+    """Store `messages` (already validated) and quarantine `rejected`, all in one transaction. The
+    front doors pass `guards` (clock skew, link hosts); without them messages are taken as they are."""
+    if guards is not None:
+        for m in messages:
+            guards.apply(m)
     return retry_moved_locks(lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region))
 
 
@@ -251,9 +326,10 @@ def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, 
                 continue
             result.stored.append(m)
             claim, problems = claims[m.message_id]
-            if problems:
-                result.warnings.append(_warning(m, problems))
-            person_id = _resolve(session, m, claim, policy, known_people)
+            person_id, refused = _resolve(session, m, claim, policy, known_people)
+            refused = m.refused + (claim.refused if claim is not None else []) + refused
+            if problems or refused:
+                result.warnings.append(_warning(m, problems, refused))
             if person_id:
                 result.people[m.message_id] = person_id
         result.signals = _queue_hub_signals(session, result, policy)
@@ -362,23 +438,28 @@ def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str
 
 
 def _resolve(session: Session, m: Incoming, claim: Claim | None, policy: Policy,
-             known_people: dict[str, dict[str, str]]) -> str | None:
-    """Identity work a stored message implies; returns the person of an identify moment."""
+             known_people: dict[str, dict[str, str]]) -> tuple[str | None, list[str]]:
+    """Identity work a stored message implies; returns the person of an identify moment and what of
+    it was refused."""
     if m.type == "alias":
-        return alias(session, m.previous_id, m.user_id, m.timestamp, policy.merge_window)
+        return alias(session, m, policy.merge_window)
     if claim is not None and not claim.strong():
         update_device_owner(session, claim)
-        return None
+        return None, []
     if claim is not None:
-        person_id = identify(session, claim, policy.merge_window).person_id
+        resolution = identify(session, claim, policy.merge_window)
+        person_id = resolution.person_id
         # The identify's own row may have been attached to the device's earlier owner.
         session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)
-        return person_id
+        return person_id, resolution.refused
     if (m.user_id or m.email) and not _known_person(m, known_people):
+        if not m.trusted and owner(session, "anonymous_id", m.anonymous_id or ""):
+            return None, []  # the device's owner keeps it (its row is theirs); a browser names nobody new on it
         # Someone we have never seen, named by id or email: known from now on, with this device.
-        claim = Claim(at=m.timestamp, anonymous_id=m.anonymous_id, user_id=m.user_id, email=m.email)
+        claim = Claim(at=m.timestamp, anonymous_id=m.anonymous_id, user_id=m.user_id, email=m.email,
+                      trusted=m.trusted, message_id=m.message_id)
         person_id = identify(session, claim, policy.merge_window).person_id
         session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)
-    return None
+    return None, []

@@ -87,6 +87,9 @@ class Event(SQLModel, table=True):
     order_id: Optional[str] = Field(default=None, max_length=255)
     missing_properties: list = _json(default_factory=list)
     duplicate_of: Optional[str] = Field(default=None, max_length=255)  # the other copy (client vs server)
+    # What ingest corrected or refused in this event, for the tracking report: `timestamp_clamped`
+    # (the client's future timestamp), `foreign_links` (properties whose host is not the shop's).
+    flags: Optional[dict] = _json(default=None)
 
 
 class Rejected(SQLModel, table=True):
@@ -104,14 +107,20 @@ class Rejected(SQLModel, table=True):
 
 
 class IdentityConflict(SQLModel, table=True):
-    """A second person identified from a device whose anonymous id already belongs to someone."""
+    """An identify that named someone else's identity, kept for a person to decide (nothing is merged):
+    `shared_device` — a second person identified from a device whose anonymous id already belongs to
+    someone (`anonymous_id`); `identifiers` — one identify named two known people (userId of one,
+    email of the other), `identifiers` says which kind named whom."""
 
     __tablename__ = "identity_conflicts"
 
     id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
-    anonymous_id: str = Field(max_length=255, index=True)
+    kind: str = Field(default="shared_device", max_length=16, sa_column_kwargs={"server_default": "shared_device"})
+    anonymous_id: Optional[str] = Field(default=None, max_length=255, index=True)
     owner_person_id: str = Field(max_length=36)
     claimant_person_id: str = Field(max_length=36)
+    identifiers: Optional[dict] = _json(default=None)  # {"user_id": person_id, "email": other_person_id}
+    message_id: Optional[str] = Field(default=None, max_length=255)  # the identify that named them
     created_at: datetime = _ts()
 
 

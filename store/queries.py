@@ -1,11 +1,12 @@
-"""Read-side queries for the admin API: profiles, messages, quarantine."""
+"""Read-side queries for the admin API: profiles, messages, quarantine, identity conflicts."""
 
 from __future__ import annotations
 
 
+from sqlalchemy import or_
 from sqlmodel import Session, select
 
-from store.models import Event, Identifier, JourneyRun, Message, Person, Rejected, as_utc
+from store.models import Event, Identifier, IdentityConflict, JourneyRun, Message, Person, Rejected, as_utc
 
 
 def _iso(value) -> str | None:
@@ -124,4 +125,26 @@ def rejected(session: Session, limit: int = 100, offset: int = 0) -> list[dict]:
             "payload": r.payload,
         }
         for r in rows
+    ]
+
+
+def conflicts(session: Session, limit: int = 100, offset: int = 0, person_id: str | None = None) -> list[dict]:
+    """Identity conflicts, newest first: who owned what, who claimed it, and the identify that did."""
+    query = select(IdentityConflict)
+    if person_id:
+        query = query.where(or_(IdentityConflict.owner_person_id == person_id,
+                                IdentityConflict.claimant_person_id == person_id))
+    rows = session.exec(query.order_by(IdentityConflict.id.desc()).limit(limit).offset(offset)).all()
+    return [
+        {
+            "id": c.id,
+            "kind": c.kind,
+            "created_at": _iso(c.created_at),
+            "owner_person_id": c.owner_person_id,
+            "claimant_person_id": c.claimant_person_id,
+            "anonymous_id": c.anonymous_id,
+            "identifiers": c.identifiers,
+            "message_id": c.message_id,
+        }
+        for c in rows
     ]

@@ -684,8 +684,8 @@ def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int, r
 
 def tracking(engine: Engine | Connection, policy: Policy, period: Period = Period(), now: datetime | None = None,
              many_ids: int = MANY_ANONYMOUS_IDS) -> dict:
-    """Identify lateness, fragmented ids, missing recommended properties, duplicates caught and
-    anonymous activity that never merged."""
+    """Identify lateness, fragmented ids, missing recommended properties, duplicates caught,
+    anonymous activity that never merged, and events ingest flagged (clock ahead, foreign links)."""
     now = as_utc(now or datetime.now(timezone.utc))
     with _connection(engine) as conn:
         d = Dialect(conn.dialect.name)
@@ -698,6 +698,7 @@ def tracking(engine: Engine | Connection, policy: Policy, period: Period = Perio
             "missing_properties": missing_properties(conn, d, period),
             "duplicates": duplicates(conn, period),
             "unmerged": unmerged(conn, period, now - policy.merge_window, devices),
+            "flagged": flagged(conn, period),
         }
 
 
@@ -880,3 +881,20 @@ def unmerged(conn: Connection, period: Period, merge_cutoff: datetime, devices: 
         "unmerged_ids": devices.never_identified,
         "share_unmerged_ids": _rate(devices.never_identified, devices.seen),
     }
+
+
+FLAGS = ("timestamp_clamped", "foreign_links")
+
+
+def flagged(conn: Connection, period: Period) -> dict:
+    """Events whose client clock ran ahead (timestamp clamped to arrival) or whose links pointed off
+    the shop's hosts (left out of catalog and messages), per event name: a storefront to fix."""
+    e = EVENTS
+    has = {flag: e.c.flags[flag].as_string().is_not(None) for flag in FLAGS}
+    rows = conn.execute(
+        select(e.c.name, *(func.sum(case((has[flag], 1), else_=0)).label(flag) for flag in FLAGS))
+        .where(or_(*has.values()), *period.where(e.c.timestamp)).group_by(e.c.name)
+    ).all()
+    by_event = sorted(({"event": r.name, **{flag: _int(getattr(r, flag)) for flag in FLAGS}} for r in rows),
+                      key=lambda r: (-(r["timestamp_clamped"] + r["foreign_links"]), r["event"]))
+    return {**{flag: sum(r[flag] for r in by_event) for flag in FLAGS}, "by_event": by_event}

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
+from journeys.links import LinkHosts
 from journeys.policy import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,13 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "breadcrumb"
-    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # public: they ship in the storefront
+    # Secret keys of the shop's own servers: their calls are trusted (consent, new identifiers, merges,
+    # source server). The Customer.io credentials are trusted the same way.
+    server_write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    identity_secret: str = ""  # HMAC-SHA256 key of `user_hash`, which makes a browser identify trusted
+    # A client timestamp further ahead of the moment we received it than this is clamped to that moment.
+    max_clock_skew: float = Field(default=300.0, ge=0)  # seconds
     cio_site_id: str = ""
     cio_api_key: str = ""
     admin_token: str = ""
@@ -52,6 +59,9 @@ class Settings(BaseSettings):
     suppression_pepper: str = "breadcrumb-suppression-v1"
     shop_name: str = "Our shop"
     shop_url: str = ""  # the storefront; relative product/cart links are joined to it
+    # Hosts besides SHOP_URL's that links and images in messages may point to (`cdn.shop.example`,
+    # `*.shop.example`); any other host is replaced by the shop's own link.
+    link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     shop_address: str = ""  # postal address for the email footer (CAN-SPAM / UK GDPR)
     currency: str = Field(default="USD", min_length=3, max_length=3)  # when events name no currency
     default_phone_region: str = "US"
@@ -76,15 +86,20 @@ class Settings(BaseSettings):
     # Requests per API key per minute on each front door, counted per API process (replica).
     # 0 turns a limit off.
     rate_limit_browser: int = Field(default=30000, ge=0)  # /v1/* per write key (every shopper of the shop shares it)
-    rate_limit_server: int = Field(default=60000, ge=0)  # /api/v1/* per Customer.io site id
+    rate_limit_server: int = Field(default=60000, ge=0)  # /v1/* per server key, /api/v1/* per Customer.io site id
     metrics_enabled: bool = True  # GET /metrics
     demo_store_enabled: bool = True  # the demo storefront under /demo; turn off in production
 
-    _split_lists = field_validator("write_keys", "unsubscribe_secret", "codec_cors_origins", mode="before")(_comma_list)
+    _split_lists = field_validator("write_keys", "server_write_keys", "link_hosts", "unsubscribe_secret",
+                                   "codec_cors_origins", mode="before")(_comma_list)
 
     @cached_property
     def policy(self) -> Policy:
         return load_policy(self.journeys)
+
+    @cached_property
+    def message_link_hosts(self) -> LinkHosts:
+        return LinkHosts.of(self.shop_url, self.link_hosts)
 
     @property
     def unsubscribe_key(self) -> bytes | None:

@@ -25,7 +25,8 @@ from worker.codec import PayloadKeys, data_converter
 
 POSTGRES_URL = os.environ.get("BREADCRUMB_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
-WRITE_KEY = "wk_test_key"
+WRITE_KEY = "wk_test_key"  # public: a browser key
+SERVER_KEY = "sk_test_key"  # secret: the shop's server
 ADMIN_TOKEN = "admin-test-token"
 UNSUBSCRIBE_SECRET = "unsubscribe-test-secret"
 CIO_SITE, CIO_KEY = "site-test", "cio-test-key"
@@ -100,6 +101,8 @@ def settings_for(database_url: str, **overrides) -> Settings:
     values = dict(
         database_url=database_url,
         write_keys=[WRITE_KEY],
+        server_write_keys=[SERVER_KEY],
+        link_hosts=["cdn.example"],  # the test shop's images; other hosts never reach a message
         admin_token=ADMIN_TOKEN,
         unsubscribe_secret=[UNSUBSCRIBE_SECRET],
         cio_site_id=CIO_SITE,
@@ -151,8 +154,13 @@ class Api:
         self.http = httpx.Client(base_url=url, timeout=60)
 
     def segment(self, path: str, body, **kw) -> httpx.Response:
+        """Through the browser (public) write key, unless `auth` says otherwise."""
         kw.setdefault("auth", (WRITE_KEY, ""))
         return self.http.post(f"/v1/{path}", json=body, **kw)
+
+    def server(self, path: str, body, **kw) -> httpx.Response:
+        """Through the shop's server (secret) write key."""
+        return self.segment(path, body, auth=(SERVER_KEY, ""), **kw)
 
     def cio(self, method: str, path: str, body=None, **kw) -> httpx.Response:
         kw.setdefault("auth", (CIO_SITE, CIO_KEY))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import os
 import signal
 import socket
@@ -256,6 +257,11 @@ class Shopper:
         return ROUTE_STEPS[self.route]
 
 
+# Every shopper of a test session gets a phone of their own: a browser identify naming a phone
+# someone else already has would claim that person, and could not give them a new email.
+_PHONES = itertools.count()
+
+
 def shoppers(count: int, run: str | None = None) -> list[Shopper]:
     """`count` shoppers, a third each filling a cart, browsing a lot, or only identifying; every
     other one also gives a phone number (to check it never leaks either)."""
@@ -266,7 +272,7 @@ def shoppers(count: int, run: str | None = None) -> list[Shopper]:
         tag = f"{run}-{i:04d}"
         route = routes[i % 3]
         made.append(Shopper(tag=tag, route=route, anonymous_id=f"anon-{tag}", email=f"shopper.{tag}@chaos.example",
-                            phone=f"+1415555{i % 10000:04d}" if i % 2 else None,
+                            phone=f"+1415555{next(_PHONES) % 10000:04d}" if i % 2 else None,
                             cart_id=f"cart-{tag}" if route == "cart_recovery" else None))
     return made
 

@@ -32,7 +32,8 @@ def track(anon: str | None, event: str, user_id: str | None = None, at: datetime
           source: str = "client", **properties) -> Incoming:
     at = at or now()
     return Incoming(type="track", original_name=event, anonymous_id=anon, user_id=user_id, properties=properties,
-                    timestamp=at, received_at=at, source=source, message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}")
+                    timestamp=at, received_at=at, source=source, message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}",
+                    trusted=True)
 
 
 def identify(anon: str | None, email: str, user_id: str | None = None, at: datetime | None = None,
@@ -40,7 +41,7 @@ def identify(anon: str | None, email: str, user_id: str | None = None, at: datet
     at = at or now()
     return Incoming(type="identify", original_name="Identify", anonymous_id=anon, user_id=user_id,
                     properties={"email": email, **traits}, timestamp=at, received_at=at,
-                    message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}")
+                    message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}", trusted=True)
 
 
 @asynccontextmanager

@@ -20,11 +20,11 @@ MESSAGE_KEYS = {"message_id", "person_id", "journey", "step", "channel", "recipi
 def known_person(api) -> dict:
     response = api.segment("track", {"anonymousId": "adm-dev", "event": "Product Added", "messageId": "adm-1",
                                      "properties": {"sku": "K1", "price": 30},
-                                     "timestamp": "2030-01-01T10:00:00Z"})
+                                     "timestamp": "2026-01-01T10:00:00Z"})
     assert response.status_code == 200, response.text
     response = api.segment("identify", {"anonymousId": "adm-dev", "userId": "adm-user", "messageId": "adm-2",
                                         "traits": {"email": "Admin.Person@Example.com", "phone": "+1 415 555 2671",
-                                                   "first_name": "Ada"}, "timestamp": "2030-01-01T11:00:00Z"})
+                                                   "first_name": "Ada"}, "timestamp": "2026-01-01T11:00:00Z"})
     assert response.status_code == 200, response.text
     return api.person(user_id="adm-user")
 
@@ -82,7 +82,7 @@ def test_people_lookup_by_every_identifier(api, db):
     assert events[0]["name"] == "Added to Cart" and events[0]["original_name"] == "Product Added"
     assert events[0]["anonymous_id"] == "adm-dev"
     assert events[0]["properties"] == {"sku": "K1", "price": 30}
-    assert datetime.fromisoformat(events[0]["timestamp"]) == datetime(2030, 1, 1, 10, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(events[0]["timestamp"]) == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
     assert [e["name"] for e in events] == ["Added to Cart", "Identify"]
 
 

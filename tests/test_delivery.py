@@ -48,7 +48,8 @@ def delivery_settings(db, smtp_port: int | None = None, sms_url: str = "", **ext
         db.url, smtp_url=f"smtp://127.0.0.1:{smtp_port}" if smtp_port else "", smtp_from=FROM,
         smtp_reply_to="care@glow.example", sms_webhook_url=sms_url, sms_webhook_token="sms-secret" if sms_url else "",
         public_base_url="https://crumbs.example", shop_url="https://glow.example", shop_name="Glow Skincare",
-        shop_address="1 Market St, Springfield", smtp_timeout=5, sms_timeout=5, **extra,
+        shop_address="1 Market St, Springfield", smtp_timeout=5, sms_timeout=5,
+        **{"link_hosts": ["cdn.glow.example"], **extra},  # the shop's image host
     )
 
 

@@ -62,6 +62,7 @@ def test_tracking_tables(store):
     assert "45 min" in line and "p90 2.0 d" in line and "6 of 15 people" in line
     assert "20.0%" in next(l for l in out.splitlines() if "checkout or purchase" in l)
     assert next(l for l in out.splitlines() if "duplicate pairs caught" in l).split()[-1] == "2"
+    assert next(l for l in out.splitlines() if "links off the shop" in l).split()[-1] == "0"
     assert ["Order", "Completed", "value", "3", "12", "25.0%"] in [l.split() for l in out.splitlines()]
 
 

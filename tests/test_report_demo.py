@@ -73,7 +73,7 @@ async def drive_shop(api, harness: Harness, env) -> datetime:
     buyers = [email for (email,) in messaged[::2] + control[::3]]
     now = await env.get_current_time()
     orders = [order_call(*devices[email], now, round(rng.uniform(20, 180), 2)) for email in buyers]
-    assert api.segment("batch", {"batch": orders}).status_code == 200
+    assert api.server("batch", {"batch": orders}).status_code == 200
     while await harness.dispatch():
         pass
     await harness.skip(timedelta(days=8))

@@ -538,14 +538,21 @@ def test_missing_recommended_properties_are_counted_not_rejected(api, db):
     assert set(missing) == {"variant", "quantity", "cart_id"}
 
 
-def test_server_library_marks_source_server(api, db):
-    client_id, server_id = mid(), mid()
-    api.segment("track", {"anonymousId": "a", "event": "X", "messageId": client_id,
-                          "context": {"library": {"name": "analytics.js"}}})
-    api.segment("track", {"anonymousId": "a", "event": "X", "messageId": server_id,
-                          "context": {"library": {"name": "analytics-python", "version": "2"}}})
-    assert event_row(db, client_id).source == "client"
-    assert event_row(db, server_id).source == "server"
+def test_the_write_key_not_the_body_decides_the_source(api, db):
+    """A browser key's events are client events whatever the body claims (library, context.source);
+    a server key's are server events unless the body says client."""
+    claims = {"library": {"context": {"library": {"name": "analytics-python", "version": "2"}}},
+              "explicit": {"context": {"source": "server"}}, "silent": {}, "client": {"context": {"source": "client"}}}
+    sources = {}
+    for door in ("segment", "server"):
+        for claim, extra in claims.items():
+            message_id = mid()
+            response = getattr(api, door)("track", {"anonymousId": "a", "event": "X", "messageId": message_id, **extra})
+            assert response.status_code == 200, response.text
+            sources[door, claim] = event_row(db, message_id).source
+    assert {claim: sources["segment", claim] for claim in claims} == dict.fromkeys(claims, "client")
+    assert {claim: sources["server", claim] for claim in claims} == {
+        "library": "server", "explicit": "server", "silent": "server", "client": "client"}
 
 
 def test_admin_token_is_not_a_write_key(http):

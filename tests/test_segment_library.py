@@ -8,11 +8,11 @@ import pytest
 from segment.analytics import Client
 from segment.analytics.request import APIError
 
-from conftest import WRITE_KEY
+from conftest import SERVER_KEY, WRITE_KEY
 
 
 def test_sync_client_track_then_identify_merges(api, db, served):
-    client = Client(WRITE_KEY, host=served.url, sync_mode=True, timeout=30)
+    client = Client(SERVER_KEY, host=served.url, sync_mode=True, timeout=30)  # a server library, a server key
     anon = "lib-device-1"
     two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
     client.track(anonymous_id=anon, event="Product Viewed", properties={"sku": "LIB-1", "price": 25.0},
@@ -36,7 +36,7 @@ def test_sync_client_track_then_identify_merges(api, db, served):
     # The library stamps timestamp and sentAt from the same clock: skew correction keeps the time.
     stored = datetime.fromisoformat(events["lib-view-1"]["timestamp"])
     assert abs(stored - two_hours_ago) < timedelta(seconds=5)
-    # analytics-python is a server-side library.
+    # The server key makes them server events (a browser key could not).
     assert {e["source"] for e in events.values()} == {"server"}
     assert db.scalar("SELECT count(*) FROM people") == 1
 

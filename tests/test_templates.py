@@ -21,6 +21,7 @@ SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("UPDATE_SNAPSHOTS") == "1"
 SHOP = {"name": "Glow Skincare", "url": "https://shop.example", "address": "1 Market St, Springfield"}
 UNSUBSCRIBE = "https://crumbs.example/u/TOKEN"
+CDN = ["cdn.example"]  # BREADCRUMB_LINK_HOSTS: the shop's images live there
 
 
 def item(sku, name, variant=None, price=10.0, quantity=None, in_stock=True, category="sensitive skin"):
@@ -67,7 +68,7 @@ def compare(name: str, actual: str) -> None:
 @pytest.mark.parametrize("template,channel,journey,step", steps(), ids=lambda v: str(v))
 @pytest.mark.parametrize("shape", ["rich", "bare"])
 def test_every_step_matches_its_snapshot(template, channel, journey, step, shape):
-    rendered = Renderer().render(template, channel, context(journey, step, shape == "rich"))
+    rendered = Renderer(link_hosts=CDN).render(template, channel, context(journey, step, shape == "rich"))
     if channel == "sms":
         compare(f"{template}.{shape}.sms.txt", rendered.text + "\n")
         return
@@ -78,7 +79,7 @@ def test_every_step_matches_its_snapshot(template, channel, journey, step, shape
 
 
 def test_cart_snapshot_shows_every_line_item_with_variant_quantity_price_image_and_total():
-    rendered = Renderer().render("cart_recovery_1", "email", context("cart_recovery", 1, True))
+    rendered = Renderer(link_hosts=CDN).render("cart_recovery_1", "email", context("cart_recovery", 1, True))
     for text in ("Night Serum", "30 ml", "Qty 1", "$64.00", "https://cdn.example/SER-30.jpg", "Gentle Cleanser",
                  "Qty 2", "$18.50", "Cart total $101.00", "Sold out right now"):
         assert text in rendered.html, text
@@ -89,12 +90,12 @@ def test_cart_snapshot_shows_every_line_item_with_variant_quantity_price_image_a
 @pytest.mark.parametrize("template", [t for t, channel, journey, _ in steps()
                                       if journey == "cart_recovery" and channel == "email"])
 def test_every_cart_email_shows_the_cart_value(template):
-    rendered = Renderer().render(template, "email", context("cart_recovery", 3, True))
+    rendered = Renderer(link_hosts=CDN).render(template, "email", context("cart_recovery", 3, True))
     assert "($101.00)" in rendered.text and "Cart total $101.00" in rendered.html
 
 
 def test_browse_snapshot_has_the_category_anchor_and_the_items():
-    rendered = Renderer().render("browse_recovery_1", "email", context("browse_recovery", 1, True))
+    rendered = Renderer(link_hosts=CDN).render("browse_recovery_1", "email", context("browse_recovery", 1, True))
     assert rendered.subject == "Still thinking about sensitive skin?"
     assert "Night Serum" in rendered.text and "Calm Mask" in rendered.text
     assert "https://shop.example/collections/sensitive-skin?" in rendered.html
@@ -103,7 +104,7 @@ def test_browse_snapshot_has_the_category_anchor_and_the_items():
 def test_welcome_falls_back_to_bestsellers_wording():
     bare = context("welcome", 2, False)
     bare["picks"] = [item("SPF-30", "Daily SPF 30", None, 24.0)]
-    rendered = Renderer().render("welcome_2", "email", bare)
+    rendered = Renderer(link_hosts=CDN).render("welcome_2", "email", bare)
     assert rendered.subject == "Our bestsellers"
     assert "Daily SPF 30" in rendered.text
 
@@ -112,7 +113,7 @@ def test_html_is_autoescaped_text_is_not():
     data = context("welcome", 1, True)
     data["first_name"] = "<b>Ada</b> & co"
     data["picks"][0]["name"] = '<img src=x onerror="alert(1)">'
-    rendered = Renderer().render("welcome_1", "email", data)
+    rendered = Renderer(link_hosts=CDN).render("welcome_1", "email", data)
     assert "<b>Ada</b>" not in rendered.html and "&lt;b&gt;Ada&lt;/b&gt; &amp; co" in rendered.html
     assert 'onerror="alert(1)"' not in rendered.html
     assert rendered.subject == "Welcome, <b>Ada</b> & co!"  # headers are not HTML
@@ -120,7 +121,7 @@ def test_html_is_autoescaped_text_is_not():
 
 
 def test_sms_is_short_and_says_how_to_opt_out():
-    rendered = Renderer().render("cart_recovery_sms", "sms", context("cart_recovery", 4, True))
+    rendered = Renderer(link_hosts=CDN).render("cart_recovery_sms", "sms", context("cart_recovery", 4, True))
     assert "Reply STOP" in rendered.text and rendered.html == ""
     assert "utm_medium=sms" in rendered.text
 

@@ -125,7 +125,7 @@ def test_a_valid_token_for_a_deleted_person_changes_nothing(api):
 
 
 def test_sms_link_withdraws_sms_consent(api):
-    api.segment("identify", {"anonymousId": "fay", "traits": {"email": "fay@example.com", "phone": "+14155550199",
+    api.server("identify", {"anonymousId": "fay", "traits": {"email": "fay@example.com", "phone": "+14155550199",
                                                               "sms_consent": True}})
     assert api.person(email="fay@example.com")["sms_consent"] is True
     token = make_token(KEY, person_id(api, "fay@example.com"), "sms")
@@ -184,7 +184,7 @@ def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db)
     from activities.store_activities import StoreActivities
     from workflows.models import SendCheckInput
 
-    api.segment("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": True}})
+    api.server("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": True}})
     api.segment("identify", {"anonymousId": "hal", "traits": {"email": "hal@example.com"}})
     assert api.cio("POST", "customers/hal@example.com/suppress").status_code == 200
     activities = StoreActivities(db.engine, settings=settings_for(db.url))
@@ -196,7 +196,7 @@ def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db)
     gus, hal = check("gus@example.com"), check("hal@example.com")
     assert gus.channel_blocked == "unsubscribed from email" and gus.suppressed is None
     assert hal.suppressed == "suppressed"
-    api.segment("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": False}})
+    api.server("identify", {"anonymousId": "gus", "traits": {"email": "gus@example.com", "unsubscribed": False}})
     assert check("gus@example.com").channel_blocked is None
 
 

@@ -146,6 +146,7 @@ class DevStack:
             self.env["BREADCRUMB_PUBLIC_BASE_URL"] = self.api_url
         # Development keys for this session unless the environment sets them; printed in the banner.
         for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
+                           ("BREADCRUMB_SERVER_WRITE_KEYS", "sk_dev_" + secrets.token_hex(12)),
                            ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
                            ("BREADCRUMB_UNSUBSCRIBE_SECRET", secrets.token_hex(32)),
                            ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
@@ -356,6 +357,7 @@ class DevStack:
             ("Database", make_url(settings.database_url).render_as_string(hide_password=True)),
             ("Journeys", str(settings.journeys)),
             ("Write key", write_key),
+            ("Server key", self.env["BREADCRUMB_SERVER_WRITE_KEYS"].split(",")[0].strip()),
             ("Admin token", admin),
             ("Payload keys", f"{keys}  (development key, kept in {self.payload_keys_file})" if self.payload_keys_file
              else f"{keys.split(':')[0]}… (from BREADCRUMB_PAYLOAD_KEYS)"),

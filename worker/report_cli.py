@@ -203,6 +203,10 @@ def print_tracking(console: Console, t: dict) -> None:
     head.add_row("anonymous ids seen on one page view only", pct(fr["share_single_page_view"]),
                  f"{num(fr['single_page_view_ids'])} of {num(fr['anonymous_ids'])}")
     head.add_row("duplicate pairs caught (client + server)", num(dup["pairs"]), "")
+    head.add_row("events with a device clock ahead (clamped)", num(t["flagged"]["timestamp_clamped"]), "")
+    head.add_row("events with links off the shop (left out)", num(t["flagged"]["foreign_links"]),
+                 ", ".join(f"{e['event']} {num(e['foreign_links'])}" for e in t["flagged"]["by_event"]
+                           if e["foreign_links"]))
     head.add_row("events missing recommended properties", pct(mp["share_with_gaps"]),
                  f"{num(mp['events_with_gaps'])} of {num(mp['events_checked'])}")
     console.print(head)

@@ -25,7 +25,7 @@ def build_worker(client: Client, engine: Engine, settings: Settings, channels: d
     """The worker with channels from settings (SMTP, SMS webhook, else outbox); `channels` overrides
     them by name (tests). Templates and delivery settings are checked here: a missing template or
     variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
-    renderer = Renderer()
+    renderer = Renderer(link_hosts=settings.link_hosts)
     renderer.check([(step.template, step.channel) for journey in settings.policy.journeys.values()
                     for step in journey.steps])
     configured = channels_from_settings(settings)
