@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from api.access_log import redact
-from conftest import (ADMIN_TOKEN, CIO_KEY, CIO_SITE, UNSUBSCRIBE_SECRET, WRITE_KEY, ServedApp, free_port,
+from conftest import (ADMIN_TOKEN, CIO_KEY, CIO_SITE, PAYLOAD_KEYS, UNSUBSCRIBE_SECRET, WRITE_KEY, ServedApp, free_port,
                       settings_for, venv_binary)
 from store.settings import REPO_ROOT
 from store.unsubscribe import make_token
@@ -45,7 +45,7 @@ class RunningApi:
                "BREADCRUMB_DATABASE_URL": database_url, "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
                "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN, "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
                "BREADCRUMB_CIO_API_KEY": CIO_KEY, "BREADCRUMB_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
-               "BREADCRUMB_DISPATCH": "false"}
+               "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS, "BREADCRUMB_DISPATCH": "false"}
         self.log = log
         self.output = log.open("w")
         self.process = subprocess.Popen([venv_binary("breadcrumb"), "api", "--port", str(self.port)], cwd=REPO_ROOT,

@@ -15,7 +15,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from conftest import UNSUBSCRIBE_SECRET, free_port, settings_for, venv_binary
+from conftest import PAYLOAD_KEYS, UNSUBSCRIBE_SECRET, free_port, settings_for, venv_binary
 from delivery_helpers import SmtpServer, parts
 from journey_harness import Harness, identify
 from journeys.policy import parse_policy
@@ -261,7 +261,7 @@ def test_real_delivery_without_an_unsubscribe_secret_refuses_to_start(tmp_path):
     # As an operator sees it: one line naming the variable, no traceback.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")},
            "BREADCRUMB_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "BREADCRUMB_SMTP_URL": "smtp://127.0.0.1:2525",
-           "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>"}
+           "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>", "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS}
     done = subprocess.run([venv_binary("breadcrumb"), "api", "--port", str(free_port())], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
