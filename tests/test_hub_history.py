@@ -15,7 +15,8 @@ from conftest import settings_for
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.policy import parse_policy
 from journeys.routing import decide_route, project_history
-from store.models import Event, Person
+from bench.hub_history import heavy_shopper
+from store.models import Person
 from workflows.models import PersonLookup
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
@@ -79,32 +80,13 @@ def test_a_recovered_cart_falls_through_to_browse_or_welcome():
     assert decide_route(browsing, policy, NOW, recovered_carts={"c1"}).route == "browse_recovery"
 
 
-def heavy_shopper(engine, count: int) -> str:
-    """A person with `count` events over the last 60 days: mostly views, carts, one identify."""
-    person_id = f"heavy-{count}"
-    names = ["Product Viewed"] * 6 + ["Added to Cart", "Removed from Cart", "Collection Viewed", "Checkout Started"]
-    with Session(engine) as session:
-        session.add(Person(id=person_id, identified_at=NOW, created_at=NOW, updated_at=NOW))
-        session.add_all(
-            Event(message_id=f"{person_id}-{i}", type="track", name=names[i % len(names)],
-                  original_name=names[i % len(names)], person_id=person_id, cart_id=f"c{i // 50}",
-                  timestamp=datetime.now(timezone.utc) - timedelta(minutes=(count - i) * 60 * 24 * 60 // count),
-                  received_at=NOW,
-                  properties={"sku": f"SKU-{i % 300}", "name": "Night cream", "price": 12.5, "quantity": 1,
-                              "email": "heavy@example.com", "image_url": "https://cdn.example/x.png",
-                              "products": [{"sku": "SKU-1", "price": 12.5, "quantity": 1}]})
-            for i in range(count))
-        session.commit()
-    return person_id
-
-
 def test_ten_thousand_events_cost_a_small_constant_payload(engine):
     activities = StoreActivities(engine, settings=settings_for(str(engine.url)))
     policy = activities.policies.current()
     sizes = {}
     for count in (10, 1_000, 10_000):
-        person_id = heavy_shopper(engine, count)
         at = datetime.now(timezone.utc)
+        person_id = heavy_shopper(engine, count, at)
         context = activities.load_person(PersonLookup(person_id=person_id, at=at, policy_version=policy.version))
         payload = context.model_dump_json()
         sizes[count] = len(payload)
