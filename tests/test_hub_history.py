@@ -4,6 +4,7 @@ events costs a small, constant payload."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +16,11 @@ from conftest import settings_for
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.policy import parse_policy
 from journeys.routing import decide_route, project_history
-from bench.hub_history import heavy_shopper
 from store.models import Person
+from store.settings import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT))
+from bench.hub_history import heavy_shopper  # noqa: E402
 from workflows.models import PersonLookup
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
