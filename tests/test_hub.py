@@ -9,11 +9,13 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from temporalio import activity
 from temporalio.worker import Worker
 
@@ -248,3 +250,74 @@ def test_a_journey_id_taken_by_another_request_fails_loudly(engine):
     with pytest.raises(ApplicationError) as refused:
         store.start_journey(start.model_copy(update={"route": "cart_recovery", "cart_id": "c", "at": now()}))
     assert refused.value.non_retryable and "already taken" in str(refused.value)
+
+
+# -- interleavings ---------------------------------------------------------------------------------
+
+_people = iter(range(10**6))
+shop_steps = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.sampled_from(["c1", "c2"]), st.sampled_from([20, 45, 80])),
+    st.tuples(st.just("remove"), st.sampled_from(["c1", "c2"])),
+    st.tuples(st.just("view"), st.sampled_from(["A", "B", "C", "D", "E", "F"])),
+    st.tuples(st.just("identify")),
+    st.tuples(st.just("order")),
+    st.tuples(st.just("merge"), st.sampled_from([0, 60, 90])),
+    st.tuples(st.just("settle")),
+), min_size=1, max_size=8)
+
+
+@pytest.mark.policy(hub_debounce="1s", browse_intent_threshold=3)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                HealthCheck.too_slow])
+@given(steps=shop_steps)
+async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_history_says(shop, steps):
+    """Identify, then cart, view, order, re-identify and merge events sent without waiting for the hub
+    (so they arrive while it decides), sometimes letting it settle in between: once it has settled,
+    the hub runs the journey that routing the final stored history picks (or a more urgent one it
+    already runs), and none after a purchase."""
+    from sqlmodel import Session
+
+    from activities.store_activities import person_history
+    from journeys.routing import decide_route
+    from store.models import Person
+    from test_journeys_merge_delete import alias
+    from workflows.hub import JOURNEYS, PRIORITY
+
+    n = next(_people)
+    device, email, user = f"dev-{n}", f"mix-{n}@example.com", f"user-{n}"
+    await shop.shop(identify(device, email, user_id=user))
+    person = shop.person_id(email)
+    for step in steps:
+        kind = step[0]
+        if kind == "add":
+            await shop.shop(track(device, "Added to Cart", cart_id=step[1], sku=f"S-{step[1]}", price=step[2]))
+        elif kind == "remove":
+            await shop.shop(track(device, "Removed from Cart", cart_id=step[1], sku=f"S-{step[1]}"))
+        elif kind == "view":
+            await shop.shop(track(device, "Product Viewed", sku=step[1]))
+        elif kind == "identify":
+            await shop.shop(identify(device, email, user_id=user))
+        elif kind == "order":
+            await shop.shop(track(device, "Order Completed", order_id=f"o-{n}", revenue=50))
+        elif kind == "merge":  # another profile of theirs (its own cart) merged into this one
+            other = f"{user}-other-{step[1]}"
+            await shop.shop(track(f"{device}-{step[1]}", "Added to Cart", cart_id=f"c-{other}", sku="M", price=step[1]),
+                            identify(f"{device}-{step[1]}", f"{other}@example.com", user_id=other))
+            await shop.shop(alias(other, user))
+        else:
+            await settled(shop, person)
+    state = await settled(shop, person)
+
+    now = datetime.now(timezone.utc)
+    with Session(shop.engine) as session:
+        history = person_history(session, session.get(Person, person), now)
+    runs = shop.rows("SELECT route, started_at, cart_recovery_key FROM journey_runs WHERE person_id=:p", p=person)
+    expected = decide_route(history, shop.policy, now,
+                            recovered_carts={key for _, _, key in runs if key})
+    current = state.journey.route if state.journey else None
+    if expected.route == "none":
+        assert current is None, (steps, state)
+    else:
+        assert expected.route in JOURNEYS
+        assert current is not None and (current == expected.route or PRIORITY[current] > PRIORITY[expected.route]), \
+            (steps, expected, state)
