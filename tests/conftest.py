@@ -199,7 +199,7 @@ async def env(request):
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from journey_harness import RECORD_TAG, Harness, record_branch_histories
+    from journey_harness import Harness
     from worker.temporal import register_search_attributes
 
     environment = await WorkflowEnvironment.start_time_skipping(
@@ -208,10 +208,18 @@ async def env(request):
     await register_search_attributes(environment.client)
     Harness.opened.clear()
     yield environment
+    await record_if_asked(request, environment.client)
+    await environment.shutdown()
+
+
+async def record_if_asked(request, client) -> None:
+    """With BREADCRUMB_RECORD_BRANCHES set, the histories of a passed test's hubs and journeys (see
+    journey_harness.record_branch_histories); call before the server goes."""
+    from journey_harness import RECORD_TAG, Harness, record_branch_histories
+
     if RECORD_TAG and getattr(request.node, "rep_call_passed", False):
         people = [person for harness in Harness.opened for person in harness.people]
-        await record_branch_histories(environment.client, people, request.node.name, RECORD_TAG)
-    await environment.shutdown()
+        await record_branch_histories(client, people, request.node.name, RECORD_TAG)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

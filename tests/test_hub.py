@@ -158,19 +158,21 @@ async def test_a_recovered_cart_falls_through_without_stopping_the_running_journ
 
 
 @pytest_asyncio.fixture
-async def dev_env():
+async def dev_env(request):
     """A real Temporal dev server: the time-skipping test server never tells a parent that its
     abandoned child was terminated."""
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
 
-    from conftest import venv_binary
+    from conftest import record_if_asked, venv_binary
     from workflows import search
 
     environment = await WorkflowEnvironment.start_local(
         dev_server_existing_path=venv_binary("temporal"), data_converter=pydantic_data_converter,
         search_attributes=search.ALL, ui=False)
+    Harness.opened.clear()
     yield environment
+    await record_if_asked(request, environment.client)
     await environment.shutdown()
 
 
