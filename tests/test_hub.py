@@ -238,14 +238,14 @@ async def test_a_changed_journeys_toml_reaches_the_hub_at_its_next_decision(env,
         assert b'"cart_min_value":30.0' in given  # the journey runs with the policy it was started under
 
 
-def test_a_journey_id_taken_by_another_request_fails_loudly(engine):
+def test_a_journey_id_taken_by_another_request_fails_loudly(db):
     """A retried `start_journey` finds its own row; a different request under the same id is a bug
     (its journey would find another journey's messages as its own) and must not pass as a retry."""
     from temporalio.exceptions import ApplicationError
 
     from workflows.models import JourneyStart
 
-    store = StoreActivities(engine)
+    store = StoreActivities(db.engine)
     start = JourneyStart(workflow_id="welcome-p-1", hub_id="hub-p", person_id="p", route="welcome", reason="new",
                          at=now())
     assert store.start_journey(start) and store.start_journey(start)

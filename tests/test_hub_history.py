@@ -84,7 +84,8 @@ def test_a_recovered_cart_falls_through_to_browse_or_welcome():
     assert decide_route(browsing, policy, NOW, recovered_carts={"c1"}).route == "browse_recovery"
 
 
-def test_ten_thousand_events_cost_a_small_constant_payload(engine):
+def test_ten_thousand_events_cost_a_small_constant_payload(db):
+    engine = db.engine
     activities = StoreActivities(engine, settings=settings_for(str(engine.url)))
     policy = activities.policies.current()
     sizes = {}
