@@ -292,9 +292,9 @@ async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_hi
     for step in steps:
         kind = step[0]
         if kind == "add":
-            await shop.shop(track(device, "Added to Cart", cart_id=step[1], sku=f"S-{step[1]}", price=step[2]))
-        elif kind == "remove":
-            await shop.shop(track(device, "Removed from Cart", cart_id=step[1], sku=f"S-{step[1]}"))
+            await shop.shop(track(device, "Added to Cart", cart_id=f"{step[1]}-{n}", sku=f"S-{step[1]}", price=step[2]))
+        elif kind == "remove":  # cart ids are the shop's, unique across shoppers
+            await shop.shop(track(device, "Removed from Cart", cart_id=f"{step[1]}-{n}", sku=f"S-{step[1]}"))
         elif kind == "view":
             await shop.shop(track(device, "Product Viewed", sku=step[1]))
         elif kind == "identify":

@@ -78,7 +78,7 @@ class Hub:
         self.state = HubState()
         self.person_id = ""
         self.watched: str | None = None  # the journey this run started and follows as its child
-        self.deciding = False
+        self.deciding = False  # between a wake-up and the next wait (the `busy` query)
 
     @workflow.run
     async def run(self, hub: HubInput) -> HubState:
@@ -86,7 +86,9 @@ class Hub:
         self.state = hub.state or self.state
         self.policy = hub.policy
         while True:
+            self.deciding = False
             woke = await self._wait(self._timeout())
+            self.deciding = True  # until it waits again: purchases, routing, continue-as-new
             if not woke:
                 if self.state.journey is not None:  # a journey started by an earlier run: still there?
                     await self._check_journey()
@@ -100,9 +102,7 @@ class Hub:
             while self.state.purchases:
                 await self._record_purchase(self.state.purchases.pop(0))
             if workflow.patched(KEEPS_SIGNALS):
-                self.deciding = True
                 await self._decide()
-                self.deciding = False
             else:
                 if any(reason in ("identified", "activity", "merged") for reason in self.state.pending):
                     self.state.pending.clear()
@@ -153,9 +153,8 @@ class Hub:
         await self._evaluate()
 
     async def _evaluate(self) -> None:
-        context: PersonContext | None = await self._store_call(
-            "load_person", PersonLookup(person_id=self.person_id, at=workflow.now(), policy_version=self.policy.version),
-            PersonContext)
+        lookup = PersonLookup(person_id=self.person_id, at=workflow.now(), policy_version=self.policy.version)
+        context: PersonContext | None = await self._store_call("load_person", lookup, PersonContext)
         if context is None:
             self.state.erased = True
             await self._stop_journey("person no longer exists")
