@@ -102,3 +102,9 @@ def test_ten_thousand_events_cost_a_small_constant_payload(db):
         assert decide_route(context.history, policy, at) == decide_route(full, policy, at)
     assert sizes[10_000] < 64 * 1024, sizes
     assert sizes[10_000] < 2 * sizes[1_000], sizes  # constant, not growing with the history
+
+
+def test_a_lookup_scheduled_by_an_older_hub_is_read():
+    """Hubs scheduled before the lookup existed ask `load_person` with the bare person id."""
+    lookup = PersonLookup.model_validate("p-1")
+    assert (lookup.person_id, lookup.at, lookup.policy_version) == ("p-1", None, None)

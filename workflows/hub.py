@@ -205,11 +205,10 @@ class Hub:
                 workflow.set_current_details(f"no journey: {decision.reason}")
             return
         await self._stop_journey(stop_reason)
-        policy = self.policy
         handle = await workflow.start_child_workflow(
             decision.route,
-            JourneyInput(person_id=self.person_id, hub_id=hub_id(self.person_id), route=decision.route, policy=policy,
-                         cart_id=decision.cart_id, cart_value=decision.cart_value),
+            JourneyInput(person_id=self.person_id, hub_id=hub_id(self.person_id), route=decision.route,
+                         policy=self.policy, cart_id=decision.cart_id, cart_value=decision.cart_value),
             id=workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             static_summary=f"{decision.route} for person {self.person_id}",
