@@ -53,13 +53,15 @@ from journeys import taxonomy
 from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory, as_utc
 from journeys.personalise import Catalog, nothing_to_show, personalise, skus_in
-from journeys.routing import open_cart
+from journeys.policy import Policy
+from journeys.routing import open_cart, project_history
 from store.models import Event, Identifier, JourneyRun, Message, Person, Product
 from workflows.models import (
     Conversion,
     JourneyNote,
     JourneyStart,
     PersonContext,
+    PersonLookup,
     SendCheck,
     SendCheckInput,
     SendInput,
@@ -283,9 +285,10 @@ class SimulatedActivities:
 
     One instance serves one simulation run (one policy); people are keyed by person id."""
 
-    def __init__(self, people: dict[str, SimPerson], catalog: Catalog) -> None:
+    def __init__(self, people: dict[str, SimPerson], catalog: Catalog, policy: Policy | None = None) -> None:
         self.people = people
         self.catalog = catalog
+        self.policy = policy  # the run's policy: hubs get their history projected for it, as in production
         self._lock = threading.Lock()
 
     def all(self) -> list:
@@ -295,13 +298,20 @@ class SimulatedActivities:
     # -- the activities ---------------------------------------------------------------------------
 
     @activity.defn(name="load_person")
-    async def load_person(self, person_id: str) -> PersonContext | None:
-        """The hub loads the person right before it routes them (`workflows/hub.py`)."""
+    async def load_person(self, lookup: PersonLookup) -> PersonContext | None:
+        """The hub loads the person right before it routes them (`workflows/hub.py`). The backtest
+        re-asks the question under another policy, so it records the full history; the hub gets it
+        projected for the run's policy, as the store activities do."""
         now = sim_now()
-        context = self.context(person_id, now)
-        if context is not None:
-            self.people[person_id].asked.append(RouteAsked(at=now, context=context))
-        return context
+        context = self.context(lookup.person_id, now)
+        if context is None:
+            return None
+        self.people[lookup.person_id].asked.append(RouteAsked(at=now, context=context))
+        if self.policy is None:
+            return context
+        return context.model_copy(update={
+            "history": project_history(context.history, self.policy, now),
+            "policy": self.policy if self.policy.version != lookup.policy_version else None})
 
     @activity.defn(name="start_journey")
     async def start_journey(self, start: JourneyStart) -> bool:
@@ -340,7 +350,9 @@ class SimulatedActivities:
         last_started: dict[str, datetime] = {}
         for route, started in runs:
             last_started[route] = max(started, last_started.get(route, started))
-        return PersonContext(history=person.history(now), last_started=last_started, journeys_count=len(runs))
+        recovered = sorted({key for _, _, key in [*person.runs_before, *person.runs.values()] if key})
+        return PersonContext(history=person.history(now), last_started=last_started, journeys_count=len(runs),
+                             recovered_carts=recovered)
 
     def _person(self, person_id: str) -> SimPerson:
         person = self.people.get(person_id)

@@ -9,11 +9,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from jinja2 import TemplateError
 from sqlalchemy import Engine, Text, bindparam, case, cast, func, literal_column, or_, true, update
 from sqlmodel import Session, select
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
@@ -22,7 +24,8 @@ from journeys.attribution import Order, Touch, last_touch
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
-from journeys.routing import OpenCart, open_cart
+from journeys.policy import Policy, PolicyError, load_policy
+from journeys.routing import OpenCart, open_cart, project_history
 from store import suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, utcnow
@@ -34,6 +37,7 @@ from workflows.models import (
     JourneyNote,
     JourneyStart,
     PersonContext,
+    PersonLookup,
     SendCheck,
     SendCheckInput,
     SendInput,
@@ -208,6 +212,37 @@ def _currency(events: list[HistoryEvent], default: str) -> str:
     return default
 
 
+class PolicySource:
+    """The worker's journeys.toml, re-read when the file changes, so a hub's next decision uses the
+    edited policy. A file that does not parse is logged and the last good policy kept."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path = Path(settings.journeys)
+        self.policy: Policy = settings.policy
+        self.read_at = self._mtime()
+        self._lock = threading.Lock()
+
+    def _mtime(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return None
+
+    def current(self) -> Policy:
+        modified = self._mtime()
+        if modified is None or modified == self.read_at:
+            return self.policy
+        with self._lock:
+            if modified != self.read_at:
+                try:
+                    self.policy = load_policy(self.path)
+                    log.info("journey policy reloaded from %s (version %s)", self.path, self.policy.version)
+                except PolicyError as exc:
+                    log.error("journey policy not reloaded, keeping version %s: %s", self.policy.version, exc)
+                self.read_at = modified
+        return self.policy
+
+
 class StoreActivities:
     def __init__(self, engine: Engine, channels: dict[str, Channel] | None = None,
                  renderer: Renderer | None = None, settings: Settings | None = None) -> None:
@@ -218,34 +253,57 @@ class StoreActivities:
         self.links = MessageLinks.from_settings(settings)
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
+        self.policies = PolicySource(settings) if settings is not None else None
 
     def all(self) -> list:
         return [self.load_person, self.start_journey, self.check_before_send, self.send_step,
                 self.record_journey_note, self.record_conversion]
 
     @activity.defn(name="load_person")
-    def load_person(self, person_id: str) -> PersonContext | None:
+    def load_person(self, lookup: PersonLookup) -> PersonContext | None:
+        """The person as routing sees them at `lookup.at`: a projected history (routing fields only,
+        constant size), their journeys' last starts, the carts already recovered, and the policy now
+        in force when journeys.toml changed since the hub's version."""
+        at = as_utc(lookup.at) if lookup.at is not None else datetime.now().astimezone()
+        policy = self.policies.current() if self.policies is not None else None
         with Session(reading(self.engine)) as session:
-            person = session.get(Person, person_id)
+            person = session.get(Person, lookup.person_id)
             if person is None:
                 return None
             runs = session.exec(
                 select(JourneyRun.route, func.max(JourneyRun.started_at), func.count())
-                .where(JourneyRun.person_id == person_id, JourneyRun.route.in_(JOURNEY_ROUTES))
+                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.route.in_(JOURNEY_ROUTES))
                 .group_by(JourneyRun.route)
             ).all()
+            recovered = session.exec(
+                select(JourneyRun.cart_recovery_key)
+                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.cart_recovery_key.is_not(None))
+                .order_by(JourneyRun.cart_recovery_key)
+            ).all()
+            history = person_history(session, person, at)
+            if policy is not None:
+                history = project_history(history, policy, at)
             return PersonContext(
-                history=person_history(session, person, datetime.now().astimezone()),
+                history=history,
                 last_started={route: as_utc(started) for route, started, _ in runs},
                 journeys_count=sum(count for _, _, count in runs),
+                recovered_carts=list(recovered),
+                policy=policy if policy is not None and policy.version != lookup.policy_version else None,
             )
 
     @activity.defn(name="start_journey")
     def start_journey(self, start: JourneyStart) -> bool:
-        """Record the routing decision; False when this cart already had its one recovery."""
+        """Record the routing decision; False when this cart already had its one recovery. A row under
+        the same id is this request retried, or else a bug that would make the journey find another's
+        messages as its own: that fails loudly instead of passing as a retry."""
         cart_key = start.cart_id if start.route == "cart_recovery" and start.cart_id else None
         with transaction(self.engine) as session:
-            if session.get(JourneyRun, start.workflow_id):
+            if existing := session.get(JourneyRun, start.workflow_id):
+                if (existing.route, existing.cart_id, as_utc(existing.started_at)) != (start.route, start.cart_id,
+                                                                                      as_utc(start.at)):
+                    raise ApplicationError(
+                        f"journey id {start.workflow_id} is already taken by a {existing.route} started at "
+                        f"{as_utc(existing.started_at).isoformat()}", type="JourneyIdTaken", non_retryable=True)
                 return True  # a retried activity: already recorded
             if cart_key and session.exec(select(JourneyRun).where(JourneyRun.cart_recovery_key == cart_key)).first():
                 self._log(session, start.workflow_id, start.person_id, start.route, "skipped",

@@ -51,13 +51,37 @@ class HistoryEvent(BaseModel):
         return self.order_id if self.order_id is not None else _text(self.properties.get("order_id"))
 
 
+class CartSummary(BaseModel):
+    """The open cart as routing reads it (`journeys.routing.open_cart`): which one and its value."""
+
+    cart_id: str | None = None
+    value: float
+
+
+class HistorySummary(BaseModel):
+    """What a projected history (`journeys.routing.project_history`) left out, pre-computed for routing
+    at `as_of` (the moment the hub routes): the open cart and the browse intent of the left-out events."""
+
+    as_of: datetime
+    events_left_out: int = 0
+    open_cart: CartSummary | None = None
+    intent_left_out: float = 0.0
+
+    @field_validator("as_of")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return as_utc(value)
+
+
 class PersonHistory(BaseModel):
-    """Everything routing needs about one person; events are kept oldest first."""
+    """Everything routing needs about one person; events are kept oldest first. A projected history
+    carries a `summary` of what it left out (see `journeys.routing.project_history`)."""
 
     person_id: str
     identified_at: datetime
     timezone: str | None = None
     events: list[HistoryEvent] = []
+    summary: HistorySummary | None = None
 
     @field_validator("identified_at")
     @classmethod

@@ -5,6 +5,7 @@ A wrong key or value is an error at start-up that names the key, never a silent 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from datetime import time, timedelta
@@ -120,6 +121,8 @@ class Policy(_Strict):
     source_of_truth: dict[str, SourceOfTruth] = Field(default_factory=dict)
     duplicate_window: Duration = timedelta(minutes=10)
     hub_idle_timeout: Duration = timedelta(days=3)
+    # How long the hub gathers `activity` signals before it re-routes: a browsing burst is one decision.
+    hub_debounce: Duration = Field(default=timedelta(seconds=2), le=timedelta(minutes=5))
     holdout_percent: float = Field(default=0.0, ge=0, le=100)
     journeys: dict[JourneyName, Journey] = Field(default_factory=_default_journeys)
 
@@ -155,6 +158,11 @@ class Policy(_Strict):
 
     def source_of_truth_for(self, canonical_event: str) -> SourceOfTruth:
         return self.source_of_truth.get(canonical_event, "any")
+
+    @property
+    def version(self) -> str:
+        """A fingerprint of every field: hubs compare it to learn that journeys.toml changed."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 class PolicyError(ValueError):

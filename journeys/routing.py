@@ -16,13 +16,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 from journeys import taxonomy
-from journeys.history import HistoryEvent, PersonHistory, as_utc
+from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc
 from journeys.policy import Policy
 
 Route = Literal["cart_recovery", "browse_recovery", "welcome", "control", "none"]
 
 # A second view of the same product this soon after the previous one is a page refresh.
 REFRESH_WINDOW = timedelta(minutes=1)
+# The intent events a projected history keeps in full (the newest); the rest are summed up.
+PROJECTED_EVENTS = 50
 
 
 class CartItem(BaseModel):
@@ -189,10 +191,16 @@ def intent_score(events: list[HistoryEvent], weights: dict[str, float], lookback
     A Product Viewed of the same product within a minute of the previous view of it is a page
     refresh and adds nothing, so one product reloaded five times is not five views.
     """
+    return round(sum(weights.get(e.name, 0.0) for e in _counted_intent(events, lookback, now)), 6)
+    # (rounded: keep 0.1 + 0.2 style sums from missing a threshold by a hair)
+
+
+def _counted_intent(events: list[HistoryEvent], lookback: timedelta, now: datetime) -> list[HistoryEvent]:
+    """The events of [now - lookback, now] that count towards intent (page refreshes left out), oldest first."""
     now = as_utc(now)
     since = now - lookback
     last_view: dict[str, datetime] = {}
-    score = 0.0
+    counted = []
     for event in sorted(events, key=lambda e: e.timestamp):
         if not since <= event.timestamp <= now:
             continue
@@ -203,8 +211,8 @@ def intent_score(events: list[HistoryEvent], weights: dict[str, float], lookback
                 last_view[product] = event.timestamp
                 if previous is not None and event.timestamp - previous <= REFRESH_WINDOW:
                     continue
-        score += weights.get(event.name, 0.0)
-    return round(score, 6)  # keep 0.1 + 0.2 style sums from missing a threshold by a hair
+        counted.append(event)
+    return counted
 
 
 def has_purchased(events: list[HistoryEvent], before: datetime | None = None) -> bool:
@@ -239,15 +247,23 @@ def decide_route(
     policy: Policy,
     now: datetime,
     last_started: dict[str, datetime] | None = None,
+    recovered_carts: frozenset[str] | set[str] | list[str] = frozenset(),
 ) -> RouteDecision:
     """Pick the journey: already purchased → none; holdout → control; open cart at or above the
     minimum → cart recovery; browse intent at or above the threshold → browse recovery; else
     welcome. A route still in its re-entry cooldown (from `last_started`) falls through to the
-    next one down; when even welcome is cooling down the person gets nothing."""
+    next one down; when even welcome is cooling down the person gets nothing. A cart that already
+    had its one recovery journey (`recovered_carts`) falls through the same way.
+
+    A projected history (`project_history`) is routed as its full history would be at its
+    `summary.as_of`, which is the `now` the hub routes with."""
     now = as_utc(now)
     last_started = last_started or {}
     events = history.events
+    summary = history.summary
     score = intent_score(events, policy.intent.weights, policy.intent.lookback, now)
+    if summary is not None:
+        score = round(score + summary.intent_left_out, 6)
 
     order = _last_order(events)
     if order is not None:
@@ -277,13 +293,15 @@ def decide_route(
 
     notes: list[str] = []
 
-    cart = open_cart(events)
+    cart = summary.open_cart if summary is not None else open_cart(events)
     if cart is None:
         cart_note = "no open cart"
     else:
         label = f"open cart {cart.cart_id}" if cart.cart_id is not None else "open cart"
         value, minimum = _pair(cart.value, policy.cart_min_value, 2)
-        if cart.value >= policy.cart_min_value:
+        if cart.cart_id is not None and cart.cart_id in recovered_carts:
+            cart_note = f"{label} already had its recovery"
+        elif cart.value >= policy.cart_min_value:
             cart_note = f"{label}, value {value} ≥ {minimum}"
             until = cooling_until("cart_recovery")
             if until is None:
@@ -313,6 +331,38 @@ def decide_route(
     return RouteDecision(
         route="none", reason=f"{reason}, welcome cooldown until {until.isoformat()}", intent_score=score
     )
+
+
+def project_history(history: PersonHistory, policy: Policy, now: datetime,
+                    keep: int = PROJECTED_EVENTS) -> PersonHistory:
+    """The smallest history `decide_route` answers the same on at `now`, whatever its length: the
+    latest order (purchased → none), the open cart and its value (not its events), and at most
+    `keep` of the intent events that count, the newest, with the weight of the others summed up.
+    Kept events carry only their product key (`sku`/`product_id`) and cart/order ids — no other
+    property, so nothing the shopper typed (an email in an identify) leaves the store."""
+    now = as_utc(now)
+    order = _last_order(history.events)
+    counted = [e for e in _counted_intent(history.events, policy.intent.lookback, now)
+               if policy.intent.weights.get(e.name, 0.0) and e is not order]  # the order is kept anyway
+    split = max(len(counted) - keep, 0)
+    kept, left_out = counted[split:], counted[:split]
+    cart = open_cart(history.events)
+    events = ([order] if order is not None else []) + kept
+    return history.model_copy(update={
+        "events": [_projected(e) for e in sorted(events, key=lambda e: e.timestamp)],
+        "summary": HistorySummary(
+            as_of=now, events_left_out=len(history.events) - len(events),
+            open_cart=CartSummary(cart_id=cart.cart_id, value=cart.value) if cart is not None else None,
+            intent_left_out=round(sum(policy.intent.weights.get(e.name, 0.0) for e in left_out), 6)),
+    })
+
+
+def _projected(event: HistoryEvent) -> HistoryEvent:
+    """The routing fields of one event: name, time, source, cart/order id and product key."""
+    props = event.properties or {}
+    return HistoryEvent(name=event.name, timestamp=event.timestamp, source=event.source, cart_id=event.cart_key,
+                        order_id=event.order_key,
+                        properties={key: props[key] for key in ("sku", "product_id") if _text(props.get(key))})
 
 
 def _pair(value: float, limit: float, decimals: int) -> tuple[str, str]:

@@ -208,19 +208,43 @@ def engine(tmp_path):
 
 
 @pytest.fixture
-async def env():
+async def env(request):
     """A fresh time-skipping Temporal server per test (never downloaded), with our search attributes:
-    skipped time and leftover timers never leak between tests."""
+    skipped time and leftover timers never leak between tests. With BREADCRUMB_RECORD_BRANCHES set,
+    the histories of the test's hubs and journeys are recorded before the server goes (see
+    journey_harness.record_branch_histories)."""
     from temporalio.testing import WorkflowEnvironment
 
+    from journey_harness import Harness
     from worker.temporal import register_search_attributes
 
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=CONVERTER
     )
     await register_search_attributes(environment.client)
+    Harness.opened.clear()
     yield environment
+    await record_if_asked(request, environment.client)
     await environment.shutdown()
+
+
+async def record_if_asked(request, client) -> None:
+    """With BREADCRUMB_RECORD_BRANCHES set, the histories of a passed test's hubs and journeys (see
+    journey_harness.record_branch_histories); call before the server goes."""
+    from journey_harness import RECORD_TAG, Harness, record_branch_histories
+
+    if RECORD_TAG and getattr(request.node, "rep_call_passed", False):
+        people = [person for harness in Harness.opened for person in harness.people]
+        await record_branch_histories(client, people, request.node.name, RECORD_TAG)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Lets fixtures see whether the test itself passed (`item.rep_call_passed`)."""
+    report = yield
+    if report.when == "call":
+        item.rep_call_passed = report.passed
+    return report
 
 
 

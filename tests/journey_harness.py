@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import re
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
@@ -22,6 +25,10 @@ from workflows.hub import hub_id
 from workflows.models import HubState, JourneyState
 
 _ids = itertools.count()
+# `BREADCRUMB_RECORD_BRANCHES=<tag>`: after each journey test, the hubs of the people it looked up
+# and every journey they started are written to tests/histories/<tag>/ (see record_branch_histories).
+RECORD_TAG = os.environ.get("BREADCRUMB_RECORD_BRANCHES")
+HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
 def now() -> datetime:
@@ -64,6 +71,10 @@ class Harness:
         self.policy = policy
         self.dispatcher = Dispatcher(engine, settings, client=client)
         self.dispatcher.policy = policy
+        self.people: list[str] = []  # whose hubs record_branch_histories writes out
+        Harness.opened.append(self)
+
+    opened: list["Harness"] = []  # this test's harnesses (tests/conftest.py empties it per test)
 
     def ingest(self, *messages: Incoming):
         return ingest(self.engine, list(messages), self.policy, api="test", endpoint="test")
@@ -76,7 +87,10 @@ class Harness:
         await self.dispatch()
 
     def person_id(self, email: str) -> str:
-        return self.scalar("SELECT person_id FROM identifiers WHERE kind='email' AND value=:v", v=email)
+        person = self.scalar("SELECT person_id FROM identifiers WHERE kind='email' AND value=:v", v=email)
+        if person is not None and person not in self.people:
+            self.people.append(person)
+        return person
 
     async def hub_state(self, person_id: str) -> HubState:
         return await self.client.get_workflow_handle(hub_id(person_id)).query("state", result_type=HubState)
@@ -129,3 +143,27 @@ class Harness:
     def log(self, person_id: str) -> list:
         return self.rows("SELECT kind, reason, journey, step FROM journey_log WHERE person_id=:p ORDER BY id",
                          p=person_id)
+
+
+async def record_branch_histories(client: Client, people: list[str], test_name: str, tag: str) -> list[Path]:
+    """Write the history of each person's hub and of every journey it started (children read from the
+    hub's own history) to tests/histories/<tag>/<test>-<n>-<workflow type>.json, for tests/test_replay.py.
+    Histories of workflows still running when the test ended are kept as far as they got: a replay of
+    them checks every workflow task they completed."""
+    folder = HISTORIES / tag
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9]+", "_", test_name.removeprefix("test_")).strip("_")
+    queue, seen, written = [hub_id(person) for person in people], set(), []
+    while queue:
+        workflow_id = queue.pop(0)
+        if workflow_id in seen:
+            continue
+        seen.add(workflow_id)
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        started = history.events[0].workflow_execution_started_event_attributes
+        queue += [e.start_child_workflow_execution_initiated_event_attributes.workflow_id for e in history.events
+                  if e.HasField("start_child_workflow_execution_initiated_event_attributes")]
+        path = folder / f"{stem}-{len(written) + 1}-{started.workflow_type.name}.json"
+        path.write_text(history.to_json() + "\n")
+        written.append(path)
+    return written

@@ -112,3 +112,33 @@ async def test_an_unguarded_hub_change_fails_replay_of_older_histories(variant, 
         failure = await replay([variant, CartRecovery, BrowseRecovery, Welcome], history)
         assert failure is not None, f"{name} replayed on {variant.__name__}: the replay check would miss it"
         assert "nondetermin" in str(failure).lower(), failure
+
+
+# --------------------------------------------------------------------------------------------------
+# Issue 12's hub patches, each applied unconditionally (as if its `workflow.patched` were left out)
+# --------------------------------------------------------------------------------------------------
+
+def branch_histories(tag: str) -> dict[str, WorkflowHistory]:
+    return {path.stem: load_branch(path) for path in sorted((HISTORIES / tag).glob("*-hub.json"))}
+
+
+def load_branch(path: Path) -> WorkflowHistory:
+    data = json.loads(path.read_text())
+    return WorkflowHistory.from_json(path.stem, data)  # the time-skipping server leaves the id out
+
+
+@pytest.mark.parametrize("patches", [{"hub-keeps-signals-during-decision", "hub-debounces-activity"},
+                                     {"hub-unique-journey-ids"}], ids=["debounce", "unique-ids"])
+async def test_an_unguarded_hub_fix_fails_replay_of_hubs_recorded_before_it(patches, monkeypatch):
+    """Hubs recorded before issue 12 (tests/histories/before-hub-fixes) replay on the guarded code; with
+    the patch forced on they must not: a re-route by a page view gains a debounce timer, a decision
+    is written before the running journey is stopped."""
+    before = branch_histories("before-hub-fixes")
+    assert before
+    for name, history in before.items():
+        assert await replay(ALL_WORKFLOWS, history) is None, f"{name} must replay on the current, guarded code"
+    guarded = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda patch_id: patch_id in patches or guarded(patch_id))
+    failures = [str(failure) for history in before.values() if (failure := await replay(ALL_WORKFLOWS, history))]
+    assert failures, f"no history recorded before {patches} fails without its guard: the replay check would miss it"
+    assert all("nondetermin" in failure.lower() for failure in failures), failures

@@ -441,7 +441,7 @@ class _Shard:
             except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
                 if exc.status != RPCStatusCode.ALREADY_EXISTS:
                     raise
-            activities = SimulatedActivities({}, setup.catalog)
+            activities = SimulatedActivities({}, setup.catalog, run.policy)
             task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
             worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
                             activities=activities.all(), interceptors=[SimulatedExecution()],
@@ -731,8 +731,9 @@ def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
     for question in asked:
         if isinstance(question, RouteAsked):
             context = question.context
-            if (decide_route(context.history, current, question.at, last_started=context.last_started)
-                    != decide_route(context.history, new, question.at, last_started=context.last_started)):
+            asked = dict(last_started=context.last_started, recovered_carts=context.recovered_carts)
+            if (decide_route(context.history, current, question.at, **asked)
+                    != decide_route(context.history, new, question.at, **asked)):
                 return False
         elif isinstance(question, AttributionAsked):
             if (last_touch(question.order, question.touches, current.attribution_window)

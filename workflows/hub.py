@@ -6,9 +6,11 @@ the pure policy in `journeys/`, and runs the chosen journey as a child workflow.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -25,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyInput,
         JourneyStart,
         PersonContext,
+        PersonLookup,
         RunningJourney,
         StopJourney,
     )
@@ -42,6 +45,22 @@ LOCAL_STORE_CALLS = "hub-local-store-calls"
 # As a regular activity its input (route, workflow id) is in the history before it runs, so a retry
 # is the same write. The read (`load_person`) stays local: re-running a read is harmless.
 DURABLE_DECISION = "hub-decision-durable-before-write"
+# Issue 12. The hub takes its queue of wake-ups before it decides and never clears it after, so a
+# signal handled while it decides (an `Added to Cart` during `load_person`) is decided on next; and
+# a wake-up in the same task as the idle timeout keeps the hub going.
+KEEPS_SIGNALS = "hub-keeps-signals-during-decision"
+# `activity` wake-ups are gathered for the policy's `hub_debounce` before the hub re-routes.
+DEBOUNCE_ACTIVITY = "hub-debounces-activity"
+# Journey and decision ids are drawn from the workflow's deterministic uuid4 (counting rows repeated
+# them), and the decision is written before the running journey is stopped: a refused start (a cart
+# already recovered) leaves the running journey alone.
+UNIQUE_JOURNEY_IDS = "hub-unique-journey-ids"
+# The hub follows the journey it started (failed, terminated, cancelled, timed out → re-route), and
+# after continue-as-new, when it no longer holds the child, checks every JOURNEY_CHECK that it runs.
+WATCHES_JOURNEY = "hub-watches-its-journey"
+JOURNEY_CHECK = timedelta(hours=1)
+ROUTING_REASONS = ("identified", "activity", "merged", "journey_failed")
+PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `activity` is gathered first
 
 
 def hub_id(person_id: str) -> str:
@@ -58,16 +77,22 @@ class Hub:
     def __init__(self) -> None:
         self.state = HubState()
         self.person_id = ""
+        self.watched: str | None = None  # the journey this run started and follows as its child
+        self.deciding = False  # between a wake-up and the next wait (the `busy` query)
 
     @workflow.run
     async def run(self, hub: HubInput) -> HubState:
         self.person_id = hub.person_id
         self.state = hub.state or self.state
-        self.policy = policy = hub.policy
+        self.policy = hub.policy
         while True:
-            idle = self.state.journey is None
-            woke = await self._wait(policy.hub_idle_timeout if idle else None)
+            self.deciding = False
+            woke = await self._wait(self._timeout())
+            self.deciding = True  # until it waits again: purchases, routing, continue-as-new
             if not woke:
+                if self.state.journey is not None:  # a journey started by an earlier run: still there?
+                    await self._check_journey()
+                    continue
                 self._status("idle_completed")
                 return self.state
             if self.state.erased:
@@ -76,51 +101,95 @@ class Hub:
                 return self.state
             while self.state.purchases:
                 await self._record_purchase(self.state.purchases.pop(0))
-            if any(reason in ("identified", "activity", "merged") for reason in self.state.pending):
+            if workflow.patched(KEEPS_SIGNALS):
+                await self._decide()
+            else:
+                if any(reason in ("identified", "activity", "merged") for reason in self.state.pending):
+                    self.state.pending.clear()
+                    await self._evaluate()
                 self.state.pending.clear()
-                await self._evaluate(policy)
-            self.state.pending.clear()
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(HubInput(person_id=self.person_id, policy=policy, state=self.state))
+                workflow.continue_as_new(HubInput(person_id=self.person_id, policy=self.policy, state=self.state))
+
+    def _has_work(self) -> bool:
+        return bool(self.state.pending or self.state.purchases or self.state.erased)
+
+    def _timeout(self) -> timedelta | None:
+        """Idle: the policy's idle timeout. In a journey this run follows: none (its end wakes us). In
+        one an earlier run started: the next check that it still runs."""
+        journey = self.state.journey
+        if journey is None:
+            return self.policy.hub_idle_timeout
+        if journey.workflow_id != self.watched and workflow.patched(WATCHES_JOURNEY):
+            return JOURNEY_CHECK
+        return None
 
     async def _wait(self, timeout: timedelta | None) -> bool:
         try:
-            await workflow.wait_condition(
-                lambda: bool(self.state.pending or self.state.purchases or self.state.erased), timeout=timeout
-            )
+            await workflow.wait_condition(self._has_work, timeout=timeout)
         except TimeoutError:
-            return False
+            # A signal handled in the same task as the timer is still work to do.
+            return self._has_work() and workflow.patched(KEEPS_SIGNALS)
         return True
 
-    async def _evaluate(self, policy) -> None:
-        context: PersonContext | None = await self._store_call("load_person", self.person_id, PersonContext)
+    async def _decide(self) -> None:
+        """Route once for everything that woke the hub; what arrives meanwhile stays queued."""
+        reasons, self.state.pending = self.state.pending, []
+        if not any(reason in ROUTING_REASONS for reason in reasons):
+            return
+        if not any(reason in PROMPT_REASONS for reason in reasons) and workflow.patched(DEBOUNCE_ACTIVITY):
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self.state.erased or self.state.purchases
+                                 or any(reason in PROMPT_REASONS for reason in self.state.pending)),
+                    timeout=self.policy.hub_debounce)
+            except TimeoutError:
+                pass
+            if self.state.erased or self.state.purchases:  # handled first; then routed
+                self.state.pending = reasons + self.state.pending
+                return
+            self.state.pending = []
+        await self._evaluate()
+
+    async def _evaluate(self) -> None:
+        lookup = PersonLookup(person_id=self.person_id, at=workflow.now(), policy_version=self.policy.version)
+        context: PersonContext | None = await self._store_call("load_person", lookup, PersonContext)
         if context is None:
             self.state.erased = True
             await self._stop_journey("person no longer exists")
             return
+        if context.policy is not None:  # journeys.toml changed: decide (and start journeys) under the new one
+            self.policy = context.policy
+        summary = context.history.summary
         last_started = {**context.last_started, **self.state.last_started}
-        decision = decide_route(context.history, policy, workflow.now(), last_started=last_started)
+        decision = decide_route(context.history, self.policy, summary.as_of if summary else workflow.now(),
+                                last_started=last_started, recovered_carts=context.recovered_carts)
         current = self.state.journey
         if current and not replaces(current.route, decision.route):
             return
-        if current:
-            await self._stop_journey(f"re-routed to {decision.route}: {decision.reason}")
-        self.state.journeys_started = max(self.state.journeys_started, context.journeys_count)
-        await self._start(decision, policy)
+        await self._start(decision, context)
 
-    async def _start(self, decision: RouteDecision, policy) -> None:
+    async def _start(self, decision: RouteDecision, context: PersonContext) -> None:
+        unique = workflow.patched(UNIQUE_JOURNEY_IDS)
+        stop_reason = f"re-routed to {decision.route}: {decision.reason}"
+        if not unique:
+            await self._stop_journey(stop_reason)
+            self.state.journeys_started = max(self.state.journeys_started, context.journeys_count)
         now = workflow.now()
         workflow_id = None
         if decision.route in JOURNEYS:
             self.state.journeys_started += 1
-            workflow_id = f"{decision.route}-{self.person_id}-{self.state.journeys_started}"
+            number = workflow.uuid4().hex if unique else self.state.journeys_started
+            workflow_id = f"{decision.route}-{self.person_id}-{number}"
         record = Decision(at=now, route=decision.route, reason=decision.reason, cart_id=decision.cart_id,
                           cart_value=decision.cart_value, workflow_id=workflow_id)
         self.state.decisions = (self.state.decisions + [record])[-DECISIONS_KEPT:]
+        decision_id = f"{hub_id(self.person_id)}:decision:" + (workflow.uuid4().hex if unique
+                                                                 else str(len(self.state.decisions)))
         allowed: bool = await self._store_call(
             "start_journey",
-            JourneyStart(workflow_id=workflow_id or f"{hub_id(self.person_id)}:decision:{len(self.state.decisions)}",
+            JourneyStart(workflow_id=workflow_id or decision_id,
                          hub_id=hub_id(self.person_id), person_id=self.person_id, route=decision.route,
                          reason=decision.reason, cart_id=decision.cart_id, cart_value=decision.cart_value, at=now),
             bool,
@@ -131,13 +200,15 @@ class Hub:
             + ([search.CART_VALUE.value_set(float(decision.cart_value))] if decision.cart_value is not None else [])
         )
         if workflow_id is None or not allowed:
-            self._status(decision.route if workflow_id is None else "cart_already_recovered")
-            workflow.set_current_details(f"no journey: {decision.reason}")
+            if self.state.journey is None:
+                self._status(decision.route if workflow_id is None else "cart_already_recovered")
+                workflow.set_current_details(f"no journey: {decision.reason}")
             return
-        await workflow.start_child_workflow(
+        await self._stop_journey(stop_reason)
+        handle = await workflow.start_child_workflow(
             decision.route,
-            JourneyInput(person_id=self.person_id, hub_id=hub_id(self.person_id), route=decision.route, policy=policy,
-                         cart_id=decision.cart_id, cart_value=decision.cart_value),
+            JourneyInput(person_id=self.person_id, hub_id=hub_id(self.person_id), route=decision.route,
+                         policy=self.policy, cart_id=decision.cart_id, cart_value=decision.cart_value),
             id=workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             static_summary=f"{decision.route} for person {self.person_id}",
@@ -149,6 +220,35 @@ class Hub:
         self.state.last_started[decision.route] = now
         self._status("in_journey")
         workflow.set_current_details(f"running {decision.route} ({workflow_id}): {decision.reason}")
+        if workflow.patched(WATCHES_JOURNEY):
+            self.watched = workflow_id
+            asyncio.create_task(self._follow(handle))
+
+    async def _follow(self, handle: workflow.ChildWorkflowHandle) -> None:
+        """Wait for the journey this run started to close; an abnormal end re-routes the person."""
+        try:
+            await handle
+            failure = None  # completed: its `journey_ended` signal has normally told us already
+        except ChildWorkflowError as error:  # failed, terminated, cancelled or timed out
+            failure = str(error.cause or error)
+        self._journey_gone(handle.id, failure)
+
+    async def _check_journey(self) -> None:
+        """A journey an earlier run started cannot be followed as a child: poke it; a journey that no
+        longer runs and never said it ended (`journey_ended`) ended abnormally."""
+        journey = self.state.journey
+        try:
+            await workflow.get_external_workflow_handle(journey.workflow_id).signal("hub_check")
+        except Exception:  # not running any more
+            self._journey_gone(journey.workflow_id, "no longer running and never reported its end")
+
+    def _journey_gone(self, workflow_id: str, failure: str | None) -> None:
+        if self.state.journey is None or self.state.journey.workflow_id != workflow_id:
+            return  # already ended by its `journey_ended` signal, or replaced
+        self.state.journey = None
+        self.state.pending.append("journey_failed" if failure else "journey_ended")
+        if failure:
+            workflow.set_current_details(f"journey {workflow_id} ended abnormally ({failure}): re-routing")
 
     async def _store_call(self, name: str, argument, result_type, writes: bool = False):
         """The hub's short store reads run as local activities: no extra round trip through the server
@@ -220,3 +320,8 @@ class Hub:
     @workflow.query(name="state")
     def current_state(self) -> HubState:
         return self.state
+
+    @workflow.query(name="busy")
+    def busy(self) -> bool:
+        """Whether the hub has wake-ups it has not decided on yet, or is deciding now."""
+        return self._has_work() or self.deciding

@@ -167,6 +167,10 @@ class CartRecovery(Journey):
     def stop_signal(self, request: StopJourney) -> None:
         self.stop(request)
 
+    @workflow.signal(name="hub_check")
+    def hub_check(self) -> None:
+        """A hub that continued as new pokes its journey to learn it still runs (a closed one refuses)."""
+
     @workflow.query(name="state")
     def query_state(self) -> JourneyState | None:
         return self.state

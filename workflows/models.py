@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 from journeys.history import PersonHistory
 from journeys.policy import Policy
@@ -66,12 +66,31 @@ class HubState(BaseModel):
     erased: bool = False
 
 
+class PersonLookup(BaseModel):
+    """What the hub asks `load_person`: the person, the moment it routes at (the projected history is
+    exact for that moment) and the version of the policy it holds."""
+
+    person_id: str
+    at: datetime | None = None  # None: the activity's own clock
+    policy_version: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_person_id(cls, data):
+        # Hubs scheduled before the lookup existed ask with the bare person id.
+        return {"person_id": data} if isinstance(data, str) else data
+
+
 class PersonContext(BaseModel):
     """The hub's view of a person, loaded from the store."""
 
     history: PersonHistory
     last_started: dict[str, datetime] = {}
     journeys_count: int = 0
+    # Carts that already had their one recovery journey: routing skips them (`decide_route`).
+    recovered_carts: list[str] = []
+    # The policy now in force, when it is not the version the hub asked with (journeys.toml changed).
+    policy: Policy | None = None
 
 
 class JourneyStart(BaseModel):
