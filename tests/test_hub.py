@@ -20,13 +20,13 @@ from temporalio import activity
 from temporalio.worker import Worker
 
 from activities.store_activities import StoreActivities
-from conftest import settings_for
+from conftest import CONVERTER, settings_for
 from journey_harness import Harness, identify, now, running_shop, track
 from store.settings import REPO_ROOT
 from test_journeys_timeskipping import BASE_POLICY, policy, shop  # noqa: F401 (the `shop` fixture)
 from workflows import ALL_WORKFLOWS
 from workflows.hub import hub_id
-from workflows.models import HubState, JourneyState, PersonContext, PersonLookup
+from workflows.models import HubState, JourneyInput, JourneyState, PersonContext, PersonLookup
 
 
 class SlowLoadStore(StoreActivities):
@@ -234,8 +234,9 @@ async def test_a_changed_journeys_toml_reaches_the_hub_at_its_next_decision(env,
         state = await shop.until(person, lambda s: s.journey is not None and s.journey.route == "cart_recovery")
         assert "value 40.00 ≥ 30.00" in state.decisions[-1].reason
         started = await shop.client.get_workflow_handle(state.journey.workflow_id).fetch_history()
-        given = started.events[0].workflow_execution_started_event_attributes.input.payloads[0].data
-        assert b'"cart_min_value":30.0' in given  # the journey runs with the policy it was started under
+        given = started.events[0].workflow_execution_started_event_attributes.input.payloads
+        journey_input = (await CONVERTER.decode(given, [JourneyInput]))[0]
+        assert journey_input.policy.cart_min_value == 30  # the journey runs with the policy it was started under
 
 
 def test_a_journey_id_taken_by_another_request_fails_loudly(db):
