@@ -12,8 +12,9 @@ server in this process.
 
 Prints `sent/expected, duplicates` (by idempotency key and by recipient + journey step), the SMTP
 side (deliveries, and redeliveries under the same Message-ID — the window between the SMTP
-transaction and the row saying "sent"), when the kills landed and how long the stack took to
-settle. Exit status 1 if a message is missing or duplicated. Results: bench/results/chaos.json.
+transaction and the row saying "sent"), when the kills landed, how soon after each restart the
+relay received mail again (a send cut off by the kill is retried once its 10 s heartbeat timeout
+passes and its lease runs out), and how long the stack took to settle. Exit status 1 if a message is missing or duplicated. Results: bench/results/chaos.json.
 """
 
 from __future__ import annotations
@@ -77,6 +78,8 @@ def main() -> int:
     print(result.line())
     print(f"SIGKILLs at {report.kills}s; shoppers driven in {report.drive_seconds}s; "
           f"every message sent {report.settle_seconds}s after the last restart")
+    waits = [w for w in report.resumed if w is not None]
+    print(f"sends resumed {report.resumed}s after each restart (slowest {max(waits) if waits else '-'}s)")
     if result.missing:
         print(f"missing: {result.missing[:20]}")
     results = REPO_ROOT / "bench" / "results"
@@ -87,7 +90,7 @@ def main() -> int:
         "duplicates_by_recipient_step": result.duplicates_by_recipient_step, "missing": result.missing,
         "smtp_deliveries": result.deliveries, "smtp_messages": result.delivered_keys,
         "smtp_redeliveries": result.redeliveries, "drive_seconds": report.drive_seconds,
-        "settle_seconds": report.settle_seconds,
+        "settle_seconds": report.settle_seconds, "resumed_seconds": report.resumed,
     }, indent=2) + "\n")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

@@ -372,6 +372,9 @@ class ChaosReport:
     kills: list[float]  # seconds after the first shopper, when each SIGKILL landed
     drive_seconds: float
     settle_seconds: float  # from the last restart until every expected message was sent
+    # Per restart: seconds until the relay received the next message (None: nothing came after it).
+    # A send in flight at a SIGKILL is retried once its heartbeat times out and its lease runs out.
+    resumed: list[float | None] = field(default_factory=list)
 
 
 async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: int, engine,
@@ -390,6 +393,8 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
         async with gate:
             await drive(http, s)
 
+    restarts: list[float] = []
+
     async def killer() -> list[float]:
         moments = []
         for _ in range(kills):
@@ -398,6 +403,7 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
             await asyncio.to_thread(stack.worker.kill)
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             await asyncio.to_thread(stack.start_worker)
+            restarts.append(time.monotonic())
         return moments
 
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
@@ -416,5 +422,7 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
         await asyncio.sleep(0.5)
     settle = time.monotonic() - restarted
     await asyncio.sleep(2)  # anything late (a duplicate) would land now
+    received = stack.smtp.mailbox.received_at if stack.smtp else []
+    resumed = [next((round(at - restart, 2) for at in received if at >= restart), None) for restart in restarts]
     return ChaosReport(outcome(engine, people, stack.smtp.mailbox if stack.smtp else None), moments,
-                       round(drive_seconds, 2), round(settle, 2))
+                       round(drive_seconds, 2), round(settle, 2), resumed)
