@@ -27,7 +27,9 @@ with workflow.unsafe.imports_passed_through():
 # Errors no retry can mend: a template that does not render, a delivery setting that cannot work.
 NOT_RETRYABLE = ["TemplateProblem", "TemplateError", "DeliveryConfigError"]
 # Store calls ride out a database restart or fail-over, then give up: 20 attempts, at most 30 minutes.
-STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=30), schedule_to_close_timeout=timedelta(minutes=30),
+# One attempt is a few short queries: 15 s start-to-close lets a SIGKILLed worker's call be retried
+# soon (it cannot heartbeat) while leaving a busy database room to answer.
+STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=15), schedule_to_close_timeout=timedelta(minutes=30),
                   retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                                            maximum_attempts=20, non_retryable_error_types=NOT_RETRYABLE))
 # A send heartbeats (activities/attempt.py), so a dead worker's send is retried ~10 s after it went
