@@ -17,6 +17,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from conftest import free_port
@@ -74,6 +75,48 @@ def test_two_attempts_racing_on_one_message_deliver_it_once(db, slow_relay):
     assert first_env.beats, "the delivering attempt did not heartbeat while the relay was slow"
     assert [tuple(r) for r in db.rows("SELECT status, lease_until FROM messages")] == [("sent", None)]
     assert db.scalar("SELECT count(*) FROM journey_log WHERE kind = 'sent'") == 1
+
+
+def test_a_cancel_mid_delivery_waits_for_the_relay_and_records_the_send(db, slow_relay):
+    """What the worker does when its shutdown grace runs out, or the server cancels the activity: the
+    cancellation is raised after the delivery is recorded, not into the SMTP conversation."""
+    person = cart_person(db)
+    activities = activities_for(db, delivery_settings(db, slow_relay.port))
+    send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    env, raised = attempt_env(1), []
+
+    def run() -> None:
+        try:
+            env.run(activities.send_step, send)
+        except BaseException as exc:  # noqa: BLE001 — the test looks at what came out
+            raised.append(exc)
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not slow_relay.mailbox.answering:
+        assert time.monotonic() < deadline and thread.is_alive(), "the attempt never reached the relay"
+        time.sleep(0.01)
+    env.cancel()
+    thread.join(30)
+    assert [type(exc).__name__ for exc in raised] == ["CancelledError"]
+    assert [tuple(r) for r in db.rows("SELECT status FROM messages")] == [("sent",)]
+    assert len(slow_relay.mailbox.received) == 1
+    retry = attempt_env(2).run(activities.send_step, send)  # Temporal's retry of the cancelled attempt
+    assert retry.duplicate and len(slow_relay.mailbox.received) == 1
+
+
+def test_a_worker_shutting_down_starts_no_delivery(db, slow_relay):
+    person = cart_person(db)
+    activities = activities_for(db, delivery_settings(db, slow_relay.port))
+    send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    env = attempt_env(1)
+    env.worker_shutdown()
+    with pytest.raises(ApplicationError, match="worker shutting down") as refused:
+        env.run(activities.send_step, send)
+    assert refused.value.type == "WorkerShuttingDown" and not refused.value.non_retryable
+    assert [tuple(r) for r in db.rows("SELECT status FROM messages")] == [("pending",)]
+    assert attempt_env(2).run(activities.send_step, send).status == "sent"  # the retry, on a worker that stays
+    assert len(slow_relay.mailbox.received) == 1
 
 
 def test_a_dead_attempts_lease_runs_out_and_the_next_attempt_delivers(db, slow_relay):
