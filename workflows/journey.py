@@ -71,12 +71,15 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
 
 
 def cause(error: ActivityError) -> str:
-    """Why an activity finally failed, in a line: the last attempt's error, or the timeout."""
+    """Why an activity finally failed, in one line: the last attempt's error, or the timeout."""
     inner = error.cause
     while inner is not None and inner.cause is not None and not str(inner):
         inner = inner.cause
+    if inner is None:
+        return str(error)
     kind = getattr(inner, "type", None) or type(inner).__name__
-    return f"{kind}: {inner}" if inner is not None else str(error)
+    first_line = (str(inner).splitlines() or [""])[0]  # not a database error's SQL and parameters
+    return f"{kind}: {first_line}"
 
 
 class Journey:
