@@ -2,7 +2,7 @@
 """Worker-crash chaos at full size: 200 identified shoppers through their journeys while the worker
 is SIGKILLed at random moments and restarted, then: was every message sent exactly once?
 
-    .venv/bin/python bench/chaos.py [--shoppers 200] [--kills 8] [--seed N] [--postgres URL]
+    .venv/bin/python bench/chaos.py [--shoppers 200] [--kills 8] [--seed N] [--postgres URL] [--relay-delay S]
 
 The same scenario as tests/test_faults.py (200 shoppers and 5 kills in CI; here as many kills as you
 like), on the same real processes (tests/fault_stack.py): `temporal server start-dev`, `breadcrumb
@@ -43,13 +43,15 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--postgres", metavar="URL", help="run on a fresh database on this PostgreSQL server")
     parser.add_argument("--settle", type=float, default=420, help="seconds to wait for the last messages")
+    parser.add_argument("--relay-delay", type=float, default=0.0,
+                        help="seconds the SMTP relay takes to answer 250 (so kills land mid-delivery)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
 
     with tempfile.TemporaryDirectory(prefix="breadcrumb-chaos-") as tmp, \
             fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_chaos") as database_url:
         workdir = Path(tmp)
-        smtp = start_smtp()
+        smtp = start_smtp(args.relay_delay)
         stack = Stack(workdir, database_url, smtp=smtp)
         engine = None
         try:
@@ -80,6 +82,8 @@ def main() -> int:
           f"every message sent {report.settle_seconds}s after the last restart")
     waits = [w for w in report.resumed if w is not None]
     print(f"sends resumed {report.resumed}s after each restart (slowest {max(waits) if waits else '-'}s)")
+    print("sends cut off by each SIGKILL, and seconds from the restart until the last of them was sent: "
+          + ", ".join(f"{n} in {s}s" if n else "none" for n, s in report.cut_off))
     if result.missing:
         print(f"missing: {result.missing[:20]}")
     results = REPO_ROOT / "bench" / "results"
@@ -91,6 +95,7 @@ def main() -> int:
         "smtp_deliveries": result.deliveries, "smtp_messages": result.delivered_keys,
         "smtp_redeliveries": result.redeliveries, "drive_seconds": report.drive_seconds,
         "settle_seconds": report.settle_seconds, "resumed_seconds": report.resumed,
+        "cut_off_sends": report.cut_off, "relay_delay": args.relay_delay,
     }, indent=2) + "\n")
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
