@@ -2,7 +2,7 @@
 """Worker-crash chaos at full size: 200 identified shoppers through their journeys while the worker
 is SIGKILLed at random moments and restarted, then: was every message sent exactly once?
 
-    .venv/bin/python bench/chaos.py [--shoppers 200] [--kills 8] [--seed N] [--postgres URL] [--relay-delay S]
+    .venv/bin/python bench/chaos.py [--shoppers 200] [--kills 8] [--seed N] [--postgres URL] [--relay-delay S] [--kill-gap MIN MAX]
 
 The same scenario as tests/test_faults.py (200 shoppers and 5 kills in CI; here as many kills as you
 like), on the same real processes (tests/fault_stack.py): `temporal server start-dev`, `breadcrumb
@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--postgres", metavar="URL", help="run on a fresh database on this PostgreSQL server")
     parser.add_argument("--settle", type=float, default=420, help="seconds to wait for the last messages")
+    parser.add_argument("--kill-gap", type=float, nargs=2, default=(0.3, 4.0), metavar=("MIN", "MAX"),
+                        help="seconds between a restart and the next SIGKILL, drawn from this range")
     parser.add_argument("--relay-delay", type=float, default=0.0,
                         help="seconds the SMTP relay takes to answer 250 (so kills land mid-delivery)")
     args = parser.parse_args()
@@ -64,9 +66,9 @@ def main() -> int:
             print(f"stack up in {time.monotonic() - started:.1f}s; {args.shoppers} shoppers, {args.kills} SIGKILLs, "
                   f"seed {seed}, {engine.dialect.name}", flush=True)
             people = shoppers(args.shoppers)
-            # Kills spread over the journeys' life: a gap of 0.3–4 s after each restart.
+            # Kills spread over the journeys' life: a gap of 0.3–4 s (--kill-gap) after each restart.
             report = asyncio.run(worker_chaos(stack, people, kills=args.kills, seed=seed, engine=engine,
-                                              settle_timeout=args.settle, concurrency=16, gap=(0.3, 4.0)))
+                                              settle_timeout=args.settle, concurrency=16, gap=tuple(args.kill_gap)))
         finally:
             stack.stop()
             smtp.stop()
