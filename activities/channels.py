@@ -79,11 +79,13 @@ class SmtpConfig:
     password: str | None = None
     use_tls: bool = False  # implicit TLS (smtps://, usually port 465)
     start_tls: bool | None = None  # None: upgrade when the server offers STARTTLS
-    timeout: float = 30.0
+    timeout: float = 30.0  # per SMTP reply
     ca_file: str | None = None  # trust these CAs for the relay's certificate instead of the system's
+    deadline: float = 20.0  # the whole conversation, however many replies are slow
 
     @classmethod
-    def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "") -> "SmtpConfig":
+    def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "",
+                 deadline: float = 20.0) -> "SmtpConfig":
         """`smtp://user:pass@host:port` or `smtps://…`; user and password may be percent-encoded."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
@@ -104,7 +106,7 @@ class SmtpConfig:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             use_tls=use_tls, start_tls=False if use_tls else {"auto": None, "always": True, "never": False}[starttls],
-            timeout=timeout, ca_file=ca_file or None,
+            timeout=min(timeout, deadline), ca_file=ca_file or None, deadline=deadline,
         )
 
 
@@ -169,20 +171,25 @@ class SmtpChannel:
             raise TransientDeliveryError(f"SMTP {exc.code} refused sender {exc.sender}: {exc.message}") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise TransientDeliveryError(f"SMTP {exc.code}: {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, TimeoutError) as exc:
             raise TransientDeliveryError(f"SMTP server {self.config.hostname}:{self.config.port} "
                                          f"unreachable: {exc or type(exc).__name__}") from None
 
     async def _send(self, email: EmailMessage, recipient: str) -> None:
+        """One SMTP conversation, cut at the delivery deadline (a relay that answers every reply just
+        inside `timeout` must not outlast the send activity)."""
         c = self.config
-        await aiosmtplib.send(email, sender=self.envelope_from, recipients=[recipient], hostname=c.hostname,
-                              port=c.port, username=c.username, password=c.password, use_tls=c.use_tls,
-                              start_tls=c.start_tls, timeout=c.timeout, cert_bundle=c.ca_file)
+        await asyncio.wait_for(
+            aiosmtplib.send(email, sender=self.envelope_from, recipients=[recipient], hostname=c.hostname,
+                            port=c.port, username=c.username, password=c.password, use_tls=c.use_tls,
+                            start_tls=c.start_tls, timeout=c.timeout, cert_bundle=c.ca_file),
+            c.deadline)
 
 
 def _refused(recipients: list[aiosmtplib.SMTPRecipientRefused]) -> DeliveryError:
     worst = max(recipients, key=lambda r: r.code)
-    reason = f"SMTP {worst.code} refused recipient {worst.recipient}: {worst.message}"
+    # No address in the reason: a transient one travels into Temporal's history with the retry.
+    reason = f"SMTP {worst.code} refused the recipient: {worst.message.replace(worst.recipient, '<recipient>')}"
     if all(r.code >= 500 for r in recipients):
         return PermanentDeliveryError(reason)
     return TransientDeliveryError(reason)
@@ -194,13 +201,16 @@ RETRYABLE_4XX = {408, 409, 425, 429}  # timeouts, conflicts while a retry is in 
 
 
 class SmsWebhookChannel:
-    def __init__(self, url: str, token: str = "", timeout: float = 10.0, client: httpx.Client | None = None) -> None:
+    def __init__(self, url: str, token: str = "", timeout: float = 10.0, client: httpx.Client | None = None,
+                 deadline: float = 20.0) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeliveryConfigError(f"BREADCRUMB_SMS_WEBHOOK_URL must be an http(s) URL, not {url!r}")
         self.url = url
         self.token = token
-        self.client = client or httpx.Client(timeout=timeout)
+        # httpx bounds each phase (pool, connect, write, read) on its own: a quarter of the deadline
+        # each keeps the whole call inside it.
+        self.client = client or httpx.Client(timeout=min(timeout, deadline / 4))
 
     def deliver(self, message: Message) -> None:
         headers = {"Idempotency-Key": message.idempotency_key}
@@ -233,11 +243,12 @@ def channels_from_settings(settings) -> dict[str, Channel]:
             raise DeliveryConfigError("BREADCRUMB_SMTP_FROM is required with BREADCRUMB_SMTP_URL "
                                       "(e.g. 'Glow Skincare <hello@glow.example>')")
         config = SmtpConfig.from_url(settings.smtp_url, settings.smtp_starttls, settings.smtp_timeout,
-                                     settings.smtp_ca_file)
+                                     settings.smtp_ca_file, settings.delivery_deadline)
         channels["email"] = SmtpChannel(config, settings.smtp_from, settings.smtp_reply_to)
         real.append("email")
     if settings.sms_webhook_url:
-        channels["sms"] = SmsWebhookChannel(settings.sms_webhook_url, settings.sms_webhook_token, settings.sms_timeout)
+        channels["sms"] = SmsWebhookChannel(settings.sms_webhook_url, settings.sms_webhook_token, settings.sms_timeout,
+                                            deadline=settings.delivery_deadline)
         real.append("sms")
     if real:
         missing = [name for name, value in (("BREADCRUMB_PUBLIC_BASE_URL", settings.public_base_url),

@@ -390,14 +390,14 @@ class SimulatedActivities:
         result = SendCheck(timezone=snap.timezone)
         if order is not None:
             result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
-        result.recipient = person.recipient(check.channel)
+        result.reachable = bool(person.recipient(check.channel))
         if snap.suppressed:
             result.suppressed = "suppressed"
         elif check.channel == "email" and snap.email_unsubscribed:
             result.channel_blocked = "unsubscribed from email"
         elif check.channel == "sms" and not snap.sms_consent:
             result.channel_blocked = "no SMS consent"
-        elif not result.recipient:
+        elif not result.reachable:
             result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
         if check.route == "cart_recovery":
             result.cart_open = _cart(history, check.cart_id) is not None
@@ -410,8 +410,7 @@ class SimulatedActivities:
         with self._lock:
             known = person.messages.get(key)
         if known is not None:
-            return SendResult(message_id=key, status="sent", subject=known.template or "", items=known.items,
-                              duplicate=True)
+            return SendResult(message_id=key, status="sent", duplicate=True)
         history = person.history(send.at)
         cart = _cart(history, send.cart_id) if send.route == "cart_recovery" else None
         shown = personalise(send.route, history.events, self.catalog, cart)
@@ -420,7 +419,7 @@ class SimulatedActivities:
                 person.log.append(SimEntry(at=send.at, kind="skipped", journey=send.route, step=send.step,
                                            template=send.template, channel=send.channel, reason=reason,
                                            workflow_id=send.workflow_id))
-            return SendResult(message_id=key, status="skipped", subject="", reason=reason)
+            return SendResult(message_id=key, status="skipped", reason=reason)
         items = [item.model_dump(exclude_none=True) for item in shown.items]
         entry = SimEntry(at=send.at, kind="sent", journey=send.route, step=send.step, template=send.template,
                          channel=send.channel, items=items, cart_value=shown.cart_value, category=shown.category,
@@ -429,7 +428,7 @@ class SimulatedActivities:
             if key not in person.messages:
                 person.messages[key] = entry
                 person.log.append(entry)
-        return SendResult(message_id=key, status="sent", subject=send.template, items=items)
+        return SendResult(message_id=key, status="sent")
 
     def note(self, note: JourneyNote) -> None:
         person = self.people.get(note.person_id)

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from jinja2 import TemplateError
-from sqlalchemy import Engine, Text, bindparam, case, cast, func, literal_column, or_, true, update
+from sqlalchemy import Engine, Text, and_, bindparam, case, cast, func, literal_column, or_, true, update
 from sqlmodel import Session, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.attempt import Attempt
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
 from journeys import taxonomy
@@ -46,6 +47,8 @@ from workflows.models import (
 
 log = logging.getLogger("breadcrumb.activities")
 
+LEASE_MARGIN = timedelta(seconds=5)  # beyond the delivery deadline: clock skew between workers, the row write
+LEASE_POLL = 1.0  # seconds between looks at a message another attempt is delivering
 HISTORY_HORIZON = timedelta(days=90)  # routing looks back at most this far (orders: always)
 JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
 
@@ -251,6 +254,7 @@ class StoreActivities:
         self.channels = {"email": outbox, "sms": outbox, "outbox": outbox, **(channels or {})}
         self.renderer = renderer or Renderer(link_hosts=settings.link_hosts if settings else ())
         self.links = MessageLinks.from_settings(settings)
+        self.lease = timedelta(seconds=(settings or Settings()).delivery_deadline) + LEASE_MARGIN
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
         self.policies = PolicySource(settings) if settings is not None else None
@@ -328,7 +332,7 @@ class StoreActivities:
             result = SendCheck(timezone=person.timezone)
             if order is not None:
                 result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
-            result.recipient = self._recipient(session, person.id, check.channel)
+            result.reachable = bool(self._recipient(session, person.id, check.channel))
             if person.suppressed:
                 result.suppressed = "suppressed"  # the person: nothing on any channel
             elif listed := suppression.listed(session, person.id, check.channel):  # survives a delete
@@ -337,7 +341,7 @@ class StoreActivities:
                 result.channel_blocked = "unsubscribed from email"  # this step's channel only
             elif check.channel == "sms" and not person.sms_consent:
                 result.channel_blocked = "no SMS consent"
-            elif not result.recipient:
+            elif not result.reachable:
                 result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
             if check.route == "cart_recovery":
                 result.cart_open = self._cart(history, check.cart_id) is not None
@@ -364,10 +368,14 @@ class StoreActivities:
     @activity.defn(name="send_step")
     def send_step(self, send: SendInput) -> SendResult:
         """Write the message under `{workflow_id}:{step}` before delivering: a retry finds it and never
-        delivers a second time. Before every delivery attempt the journey's guardrails are read
-        again: a send Temporal retries for hours while the relay is down must not go out once the
-        shopper has bought, unsubscribed, been suppressed or closed their cart."""
+        delivers a second time. The row is claimed with a lease before delivery, so two attempts of
+        one send (a retry after a lost heartbeat, a restarted worker) never deliver at once: the
+        second waits for the first's outcome or its lease to run out. Before every delivery attempt
+        the journey's guardrails are read again: a send Temporal retries for hours while the relay
+        is down must not go out once the shopper has bought, unsubscribed, been suppressed or closed
+        their cart."""
         key = f"{send.workflow_id}:{send.step}"
+        attempt = Attempt()
         composed = False
         self._count_sales_when_stale()
         with transaction(self.engine) as session:
@@ -375,7 +383,7 @@ class StoreActivities:
             if message is None:
                 person = session.get(Person, send.person_id)
                 if person is None:  # erased (or merged away) before the first attempt: nothing to write
-                    return SendResult(message_id="", status="skipped", subject="", ends_journey=True,
+                    return SendResult(message_id="", status="skipped", ends_journey=True,
                                       reason=reason_to_stop(SendCheck(person_exists=False), send.route))
                 inserted = session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
                     **self._compose(session, person, send, key))).rowcount
@@ -383,26 +391,48 @@ class StoreActivities:
                 composed = bool(inserted)
                 if composed and message.status != "pending":  # nothing to show, or a template that cannot render
                     self._log_outcome(session, message)
-        if message.status != "pending":
+        if message.status in ("pending", "sending"):
+            attempt.refuse_when_shutting_down()
+            message = self._claim(message, attempt)
+        if message.lease_owner != attempt.token:  # final already, or finished by another attempt meanwhile
             return self._result(message, duplicate=not composed)
         check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
                                                       channel=send.channel, cart_id=send.cart_id))
         if stop := reason_to_stop(check, send.route):
-            return self._finish(message, "skipped", stop).model_copy(update={"ends_journey": True})
+            return self._finish(message, attempt, "skipped", stop).model_copy(update={"ends_journey": True})
         if check.channel_blocked:  # this step's channel no longer reaches them (unsubscribed, consent withdrawn)
-            return self._finish(message, "skipped", check.channel_blocked)
-        attempt = self._attempt(message)
-        try:
-            self.channels[message.channel].deliver(message)
-        except Exception as exc:
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            if not getattr(exc, "permanent", False):
+            return self._finish(message, attempt, "skipped", check.channel_blocked)
+        tries = self._attempt(message)
+        with attempt.shielded():
+            try:
+                attempt.run(lambda: self.channels[message.channel].deliver(message))
+            except Exception as exc:
+                reason = _without(message.recipient, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+                if getattr(exc, "permanent", False):
+                    return self._finish(message, attempt, "failed", reason)
                 # Transient: the activity retry policy tries again with backoff, same row, same key.
                 # The row says what went wrong meanwhile, so a stuck send is visible in /admin/messages.
-                self._note_transient(message, f"attempt {attempt} failed, retrying: {reason}")
+                self._release(message, attempt, f"attempt {tries} failed, retrying: {reason}")
                 raise
-            return self._finish(message, "failed", reason)
-        return self._finish(message, "sent", None, sent_at=send.at)
+            return self._finish(message, attempt, "sent", None, sent_at=attempt.now())
+
+    def _claim(self, message: Message, attempt: Attempt) -> Message:
+        """The message row with this attempt's lease on it (`sending`), waiting (heartbeating) while
+        another attempt's lease is live; or the row as another attempt finished it."""
+        while True:
+            now = utcnow()
+            with transaction(self.engine) as session:
+                session.execute(
+                    update(Message)
+                    .where(Message.id == message.id,
+                           or_(Message.status == "pending",
+                               and_(Message.status == "sending", Message.lease_until < now)))
+                    .values(status="sending", lease_owner=attempt.token, lease_until=now + self.lease)
+                )
+                row = session.exec(select(Message).where(Message.id == message.id)).one()
+            if row.status != "sending" or row.lease_owner == attempt.token:
+                return row
+            attempt.pause(LEASE_POLL)
 
     def _count_sales_when_stale(self) -> None:
         """Bestseller counts at most SALES_REFRESH old, counted by one send of this worker at a time
@@ -418,11 +448,13 @@ class StoreActivities:
             session.execute(update(Message).where(Message.id == message.id).values(attempts=Message.attempts + 1))
             return session.exec(select(Message.attempts).where(Message.id == message.id)).one()
 
-    def _note_transient(self, message: Message, reason: str) -> None:
+    def _release(self, message: Message, attempt: Attempt, reason: str) -> None:
+        """Give the lease back after a transient failure (the retry may claim at once), noting why."""
         try:
             with transaction(self.engine) as session:
-                session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
-                                .values(reason=reason[:2000]))
+                session.execute(update(Message).where(Message.id == message.id, Message.lease_owner == attempt.token,
+                                                      Message.status == "sending")
+                                .values(status="pending", lease_owner=None, lease_until=None, reason=reason[:2000]))
         except Exception:  # the store being down too must not hide the delivery error
             log.exception("could not record the delivery error of %s", message.idempotency_key)
 
@@ -466,12 +498,16 @@ class StoreActivities:
             cart_id=send.cart_id, created_at=send.at,
         )
 
-    def _finish(self, message: Message, status: str, reason: str | None, sent_at: datetime | None = None) -> SendResult:
-        """Move a pending message to its final status (sent, failed, skipped) and log it once, for
-        whoever owns the message now (a merge during delivery re-points it; a delete removes it)."""
+    def _finish(self, message: Message, attempt: Attempt, status: str, reason: str | None,
+                sent_at: datetime | None = None) -> SendResult:
+        """Move the message this attempt holds to its final status (sent, failed, skipped) and log it
+        once, for whoever owns the message now (a merge during delivery re-points it; a delete
+        removes it)."""
         with transaction(self.engine) as session:
-            owner = session.execute(update(Message).where(Message.id == message.id, Message.status == "pending")
-                                    .values(status=status, reason=reason, sent_at=sent_at)
+            owner = session.execute(update(Message)
+                                    .where(Message.id == message.id, Message.status == "sending",
+                                           Message.lease_owner == attempt.token)
+                                    .values(status=status, reason=reason, sent_at=sent_at, lease_until=None)
                                     .returning(Message.person_id)).scalar_one_or_none()
             message.status, message.reason, message.sent_at = status, reason, sent_at
             if owner is not None:
@@ -483,12 +519,12 @@ class StoreActivities:
         """The journey log line of a message's final status (kind `sent`, `failed` or `skipped`)."""
         self._log(session, message.workflow_id, message.person_id, message.journey, message.status,
                   message.reason or message.subject, message.sent_at or message.created_at,
-                  step=message.step, message_id=message.id)
+                  step=message.step, message_id=message.id, note_key=f"{message.idempotency_key}:{message.status}")
 
     @staticmethod
     def _result(message: Message, duplicate: bool = False) -> SendResult:
-        return SendResult(message_id=message.id, status=message.status, subject=message.subject,
-                          items=message.items or [], reason=message.reason, duplicate=duplicate)
+        return SendResult(message_id=message.id, status=message.status,
+                          reason=_without(message.recipient, message.reason), duplicate=duplicate)
 
     @activity.defn(name="record_journey_note")
     def record_journey_note(self, note: JourneyNote) -> None:
@@ -499,7 +535,14 @@ class StoreActivities:
             if run is None:
                 return
             self._log(session, note.workflow_id, run.person_id, note.journey, note.kind, note.reason, note.at,
-                      step=note.step, until=note.until, message_id=note.message_id)
+                      step=note.step, until=note.until, message_id=note.message_id, note_key=_call_key())
+            if note.kind == "failed" and note.step is not None:
+                # The journey gave up on this step (its send's retries ran out): the row says so too,
+                # unless an attempt still holds a live lease on it.
+                session.execute(update(Message).where(
+                    Message.idempotency_key == f"{note.workflow_id}:{note.step}",
+                    or_(Message.status == "pending", and_(Message.status == "sending", Message.lease_until < utcnow())),
+                ).values(status="failed", reason=note.reason, lease_owner=None, lease_until=None))
             if note.final_status:
                 session.execute(update(JourneyRun).where(JourneyRun.workflow_id == note.workflow_id)
                                 .values(status=note.final_status, ended_at=note.at, reason=note.reason))
@@ -527,10 +570,28 @@ class StoreActivities:
             reason += f" after {message.journey} step {message.step}" if message else " with no message in the window"
             self._log(session, message.workflow_id if message else conversion.hub_id, conversion.person_id,
                       message.journey if message else "none", "conversion", reason, ordered_at,
-                      message_id=message.id if message else None)
+                      message_id=message.id if message else None, note_key=_call_key())
 
     @staticmethod
     def _log(session: Session, workflow_id: str, person_id: str, journey: str, kind: str, reason: str,
              at: datetime, **extra) -> None:
-        session.add(JourneyLog(workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind,
-                               reason=reason, at=at, **extra))
+        """One journal line; a line with a `note_key` already written (a retried write) is not repeated."""
+        session.execute(insert_ignoring_conflicts(session, JourneyLog.__table__).values(
+            workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra))
+
+
+def _call_key() -> str | None:
+    """What every retry of this activity call shares and no other call has: the workflow run and the
+    activity's id in it. None outside Temporal (a direct call is written as it comes)."""
+    if not activity.in_activity():
+        return None
+    info = activity.info()
+    return f"{info.workflow_run_id}:{info.activity_id}"
+
+
+def _without(recipient: str, reason: str | None) -> str | None:
+    """A delivery reason as it may leave the store: a relay that echoes the address (`550 <ann@…>:
+    no such user`) does not put it into Temporal's history."""
+    if not reason or not recipient:
+        return reason
+    return reason.replace(recipient, "<recipient>")

@@ -142,13 +142,17 @@ class Message(SQLModel, table=True):
     items: list = _json(default_factory=list)
     html: str = Field(default="", sa_type=Text)  # the HTML part of an email ("" for SMS)
     unsubscribe_url: Optional[str] = Field(default=None, sa_type=Text)  # signed link, also in List-Unsubscribe
-    status: str = Field(default="pending", max_length=16)  # pending | sent | failed
+    status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | skipped
     reason: Optional[str] = Field(default=None, sa_type=Text)  # why it failed, or the last transient error
     attempts: int = 0  # delivery attempts (a transient failure is retried by the activity retry policy)
     idempotency_key: str = Field(max_length=300, unique=True)
     cart_id: Optional[str] = Field(default=None, max_length=255)
     created_at: datetime = _ts(index=True)
     sent_at: Optional[datetime] = _ts(default=None)
+    # The delivery lease: while `sending`, the attempt holding `lease_owner` delivers and no other
+    # attempt may until `lease_until` (one delivery deadline, on the workers' wall clocks) has passed.
+    lease_owner: Optional[str] = Field(default=None, max_length=64)
+    lease_until: Optional[datetime] = _ts(default=None)
 
 
 class Product(SQLModel, table=True):
@@ -254,3 +258,6 @@ class JourneyLog(SQLModel, table=True):
     at: datetime = _ts()
     until: Optional[datetime] = _ts(default=None)
     message_id: Optional[str] = Field(default=None, max_length=36)
+    # What makes a retried write the same line (the activity run + id, or the message + outcome);
+    # None for lines written once by construction.
+    note_key: Optional[str] = Field(default=None, max_length=400, unique=True)

@@ -6,7 +6,7 @@ from functools import cached_property
 from typing import Literal
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     sms_webhook_url: str = ""  # POST {"to", "body"} with an Idempotency-Key header
     sms_webhook_token: str = ""  # sent as "Authorization: Bearer …" when set
     sms_timeout: float = Field(default=10.0, gt=0)
+    # One delivery (an SMTP conversation, an SMS webhook call) ends within this many seconds, however
+    # slow the relay: waiting out a dead attempt's lease and then delivering must fit in the send
+    # activity's start-to-close (workflows/journey.py SEND_CALL, 2 minutes), hence the bound.
+    delivery_deadline: float = Field(default=20.0, gt=0, le=50)
+    # On SIGTERM the worker stops taking tasks and lets running ones finish for this long before it
+    # cancels them; longer than one delivery, so a deploy never interrupts a send. The orchestrator's
+    # own grace (docker `stop_grace_period`, Kubernetes `terminationGracePeriodSeconds`) must be longer.
+    worker_shutdown_grace: float = Field(default=30.0, gt=0)
     # Links in messages.
     public_base_url: str = ""  # where this API is reachable from a mailbox; unsubscribe links live under it
     # HMAC keys of unsubscribe links, newest first: links are signed with the first, any of them
@@ -92,6 +100,13 @@ class Settings(BaseSettings):
 
     _split_lists = field_validator("write_keys", "server_write_keys", "link_hosts", "unsubscribe_secret",
                                    "codec_cors_origins", mode="before")(_comma_list)
+
+    @model_validator(mode="after")
+    def _grace_outlasts_a_delivery(self) -> "Settings":
+        if self.worker_shutdown_grace <= self.delivery_deadline:
+            raise ValueError(f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
+                             f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short")
+        return self
 
     @cached_property
     def policy(self) -> Policy:

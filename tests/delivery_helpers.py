@@ -3,6 +3,7 @@ each on a free loopback port in this process, recording what they receive."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -17,13 +18,19 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Mailbox:
-    """aiosmtpd handler: keeps every accepted message; refuses recipients by prefix with a given reply."""
+    """aiosmtpd handler: keeps every accepted message; refuses recipients by prefix with a given reply.
 
-    def __init__(self) -> None:
+    With `data_delay` it is a slow relay: it keeps the message as soon as DATA ends, then takes that
+    long to answer 250 — a client that gives up meanwhile (or is cut off) has still delivered it."""
+
+    def __init__(self, data_delay: float = 0.0) -> None:
         self.received: list[tuple[str, list[str], bytes]] = []
+        self.received_at: list[float] = []  # time.monotonic() of each accepted message
         self.encrypted: list[bool] = []  # per accepted message: whether its session ran over TLS
         self.refuse: dict[str, str] = {}
         self.lock = threading.Lock()
+        self.data_delay = data_delay
+        self.answering = 0  # messages kept whose 250 is still to come
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         for prefix, reply in self.refuse.items():
@@ -35,7 +42,14 @@ class Mailbox:
     async def handle_DATA(self, server, session, envelope):
         with self.lock:
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+            self.received_at.append(time.monotonic())
             self.encrypted.append(session.ssl is not None)
+        if self.data_delay:
+            self.answering += 1
+            try:
+                await asyncio.sleep(self.data_delay)
+            finally:
+                self.answering -= 1
         return "250 Message accepted for delivery"
 
     def messages(self) -> list[EmailMessage]:

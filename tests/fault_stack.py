@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -234,8 +235,8 @@ def wait_until(probe, timeout: float, what: str, proc: Proc | None = None, inter
         time.sleep(interval)
 
 
-def start_smtp() -> SmtpServer:
-    return SmtpServer(free_port(), Mailbox()).start()
+def start_smtp(data_delay: float = 0.0) -> SmtpServer:
+    return SmtpServer(free_port(), Mailbox(data_delay)).start()
 
 
 # ---- shoppers ----------------------------------------------------------------------------------
@@ -382,6 +383,11 @@ class ChaosReport:
     kills: list[float]  # seconds after the first shopper, when each SIGKILL landed
     drive_seconds: float
     settle_seconds: float  # from the last restart until every expected message was sent
+    # Per restart: seconds until the relay received the next message (None: nothing came after it).
+    resumed: list[float | None] = field(default_factory=list)
+    # Per SIGKILL: (sends it cut off mid-delivery, seconds from the restart until the last of them was
+    # sent). Such a send is retried once its heartbeat times out and its lease runs out.
+    cut_off: list[tuple[int, float | None]] = field(default_factory=list)
 
 
 async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: int, engine,
@@ -400,14 +406,19 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
         async with gate:
             await drive(http, s)
 
+    restarts: list[tuple[float, datetime]] = []  # (monotonic, wall clock: what `sent_at` is compared with)
+    orphans: list[list[str]] = []
+
     async def killer() -> list[float]:
         moments = []
         for _ in range(kills):
             await asyncio.sleep(rng.uniform(*gap))
             moments.append(round(time.monotonic() - started, 2))
             await asyncio.to_thread(stack.worker.kill)
+            orphans.append(await asyncio.to_thread(sending, engine))
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             await asyncio.to_thread(stack.start_worker)
+            restarts.append((time.monotonic(), datetime.now(timezone.utc)))
         return moments
 
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
@@ -426,5 +437,33 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
         await asyncio.sleep(0.5)
     settle = time.monotonic() - restarted
     await asyncio.sleep(2)  # anything late (a duplicate) would land now
+    received = stack.smtp.mailbox.received_at if stack.smtp else []
+    resumed = [next((round(at - restart, 2) for at in received if at >= restart), None) for restart, _ in restarts]
+    cut_off = []
+    for ids, (_, restarted_at) in zip(orphans, restarts):
+        sent = sent_at(engine, ids)
+        cut_off.append((len(ids), round(max((at - restarted_at).total_seconds() for at in sent), 2)
+                        if sent and len(sent) == len(ids) else None))
     return ChaosReport(outcome(engine, people, stack.smtp.mailbox if stack.smtp else None), moments,
-                       round(drive_seconds, 2), round(settle, 2))
+                       round(drive_seconds, 2), round(settle, 2), resumed, cut_off)
+
+
+def sending(engine) -> list[str]:
+    """Messages claimed by an attempt and not finished: right after a SIGKILL, the sends it cut off."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT id FROM messages WHERE status = 'sending'")).scalars())
+
+
+def sent_at(engine, ids: list[str]) -> list[datetime]:
+    from sqlalchemy import bindparam, text
+
+    from store.models import as_utc
+
+    if not ids:
+        return []
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT sent_at FROM messages WHERE sent_at IS NOT NULL AND id IN :ids")
+                            .bindparams(bindparam("ids", expanding=True)), {"ids": ids}).scalars()
+        return [as_utc(datetime.fromisoformat(r) if isinstance(r, str) else r) for r in rows]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from sqlalchemy import Engine
 from temporalio.client import Client
@@ -41,6 +42,8 @@ def build_worker(client: Client, engine: Engine, settings: Settings, channels: d
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         max_concurrent_activities=activity_threads,
         max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
+        # SIGTERM (a deploy) lets running sends finish instead of cancelling them mid-delivery.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace),
     )
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from journeys.guardrails import earliest_send
@@ -23,10 +24,22 @@ with workflow.unsafe.imports_passed_through():
         StopJourney,
     )
 
-STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=30),
-                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)))
-SEND_CALL = dict(start_to_close_timeout=timedelta(minutes=2),
-                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5)))
+# Errors no retry can mend: a template that does not render, a delivery setting that cannot work.
+NOT_RETRYABLE = ["TemplateProblem", "TemplateError", "DeliveryConfigError"]
+# Store calls ride out a database restart or fail-over, then give up: 20 attempts, at most 30 minutes.
+# One attempt is a few short queries: 15 s start-to-close lets a SIGKILLed worker's call be retried
+# soon (it cannot heartbeat) while leaving a busy database room to answer.
+STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=15), schedule_to_close_timeout=timedelta(minutes=30),
+                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
+                                           maximum_attempts=20, non_retryable_error_types=NOT_RETRYABLE))
+# A send heartbeats (activities/attempt.py), so a dead worker's send is retried ~10 s after it went
+# quiet instead of after the whole start-to-close; one delivery (BREADCRUMB_DELIVERY_DEADLINE, at most
+# 50 s) after waiting out another attempt's lease fits in the start-to-close. A relay that stays down
+# is retried for up to 6 hours, then the step is recorded as failed and the journey goes on.
+SEND_CALL = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=10),
+                 schedule_to_close_timeout=timedelta(hours=6),
+                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5),
+                                          non_retryable_error_types=NOT_RETRYABLE))
 WAIT_LABELS = {"frequency_cap": "frequency cap", "quiet_hours": "quiet hours"}
 # Added with per-channel consent: a step whose channel cannot reach the person (unsubscribed from
 # email, no SMS consent, no address) is skipped instead of ending the journey, while a later step on
@@ -35,6 +48,10 @@ SKIP_BLOCKED_CHANNEL = "skip-blocked-channel"
 # Added with the send's own re-check: when it finds what ends the journey while the message waited
 # for its relay, the journey exits at that step instead of sleeping on to the next step's check.
 SEND_CHECK_ENDS_JOURNEY = "send-check-ends-journey"
+# Added with bounded retries: a guardrail read that finally fails ends the journey with the reason,
+# a send that finally fails is recorded as failed and the journey goes on to its next step — where
+# before the journey workflow failed with the activity's error.
+GIVE_UP_WITH_A_REASON = "give-up-with-a-reason"
 
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
@@ -48,9 +65,21 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return check.suppressed
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
-    if not check.recipient and not check.channel_blocked:
+    if not check.reachable and not check.channel_blocked:
         return "no address for this channel"
     return None
+
+
+def cause(error: ActivityError) -> str:
+    """Why an activity finally failed, in one line: the last attempt's error, or the timeout."""
+    inner = error.cause
+    while inner is not None and inner.cause is not None and not str(inner):
+        inner = inner.cause
+    if inner is None:
+        return str(error)
+    kind = getattr(inner, "type", None) or type(inner).__name__
+    first_line = (str(inner).splitlines() or [""])[0]  # not a database error's SQL and parameters
+    return f"{kind}: {first_line}"
 
 
 class Journey:
@@ -70,12 +99,18 @@ class Journey:
             if await self._stopped_within(step.delay):
                 return await self._end(journey, "exited", self.stop_reason)
             while True:
-                check: SendCheck = await workflow.execute_activity(
-                    "check_before_send",
-                    SendCheckInput(person_id=journey.person_id, route=journey.route, channel=step.channel,
-                                   cart_id=journey.cart_id),
-                    result_type=SendCheck, **STORE_CALL,
-                )
+                try:
+                    check: SendCheck = await workflow.execute_activity(
+                        "check_before_send",
+                        SendCheckInput(person_id=journey.person_id, route=journey.route, channel=step.channel,
+                                       cart_id=journey.cart_id),
+                        result_type=SendCheck, **STORE_CALL,
+                    )
+                except ActivityError as error:
+                    if not workflow.patched(GIVE_UP_WITH_A_REASON):
+                        raise
+                    return await self._end(journey, "exited", f"guardrails could not be read: {cause(error)}",
+                                           step=index)
                 stop = reason_to_stop(check, journey.route)
                 if stop:
                     return await self._end(journey, "exited", stop, step=index)
@@ -101,14 +136,22 @@ class Journey:
                     return await self._end(journey, "exited", f"{blocked}: no later step can reach them", step=index)
                 continue
             self._status("sending")
-            result: SendResult = await workflow.execute_activity(
-                "send_step",
-                SendInput(workflow_id=info.workflow_id, person_id=journey.person_id, route=journey.route,
-                          step=index, template=step.template, channel=step.channel, cart_id=journey.cart_id,
-                          at=workflow.now()),
-                result_type=SendResult, **SEND_CALL,
-            )
-            self.state.sent.append(f"step {index}: {result.status} {result.subject!r}")
+            try:
+                result: SendResult = await workflow.execute_activity(
+                    "send_step",
+                    SendInput(workflow_id=info.workflow_id, person_id=journey.person_id, route=journey.route,
+                              step=index, template=step.template, channel=step.channel, cart_id=journey.cart_id,
+                              at=workflow.now()),
+                    result_type=SendResult, **SEND_CALL,
+                )
+            except ActivityError as error:
+                if not workflow.patched(GIVE_UP_WITH_A_REASON):
+                    raise
+                reason = f"step {index} ({step.template}) not sent: {cause(error)}"
+                self.state.sent.append(f"step {index}: failed")
+                await self._note(journey, "failed", reason, step=index)
+                continue
+            self.state.sent.append(f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
             if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
                 return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)
         return await self._end(journey, "completed", f"all {len(steps)} steps done")

@@ -13,7 +13,6 @@ from pydantic import BaseModel, model_validator
 
 from journeys.history import PersonHistory
 from journeys.policy import Policy
-from journeys.routing import CartItem
 
 HubSignalKind = Literal["identified", "activity", "purchased", "merged", "absorbed", "erased"]
 
@@ -132,9 +131,17 @@ class SendCheck(BaseModel):
     suppressed: str | None = None  # why they must not be messaged at all (ends the journey)
     channel_blocked: str | None = None  # why this step's channel cannot reach them (skips the step)
     cart_open: bool = True
-    recipient: str | None = None
+    reachable: bool = True  # the person has an address for this channel (the address stays in the store)
     last_message_at: datetime | None = None
     timezone: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_recorded_recipient(cls, data):
+        """Histories recorded before `reachable` carry the address itself: read whether there was one."""
+        if isinstance(data, dict) and "recipient" in data and "reachable" not in data:
+            data = {**data, "reachable": bool(data["recipient"])}
+        return data
 
 
 class SendInput(BaseModel):
@@ -149,10 +156,11 @@ class SendInput(BaseModel):
 
 
 class SendResult(BaseModel):
+    """What the journey decides on: no subject, items or address (those can name the shopper and
+    stay in the store, keyed by `message_id`)."""
+
     message_id: str
     status: str
-    subject: str
-    items: list[CartItem | dict] = []
     reason: str | None = None
     duplicate: bool = False
     # The send's own re-check found what ends the journey (a purchase, a suppression, a closed cart,
