@@ -17,6 +17,7 @@ from api import admin, customerio, demo_store, segment, unsubscribe
 from api import reports as reports_api
 from api import backtest
 from api.deps import CustomerIOAuthError
+from api.docs_pages import serve_api_docs
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
@@ -72,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
 
     app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
-                  description="Anonymous intent → identity merge → durable journeys on Temporal.")
+                  description="Anonymous intent → identity merge → durable journeys on Temporal.",
+                  docs_url=None, redoc_url=None)
+    serve_api_docs(app)
     app.state.settings = settings
     app.state.dispatcher = None
     app.add_middleware(RejectNulInUrl)

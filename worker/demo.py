@@ -33,9 +33,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from api.demo_store import CATALOG, COLLECTIONS, PREFIX, PRODUCTS, QUIZ, Product
+from journeys.policy import Policy
 from store.settings import Settings
 
 FINAL = {"completed", "exited", "decided", "failed", "cancelled", "terminated", "stopped"}
+DEMO_WAIT = 90.0  # seconds `breadcrumb demo` waits for the journeys by default
 Buys = Literal["never", "at_checkout", "after_first_message"]
 
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Tim", "Radia", "Edsger", "Barbara",
@@ -351,6 +353,15 @@ def plan(seed: int, shoppers: int) -> list[Shopper]:
 # playing it
 # --------------------------------------------------------------------------------------------------
 
+def journeys_last(policy: Policy) -> timedelta:
+    """How long the longest journey runs from its start to its last message: each step waits its
+    delay or the frequency cap, whichever is longer. Quiet hours can make that a night longer."""
+    cap = policy.min_time_between_messages
+    longest = max(sum((max(step.delay, cap) for step in journey.steps), timedelta(0))
+                  for journey in policy.journeys.values())
+    return longest + (timedelta(hours=12) if policy.quiet_hours.enabled else timedelta(0))
+
+
 class DemoError(Exception):
     """Something the person running the demo can fix; said in one line."""
 
@@ -422,7 +433,7 @@ def _iso(moment: datetime) -> str:
 
 class Demo:
     def __init__(self, api: str, write_key: str, admin_token: str | None, seed: int, shoppers: int,
-                 wait: float = 90.0, concurrency: int = 4, console: Console | None = None) -> None:
+                 wait: float = DEMO_WAIT, concurrency: int = 4, console: Console | None = None) -> None:
         self.api = api.rstrip("/")
         self.write_key, self.admin_token = write_key, admin_token
         self.seed, self.wait, self.concurrency = seed, wait, max(1, concurrency)

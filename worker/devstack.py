@@ -30,7 +30,11 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy.engine import make_url
 
-from store.settings import Settings
+from store.settings import REPO_ROOT, Settings
+from worker import stack_file
+from worker.demo import DEMO_WAIT, journeys_last
+from worker.preflight import ConfigurationError, check_delivery, load_settings
+from worker.worker import READY as WORKER_READY
 
 console = Console(soft_wrap=True)
 COLOURS = {"temporal": "magenta", "worker": "cyan", "api": "green"}
@@ -105,6 +109,7 @@ class Child:
     def __init__(self, name: str, process: subprocess.Popen) -> None:
         self.name, self.process = name, process
         self.relay: threading.Thread | None = None
+        self.ready = threading.Event()  # set when the child printed its ready line
 
     @property
     def pid(self) -> int:
@@ -170,13 +175,14 @@ class DevStack:
         for key, value in self.env.items():
             if key.startswith("BREADCRUMB_"):
                 os.environ[key] = value
-        try:
-            settings = Settings()
-            settings.policy  # a bad journey config stops here, naming the key
-        except Exception as exc:  # pydantic / policy errors: one readable line, no traceback
+        try:  # everything the API and the worker would refuse, refused here before anything starts
+            settings = load_settings()
+            check_delivery(settings)
+        except ConfigurationError as exc:
             raise StackError(str(exc)) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
+        stack_file.write(self.data_dir, settings.database_url, settings.journeys, self.api_url)
         return settings
 
     def _lock_data_dir(self) -> None:
@@ -216,7 +222,7 @@ class DevStack:
         finally:
             engine.dispose()
 
-    def _start(self, name: str, command: list[str]) -> Child:
+    def _start(self, name: str, command: list[str], ready_line: str | None = None) -> Child:
         process = subprocess.Popen(
             command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, errors="replace", start_new_session=True,
@@ -229,6 +235,8 @@ class DevStack:
         def relay() -> None:
             for line in process.stdout:
                 console.print(Text.assemble(prefix, line.rstrip()), highlight=False)
+                if ready_line is not None and ready_line in line:
+                    child.ready.set()
             process.stdout.close()
 
         child.relay = threading.Thread(target=relay, name=f"relay-{name}", daemon=True)
@@ -289,8 +297,10 @@ class DevStack:
             self._migrate(settings)
             self._start("api", breadcrumb + ["api", "--host", self.host, "--port", str(self.api_port)])
             self._wait_until(lambda: _port_open("127.0.0.1", self.temporal_port), 60, "Temporal")
-            self._start("worker", breadcrumb + ["worker"])
+            worker = self._start("worker", breadcrumb + ["worker"], ready_line=WORKER_READY)
             self._wait_until(self._api_healthy, 60, "the API")
+            # The banner says the stack is ready: the worker must be polling by then, not still importing.
+            self._wait_until(worker.ready.is_set, 120, "the worker")
             self._banner(settings)
             while True:
                 dead = [child for child in self.children if not child.alive()]
@@ -333,12 +343,33 @@ class DevStack:
         console.rule("[bold green]Breadcrumb dev stack", style="green")
         for label, value in rows:
             console.print(Text.assemble((f"  {label:<13}", "bold"), value), highlight=False)
-        console.print(Text.assemble(
-            "\n  Play shoppers in another shell:\n",
-            (f"    export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}\n", "cyan"),
-            (f"    breadcrumb demo --api {api}\n", "cyan"),
-            "  Ctrl-C stops everything."), highlight=False)
+        console.print("\n  In another shell:", highlight=False)
+        for line in self._next_steps(settings, write_key, admin):
+            console.print(Text(f"    {line}", style="cyan"), highlight=False)
+        console.print("  Ctrl-C stops everything.", highlight=False)
         console.rule(style="green")
+
+    def _next_steps(self, settings: Settings, write_key: str, admin: str) -> list[str]:
+        """Commands to paste, exact for this stack's ports and config: the venv on PATH (so
+        `breadcrumb` and `temporal` are found), the keys, the demo when the journeys are short
+        enough for it to wait them out, the Temporal CLI on this stack's port, the report."""
+        longest = journeys_last(settings.policy)
+        lines = [f"export PATH={Path(sys.executable).parent}:$PATH",
+                 f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}"]
+        if longest.total_seconds() <= DEMO_WAIT / 2:
+            lines.append(f"breadcrumb demo --api {self.api_url}")
+        else:
+            lines.append(f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: "
+                         f"for the demo, start a stack on second-scale journeys:")
+            lines.append(f"#   breadcrumb dev --config {REPO_ROOT / 'examples' / 'journeys.fast.toml'} "
+                         f"--data-dir data-fast --api-port {self.api_port + 1} --temporal-port {self.temporal_port + 1} "
+                         f"--ui-port {self.ui_port + 1}")
+        lines.append(f"temporal workflow list --address 127.0.0.1:{self.temporal_port} "
+                     f"--query \"BreadcrumbRoute='cart_recovery'\"")
+        data_dir = "" if self.data_dir == Path("data").resolve() else f" --data-dir {self.data_dir}"
+        lines.append(f"breadcrumb report{data_dir}  # this stack's database and journeys, "
+                     f"from {self.data_dir / stack_file.NAME}")
+        return lines
 
     def stop(self) -> None:
         """API and worker first, Temporal last (so the worker can finish its tasks): SIGTERM
