@@ -29,10 +29,10 @@ bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py
 
 docs: $(BIN)/.docs-installed
-	$(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr $(DOCS_ADDR)
 
 docs-build: $(BIN)/.docs-installed
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) data site *.egg-info

@@ -359,11 +359,13 @@ class DevStack:
         if longest.total_seconds() <= DEMO_WAIT / 2:
             lines.append(f"breadcrumb demo --api {self.api_url}")
         else:
-            lines.append(f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: "
-                         f"for the demo, start a stack on second-scale journeys:")
+            lines.append(f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: for the "
+                         f"demo, stop this stack (Ctrl-C) and start one on second-scale journeys:")
+            ports = "".join(f" {option} {port}" for option, port, default in (
+                ("--api-port", self.api_port, 8000), ("--temporal-port", self.temporal_port, 7233),
+                ("--ui-port", self.ui_port, 8233)) if port != default)
             lines.append(f"#   breadcrumb dev --config {REPO_ROOT / 'examples' / 'journeys.fast.toml'} "
-                         f"--data-dir data-fast --api-port {self.api_port + 1} --temporal-port {self.temporal_port + 1} "
-                         f"--ui-port {self.ui_port + 1}")
+                         f"--data-dir data-fast{ports}")
         lines.append(f"temporal workflow list --address 127.0.0.1:{self.temporal_port} "
                      f"--query \"BreadcrumbRoute='cart_recovery'\"")
         data_dir = "" if self.data_dir == Path("data").resolve() else f" --data-dir {self.data_dir}"
