@@ -176,3 +176,12 @@ def test_report_reads_the_dev_stacks_database_and_journeys(db, tmp_path, monkeyp
     assert "http://127.0.0.1:8123/admin/report?" in link.output, link.output
     explicit = CliRunner().invoke(app, ["report", "--config", str(FAST), "--db", db.url], env=env)
     assert f"Reading journeys {FAST} (--config)" in explicit.output, explicit.output
+
+
+def test_readme_links_resolve():
+    """The README is read on the forge, outside the docs site (whose links `mkdocs build --strict` checks)."""
+    text = README.read_text()
+    local = [t for t in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text) if not t.startswith(("http://", "https://"))]
+    assert local, "the README links into docs/"
+    assert [t for t in local if not (REPO_ROOT / t).exists()] == []
+    assert len(text.splitlines()) <= 200
