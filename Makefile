@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARGS ?=
+PYTEST_ARGS ?= -rs  # list every skipped test with its reason
 DOCS_ADDR ?= 127.0.0.1:8001
 
 .PHONY: run test bench docs docs-build clean

@@ -169,7 +169,8 @@ class DevStack:
                                         (self.ui_port, "--ui-port", "127.0.0.1"),
                                         (self.api_port, "--api-port", self.host)):
             if not _port_free(bind_host, port):
-                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with {option}")
+                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with "
+                                 f"{option} (make run ARGS=\"{option} N\")")
 
     def _settings(self) -> Settings:
         for key, value in self.env.items():
