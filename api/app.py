@@ -19,6 +19,7 @@ from api import backtest, codec
 from api.deps import CustomerIOAuthError
 from api.ratelimit import FrontDoorLimits, RateLimited, limit_customerio
 from activities.channels import DeliveryConfigError
+from api.docs_pages import serve_api_docs
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
@@ -105,7 +106,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dispose()
 
     app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
-                  description="Anonymous intent → identity merge → durable journeys on Temporal.")
+                  description="Anonymous intent → identity merge → durable journeys on Temporal.",
+                  docs_url=None, redoc_url=None)
+    serve_api_docs(app)
     app.state.settings = settings
     app.state.payload_codec = payload_codec
     app.state.dispatcher = None

@@ -39,10 +39,17 @@ class Product:
     blurb: str
     colour: str
 
+    @property
+    def variant(self) -> str:
+        """The size in the sku (`SER-NIGHT-30` → `30 ml`); a set comes in one variant."""
+        size = self.sku.rsplit("-", 1)[-1]
+        return f"{size} ml" if size.isdigit() else "set"
+
     def properties(self) -> dict:
-        """Segment e-commerce v2 product properties, with our recommended keys."""
-        return {"sku": self.sku, "product_id": self.sku, "name": self.name, "price": self.price,
-                "category": self.category, "currency": CURRENCY, "url": f"{PREFIX}/products/{self.sku}"}
+        """Segment e-commerce v2 product properties, with every recommended key of the taxonomy."""
+        return {"sku": self.sku, "product_id": self.sku, "variant": self.variant, "name": self.name,
+                "price": self.price, "category": self.category, "currency": CURRENCY,
+                "url": f"{PREFIX}/products/{self.sku}"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,10 @@ QUIZ = (
      "answers": [("texture", "Texture"), ("dullness", "Dullness"), ("dehydration", "Dehydration"), ("redness", "Redness")]},
 )
 QUIZ_PICKS = {"texture": "SER-NIGHT-30", "dullness": "SER-VITC-30", "dehydration": "SER-HYAL-30", "redness": "MOI-BARR-50"}
+# The category each answer points the shopper to (`Quiz Answered` carries it: the category anchor
+# counts quiz answers): a concern leads to its pick's category, a skin type to a moisturiser.
+QUIZ_CATEGORIES = {**{answer: "moisturisers" for answer, _ in QUIZ[0]["answers"]},
+                   **{answer: PRODUCTS[sku].category for answer, sku in QUIZ_PICKS.items()}}
 
 
 LAYOUT = """<!doctype html>
@@ -273,7 +284,8 @@ def product(request: Request, sku: str) -> HTMLResponse:
 @router.get(PREFIX + "/quiz")
 def quiz(request: Request) -> HTMLResponse:
     picks = {answer: {"sku": sku, "name": PRODUCTS[sku].name} for answer, sku in QUIZ_PICKS.items()}
-    return _render(request, "quiz", "quiz", "Skin quiz", quiz=QUIZ, data=_json_for_script({"quiz": "routine", "picks": picks}))
+    return _render(request, "quiz", "quiz", "Skin quiz", quiz=QUIZ, data=_json_for_script({"quiz": "routine", "picks": picks,
+                                                                         "categories": QUIZ_CATEGORIES}))
 
 
 @router.get(PREFIX + "/cart")

@@ -40,8 +40,9 @@ class BrowserError(AssertionError):
 
 
 class Chromium:
-    def __init__(self, binary: str | None = None, timeout: float = 20.0) -> None:
+    def __init__(self, binary: str | None = None, timeout: float = 20.0, flags: tuple[str, ...] = ()) -> None:
         self.binary = binary or chromium_binary()
+        self.flags = flags  # beside FLAGS, e.g. a --host-resolver-rules that cuts the page off the internet
         if not self.binary:
             raise BrowserError("chromium is not installed (apt-get install -y chromium)")
         self.timeout = timeout
@@ -56,7 +57,7 @@ class Chromium:
 
     def __enter__(self) -> "Chromium":
         self.process = subprocess.Popen(
-            [self.binary, *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
+            [self.binary, *FLAGS, *self.flags, f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         port_file = self.profile / "DevToolsActivePort"

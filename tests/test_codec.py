@@ -121,12 +121,12 @@ def test_processes_that_talk_to_temporal_refuse_to_start_without_keys(command):
     done = subprocess.run([sys.executable, "-m", "worker.cli", command], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
-    said = " ".join(done.stdout.split())
+    said = " ".join(done.stderr.split())
     assert said.startswith("breadcrumb: BREADCRUMB_PAYLOAD_KEYS is not set"), done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
     bad = subprocess.run([sys.executable, "-m", "worker.cli", command], cwd=REPO_ROOT, capture_output=True,
                          env=env | {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="}, text=True, timeout=120)
-    assert bad.returncode == 1 and "entry 1 ('k1'): the key is 5 bytes" in " ".join(bad.stdout.split())
+    assert bad.returncode == 1 and "entry 1 ('k1'): the key is 5 bytes" in " ".join(bad.stderr.split())
 
 
 # ---- breadcrumb dev's development key ------------------------------------------------------------

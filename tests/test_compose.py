@@ -571,3 +571,33 @@ def test_docker_compose_reads_the_file_as_the_checks_do(deployment):
     assert set(rendered) == set(ours)
     for name in sorted(ours):
         assert _comparable(rendered[name]) == _comparable(ours[name]), name
+
+
+# --------------------------------------------------------------------------------------------------
+# .env.example: copied as it is, it must not start a deployment
+# --------------------------------------------------------------------------------------------------
+
+def _env_example() -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+             if "=" in line and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_env_example_leaves_every_required_secret_to_be_set(deployment):
+    """A placeholder password would pass the `${VAR:?…}` guards; an empty one is refused by name."""
+    example = _env_example()
+    assert {name: example.get(name) for name in REQUIRED_ENV} == {name: "" for name in REQUIRED_ENV}
+    with pytest.raises(AssertionError, match="POSTGRES_PASSWORD"):
+        interpolate(yaml.safe_load(deployment.compose_text), example)
+
+
+def test_docker_compose_refuses_a_copied_env_example():
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install -y docker-compose); CI always runs this")
+    env = {k: v for k, v in os.environ.items() if k not in REQUIRED_ENV and not k.startswith("BREADCRUMB_")}
+    result = subprocess.run([binary, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+                            cwd=REPO_ROOT, env={**env, "COMPOSE_PROJECT_NAME": "breadcrumbtest"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0, "compose accepted .env.example's secrets as they are"
+    assert "in .env" in result.stderr and any(name in result.stderr for name in REQUIRED_ENV), result.stderr

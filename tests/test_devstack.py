@@ -189,8 +189,15 @@ def test_banner_says_where_everything_is(stack):
         assert needle in out, f"banner lacks {needle!r}:\n{out[-3000:]}"
     assert stack.write_key.startswith("wk_dev_") and stack.admin_token.startswith("admin_dev_")
     assert re.search(r"Email links\s+" + re.escape(stack.api), out), "message links follow --api-port"
+    # The banner waits for the worker's ready line, so all three have spoken before it (this was flaky
+    # while the banner came as soon as the API answered, with the worker still importing).
+    banner = next(i for i, line in enumerate(stack.lines) if "Breadcrumb dev stack" in line)
     for prefix in ("temporal |", "worker |", "api |"):
-        assert any(line.lstrip().startswith(prefix) for line in stack.lines), f"no output prefixed {prefix!r}"
+        assert any(line.lstrip().startswith(prefix) for line in stack.lines[:banner]), f"no output prefixed {prefix!r}"
+    # The commands to paste are exact for this stack: its Temporal port, the venv's bin on PATH.
+    assert f"temporal workflow list --address 127.0.0.1:{stack.temporal_port} --query" in out, out[-3000:]
+    assert f"export PATH={BIN}:$PATH" in out
+    assert json.loads((stack.workdir / "data" / "stack.json").read_text())["journeys"] == str(FAST)
     names = {_command_line(pid) for pid in stack.children}
     assert any("temporal server start-dev" in n for n in names), names
     assert any("worker.cli worker" in n for n in names) and any("worker.cli api" in n for n in names), names

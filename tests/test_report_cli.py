@@ -16,6 +16,12 @@ runner = CliRunner()
 ENV = {"BREADCRUMB_ADMIN_TOKEN": "cli-admin-token"}
 
 
+@pytest.fixture(autouse=True)
+def away_from_a_dev_stack(tmp_path, monkeypatch):
+    """The report reads ./data/stack.json of a `breadcrumb dev` run in this checkout: not here."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def store(db):
     march().insert(db.engine)

@@ -7,22 +7,26 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from store.settings import Settings
+from worker.demo import DEMO_WAIT
 
+# Plain (click) help: typer's rich panels print a `<bool>` type beside every flag, --help included.
 app = typer.Typer(help="Breadcrumb: anonymous intent → identity merge → durable journeys on Temporal.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 console = Console()
 
 
-def _settings_with_payload_keys() -> Settings:
-    """The settings of a process that talks to Temporal: without usable payload keys (and no explicit
-    clear opt-out) it stops here with one line instead of starting."""
-    from worker.codec import PayloadKeyError, configured_keys
+def _configured(delivery: bool = False) -> Settings:
+    """The settings of a process that talks to Temporal, or one line naming the variable to fix and
+    exit status 1 — before anything starts."""
+    from worker.preflight import ConfigurationError, check_delivery, check_payload_keys, load_settings
 
-    settings = Settings()
     try:
-        configured_keys(settings.payload_keys, settings.allow_clear_payloads)
-    except PayloadKeyError as error:
-        console.print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
+        settings = load_settings()
+        check_payload_keys(settings)
+        if delivery:
+            check_delivery(settings)
+    except ConfigurationError as error:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
         raise typer.Exit(1) from None
     return settings
 
@@ -49,7 +53,7 @@ def api(host: str = typer.Option("127.0.0.1", help="Interface to listen on"),
 
     from api.app import create_app
 
-    settings = _settings_with_payload_keys()
+    settings = _configured()
     if migrate_on_start:
         settings.auto_migrate = True
     uvicorn.run(_started(create_app, settings, "api"), host=host, port=port, log_level="info")
@@ -77,7 +81,7 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
     from worker.worker import build_worker, run_until_signalled
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _settings_with_payload_keys()
+    settings = _configured(delivery=True)
 
     async def main() -> None:
         runtime = metrics_runtime(metrics_port) if metrics_port else None
@@ -98,7 +102,7 @@ def temporal_setup() -> None:
 
     from worker.temporal import connect, register_search_attributes
 
-    settings = _settings_with_payload_keys()
+    settings = _configured()
 
     async def main() -> list[str]:
         client = await connect(settings)
@@ -152,7 +156,7 @@ def demo(api_url: str = typer.Option("http://127.0.0.1:8000", "--api", help="Bas
                                        help="Segment write key (default: the first of BREADCRUMB_WRITE_KEYS)"),
          admin_token: str = typer.Option(None, "--admin-token", envvar="BREADCRUMB_ADMIN_TOKEN",
                                          help="Admin token, to show what each shopper got (BREADCRUMB_ADMIN_TOKEN)"),
-         wait: float = typer.Option(90.0, help="Seconds to wait for the journeys to finish (0: do not wait)"),
+         wait: float = typer.Option(DEMO_WAIT, help="Seconds to wait for the journeys to finish (0: do not wait)"),
          concurrency: int = typer.Option(4, help="Shoppers browsing at the same time"),
          json_path: str = typer.Option(None, "--json", help="Also write the outcome per shopper to this JSON file")) -> None:
     """Play realistic storefront sessions through the HTTP API, then show each shopper's merge, journey and messages."""
@@ -185,18 +189,22 @@ def report(kind: str = typer.Argument("summary", metavar="[summary|tracking]",
            since: str = typer.Option(None, help="Period start: 2025-03-01, 2025-03-01T12:00:00Z or 30d (before now)"),
            until: str = typer.Option(None, help="Period end, exclusive (a plain date includes that day)"),
            days: int = typer.Option(14, min=1, max=365, help="First-purchase conversion window: days after identify"),
-           db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)"),
+           db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL, else the dev stack's)"),
            config: str = typer.Option(None, "--config",
-                                      help="Journey policy TOML, for the attribution and merge windows (default: journeys.toml)"),
+                                      help="Journey policy TOML, for the attribution and merge windows "
+                                           "(default: the dev stack's, else journeys.toml)"),
            as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
            open_url: str = typer.Option(None, "--open", metavar="[URL]",
                                         help="Print a signed, short-lived link to the report page of the API at URL "
                                              "(default: BREADCRUMB_PUBLIC_BASE_URL)"),
-           ttl: int = typer.Option(900, help="Seconds the --open link stays valid")) -> None:
+           ttl: int = typer.Option(900, help="Seconds the --open link stays valid"),
+           data_dir: str = typer.Option("data", help="Data directory of a `breadcrumb dev` stack: its database and "
+                                                     "journey config are used unless --db/--config or their "
+                                                     "BREADCRUMB_ variables say otherwise")) -> None:
     """Reports: conversion, revenue per recipient, cart recovery, messages by reason — or tracking health."""
     from worker.report_cli import run_report
 
-    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl, config=config))
+    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl, config=config, data_dir=data_dir))
 
 
 @app.command()

@@ -32,10 +32,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.demo_store import CATALOG, COLLECTIONS, PREFIX, PRODUCTS, QUIZ, Product
+from api.demo_store import CATALOG, COLLECTIONS, PREFIX, PRODUCTS, QUIZ, QUIZ_CATEGORIES, Product
+from journeys.policy import Policy
 from store.settings import Settings
 
 FINAL = {"completed", "exited", "decided", "failed", "cancelled", "terminated", "stopped"}
+DEMO_WAIT = 90.0  # seconds `breadcrumb demo` waits for the journeys by default
 Buys = Literal["never", "at_checkout", "after_first_message"]
 
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Tim", "Radia", "Edsger", "Barbara",
@@ -193,7 +195,8 @@ class _Session:
         for question in QUIZ:
             answer = self.rng.choice(question["answers"])[0]
             self._add("track", device, {"event": "Quiz Answered", "properties": {
-                "quiz": "routine", "question": question["question"], "answer": answer}}, path, "Skin quiz")
+                "quiz": "routine", "question": question["question"], "answer": answer,
+                "category": QUIZ_CATEGORIES[answer]}}, path, "Skin quiz")
 
     def _products(self) -> list[dict]:
         return [{**p.properties(), "quantity": q} for p, q in self.shopper.cart]
@@ -351,6 +354,15 @@ def plan(seed: int, shoppers: int) -> list[Shopper]:
 # playing it
 # --------------------------------------------------------------------------------------------------
 
+def journeys_last(policy: Policy) -> timedelta:
+    """How long the longest journey runs from its start to its last message: each step waits its
+    delay or the frequency cap, whichever is longer. Quiet hours can make that a night longer."""
+    cap = policy.min_time_between_messages
+    longest = max(sum((max(step.delay, cap) for step in journey.steps), timedelta(0))
+                  for journey in policy.journeys.values())
+    return longest + (timedelta(hours=12) if policy.quiet_hours.enabled else timedelta(0))
+
+
 class DemoError(Exception):
     """Something the person running the demo can fix; said in one line."""
 
@@ -422,7 +434,7 @@ def _iso(moment: datetime) -> str:
 
 class Demo:
     def __init__(self, api: str, write_key: str, admin_token: str | None, seed: int, shoppers: int,
-                 wait: float = 90.0, concurrency: int = 4, console: Console | None = None) -> None:
+                 wait: float = DEMO_WAIT, concurrency: int = 4, console: Console | None = None) -> None:
         self.api = api.rstrip("/")
         self.write_key, self.admin_token = write_key, admin_token
         self.seed, self.wait, self.concurrency = seed, wait, max(1, concurrency)
@@ -469,7 +481,14 @@ class Demo:
                     await self._post(http, call.path, body)
                     progress.advance(task)
 
-        await asyncio.gather(*(one(s) for s in self.shoppers))
+        # A task group: when one shopper's call fails (say, a refused write key) the others are
+        # cancelled and awaited before the HTTP client closes, so nothing is left half-connected.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for shopper in self.shoppers:
+                    group.create_task(one(shopper))
+        except* DemoError as failed:
+            raise failed.exceptions[0] from None
 
     async def _follow(self, http: httpx.AsyncClient, progress: Progress, task) -> None:
         deadline = time.monotonic() + self.wait
@@ -506,6 +525,7 @@ class Demo:
                             f"is `breadcrumb dev` running?") from None
         if health.status_code != 200:
             raise DemoError(f"{self.api}/healthz answered {health.status_code}: is this a Breadcrumb API?")
+        await self._post(http, "/v1/batch", {"batch": []})  # the write key, checked once before any shopper
         if self.admin_token:
             await self._profile(http, "nobody@demo.invalid")
 
@@ -532,39 +552,75 @@ class Demo:
 
     # -- the report ------------------------------------------------------------------------------------
 
+    WIDE = 120  # columns the side-by-side table needs; below that each shopper's outcome is stacked in one cell
+
     def table(self) -> Table:
-        table = Table(title=f"Breadcrumb demo — seed {self.seed}", title_style="bold", show_lines=False,
+        wide = self.console.width >= self.WIDE
+        table = Table(title=f"Breadcrumb demo — seed {self.seed}", title_style="bold", show_lines=not wide,
                       caption="¹ route · messages, with examples/journeys.fast.toml on a fresh database",
                       caption_justify="left")
         table.add_column("#", justify="right", style="dim")
-        table.add_column("Shopper", no_wrap=True)
-        table.add_column("Story", max_width=30)
-        table.add_column("Merged events", justify="right")
-        table.add_column("Route")
-        table.add_column("Messages sent", justify="right")
-        table.add_column("Purchase")
-        table.add_column("Expected¹", no_wrap=True)
+        if wide:
+            table.add_column("Shopper", no_wrap=True)
+            table.add_column("Story", max_width=30)
+            table.add_column("Merged events", justify="right")
+            table.add_column("Route")
+            table.add_column("Messages sent", justify="right")
+            table.add_column("Purchase")
+            table.add_column("Expected¹", no_wrap=True)
+        else:
+            table.add_column("Shopper and story", ratio=1, overflow="fold")
+            table.add_column("What they got · expected¹", ratio=1)
         for outcome in self.outcomes:
-            shopper, profile = outcome.shopper, outcome.profile
-            if profile is None:
-                table.add_row(str(shopper.index), f"{shopper.name}\n[dim]{shopper.email}[/]", shopper.persona.story,
-                              "—", "[yellow]not found[/]", "—", "—", "")
-                continue
-            devices = len(profile.get("anonymous_ids", []))
-            events = f"{len(profile.get('events', []))}" + (f"\n[dim]{devices} devices[/]" if devices > 1 else "")
-            route = " → ".join(f"{j['route']} [dim]({j['status']})[/]" for j in outcome.journeys) or "[dim]deciding…[/]"
-            sent = outcome.sent
-            messages = str(len(sent)) + (f"\n[dim]{', '.join(str(m['step']) for m in sent)}[/]" if sent else "")
-            if outcome.purchased:
-                value = f"${shopper.cart_value:,.2f}"
-                purchase = f"[green]{value}[/]" + (f"\n[dim]after message {outcome.bought_at_message}[/]"
-                                                   if outcome.bought_at_message else "\n[dim]at checkout[/]")
+            shopper = outcome.shopper
+            who = f"{shopper.name}\n[dim]{shopper.email}[/]"
+            if wide:
+                table.add_row(str(shopper.index), who, shopper.persona.story, *self._cells(outcome),
+                              self._mark(outcome))
             else:
-                purchase = "—"
-            mark = "[yellow]…[/]" if not outcome.done else "[green]✓[/]" if outcome.as_expected else "[red]✗[/]"
-            table.add_row(str(shopper.index), f"{shopper.name}\n[dim]{shopper.email}[/]", shopper.persona.story,
-                          events, route, messages, purchase, f"{mark} {shopper.persona.expectation}")
+                table.add_row(str(shopper.index), f"{who}\n[italic]{shopper.persona.story}[/]",
+                              self._stacked(outcome))
         return table
+
+    def _stacked(self, outcome: Outcome) -> str:
+        """One shopper's outcome as lines of one cell, for a terminal narrower than WIDE."""
+        profile = outcome.profile
+        if profile is None:
+            return "[yellow]not merged into a person[/]"
+        devices = len(profile.get("anonymous_ids", []))
+        sent = outcome.sent
+        steps = f" (steps {', '.join(str(m['step']) for m in sent)})" if sent else ""
+        purchase = ("no purchase" if not outcome.purchased else
+                    f"bought ${outcome.shopper.cart_value:,.2f} "
+                    + (f"after message {outcome.bought_at_message}" if outcome.bought_at_message else "at checkout"))
+        return "\n".join((
+            " → ".join(f"{j['route']} [dim]({j['status']})[/]" for j in outcome.journeys) or "[dim]deciding…[/]",
+            f"{len(profile.get('events', []))} events" + (f", {devices} devices" if devices > 1 else ""),
+            f"{len(sent)} sent{steps}", purchase, self._mark(outcome)))
+
+    def _mark(self, outcome: Outcome) -> str:
+        if outcome.profile is None:
+            return ""
+        mark = "[yellow]…[/]" if not outcome.done else "[green]✓[/]" if outcome.as_expected else "[red]✗[/]"
+        return f"{mark} {outcome.shopper.persona.expectation}"
+
+    def _cells(self, outcome: Outcome) -> tuple[str, str, str, str]:
+        """Merged events, route, messages sent and purchase of one shopper, as table cells."""
+        shopper, profile = outcome.shopper, outcome.profile
+        if profile is None:
+            return "—", "[yellow]not found[/]", "—", "—"
+        devices = len(profile.get("anonymous_ids", []))
+        events = f"{len(profile.get('events', []))}" + (f"\n[dim]{devices} devices[/]" if devices > 1 else "")
+        route = " → ".join(f"{j['route']} [dim]({j['status']})[/]" for j in outcome.journeys) or "[dim]deciding…[/]"
+        sent = outcome.sent
+        messages = str(len(sent)) + (f"\n[dim]{', '.join(str(m['step']) for m in sent)}[/]" if sent else "")
+        if outcome.purchased:
+            value = f"${shopper.cart_value:,.2f}"
+            purchase = f"[green]{value}[/]" + (f"\n[dim]after message {outcome.bought_at_message}[/]"
+                                               if outcome.bought_at_message else "\n[dim]at checkout[/]")
+        else:
+            purchase = "—"
+        return events, route, messages, purchase
 
 
 def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers: int, seed: int | None,

@@ -30,11 +30,15 @@ from rich.console import Console
 from rich.text import Text
 from sqlalchemy.engine import make_url
 
-from store.settings import Settings
+from store.settings import REPO_ROOT, Settings
+from worker import stack_file
+from worker.demo import DEMO_WAIT, journeys_last
+from worker.preflight import ConfigurationError, check_delivery, load_settings
+from worker.worker import READY as WORKER_READY
 
 console = Console(soft_wrap=True)
 COLOURS = {"temporal": "magenta", "worker": "cyan", "api": "green"}
-GRACE_SECONDS = 10.0
+GRACE_SECONDS = 10.0  # the API and Temporal; the worker gets its own shutdown grace on top
 
 
 class StackError(SystemExit):
@@ -105,6 +109,7 @@ class Child:
     def __init__(self, name: str, process: subprocess.Popen) -> None:
         self.name, self.process = name, process
         self.relay: threading.Thread | None = None
+        self.ready = threading.Event()  # set when the child printed its ready line
 
     @property
     def pid(self) -> int:
@@ -158,6 +163,7 @@ class DevStack:
             self.env["BREADCRUMB_CODEC_CORS_ORIGINS"] = f"http://127.0.0.1:{ui_port},http://localhost:{ui_port}"
         self.env["PYTHONUNBUFFERED"] = "1"
         self.payload_keys_file: Path | None = None  # set when the keys are the data dir's development keys
+        self.worker_grace = 0.0  # the worker's shutdown grace, from the settings at start-up
         self.children: list[Child] = []
         self._force = False
 
@@ -170,20 +176,23 @@ class DevStack:
                                         (self.ui_port, "--ui-port", "127.0.0.1"),
                                         (self.api_port, "--api-port", self.host)):
             if not _port_free(bind_host, port):
-                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with {option}")
+                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with "
+                                 f"{option} (make run ARGS=\"{option} N\")")
 
     def _settings(self) -> Settings:
         for key, value in self.env.items():
             if key.startswith("BREADCRUMB_"):
                 os.environ[key] = value
-        try:
-            settings = Settings()
-            settings.policy  # a bad journey config stops here, naming the key
-        except Exception as exc:  # pydantic / policy errors: one readable line, no traceback
+        try:  # everything the API and the worker would refuse, refused here before anything starts
+            settings = load_settings()
+            check_delivery(settings)
+        except ConfigurationError as exc:
             raise StackError(str(exc)) from None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._payload_keys()
+        self.worker_grace = settings.worker_shutdown_grace
+        stack_file.write(self.data_dir, settings.database_url, settings.journeys, self.api_url)
         return settings
 
     def _payload_keys(self) -> None:
@@ -242,7 +251,7 @@ class DevStack:
         finally:
             engine.dispose()
 
-    def _start(self, name: str, command: list[str]) -> Child:
+    def _start(self, name: str, command: list[str], ready_line: str | None = None) -> Child:
         process = subprocess.Popen(
             command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, errors="replace", start_new_session=True,
@@ -255,6 +264,8 @@ class DevStack:
         def relay() -> None:
             for line in process.stdout:
                 console.print(Text.assemble(prefix, line.rstrip()), highlight=False)
+                if ready_line is not None and ready_line in line:
+                    child.ready.set()
             process.stdout.close()
 
         child.relay = threading.Thread(target=relay, name=f"relay-{name}", daemon=True)
@@ -316,8 +327,10 @@ class DevStack:
             self._migrate(settings)
             self._start("api", breadcrumb + ["api", "--host", self.host, "--port", str(self.api_port)])
             self._wait_until(lambda: _port_open("127.0.0.1", self.temporal_port), 60, "Temporal")
-            self._start("worker", breadcrumb + ["worker"])
+            worker = self._start("worker", breadcrumb + ["worker"], ready_line=WORKER_READY)
             self._wait_until(self._api_healthy, 60, "the API")
+            # The banner says the stack is ready: the worker must be polling by then, not still importing.
+            self._wait_until(worker.ready.is_set, 120, "the worker")
             self._banner(settings)
             while True:
                 dead = [child for child in self.children if not child.alive()]
@@ -368,12 +381,35 @@ class DevStack:
         console.rule("[bold green]Breadcrumb dev stack", style="green")
         for label, value in rows:
             console.print(Text.assemble((f"  {label:<13}", "bold"), value), highlight=False)
-        console.print(Text.assemble(
-            "\n  Play shoppers in another shell:\n",
-            (f"    export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}\n", "cyan"),
-            (f"    breadcrumb demo --api {api}\n", "cyan"),
-            "  Ctrl-C stops everything."), highlight=False)
+        console.print("\n  In another shell:", highlight=False)
+        for line in self._next_steps(settings, write_key, admin):
+            console.print(Text(f"    {line}", style="cyan"), highlight=False)
+        console.print("  Ctrl-C stops everything.", highlight=False)
         console.rule(style="green")
+
+    def _next_steps(self, settings: Settings, write_key: str, admin: str) -> list[str]:
+        """Commands to paste, exact for this stack's ports and config: the venv on PATH (so
+        `breadcrumb` and `temporal` are found), the keys, the demo when the journeys are short
+        enough for it to wait them out, the Temporal CLI on this stack's port, the report."""
+        longest = journeys_last(settings.policy)
+        lines = [f"export PATH={Path(sys.executable).parent}:$PATH",
+                 f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}"]
+        if longest.total_seconds() <= DEMO_WAIT / 2:
+            lines.append(f"breadcrumb demo --api {self.api_url}")
+        else:
+            lines.append(f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: for the "
+                         f"demo, stop this stack (Ctrl-C) and start one on second-scale journeys:")
+            ports = "".join(f" {option} {port}" for option, port, default in (
+                ("--api-port", self.api_port, 8000), ("--temporal-port", self.temporal_port, 7233),
+                ("--ui-port", self.ui_port, 8233)) if port != default)
+            lines.append(f"#   breadcrumb dev --config {REPO_ROOT / 'examples' / 'journeys.fast.toml'} "
+                         f"--data-dir data-fast{ports}")
+        lines.append(f"temporal workflow list --address 127.0.0.1:{self.temporal_port} "
+                     f"--query \"BreadcrumbRoute='cart_recovery'\"")
+        data_dir = "" if self.data_dir == Path("data").resolve() else f" --data-dir {self.data_dir}"
+        lines.append(f"breadcrumb report{data_dir}  # this stack's database and journeys, "
+                     f"from {self.data_dir / stack_file.NAME}")
+        return lines
 
     def stop(self) -> None:
         """API and worker first, Temporal last (so the worker can finish its tasks): SIGTERM
@@ -398,11 +434,13 @@ class DevStack:
     def _stop_child(self, child: Child) -> None:
         if child.alive():
             child.signal_group(signal.SIGTERM)
-            deadline = time.monotonic() + GRACE_SECONDS
+            # A worker finishes the deliveries in flight (BREADCRUMB_WORKER_SHUTDOWN_GRACE) before it exits.
+            grace = GRACE_SECONDS + (self.worker_grace if child.name == "worker" else 0)
+            deadline = time.monotonic() + grace
             while child.alive() and time.monotonic() < deadline and not self._force:
                 time.sleep(0.05)
             if child.alive():
-                console.print(f"[yellow]{child.name} did not stop within {GRACE_SECONDS:.0f} s; killing it[/]")
+                console.print(f"[yellow]{child.name} did not stop within {grace:.0f} s; killing it[/]")
         # Whatever is left in the group (the leader if it hung, or anything it spawned) is killed.
         child.signal_group(signal.SIGKILL)
         try:

@@ -4,16 +4,20 @@ straight from the store (set-based SQL in store/reports.py), or a signed link to
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 
 from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from sqlalchemy.engine import make_url
 
 from api import charts, report_link
 from store import reports
 from store.settings import Settings
+from worker import stack_file
 
 KINDS = ("summary", "tracking")
 
@@ -30,15 +34,42 @@ def make_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
 
 
+def report_settings(db: str | None, config: str | None, data_dir: str | Path) -> tuple[Settings, str, str | None]:
+    """The settings a report reads with, where they came from, and the API of the dev stack (if any).
+    Each of the database and the journey config comes from its option, else its BREADCRUMB_ variable,
+    else the dev stack last started on `data_dir` (so the report agrees with the running stack's
+    report page), else the default."""
+    overrides: dict[str, str] = {}
+    stack = stack_file.read(data_dir)
+    stack_values = stack[1] if stack else {}
+    origins = []
+    for option, value, field, variable in (("--db", db, "database_url", "BREADCRUMB_DATABASE_URL"),
+                                           ("--config", config, "journeys", "BREADCRUMB_JOURNEYS")):
+        if value:
+            overrides[field], origin = value, option
+        elif os.environ.get(variable):
+            origin = variable
+        elif stack_values.get(field):
+            overrides[field], origin = stack_values[field], str(stack[0])
+        else:
+            origin = "default"
+        origins.append(origin)
+    settings = Settings(**overrides)
+    source = (f"journeys {settings.journeys} ({origins[1]}); database "
+              f"{make_url(settings.database_url).render_as_string(hide_password=True)} ({origins[0]})")
+    return settings, source, stack_values.get("api")
+
+
 def run_report(kind: str, since: str | None, until: str | None, days: int, db: str | None, as_json: bool,
-               open_url: str | None, ttl: int, console: Console | None = None, config: str | None = None) -> int:
+               open_url: str | None, ttl: int, console: Console | None = None, config: str | None = None,
+               data_dir: str | Path = "data") -> int:
     console = console or make_console()
     if kind not in KINDS:
         console.print(f"[red]breadcrumb report:[/] unknown report {kind!r}: use one of {', '.join(KINDS)}")
         return 2
-    settings = Settings(**({"database_url": db} if db else {}), **({"journeys": config} if config else {}))
+    settings, source, stack_api = report_settings(db, config, data_dir)
     if open_url is not None:
-        base_url = open_url or public_base_url(settings)
+        base_url = open_url or settings.public_base_url or stack_api or public_base_url(settings)
         if not base_url.startswith(("http://", "https://")):
             console.print(f"[red]breadcrumb report:[/] --open {base_url!r} is not a URL: give the API's address, "
                           f"like http://127.0.0.1:8000, or nothing for BREADCRUMB_PUBLIC_BASE_URL")
@@ -66,6 +97,8 @@ def run_report(kind: str, since: str | None, until: str | None, days: int, db: s
     except PolicyError as exc:
         console.print(f"[red]breadcrumb report:[/] {exc}", highlight=False)
         return 2
+    if not as_json:  # JSON output stays one document; the tables say what they read
+        Console(stderr=True, highlight=False, soft_wrap=True).print(f"[dim]Reading {source}[/]")
     engine = make_engine(settings.database_url)
     try:
         if kind == "summary":

@@ -19,6 +19,7 @@ from store.settings import Settings
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("breadcrumb.worker")
+READY = "worker polling for hub and journey tasks"  # `breadcrumb dev` waits for this line before its banner
 
 
 def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
@@ -54,6 +55,6 @@ async def run_until_signalled(worker: Worker) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with worker:
-        log.info("worker polling for hub and journey tasks")
+        log.info(READY)
         await stop.wait()
         log.info("shutting down the worker")

@@ -110,7 +110,8 @@
     document.querySelectorAll("#quiz input[type=radio]").forEach(function (input) {
       input.addEventListener("change", function () {
         var question = input.closest("fieldset").getAttribute("data-question");
-        bc.track("Quiz Answered", { quiz: quiz.quiz, question: question, answer: input.value });
+        bc.track("Quiz Answered", { quiz: quiz.quiz, question: question, answer: input.value,
+                                    category: quiz.categories[input.value] });
         var pick = quiz.picks[input.value];
         if (pick) {
           $("quiz-pick").textContent = pick.name;
