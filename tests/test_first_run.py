@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conftest import ADMIN_TOKEN, WRITE_KEY, free_port
+from conftest import ADMIN_TOKEN, SERVER_KEY, WRITE_KEY, free_port
 from journeys.policy import load_policy
 from store.settings import REPO_ROOT
 from worker.cli import app
@@ -122,19 +122,22 @@ def test_demo_with_a_wrong_write_key_says_so_without_warnings(served, tmp_path):
         assert "Warning" not in result.stderr and "never awaited" not in result.stderr, result.stderr
 
 
-def readme_calls() -> list[tuple[str, dict]]:
-    """The Segment calls the README's walkthrough makes with curl, in order."""
+def readme_calls() -> list[tuple[str, str, dict]]:
+    """The Segment calls the README's walkthrough makes with curl, in order: the key they use ($WK the
+    browser key, $SK the server key), the call, the body."""
     text = README.read_text()
-    return [(kind, json.loads(body)) for kind, body in re.findall(r"/v1/(page|track|identify)\s.*?-d '(\{.*?\})'",
-                                                                  text, re.S)]
+    return [(key, kind, json.loads(body)) for key, kind, body in
+            re.findall(r"curl -u \"\$(WK|SK):\" \S+/v1/(page|track|identify)\s.*?-d '(\{.*?\})'", text, re.S)]
 
 
 def test_readme_and_demo_events_leave_the_tracking_report_clean(served, db):
     calls = readme_calls()
-    assert [kind for kind, _ in calls] == ["page", "track", "identify", "track"], calls
-    assert {body.get("event") for _, body in calls} >= {"Product Added", "Order Completed"}
-    for kind, body in calls:
-        response = httpx.post(f"{served.url}/v1/{kind}", json=body, auth=(WRITE_KEY, ""), timeout=30)
+    assert [kind for _, kind, _ in calls] == ["page", "track", "identify", "track"], calls
+    assert {body.get("event") for _, _, body in calls} >= {"Product Added", "Order Completed"}
+    assert [used for used, _, body in calls if body.get("event") == "Order Completed"] == ["SK"]  # orders: the back end
+    for key, kind, body in calls:
+        response = httpx.post(f"{served.url}/v1/{kind}", json=body, auth=(SERVER_KEY if key == "SK" else WRITE_KEY, ""),
+                              timeout=30)
         assert response.status_code == 200, response.text
     played = run_demo(served.url, WRITE_KEY, None, 7, 11, 0, 4, None, Console(file=io.StringIO()))
     assert played == 0

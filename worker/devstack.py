@@ -393,7 +393,8 @@ class DevStack:
         enough for it to wait them out, the Temporal CLI on this stack's port, the report."""
         longest = journeys_last(settings.policy)
         lines = [f"export PATH={Path(sys.executable).parent}:$PATH",
-                 f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin}"]
+                 f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin} "
+                 f"BREADCRUMB_SERVER_WRITE_KEYS={self.env['BREADCRUMB_SERVER_WRITE_KEYS'].split(',')[0].strip()}"]
         if longest.total_seconds() <= DEMO_WAIT / 2:
             lines.append(f"breadcrumb demo --api {self.api_url}")
         else:
