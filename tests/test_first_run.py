@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conftest import ADMIN_TOKEN, SERVER_KEY, WRITE_KEY, free_port
+from conftest import ADMIN_TOKEN, PAYLOAD_KEYS, SERVER_KEY, WRITE_KEY, free_port
 from journeys.policy import load_policy
 from store.settings import REPO_ROOT
 from worker.cli import app
@@ -65,7 +65,9 @@ def test_dev_refuses_real_delivery_without_a_shop_url_before_starting_anything(t
 
 @pytest.mark.parametrize("command, settings, variable", [
     ("worker", {"BREADCRUMB_SMTP_TIMEOUT": "-1"}, "BREADCRUMB_SMTP_TIMEOUT"),
-    ("worker", {"BREADCRUMB_SMTP_URL": "http://mail.example"}, "BREADCRUMB_SMTP_URL"),
+    ("worker", {"BREADCRUMB_SMTP_URL": "http://mail.example", "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS},
+     "BREADCRUMB_SMTP_URL"),
+    ("worker", {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="}, "BREADCRUMB_PAYLOAD_KEYS"),
     ("api", {"BREADCRUMB_JOURNEYS": "/nonexistent/journeys.toml"}, "BREADCRUMB_JOURNEYS"),
 ])
 def test_api_and_worker_name_the_variable_in_one_line(tmp_path, command, settings, variable):
