@@ -10,6 +10,10 @@ record the hub and journey branches of the time-skipping tests into a new sub-fo
 
     BREADCRUMB_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_e2e_devserver.py
 
+`continue-as-new/` holds a hub run that continued as new on a real dev server (told to suggest it
+after 40 events) and the run it started; re-record them with
+`BREADCRUMB_RECORD_HISTORIES=1 .venv/bin/python tests/record_continue_as_new.py`.
+
 The workflow id is read from each history's WorkflowExecutionStarted event. Histories are recorded
 with the tests' payload key (conftest.PAYLOAD_KEYS), so their payloads are encrypted; those recorded
 before payload encryption are in clear and replay too (the codec passes them through).
@@ -31,9 +35,10 @@ from conftest import CONVERTER
 from workflows import ALL_WORKFLOWS
 from workflows.journey import STORE_CALL, BrowseRecovery, Journey, Welcome
 from workflows.hub import Hub
-from workflows.models import JourneyInput, JourneyState, SendCheck, SendCheckInput, StopJourney
+from workflows.models import HubInput, JourneyInput, JourneyState, SendCheck, SendCheckInput, StopJourney
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
+CONTINUE_AS_NEW = HISTORIES / "continue-as-new"  # tests/record_continue_as_new.py
 EXPECTED = {"hub", "hub_purchased", "cart_recovery", "cart_recovery_purchased", "browse_recovery", "welcome"}
 
 
@@ -64,6 +69,25 @@ async def test_history_replays_against_current_code(path: Path):
         assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), \
             f"{path.name} is not a completed workflow's history"
     await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
+
+
+async def test_a_hub_that_continued_as_new_is_recorded_with_the_run_it_started():
+    """The replay above covers a real continue-as-new only while these files are there and say so."""
+    continued = load(CONTINUE_AS_NEW / "hub_continued.json")
+    after = load(CONTINUE_AS_NEW / "hub_after_continue.json")
+    assert continued.workflow_id == after.workflow_id
+    last = continued.events[-1]
+    assert last.HasField("workflow_execution_continued_as_new_event_attributes"), \
+        "hub_continued.json must end in WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    first_run = continued.events[0].workflow_execution_started_event_attributes.original_execution_run_id
+    started = after.events[0].workflow_execution_started_event_attributes
+    assert started.workflow_type.name == "hub" and started.continued_execution_run_id == first_run
+    [handed_over] = await CONVERTER.decode(last.workflow_execution_continued_as_new_event_attributes.input.payloads,
+                                           [HubInput])
+    [hub_input] = await CONVERTER.decode(started.input.payloads, [HubInput])
+    assert hub_input.state is not None, "the next run must start from the carried state"
+    assert hub_input == handed_over
+    assert hub_input.state.journey is not None and hub_input.state.decisions  # a journey it did not start
 
 
 @pytest.mark.parametrize("name", ["encrypted_hub", "encrypted_cart_recovery"])
