@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,19 @@ def _postgres_database() -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
     with scratch_database(POSTGRES_URL, "breadcrumb_test") as url:  # fails loudly (never skips) when unreachable
+        yield url
+
+
+@contextmanager
+def fresh_database(backend: str, folder: Path, prefix: str) -> Iterator[str]:
+    """The URL of a new, empty database of `backend` for one test: a SQLite file under `folder`, or a
+    scratch PostgreSQL database (named `prefix_…`) dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{folder / 'breadcrumb.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
+    with scratch_database(POSTGRES_URL, prefix) as url:
         yield url
 
 

@@ -14,36 +14,24 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from contextlib import contextmanager
 
 import httpx
 import pytest
 
-from conftest import POSTGRES_URL, free_port
+from conftest import free_port, fresh_database
 from delivery_helpers import Mailbox, SmtpServer
 from fault_stack import Stack, drive, outcome, shoppers, wait_until
-from store.db import make_engine, scratch_database
+from store.db import make_engine
 
 SHOPPERS = 12
 SIGTERMS = 3
-
-
-@contextmanager
-def database_url(backend: str, tmp_path):
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'breadcrumb.db'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
-    with scratch_database(POSTGRES_URL, "breadcrumb_sigterm") as url:
-        yield url
 
 
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_sigterm_while_a_slow_relay_is_mid_delivery_delivers_every_message_exactly_once(backend, tmp_path):
     relay = SmtpServer(free_port(), Mailbox(data_delay=3.0)).start()
-    with database_url(backend, tmp_path) as url:
+    with fresh_database(backend, tmp_path, "breadcrumb_sigterm") as url:
         stack = Stack(tmp_path / "stack", url, smtp=relay)
         engine = None
         try:

@@ -23,10 +23,10 @@ from activities.store_activities import StoreActivities
 from conftest import CONVERTER, settings_for
 from journey_harness import Harness, identify, now, running_shop, track
 from store.settings import REPO_ROOT
-from test_journeys_timeskipping import BASE_POLICY, policy, shop  # noqa: F401 (the `shop` fixture)
+from test_journeys_timeskipping import policy, shop  # noqa: F401 (the `shop` fixture)
 from workflows import ALL_WORKFLOWS
 from workflows.hub import hub_id
-from workflows.models import HubState, JourneyInput, JourneyState, PersonContext, PersonLookup
+from workflows.models import HubState, JourneyInput, PersonContext, PersonLookup
 
 
 class SlowLoadStore(StoreActivities):

@@ -2,8 +2,6 @@
 `breadcrumb migrate` applies them."""
 
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -12,8 +10,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
 import store.models  # noqa: F401  (registers the tables)
-from conftest import POSTGRES_URL, venv_binary
-from store.db import scratch_database
+from conftest import fresh_database, venv_binary
 
 
 def test_migrations_match_the_models(database):
@@ -26,7 +23,7 @@ def test_migrations_match_the_models(database):
 def test_breadcrumb_migrate_builds_the_schema_on_a_fresh_database(backend, tmp_path):
     """The console script, as an operator runs it, on an empty SQLite file and an empty PostgreSQL
     database; a second run finds nothing to do."""
-    with _fresh_database(backend, tmp_path) as url:
+    with fresh_database(backend, tmp_path / "fresh", "breadcrumb_migrate") as url:
         for _ in range(2):
             done = subprocess.run([venv_binary("breadcrumb"), "migrate", "--db", url], capture_output=True, text=True,
                                   timeout=120)
@@ -41,13 +38,3 @@ def test_breadcrumb_migrate_builds_the_schema_on_a_fresh_database(backend, tmp_p
             engine.dispose()
     assert set(SQLModel.metadata.tables) | {"alembic_version"} == tables
 
-
-@contextmanager
-def _fresh_database(backend: str, tmp_path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh' / 'breadcrumb.db'}"
-        return
-    if not POSTGRES_URL:
-        pytest.skip("BREADCRUMB_TEST_POSTGRES_URL is not set (CI sets it; the PostgreSQL run is mandatory there)")
-    with scratch_database(POSTGRES_URL, "breadcrumb_migrate") as url:
-        yield url

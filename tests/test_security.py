@@ -24,7 +24,7 @@ from starlette.routing import Mount, Route
 from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, UNSUBSCRIBE_SECRET, WRITE_KEY, ServedApp, settings_for
 from store.db import make_engine
 from store.migrate import upgrade
-from store.settings import REPO_ROOT, Settings
+from store.settings import REPO_ROOT
 from store.unsubscribe import make_token
 
 # Public on purpose. Anything else must authenticate.
