@@ -424,9 +424,7 @@ class StoreActivities:
             with transaction(self.engine) as session:
                 session.execute(
                     update(Message)
-                    .where(Message.id == message.id,
-                           or_(Message.status == "pending",
-                               and_(Message.status == "sending", Message.lease_until < now)))
+                    .where(Message.id == message.id, _claimable(now))
                     .values(status="sending", lease_owner=attempt.token, lease_until=now + self.lease)
                 )
                 row = session.exec(select(Message).where(Message.id == message.id)).one()
@@ -541,7 +539,7 @@ class StoreActivities:
                 # unless an attempt still holds a live lease on it.
                 session.execute(update(Message).where(
                     Message.idempotency_key == f"{note.workflow_id}:{note.step}",
-                    or_(Message.status == "pending", and_(Message.status == "sending", Message.lease_until < utcnow())),
+                    _claimable(utcnow()),
                 ).values(status="failed", reason=note.reason, lease_owner=None, lease_until=None))
             if note.final_status:
                 session.execute(update(JourneyRun).where(JourneyRun.workflow_id == note.workflow_id)
@@ -578,6 +576,11 @@ class StoreActivities:
         """One journal line; a line with a `note_key` already written (a retried write) is not repeated."""
         session.execute(insert_ignoring_conflicts(session, JourneyLog.__table__).values(
             workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra))
+
+
+def _claimable(now: datetime):
+    """A message no attempt is delivering: still pending, or `sending` under a lease that ran out."""
+    return or_(Message.status == "pending", and_(Message.status == "sending", Message.lease_until < now))
 
 
 def _call_key() -> str | None:
