@@ -24,8 +24,8 @@ from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
 from store.settings import Settings
-from worker.dispatcher import Dispatcher
-from worker.temporal import converter_for
+from dispatch.dispatcher import Dispatcher
+from dispatch.temporal import converter_for
 
 
 class RejectNulInUrl:

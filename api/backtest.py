@@ -91,7 +91,7 @@ def _policy(given: str | dict | None, settings: Settings, field_name: str) -> tu
 
 
 def _run(job: Job, engine, new: Policy, current: Policy, since, limit: int | None, names: tuple[str, str]) -> None:
-    from worker.simulate import backtest
+    from simulation.simulator import backtest
 
     def progress(done: int, total: int) -> None:
         job.done, job.total = done, total
@@ -110,7 +110,7 @@ def _run(job: Job, engine, new: Policy, current: Policy, since, limit: int | Non
                                                     "under two policies (runs in the background)")
 def start_backtest(body: BacktestRequest, request: Request, settings: Settings = Depends(get_settings),
                    engine=Depends(get_engine)) -> JSONResponse:
-    from worker.simulate import SimulationError, parse_since
+    from simulation.simulator import SimulationError, parse_since
 
     new, new_name = _policy(body.config, settings, "config")
     current, current_name = _policy(body.against, settings, "against")

@@ -23,7 +23,7 @@ from temporalio.api.common.v1 import Payloads
 from api import report_link
 from api.deps import get_settings, matches_any
 from store.settings import Settings
-from worker.codec import PayloadKeyError
+from dispatch.codec import PayloadKeyError
 
 PREFIX = "/codec"
 LOGIN_PATH = f"{PREFIX}/login"

@@ -74,7 +74,7 @@ async def plain_runs_shard(count: int) -> float:
     from temporalio.client import Client
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-    from worker.simulate import quiet_runtime, simulation_converter, start_test_server
+    from simulation.simulator import quiet_runtime, simulation_converter, start_test_server
 
     began = time.perf_counter()
     env = await start_test_server()
@@ -126,8 +126,8 @@ async def main(args) -> dict:
     from journeys.policy import load_policy, parse_policy
     from store.db import make_engine
     from store.migrate import upgrade
-    from worker.simulate import Simulator, backtest
-    from worker.simulate_view import render_backtest
+    from simulation.simulator import Simulator, backtest
+    from simulation.views import render_backtest
 
     console = Console()
     folder = tempfile.mkdtemp(prefix="breadcrumb-backtest-")

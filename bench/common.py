@@ -17,7 +17,7 @@ import httpx
 from temporalio.converter import DataConverter
 
 from store.db import scratch_database
-from worker.codec import PayloadKeys, data_converter
+from dispatch.codec import PayloadKeys, data_converter
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # One payload key per bench run: the API it starts and every client and worker here encrypt with it,

@@ -61,7 +61,7 @@ async def measure(database_url: str, counts: list[int], views: int) -> list[dict
     from store.db import make_engine
     from store.migrate import upgrade
     from store.settings import Settings
-    from worker.temporal import register_search_attributes
+    from dispatch.temporal import register_search_attributes
     from worker.worker import build_worker
     from workflows.hub import hub_id
     from workflows.models import HubInput, HubSignal, PersonContext, PersonLookup

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 from store.db import make_engine, scratch_database
 from store.migrate import upgrade
 from store.settings import REPO_ROOT, Settings
-from worker.codec import PayloadKeys, data_converter
+from dispatch.codec import PayloadKeys, data_converter
 
 POSTGRES_URL = os.environ.get("BREADCRUMB_TEST_POSTGRES_URL")
 BACKENDS = ["sqlite", "postgres"]
@@ -230,7 +230,7 @@ async def env(request):
     from temporalio.testing import WorkflowEnvironment
 
     from journey_harness import Harness
-    from worker.temporal import register_search_attributes
+    from dispatch.temporal import register_search_attributes
 
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=venv_binary("temporal-test-server"), data_converter=CONVERTER

@@ -173,7 +173,7 @@ class Stack:
 
     async def _temporal_ready(self, timeout: float) -> None:
         from store.settings import Settings
-        from worker.temporal import connect
+        from dispatch.temporal import connect
 
         deadline = time.monotonic() + timeout
         while True:

@@ -20,7 +20,7 @@ from journeys.policy import Policy
 from store.ingest import Incoming, ingest
 from store.models import Message, as_utc
 from store.settings import Settings
-from worker.dispatcher import Dispatcher
+from dispatch.dispatcher import Dispatcher
 from workflows.hub import hub_id
 from workflows.models import HubState, JourneyState
 

@@ -39,7 +39,7 @@ from journey_harness import Harness, identify  # noqa: E402
 from store.db import make_engine  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.settings import REPO_ROOT  # noqa: E402
-from worker.temporal import register_search_attributes  # noqa: E402
+from dispatch.temporal import register_search_attributes  # noqa: E402
 from worker.worker import build_worker  # noqa: E402
 from workflows import ALL_WORKFLOWS  # noqa: E402
 from workflows.hub import hub_id  # noqa: E402

@@ -1,4 +1,4 @@
-"""Temporal payload encryption (worker/codec.py) and the remote codec endpoint (api/codec.py).
+"""Temporal payload encryption (dispatch/codec.py) and the remote codec endpoint (api/codec.py).
 
 The codec is checked through the data converter every Breadcrumb client uses; the endpoint over real
 HTTP (the served app) with the JSON the Temporal UI and CLI send; start-up refusals through the real
@@ -21,7 +21,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from conftest import ADMIN_TOKEN, CONVERTER, PAYLOAD_KEYS, REPO_ROOT, ServedApp
-from worker.codec import ENCODING, KEY_ID, PayloadKeyError, PayloadKeys, configured_keys, data_converter
+from dispatch.codec import ENCODING, KEY_ID, PayloadKeyError, PayloadKeys, configured_keys, data_converter
 from workflows.models import HubSignal
 
 EMAIL = "wilhelmina.codec@example.com"

@@ -29,7 +29,7 @@ from browser import Chromium, chromium_binary
 from conftest import free_port
 from store.settings import REPO_ROOT, Settings
 from worker.demo import plan
-from worker.temporal import connect
+from dispatch.temporal import connect
 from workflows import search
 
 FAST = REPO_ROOT / "examples" / "journeys.fast.toml"

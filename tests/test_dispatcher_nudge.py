@@ -9,7 +9,7 @@ import asyncio
 import time
 
 from conftest import settings_for
-from worker.dispatcher import Dispatcher
+from dispatch.dispatcher import Dispatcher
 
 
 class Recording(Dispatcher):

@@ -35,7 +35,7 @@ from conftest import WRITE_KEY
 from fault_stack import Stack, drive, shoppers, start_smtp, wait_until, worker_chaos
 from store.db import make_engine
 from store.settings import Settings
-from worker.temporal import connect
+from dispatch.temporal import connect
 from workflows.hub import hub_id
 from workflows.models import HubState
 

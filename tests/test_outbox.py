@@ -22,7 +22,7 @@ from store.db import transaction
 from store.identity import delete_person, merge_people, new_person
 from store.models import OutboxRow, utcnow
 from store.settings import REPO_ROOT
-from worker.dispatcher import Dispatcher
+from dispatch.dispatcher import Dispatcher
 from workflows.hub import hub_id
 
 EXPIRED = timedelta(seconds=-1)  # a lease that has already run out: the next claim may take the rows

@@ -22,7 +22,7 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import text
 from sqlmodel import Session
 
-from activities.simulated import (
+from simulation.activities import (
     SimPerson,
     SimulatedActivities,
     find_person,
@@ -40,7 +40,7 @@ from store.db import transaction
 from store.ingest import ingest
 from store.models import Person
 from store.settings import REPO_ROOT
-from worker.simulate import (
+from simulation.simulator import (
     PolicyChange,
     Simulator,
     backtest,

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from conftest import free_port, venv_binary
 from store.settings import Settings
 from workflows import search
-from worker.temporal import TemporalNotReady, connect, register_search_attributes
+from dispatch.temporal import TemporalNotReady, connect, register_search_attributes
 
 NAMESPACE = "shop"
 
@@ -28,7 +28,7 @@ async def _dev_server(port: int | None = None) -> WorkflowEnvironment:
 
 
 async def test_registration_waits_for_a_late_server_and_a_late_namespace(caplog):
-    caplog.set_level(logging.WARNING, logger="worker.temporal")
+    caplog.set_level(logging.WARNING, logger="dispatch.temporal")
     port = free_port()
     first = await _dev_server(port)
     client = await connect(Settings(temporal_address=f"127.0.0.1:{port}", temporal_namespace=NAMESPACE))

@@ -77,7 +77,7 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
     import logging
 
     from store.db import make_engine
-    from worker.temporal import connect, metrics_runtime
+    from dispatch.temporal import connect, metrics_runtime
     from worker.worker import build_worker, run_until_signalled
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -100,7 +100,7 @@ def temporal_setup() -> None:
     """Register Breadcrumb's search attributes on a Temporal cluster (BREADCRUMB_TEMPORAL_ADDRESS)."""
     import asyncio
 
-    from worker.temporal import connect, register_search_attributes
+    from dispatch.temporal import connect, register_search_attributes
 
     settings = _configured()
 

@@ -198,7 +198,7 @@ class DevStack:
     def _payload_keys(self) -> None:
         """BREADCRUMB_PAYLOAD_KEYS when set (checked here, one line); else the data dir's development
         key, generated on the first start and kept (mode 600) so a restart still reads its histories."""
-        from worker.codec import PayloadKeyError, PayloadKeys
+        from dispatch.codec import PayloadKeyError, PayloadKeys
 
         given = self.env.get("BREADCRUMB_PAYLOAD_KEYS", "")
         path = self.data_dir / "payload-keys"

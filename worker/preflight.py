@@ -40,7 +40,7 @@ def load_settings(**overrides) -> Settings:
 
 def check_payload_keys(settings: Settings) -> None:
     """Usable Temporal payload keys, or the explicit clear opt-out (docs/temporal-privacy.md)."""
-    from worker.codec import PayloadKeyError, configured_keys
+    from dispatch.codec import PayloadKeyError, configured_keys
 
     try:
         configured_keys(settings.payload_keys, settings.allow_clear_payloads)

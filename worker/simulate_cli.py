@@ -31,8 +31,8 @@ def run_simulate(console: Console, person: str, config: str | None, at: str | No
                  db: str | None = None, horizon_days: float = 30) -> int:
     from datetime import timedelta
 
-    from worker.simulate import SimulationError, simulate_person
-    from worker.simulate_view import render_timeline
+    from simulation.simulator import SimulationError, simulate_person
+    from simulation.views import render_timeline
 
     settings = Settings()
     try:
@@ -59,8 +59,8 @@ def run_simulate(console: Console, person: str, config: str | None, at: str | No
 
 def run_backtest(console: Console, since: str, config: str | None, against: str | None, limit: int | None,
                  as_json: bool, db: str | None = None) -> int:
-    from worker.simulate import SimulationError, backtest, parse_since
-    from worker.simulate_view import render_backtest
+    from simulation.simulator import SimulationError, backtest, parse_since
+    from simulation.views import render_backtest
 
     settings = Settings()
     try:

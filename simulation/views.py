@@ -7,7 +7,7 @@ from datetime import timedelta
 from rich.console import Console
 from rich.table import Table
 
-from worker.simulate import Timeline, TimelineEntry
+from simulation.simulator import Timeline, TimelineEntry
 
 KIND_STYLE = {"decision": "bold cyan", "sent": "bold green", "waiting": "yellow", "skipped": "magenta",
               "exit": "bold red", "completed": "bold", "conversion": "bold blue", "event": "dim"}

@@ -14,7 +14,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 
 from store.settings import Settings
-from worker.codec import configured_keys, data_converter
+from dispatch.codec import configured_keys, data_converter
 from workflows import search
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from store import outbox
 from store.models import OutboxRow
 from store.settings import Settings
-from worker.temporal import connect
+from dispatch.temporal import connect
 from workflows import search
 from workflows.hub import hub_id
 from workflows.models import HubInput, HubSignal

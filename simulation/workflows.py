@@ -1,4 +1,4 @@
-"""The replay driver of a what-if simulation (registered only by `worker/simulate.py`, never by the
+"""The replay driver of a what-if simulation (registered only by `simulation/simulator.py`, never by the
 production worker).
 
 It plays the part of the storefront and the outbox dispatcher for one person: it starts the

@@ -5,8 +5,8 @@ How a simulation runs
 ---------------------
 - One `temporal-test-server` per shard of a `Simulator` (per CLI run or API job), reused for every
   person and policy. Each policy run gets its own namespace and task queue on it, and its own Worker
-  with the production workflows (`workflows.ALL_WORKFLOWS`), the replay driver (`workflows/simulation.py`)
-  and `SimulatedActivities` (`activities/simulated.py`) — same activity names, memory only.
+  with the production workflows (`workflows.ALL_WORKFLOWS`), the replay driver (`simulation/workflows.py`)
+  and `SimulatedActivities` (`simulation/activities.py`) — same activity names, memory only.
 - The clock. The test server's clock starts at the real now and only moves forward, while the
   histories are in the past. Each person is therefore simulated on a shifted copy of their history:
   every timestamp + `offset`, where `offset` is a whole number of days (so local time of day —
@@ -51,7 +51,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.simulated import (
+from simulation.activities import (
     AttributionAsked,
     RouteAsked,
     PersonSnapshot,
@@ -72,10 +72,10 @@ from journeys.history import HistoryEvent, as_utc
 from journeys.personalise import Catalog
 from journeys.policy import Policy
 from journeys.routing import decide_route
-from worker.codec import PayloadKeys, data_converter
+from dispatch.codec import PayloadKeys, data_converter
 from workflows import ALL_WORKFLOWS
 from workflows.models import HubSignal
-from workflows.simulation import DriverInput, DriverResult, ReplaySignal, SimulationDriver
+from simulation.workflows import DriverInput, DriverResult, ReplaySignal, SimulationDriver
 
 DEFAULT_HORIZON = timedelta(days=30)
 START_MARGIN = timedelta(hours=1)  # shifted starts lie at least this far ahead of the server clock
@@ -428,7 +428,7 @@ class _Shard:
         await self.stack.aclose()
 
     async def _stages(self, stack: AsyncExitStack, setup: _ShardSetup) -> list:
-        from worker.temporal import register_search_attributes
+        from dispatch.temporal import register_search_attributes
 
         assert self.env is not None, "use `async with _Shard(...)`"
         target = self.env.client.service_client.config.target_host

@@ -6,13 +6,13 @@ They never write and never deliver. The store is read once, up front, into `Pers
 everything is answered in memory:
 
 - the history is cut at the simulated moment: an activity sees the events with a timestamp at or
-  before the workflow's clock (the time-skipping server's clock, see `worker/simulate.py`), so a
+  before the workflow's clock (the time-skipping server's clock, see `simulation/simulator.py`), so a
   purchase later in the history is invisible until simulated time passes it;
 - sends go to an in-memory message log (the dry-run channel), with the items personalisation
   would show; the frequency cap reads that log plus the person's real messages sent before the
   simulation starts;
 - journey starts, notes, skips, exits and conversions go to the same in-memory log, which
-  `worker/simulate.py` turns into the timeline.
+  `simulation/simulator.py` turns into the timeline.
 
 Timestamps inside a simulation are shifted onto the test server's clock (`SimPerson.offset`);
 `SimEntry.at` is kept shifted and converted back by the runner.
@@ -167,7 +167,7 @@ class SimPerson:
     messages: dict[str, SimEntry] = field(default_factory=dict)  # idempotency key → sent entry
     runs: dict[str, tuple[str, datetime, str | None]] = field(default_factory=dict)  # workflow id → run
     # Every question the policy answered for this person, with its inputs: a backtest re-asks them
-    # under the other policy to find whose timeline cannot differ (`worker/simulate.py`).
+    # under the other policy to find whose timeline cannot differ (`simulation/simulator.py`).
     asked: list[RouteAsked | SendTimeAsked | AttributionAsked] = field(default_factory=list)
 
     @classmethod
