@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./data/breadcrumb.db"
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    # Secure connections (docs/deployment.md#temporal-cloud-or-your-own-cluster): TLS with the system's
+    # CAs or TEMPORAL_TLS_CA, mTLS with a client certificate and key, Temporal Cloud's API key (over TLS).
+    temporal_tls: bool = False
+    temporal_tls_ca: str = ""  # PEM file of the CA that signed the server's certificate; empty: the system's
+    temporal_tls_server_name: str = ""  # the name to verify the server's certificate against, if not the host's
+    temporal_tls_cert: str = ""  # PEM client certificate (mTLS), with TEMPORAL_TLS_KEY
+    temporal_tls_key: str = ""  # PEM private key of TEMPORAL_TLS_CERT
+    temporal_api_key: str = ""  # Temporal Cloud API key; needs TEMPORAL_TLS
+    # Seconds a process waits for Temporal to answer a new connection before it says why it could not.
+    temporal_connect_timeout: float = Field(default=10.0, gt=0)
     task_queue: str = "breadcrumb"
     write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # public: they ship in the storefront
     # Secret keys of the shop's own servers: their calls are trusted (consent, new identifiers, merges,

@@ -18,11 +18,13 @@ console = Console()
 def _configured(delivery: bool = False) -> Settings:
     """The settings of a process that talks to Temporal, or one line naming the variable to fix and
     exit status 1 — before anything starts."""
-    from worker.preflight import ConfigurationError, check_delivery, check_payload_keys, load_settings
+    from worker.preflight import (ConfigurationError, check_delivery, check_payload_keys, check_temporal_connection,
+                                  load_settings)
 
     try:
         settings = load_settings()
         check_payload_keys(settings)
+        check_temporal_connection(settings)
         if delivery:
             check_delivery(settings)
     except ConfigurationError as error:
@@ -97,18 +99,27 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
 
 @app.command("temporal-setup")
 def temporal_setup() -> None:
-    """Register Breadcrumb's search attributes on a Temporal cluster (BREADCRUMB_TEMPORAL_ADDRESS)."""
+    """Register Breadcrumb's search attributes in the namespace (BREADCRUMB_TEMPORAL_NAMESPACE). On Temporal
+    Cloud (BREADCRUMB_TEMPORAL_API_KEY, or where the operator service refuses) check them instead, and print
+    the `tcld` line that adds the missing ones (exit status 1)."""
     import asyncio
 
-    from dispatch.temporal import connect, register_search_attributes
+    from dispatch.temporal import SearchAttributesMissing, TemporalConnectError, connect, register_search_attributes
 
     settings = _configured()
 
     async def main() -> list[str]:
         client = await connect(settings)
-        return await register_search_attributes(client)
+        return await register_search_attributes(client, may_add=not settings.temporal_api_key)
 
-    added = asyncio.run(main())
+    try:
+        added = asyncio.run(main())
+    except (SearchAttributesMissing, TemporalConnectError) as error:
+        from rich.markup import escape
+
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]breadcrumb temporal-setup:[/] {escape(str(error))}",
+                                                   highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"search attributes added: {', '.join(added)}" if added else "search attributes already registered")
 
 

@@ -145,6 +145,9 @@ class DevStack:
         elif "BREADCRUMB_DATABASE_URL" not in self.env:
             self.env["BREADCRUMB_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'breadcrumb.db'}"
         self.env["BREADCRUMB_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
+        # The embedded dev server speaks plain gRPC: a production TLS/API-key setting must not reach it.
+        for key in [key for key in self.env if key.startswith(("BREADCRUMB_TEMPORAL_TLS", "BREADCRUMB_TEMPORAL_API_KEY"))]:
+            del self.env[key]
         self.api_url = f"http://{_reachable(host)}:{api_port}"
         # Links in messages (unsubscribe) point at this API, not at the default port.
         if not self.env.get("BREADCRUMB_PUBLIC_BASE_URL"):
