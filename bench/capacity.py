@@ -48,7 +48,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from fault_stack import Stack, browse_batch, identify_message, mid, outcome, shoppers, start_smtp, wait_until  # noqa: E402
+from fault_stack import Stack, browse_batch, identify_message, known_browsing, outcome, shoppers, start_smtp, wait_until  # noqa: E402
 from conftest import WRITE_KEY  # noqa: E402
 from dispatch.temporal import connect  # noqa: E402
 from store.db import make_engine, scratch_database  # noqa: E402
@@ -129,19 +129,6 @@ def type_name(value: int) -> str:
     return EventType.Name(value)
 
 
-def _known_browsing(s) -> list[dict]:
-    return [
-        {
-            "type": "track",
-            "anonymousId": s.anonymous_id,
-            "messageId": mid(),
-            "event": "Product Viewed",
-            "properties": {"sku": f"SOCK-{n}", "price": 12.0, "category": "Socks"},
-        }
-        for n in range(3)
-    ]
-
-
 def record(workdir: Path, count: int) -> dict[str, Tally]:
     """Drive `count` shoppers through a real stack, wait for every journey and hub to finish, and
     count their histories, per route."""
@@ -165,7 +152,7 @@ async def _drive_and_count(stack: Stack, people: list) -> dict[str, Tally]:
 
         async def shop(s) -> None:
             async with gate:
-                for batch in (browse_batch(s), [identify_message(s)], _known_browsing(s)):
+                for batch in (browse_batch(s), [identify_message(s)], known_browsing(s)):
                     response = await http.post("/v1/batch", json={"batch": batch}, auth=(WRITE_KEY, ""))
                     response.raise_for_status()
 

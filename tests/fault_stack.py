@@ -299,6 +299,13 @@ def browse_batch(s: Shopper) -> list[dict]:
     return batch
 
 
+def known_browsing(s: Shopper) -> list[dict]:
+    """Three product views once the shopper is known: each is a reason for their hub to re-route."""
+    return [{"type": "track", "anonymousId": s.anonymous_id, "messageId": mid(), "event": "Product Viewed",
+             "properties": {"sku": f"SOCK-{n}", "product_id": f"SOCK-{n}", "name": "Merino sock", "price": 12.0,
+                            "category": "Socks", "url": f"/p/SOCK-{n}"}} for n in range(3)]
+
+
 def identify_message(s: Shopper) -> dict:
     traits = {"email": s.email, "first_name": "Chaos"}
     if s.phone:

@@ -23,7 +23,17 @@ from sqlalchemy import bindparam, text
 
 from conftest import POSTGRES_URL, WRITE_KEY, fresh_database
 from dispatch.temporal import connect
-from fault_stack import Stack, browse_batch, identify_message, mid, outcome, sending, shoppers, start_smtp, wait_until
+from fault_stack import (
+    Stack,
+    browse_batch,
+    identify_message,
+    known_browsing,
+    outcome,
+    sending,
+    shoppers,
+    start_smtp,
+    wait_until,
+)
 from store.db import make_engine
 from store.settings import Settings
 from workflows.hub import hub_id
@@ -69,26 +79,6 @@ def _order(s) -> dict:
     }
 
 
-def _known_browsing(s) -> list[dict]:
-    return [
-        {
-            "type": "track",
-            "anonymousId": s.anonymous_id,
-            "messageId": mid(),
-            "event": "Product Viewed",
-            "properties": {
-                "sku": f"SOCK-{n}",
-                "product_id": f"SOCK-{n}",
-                "name": "Merino sock",
-                "price": 12.0,
-                "category": "Socks",
-                "url": f"/p/SOCK-{n}",
-            },
-        }
-        for n in range(3)
-    ]
-
-
 async def _post(http: httpx.AsyncClient, batch: list[dict]) -> None:
     """Like a storefront: the same messageIds again until the API answers 200."""
     answer = "no answer"
@@ -118,7 +108,7 @@ async def test_two_apis_two_workers_one_killed_nothing_twice(cluster):
         async with gate:
             await _post(one, browse_batch(s))  # anonymous, through one API
             await _post(other, [identify_message(s)])  # identified through the other
-            await _post(rng.choice(apis), _known_browsing(s))  # a known person browsing: hub signals
+            await _post(rng.choice(apis), known_browsing(s))  # a known person browsing: hub signals
             if s in buyers:
                 await _post(rng.choice(apis), [_order(s)])
 
