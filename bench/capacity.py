@@ -71,6 +71,7 @@ console = Console(width=160)
 # History event type → billable actions (docs.temporal.io/cloud/actions). A child start or an
 # external signal is counted once, where it lands (the child's WORKFLOW_EXECUTION_STARTED, the
 # receiver's WORKFLOW_EXECUTION_SIGNALED), so a person's hub and journeys together count each once.
+# An upsert of TemporalChangeVersion alone (`workflow.patched`) is not billed.
 BILLED = {
     "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED": "workflow started",
     "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED": "signal",
@@ -98,7 +99,7 @@ class Tally:
             name = type_name(event.event_type)
             self.events[name] += 1
             self.history_bytes += event.ByteSize()
-            if name in BILLED:
+            if name in BILLED and not _patch_marker(event):
                 self.actions[BILLED[name]] += 1
             if (
                 kind == "activity_task_started_event_attributes"
@@ -121,6 +122,15 @@ class Tally:
                 kind.removeprefix("EVENT_TYPE_"): round(count / n, 2) for kind, count in self.events.most_common()
             },
         }
+
+
+def _patch_marker(event) -> bool:
+    """An upsert of TemporalChangeVersion alone: `workflow.patched` recording a patch, which Temporal
+    Cloud does not bill."""
+    if event.WhichOneof("attributes") != "upsert_workflow_search_attributes_event_attributes":
+        return False
+    fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    return set(fields) == {"TemporalChangeVersion"}
 
 
 def type_name(value: int) -> str:
