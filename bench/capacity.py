@@ -89,6 +89,7 @@ class Tally:
     workflows: int = 0
     events: Counter = field(default_factory=Counter)
     actions: Counter = field(default_factory=Counter)
+    unbilled: Counter = field(default_factory=Counter)
     history_bytes: int = 0
 
     def add(self, history) -> None:
@@ -99,7 +100,9 @@ class Tally:
             name = type_name(event.event_type)
             self.events[name] += 1
             self.history_bytes += event.ByteSize()
-            if name in BILLED and not _patch_marker(event):
+            if _patch_marker(event):
+                self.unbilled["patch marker upsert (TemporalChangeVersion)"] += 1
+            elif name in BILLED:
                 self.actions[BILLED[name]] += 1
             if (
                 kind == "activity_task_started_event_attributes"
@@ -118,6 +121,7 @@ class Tally:
             "actions": round(sum(self.actions.values()) / n, 1),
             "history_bytes": round(self.history_bytes / n),
             "actions_by_kind": {kind: round(count / n, 2) for kind, count in sorted(self.actions.items())},
+            "not_billed": {kind: round(count / n, 2) for kind, count in sorted(self.unbilled.items())},
             "events_by_type": {
                 kind.removeprefix("EVENT_TYPE_"): round(count / n, 2) for kind, count in self.events.most_common()
             },
@@ -353,6 +357,7 @@ def main() -> int:
         )
     console.print(table)
     console.print("actions per shopper by kind (all routes):", per_route["all"]["actions_by_kind"])
+    console.print("in the histories, not billed:", per_route["all"]["not_billed"])
 
     started = time.perf_counter()
     found = footprints(args.events, args.people, args.postgres)
