@@ -118,8 +118,8 @@ async def test_mtls_needs_a_client_certificate_of_the_servers_ca(dev_server, pki
         assert "trusts the CA that signed this certificate" in foreign, foreign
 
 
-async def _setup(settings: Settings) -> tuple[int, str]:
-    """`breadcrumb temporal-setup` in a process of its own, configured by `settings`."""
+async def _breadcrumb(command: str, settings: Settings) -> tuple[int, str]:
+    """`breadcrumb <command>` in a process of its own, its Temporal connection configured by `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")}
     env["BREADCRUMB_PAYLOAD_KEYS"] = os.environ["BREADCRUMB_PAYLOAD_KEYS"]
     env.update(
@@ -133,7 +133,7 @@ async def _setup(settings: Settings) -> tuple[int, str]:
         sys.executable,
         "-m",
         "worker.cli",
-        "temporal-setup",
+        command,
         cwd=REPO_ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -143,6 +143,15 @@ async def _setup(settings: Settings) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+async def test_a_worker_that_cannot_connect_says_why_in_one_line(dev_server, pki):
+    async with TlsTerminator(_port(dev_server), pki.server, client_ca=pki.ca.pem) as mtls:
+        code, output = await _breadcrumb("worker", _settings(mtls.address, pki))
+    assert code == 1, output
+    assert "Traceback" not in output, output
+    line = next(line for line in output.splitlines() if line.startswith("breadcrumb worker:"))
+    assert "set BREADCRUMB_TEMPORAL_TLS_CERT and BREADCRUMB_TEMPORAL_TLS_KEY" in line, output
+
+
 async def test_temporal_setup_on_cloud_checks_and_prints_the_tcld_line(pki):
     """With an API key (Temporal Cloud) the command never tries to add: it lists, and when attributes are
     missing prints the exact tcld line and fails; once they are there it succeeds."""
@@ -150,7 +159,7 @@ async def test_temporal_setup_on_cloud_checks_and_prints_the_tcld_line(pki):
     try:
         async with TlsTerminator(_port(server), pki.server) as tls:
             cloud = _settings(tls.address, pki, temporal_api_key="cloud-api-key", temporal_namespace="default")
-            code, output = await _setup(cloud)
+            code, output = await _breadcrumb("temporal-setup", cloud)
             assert code == 1, output
             flags = (
                 '--search-attribute "BreadcrumbCartValue=Double" --search-attribute "BreadcrumbPersonId=Keyword" '
@@ -168,7 +177,7 @@ async def test_temporal_setup_on_cloud_checks_and_prints_the_tcld_line(pki):
                     search_attributes={key.name: KIND[key.indexed_value_type.name] for key in search.ALL},
                 )
             )  # what tcld would do
-            code, output = await _setup(cloud)
+            code, output = await _breadcrumb("temporal-setup", cloud)
             assert code == 0 and "already registered" in output, output
     finally:
         await server.shutdown()

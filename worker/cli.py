@@ -79,7 +79,7 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
     import logging
 
     from store.db import make_engine
-    from dispatch.temporal import connect, metrics_runtime
+    from dispatch.temporal import TemporalConnectError, connect, metrics_runtime
     from worker.worker import build_worker, run_until_signalled
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,7 +87,11 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
 
     async def main() -> None:
         runtime = metrics_runtime(metrics_port) if metrics_port else None
-        client = await connect(settings, runtime=runtime)
+        try:
+            client = await connect(settings, runtime=runtime)
+        except TemporalConnectError as error:
+            typer.echo(f"breadcrumb worker: {error}", err=True)
+            raise typer.Exit(1) from None
         engine = make_engine(settings.database_url)
         try:
             await run_until_signalled(build_worker(client, engine, settings))
