@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -595,3 +596,20 @@ def test_bad_gzip_bodies_are_400(api, db):
         assert response.status_code == 400, (needle, response.text)
         assert needle in response.json()["error"], (needle, response.text)
     assert db.scalar("SELECT count(*) FROM events") == 0
+
+
+def test_the_openapi_document_is_generated_from_the_message_models(http):
+    """The front doors' request bodies come from the pydantic models that validate them: the batch is
+    a union discriminated by `type`, each call's route names its own model, and every `$ref` resolves."""
+    document = http.get("/openapi.json").json()
+    components = document["components"]["schemas"]
+    body = lambda path: document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]  # noqa: E731
+    batch = body("/v1/batch")["properties"]["batch"]["items"]
+    assert batch["discriminator"]["propertyName"] == "type"
+    assert set(batch["discriminator"]["mapping"]) == {"track", "page", "screen", "identify", "group", "alias"}
+    assert body("/v1/track")["title"] == body("/v1/t")["title"] == "TrackMessage"
+    assert body("/v1/track")["required"] == ["event"]
+    assert body("/v1/alias")["required"] == ["userId", "previousId"]
+    assert body("/api/v1/events")["required"] == ["name", "anonymous_id"]
+    refs = {ref.rsplit("/", 1)[-1] for ref in re.findall(r'"\$ref": "([^"]+)"', json.dumps(document))}
+    assert refs and refs <= set(components), refs - set(components)
