@@ -381,3 +381,24 @@ def test_settings_without_a_secret_refuse_every_webhook(db):
     with ServedApp(settings) as app, Api(app.url).http as http:
         response = shopify.send(http, "checkouts/create", shopify.checkout())
     assert response.status_code == 401 and "BREADCRUMB_SHOPIFY_WEBHOOK_SECRET" in response.json()["error"]
+
+
+def test_a_failed_apply_stays_pending_visible_and_is_applied_by_the_retry(shop, db, monkeypatch):
+    from integrations.shopify import inbox
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(inbox, "apply_topic", broken)
+    response = send(shop, "checkouts/create", shopify.checkout())
+    assert response.json() == {"ok": True}  # accepted: Shopify must not resend, we hold it
+    [row] = webhooks(shop, status="pending")
+    assert row["attempts"] == 1 and "RuntimeError: database went away" in row["outcome"]
+    assert db.scalar("SELECT count(*) FROM events") == 0
+
+    monkeypatch.undo()
+    retried = shop.http.post("/admin/shopify/webhooks/retry", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert retried.status_code == 200 and retried.json() == {"applied": 1}
+    [row] = webhooks(shop)
+    assert row["status"] == "applied" and row["attempts"] == 2
+    assert db.scalar("SELECT count(*) FROM events WHERE name = 'Checkout Started'") == 1
