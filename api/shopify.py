@@ -68,11 +68,12 @@ async def shopify_webhook(
     if topic not in HANDLERS:
         WEBHOOKS.labels(topic[:64], "ignored").inc()
         return JSONResponse({"ok": True, "ignored": f"topic {topic} is not used by Breadcrumb"})
-    if not await run_in_threadpool(inbox.accept, engine, webhook_id, topic, shop_domain, body):
+    row = await run_in_threadpool(inbox.accept, engine, webhook_id, topic, shop_domain, body)
+    if row is None:
         WEBHOOKS.labels(topic, "duplicate").inc()
         return JSONResponse({"ok": True, "duplicate": True})
     WEBHOOKS.labels(topic, "accepted").inc()
-    outcome = await run_in_threadpool(inbox.apply, engine, settings, webhook_id)
+    outcome = await run_in_threadpool(inbox.apply, engine, settings, row)
     if outcome is not None and outcome.signals:
         nudge_dispatcher(request)
     background.add_task(run_in_threadpool, inbox.sweep, engine, settings)

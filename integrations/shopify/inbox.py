@@ -32,30 +32,26 @@ SWEEP_BATCH = 20
 ERROR_KEEP = 2000
 
 
-def accept(engine: Engine, webhook_id: str, topic: str, shop_domain: str, body: bytes) -> bool:
-    """Store the verified webhook; False when we already hold this webhook id (Shopify's retry)."""
-    row = {
-        "webhook_id": webhook_id,
-        "topic": topic,
-        "shop_domain": shop_domain,
-        "received_at": utcnow(),
-        "body": body.decode("utf-8", errors="replace").replace("\x00", "\\u0000"),
-        "status": "pending",
-        "attempts": 0,
-    }
+def accept(engine: Engine, webhook_id: str, topic: str, shop_domain: str, body: bytes) -> ShopifyWebhook | None:
+    """Store the verified webhook; None when we already hold this webhook id (Shopify's retry)."""
+    row = ShopifyWebhook(
+        webhook_id=webhook_id,
+        topic=topic,
+        shop_domain=shop_domain,
+        received_at=utcnow(),
+        body=body.decode("utf-8", errors="replace").replace("\x00", "\\u0000"),
+    )
     with transaction(engine) as session:
         inserted = session.execute(
-            insert_ignoring_conflicts(session, ShopifyWebhook.__table__).returning(ShopifyWebhook.webhook_id), [row]
+            insert_ignoring_conflicts(session, ShopifyWebhook.__table__).returning(ShopifyWebhook.webhook_id),
+            [row.model_dump()],
         ).scalars()
-        return bool(list(inserted))
+        return row if list(inserted) else None
 
 
-def apply(engine: Engine, settings: Settings, webhook_id: str) -> TopicOutcome | None:
-    """Apply a stored webhook and record how it went; None when it is no longer pending."""
-    with Session(reading(engine)) as session:
-        row = session.get(ShopifyWebhook, webhook_id)
-    if row is None or row.status != "pending" or row.body is None:
-        return None
+def apply(engine: Engine, settings: Settings, row: ShopifyWebhook) -> TopicOutcome | None:
+    """Apply a stored, pending webhook and record how it went; None when it could not be applied."""
+    webhook_id = row.webhook_id
     try:
         payload = orjson.loads(row.body)
         outcome = apply_topic(engine, settings, settings.policy, row.topic, payload, row.shop_domain)
@@ -98,13 +94,17 @@ def _finish(session: Session, webhook_id: str, status: str, outcome: str, person
 def sweep(engine: Engine, settings: Settings, older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH) -> int:
     """Apply again pending webhooks received more than `older_than` ago; returns how many were applied."""
     with Session(reading(engine)) as session:
-        ids = session.exec(
-            select(ShopifyWebhook.webhook_id)
-            .where(ShopifyWebhook.status == "pending", ShopifyWebhook.received_at < utcnow() - older_than)
+        rows = session.exec(
+            select(ShopifyWebhook)
+            .where(
+                ShopifyWebhook.status == "pending",
+                ShopifyWebhook.body.is_not(None),
+                ShopifyWebhook.received_at < utcnow() - older_than,
+            )
             .order_by(ShopifyWebhook.received_at)
             .limit(limit)
         ).all()
-    return sum(1 for webhook_id in ids if apply(engine, settings, webhook_id) is not None)
+    return sum(1 for row in rows if apply(engine, settings, row) is not None)
 
 
 def recent(engine: Engine, status: str | None = None, limit: int = 100) -> list[dict]:
