@@ -15,6 +15,7 @@ from journeys.policy import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHOPIFY_HOSTS = "*.myshopify.com"
+SHOPIFY_SECRET_MIN = 16  # Shopify's secrets are 32+ characters; a short one is a placeholder
 
 
 def _comma_list(value: object) -> object:
@@ -111,6 +112,14 @@ class Settings(BaseSettings):
             raise ValueError(f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
                              f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short")
         return self
+
+    @field_validator("shopify_webhook_secret")
+    @classmethod
+    def _shopify_secrets_are_secrets(cls, secrets: list[str]) -> list[str]:
+        if any(len(secret) < SHOPIFY_SECRET_MIN for secret in secrets):
+            raise ValueError(f"each secret must be at least {SHOPIFY_SECRET_MIN} characters: paste the signing secret "
+                             "Shopify shows (Settings → Notifications → Webhooks, or the app's API secret key)")
+        return secrets
 
     @model_validator(mode="after")
     def _shopify_links(self) -> Settings:

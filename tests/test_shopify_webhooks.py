@@ -402,3 +402,15 @@ def test_a_failed_apply_stays_pending_visible_and_is_applied_by_the_retry(shop, 
     [row] = webhooks(shop)
     assert row["status"] == "applied" and row["attempts"] == 2
     assert db.scalar("SELECT count(*) FROM events WHERE name = 'Checkout Started'") == 1
+
+
+def test_a_placeholder_secret_is_a_configuration_error_naming_the_variable(monkeypatch):
+    from worker.preflight import ConfigurationError, load_settings
+
+    monkeypatch.setenv("BREADCRUMB_SHOPIFY_WEBHOOK_SECRET", f"{shopify.SECRET},changeme")
+    with pytest.raises(ConfigurationError, match="BREADCRUMB_SHOPIFY_WEBHOOK_SECRET: .*at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("BREADCRUMB_SHOPIFY_WEBHOOK_SECRET", f"{shopify.SECRET}, {shopify.OLD_SECRET}")
+    settings = load_settings()
+    assert settings.shopify_webhook_secret == [shopify.SECRET, shopify.OLD_SECRET]
+    assert "*.myshopify.com" in settings.link_hosts
