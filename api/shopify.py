@@ -7,6 +7,7 @@ Topics Breadcrumb does not map are answered 200 and only counted.
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
@@ -26,6 +27,8 @@ router = APIRouter(tags=["shopify"])
 admin_router = APIRouter(prefix="/admin/shopify", tags=["admin"], dependencies=[Depends(require_admin)])
 WEBHOOK_LIMIT = 5 * 1024 * 1024  # a product with hundreds of variants is large; Shopify's own cap is higher
 MAX_HEADER = 255
+# Shopify names the shop by its permanent domain; product links are built on it, so nothing else is taken.
+SHOP_DOMAIN = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 WEBHOOKS = Counter(
     "breadcrumb_shopify_webhooks_total", "Shopify webhooks by topic and what became of them", ["topic", "result"]
 )
@@ -65,6 +68,8 @@ async def shopify_webhook(
     ):
         if not value or len(value) > MAX_HEADER:
             return _error(400, f"{name} header is required (at most {MAX_HEADER} characters)")
+    if not SHOP_DOMAIN.fullmatch(shop_domain):
+        return _error(400, f"X-Shopify-Shop-Domain {shop_domain[:80]!r} is not a shop's myshopify.com domain")
     if topic not in HANDLERS:
         WEBHOOKS.labels(topic[:64], "ignored").inc()
         return JSONResponse({"ok": True, "ignored": f"topic {topic} is not used by Breadcrumb"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, UTC
 
+import orjson
 import pytest
 from sqlalchemy import insert
 from sqlmodel import Session
@@ -76,6 +77,12 @@ def test_signed_webhook_is_stored_and_a_bad_or_missing_signature_is_401(shop, db
     assert response.status_code == 401
     assert db.scalar("SELECT count(*) FROM events WHERE name = 'Checkout Started'") == 1
     assert db.scalar("SELECT count(*) FROM shopify_webhooks") == 1
+
+    # The shop domain (not covered by the signature) must be a myshopify.com shop: links are built on it.
+    body = orjson.dumps(other)
+    headers = {**shopify.headers("checkouts/create", body), "X-Shopify-Shop-Domain": "evil.example"}
+    response = shop.http.post("/shopify/webhooks", content=body, headers=headers)
+    assert response.status_code == 400 and "myshopify.com" in response.json()["error"]
 
     # During a rotation the previous secret still verifies.
     send(shop, "checkouts/create", other, secret=shopify.OLD_SECRET)
