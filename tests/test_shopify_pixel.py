@@ -1,0 +1,169 @@
+"""The Shopify custom web pixel (integrations/shopify/pixel.js) run by node against the real app:
+Shopify-shaped standard events in, Breadcrumb's taxonomy stored, one person once the shopper types an
+email at checkout, and nothing the tracking-health report would warn about."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from conftest import ADMIN_TOKEN, WRITE_KEY, ServedApp, settings_for
+
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install -y nodejs)")
+
+SHOP = "https://snowboards.example"
+CLIENT_ID = "0c6a1f2e-4b8d-4e55-9a3c-shopify-client"
+CART_TOKEN = "c1-7f3e9a0b2c4d"
+CHECKOUT_TOKEN = "a4f2b9c8d7e6f5a4b3c2d1e0f9a8b7c6"
+
+# Loads pixel.js the way Shopify's sandbox does (globals `analytics`, `browser`, `init`), with the two
+# settings a merchant edits replaced, fires the events of a JSON file one after another and waits for
+# each handler's calls to finish.
+HARNESS = r"""
+const fs = require("fs");
+const vm = require("vm");
+const [pixelPath, apiUrl, writeKey, eventsPath] = process.argv.slice(2);
+let source = fs.readFileSync(pixelPath, "utf8");
+const edited = source
+  .replace(/apiUrl: "[^"]*"/, "apiUrl: " + JSON.stringify(apiUrl))
+  .replace(/writeKey: "[^"]*"/, "writeKey: " + JSON.stringify(writeKey));
+if (edited === source) throw new Error("pixel.js has no apiUrl/writeKey settings to fill in");
+const subscribers = {};
+const sandbox = {
+  analytics: { subscribe: (name, handler) => { subscribers[name] = handler; } },
+  browser: { cookie: { get: async (name) => (name === "cart" ? process.env.CART_TOKEN : "") } },
+  init: { context: {}, data: {} },
+  fetch, URL, console,
+};
+vm.createContext(sandbox);
+vm.runInContext(edited, sandbox);
+(async () => {
+  for (const event of JSON.parse(fs.readFileSync(eventsPath, "utf8"))) {
+    if (!subscribers[event.name]) throw new Error("pixel.js does not subscribe to " + event.name);
+    await subscribers[event.name](event);
+  }
+  console.log(JSON.stringify(Object.keys(subscribers).sort()));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+def _money(amount: str) -> dict:
+    return {"amount": float(amount), "currencyCode": "EUR"}
+
+
+def _variant(variant_id: str, sku: str, title: str, price: str) -> dict:
+    return {
+        "id": variant_id, "sku": sku, "title": title, "price": _money(price),
+        "image": {"src": f"//cdn.example/files/{sku}.jpg"},
+        "product": {"id": "8123456789", "title": "Powder Board", "vendor": "Snowboards", "type": "Snowboards",
+                    "url": "/products/powder-board", "untranslatedTitle": "Powder Board"},
+    }
+
+
+def _event(n: int, name: str, path: str, data: dict) -> dict:
+    at = datetime.now(timezone.utc) - timedelta(minutes=30 - n)
+    return {
+        "id": f"sh-{n}-{name}", "name": name, "clientId": CLIENT_ID, "seq": n, "type": "standard",
+        "timestamp": at.isoformat().replace("+00:00", "Z"),
+        "context": {
+            "document": {"location": {"href": SHOP + path, "pathname": path.split("?")[0], "search": ""},
+                         "referrer": "", "title": "Snowboards shop"},
+            "navigator": {"userAgent": "Mozilla/5.0 (pixel test)", "language": "de-DE"},
+        },
+        "data": data,
+    }
+
+
+def _journey() -> list[dict]:
+    board = _variant("44001", "PB-158", "158 cm", "349.00")
+    checkout = {
+        "token": CHECKOUT_TOKEN, "currencyCode": "EUR", "email": None, "phone": None,
+        "totalPrice": _money("698.00"), "subtotalPrice": _money("698.00"),
+        "lineItems": [{"id": "li-1", "quantity": 2, "title": "Powder Board", "variant": board}],
+    }
+    return [
+        _event(1, "page_viewed", "/", {}),
+        _event(2, "collection_viewed", "/collections/boards",
+               {"collection": {"id": "301", "title": "Boards", "productVariants": [board]}}),
+        _event(3, "search_submitted", "/search?q=powder",
+               {"searchResult": {"query": "powder", "productVariants": [board]}}),
+        _event(4, "product_viewed", "/products/powder-board", {"productVariant": board}),
+        _event(5, "product_added_to_cart", "/products/powder-board",
+               {"cartLine": {"quantity": 2, "merchandise": board, "cost": {"totalAmount": _money("698.00")}}}),
+        _event(6, "checkout_started", f"/checkouts/cn/{CHECKOUT_TOKEN}", {"checkout": checkout}),
+        _event(7, "checkout_contact_info_submitted", f"/checkouts/cn/{CHECKOUT_TOKEN}",
+               {"checkout": {**checkout, "email": "Ada@Example.com"}}),
+    ]
+
+
+@pytest.fixture
+def shop_api(db):
+    """The app with the shop's storefront among its link hosts (its product links reach messages)."""
+    with ServedApp(settings_for(db.url, link_hosts=["cdn.example", "snowboards.example"])) as app:
+        yield app
+
+
+def _run_pixel(repo_root, tmp_path, url: str, events: list[dict]) -> list[str]:
+    harness, feed = tmp_path / "harness.js", tmp_path / "events.json"
+    harness.write_text(HARNESS)
+    feed.write_text(json.dumps(events))
+    done = subprocess.run([NODE, str(harness), str(repo_root / "integrations/shopify/pixel.js"), url, WRITE_KEY,
+                           str(feed)], capture_output=True, text=True, timeout=120, env={"CART_TOKEN": CART_TOKEN})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_pixel_events_land_in_the_taxonomy_and_join_the_checkout_email(db, shop_api, repo_root, tmp_path):
+    import httpx
+
+    subscribed = _run_pixel(repo_root, tmp_path, shop_api.url, _journey())
+    assert subscribed == sorted(["page_viewed", "product_viewed", "collection_viewed", "search_submitted",
+                                 "product_added_to_cart", "checkout_started", "checkout_contact_info_submitted"])
+
+    rows = db.rows("SELECT name, type, anonymous_id, person_id, properties, message_id FROM events ORDER BY id")
+    names = [r.name for r in rows]
+    assert names == ["Page Viewed", "Collection Viewed", "Products Searched", "Product Viewed", "Added to Cart",
+                     "Checkout Started", "Identify", "Checkout Started"]
+    assert {r.anonymous_id for r in rows} == {CLIENT_ID}
+    people = {r.person_id for r in rows}
+    assert len(people) == 1 and None not in people, "the email at checkout makes the whole browsing one person"
+    person = db.rows("SELECT i.person_id FROM identifiers i WHERE kind = 'email' AND value = 'ada@example.com'")
+    assert [p.person_id for p in person] == list(people)
+
+    def props(name: str, index: int = 0) -> dict:
+        found = [r.properties for r in rows if r.name == name][index]
+        return json.loads(found) if isinstance(found, str) else found
+
+    viewed = props("Product Viewed")
+    assert viewed["sku"] == "PB-158" and viewed["variant"] == "158 cm" and viewed["price"] == 349.0
+    assert viewed["category"] == "Snowboards" and viewed["url"] == SHOP + "/products/powder-board"
+    assert viewed["image_url"] == "https://cdn.example/files/PB-158.jpg"
+    added = props("Added to Cart")
+    assert (added["sku"], added["quantity"], added["cart_id"], added["value"]) == ("PB-158", 2, CART_TOKEN, 698.0)
+    assert props("Collection Viewed")["category"] == "Boards"
+    assert props("Products Searched")["query"] == "powder"
+    for index in (0, 1):
+        started = props("Checkout Started", index)
+        assert (started["cart_id"], started["checkout_token"], started["value"]) == (CART_TOKEN, CHECKOUT_TOKEN, 698.0)
+        assert started["products"][0]["sku"] == "PB-158" and started["products"][0]["quantity"] == 2
+    assert props("Checkout Started", 1)["email"] == "Ada@Example.com"
+    assert db.scalar("SELECT name FROM products WHERE sku = 'PB-158'") == "Powder Board"
+
+    report = httpx.get(f"{shop_api.url}/admin/reports/tracking",
+                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60).json()
+    assert report["missing_properties"]["events_with_gaps"] == 0, report["missing_properties"]
+    assert report["flagged"]["timestamp_clamped"] == 0 and report["flagged"]["foreign_links"] == 0, report["flagged"]
+    assert db.scalar("SELECT count(*) FROM rejected") == 0
+
+    # Shopify may deliver an event twice: its id is the messageId, so nothing is stored twice.
+    _run_pixel(repo_root, tmp_path, shop_api.url, _journey())
+    assert db.scalar("SELECT count(*) FROM events") == len(rows)
+
+
+def test_pixel_never_throws_when_the_api_is_down(repo_root, tmp_path):
+    """A pixel must never disturb the shop: an unreachable API is a dropped call, not an error."""
+    assert _run_pixel(repo_root, tmp_path, "http://127.0.0.1:9", _journey()[:5])
