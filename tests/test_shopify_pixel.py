@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from conftest import ADMIN_TOKEN, WRITE_KEY, ServedApp, settings_for
@@ -57,21 +57,37 @@ def _money(amount: str) -> dict:
 
 def _variant(variant_id: str, sku: str, title: str, price: str) -> dict:
     return {
-        "id": variant_id, "sku": sku, "title": title, "price": _money(price),
+        "id": variant_id,
+        "sku": sku,
+        "title": title,
+        "price": _money(price),
         "image": {"src": f"//cdn.example/files/{sku}.jpg"},
-        "product": {"id": "8123456789", "title": "Powder Board", "vendor": "Snowboards", "type": "Snowboards",
-                    "url": "/products/powder-board", "untranslatedTitle": "Powder Board"},
+        "product": {
+            "id": "8123456789",
+            "title": "Powder Board",
+            "vendor": "Snowboards",
+            "type": "Snowboards",
+            "url": "/products/powder-board",
+            "untranslatedTitle": "Powder Board",
+        },
     }
 
 
 def _event(n: int, name: str, path: str, data: dict) -> dict:
-    at = datetime.now(timezone.utc) - timedelta(minutes=30 - n)
+    at = datetime.now(UTC) - timedelta(minutes=30 - n)
     return {
-        "id": f"sh-{n}-{name}", "name": name, "clientId": CLIENT_ID, "seq": n, "type": "standard",
+        "id": f"sh-{n}-{name}",
+        "name": name,
+        "clientId": CLIENT_ID,
+        "seq": n,
+        "type": "standard",
         "timestamp": at.isoformat().replace("+00:00", "Z"),
         "context": {
-            "document": {"location": {"href": SHOP + path, "pathname": path.split("?")[0], "search": ""},
-                         "referrer": "", "title": "Snowboards shop"},
+            "document": {
+                "location": {"href": SHOP + path, "pathname": path.split("?")[0], "search": ""},
+                "referrer": "",
+                "title": "Snowboards shop",
+            },
             "navigator": {"userAgent": "Mozilla/5.0 (pixel test)", "language": "de-DE"},
         },
         "data": data,
@@ -81,22 +97,39 @@ def _event(n: int, name: str, path: str, data: dict) -> dict:
 def _journey() -> list[dict]:
     board = _variant("44001", "PB-158", "158 cm", "349.00")
     checkout = {
-        "token": CHECKOUT_TOKEN, "currencyCode": "EUR", "email": None, "phone": None,
-        "totalPrice": _money("698.00"), "subtotalPrice": _money("698.00"),
+        "token": CHECKOUT_TOKEN,
+        "currencyCode": "EUR",
+        "email": None,
+        "phone": None,
+        "totalPrice": _money("698.00"),
+        "subtotalPrice": _money("698.00"),
         "lineItems": [{"id": "li-1", "quantity": 2, "title": "Powder Board", "variant": board}],
     }
     return [
         _event(1, "page_viewed", "/", {}),
-        _event(2, "collection_viewed", "/collections/boards",
-               {"collection": {"id": "301", "title": "Boards", "productVariants": [board]}}),
-        _event(3, "search_submitted", "/search?q=powder",
-               {"searchResult": {"query": "powder", "productVariants": [board]}}),
+        _event(
+            2,
+            "collection_viewed",
+            "/collections/boards",
+            {"collection": {"id": "301", "title": "Boards", "productVariants": [board]}},
+        ),
+        _event(
+            3, "search_submitted", "/search?q=powder", {"searchResult": {"query": "powder", "productVariants": [board]}}
+        ),
         _event(4, "product_viewed", "/products/powder-board", {"productVariant": board}),
-        _event(5, "product_added_to_cart", "/products/powder-board",
-               {"cartLine": {"quantity": 2, "merchandise": board, "cost": {"totalAmount": _money("698.00")}}}),
+        _event(
+            5,
+            "product_added_to_cart",
+            "/products/powder-board",
+            {"cartLine": {"quantity": 2, "merchandise": board, "cost": {"totalAmount": _money("698.00")}}},
+        ),
         _event(6, "checkout_started", f"/checkouts/cn/{CHECKOUT_TOKEN}", {"checkout": checkout}),
-        _event(7, "checkout_contact_info_submitted", f"/checkouts/cn/{CHECKOUT_TOKEN}",
-               {"checkout": {**checkout, "email": "Ada@Example.com"}}),
+        _event(
+            7,
+            "checkout_contact_info_submitted",
+            f"/checkouts/cn/{CHECKOUT_TOKEN}",
+            {"checkout": {**checkout, "email": "Ada@Example.com"}},
+        ),
     ]
 
 
@@ -111,8 +144,13 @@ def _run_pixel(repo_root, tmp_path, url: str, events: list[dict]) -> list[str]:
     harness, feed = tmp_path / "harness.js", tmp_path / "events.json"
     harness.write_text(HARNESS)
     feed.write_text(json.dumps(events))
-    done = subprocess.run([NODE, str(harness), str(repo_root / "integrations/shopify/pixel.js"), url, WRITE_KEY,
-                           str(feed)], capture_output=True, text=True, timeout=120, env={"CART_TOKEN": CART_TOKEN})
+    done = subprocess.run(
+        [NODE, str(harness), str(repo_root / "integrations/shopify/pixel.js"), url, WRITE_KEY, str(feed)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"CART_TOKEN": CART_TOKEN},
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -121,13 +159,30 @@ def test_pixel_events_land_in_the_taxonomy_and_join_the_checkout_email(db, shop_
     import httpx
 
     subscribed = _run_pixel(repo_root, tmp_path, shop_api.url, _journey())
-    assert subscribed == sorted(["page_viewed", "product_viewed", "collection_viewed", "search_submitted",
-                                 "product_added_to_cart", "checkout_started", "checkout_contact_info_submitted"])
+    assert subscribed == sorted(
+        [
+            "page_viewed",
+            "product_viewed",
+            "collection_viewed",
+            "search_submitted",
+            "product_added_to_cart",
+            "checkout_started",
+            "checkout_contact_info_submitted",
+        ]
+    )
 
     rows = db.rows("SELECT name, type, anonymous_id, person_id, properties, message_id FROM events ORDER BY id")
     names = [r.name for r in rows]
-    assert names == ["Page Viewed", "Collection Viewed", "Products Searched", "Product Viewed", "Added to Cart",
-                     "Checkout Started", "Identify", "Checkout Started"]
+    assert names == [
+        "Page Viewed",
+        "Collection Viewed",
+        "Products Searched",
+        "Product Viewed",
+        "Added to Cart",
+        "Checkout Started",
+        "Identify",
+        "Checkout Started",
+    ]
     assert {r.anonymous_id for r in rows} == {CLIENT_ID}
     people = {r.person_id for r in rows}
     assert len(people) == 1 and None not in people, "the email at checkout makes the whole browsing one person"
@@ -153,8 +208,9 @@ def test_pixel_events_land_in_the_taxonomy_and_join_the_checkout_email(db, shop_
     assert props("Checkout Started", 1)["email"] == "Ada@Example.com"
     assert db.scalar("SELECT name FROM products WHERE sku = 'PB-158'") == "Powder Board"
 
-    report = httpx.get(f"{shop_api.url}/admin/reports/tracking",
-                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60).json()
+    report = httpx.get(
+        f"{shop_api.url}/admin/reports/tracking", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60
+    ).json()
     assert report["missing_properties"]["events_with_gaps"] == 0, report["missing_properties"]
     assert report["flagged"]["timestamp_clamped"] == 0 and report["flagged"]["foreign_links"] == 0, report["flagged"]
     assert db.scalar("SELECT count(*) FROM rejected") == 0
