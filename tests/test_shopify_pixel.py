@@ -223,3 +223,157 @@ def test_pixel_events_land_in_the_taxonomy_and_join_the_checkout_email(db, shop_
 def test_pixel_never_throws_when_the_api_is_down(repo_root, tmp_path):
     """A pixel must never disturb the shop: an unreachable API is a dropped call, not an error."""
     assert _run_pixel(repo_root, tmp_path, "http://127.0.0.1:9", _journey()[:5])
+
+
+# ---------------------------------------------------------------------- breadcrumb.js on a Shopify theme
+
+# One page load of api/static/breadcrumb.js in a minimal browser (cookie jar and localStorage kept in a
+# JSON file between loads, fetch relative to the shop's origin); prints what the page did.
+PAGE = r"""
+const fs = require("fs");
+const vm = require("vm");
+const [scriptPath, origin, statePath, onShopify] = process.argv.slice(2);
+const state = fs.existsSync(statePath) ? JSON.parse(fs.readFileSync(statePath, "utf8")) : { cookies: {}, storage: {} };
+const warnings = [];
+const inFlight = [];
+const document = {
+  currentScript: {
+    src: origin + "/breadcrumb.js",
+    getAttribute: (name) => ({ "data-write-key": "wk_test_key", "data-auto-page": "false" })[name] || null,
+  },
+  get cookie() { return Object.entries(state.cookies).map(([k, v]) => k + "=" + v).join("; "); },
+  set cookie(line) {
+    const [pair, ...attributes] = line.split("; ");
+    const at = pair.indexOf("=");
+    if (attributes.some((a) => a === "Max-Age=0")) delete state.cookies[pair.slice(0, at)];
+    else state.cookies[pair.slice(0, at)] = pair.slice(at + 1);
+  },
+  referrer: "", title: "Powder Board",
+  querySelector: () => null,
+  dispatchEvent: () => true,
+};
+const window = {
+  location: new URL(origin + "/products/powder-board"),
+  navigator: { userAgent: "node", language: "en" },
+  localStorage: {
+    getItem: (key) => (key in state.storage ? state.storage[key] : null),
+    setItem: (key, value) => { state.storage[key] = String(value); },
+    removeItem: (key) => { delete state.storage[key]; },
+  },
+  crypto: require("crypto").webcrypto,
+  fetch: (url, options) => { const p = fetch(new URL(url, origin), options); inFlight.push(p); return p; },
+  console: { warn: (message) => warnings.push(message) },
+  setTimeout, document,
+};
+if (onShopify === "1") window.Shopify = { shop: "snowboards.myshopify.com", routes: { root: "/" } };
+const sandbox = { window, document, URL, URLSearchParams, CustomEvent };
+vm.createContext(sandbox);
+vm.runInContext(fs.readFileSync(scriptPath, "utf8"), sandbox);
+(async () => {
+  while (inFlight.length) { await Promise.allSettled(inFlight.splice(0)); await new Promise((r) => setTimeout(r, 10)); }
+  fs.writeFileSync(statePath, JSON.stringify(state));
+  console.log(JSON.stringify({ loaded: !!window.breadcrumb, anonymousId: window.breadcrumb.anonymousId(), warnings }));
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+class FakeShopifyCart:
+    """`POST /cart/update.js` of a Shopify storefront: records each update, answers the cart (or 500)."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        fake = self
+        self.updates: list[dict] = []
+        self.failing = False
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.updates.append({"path": self.path, "body": body, "type": self.headers["Content-Type"]})
+                answer = b"{}" if fake.failing else json.dumps({"token": "c1-fresh", **body}).encode()
+                self.send_response(500 if fake.failing else 200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def shop():
+    fake = FakeShopifyCart()
+    yield fake
+    fake.close()
+
+
+def _load_page(repo_root, tmp_path, shop: FakeShopifyCart, on_shopify: bool = True, cart: str | None = None) -> dict:
+    """One page view; `cart` sets Shopify's cart cookie first (a new cart after an order, say)."""
+    harness, state = tmp_path / "page.js", tmp_path / "browser.json"
+    harness.write_text(PAGE)
+    if cart is not None:
+        saved = json.loads(state.read_text()) if state.exists() else {"cookies": {}, "storage": {}}
+        saved["cookies"]["cart"] = cart
+        state.write_text(json.dumps(saved))
+    done = subprocess.run(
+        [
+            NODE,
+            str(harness),
+            str(repo_root / "api/static/breadcrumb.js"),
+            shop.origin,
+            str(state),
+            "1" if on_shopify else "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_breadcrumb_js_writes_the_anonymous_id_into_the_shopify_cart_once_per_cart(repo_root, tmp_path, shop):
+    first = _load_page(repo_root, tmp_path, shop, cart="c1-first")
+    assert first["loaded"] and first["warnings"] == []
+    assert shop.updates == [
+        {
+            "path": "/cart/update.js",
+            "type": "application/json",
+            "body": {"attributes": {"_breadcrumb_anonymous_id": first["anonymousId"]}},
+        }
+    ]
+
+    again = _load_page(repo_root, tmp_path, shop)
+    assert again["anonymousId"] == first["anonymousId"] and len(shop.updates) == 1, "same device, same cart: no call"
+
+    _load_page(repo_root, tmp_path, shop, cart="c1-after-the-order")
+    assert len(shop.updates) == 2, "a new cart gets the attribute too"
+    assert shop.updates[1]["body"]["attributes"]["_breadcrumb_anonymous_id"] == first["anonymousId"]
+
+
+def test_breadcrumb_js_cart_attribute_failure_never_breaks_the_page_and_is_retried(repo_root, tmp_path, shop):
+    shop.failing = True
+    page = _load_page(repo_root, tmp_path, shop, cart="c1-first")
+    assert page["loaded"] and len(shop.updates) == 1
+    assert any("Shopify cart" in warning and "500" in warning for warning in page["warnings"]), page["warnings"]
+
+    shop.failing = False
+    _load_page(repo_root, tmp_path, shop)
+    assert len(shop.updates) == 2, "the next page tries again"
+
+
+def test_breadcrumb_js_off_shopify_leaves_carts_alone(repo_root, tmp_path, shop):
+    assert _load_page(repo_root, tmp_path, shop, on_shopify=False, cart="c1-first")["loaded"]
+    assert shop.updates == []
