@@ -1,0 +1,1 @@
+"""Sources Breadcrumb connects to natively (Shopify)."""

@@ -261,3 +261,45 @@ class JourneyLog(SQLModel, table=True):
     # What makes a retried write the same line (the activity run + id, or the message + outcome);
     # None for lines written once by construction.
     note_key: Optional[str] = Field(default=None, max_length=400, unique=True)
+
+
+SHOPIFY_PENDING = "status = 'pending'"
+
+
+class ShopifyWebhook(SQLModel, table=True):
+    """A verified Shopify webhook: its id (`X-Shopify-Webhook-Id`, the same on Shopify's retries) is
+    the dedupe key, written with the raw body in one transaction before the webhook is applied, so an
+    accepted call is never lost. The body is cleared once applied (it names people); a failed apply
+    stays `pending` for the retry sweep, with the error."""
+
+    __tablename__ = "shopify_webhooks"
+    __table_args__ = (
+        Index("ix_shopify_webhooks_pending", "received_at", postgresql_where=text(SHOPIFY_PENDING),
+              sqlite_where=text(SHOPIFY_PENDING)),
+    )
+
+    webhook_id: str = Field(primary_key=True, max_length=255)
+    topic: str = Field(max_length=64)
+    shop_domain: str = Field(max_length=255)
+    received_at: datetime = _ts()
+    body: Optional[str] = Field(default=None, sa_type=Text)
+    status: str = Field(default="pending", max_length=16)  # pending | applied | ignored | unusable
+    attempts: int = 0
+    outcome: Optional[str] = Field(default=None, sa_type=Text)  # what it did, or the last error
+    person_id: Optional[str] = Field(default=None, max_length=36)
+    applied_at: Optional[datetime] = _ts(default=None)
+
+
+class ShopifyVariant(SQLModel, table=True):
+    """Which catalogue variant a Shopify inventory item is, and its units per location:
+    `inventory_levels/update` names only the inventory item and one location."""
+
+    __tablename__ = "shopify_variants"
+
+    inventory_item_id: str = Field(primary_key=True, max_length=64)
+    product_id: Optional[str] = Field(default=None, max_length=64)
+    variant_id: Optional[str] = Field(default=None, max_length=64)
+    tracked: bool = True  # Shopify counts its units (inventory_management "shopify")
+    sell_when_out: bool = False  # inventory_policy "continue"
+    levels: dict = _json(default_factory=dict)  # location id → available units
+    updated_at: datetime = _ts()
