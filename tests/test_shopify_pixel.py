@@ -18,6 +18,7 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (apt
 SHOP = "https://snowboards.example"
 CLIENT_ID = "0c6a1f2e-4b8d-4e55-9a3c-shopify-client"
 CART_TOKEN = "c1-7f3e9a0b2c4d"
+CART_COOKIE = CART_TOKEN + "%3Fkey%3D5e1b0c"  # newer carts: the token, then "?key=…"
 CHECKOUT_TOKEN = "a4f2b9c8d7e6f5a4b3c2d1e0f9a8b7c6"
 
 # Loads pixel.js the way Shopify's sandbox does (globals `analytics`, `browser`, `init`), with the two
@@ -149,7 +150,7 @@ def _run_pixel(repo_root, tmp_path, url: str, events: list[dict]) -> list[str]:
         capture_output=True,
         text=True,
         timeout=120,
-        env={"CART_TOKEN": CART_TOKEN},
+        env={"CART_TOKEN": CART_COOKIE},
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -194,19 +195,23 @@ def test_pixel_events_land_in_the_taxonomy_and_join_the_checkout_email(db, shop_
         return json.loads(found) if isinstance(found, str) else found
 
     viewed = props("Product Viewed")
-    assert viewed["sku"] == "PB-158" and viewed["variant"] == "158 cm" and viewed["price"] == 349.0
+    # The catalogue's key, as the product webhooks write it: product id, variant id.
+    assert (viewed["sku"], viewed["variant"], viewed["product_sku"]) == ("8123456789", "44001", "PB-158")
+    assert viewed["name"] == "Powder Board – 158 cm" and viewed["price"] == 349.0
     assert viewed["category"] == "Snowboards" and viewed["url"] == SHOP + "/products/powder-board"
     assert viewed["image_url"] == "https://cdn.example/files/PB-158.jpg"
     added = props("Added to Cart")
-    assert (added["sku"], added["quantity"], added["cart_id"], added["value"]) == ("PB-158", 2, CART_TOKEN, 698.0)
+    assert (added["sku"], added["quantity"], added["cart_id"], added["value"]) == ("8123456789", 2, CART_TOKEN, 698.0)
     assert props("Collection Viewed")["category"] == "Boards"
     assert props("Products Searched")["query"] == "powder"
     for index in (0, 1):
         started = props("Checkout Started", index)
         assert (started["cart_id"], started["checkout_token"], started["value"]) == (CART_TOKEN, CHECKOUT_TOKEN, 698.0)
-        assert started["products"][0]["sku"] == "PB-158" and started["products"][0]["quantity"] == 2
+        assert started["products"][0]["variant"] == "44001" and started["products"][0]["quantity"] == 2
     assert props("Checkout Started", 1)["email"] == "Ada@Example.com"
-    assert db.scalar("SELECT name FROM products WHERE sku = 'PB-158'") == "Powder Board"
+    assert db.scalar("SELECT name FROM products WHERE sku = '8123456789' AND variant = '44001'") == (
+        "Powder Board – 158 cm"
+    )
 
     report = httpx.get(
         f"{shop_api.url}/admin/reports/tracking", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=60

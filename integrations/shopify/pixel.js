@@ -53,16 +53,26 @@ function absolute(event, url) {
   try { return new URL(url, page(event).url).href; } catch (e) { return undefined; }
 }
 
-/** A ProductVariant as the taxonomy's product properties (sku, variant, price, category, url…). */
+/** Shopify's numeric id: "123" and "gid://shopify/ProductVariant/123" give "123". */
+function shopifyId(value) {
+  if (value === undefined || value === null || value === "") return undefined;
+  return String(value).split("/").pop();
+}
+
+/**
+ * A ProductVariant as the taxonomy's product properties, keyed like the catalogue the product
+ * webhooks fill: `sku` = the product's id, `variant` = the variant's id (its own SKU is `product_sku`).
+ */
 function product(event, variant) {
   if (!variant) return {};
   const item = variant.product || {};
+  const named = variant.title && variant.title !== "Default Title";
   return {
-    sku: variant.sku || variant.id,
-    variant: variant.title && variant.title !== "Default Title" ? variant.title : undefined,
-    variant_id: variant.id,
-    product_id: item.id,
-    name: item.title,
+    sku: shopifyId(item.id) || shopifyId(variant.id),
+    variant: shopifyId(variant.id),
+    product_sku: variant.sku || undefined,
+    name: named ? item.title + " – " + variant.title : item.title,
+    variant_title: named ? variant.title : undefined,
     brand: item.vendor || undefined,
     category: item.type || undefined,
     price: amount(variant.price),
@@ -72,9 +82,17 @@ function product(event, variant) {
   };
 }
 
-/** Shopify's cart cookie is the cart token that checkouts and orders carry as `cart_token`. */
+/**
+ * Shopify's cart cookie holds the cart token that checkouts and orders carry as `cart_token`
+ * (newer carts append "?key=…" to it, which the webhooks never show).
+ */
 async function cartToken() {
-  try { return (await browser.cookie.get("cart")) || undefined; } catch (e) { return undefined; }
+  try {
+    const cookie = decodeURIComponent((await browser.cookie.get("cart")) || "");
+    return cookie.split("?")[0] || undefined;
+  } catch (e) {
+    return undefined;
+  }
 }
 
 async function checkoutProperties(event) {
