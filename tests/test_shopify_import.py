@@ -332,6 +332,7 @@ def test_import_is_throttle_aware_resumable_and_idempotent(db, shopify):
     assert orders[0][0] is None and orders[1][0] is None, "the throttled page is asked again"
     assert orders[1][1] - orders[0][1] >= FakeAdminAPI.THROTTLE_WAIT * 0.9, "waited for the bucket to refill"
     assert "resumed" in second.stdout and "yes" in second.stdout
+    assert f"waited {FakeAdminAPI.THROTTLE_WAIT:.1f} s for Shopify's rate limit" in second.stdout, "once, not twice"
 
     # People: every customer once, with their identifiers and consent.
     assert db.scalar("SELECT count(*) FROM identifiers WHERE kind = 'user_id'") == len(CUSTOMERS)

@@ -60,7 +60,7 @@ def run_import(
         return 1
     finally:
         engine.dispose()
-    table = Table(title=f"{shop}: imported (orders of the last {days} days)")
+    table = Table(title=f"{shop} (orders: last {days} days)")
     for column in ("resource", "read", "events stored", "left out", "resumed"):
         table.add_column(column)
     for result in results:

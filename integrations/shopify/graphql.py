@@ -46,6 +46,13 @@ class Bucket:
             return 0.0
         return (cost - self.available) / self.restore_rate
 
+    def refill_wait(self, cost: float) -> float:
+        """`wait_for(cost)`, counting the bucket as refilled to `cost` once that wait is over."""
+        wait = self.wait_for(cost)
+        if wait:
+            self.available = cost
+        return wait
+
     def update(self, extensions: dict | None) -> None:
         cost = (extensions or {}).get("cost") or {}
         status = cost.get("throttleStatus") or {}
@@ -98,7 +105,7 @@ class AdminGraphQL:
         """The query's `data`; waits out throttling and retries transient failures."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if self.bucket.last_cost is not None:
-                self._pause(self.bucket.wait_for(self.bucket.last_cost))
+                self._pause(self.bucket.refill_wait(self.bucket.last_cost))
             try:
                 response = self.http.post(self.url, json={"query": query, "variables": variables or {}})
             except httpx.TransportError as error:
@@ -114,7 +121,7 @@ class AdminGraphQL:
             errors = body.get("errors") or []
             if any(_code(e) == "THROTTLED" for e in errors) and attempt < MAX_ATTEMPTS:
                 cost = self.bucket.last_cost or 1.0
-                self._pause(max(self.bucket.wait_for(cost), 1.0 / (self.bucket.restore_rate or 1.0)))
+                self._pause(self.bucket.refill_wait(cost) or 1.0 / (self.bucket.restore_rate or 1.0))
                 continue
             if errors:
                 raise ShopifyError(f"{self.shop}: the Admin API answered with errors: {_messages(errors)}")
