@@ -11,6 +11,7 @@ from sqlmodel import Session
 from api.deps import get_engine, get_settings, require_admin
 from api.body import BadBody, problem_in, read_json
 from store import catalog, queries
+from store.export import person_export
 from store.db import reading, transaction
 from store.identity import find_person
 from store.settings import Settings
@@ -39,6 +40,14 @@ def find_people(email: str | None = None, user_id: str | None = None, anonymous_
 @router.get("/people/{person_id}", summary="A person's merged profile, events, journeys and messages")
 def get_person(person_id: str, session: Session = Depends(get_session)) -> dict:
     return _profile_or_404(session, person_id)
+
+
+@router.get("/people/{person_id}/export", summary="Everything we hold on a person (data-subject request)")
+def export_person(person_id: str, session: Session = Depends(get_session)) -> dict:
+    found = person_export(session, person_id)
+    if found is None:
+        raise HTTPException(404, "no such person")
+    return found
 
 
 def _profile_or_404(session: Session, person_id: str | None) -> dict:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api import access_log, admin, admin_outbox, customerio, demo_store, segment, unsubscribe
+from api import access_log, admin, admin_outbox, customerio, demo_store, segment, shopify, unsubscribe
 from api import reports as reports_api
 from api import backtest, codec
 from api.deps import CustomerIOAuthError
@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(demo_store.router)
     app.include_router(backtest.router)
     app.include_router(codec.router)
+    app.include_router(shopify.router)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:

@@ -14,6 +14,8 @@ from journeys.links import LinkHosts
 from journeys.policy import Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SHOPIFY_HOSTS = "*.myshopify.com"
+SHOPIFY_SECRET_MIN = 16  # Shopify's secrets are 32+ characters; a short one is a placeholder
 
 
 def _comma_list(value: object) -> object:
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     # Hosts besides SHOP_URL's that links and images in messages may point to (`cdn.shop.example`,
     # `*.shop.example`); any other host is replaced by the shop's own link.
     link_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Shopify webhooks (docs/shopify-topics.md): signing secrets, comma list; any one verifies (rotation).
+    # While set, `*.myshopify.com` counts as a link host (the shop's `abandoned_checkout_url`).
+    shopify_webhook_secret: Annotated[list[str], NoDecode] = Field(default_factory=list)
     shop_address: str = ""  # postal address for the email footer (CAN-SPAM / UK GDPR)
     currency: str = Field(default="USD", min_length=3, max_length=3)  # when events name no currency
     default_phone_region: str = "US"
@@ -99,13 +104,28 @@ class Settings(BaseSettings):
     demo_store_enabled: bool = True  # the demo storefront under /demo; turn off in production
 
     _split_lists = field_validator("write_keys", "server_write_keys", "link_hosts", "unsubscribe_secret",
-                                   "codec_cors_origins", mode="before")(_comma_list)
+                                   "codec_cors_origins", "shopify_webhook_secret", mode="before")(_comma_list)
 
     @model_validator(mode="after")
     def _grace_outlasts_a_delivery(self) -> "Settings":
         if self.worker_shutdown_grace <= self.delivery_deadline:
             raise ValueError(f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
                              f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short")
+        return self
+
+    @field_validator("shopify_webhook_secret")
+    @classmethod
+    def _shopify_secrets_are_secrets(cls, secrets: list[str]) -> list[str]:
+        if any(len(secret) < SHOPIFY_SECRET_MIN for secret in secrets):
+            raise ValueError(f"each secret must be at least {SHOPIFY_SECRET_MIN} characters: paste the signing secret "
+                             "Shopify shows (Settings → Notifications → Webhooks, or the app's API secret key)")
+        return secrets
+
+    @model_validator(mode="after")
+    def _shopify_links(self) -> Settings:
+        """Shopify's recovery links live on the shop's myshopify.com domain."""
+        if self.shopify_webhook_secret and SHOPIFY_HOSTS not in self.link_hosts:
+            self.link_hosts = [*self.link_hosts, SHOPIFY_HOSTS]
         return self
 
     @cached_property

@@ -1,0 +1,51 @@
+"""Everything we hold on one person, for a data-subject request (Shopify's `customers/data_request`)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, select
+
+from store import queries
+from store.models import Event, IdentityConflict, JourneyLog, Message, as_utc
+
+
+def _iso(value) -> str | None:
+    return as_utc(value).isoformat() if value else None
+
+
+def person_export(session: Session, person_id: str) -> dict | None:
+    """The profile with every event (no limit, with context), every message as rendered, every
+    journey decision, and the identity conflicts naming them; None for an unknown person."""
+    profile = queries.profile(session, person_id, events_limit=2**31 - 1)
+    if profile is None:
+        return None
+    events = session.exec(select(Event).where(Event.person_id == person_id).order_by(Event.timestamp, Event.id)).all()
+    messages = session.exec(select(Message).where(Message.person_id == person_id).order_by(Message.created_at)).all()
+    log = session.exec(select(JourneyLog).where(JourneyLog.person_id == person_id).order_by(JourneyLog.at)).all()
+    conflicts = session.exec(
+        select(IdentityConflict).where(
+            (IdentityConflict.owner_person_id == person_id) | (IdentityConflict.claimant_person_id == person_id)
+        )
+    ).all()
+    return {
+        **profile,
+        "events": [
+            {**view, "context": e.context, "received_at": _iso(e.received_at), "user_id": e.user_id}
+            for view, e in zip(profile["events"], events, strict=True)
+        ],
+        "messages": [queries.message_detail(session, m.id) for m in messages],
+        "journey_log": [
+            {
+                "workflow_id": n.workflow_id,
+                "journey": n.journey,
+                "step": n.step,
+                "kind": n.kind,
+                "reason": n.reason,
+                "at": _iso(n.at),
+                "until": _iso(n.until),
+            }
+            for n in log
+        ],
+        "identity_conflicts": [
+            {"kind": c.kind, "anonymous_id": c.anonymous_id, "created_at": _iso(c.created_at)} for c in conflicts
+        ],
+    }
