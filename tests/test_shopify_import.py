@@ -12,10 +12,10 @@ import subprocess
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import venv_binary
+from json_server import JsonServer
 
 SHOP = "snowboards.myshopify.com"
 TOKEN = "shpat_test_token"
@@ -159,41 +159,24 @@ class FakeAdminAPI:
     THROTTLE_WAIT = (17 - 2) / 50.0
 
     def __init__(self) -> None:
-        fake = self
         self.requests: list[tuple[str, str | None, float]] = []  # (resource, after, monotonic time)
         self.hang_on: tuple[str, str | None] | None = None
         self.hanging = threading.Event()
         self.release = threading.Event()
         self.throttled = False
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/admin/api/2025-01/graphql.json":
-                    return self.answer(404, {"errors": "Not Found"})
-                if self.headers.get("X-Shopify-Access-Token") != TOKEN:
-                    return self.answer(401, {"errors": "[API] Invalid API key or access token"})
-                return self.answer(200, fake.respond(body["query"], body.get("variables") or {}))
-
-            def answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.http = JsonServer(self.serve)
+        self.url = self.http.url
 
     def close(self) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
+
+    def serve(self, path: str, headers: dict[str, str], body: object) -> tuple[int, object]:
+        if path != "/admin/api/2025-01/graphql.json":
+            return 404, {"errors": "Not Found"}
+        if headers.get("X-Shopify-Access-Token") != TOKEN:
+            return 401, {"errors": "[API] Invalid API key or access token"}
+        return 200, self.respond(body["query"], body.get("variables") or {})
 
     def respond(self, query: str, variables: dict) -> dict:
         if "productsCount" in query:
@@ -254,8 +237,8 @@ def shopify():
     fake.close()
 
 
-def _command(db, shopify: FakeAdminAPI, *extra: str) -> tuple[list[str], dict]:
-    env = {**os.environ, "BREADCRUMB_DATABASE_URL": db.url, "COLUMNS": "120"}
+def _command(database_url: str, shopify: FakeAdminAPI, *extra: str) -> tuple[list[str], dict]:
+    env = {**os.environ, "BREADCRUMB_DATABASE_URL": database_url, "COLUMNS": "120"}
     return (
         [
             venv_binary("breadcrumb"),
@@ -276,7 +259,7 @@ def _command(db, shopify: FakeAdminAPI, *extra: str) -> tuple[list[str], dict]:
 
 
 def _import(db, shopify: FakeAdminAPI, *extra: str) -> subprocess.CompletedProcess:
-    command, env = _command(db, shopify, *extra)
+    command, env = _command(db.url, shopify, *extra)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -303,7 +286,7 @@ def _person(db, kind: str, value: str) -> str:
 def test_import_is_throttle_aware_resumable_and_idempotent(db, shopify):
     # 1. Killed while waiting for the second page of customers: products are done, customers half.
     shopify.hang_on = ("customers", f"cursor:{PAGE}")
-    command, env = _command(db, shopify)
+    command, env = _command(db.url, shopify)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -380,12 +363,15 @@ def test_import_is_throttle_aware_resumable_and_idempotent(db, shopify):
     assert _state(db) == before
 
 
-def test_import_names_a_refused_token_and_a_wrong_shop(db, shopify):
-    command, env = _command(db, shopify)
+def test_import_names_a_refused_token_and_a_wrong_shop(shopify, tmp_path):
+    """Both stop before anything is written (the database here has no tables at all)."""
+    command, env = _command(f"sqlite:///{tmp_path / 'empty.db'}", shopify)
     wrong_token = ["shpat_wrong" if part == TOKEN else part for part in command]
     refused = subprocess.run(wrong_token, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1
     assert "refused the access token" in refused.stdout and "read_orders" in refused.stdout, refused.stdout
 
-    wrong = _import(db, shopify, "--shop", "snowboards.example")  # the last --shop counts
-    assert wrong.returncode == 2 and "myshopify.com" in wrong.stdout, wrong.stdout
+    wrong_shop = subprocess.run(
+        [*command, "--shop", "snowboards.example"], env=env, capture_output=True, text=True, timeout=120
+    )  # the last --shop counts
+    assert wrong_shop.returncode == 2 and "myshopify.com" in wrong_shop.stdout, wrong_shop.stdout

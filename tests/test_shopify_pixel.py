@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, UTC
 
 import pytest
 from conftest import ADMIN_TOKEN, WRITE_KEY, ServedApp, settings_for
+from json_server import JsonServer
 
 NODE = shutil.which("node")
 pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (apt-get install -y nodejs)")
@@ -286,35 +287,17 @@ class FakeShopifyCart:
     """`POST /cart/update.js` of a Shopify storefront: records each update, answers the cart (or 500)."""
 
     def __init__(self) -> None:
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        fake = self
         self.updates: list[dict] = []
         self.failing = False
+        self.http = JsonServer(self.respond)
+        self.origin = self.http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.updates.append({"path": self.path, "body": body, "type": self.headers["Content-Type"]})
-                answer = b"{}" if fake.failing else json.dumps({"token": "c1-fresh", **body}).encode()
-                self.send_response(500 if fake.failing else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    def respond(self, path: str, headers: dict[str, str], body: object) -> tuple[int, object]:
+        self.updates.append({"path": path, "body": body, "type": headers["Content-Type"]})
+        return (500, {}) if self.failing else (200, {"token": "c1-fresh", **body})
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.close()
 
 
 @pytest.fixture

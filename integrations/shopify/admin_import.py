@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from integrations.shopify.graphql import AdminGraphQL, ShopifyError
+from integrations.shopify.graphql import AccessDenied, AdminGraphQL, ShopifyError
 from integrations.shopify.mapping import UnusableWebhook, apply_topic, shopify_id
 from journeys.policy import Policy
 from store.db import reading, transaction
@@ -261,10 +261,13 @@ def orders_search(days: int, now: datetime) -> str:
 
 
 def counts(client: AdminGraphQL, search: str) -> dict[str, int | None]:
-    """How many products, customers and orders there are — only for the progress bar."""
+    """How many products, customers and orders there are, for the progress bar — and the first
+    query, so a refused token stops the import before anything is written."""
     try:
         data = client.query(COUNTS, {"search": search})
-    except ShopifyError:
+    except AccessDenied:
+        raise
+    except ShopifyError:  # an API version without the counts: bars without totals
         return {}
     return {r.name: (data.get(f"{r.name}Count") or {}).get("count") for r in RESOURCES}
 

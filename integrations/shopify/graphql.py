@@ -25,6 +25,10 @@ class ShopifyError(RuntimeError):
     """The Admin API refused or failed a query for good; the message names the cause."""
 
 
+class AccessDenied(ShopifyError):
+    """No Admin API for this shop and token (401, 403, 404): nothing will work until it is fixed."""
+
+
 @dataclass
 class Page:
     nodes: list[dict]
@@ -153,13 +157,13 @@ class AdminGraphQL:
 
 def _json(response: httpx.Response, shop: str) -> dict:
     if response.status_code in (401, 403):
-        raise ShopifyError(
+        raise AccessDenied(
             f"{shop}: the Admin API refused the access token (HTTP {response.status_code}); "
             "use the custom app's Admin API access token with read_customers, read_orders and "
             "read_products"
         )
     if response.status_code == 404:
-        raise ShopifyError(
+        raise AccessDenied(
             f"{shop}: no Admin API here (HTTP 404); check --shop (the *.myshopify.com domain) and --api-version"
         )
     try:
