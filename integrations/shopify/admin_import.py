@@ -241,7 +241,6 @@ class Imported:
     stored: int = 0  # events stored (0 for what an earlier import already stored)
     unusable: list[str] = field(default_factory=list)  # nodes left out, each with the reason
     resumed: bool = False  # continued an interrupted import from its checkpoint
-    total: int | None = None  # what the shop says it has (None when the count is unavailable)
 
 
 class Progress:
@@ -304,7 +303,7 @@ def import_resource(
     """Read every page of one resource and apply it, from the checkpoint of an unfinished import of
     the same window unless `restart`; the checkpoint moves after each applied page."""
     progress = progress or Progress()
-    result = Imported(resource.name, total=total)
+    result = Imported(resource.name)
     saved = _checkpoint(engine, shop, resource.name)
     after, done = None, 0
     if saved and saved.finished_at is None and saved.search == search and saved.cursor and not restart:
