@@ -142,8 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(demo_store.router)
     app.include_router(backtest.router)
     app.include_router(codec.router)
-    with_body_models(app)
     app.include_router(shopify.router)
+    with_body_models(app)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:

@@ -303,3 +303,19 @@ class ShopifyVariant(SQLModel, table=True):
     sell_when_out: bool = False  # inventory_policy "continue"
     levels: dict = _json(default_factory=dict)  # location id → available units
     updated_at: datetime = _ts()
+
+
+class ShopifyImportCheckpoint(SQLModel, table=True):
+    """Where `breadcrumb shopify import` got to, per shop and resource: an interrupted import resumes
+    after the last page it applied; a finished one starts over next time (it is idempotent)."""
+
+    __tablename__ = "shopify_import_checkpoints"
+
+    shop: str = Field(primary_key=True, max_length=255)
+    resource: str = Field(primary_key=True, max_length=32)  # customers | orders | products
+    search: str = Field(default="", max_length=255)  # the query filter the cursor belongs to
+    cursor: Optional[str] = Field(default=None, sa_type=Text)  # after the last applied page; None: from the start
+    imported: int = 0  # nodes applied by this pass so far
+    started_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    finished_at: Optional[datetime] = _ts(default=None)

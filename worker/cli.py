@@ -247,5 +247,26 @@ def backtest(since: str = typer.Option("30d", "--since", help="Simulate everyone
     raise typer.Exit(run_backtest(console, since, config, against, limit, as_json, db))
 
 
+shopify = typer.Typer(help="Shopify: import a shop's past customers, orders and products.", no_args_is_help=True,
+                      rich_markup_mode=None)
+app.add_typer(shopify, name="shopify")
+
+
+@shopify.command("import")
+def shopify_import(shop: str = typer.Option(..., "--shop", help="The shop's domain, X.myshopify.com"),
+                   token: str = typer.Option(..., "--token", help="The custom app's Admin API access token "
+                                             "(scopes read_customers, read_orders, read_products)"),
+                   days: int = typer.Option(60, "--days", min=1, help="Import the orders of the last N days"),
+                   restart: bool = typer.Option(False, "--restart", help="Start over instead of resuming an "
+                                                "interrupted import"),
+                   api_version: str = typer.Option("2025-01", "--api-version", help="Admin API version"),
+                   base_url: str = typer.Option(None, "--base-url", hidden=True,
+                                                help="Talk to this URL instead of https://<shop> (tests)")) -> None:
+    """Backfill customers, orders (last N days) and products through the Admin GraphQL API; resumable, idempotent."""
+    from worker.shopify_cli import run_import
+
+    raise typer.Exit(run_import(console, _configured(), shop, token, days, restart, api_version, base_url))
+
+
 if __name__ == "__main__":
     app()

@@ -17,13 +17,19 @@
  * them keeps the id). Calls are queued in localStorage and sent as a /v1/batch with `keepalive`, so a
  * call made just before the page navigates away is sent on the next page if it did not get through;
  * every call has a messageId, so a resend is stored once.
+ *
+ * On a Shopify theme (window.Shopify), the anonymous id also goes into the cart attributes as
+ * `_breadcrumb_anonymous_id` (Ajax Cart API), once per device and cart: Shopify copies cart
+ * attributes into the checkout's and the order's `note_attributes`, where the webhooks find the device.
  */
 (function (window, document) {
   "use strict";
   if (window.breadcrumb && window.breadcrumb.VERSION) return; // loaded twice
 
   var VERSION = "1.0.0";
-  var KEYS = { anonymousId: "bc.anonymousId", userId: "bc.userId", traits: "bc.traits", queue: "bc.queue" };
+  var KEYS = { anonymousId: "bc.anonymousId", userId: "bc.userId", traits: "bc.traits", queue: "bc.queue",
+    shopifyCart: "bc.shopifyCart" };
+  var CART_ATTRIBUTE = "_breadcrumb_anonymous_id";
   var YEAR = 365 * 24 * 3600;
   var MAX_QUEUE = 200;
   var MAX_BATCH = 50;
@@ -202,6 +208,33 @@
     return flush();
   }
 
+  // ------------------------------------------------------------------ Shopify cart attribute
+  /** Write the anonymous id into the Shopify cart once per (device, cart); any failure only warns. */
+  function tagShopifyCart() {
+    if (!window.Shopify || typeof window.fetch !== "function") return Promise.resolve(false);
+    var id = anonymousId();
+    if (lsGet(KEYS.shopifyCart) === id + "|" + (readCookie("cart") || "")) return Promise.resolve(false);
+    var root = (window.Shopify.routes && window.Shopify.routes.root) || "/";
+    var attributes = {};
+    attributes[CART_ATTRIBUTE] = id;
+    return window.fetch(root + "cart/update.js", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify({ attributes: attributes }),
+      credentials: "same-origin"
+    }).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.json();
+    }).then(function (cart) {
+      // The cart cookie names the cart from now on (the update may have just created it).
+      lsSet(KEYS.shopifyCart, id + "|" + (readCookie("cart") || (cart && cart.token) || ""));
+      return true;
+    }).catch(function (error) {
+      warn("could not add the anonymous id to the Shopify cart (" + error.message + ")");
+      return false;
+    });
+  }
+
   // ------------------------------------------------------------------ the public calls
   var api = {
     VERSION: VERSION,
@@ -209,6 +242,7 @@
     anonymousId: anonymousId,
     user: function () { return { anonymousId: anonymousId(), userId: userId(), traits: traits() }; },
     flush: flush,
+    tagShopifyCart: tagShopifyCart,
 
     page: function (name, properties) {
       if (name && typeof name === "object") { properties = name; name = undefined; }
@@ -240,13 +274,16 @@
       lsRemove(KEYS.traits);
       lsRemove(KEYS.anonymousId);
       writeCookie(config.cookieName, "", 0);
-      return anonymousId();
+      var id = anonymousId();
+      tagShopifyCart();
+      return id;
     }
   };
 
   window.breadcrumb = api;
   anonymousId(); // settle the id (cookie + localStorage) before anything else runs
   if (readQueue().length) flush(); // what a previous page could not send
+  tagShopifyCart();
   if (config.autoPage) api.page();
   try { document.dispatchEvent(new CustomEvent("breadcrumb:ready", { detail: api })); } catch (e) { /* IE */ }
 })(window, document);
