@@ -1,13 +1,13 @@
 """Shopify Admin API import checkpoints (resume an interrupted `breadcrumb shopify import`)
 
-Revision ID: 0016
+Revision ID: 0012
 Revises: 0011
 """
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0016"
+revision = "0012"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
