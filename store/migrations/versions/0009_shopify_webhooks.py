@@ -1,6 +1,6 @@
 """Shopify: the webhook inbox (dedupe key, raw body until applied) and inventory items → variants
 
-Revision ID: 0011
+Revision ID: 0009
 Revises: 0008
 """
 
@@ -8,7 +8,7 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-revision = "0011"
+revision = "0009"
 down_revision = "0008"
 branch_labels = None
 depends_on = None

@@ -1,14 +1,14 @@
 """Shopify Admin API import checkpoints (resume an interrupted `breadcrumb shopify import`)
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0010
+Revises: 0009
 """
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0012"
-down_revision = "0011"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
