@@ -21,14 +21,16 @@ from activities.attempt import Attempt
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
 from journeys import taxonomy
-from journeys.attribution import Order, Touch, last_touch
+from journeys.attribution import Order, Touch, credit
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
-from journeys.policy import Policy, PolicyError, load_policy
-from journeys.routing import OpenCart, open_cart, project_history
+from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
+from journeys.routing import OpenCart, project_history
+from journeys.send_rules import check_send, recipient, step_cart
 from store import suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
+from store.dialect import dialect_name
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, utcnow
 from store.settings import Settings
 from store.unsubscribe import unsubscribe_url
@@ -50,7 +52,6 @@ log = logging.getLogger("breadcrumb.activities")
 LEASE_MARGIN = timedelta(seconds=5)  # beyond the delivery deadline: clock skew between workers, the row write
 LEASE_POLL = 1.0  # seconds between looks at a message another attempt is delivering
 HISTORY_HORIZON = timedelta(days=90)  # routing looks back at most this far (orders: always)
-JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
 
 
 def person_history(session: Session, person: Person, now: datetime) -> PersonHistory:
@@ -70,12 +71,6 @@ def person_history(session: Session, person: Person, now: datetime) -> PersonHis
             for e in rows
         ],
     )
-
-
-def _first_identifier(session: Session, person_id: str, kind: str) -> str | None:
-    return session.exec(
-        select(Identifier.value).where(Identifier.person_id == person_id, Identifier.kind == kind).order_by(Identifier.id)
-    ).first()
 
 
 DEV_SHOP_URL = "https://shop.example"
@@ -150,7 +145,7 @@ def refresh_recent_orders(engine: Engine, now: datetime) -> int:
     listed it: the count is read once (the aggregate over the orders' `products[]`), then written
     in one short transaction. Returns the products that sold."""
     with reading(engine).connect() as connection:
-        sold = dict(connection.execute(orders_by_sku(engine.dialect.name, now - BESTSELLER_WINDOW)).all())
+        sold = dict(connection.execute(orders_by_sku(dialect_name(engine), now - BESTSELLER_WINDOW)).all())
     products = Product.__table__
     with transaction(engine) as session:
         session.execute(update(products).where(products.c.recent_orders != 0).values(recent_orders=0))
@@ -276,7 +271,7 @@ class StoreActivities:
                 return None
             runs = session.exec(
                 select(JourneyRun.route, func.max(JourneyRun.started_at), func.count())
-                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.route.in_(JOURNEY_ROUTES))
+                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.route.in_(JOURNEY_NAMES))
                 .group_by(JourneyRun.route)
             ).all()
             recovered = session.exec(
@@ -313,7 +308,7 @@ class StoreActivities:
                 self._log(session, start.workflow_id, start.person_id, start.route, "skipped",
                           f"cart {cart_key} already had its recovery journey", start.at)
                 return False
-            is_journey = start.route in JOURNEY_ROUTES
+            is_journey = start.route in JOURNEY_NAMES
             session.add(JourneyRun(workflow_id=start.workflow_id, person_id=start.person_id, route=start.route,
                                    status="running" if is_journey else "decided", reason=start.reason,
                                    cart_id=start.cart_id, cart_value=start.cart_value, cart_recovery_key=cart_key,
@@ -328,42 +323,25 @@ class StoreActivities:
             if person is None:
                 return SendCheck(person_exists=False)
             history = person_history(session, person, datetime.now().astimezone())
-            order = next((e for e in reversed(history.events) if e.name == taxonomy.ORDER_COMPLETED), None)
-            result = SendCheck(timezone=person.timezone)
-            if order is not None:
-                result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
-            result.reachable = bool(self._recipient(session, person.id, check.channel))
-            if person.suppressed:
-                result.suppressed = "suppressed"  # the person: nothing on any channel
-            elif listed := suppression.listed(session, person.id, check.channel):  # survives a delete
-                result.suppressed = listed
-            elif check.channel == "email" and person.email_unsubscribed:
-                result.channel_blocked = "unsubscribed from email"  # this step's channel only
-            elif check.channel == "sms" and not person.sms_consent:
-                result.channel_blocked = "no SMS consent"
-            elif not result.reachable:
-                result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
-            if check.route == "cart_recovery":
-                result.cart_open = self._cart(history, check.cart_id) is not None
             last = session.exec(
                 select(func.max(Message.sent_at)).where(Message.person_id == person.id, Message.status == "sent")
             ).one()
-            result.last_message_at = as_utc(last)
-            return result
+            # The person first (nothing on any channel), then an address listed as suppressed (survives a delete).
+            suppressed = "suppressed" if person.suppressed else suppression.listed(session, person.id, check.channel)
+            return check_send(history, route=check.route, channel=check.channel, cart_id=check.cart_id,
+                              timezone=person.timezone, suppressed=suppressed,
+                              email_unsubscribed=bool(person.email_unsubscribed), sms_consent=bool(person.sms_consent),
+                              reachable=bool(self._recipient(session, person.id, check.channel)),
+                              last_message_at=as_utc(last))
 
     @staticmethod
-    def _cart(history: PersonHistory, cart_id: str | None):
-        events = [e for e in history.events if cart_id is None or e.cart_key == cart_id
-                  or e.name == taxonomy.ORDER_COMPLETED]
-        return open_cart(events)
-
-    def _recipient(self, session: Session, person_id: str, channel: str) -> str | None:
-        if channel == "sms":
-            return _first_identifier(session, person_id, "phone")
-        email = _first_identifier(session, person_id, "email")
-        if channel == "outbox":
-            return email or _first_identifier(session, person_id, "phone") or person_id
-        return email
+    def _recipient(session: Session, person_id: str, channel: str) -> str | None:
+        identifiers = session.exec(
+            select(Identifier.kind, Identifier.value)
+            .where(Identifier.person_id == person_id, Identifier.kind.in_(("email", "phone"))).order_by(Identifier.id)
+        ).all()
+        emails = [value for kind, value in identifiers if kind == "email"]
+        return recipient(channel, emails, [value for kind, value in identifiers if kind == "phone"], person_id)
 
     @activity.defn(name="send_step")
     def send_step(self, send: SendInput) -> SendResult:
@@ -376,7 +354,6 @@ class StoreActivities:
         their cart."""
         key = f"{send.workflow_id}:{send.step}"
         attempt = Attempt()
-        composed = False
         self._count_sales_when_stale()
         with transaction(self.engine) as session:
             message = session.exec(select(Message).where(Message.idempotency_key == key)).first()
@@ -388,14 +365,13 @@ class StoreActivities:
                 inserted = session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
                     **self._compose(session, person, send, key))).rowcount
                 message = session.exec(select(Message).where(Message.idempotency_key == key)).one()
-                composed = bool(inserted)
-                if composed and message.status != "pending":  # nothing to show, or a template that cannot render
+                if inserted and message.status != "pending":  # nothing to show, or a template that cannot render
                     self._log_outcome(session, message)
         if message.status in ("pending", "sending"):
             attempt.refuse_when_shutting_down()
             message = self._claim(message, attempt)
         if message.lease_owner != attempt.token:  # final already, or finished by another attempt meanwhile
-            return self._result(message, duplicate=not composed)
+            return self._result(message)
         check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
                                                       channel=send.channel, cart_id=send.cart_id))
         if stop := reason_to_stop(check, send.route):
@@ -461,7 +437,7 @@ class StoreActivities:
         `skipped` when the step has nothing to show, `failed` when its template cannot render
         (rendering again cannot help, so it is not left for Temporal to retry forever)."""
         history = person_history(session, person, send.at)
-        cart = self._cart(history, send.cart_id) if send.route == "cart_recovery" else None
+        cart = step_cart(history, send.cart_id) if send.route == "cart_recovery" else None
         catalog = load_catalog(session, history.events, cart)
         shown = personalise(send.route, history.events, catalog, cart)
         message_id = str(uuid.uuid4())
@@ -520,9 +496,9 @@ class StoreActivities:
                   step=message.step, message_id=message.id, note_key=f"{message.idempotency_key}:{message.status}")
 
     @staticmethod
-    def _result(message: Message, duplicate: bool = False) -> SendResult:
+    def _result(message: Message) -> SendResult:
         return SendResult(message_id=message.id, status=message.status,
-                          reason=_without(message.recipient, message.reason), duplicate=duplicate)
+                          reason=_without(message.recipient, message.reason))
 
     @activity.defn(name="record_journey_note")
     def record_journey_note(self, note: JourneyNote) -> None:
@@ -555,17 +531,15 @@ class StoreActivities:
                 .where(Message.person_id == conversion.person_id, Message.status == "sent",
                        Message.sent_at <= ordered_at, Message.sent_at >= ordered_at - conversion.attribution_window)
             ).all()
-            touch = last_touch(
+            attribution = credit(
                 Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
                       revenue=conversion.revenue),
                 [Touch(message_id=m.id, person_id=m.person_id, journey=m.journey, step=m.step, sent_at=m.sent_at)
                  for m in candidates],
                 conversion.attribution_window,
             )  # the reports' rule, so the log and the reports credit the same message
-            message = next((m for m in candidates if touch and m.id == touch.message_id), None)
-            revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
-            reason = f"order {conversion.order_id or 'without id'} ({revenue})"
-            reason += f" after {message.journey} step {message.step}" if message else " with no message in the window"
+            message = next((m for m in candidates if attribution.touch and m.id == attribution.touch.message_id), None)
+            reason = attribution.note
             self._log(session, message.workflow_id if message else conversion.hub_id, conversion.person_id,
                       message.journey if message else "none", "conversion", reason, ordered_at,
                       message_id=message.id if message else None, note_key=_call_key())

@@ -215,16 +215,8 @@ def _counted_intent(events: list[HistoryEvent], lookback: timedelta, now: dateti
     return counted
 
 
-def has_purchased(events: list[HistoryEvent], before: datetime | None = None) -> bool:
-    """Any completed order (strictly before `before`, when given)."""
-    return _last_order(events, before) is not None
-
-
-def _last_order(events: list[HistoryEvent], before: datetime | None = None) -> HistoryEvent | None:
-    limit = as_utc(before) if before is not None else None
-    orders = [
-        e for e in events if e.name == taxonomy.ORDER_COMPLETED and (limit is None or e.timestamp < limit)
-    ]
+def _last_order(events: list[HistoryEvent]) -> HistoryEvent | None:
+    orders = [e for e in events if e.name == taxonomy.ORDER_COMPLETED]
     return max(orders, key=lambda e: e.timestamp) if orders else None
 
 

@@ -16,28 +16,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
 from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import case, func, or_, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
 from journeys import taxonomy
 from journeys.taxonomy import product_key
-from store.models import Product, as_utc, utcnow
+from store.dialect import dialect_name, insert_for
+from store.models import Product, iso, utcnow
 
 FEED_EVENTS = (taxonomy.PRODUCT_VIEWED, taxonomy.ADDED_TO_CART)
 DESCRIPTIVE = ("name", "category", "price", "currency", "image_url", "url")
 LIMITS = {"sku": 255, "variant": 255, "name": 512, "category": 255, "image_url": 2048, "url": 2048}
 CHUNK = 1000  # rows per statement (SQLite caps bound parameters); a request rarely has this many products
 MAX_ADMIN_ITEMS = 10_000
-
-
-def _insert(session: Session):
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -99,7 +93,7 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     now = utcnow()
     # One statement over every row (executemany): compiled once and cached, where a multi-row VALUES
     # list was compiled anew for every request — a quarter of the time of a 500-event batch.
-    session.execute(_event_upsert(session.get_bind().dialect.name),
+    session.execute(_event_upsert(dialect_name(session)),
                     [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows])
     return len(rows)
 
@@ -107,7 +101,7 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
 @cache
 def _event_upsert(dialect: str):
     table = Product.__table__
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    stmt = insert_for(dialect)(table)
     new = stmt.excluded
     is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
 
@@ -229,7 +223,7 @@ def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) ->
                                               "source": "admin", "updated_at": now})
     for fields, rows in groups.items():
         for start in range(0, len(rows), CHUNK):
-            stmt = _insert(session)(table).values(rows[start:start + CHUNK])
+            stmt = insert_for(dialect_name(session))(table).values(rows[start:start + CHUNK])
             stmt = stmt.on_conflict_do_update(
                 index_elements=["sku", "variant"],
                 set_={**{f: stmt.excluded[f] for f in fields}, "source": "admin", "updated_at": now},
@@ -244,12 +238,8 @@ def product_view(row: Product) -> dict:
         "sku": row.sku, "variant": row.variant or None, "name": row.name, "category": row.category,
         "price": row.price, "currency": row.currency, "image_url": row.image_url, "url": row.url,
         "in_stock": row.in_stock, "bestseller_rank": row.bestseller_rank, "source": row.source,
-        "last_seen_at": _iso(row.last_seen_at), "updated_at": _iso(row.updated_at),
+        "last_seen_at": iso(row.last_seen_at), "updated_at": iso(row.updated_at),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value is not None else None
 
 
 def list_products(session: Session, *, sku: str | None = None, category: str | None = None,

@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from store import outbox, suppression
 from store.db import insert_ignoring_conflicts
+from store.dialect import is_postgresql
 from store.models import (Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, OutboxRow, Person,
                           Rejected, utcnow)
 
@@ -110,10 +111,6 @@ class LocksMoved(Exception):
     concurrent merge or delete moved an identifier in between) and someone else holds them."""
 
 
-def _postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _held(session: Session) -> set[str]:
     """Advisory locks this session's transaction holds (our sessions live for one transaction)."""
     return session.info.setdefault("breadcrumb_locks", set())
@@ -125,7 +122,7 @@ def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     in one global order, cannot deadlock; a person met later is only tried (`lock_person`).
     SQLite needs nothing: its writers already run one at a time."""
     keys = {(kind, value) for kind, value in keys if value}
-    if not _postgres(session) or not keys:
+    if not is_postgresql(session) or not keys:
         return
     people = session.exec(
         select(Identifier.person_id).distinct().where(tuple_(Identifier.kind, Identifier.value).in_(list(keys)))
@@ -142,7 +139,7 @@ def lock_person(session: Session, person_id: str) -> None:
     """Hold `person_id`'s lock before writing their rows, never waiting for it out of order: it was
     taken up front, or it is free now; otherwise `LocksMoved` (the caller runs again)."""
     name = f"person:{person_id}"
-    if not _postgres(session) or name in _held(session):
+    if not is_postgresql(session) or name in _held(session):
         return
     if not session.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": name}).scalar():
         raise LocksMoved(f"person {person_id} is locked by another transaction")
@@ -408,7 +405,7 @@ def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], the
     pair is found exactly (case-sensitive, except for emails) alike on SQLite and PostgreSQL; a raw
     value that only normalises to the identifier (an email with spaces, a phone in another format)
     is found through the message's other identifiers."""
-    position = func.strpos if _postgres(session) else func.instr  # LIKE ignores case on SQLite
+    position = func.strpos if is_postgresql(session) else func.instr  # LIKE ignores case on SQLite
 
     def holds(column, needle: str):
         return position(column, needle) > 0

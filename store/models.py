@@ -23,6 +23,11 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored moment as ISO 8601 in UTC (SQLite hands them back naive), for JSON answers."""
+    return as_utc(value).isoformat() if value is not None else None
+
+
 def _ts(**kw: Any) -> Any:
     return Field(sa_type=DateTime(timezone=True), **kw)
 

@@ -6,12 +6,7 @@ from __future__ import annotations
 from sqlalchemy import or_
 from sqlmodel import Session, select
 
-from store.models import Event, Identifier, IdentityConflict, JourneyRun, Message, Person, Rejected, as_utc
-
-
-def _iso(value) -> str | None:
-    value = as_utc(value)
-    return value.isoformat() if value else None
+from store.models import Event, Identifier, IdentityConflict, JourneyRun, Message, Person, Rejected, iso
 
 
 def message_view(message: Message) -> dict:
@@ -28,8 +23,8 @@ def message_view(message: Message) -> dict:
         "reason": message.reason,
         "attempts": message.attempts,
         "idempotency_key": message.idempotency_key,
-        "created_at": _iso(message.created_at),
-        "sent_at": _iso(message.sent_at),
+        "created_at": iso(message.created_at),
+        "sent_at": iso(message.sent_at),
     }
 
 
@@ -61,8 +56,8 @@ def journeys_of(session: Session, person_id: str) -> list[dict]:
             "reason": run.reason,
             "cart_id": run.cart_id,
             "cart_value": run.cart_value,
-            "started_at": _iso(run.started_at),
-            "ended_at": _iso(run.ended_at),
+            "started_at": iso(run.started_at),
+            "ended_at": iso(run.ended_at),
         }
         for run in runs
     ]
@@ -92,8 +87,8 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
         "suppressed": person.suppressed,
         "email_unsubscribed": person.email_unsubscribed,
         "sms_consent": person.sms_consent,
-        "created_at": _iso(person.created_at),
-        "identified_at": _iso(person.identified_at),
+        "created_at": iso(person.created_at),
+        "identified_at": iso(person.identified_at),
         "events": [
             {
                 "name": e.name,
@@ -101,7 +96,7 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
                 "type": e.type,
                 "message_id": e.message_id,
                 "anonymous_id": e.anonymous_id,
-                "timestamp": _iso(e.timestamp),
+                "timestamp": iso(e.timestamp),
                 "source": e.source,
                 "properties": e.properties,
             }
@@ -117,7 +112,7 @@ def rejected(session: Session, limit: int = 100, offset: int = 0) -> list[dict]:
     return [
         {
             "id": r.id,
-            "received_at": _iso(r.received_at),
+            "received_at": iso(r.received_at),
             "api": r.api,
             "endpoint": r.endpoint,
             "message_id": r.message_id,
@@ -139,7 +134,7 @@ def conflicts(session: Session, limit: int = 100, offset: int = 0, person_id: st
         {
             "id": c.id,
             "kind": c.kind,
-            "created_at": _iso(c.created_at),
+            "created_at": iso(c.created_at),
             "owner_person_id": c.owner_person_id,
             "claimant_person_id": c.claimant_person_id,
             "anonymous_id": c.anonymous_id,

@@ -238,10 +238,11 @@ class DevStack:
 
     def _migrate(self, settings: Settings) -> None:
         from store.db import make_engine  # imported here: Temporal is already booting meanwhile
+        from store.dialect import is_postgresql
         from store.migrate import upgrade
 
         url = make_url(settings.database_url)
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if not is_postgresql(url) and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         try:

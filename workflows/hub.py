@@ -14,6 +14,7 @@ from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from journeys.policy import JOURNEY_NAMES
     from journeys.routing import RouteDecision, decide_route
     from workflows import search
     from workflows.journey import STORE_CALL
@@ -34,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
 
 # A running journey is only replaced by a more urgent one (welcome → browse → cart).
 PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_recovery": 3}
-JOURNEYS = ("cart_recovery", "browse_recovery", "welcome")
 DECISIONS_KEPT = 20
 LOCAL_STORE_CALLS = "hub-local-store-calls"
 # `start_journey` writes the routing decision to the store. As a local activity it wrote before the
@@ -178,7 +178,7 @@ class Hub:
             self.state.journeys_started = max(self.state.journeys_started, context.journeys_count)
         now = workflow.now()
         workflow_id = None
-        if decision.route in JOURNEYS:
+        if decision.route in JOURNEY_NAMES:
             self.state.journeys_started += 1
             number = workflow.uuid4().hex if unique else self.state.journeys_started
             workflow_id = f"{decision.route}-{self.person_id}-{number}"

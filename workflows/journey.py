@@ -56,7 +56,8 @@ GIVE_UP_WITH_A_REASON = "give-up-with-a-reason"
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
     """The first guardrail that ends the journey, in the contract's order: has not purchased,
-    suppression/consent, cart still open (cart recovery), someone to send to."""
+    suppression/consent, cart still open (cart recovery). No one to send to on this channel is a
+    `channel_blocked` (the step is skipped), never a reason to stop."""
     if not check.person_exists:
         return "person deleted"
     if check.purchased:
@@ -65,8 +66,6 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return check.suppressed
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
-    if not check.reachable and not check.channel_blocked:
-        return "no address for this channel"
     return None
 
 
@@ -232,5 +231,3 @@ class Welcome(CartRecovery):
     async def run(self, journey: JourneyInput) -> JourneyState:
         return await self.run_steps(journey)
 
-
-JOURNEY_WORKFLOWS = {"cart_recovery": CartRecovery, "browse_recovery": BrowseRecovery, "welcome": Welcome}
