@@ -266,3 +266,19 @@ class JourneyLog(SQLModel, table=True):
     # What makes a retried write the same line (the activity run + id, or the message + outcome);
     # None for lines written once by construction.
     note_key: Optional[str] = Field(default=None, max_length=400, unique=True)
+
+
+class Backtest(SQLModel, table=True):
+    """A backtest the API started (`POST /admin/backtest`): its outcome, written by the worker that
+    ran it on the backtest task queue, so every API process can answer for it. Progress while it
+    runs is the workflow's query (`simulation/backtest_job.py`)."""
+
+    __tablename__ = "backtests"
+
+    id: str = Field(primary_key=True, max_length=32)
+    status: str = Field(default="running", max_length=16)  # running | done | failed
+    created_at: datetime = _ts()
+    finished_at: Optional[datetime] = _ts(default=None)
+    total: Optional[int] = None  # simulations, when finished
+    result: Optional[dict] = _json(default=None)
+    error: Optional[str] = Field(default=None, sa_type=Text)

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
     task_queue: str = "breadcrumb"
+    backtest_task_queue: str = "backtest"  # backtests' queue: `breadcrumb worker --queue backtest` serves it
+    worker_serves_backtests: bool = False  # the journeys worker serves the backtest queue too (on in `breadcrumb dev`)
     write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # public: they ship in the storefront
     # Secret keys of the shop's own servers: their calls are trusted (consent, new identifiers, merges,
     # source server). The Customer.io credentials are trusted the same way.

@@ -145,6 +145,7 @@ class DevStack:
         elif "BREADCRUMB_DATABASE_URL" not in self.env:
             self.env["BREADCRUMB_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'breadcrumb.db'}"
         self.env["BREADCRUMB_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
+        self.env.setdefault("BREADCRUMB_WORKER_SERVES_BACKTESTS", "true")  # the one worker runs backtests too
         self.api_url = f"http://{_reachable(host)}:{api_port}"
         # Links in messages (unsubscribe) point at this API, not at the default port.
         if not self.env.get("BREADCRUMB_PUBLIC_BASE_URL"):
