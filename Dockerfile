@@ -31,6 +31,8 @@ COPY store ./store
 COPY journeys ./journeys
 COPY workflows ./workflows
 COPY activities ./activities
+COPY dispatch ./dispatch
+COPY simulation ./simulation
 COPY worker ./worker
 COPY templates ./templates
 COPY examples ./examples
