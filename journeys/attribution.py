@@ -76,7 +76,7 @@ class Attribution:
         return f"order {self.order.order_key or 'without id'} ({revenue}) {credited}"
 
 
-def _touch_order(touch: Touch) -> tuple:
+def _touch_order(touch: Touch) -> tuple[datetime, int, str]:
     # Latest first; on an exact tie the later step, then the larger id, so the answer never
     # depends on the order rows came back in (the SQL uses the same tie-break).
     return (as_utc(touch.sent_at), touch.step, touch.message_id)

@@ -9,6 +9,7 @@ import contextlib
 from datetime import timedelta
 
 from sqlalchemy import Engine, update
+from sqlmodel import col
 from temporalio import activity
 
 from simulation.backtest_job import BacktestFailed, BacktestJob, BacktestProgress
@@ -68,7 +69,9 @@ class BacktestActivities:
 
     def _finish(self, backtest_id: str, **outcome: object) -> None:
         with transaction(self.engine) as session:
-            session.execute(update(Backtest).where(Backtest.id == backtest_id).values(finished_at=utcnow(), **outcome))
+            session.execute(
+                update(Backtest).where(col(Backtest.id) == backtest_id).values(finished_at=utcnow(), **outcome)
+            )
 
 
 async def _report(latest: list[tuple[int, int]]) -> None:
@@ -88,5 +91,7 @@ async def _signal(latest: list[tuple[int, int]]) -> None:
     if not latest:
         return
     done, total = latest[0]
-    handle = activity.client().get_workflow_handle(activity.info().workflow_id)
+    workflow_id = activity.info().workflow_id
+    assert workflow_id is not None, "a backtest activity is always a workflow's"
+    handle = activity.client().get_workflow_handle(workflow_id)
     await handle.signal("progressed", BacktestProgress(done=done, total=total))

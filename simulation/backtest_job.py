@@ -11,7 +11,7 @@ It heartbeats while it simulates and signals its progress here; its result goes 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from temporalio import workflow
@@ -22,12 +22,12 @@ with workflow.unsafe.imports_passed_through():
     from journeys.policy import Policy
     from workflows.journey import cause
 
-RUN_BACKTEST = dict(
+RUN_BACKTEST: dict[str, Any] = dict(
     start_to_close_timeout=timedelta(hours=12),
     heartbeat_timeout=timedelta(minutes=2),  # a worker that died mid-backtest: another attempt starts over
     retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["SimulationError"]),
 )
-RECORD = dict(
+RECORD: dict[str, Any] = dict(
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=50),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
@@ -224,7 +225,7 @@ class Hub:
             self.watched = workflow_id
             asyncio.create_task(self._follow(handle))
 
-    async def _follow(self, handle: workflow.ChildWorkflowHandle) -> None:
+    async def _follow(self, handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
         """Wait for the journey this run started to close; an abnormal end re-routes the person."""
         try:
             await handle
@@ -237,6 +238,8 @@ class Hub:
         """A journey an earlier run started cannot be followed as a child: poke it; a journey that no
         longer runs and never said it ended (`journey_ended`) ended abnormally."""
         journey = self.state.journey
+        if journey is None:
+            return
         try:
             await workflow.get_external_workflow_handle(journey.workflow_id).signal("hub_check")
         except Exception:  # not running any more
@@ -250,7 +253,7 @@ class Hub:
         if failure:
             workflow.set_current_details(f"journey {workflow_id} ended abnormally ({failure}): re-routing")
 
-    async def _store_call(self, name: str, argument, result_type, writes: bool = False):
+    async def _store_call(self, name: str, argument: Any, result_type: type[Any], writes: bool = False) -> Any:
         """The hub's short store reads run as local activities: no extra round trip through the server
         between identify and the routing decision. Its write of the decision is a regular activity
         (see DURABLE_DECISION). Histories recorded before either change still replay."""

@@ -73,7 +73,7 @@ class PersonLookup(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_person_id(cls, data):
+    def _from_person_id(cls, data: object) -> object:
         # Hubs scheduled before the lookup existed ask with the bare person id.
         return {"person_id": data} if isinstance(data, str) else data
 
