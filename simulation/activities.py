@@ -25,10 +25,10 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, cast
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
@@ -447,8 +447,8 @@ def find_person(engine: Engine, who: str) -> str | None:
             return who
         value = who.strip()
         for kind, candidate in (("email", value.lower()), ("user_id", value), ("phone", value)):
-            found = session.exec(select(Identifier.person_id).where(Identifier.kind == kind,
-                                                                    Identifier.value == candidate)).first()
+            found = session.exec(select(col(Identifier.person_id)).where(col(Identifier.kind) == kind,
+                                                                    col(Identifier.value) == candidate)).first()
             if found:
                 return found
     return None
@@ -458,10 +458,10 @@ def people_identified(engine: Engine, since: datetime, until: datetime | None = 
                       limit: int | None = None) -> list[str]:
     """Ids of the people identified in [since, until), oldest first."""
     with Session(engine) as session:
-        query = select(Person.id).where(Person.identified_at >= since)
+        query = select(col(Person.id)).where(col(Person.identified_at) >= since)
         if until is not None:
-            query = query.where(Person.identified_at < until)
-        query = query.order_by(Person.identified_at, Person.id)
+            query = query.where(col(Person.identified_at) < until)
+        query = query.order_by(col(Person.identified_at), col(Person.id))
         if limit:
             query = query.limit(limit)
         return list(session.exec(query).all())
@@ -472,26 +472,27 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
     snapshots: dict[str, PersonSnapshot] = {}
     with Session(engine) as session:
         for ids in _chunks(list(dict.fromkeys(person_ids))):
-            people = session.exec(select(Person).where(Person.id.in_(ids))).all()
+            people = session.exec(select(Person).where(col(Person.id).in_(ids))).all()
             identifiers: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for person_id, kind, value in session.exec(
-                    select(Identifier.person_id, Identifier.kind, Identifier.value)
-                    .where(Identifier.person_id.in_(ids)).order_by(Identifier.id)).all():
+                    select(col(Identifier.person_id), col(Identifier.kind), col(Identifier.value))
+                    .where(col(Identifier.person_id).in_(ids)).order_by(col(Identifier.id))).all():
                 identifiers[person_id].append((kind, value))
             events: dict[str, list[HistoryEvent]] = defaultdict(list)
-            for e in session.exec(select(Event).where(Event.person_id.in_(ids), Event.duplicate_of.is_(None))
-                                  .order_by(Event.timestamp, Event.id)).all():
-                events[e.person_id].append(HistoryEvent(name=e.name, timestamp=e.timestamp, properties=e.properties or {},
-                                                        cart_id=e.cart_id, order_id=e.order_id, source=e.source))
+            for e in session.exec(select(Event).where(col(Event.person_id).in_(ids), col(Event.duplicate_of).is_(None))
+                                  .order_by(col(Event.timestamp), col(Event.id))).all():
+                events[cast(str, e.person_id)].append(HistoryEvent(  # selected by person id: never None
+                    name=e.name, timestamp=e.timestamp, properties=e.properties or {}, cart_id=e.cart_id,
+                    order_id=e.order_id, source=e.source))
             sent: dict[str, list[datetime]] = defaultdict(list)
             for person_id, sent_at in session.exec(
-                    select(Message.person_id, Message.sent_at)
-                    .where(Message.person_id.in_(ids), Message.status == "sent", Message.sent_at.is_not(None))).all():
-                sent[person_id].append(as_utc(sent_at))
+                    select(col(Message.person_id), col(Message.sent_at))
+                    .where(col(Message.person_id).in_(ids), col(Message.status) == "sent", col(Message.sent_at).is_not(None))).all():
+                sent[person_id].append(as_utc(cast(datetime, sent_at)))  # selected where not null
             runs: dict[str, list[tuple[str, datetime, str | None]]] = defaultdict(list)
             for person_id, route, started_at, key in session.exec(
-                    select(JourneyRun.person_id, JourneyRun.route, JourneyRun.started_at, JourneyRun.cart_recovery_key)
-                    .where(JourneyRun.person_id.in_(ids))).all():
+                    select(col(JourneyRun.person_id), col(JourneyRun.route), col(JourneyRun.started_at), col(JourneyRun.cart_recovery_key))
+                    .where(col(JourneyRun.person_id).in_(ids))).all():
                 runs[person_id].append((route, as_utc(started_at), key))
             for person in people:
                 ids_of = identifiers[person.id]
@@ -518,7 +519,7 @@ def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Cat
     rows: list[Product] = []
     with Session(engine) as session:
         for chunk in _chunks(sorted(skus)):
-            rows += list(session.exec(select(Product).where(Product.sku.in_(chunk))))
+            rows += list(session.exec(select(Product).where(col(Product.sku).in_(chunk))))
         known = Catalog(catalog_entry(r) for r in rows)
         # Any category a cut of a history could anchor on: those its events name, or their products'.
         categories = {c.strip() for snap in snapshots for e in snap.events

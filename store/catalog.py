@@ -20,12 +20,12 @@ from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import case, func, or_, tuple_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from journeys import taxonomy
 from journeys.taxonomy import product_key
 from store.dialect import dialect_name, insert_for
-from store.models import Product, iso, utcnow
+from store.models import Product, iso, table_of, utcnow
 
 FEED_EVENTS = (taxonomy.PRODUCT_VIEWED, taxonomy.ADDED_TO_CART)
 DESCRIPTIVE = ("name", "category", "price", "currency", "image_url", "url")
@@ -100,7 +100,7 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
 
 @cache
 def _event_upsert(dialect: str):
-    table = Product.__table__
+    table = table_of(Product)
     stmt = insert_for(dialect)(table)
     new = stmt.excluded
     is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
@@ -206,17 +206,17 @@ def validate_items(body: object) -> list[tuple[CatalogItem, set[str]]]:
 
 def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) -> dict:
     """Create or update every item; fields an item did not send keep their stored value."""
-    table = Product.__table__
+    table = table_of(Product)
     keys = [(item.sku, item.variant or "") for item, _ in items]
     existing: set[tuple[str, str]] = set()
     for start in range(0, len(keys), CHUNK):
         part = keys[start:start + CHUNK]
-        existing |= set(session.exec(select(Product.sku, Product.variant)
-                                     .where(tuple_(Product.sku, Product.variant).in_(part))).all())
+        existing |= set(session.exec(select(col(Product.sku), col(Product.variant))
+                                     .where(tuple_(col(Product.sku), col(Product.variant)).in_(part))).all())
     now = utcnow()
     groups: dict[frozenset[str], list[dict]] = {}
-    for item, fields in items:
-        fields = frozenset(fields - {"sku", "variant"})
+    for item, given in items:
+        fields = frozenset(given - {"sku", "variant"})
         row = item.model_dump()
         row["variant"] = item.variant or ""
         groups.setdefault(fields, []).append({**row, "in_stock": True if item.in_stock is None else item.in_stock,
@@ -246,10 +246,10 @@ def list_products(session: Session, *, sku: str | None = None, category: str | N
                   in_stock: bool | None = None, limit: int = 500, offset: int = 0) -> list[dict]:
     query = select(Product)
     if sku:
-        query = query.where(Product.sku == sku)
+        query = query.where(col(Product.sku) == sku)
     if category:
-        query = query.where(Product.category == category)
+        query = query.where(col(Product.category) == category)
     if in_stock is not None:
-        query = query.where(Product.in_stock.is_(in_stock))
-    query = query.order_by(Product.sku, Product.variant).limit(limit).offset(offset)
+        query = query.where(col(Product.in_stock).is_(in_stock))
+    query = query.order_by(col(Product.sku), col(Product.variant)).limit(limit).offset(offset)
     return [product_view(row) for row in session.exec(query).all()]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, cast, overload
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Table, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -17,6 +17,14 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(value: None) -> None: ...
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
@@ -26,6 +34,11 @@ def as_utc(value: datetime | None) -> datetime | None:
 def iso(value: datetime | None) -> str | None:
     """A stored moment as ISO 8601 in UTC (SQLite hands them back naive), for JSON answers."""
     return as_utc(value).isoformat() if value is not None else None
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A model's Core table, for set-based statements (SQLModel sets `__table__` at runtime only)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def _ts(**kw: Any) -> Any:
@@ -278,7 +291,7 @@ class Backtest(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     status: str = Field(default="running", max_length=16)  # running | done | failed
     created_at: datetime = _ts()
-    finished_at: Optional[datetime] = _ts(default=None)
-    total: Optional[int] = None  # simulations, when finished
-    result: Optional[dict] = _json(default=None)
-    error: Optional[str] = Field(default=None, sa_type=Text)
+    finished_at: datetime | None = _ts(default=None)
+    total: int | None = None  # simulations, when finished
+    result: dict | None = _json(default=None)
+    error: str | None = Field(default=None, sa_type=Text)

@@ -39,7 +39,7 @@ def migrate(db: str = typer.Option(None, help="Database URL (default: BREADCRUMB
     from store.db import make_engine
     from store.migrate import upgrade
 
-    settings = Settings(**({"database_url": db} if db else {}))
+    settings = Settings(database_url=db) if db else Settings()
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()

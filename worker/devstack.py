@@ -264,6 +264,7 @@ class DevStack:
         prefix = Text(f"{name:>8} | ", style=COLOURS[name])
 
         def relay() -> None:
+            assert process.stdout is not None  # stdout=PIPE
             for line in process.stdout:
                 console.print(Text.assemble(prefix, line.rstrip()), highlight=False)
                 if ready_line is not None and ready_line in line:
