@@ -69,8 +69,13 @@ async def test_a_backtest_runs_on_the_backtest_queue_and_the_api_reads_its_progr
                 assert body["result"]["people"] == 10 and set(body["result"]["policies"]) == {"current", "new"}
                 assert body["error"] is None and body["elapsed_seconds"] > 0
                 assert (await http.get("/admin/backtest/nope")).status_code == 404
+                # A backtest whose workflow ends without an outcome (terminated) reads as failed.
+                lost = (await http.post("/admin/backtest", json={"since": "1d"})).json()["id"]
+                await env.client.get_workflow_handle(job_id(lost)).terminate("operator")
+                body = (await http.get(f"/admin/backtest/{lost}")).json()
+                assert (body["status"], body["error"]) == ("failed", "its workflow ended without an outcome")
     assert db.scalar("SELECT count(*) FROM messages") == 0
-    assert db.scalar("SELECT status FROM backtests") == "done"
+    assert db.scalar("SELECT count(*) FROM backtests WHERE status = 'done'") == 1
 
 
 def test_worker_refuses_an_unknown_queue_in_one_line():
