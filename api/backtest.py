@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import get_engine, get_settings, require_admin
 from dispatch.temporal import connect
@@ -73,12 +73,14 @@ async def _temporal(request: Request, settings: Settings) -> Client:
 
 async def _progress(client: Client, backtest_id: str) -> BacktestProgress | None:
     """A running backtest's progress (nothing done yet while no worker answers the query); None when
-    its workflow is not running (any more)."""
+    its workflow is not running (any more). Temporal not answering is a 503, not a verdict."""
     handle = client.get_workflow_handle(job_id(backtest_id))
     try:
         if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
             return None
-    except RPCError:
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise HTTPException(503, f"Temporal did not answer about backtest {backtest_id}: {error.message}") from None
         return None
     try:
         return await handle.query(BacktestWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
@@ -97,7 +99,8 @@ def _row(engine: Engine, backtest_id: str) -> Backtest | None:
 
 
 def _give_up(engine: Engine, backtest_id: str, error: str) -> None:
-    """A backtest whose workflow ended without an outcome (terminated, timed out): failed, saying so."""
+    """A backtest whose workflow never started, or ended without an outcome (terminated, timed out):
+    failed, saying why."""
     with transaction(engine) as session:
         row = session.get(Backtest, backtest_id)
         if row is not None and row.status == "running":
@@ -167,9 +170,13 @@ async def start_backtest(
         until=row.created_at,
         limit=body.limit,
     )
-    await client.start_workflow(
-        BacktestWorkflow.run, job, id=job_id(backtest_id), task_queue=settings.backtest_task_queue
-    )
+    try:
+        await client.start_workflow(
+            BacktestWorkflow.run, job, id=job_id(backtest_id), task_queue=settings.backtest_task_queue
+        )
+    except RPCError as error:
+        await run_in_threadpool(_give_up, engine, backtest_id, f"Temporal did not start it: {error.message}")
+        raise HTTPException(503, f"Temporal did not start the backtest: {error.message}") from None
     return JSONResponse(
         {"id": backtest_id, "status": row.status, "poll": f"/admin/backtest/{backtest_id}"}, status_code=202
     )

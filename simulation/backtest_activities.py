@@ -11,6 +11,7 @@ from datetime import timedelta
 from sqlalchemy import Engine, update
 from sqlmodel import col
 from temporalio import activity
+from temporalio.service import RPCError
 
 from simulation.backtest_job import BacktestFailed, BacktestJob, BacktestProgress
 from simulation.simulator import backtest
@@ -88,10 +89,18 @@ async def _report(latest: list[tuple[int, int]]) -> None:
 
 
 async def _signal(latest: list[tuple[int, int]]) -> None:
+    """Progress for the workflow's query. Only a display: a signal Temporal refuses is logged, and
+    the simulation goes on (its outcome is the store's row)."""
     if not latest:
         return
     done, total = latest[0]
     workflow_id = activity.info().workflow_id
     assert workflow_id is not None, "a backtest activity is always a workflow's"
-    handle = activity.client().get_workflow_handle(workflow_id)
-    await handle.signal("progressed", BacktestProgress(done=done, total=total))
+    try:
+        await (
+            activity.client()
+            .get_workflow_handle(workflow_id)
+            .signal("progressed", BacktestProgress(done=done, total=total))
+        )
+    except RPCError as error:
+        activity.logger.warning("backtest progress not signalled: %s", error)
