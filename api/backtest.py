@@ -4,11 +4,14 @@ The API only starts the work: a backtest is a Temporal workflow (`simulation/bac
 backtest task queue, served by `breadcrumb worker --queue backtest` (or by a journeys worker with
 BREADCRUMB_WORKER_SERVES_BACKTESTS, as under `breadcrumb dev`). While it runs, its progress is the
 workflow's query; its outcome is a `backtests` row, so any API process answers for any backtest.
-One backtest runs at a time (another POST meanwhile is 409).
+While Temporal is unreachable a backtest is `queued` (the row keeps its job) and the next POST or
+GET starts it, so the API answers without Temporal as ingest does. One backtest runs at a time
+(another POST meanwhile is 409).
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -18,8 +21,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import get_engine, get_settings, require_admin
@@ -31,6 +35,7 @@ from store.db import reading, transaction
 from store.models import Backtest, as_utc, iso, utcnow
 from store.settings import Settings
 
+log = logging.getLogger("breadcrumb.backtest")
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 QUERY_TIMEOUT = timedelta(seconds=5)  # no worker on the backtest queue: the answer says running, nothing done
 
@@ -59,38 +64,59 @@ def _policy(given: str | dict | None, settings: Settings, field_name: str) -> tu
         raise HTTPException(400, str(error)) from None
 
 
-async def _temporal(request: Request, settings: Settings) -> Client:
-    """The API process's Temporal client, connected on the first backtest."""
+async def _temporal(request: Request, settings: Settings) -> Client | None:
+    """The API process's Temporal client, connected on first need; None while Temporal is unreachable."""
     state = request.app.state
     async with state.temporal_lock:
         if state.temporal is None:
             try:
                 state.temporal = await connect(settings)
             except RuntimeError as error:
-                raise HTTPException(503, f"Temporal at {settings.temporal_address} is unreachable: {error}") from None
+                log.warning("backtests wait: Temporal at %s is unreachable: %s", settings.temporal_address, error)
+                return None
     return state.temporal
 
 
-async def _progress(client: Client, backtest_id: str) -> BacktestProgress | None:
-    """A running backtest's progress (nothing done yet while no worker answers the query); None when
-    its workflow is not running (any more). Temporal not answering is a 503, not a verdict."""
+async def _launch(request: Request, settings: Settings, engine: Engine, row: Backtest) -> Backtest:
+    """Start a queued backtest's workflow on the backtest task queue; the row says `running` once
+    Temporal has it. While Temporal is unreachable it stays `queued`: the next POST or GET tries again."""
+    client = await _temporal(request, settings)
+    if client is None:
+        return row
+    try:
+        await client.start_workflow(
+            BacktestWorkflow.run,
+            BacktestJob.model_validate(row.job),
+            id=job_id(row.id),
+            task_queue=settings.backtest_task_queue,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # started by an earlier try whose answer was lost
+    except RPCError as error:
+        log.warning("backtest %s waits: Temporal did not start it: %s", row.id, error.message)
+        return row
+    return await run_in_threadpool(_started, engine, row.id) or row
+
+
+async def _progress(client: Client | None, backtest_id: str) -> BacktestProgress | None:
+    """A running backtest's progress — nothing done yet while no worker answers the query, or while
+    Temporal does not answer at all; None when its workflow is not running (any more)."""
+    if client is None:
+        return BacktestProgress()
     handle = client.get_workflow_handle(job_id(backtest_id))
     try:
         if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
             return None
-    except RPCError as error:
-        if error.status != RPCStatusCode.NOT_FOUND:
-            raise HTTPException(503, f"Temporal did not answer about backtest {backtest_id}: {error.message}") from None
-        return None
-    try:
         return await handle.query(BacktestWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
-    except (RPCError, WorkflowQueryFailedError):
+    except RPCError as error:
+        return None if error.status == RPCStatusCode.NOT_FOUND else BacktestProgress()
+    except WorkflowQueryFailedError:
         return BacktestProgress()
 
 
 def _unfinished(engine: Engine) -> list[Backtest]:
     with Session(reading(engine)) as session:
-        return list(session.exec(select(Backtest).where(Backtest.status == "running")).all())
+        return list(session.exec(select(Backtest).where(col(Backtest.status).in_(("queued", "running")))).all())
 
 
 def _row(engine: Engine, backtest_id: str) -> Backtest | None:
@@ -99,18 +125,25 @@ def _row(engine: Engine, backtest_id: str) -> Backtest | None:
 
 
 def _give_up(engine: Engine, backtest_id: str, error: str) -> None:
-    """A backtest whose workflow never started, or ended without an outcome (terminated, timed out):
-    failed, saying why."""
+    """A backtest whose workflow ended without an outcome (terminated, timed out): failed, saying so."""
     with transaction(engine) as session:
         row = session.get(Backtest, backtest_id)
         if row is not None and row.status == "running":
             row.status, row.error, row.finished_at = "failed", error, utcnow()
 
 
-def _created(engine: Engine, backtest_id: str) -> Backtest:
+def _created(engine: Engine, backtest_id: str, job: BacktestJob) -> Backtest:
     with transaction(engine) as session:
-        row = Backtest(id=backtest_id, status="running", created_at=utcnow())
+        row = Backtest(id=backtest_id, status="queued", created_at=job.until, job=job.model_dump(mode="json"))
         session.add(row)
+    return row
+
+
+def _started(engine: Engine, backtest_id: str) -> Backtest | None:
+    with transaction(engine) as session:
+        row = session.get(Backtest, backtest_id)
+        if row is not None and row.status == "queued":
+            row.status = "running"
     return row
 
 
@@ -153,13 +186,13 @@ async def start_backtest(
         since = parse_duration(body.since)
     except ValueError as error:
         raise HTTPException(400, f"since: {error}") from None
-    client = await _temporal(request, settings)
     for row in await run_in_threadpool(_unfinished, engine):
-        if await _progress(client, row.id) is not None:
-            raise HTTPException(409, f"backtest {row.id} is still running; poll GET /admin/backtest/{row.id}")
+        if row.status == "queued":
+            row = await _launch(request, settings, engine, row)
+        if row.status == "queued" or await _progress(await _temporal(request, settings), row.id) is not None:
+            raise HTTPException(409, f"backtest {row.id} is still {row.status}; poll GET /admin/backtest/{row.id}")
         await run_in_threadpool(_give_up, engine, row.id, "its workflow ended without an outcome")
     backtest_id = uuid.uuid4().hex
-    row = await run_in_threadpool(_created, engine, backtest_id)
     job = BacktestJob(
         backtest_id=backtest_id,
         new=new,
@@ -167,16 +200,10 @@ async def start_backtest(
         new_name=new_name,
         current_name=current_name,
         since=since,
-        until=row.created_at,
+        until=utcnow(),
         limit=body.limit,
     )
-    try:
-        await client.start_workflow(
-            BacktestWorkflow.run, job, id=job_id(backtest_id), task_queue=settings.backtest_task_queue
-        )
-    except RPCError as error:
-        await run_in_threadpool(_give_up, engine, backtest_id, f"Temporal did not start it: {error.message}")
-        raise HTTPException(503, f"Temporal did not start the backtest: {error.message}") from None
+    row = await _launch(request, settings, engine, await run_in_threadpool(_created, engine, backtest_id, job))
     return JSONResponse(
         {"id": backtest_id, "status": row.status, "poll": f"/admin/backtest/{backtest_id}"}, status_code=202
     )
@@ -189,6 +216,8 @@ async def get_backtest(
     row = await run_in_threadpool(_row, engine, backtest_id)
     if row is None:
         raise HTTPException(404, "no such backtest")
+    if row.status == "queued":
+        row = await _launch(request, settings, engine, row)
     progress = None
     if row.status == "running":
         progress = await _progress(await _temporal(request, settings), backtest_id)

@@ -187,6 +187,8 @@ def load_policy(path: str | Path) -> Policy:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise PolicyError(f"{path}: journey config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+        raise PolicyError(f"{path}: journey config not readable ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: not valid TOML ({exc})") from None
     return parse_policy(data, str(path))

@@ -289,8 +289,9 @@ class Backtest(SQLModel, table=True):
     __tablename__ = "backtests"
 
     id: str = Field(primary_key=True, max_length=32)
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    status: str = Field(default="queued", max_length=16)  # queued (for Temporal) | running | done | failed
     created_at: datetime = _ts()
+    job: dict = _json(default_factory=dict)  # what to simulate (simulation.backtest_job.BacktestJob)
     finished_at: datetime | None = _ts(default=None)
     total: int | None = None  # simulations, when finished
     result: dict | None = _json(default=None)

@@ -6,6 +6,7 @@ query while it runs and the stored outcome once it is done."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ import time
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
-from conftest import ADMIN_TOKEN, CONVERTER, ServedApp, settings_for, venv_binary
+from conftest import ADMIN_TOKEN, CONVERTER, ServedApp, free_port, settings_for, venv_binary
 from simulation.backtest_job import BacktestProgress, job_id
 from store.settings import REPO_ROOT
 from worker.worker import BACKTEST_READY, workers_for
@@ -76,6 +77,23 @@ async def test_a_backtest_runs_on_the_backtest_queue_and_the_api_reads_its_progr
                 assert (body["status"], body["error"]) == ("failed", "its workflow ended without an outcome")
     assert db.scalar("SELECT count(*) FROM messages") == 0
     assert db.scalar("SELECT count(*) FROM backtests WHERE status = 'done'") == 1
+
+
+def test_without_temporal_a_backtest_waits_queued_and_the_api_still_answers(db):
+    """Like ingest, the API answers while Temporal is down: the backtest waits `queued` with its job
+    stored, and the next POST or GET starts it."""
+    settings = settings_for(db.url, temporal_address=f"127.0.0.1:{free_port()}")  # nothing listens there
+    with ServedApp(settings) as served:
+        http = httpx.Client(base_url=served.url, timeout=30, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        started = http.post("/admin/backtest", json={"since": "7d", "limit": 5})
+        assert started.status_code == 202 and started.json()["status"] == "queued", started.text
+        backtest = started.json()["id"]
+        body = http.get(f"/admin/backtest/{backtest}").json()
+        assert (body["status"], body["progress"], body["result"]) == ("queued", {"done": 0, "total": None}, None)
+        again = http.post("/admin/backtest", json={})
+        assert again.status_code == 409 and "still queued" in again.text
+    job = db.scalar(f"SELECT job FROM backtests WHERE id = '{backtest}'")
+    assert (json.loads(job) if isinstance(job, str) else job)["limit"] == 5
 
 
 def test_worker_refuses_an_unknown_queue_in_one_line():
