@@ -1,5 +1,6 @@
 # `make run` starts the whole embedded stack; `make test` runs the suite. Both bootstrap .venv.
 # `make run ARGS="--config examples/journeys.walkthrough.toml --api-port 8001"` passes options to `breadcrumb dev`.
+# `make lint` runs ruff (lint and format check) and mypy.
 # `make docs` serves the documentation site on http://127.0.0.1:8001; `make docs-build` builds it strictly (CI).
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ ARGS ?=
 PYTEST_ARGS ?= -rs  # list every skipped test with its reason
 DOCS_ADDR ?= 127.0.0.1:8001
 
-.PHONY: run test bench docs docs-build clean
+.PHONY: run test lint bench docs docs-build clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ run: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/ingest.py

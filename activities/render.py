@@ -19,6 +19,7 @@ error in a branch the samples never reach still surfaces at send time: that mess
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
@@ -163,7 +164,7 @@ class Renderer:
         text = _tidy(f"{body.strip()}\n\n{footer.strip()}\n")
         return Rendered(subject=subject, text=text, html=html.strip() + "\n")
 
-    def check(self, steps: list[tuple[str, str]]) -> None:
+    def check(self, steps: Iterable[tuple[str, str]]) -> None:
         """Render every (template, channel) of the policy against sample data; raise naming the file
         and the problem (missing file, syntax error, undefined variable, no unsubscribe link)."""
         problems: list[str] = []

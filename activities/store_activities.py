@@ -6,14 +6,18 @@ import logging
 import secrets
 import threading
 import time
+import typing
+from typing import Any
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from jinja2 import TemplateError
-from sqlalchemy import Engine, Text, and_, bindparam, case, cast, func, literal_column, or_, true, update
-from sqlmodel import Session, select
+from sqlalchemy import (CursorResult, Engine, Text, and_, bindparam, case, cast, func, literal_column, or_, true,
+                        update)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,15 +25,17 @@ from activities.attempt import Attempt
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
 from journeys import taxonomy
-from journeys.attribution import Order, Touch, last_touch
+from journeys.attribution import Order, Touch, credit
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
-from journeys.policy import Policy, PolicyError, load_policy
-from journeys.routing import OpenCart, open_cart, project_history
+from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
+from journeys.routing import OpenCart, project_history
+from journeys.send_rules import check_send, recipient, step_cart
 from store import suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
-from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, utcnow
+from store.dialect import dialect_name
+from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, table_of, utcnow
 from store.settings import Settings
 from store.unsubscribe import unsubscribe_url
 from workflows.journey import reason_to_stop
@@ -50,15 +56,14 @@ log = logging.getLogger("breadcrumb.activities")
 LEASE_MARGIN = timedelta(seconds=5)  # beyond the delivery deadline: clock skew between workers, the row write
 LEASE_POLL = 1.0  # seconds between looks at a message another attempt is delivering
 HISTORY_HORIZON = timedelta(days=90)  # routing looks back at most this far (orders: always)
-JOURNEY_ROUTES = ("cart_recovery", "browse_recovery", "welcome")
 
 
 def person_history(session: Session, person: Person, now: datetime) -> PersonHistory:
     rows = session.exec(
         select(Event)
-        .where(Event.person_id == person.id, Event.duplicate_of.is_(None))
-        .where((Event.timestamp >= now - HISTORY_HORIZON) | (Event.name == taxonomy.ORDER_COMPLETED))
-        .order_by(Event.timestamp, Event.id)
+        .where(col(Event.person_id) == person.id, col(Event.duplicate_of).is_(None))
+        .where((col(Event.timestamp) >= now - HISTORY_HORIZON) | (col(Event.name) == taxonomy.ORDER_COMPLETED))
+        .order_by(col(Event.timestamp), col(Event.id))
     ).all()
     return PersonHistory(
         person_id=person.id,
@@ -70,12 +75,6 @@ def person_history(session: Session, person: Person, now: datetime) -> PersonHis
             for e in rows
         ],
     )
-
-
-def _first_identifier(session: Session, person_id: str, kind: str) -> str | None:
-    return session.exec(
-        select(Identifier.value).where(Identifier.person_id == person_id, Identifier.kind == kind).order_by(Identifier.id)
-    ).first()
 
 
 DEV_SHOP_URL = "https://shop.example"
@@ -115,22 +114,22 @@ def orders_by_sku(dialect: str, since: datetime):
     """(sku, orders): how many orders since `since` listed each product in their `products[]` (its
     `sku`, else `product_id`, as journeys.taxonomy.product_key reads it). The other copy of an order
     (client/server) and a repeated order id count once."""
-    e = Event.__table__
+    e = table_of(Event)
     if dialect == "postgresql":
         listed = e.c.properties.op("->")(literal_column("'products'"))
         lines = func.jsonb_array_elements(case((func.jsonb_typeof(listed) == "array", listed),
                                                else_=literal_column("'[]'::jsonb"))).table_valued("value")
 
         def field(key: str):
-            name = literal_column(f"'{key}'")
+            name: ColumnElement[Any] = literal_column(f"'{key}'")
             return case((func.jsonb_typeof(lines.c.value.op("->")(name)).in_(("string", "number")),
                          func.nullif(lines.c.value.op("->>")(name), "")))
-        is_list = true()
+        is_list: ColumnElement[bool] = true()
     else:
         lines = func.json_each(e.c.properties, "$.products").table_valued("value", "type")
 
         def field(key: str):
-            path = literal_column(f"'$.{key}'")
+            path: ColumnElement[Any] = literal_column(f"'$.{key}'")
             return case((lines.c.type != "object", None),  # json_type below would choke on a bare string
                         (func.json_type(lines.c.value, path).in_(("text", "integer", "real")),
                          func.nullif(cast(func.json_extract(lines.c.value, path), Text), "")))
@@ -150,8 +149,8 @@ def refresh_recent_orders(engine: Engine, now: datetime) -> int:
     listed it: the count is read once (the aggregate over the orders' `products[]`), then written
     in one short transaction. Returns the products that sold."""
     with reading(engine).connect() as connection:
-        sold = dict(connection.execute(orders_by_sku(engine.dialect.name, now - BESTSELLER_WINDOW)).all())
-    products = Product.__table__
+        sold = dict(connection.execute(orders_by_sku(dialect_name(engine), now - BESTSELLER_WINDOW)).all())
+    products = table_of(Product)
     with transaction(engine) as session:
         session.execute(update(products).where(products.c.recent_orders != 0).values(recent_orders=0))
         if sold:
@@ -165,7 +164,7 @@ def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | 
     """The catalog rows a message can use: every product the history mentions, plus the ranked
     in-stock products of the shopper's category and the shop's bestsellers — the admin's
     `bestseller_rank` first, then `recent_orders`. Three queries."""
-    rows = list(session.exec(select(Product).where(Product.sku.in_(skus)))) if (skus := skus_in(events, cart)) else []
+    rows = list(session.exec(select(Product).where(col(Product.sku).in_(skus)))) if (skus := skus_in(events, cart)) else []
     anchor = category_anchor(events, Catalog(catalog_entry(r) for r in rows))
     return ranked_catalog(session, rows, [anchor] if anchor else [])
 
@@ -174,13 +173,13 @@ def ranked_catalog(session: Session, rows: list[Product], categories: list[str])
     """`rows` plus the best CATALOG_PICKS_SCAN in-stock products of the shop (bestsellers) and of
     each category, each list limited on its own: a category's unsold products must not lose their
     place to the shop's bestsellers. Best is the admin's rank, then recent orders, then the name."""
-    ranked = (select(Product).where(Product.in_stock.is_(True))
-              .order_by(Product.bestseller_rank.is_(None), Product.bestseller_rank, Product.recent_orders.desc(),
-                        Product.name, Product.sku)
+    ranked = (select(Product).where(col(Product.in_stock).is_(True))
+              .order_by(col(Product.bestseller_rank).is_(None), col(Product.bestseller_rank), col(Product.recent_orders).desc(),
+                        col(Product.name), col(Product.sku))
               .limit(CATALOG_PICKS_SCAN))
     rows = list(rows)
-    for where in [or_(Product.bestseller_rank.is_not(None), Product.recent_orders > 0),
-                  *(Product.category == category for category in categories)]:
+    for where in [or_(col(Product.bestseller_rank).is_not(None), col(Product.recent_orders) > 0),
+                  *(col(Product.category) == category for category in categories)]:
         rows += session.exec(ranked.where(where)).all()
     unique = {(r.sku, r.variant): r for r in rows}
     return Catalog(catalog_entry(r) for r in unique.values())
@@ -275,14 +274,14 @@ class StoreActivities:
             if person is None:
                 return None
             runs = session.exec(
-                select(JourneyRun.route, func.max(JourneyRun.started_at), func.count())
-                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.route.in_(JOURNEY_ROUTES))
-                .group_by(JourneyRun.route)
+                select(col(JourneyRun.route), func.max(col(JourneyRun.started_at)), func.count())
+                .where(col(JourneyRun.person_id) == lookup.person_id, col(JourneyRun.route).in_(JOURNEY_NAMES))
+                .group_by(col(JourneyRun.route))
             ).all()
             recovered = session.exec(
-                select(JourneyRun.cart_recovery_key)
-                .where(JourneyRun.person_id == lookup.person_id, JourneyRun.cart_recovery_key.is_not(None))
-                .order_by(JourneyRun.cart_recovery_key)
+                select(col(JourneyRun.cart_recovery_key))
+                .where(col(JourneyRun.person_id) == lookup.person_id, col(JourneyRun.cart_recovery_key).is_not(None))
+                .order_by(col(JourneyRun.cart_recovery_key))
             ).all()
             history = person_history(session, person, at)
             if policy is not None:
@@ -309,11 +308,11 @@ class StoreActivities:
                         f"journey id {start.workflow_id} is already taken by a {existing.route} started at "
                         f"{as_utc(existing.started_at).isoformat()}", type="JourneyIdTaken", non_retryable=True)
                 return True  # a retried activity: already recorded
-            if cart_key and session.exec(select(JourneyRun).where(JourneyRun.cart_recovery_key == cart_key)).first():
+            if cart_key and session.exec(select(JourneyRun).where(col(JourneyRun.cart_recovery_key) == cart_key)).first():
                 self._log(session, start.workflow_id, start.person_id, start.route, "skipped",
                           f"cart {cart_key} already had its recovery journey", start.at)
                 return False
-            is_journey = start.route in JOURNEY_ROUTES
+            is_journey = start.route in JOURNEY_NAMES
             session.add(JourneyRun(workflow_id=start.workflow_id, person_id=start.person_id, route=start.route,
                                    status="running" if is_journey else "decided", reason=start.reason,
                                    cart_id=start.cart_id, cart_value=start.cart_value, cart_recovery_key=cart_key,
@@ -328,42 +327,25 @@ class StoreActivities:
             if person is None:
                 return SendCheck(person_exists=False)
             history = person_history(session, person, datetime.now().astimezone())
-            order = next((e for e in reversed(history.events) if e.name == taxonomy.ORDER_COMPLETED), None)
-            result = SendCheck(timezone=person.timezone)
-            if order is not None:
-                result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
-            result.reachable = bool(self._recipient(session, person.id, check.channel))
-            if person.suppressed:
-                result.suppressed = "suppressed"  # the person: nothing on any channel
-            elif listed := suppression.listed(session, person.id, check.channel):  # survives a delete
-                result.suppressed = listed
-            elif check.channel == "email" and person.email_unsubscribed:
-                result.channel_blocked = "unsubscribed from email"  # this step's channel only
-            elif check.channel == "sms" and not person.sms_consent:
-                result.channel_blocked = "no SMS consent"
-            elif not result.reachable:
-                result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
-            if check.route == "cart_recovery":
-                result.cart_open = self._cart(history, check.cart_id) is not None
             last = session.exec(
-                select(func.max(Message.sent_at)).where(Message.person_id == person.id, Message.status == "sent")
+                select(func.max(col(Message.sent_at))).where(col(Message.person_id) == person.id, col(Message.status) == "sent")
             ).one()
-            result.last_message_at = as_utc(last)
-            return result
+            # The person first (nothing on any channel), then an address listed as suppressed (survives a delete).
+            suppressed = "suppressed" if person.suppressed else suppression.listed(session, person.id, check.channel)
+            return check_send(history, route=check.route, channel=check.channel, cart_id=check.cart_id,
+                              timezone=person.timezone, suppressed=suppressed,
+                              email_unsubscribed=bool(person.email_unsubscribed), sms_consent=bool(person.sms_consent),
+                              reachable=bool(self._recipient(session, person.id, check.channel)),
+                              last_message_at=as_utc(last))
 
     @staticmethod
-    def _cart(history: PersonHistory, cart_id: str | None):
-        events = [e for e in history.events if cart_id is None or e.cart_key == cart_id
-                  or e.name == taxonomy.ORDER_COMPLETED]
-        return open_cart(events)
-
-    def _recipient(self, session: Session, person_id: str, channel: str) -> str | None:
-        if channel == "sms":
-            return _first_identifier(session, person_id, "phone")
-        email = _first_identifier(session, person_id, "email")
-        if channel == "outbox":
-            return email or _first_identifier(session, person_id, "phone") or person_id
-        return email
+    def _recipient(session: Session, person_id: str, channel: str) -> str | None:
+        identifiers = session.exec(
+            select(col(Identifier.kind), col(Identifier.value))
+            .where(col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone"))).order_by(col(Identifier.id))
+        ).all()
+        emails = [value for kind, value in identifiers if kind == "email"]
+        return recipient(channel, emails, [value for kind, value in identifiers if kind == "phone"], person_id)
 
     @activity.defn(name="send_step")
     def send_step(self, send: SendInput) -> SendResult:
@@ -376,26 +358,24 @@ class StoreActivities:
         their cart."""
         key = f"{send.workflow_id}:{send.step}"
         attempt = Attempt()
-        composed = False
         self._count_sales_when_stale()
         with transaction(self.engine) as session:
-            message = session.exec(select(Message).where(Message.idempotency_key == key)).first()
+            message = session.exec(select(Message).where(col(Message.idempotency_key) == key)).first()
             if message is None:
                 person = session.get(Person, send.person_id)
                 if person is None:  # erased (or merged away) before the first attempt: nothing to write
                     return SendResult(message_id="", status="skipped", ends_journey=True,
                                       reason=reason_to_stop(SendCheck(person_exists=False), send.route))
-                inserted = session.execute(insert_ignoring_conflicts(session, Message.__table__).values(
-                    **self._compose(session, person, send, key))).rowcount
-                message = session.exec(select(Message).where(Message.idempotency_key == key)).one()
-                composed = bool(inserted)
-                if composed and message.status != "pending":  # nothing to show, or a template that cannot render
+                inserted = typing.cast(CursorResult[Any], session.execute(insert_ignoring_conflicts(
+                    session, table_of(Message)).values(**self._compose(session, person, send, key)))).rowcount
+                message = session.exec(select(Message).where(col(Message.idempotency_key) == key)).one()
+                if inserted and message.status != "pending":  # nothing to show, or a template that cannot render
                     self._log_outcome(session, message)
         if message.status in ("pending", "sending"):
             attempt.refuse_when_shutting_down()
             message = self._claim(message, attempt)
         if message.lease_owner != attempt.token:  # final already, or finished by another attempt meanwhile
-            return self._result(message, duplicate=not composed)
+            return self._result(message)
         check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
                                                       channel=send.channel, cart_id=send.cart_id))
         if stop := reason_to_stop(check, send.route):
@@ -424,10 +404,10 @@ class StoreActivities:
             with transaction(self.engine) as session:
                 session.execute(
                     update(Message)
-                    .where(Message.id == message.id, _claimable(now))
+                    .where(col(Message.id) == message.id, _claimable(now))
                     .values(status="sending", lease_owner=attempt.token, lease_until=now + self.lease)
                 )
-                row = session.exec(select(Message).where(Message.id == message.id)).one()
+                row = session.exec(select(Message).where(col(Message.id) == message.id)).one()
             if row.status != "sending" or row.lease_owner == attempt.token:
                 return row
             attempt.pause(LEASE_POLL)
@@ -443,15 +423,15 @@ class StoreActivities:
 
     def _attempt(self, message: Message) -> int:
         with transaction(self.engine) as session:
-            session.execute(update(Message).where(Message.id == message.id).values(attempts=Message.attempts + 1))
-            return session.exec(select(Message.attempts).where(Message.id == message.id)).one()
+            session.execute(update(Message).where(col(Message.id) == message.id).values(attempts=col(Message.attempts) + 1))
+            return session.exec(select(col(Message.attempts)).where(col(Message.id) == message.id)).one()
 
     def _release(self, message: Message, attempt: Attempt, reason: str) -> None:
         """Give the lease back after a transient failure (the retry may claim at once), noting why."""
         try:
             with transaction(self.engine) as session:
-                session.execute(update(Message).where(Message.id == message.id, Message.lease_owner == attempt.token,
-                                                      Message.status == "sending")
+                session.execute(update(Message).where(col(Message.id) == message.id, col(Message.lease_owner) == attempt.token,
+                                                      col(Message.status) == "sending")
                                 .values(status="pending", lease_owner=None, lease_until=None, reason=reason[:2000]))
         except Exception:  # the store being down too must not hide the delivery error
             log.exception("could not record the delivery error of %s", message.idempotency_key)
@@ -461,7 +441,7 @@ class StoreActivities:
         `skipped` when the step has nothing to show, `failed` when its template cannot render
         (rendering again cannot help, so it is not left for Temporal to retry forever)."""
         history = person_history(session, person, send.at)
-        cart = self._cart(history, send.cart_id) if send.route == "cart_recovery" else None
+        cart = step_cart(history, send.cart_id) if send.route == "cart_recovery" else None
         catalog = load_catalog(session, history.events, cart)
         shown = personalise(send.route, history.events, catalog, cart)
         message_id = str(uuid.uuid4())
@@ -503,10 +483,10 @@ class StoreActivities:
         removes it)."""
         with transaction(self.engine) as session:
             owner = session.execute(update(Message)
-                                    .where(Message.id == message.id, Message.status == "sending",
-                                           Message.lease_owner == attempt.token)
+                                    .where(col(Message.id) == message.id, col(Message.status) == "sending",
+                                           col(Message.lease_owner) == attempt.token)
                                     .values(status=status, reason=reason, sent_at=sent_at, lease_until=None)
-                                    .returning(Message.person_id)).scalar_one_or_none()
+                                    .returning(col(Message.person_id))).scalar_one_or_none()
             message.status, message.reason, message.sent_at = status, reason, sent_at
             if owner is not None:
                 message.person_id = owner
@@ -520,9 +500,9 @@ class StoreActivities:
                   step=message.step, message_id=message.id, note_key=f"{message.idempotency_key}:{message.status}")
 
     @staticmethod
-    def _result(message: Message, duplicate: bool = False) -> SendResult:
+    def _result(message: Message) -> SendResult:
         return SendResult(message_id=message.id, status=message.status,
-                          reason=_without(message.recipient, message.reason), duplicate=duplicate)
+                          reason=_without(message.recipient, message.reason))
 
     @activity.defn(name="record_journey_note")
     def record_journey_note(self, note: JourneyNote) -> None:
@@ -538,11 +518,11 @@ class StoreActivities:
                 # The journey gave up on this step (its send's retries ran out): the row says so too,
                 # unless an attempt still holds a live lease on it.
                 session.execute(update(Message).where(
-                    Message.idempotency_key == f"{note.workflow_id}:{note.step}",
+                    col(Message.idempotency_key) == f"{note.workflow_id}:{note.step}",
                     _claimable(utcnow()),
                 ).values(status="failed", reason=note.reason, lease_owner=None, lease_until=None))
             if note.final_status:
-                session.execute(update(JourneyRun).where(JourneyRun.workflow_id == note.workflow_id)
+                session.execute(update(JourneyRun).where(col(JourneyRun.workflow_id) == note.workflow_id)
                                 .values(status=note.final_status, ended_at=note.at, reason=note.reason))
 
     @activity.defn(name="record_conversion")
@@ -552,20 +532,18 @@ class StoreActivities:
         with transaction(self.engine) as session:
             candidates = session.exec(
                 select(Message)
-                .where(Message.person_id == conversion.person_id, Message.status == "sent",
-                       Message.sent_at <= ordered_at, Message.sent_at >= ordered_at - conversion.attribution_window)
+                .where(col(Message.person_id) == conversion.person_id, col(Message.status) == "sent",
+                       col(Message.sent_at) <= ordered_at, col(Message.sent_at) >= ordered_at - conversion.attribution_window)
             ).all()
-            touch = last_touch(
+            attribution = credit(
                 Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
                       revenue=conversion.revenue),
                 [Touch(message_id=m.id, person_id=m.person_id, journey=m.journey, step=m.step, sent_at=m.sent_at)
-                 for m in candidates],
+                 for m in candidates if m.sent_at is not None],
                 conversion.attribution_window,
             )  # the reports' rule, so the log and the reports credit the same message
-            message = next((m for m in candidates if touch and m.id == touch.message_id), None)
-            revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
-            reason = f"order {conversion.order_id or 'without id'} ({revenue})"
-            reason += f" after {message.journey} step {message.step}" if message else " with no message in the window"
+            message = next((m for m in candidates if attribution.touch and m.id == attribution.touch.message_id), None)
+            reason = attribution.note
             self._log(session, message.workflow_id if message else conversion.hub_id, conversion.person_id,
                       message.journey if message else "none", "conversion", reason, ordered_at,
                       message_id=message.id if message else None, note_key=_call_key())
@@ -574,13 +552,13 @@ class StoreActivities:
     def _log(session: Session, workflow_id: str, person_id: str, journey: str, kind: str, reason: str,
              at: datetime, **extra) -> None:
         """One journal line; a line with a `note_key` already written (a retried write) is not repeated."""
-        session.execute(insert_ignoring_conflicts(session, JourneyLog.__table__).values(
+        session.execute(insert_ignoring_conflicts(session, table_of(JourneyLog)).values(
             workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra))
 
 
 def _claimable(now: datetime):
     """A message no attempt is delivering: still pending, or `sending` under a lease that ran out."""
-    return or_(Message.status == "pending", and_(Message.status == "sending", Message.lease_until < now))
+    return or_(col(Message.status) == "pending", and_(col(Message.status) == "sending", col(Message.lease_until) < now))
 
 
 def _call_key() -> str | None:

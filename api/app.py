@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.payload_codec = payload_codec
     app.state.dispatcher = None
+    app.state.temporal, app.state.temporal_lock = None, asyncio.Lock()  # a client once a backtest needs one
     app.state.rate_limits = FrontDoorLimits(settings)
     app.add_middleware(RejectNulInUrl)
     app.add_middleware(CorsByPath, codec_origins=settings.codec_cors_origins)

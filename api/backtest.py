@@ -1,82 +1,56 @@
 """`POST /admin/backtest` and `GET /admin/backtest/{id}`: the `breadcrumb backtest` numbers over HTTP.
 
-A job runs in a background thread of the API process, with its own event loop and its own
-time-skipping test server, reading the store through the app's engine (never writing to it).
-Jobs live in this process's memory: they are lost when the process restarts, and each API replica
-knows only its own, so poll the replica you posted to. One job runs at a time per process
-(another POST meanwhile is 409); the last `JOBS_KEPT` finished jobs are kept.
+The API only starts the work: a backtest is a Temporal workflow (`simulation/backtest_job.py`) on the
+backtest task queue, served by `breadcrumb worker --queue backtest` (or by a journeys worker with
+BREADCRUMB_WORKER_SERVES_BACKTESTS, as under `breadcrumb dev`). While it runs, its progress is the
+workflow's query; its outcome is a `backtests` row, so any API process answers for any backtest.
+While Temporal is unreachable a backtest is `queued` (the row keeps its job) and the next POST or
+GET starts it, so the API answers without Temporal as ingest does. One backtest runs at a time
+(another POST meanwhile is 409).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
+import logging
 import uuid
-from collections import OrderedDict
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import get_engine, get_settings, require_admin
-from journeys.policy import Policy, PolicyError, load_policy, parse_policy
+from dispatch.temporal import connect
+from journeys.policy import Policy, PolicyError, load_policy, parse_duration, parse_policy
+from simulation.backtest_job import Backtest as BacktestWorkflow
+from simulation.backtest_job import BacktestJob, BacktestProgress, job_id
+from store.db import reading, transaction
+from store.models import Backtest, as_utc, iso, utcnow
 from store.settings import Settings
 
+log = logging.getLogger("breadcrumb.backtest")
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
-JOBS_KEPT = 20
+QUERY_TIMEOUT = timedelta(seconds=5)  # no worker on the backtest queue: the answer says running, nothing done
 
 
 class BacktestRequest(BaseModel):
     since: str = Field("30d", description="Simulate everyone identified in this window before now (30d, 12h…)")
-    config: str | dict | None = Field(None, description="The new policy: a TOML path on the server, or the "
-                                                        "policy itself as JSON (the journeys.toml keys); default: the current one")
-    against: str | dict | None = Field(None, description="The policy to compare with (same forms); default: the current one")
+    config: str | dict | None = Field(
+        None,
+        description="The new policy: a TOML path on the server, or the "
+        "policy itself as JSON (the journeys.toml keys); default: the current one",
+    )
+    against: str | dict | None = Field(
+        None, description="The policy to compare with (same forms); default: the current one"
+    )
     limit: int | None = Field(None, ge=1, le=1_000_000, description="At most this many people (oldest identify first)")
-
-
-@dataclass
-class Job:
-    id: str
-    status: str = "queued"  # queued | running | done | failed
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
-    done: int = 0
-    total: int | None = None
-    result: dict | None = None
-    error: str | None = None
-    started: float = field(default_factory=time.monotonic)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "created_at": self.created_at,
-                "progress": {"done": self.done, "total": self.total}, "result": self.result, "error": self.error,
-                "elapsed_seconds": round(time.monotonic() - self.started, 1)}
-
-
-class Jobs:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.jobs: OrderedDict[str, Job] = OrderedDict()
-
-    def running(self) -> Job | None:
-        return next((j for j in self.jobs.values() if j.status in ("queued", "running")), None)
-
-    def add(self, job: Job) -> None:
-        self.jobs[job.id] = job
-        while len(self.jobs) > JOBS_KEPT:
-            oldest = next(iter(self.jobs))
-            if self.jobs[oldest].status in ("queued", "running"):
-                break
-            self.jobs.pop(oldest)
-
-
-def _jobs(request: Request) -> Jobs:
-    state = request.app.state
-    if getattr(state, "backtest_jobs", None) is None:
-        state.backtest_jobs = Jobs()
-    return state.backtest_jobs
 
 
 def _policy(given: str | dict | None, settings: Settings, field_name: str) -> tuple[Policy, str]:
@@ -90,49 +64,166 @@ def _policy(given: str | dict | None, settings: Settings, field_name: str) -> tu
         raise HTTPException(400, str(error)) from None
 
 
-def _run(job: Job, engine, new: Policy, current: Policy, since, limit: int | None, names: tuple[str, str]) -> None:
-    from simulation.simulator import backtest
+async def _temporal(request: Request, settings: Settings) -> Client | None:
+    """The API process's Temporal client, connected on first need; None while Temporal is unreachable."""
+    state = request.app.state
+    async with state.temporal_lock:
+        if state.temporal is None:
+            try:
+                state.temporal = await connect(settings)
+            except RuntimeError as error:
+                log.warning("backtests wait: Temporal at %s is unreachable: %s", settings.temporal_address, error)
+                return None
+    return state.temporal
 
-    def progress(done: int, total: int) -> None:
-        job.done, job.total = done, total
 
-    job.status = "running"
+async def _launch(request: Request, settings: Settings, engine: Engine, row: Backtest) -> Backtest:
+    """Start a queued backtest's workflow on the backtest task queue; the row says `running` once
+    Temporal has it. While Temporal is unreachable it stays `queued`: the next POST or GET tries again."""
+    client = await _temporal(request, settings)
+    if client is None:
+        return row
     try:
-        job.result = asyncio.run(backtest(engine, new, current, since, limit=limit, new_name=names[0],
-                                          current_name=names[1], progress=progress))
-        job.status = "done"
-    except Exception as exc:  # the job reports it; the API keeps serving
-        job.error = f"{type(exc).__name__}: {exc}"
-        job.status = "failed"
+        await client.start_workflow(
+            BacktestWorkflow.run,
+            BacktestJob.model_validate(row.job),
+            id=job_id(row.id),
+            task_queue=settings.backtest_task_queue,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # started by an earlier try whose answer was lost
+    except RPCError as error:
+        log.warning("backtest %s waits: Temporal did not start it: %s", row.id, error.message)
+        return row
+    return await run_in_threadpool(_started, engine, row.id) or row
 
 
-@router.post("/backtest", status_code=202, summary="Start a backtest: simulate everyone identified in the window "
-                                                    "under two policies (runs in the background)")
-def start_backtest(body: BacktestRequest, request: Request, settings: Settings = Depends(get_settings),
-                   engine=Depends(get_engine)) -> JSONResponse:
-    from simulation.simulator import SimulationError, parse_since
+async def _progress(client: Client | None, backtest_id: str) -> BacktestProgress | None:
+    """A running backtest's progress — nothing done yet while no worker answers the query, or while
+    Temporal does not answer at all; None when its workflow is not running (any more)."""
+    if client is None:
+        return BacktestProgress()
+    handle = client.get_workflow_handle(job_id(backtest_id))
+    try:
+        if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+            return None
+        return await handle.query(BacktestWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as error:
+        return None if error.status == RPCStatusCode.NOT_FOUND else BacktestProgress()
+    except WorkflowQueryFailedError:
+        return BacktestProgress()
 
+
+def _unfinished(engine: Engine) -> list[Backtest]:
+    with Session(reading(engine)) as session:
+        return list(session.exec(select(Backtest).where(col(Backtest.status).in_(("queued", "running")))).all())
+
+
+def _row(engine: Engine, backtest_id: str) -> Backtest | None:
+    with Session(reading(engine)) as session:
+        return session.get(Backtest, backtest_id)
+
+
+def _give_up(engine: Engine, backtest_id: str, error: str) -> None:
+    """A backtest whose workflow ended without an outcome (terminated, timed out): failed, saying so."""
+    with transaction(engine) as session:
+        row = session.get(Backtest, backtest_id)
+        if row is not None and row.status == "running":
+            row.status, row.error, row.finished_at = "failed", error, utcnow()
+
+
+def _created(engine: Engine, backtest_id: str, job: BacktestJob) -> Backtest:
+    with transaction(engine) as session:
+        row = Backtest(id=backtest_id, status="queued", created_at=job.until, job=job.model_dump(mode="json"))
+        session.add(row)
+    return row
+
+
+def _started(engine: Engine, backtest_id: str) -> Backtest | None:
+    with transaction(engine) as session:
+        row = session.get(Backtest, backtest_id)
+        if row is not None and row.status == "queued":
+            row.status = "running"
+    return row
+
+
+def _as_json(row: Backtest, progress: BacktestProgress | None) -> dict[str, Any]:
+    finished = as_utc(row.finished_at)
+    elapsed = (finished or utcnow()) - as_utc(row.created_at)
+    done, total = (
+        (progress.done, progress.total)
+        if progress is not None
+        else (row.total or 0, row.total)
+        if row.status == "done"
+        else (0, None)
+    )
+    return {
+        "id": row.id,
+        "status": row.status,
+        "created_at": iso(row.created_at),
+        "progress": {"done": done, "total": total},
+        "result": row.result,
+        "error": row.error,
+        "elapsed_seconds": round(elapsed.total_seconds(), 1),
+    }
+
+
+@router.post(
+    "/backtest",
+    status_code=202,
+    summary="Start a backtest: simulate everyone identified in the window "
+    "under two policies (on the backtest task queue)",
+)
+async def start_backtest(
+    body: BacktestRequest,
+    request: Request,
+    settings: Settings = Depends(get_settings),
+    engine: Engine = Depends(get_engine),
+) -> JSONResponse:
     new, new_name = _policy(body.config, settings, "config")
     current, current_name = _policy(body.against, settings, "against")
     try:
-        since = parse_since(body.since)
-    except SimulationError as error:
-        raise HTTPException(400, str(error).replace("--since", "since")) from None
-    jobs = _jobs(request)
-    with jobs.lock:
-        busy = jobs.running()
-        if busy is not None:
-            raise HTTPException(409, f"backtest {busy.id} is still running; poll GET /admin/backtest/{busy.id}")
-        job = Job(id=uuid.uuid4().hex)
-        jobs.add(job)
-    threading.Thread(target=_run, args=(job, engine, new, current, since, body.limit, (new_name, current_name)),
-                     name=f"backtest-{job.id[:8]}", daemon=True).start()
-    return JSONResponse({"id": job.id, "status": job.status, "poll": f"/admin/backtest/{job.id}"}, status_code=202)
+        since = parse_duration(body.since)
+    except ValueError as error:
+        raise HTTPException(400, f"since: {error}") from None
+    for row in await run_in_threadpool(_unfinished, engine):
+        if row.status == "queued":
+            row = await _launch(request, settings, engine, row)
+        if row.status == "queued" or await _progress(await _temporal(request, settings), row.id) is not None:
+            raise HTTPException(409, f"backtest {row.id} is still {row.status}; poll GET /admin/backtest/{row.id}")
+        await run_in_threadpool(_give_up, engine, row.id, "its workflow ended without an outcome")
+    backtest_id = uuid.uuid4().hex
+    job = BacktestJob(
+        backtest_id=backtest_id,
+        new=new,
+        current=current,
+        new_name=new_name,
+        current_name=current_name,
+        since=since,
+        until=utcnow(),
+        limit=body.limit,
+    )
+    row = await _launch(request, settings, engine, await run_in_threadpool(_created, engine, backtest_id, job))
+    return JSONResponse(
+        {"id": backtest_id, "status": row.status, "poll": f"/admin/backtest/{backtest_id}"}, status_code=202
+    )
 
 
-@router.get("/backtest/{job_id}", summary="A backtest's progress and, when done, its result")
-def get_backtest(job_id: str, request: Request) -> dict:
-    job = _jobs(request).jobs.get(job_id)
-    if job is None:
-        raise HTTPException(404, "no such backtest in this API process (jobs live in memory)")
-    return job.as_json()
+@router.get("/backtest/{backtest_id}", summary="A backtest's progress and, when done, its result")
+async def get_backtest(
+    backtest_id: str, request: Request, settings: Settings = Depends(get_settings), engine: Engine = Depends(get_engine)
+) -> dict:
+    row = await run_in_threadpool(_row, engine, backtest_id)
+    if row is None:
+        raise HTTPException(404, "no such backtest")
+    if row.status == "queued":
+        row = await _launch(request, settings, engine, row)
+    progress = None
+    if row.status == "running":
+        progress = await _progress(await _temporal(request, settings), backtest_id)
+        if progress is None:  # finished meanwhile, or ended without an outcome
+            row = await run_in_threadpool(_row, engine, backtest_id) or row
+            if row.status == "running":
+                await run_in_threadpool(_give_up, engine, backtest_id, "its workflow ended without an outcome")
+                row = await run_in_threadpool(_row, engine, backtest_id) or row
+    return _as_json(row, progress)

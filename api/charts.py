@@ -114,7 +114,7 @@ def daily_revenue_chart(daily: list[dict], width: int = 1040, height: int = 320)
             parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h + 16}" text-anchor="middle" fill="#555">'
                          f'{escape(day.strftime("%d %b"))}</text>')
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#999"/>')
-    lx = left
+    lx: float = left
     for journey in journeys:  # legend
         parts.append(f'<rect class="legend" x="{lx}" y="12" width="12" height="12" fill="{colour_of(journey, others)}"/>')
         parts.append(f'<text x="{lx + 17}" y="22" fill="#333">{escape(journey)}</text>')

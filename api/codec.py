@@ -22,6 +22,7 @@ from temporalio.api.common.v1 import Payloads
 
 from api import report_link
 from api.deps import get_settings, matches_any
+from api.pages import render_page
 from store.settings import Settings
 from dispatch.codec import PayloadKeyError
 
@@ -95,9 +96,7 @@ def login(request: Request, settings: Settings = Depends(get_settings)) -> HTMLR
         report_link.verify(settings.admin_token, dict(request.query_params), path=LOGIN_PATH)
     except report_link.BadLink as exc:
         raise HTTPException(401, str(exc)) from None
-    response = HTMLResponse(
-        "<!doctype html><title>Breadcrumb codec</title><p>Codec session open for 12 hours. In the Temporal UI, "
-        "open the codec server settings and tick <b>Include cross-origin credentials</b> to see decoded payloads.</p>")
+    response = HTMLResponse(render_page("codec_login.html.j2"))
     response.set_cookie(COOKIE, session_value(settings.admin_token), max_age=SESSION_SECONDS, path=PREFIX,
                         httponly=True, samesite="strict", secure=request.url.scheme == "https")
     return response

@@ -19,8 +19,9 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
-from jinja2 import DictLoader, Environment, select_autoescape
 from markupsafe import Markup
+
+from api.pages import render_page
 
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/demo/store"
@@ -94,133 +95,6 @@ QUIZ_PICKS = {"texture": "SER-NIGHT-30", "dullness": "SER-VITC-30", "dehydration
 QUIZ_CATEGORIES = {**{answer: "moisturisers" for answer, _ in QUIZ[0]["answers"]},
                    **{answer: PRODUCTS[sku].category for answer, sku in QUIZ_PICKS.items()}}
 
-
-LAYOUT = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }} · {{ shop }}</title>
-<link rel="stylesheet" href="{{ prefix }}/assets/store.css">
-</head>
-<body data-page="{{ page }}">
-<header class="top">
-  <a class="logo" href="{{ link('') }}">{{ shop }}</a>
-  <nav>
-    {% for c in collections %}<a href="{{ link('/collections/' ~ c.slug) }}">{{ c.name }}</a>{% endfor %}
-    <a href="{{ link('/quiz') }}">Skin quiz</a>
-  </nav>
-  <a class="cart-link" id="cart-link" href="{{ link('/cart') }}">Cart <span id="cart-count" class="badge">0</span></a>
-</header>
-{% if not write_key %}
-<div class="notice" id="no-key">Tracking is off: open this page with <code>?writeKey=…</code> — <code>breadcrumb dev</code>
-prints the full link.</div>
-{% endif %}
-<main>
-{% block main %}{% endblock %}
-</main>
-<footer>
-  <button type="button" id="offer-button" class="link-button">Get 10% off your first order</button>
-  <p class="small">A demo storefront for Breadcrumb. Everything you do here is sent to
-  <code>/v1</code> in Segment format. Your anonymous id: <code id="anon-id">…</code></p>
-</footer>
-<div id="email-modal" class="modal" hidden>
-  <form id="email-form" class="modal-card">
-    <button type="button" class="close" id="email-close" aria-label="Close">×</button>
-    <h2>10% off your first order</h2>
-    <p>Join the list for routines that work — and a code for today.</p>
-    <input type="email" id="email-input" name="email" placeholder="you@example.com" required autocomplete="email">
-    <button type="submit" id="email-submit">Send my code</button>
-    <p id="email-thanks" class="thanks" hidden>Thanks! Your code is <strong>FERN10</strong>.</p>
-  </form>
-</div>
-<div id="toast" class="toast" hidden></div>
-<script src="/breadcrumb.js"{{ snippet_attributes }}></script>
-<script src="{{ prefix }}/assets/store.js"></script>
-</body>
-</html>
-"""
-
-HOME = """{% extends "layout" %}{% block main %}
-<section class="hero">
-  <h1>Skin care that does the work.</h1>
-  <p>Fewer steps, proven actives. Not sure where to start? <a href="{{ link('/quiz') }}">Take the 30-second quiz</a>.</p>
-</section>
-<h2>Shop by collection</h2>
-<div class="collections">
-{% for c in collections %}<a class="collection" href="{{ link('/collections/' ~ c.slug) }}"><strong>{{ c.name }}</strong><span>{{ c.blurb }}</span></a>{% endfor %}
-</div>
-<h2>Best sellers</h2>
-{% with products = featured %}{% include "grid" %}{% endwith %}
-{% endblock %}"""
-
-GRID = """<div class="grid">
-{% for p in products %}<a class="card product-link" data-sku="{{ p.sku }}" href="{{ link('/products/' ~ p.sku) }}">
-  <span class="swatch" style="background: {{ p.colour }}"></span>
-  <strong>{{ p.name }}</strong><span class="price">${{ '%.2f' % p.price }}</span></a>
-{% endfor %}</div>"""
-
-COLLECTION = """{% extends "layout" %}{% block main %}
-<h1>{{ collection.name }}</h1>
-<p>{{ collection.blurb }}</p>
-<script type="application/json" id="collection-data">{{ data }}</script>
-{% include "grid" %}
-{% endblock %}"""
-
-PRODUCT = """{% extends "layout" %}{% block main %}
-<article class="product">
-  <span class="swatch big" style="background: {{ product.colour }}"></span>
-  <div>
-    <p class="crumbs"><a href="{{ link('/collections/' ~ product.category) }}">{{ collection.name }}</a></p>
-    <h1>{{ product.name }}</h1>
-    <p class="price">${{ '%.2f' % product.price }}</p>
-    <p>{{ product.blurb }}</p>
-    <button type="button" id="add-to-cart" data-sku="{{ product.sku }}">Add to cart</button>
-    <button type="button" id="size-guide" class="link-button">How to use it</button>
-    <p id="how-to" class="small" hidden>Evenings, on dry skin, two to three drops. Follow with moisturiser.</p>
-  </div>
-</article>
-<script type="application/json" id="product-data">{{ data }}</script>
-<h2>You may also like</h2>
-{% with products = related %}{% include "grid" %}{% endwith %}
-{% endblock %}"""
-
-QUIZ_PAGE = """{% extends "layout" %}{% block main %}
-<h1>Find your routine</h1>
-<form id="quiz" class="quiz">
-{% for q in quiz %}
-  <fieldset data-question="{{ q.question }}"><legend>{{ q.label }}</legend>
-  {% for value, label in q.answers %}<label><input type="radio" name="{{ q.question }}" value="{{ value }}"> {{ label }}</label>{% endfor %}
-  </fieldset>
-{% endfor %}
-</form>
-<p id="quiz-result" hidden>We'd start with: <a id="quiz-pick" href="#"></a></p>
-<script type="application/json" id="quiz-data">{{ data }}</script>
-{% endblock %}"""
-
-CART = """{% extends "layout" %}{% block main %}
-<h1>Your cart</h1>
-<div id="cart-items"><p>Your cart is empty.</p></div>
-<p class="total">Total: <strong id="cart-total">$0.00</strong></p>
-<form id="checkout-form" class="checkout" hidden>
-  <h2>Checkout</h2>
-  <input type="email" id="checkout-email" name="email" placeholder="Email for your receipt" required autocomplete="email">
-  <button type="submit" id="checkout-start">Continue to payment</button>
-</form>
-<div id="payment" hidden>
-  <p>Payment is pretend in this shop.</p>
-  <button type="button" id="pay-now">Pay now</button>
-</div>
-<p id="order-done" hidden>Thank you — order <strong id="order-id"></strong> is confirmed.</p>
-<script type="application/json" id="catalog-data">{{ data }}</script>
-{% endblock %}"""
-
-_env = Environment(
-    loader=DictLoader({"layout": LAYOUT, "home": HOME, "grid": GRID, "collection": COLLECTION,
-                       "product": PRODUCT, "quiz": QUIZ_PAGE, "cart": CART}),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-)
-
 router = APIRouter(include_in_schema=False)  # the demo store: off in production (DEMO_STORE_ENABLED=false)
 snippet_router = APIRouter(include_in_schema=False)  # the tracking snippet every storefront loads: always on
 
@@ -245,10 +119,8 @@ def _render(request: Request, template: str, page: str, title: str, **values) ->
     attributes = Markup(" data-write-key=\"{}\"").format(write_key) if write_key else Markup("")
     if cookie_domain:
         attributes += Markup(" data-cookie-domain=\"{}\"").format(cookie_domain)
-    html = _env.get_template(template).render(
-        title=title, page=page, shop=SHOP, prefix=PREFIX, link=link, write_key=write_key,
-        snippet_attributes=attributes, collections=COLLECTIONS, **values,
-    )
+    html = render_page(f"demo_store/{template}.html.j2", title=title, page=page, shop=SHOP, prefix=PREFIX, link=link,
+                       write_key=write_key, snippet_attributes=attributes, collections=COLLECTIONS, **values)
     return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "strict-origin-when-cross-origin"})
 
 

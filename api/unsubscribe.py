@@ -9,8 +9,6 @@ channel it was made for. A forged, altered or truncated token gets a 400 page an
 
 from __future__ import annotations
 
-from html import escape
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, PlainTextResponse
@@ -19,6 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.deps import get_engine, get_settings
+from api.pages import render_page
 from store.db import reading
 from store.settings import Settings
 from store.unsubscribe import UnsubscribeClaim, change_subscription, person_of, read_token
@@ -30,24 +29,18 @@ CHANNEL_NAMES = {"email": "emails", "sms": "text messages"}
 NO_STORE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 
 
-def _page(settings: Settings, title: str, body: str, status: int = 200) -> HTMLResponse:
-    shop = escape(settings.shop_name)
-    html = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex"><title>{escape(title)} · {shop}</title></head>
-<body style="margin:0;background:#f6f4f1;font-family:Helvetica,Arial,sans-serif;color:#222;">
-<main style="max-width:480px;margin:64px auto;padding:32px;background:#fff;border-radius:8px;line-height:1.5;">
-<p style="font-weight:bold;margin:0 0 16px 0;">{shop}</p>
-<h1 style="font-size:22px;margin:0 0 12px 0;">{escape(title)}</h1>
-{body}
-</main></body></html>"""
+def _page(settings: Settings, title: str, text: str, status: int = 200, action: str | None = None,
+          button: str | None = None) -> HTMLResponse:
+    """The one page (api/templates/unsubscribe.html.j2): a line of text and, when `action`, a button."""
+    html = render_page("unsubscribe.html.j2", shop=settings.shop_name, title=title, text=text, action=action,
+                       button=button)
     return HTMLResponse(html, status_code=status, headers=NO_STORE)
 
 
 def _invalid(settings: Settings) -> HTMLResponse:
     return _page(settings, "This link is not valid",
-                 "<p>We could not read this unsubscribe link. Please use the link from the most recent message, "
-                 "or reply to it and we will unsubscribe you by hand.</p>", status=400)
+                 "We could not read this unsubscribe link. Please use the link from the most recent message, "
+                 "or reply to it and we will unsubscribe you by hand.", status=400)
 
 
 def _claim(token: str, settings: Settings) -> UnsubscribeClaim | None:
@@ -68,7 +61,7 @@ def _exists(engine: Engine, claim: UnsubscribeClaim) -> bool:
 
 def _gone(settings: Settings) -> HTMLResponse:
     return _page(settings, "Nothing to unsubscribe",
-                 "<p>We no longer hold your details, so you will not hear from us.</p>", status=404)
+                 "We no longer hold your details, so you will not hear from us.", status=404)
 
 
 @router.get("/u/{token}", response_class=HTMLResponse, summary="Unsubscribe link from a message: asks to confirm")
@@ -81,10 +74,8 @@ async def unsubscribe_link(request: Request, token: str, engine: Engine = Depend
         return _gone(settings)
     what = CHANNEL_NAMES[claim.channel]
     return _page(settings, f"Unsubscribe from {what}?",
-                 f"<p>You will not get any more marketing {what} from {escape(settings.shop_name)}.</p>"
-                 f'<form method="post" action="/u/{escape(token)}/confirm">'
-                 f'<button type="submit" style="padding:8px 16px;">Unsubscribe</button>'
-                 "</form>")
+                 f"You will not get any more marketing {what} from {settings.shop_name}.",
+                 action=f"/u/{token}/confirm", button="Unsubscribe")
 
 
 @router.post("/u/{token}/confirm", response_class=HTMLResponse, summary="The confirmation page's button")
@@ -97,10 +88,8 @@ async def confirm(request: Request, token: str, engine: Engine = Depends(get_eng
         return _gone(settings)
     what = CHANNEL_NAMES[claim.channel]
     return _page(settings, "You are unsubscribed",
-                 f"<p>You will not get any more marketing {what} from {escape(settings.shop_name)}.</p>"
-                 f'<form method="post" action="/u/{escape(token)}/resubscribe">'
-                 f'<button type="submit" style="padding:8px 16px;">Unsubscribed by mistake? Resubscribe</button>'
-                 "</form>")
+                 f"You will not get any more marketing {what} from {settings.shop_name}.",
+                 action=f"/u/{token}/resubscribe", button="Unsubscribed by mistake? Resubscribe")
 
 
 @router.post("/u/{token}", summary="RFC 8058 one-click unsubscribe (List-Unsubscribe-Post)")
@@ -122,4 +111,4 @@ async def resubscribe(request: Request, token: str, engine: Engine = Depends(get
         return _invalid(settings)
     if not await _change(engine, claim, subscribed=True, via="link"):
         return _gone(settings)
-    return _page(settings, "Welcome back", f"<p>You are subscribed to {CHANNEL_NAMES[claim.channel]} again.</p>")
+    return _page(settings, "Welcome back", f"You are subscribed to {CHANNEL_NAMES[claim.channel]} again.")

@@ -68,8 +68,15 @@ class Attribution:
     def step(self) -> int | None:
         return self.touch.step if self.touch else None
 
+    @property
+    def note(self) -> str:
+        """The journal line of the conversion, as the store and a what-if simulation write it."""
+        revenue = f"{self.order.revenue:.2f}" if self.order.revenue is not None else "unknown value"
+        credited = f"after {self.touch.journey} step {self.touch.step}" if self.touch else "with no message in the window"
+        return f"order {self.order.order_key or 'without id'} ({revenue}) {credited}"
 
-def _touch_order(touch: Touch) -> tuple:
+
+def _touch_order(touch: Touch) -> tuple[datetime, int, str]:
     # Latest first; on an exact tie the later step, then the larger id, so the answer never
     # depends on the order rows came back in (the SQL uses the same tie-break).
     return (as_utc(touch.sent_at), touch.step, touch.message_id)
@@ -85,12 +92,17 @@ def last_touch(order: Order, touches: Iterable[Touch], window: timedelta) -> Tou
     return max(eligible, key=_touch_order) if eligible else None
 
 
+def credit(order: Order, touches: Iterable[Touch], window: timedelta) -> Attribution:
+    """One order's attribution (the last touch inside the window)."""
+    return Attribution(order, last_touch(order, touches, window))
+
+
 def attribute(orders: Iterable[Order], touches: Iterable[Touch], window: timedelta) -> list[Attribution]:
     """Attribute every order (last touch inside the window)."""
     by_person: dict[str, list[Touch]] = defaultdict(list)
     for touch in touches:
         by_person[touch.person_id].append(touch)
-    return [Attribution(order, last_touch(order, by_person.get(order.person_id, ()), window)) for order in orders]
+    return [credit(order, by_person.get(order.person_id, ()), window) for order in orders]
 
 
 @dataclass

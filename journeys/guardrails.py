@@ -39,9 +39,10 @@ def _zone(name: str) -> tzinfo:
     zone = ZoneInfo(name)
     if issubclass(type(zone), tzinfo):
         return zone
-    import _zoneinfo  # CPython's accelerator module; not wrapped by the sandbox
+    import _zoneinfo  # type: ignore[import-not-found]  # CPython's accelerator module; not wrapped by the sandbox
 
-    return _zoneinfo.ZoneInfo(name)
+    accelerated: tzinfo = _zoneinfo.ZoneInfo(name)
+    return accelerated
 
 
 def resolve_timezone(tz_name: str | None, default: str) -> str:

@@ -5,6 +5,7 @@ cleanly through Temporal (no defaults that read the clock or draw random ids).""
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
 from pydantic import BaseModel, field_validator
 
@@ -24,7 +25,7 @@ class HistoryEvent(BaseModel):
 
     name: str
     timestamp: datetime
-    properties: dict = {}
+    properties: dict[str, Any] = {}
     cart_id: str | None = None
     order_id: str | None = None
     source: str = "client"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import urlsplit
@@ -78,6 +79,6 @@ class LinkHosts:
         host = _host(host)
         return host in self.hosts or any(host.endswith("." + parent) for parent in self.subdomains_of)
 
-    def foreign(self, properties: dict, keys: Iterable[str] = LINK_PROPERTIES) -> list[str]:
+    def foreign(self, properties: dict[str, Any], keys: Iterable[str] = LINK_PROPERTIES) -> list[str]:
         """The keys of `properties` whose value is a link messages must not show."""
         return [key for key in keys if properties.get(key) not in (None, "") and not self.allows(properties[key])]

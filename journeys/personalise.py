@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -104,7 +105,7 @@ def _blank_to_none(value: object) -> str | None:
     return str(value)[:255]
 
 
-def _event_item(entry: CatalogEntry, props: dict) -> Item:
+def _event_item(entry: CatalogEntry, props: dict[str, Any]) -> Item:
     """The catalog's truth (stock, current price, image), filled from the event where the catalog is silent."""
     return Item(
         sku=entry.sku, variant=entry.variant,

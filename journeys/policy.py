@@ -10,7 +10,7 @@ import re
 import tomllib
 from datetime import time, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
@@ -93,7 +93,7 @@ class Intent(_Strict):
         return {taxonomy.canonical_name(name): weight for name, weight in weights.items()}
 
 
-def _default_journeys() -> dict[str, Journey]:
+def _default_journeys() -> dict[JourneyName, Journey]:
     def series(prefix: str, *delays: str) -> Journey:
         return Journey(steps=[Step(delay=d, template=f"{prefix}_{i}") for i, d in enumerate(delays, 1)])
 
@@ -169,11 +169,11 @@ class PolicyError(ValueError):
     """A journey config that cannot be used; the message names the file and the key."""
 
 
-def _key(loc: tuple) -> str:
+def _key(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def parse_policy(data: dict, source: str = "journeys.toml") -> Policy:
+def parse_policy(data: dict[str, Any], source: str = "journeys.toml") -> Policy:
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:
@@ -187,6 +187,8 @@ def load_policy(path: str | Path) -> Policy:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise PolicyError(f"{path}: journey config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, not text
+        raise PolicyError(f"{path}: journey config not readable ({type(exc).__name__})") from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{path}: not valid TOML ({exc})") from None
     return parse_policy(data, str(path))

@@ -11,13 +11,13 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from journeys import taxonomy
 from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc
-from journeys.policy import Policy
+from journeys.policy import JourneyName, Policy
 
 Route = Literal["cart_recovery", "browse_recovery", "welcome", "control", "none"]
 
@@ -88,16 +88,16 @@ def open_cart(events: list[HistoryEvent]) -> OpenCart | None:
             cart.checkout_current = False
         elif event.name == taxonomy.REMOVED_FROM_CART:
             key = (_text(props.get("sku") or props.get("product_id")), _text(props.get("variant")))
-            held = cart.items.get(key)
-            if held is None:
+            in_cart = cart.items.get(key)
+            if in_cart is None:
                 continue  # removing something we never saw added: nothing to change
             quantity = _quantity(props.get("quantity"))
             if quantity is not None and quantity <= 0:
                 continue
-            if quantity is None or quantity >= held.quantity:
+            if quantity is None or quantity >= in_cart.quantity:
                 del cart.items[key]
             else:
-                cart.items[key] = held.model_copy(update={"quantity": held.quantity - quantity})
+                cart.items[key] = in_cart.model_copy(update={"quantity": in_cart.quantity - quantity})
             cart.checkout_current = False
         else:  # Checkout Started
             products = props.get("products")
@@ -138,7 +138,7 @@ def _cart_value(cart: _Cart) -> float:
     return round(sum(i.price * i.quantity for i in cart.items.values()), 2)
 
 
-def _item(props: dict) -> CartItem | None:
+def _item(props: dict[str, Any]) -> CartItem | None:
     quantity = _quantity(props.get("quantity"))
     if quantity is None:
         quantity = 1
@@ -215,16 +215,8 @@ def _counted_intent(events: list[HistoryEvent], lookback: timedelta, now: dateti
     return counted
 
 
-def has_purchased(events: list[HistoryEvent], before: datetime | None = None) -> bool:
-    """Any completed order (strictly before `before`, when given)."""
-    return _last_order(events, before) is not None
-
-
-def _last_order(events: list[HistoryEvent], before: datetime | None = None) -> HistoryEvent | None:
-    limit = as_utc(before) if before is not None else None
-    orders = [
-        e for e in events if e.name == taxonomy.ORDER_COMPLETED and (limit is None or e.timestamp < limit)
-    ]
+def _last_order(events: list[HistoryEvent]) -> HistoryEvent | None:
+    orders = [e for e in events if e.name == taxonomy.ORDER_COMPLETED]
     return max(orders, key=lambda e: e.timestamp) if orders else None
 
 
@@ -284,7 +276,7 @@ def decide_route(
                 intent_score=score,
             )
 
-    def cooling_until(route: str) -> datetime | None:
+    def cooling_until(route: JourneyName) -> datetime | None:
         started = last_started.get(route)
         if started is None:
             return None

@@ -3,6 +3,8 @@ properties each event should carry (missing ones are counted, never rejected).""
 
 from __future__ import annotations
 
+from typing import Any
+
 PRODUCT_VIEWED = "Product Viewed"
 COLLECTION_VIEWED = "Collection Viewed"
 ADDED_TO_CART = "Added to Cart"
@@ -56,7 +58,7 @@ def canonical_name(name: str) -> str:
     return _LOOKUP.get(name.strip().casefold(), name)
 
 
-def product_key(properties: dict) -> str | None:
+def product_key(properties: dict[str, Any]) -> str | None:
     """The product an event is about: its `sku`, else Segment's `product_id` (catalog key)."""
     for key in ("sku", "product_id"):
         value = properties.get(key)
@@ -65,7 +67,7 @@ def product_key(properties: dict) -> str | None:
     return None
 
 
-def missing_recommended(canonical: str, properties: dict) -> list[str]:
+def missing_recommended(canonical: str, properties: dict[str, Any]) -> list[str]:
     """Recommended properties this event lacks (empty for events without recommendations)."""
     return [p for p in RECOMMENDED_PROPERTIES.get(canonical, ()) if properties.get(p) in (None, "")]
 

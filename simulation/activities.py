@@ -25,10 +25,10 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
+from typing import Iterable, cast
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
@@ -43,18 +43,18 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
-from activities.store_activities import (  # the same look-back, routes, catalog rows and sales ranking
+from activities.store_activities import (  # the same look-back, catalog rows and sales ranking
     HISTORY_HORIZON,
-    JOURNEY_ROUTES,
     catalog_entry,
     ranked_catalog,
 )
 from journeys import taxonomy
-from journeys.attribution import Order, Touch, last_touch
+from journeys.attribution import Order, Touch, credit
 from journeys.history import HistoryEvent, PersonHistory, as_utc
 from journeys.personalise import Catalog, nothing_to_show, personalise, skus_in
-from journeys.policy import Policy
+from journeys.policy import JOURNEY_NAMES, Policy
 from journeys.routing import open_cart, project_history
+from journeys.send_rules import check_send, recipient, step_cart
 from store.models import Event, Identifier, JourneyRun, Message, Person, Product
 from workflows.models import (
     Conversion,
@@ -194,15 +194,7 @@ class SimPerson:
         return [question for question in self.asked if question.at <= self.start + horizon]
 
     def recipient(self, channel: str) -> str | None:
-        """The store activities' rule: SMS → first phone; email → first email; outbox → email,
-        else phone, else the person id."""
-        email = self.snapshot.emails[0] if self.snapshot.emails else None
-        phone = self.snapshot.phones[0] if self.snapshot.phones else None
-        if channel == "sms":
-            return phone
-        if channel == "outbox":
-            return email or phone or self.snapshot.person_id
-        return email
+        return recipient(channel, self.snapshot.emails, self.snapshot.phones, self.snapshot.person_id)
 
     def last_message_at(self, now: datetime) -> datetime | None:
         simulated = [m.at for m in self.messages.values() if m.at <= now]
@@ -346,7 +338,7 @@ class SimulatedActivities:
             return None
         runs = [(route, started) for route, started, _ in person.runs_before] + \
                [(route, started) for route, started, _ in person.runs.values()]
-        runs = [(route, started) for route, started in runs if route in JOURNEY_ROUTES]
+        runs = [(route, started) for route, started in runs if route in JOURNEY_NAMES]
         last_started: dict[str, datetime] = {}
         for route, started in runs:
             last_started[route] = max(started, last_started.get(route, started))
@@ -385,24 +377,10 @@ class SimulatedActivities:
         if person is None:
             return SendCheck(person_exists=False)
         snap = person.snapshot
-        history = person.history(now)
-        order = next((e for e in reversed(history.events) if e.name == taxonomy.ORDER_COMPLETED), None)
-        result = SendCheck(timezone=snap.timezone)
-        if order is not None:
-            result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
-        result.reachable = bool(person.recipient(check.channel))
-        if snap.suppressed:
-            result.suppressed = "suppressed"
-        elif check.channel == "email" and snap.email_unsubscribed:
-            result.channel_blocked = "unsubscribed from email"
-        elif check.channel == "sms" and not snap.sms_consent:
-            result.channel_blocked = "no SMS consent"
-        elif not result.reachable:
-            result.channel_blocked = "no phone number" if check.channel == "sms" else "no email address"
-        if check.route == "cart_recovery":
-            result.cart_open = _cart(history, check.cart_id) is not None
-        result.last_message_at = person.last_message_at(now)
-        return result
+        return check_send(person.history(now), route=check.route, channel=check.channel, cart_id=check.cart_id,
+                          timezone=snap.timezone, suppressed="suppressed" if snap.suppressed else None,
+                          email_unsubscribed=snap.email_unsubscribed, sms_consent=snap.sms_consent,
+                          reachable=bool(person.recipient(check.channel)), last_message_at=person.last_message_at(now))
 
     def send(self, send: SendInput) -> SendResult:
         person = self._person(send.person_id)
@@ -410,9 +388,9 @@ class SimulatedActivities:
         with self._lock:
             known = person.messages.get(key)
         if known is not None:
-            return SendResult(message_id=key, status="sent", duplicate=True)
+            return SendResult(message_id=key, status="sent")
         history = person.history(send.at)
-        cart = _cart(history, send.cart_id) if send.route == "cart_recovery" else None
+        cart = step_cart(history, send.cart_id) if send.route == "cart_recovery" else None
         shown = personalise(send.route, history.events, self.catalog, cart)
         if reason := nothing_to_show(send.route, shown, history.events):
             with self._lock:
@@ -447,21 +425,12 @@ class SimulatedActivities:
                          sent_at=m.at) for key, m in person.messages.items()]
         order = Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
                       revenue=conversion.revenue)
-        touch = last_touch(order, touches, conversion.attribution_window)
-        revenue = f"{conversion.revenue:.2f}" if conversion.revenue is not None else "unknown value"
-        reason = f"order {conversion.order_id or 'without id'} ({revenue})"
-        reason += f" after {touch.journey} step {touch.step}" if touch else " with no message in the window"
+        attribution = credit(order, touches, conversion.attribution_window)
+        touch = attribution.touch
         with self._lock:
             person.asked.append(AttributionAsked(at=ordered_at, order=order, touches=touches))
             person.log.append(SimEntry(at=ordered_at, kind="conversion", journey=touch.journey if touch else "none",
-                                       reason=reason, step=touch.step if touch else None))
-
-
-def _cart(history: PersonHistory, cart_id: str | None):
-    """The store activities' open-cart check: this cart's events (and every order) through the pure rule."""
-    events = [e for e in history.events if cart_id is None or e.cart_key == cart_id
-              or e.name == taxonomy.ORDER_COMPLETED]
-    return open_cart(events)
+                                       reason=attribution.note, step=touch.step if touch else None))
 
 
 # -- reading the store, once ----------------------------------------------------------------------
@@ -478,8 +447,8 @@ def find_person(engine: Engine, who: str) -> str | None:
             return who
         value = who.strip()
         for kind, candidate in (("email", value.lower()), ("user_id", value), ("phone", value)):
-            found = session.exec(select(Identifier.person_id).where(Identifier.kind == kind,
-                                                                    Identifier.value == candidate)).first()
+            found = session.exec(select(col(Identifier.person_id)).where(col(Identifier.kind) == kind,
+                                                                    col(Identifier.value) == candidate)).first()
             if found:
                 return found
     return None
@@ -489,10 +458,10 @@ def people_identified(engine: Engine, since: datetime, until: datetime | None = 
                       limit: int | None = None) -> list[str]:
     """Ids of the people identified in [since, until), oldest first."""
     with Session(engine) as session:
-        query = select(Person.id).where(Person.identified_at >= since)
+        query = select(col(Person.id)).where(col(Person.identified_at) >= since)
         if until is not None:
-            query = query.where(Person.identified_at < until)
-        query = query.order_by(Person.identified_at, Person.id)
+            query = query.where(col(Person.identified_at) < until)
+        query = query.order_by(col(Person.identified_at), col(Person.id))
         if limit:
             query = query.limit(limit)
         return list(session.exec(query).all())
@@ -503,26 +472,27 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
     snapshots: dict[str, PersonSnapshot] = {}
     with Session(engine) as session:
         for ids in _chunks(list(dict.fromkeys(person_ids))):
-            people = session.exec(select(Person).where(Person.id.in_(ids))).all()
+            people = session.exec(select(Person).where(col(Person.id).in_(ids))).all()
             identifiers: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for person_id, kind, value in session.exec(
-                    select(Identifier.person_id, Identifier.kind, Identifier.value)
-                    .where(Identifier.person_id.in_(ids)).order_by(Identifier.id)).all():
+                    select(col(Identifier.person_id), col(Identifier.kind), col(Identifier.value))
+                    .where(col(Identifier.person_id).in_(ids)).order_by(col(Identifier.id))).all():
                 identifiers[person_id].append((kind, value))
             events: dict[str, list[HistoryEvent]] = defaultdict(list)
-            for e in session.exec(select(Event).where(Event.person_id.in_(ids), Event.duplicate_of.is_(None))
-                                  .order_by(Event.timestamp, Event.id)).all():
-                events[e.person_id].append(HistoryEvent(name=e.name, timestamp=e.timestamp, properties=e.properties or {},
-                                                        cart_id=e.cart_id, order_id=e.order_id, source=e.source))
+            for e in session.exec(select(Event).where(col(Event.person_id).in_(ids), col(Event.duplicate_of).is_(None))
+                                  .order_by(col(Event.timestamp), col(Event.id))).all():
+                events[cast(str, e.person_id)].append(HistoryEvent(  # selected by person id: never None
+                    name=e.name, timestamp=e.timestamp, properties=e.properties or {}, cart_id=e.cart_id,
+                    order_id=e.order_id, source=e.source))
             sent: dict[str, list[datetime]] = defaultdict(list)
             for person_id, sent_at in session.exec(
-                    select(Message.person_id, Message.sent_at)
-                    .where(Message.person_id.in_(ids), Message.status == "sent", Message.sent_at.is_not(None))).all():
-                sent[person_id].append(as_utc(sent_at))
+                    select(col(Message.person_id), col(Message.sent_at))
+                    .where(col(Message.person_id).in_(ids), col(Message.status) == "sent", col(Message.sent_at).is_not(None))).all():
+                sent[person_id].append(as_utc(cast(datetime, sent_at)))  # selected where not null
             runs: dict[str, list[tuple[str, datetime, str | None]]] = defaultdict(list)
             for person_id, route, started_at, key in session.exec(
-                    select(JourneyRun.person_id, JourneyRun.route, JourneyRun.started_at, JourneyRun.cart_recovery_key)
-                    .where(JourneyRun.person_id.in_(ids))).all():
+                    select(col(JourneyRun.person_id), col(JourneyRun.route), col(JourneyRun.started_at), col(JourneyRun.cart_recovery_key))
+                    .where(col(JourneyRun.person_id).in_(ids))).all():
                 runs[person_id].append((route, as_utc(started_at), key))
             for person in people:
                 ids_of = identifiers[person.id]
@@ -549,7 +519,7 @@ def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Cat
     rows: list[Product] = []
     with Session(engine) as session:
         for chunk in _chunks(sorted(skus)):
-            rows += list(session.exec(select(Product).where(Product.sku.in_(chunk))))
+            rows += list(session.exec(select(Product).where(col(Product.sku).in_(chunk))))
         known = Catalog(catalog_entry(r) for r in rows)
         # Any category a cut of a history could anchor on: those its events name, or their products'.
         categories = {c.strip() for snap in snapshots for e in snap.events

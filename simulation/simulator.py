@@ -40,7 +40,7 @@ from collections import Counter
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta, timezone
 from contextlib import AsyncExitStack
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
@@ -186,7 +186,7 @@ class Timeline:
 
     @property
     def route(self) -> str:
-        return self.decisions[0].route if self.decisions else "none"
+        return (self.decisions[0].route or "none") if self.decisions else "none"
 
     @property
     def route_reason(self) -> str:
@@ -225,7 +225,7 @@ class Timeline:
         return {
             "person_id": self.person_id, "person": self.label, "policy": self.policy, "start": self.start.isoformat(),
             "route": self.route, "reason": self.route_reason, "messages": len(self.sent),
-            "first_message_after_seconds": self.first_message_after.total_seconds() if self.sent else None,
+            "first_message_after_seconds": first.total_seconds() if (first := self.first_message_after) else None,
             "capped": self.capped, "quiet_hours": self.quiet, "ended": self.ended,
             "timezone": self.timezone, "horizon_reached": self.horizon_reached, "clock_shift_days": self.offset.days,
             "timeline": [e.as_json() for e in self.entries],
@@ -534,7 +534,8 @@ def _shard_process(commands, replies) -> None:
                 command, payload = await loop.run_in_executor(None, commands.get)
                 if command == "stop":
                     return
-                timelines = await shard.run(*payload, progress)
+                setup, part, starts = payload
+                timelines = await shard.run(setup, part, starts, progress)
                 if pending:
                     replies.put(("progress", pending))
                     pending = 0
@@ -616,7 +617,7 @@ def _median(values: list[float]) -> float | None:
 def policy_metrics(timelines: list[Timeline]) -> dict:
     people = len(timelines)
     routes = Counter(t.route for t in timelines)
-    firsts = [t.first_message_after.total_seconds() for t in timelines if t.sent]
+    firsts = [first.total_seconds() for t in timelines if (first := t.first_message_after) is not None]
     messages = sum(len(t.sent) for t in timelines)
     return {
         "people": people,
@@ -731,9 +732,10 @@ def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
     for question in asked:
         if isinstance(question, RouteAsked):
             context = question.context
-            asked = dict(last_started=context.last_started, recovered_carts=context.recovered_carts)
-            if (decide_route(context.history, current, question.at, **asked)
-                    != decide_route(context.history, new, question.at, **asked)):
+            if (decide_route(context.history, current, question.at, last_started=context.last_started,
+                             recovered_carts=context.recovered_carts)
+                    != decide_route(context.history, new, question.at, last_started=context.last_started,
+                                    recovered_carts=context.recovered_carts)):
                 return False
         elif isinstance(question, AttributionAsked):
             if (last_touch(question.order, question.touches, current.attribution_window)
@@ -752,7 +754,7 @@ def keeps_timeline(timeline: Timeline, change: PolicyChange) -> bool:
 
 def journeys_entered(timeline: Timeline) -> set[str]:
     """Every journey the timeline routed to, started or held out."""
-    return {e.route for e in timeline.decisions} | {e.journey for e in timeline.entries if e.journey}
+    return {e.route for e in timeline.decisions if e.route} | {e.journey for e in timeline.entries if e.journey}
 
 
 async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelta, limit: int | None = None,
@@ -786,7 +788,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     if progress:
         progress(0, total)
     shards = shards if shards is not None else (os.cpu_count() or 1)
-    options = dict(progress=step, shards=shards, min_per_shard=min_per_shard, wave=wave)
+    options: dict[str, Any] = dict(progress=step, shards=shards, min_per_shard=min_per_shard, wave=wave)
     change = policy_change(current, new) if reuse else None
     async with AsyncExitStack() as stack:
         if simulator is None:

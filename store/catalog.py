@@ -16,28 +16,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
 from functools import cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy import case, func, or_, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from journeys import taxonomy
 from journeys.taxonomy import product_key
-from store.models import Product, as_utc, utcnow
+from store.dialect import dialect_name, insert_for
+from store.models import Product, iso, table_of, utcnow
 
 FEED_EVENTS = (taxonomy.PRODUCT_VIEWED, taxonomy.ADDED_TO_CART)
 DESCRIPTIVE = ("name", "category", "price", "currency", "image_url", "url")
 LIMITS = {"sku": 255, "variant": 255, "name": 512, "category": 255, "image_url": 2048, "url": 2048}
 CHUNK = 1000  # rows per statement (SQLite caps bound parameters); a request rarely has this many products
 MAX_ADMIN_ITEMS = 10_000
-
-
-def _insert(session: Session):
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
 def _text(value: object, limit: int) -> str | None:
@@ -99,15 +93,15 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     now = utcnow()
     # One statement over every row (executemany): compiled once and cached, where a multi-row VALUES
     # list was compiled anew for every request — a quarter of the time of a 500-event batch.
-    session.execute(_event_upsert(session.get_bind().dialect.name),
+    session.execute(_event_upsert(dialect_name(session)),
                     [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows])
     return len(rows)
 
 
 @cache
 def _event_upsert(dialect: str):
-    table = Product.__table__
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    table = table_of(Product)
+    stmt = insert_for(dialect)(table)
     new = stmt.excluded
     is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
 
@@ -212,24 +206,24 @@ def validate_items(body: object) -> list[tuple[CatalogItem, set[str]]]:
 
 def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) -> dict:
     """Create or update every item; fields an item did not send keep their stored value."""
-    table = Product.__table__
+    table = table_of(Product)
     keys = [(item.sku, item.variant or "") for item, _ in items]
     existing: set[tuple[str, str]] = set()
     for start in range(0, len(keys), CHUNK):
         part = keys[start:start + CHUNK]
-        existing |= set(session.exec(select(Product.sku, Product.variant)
-                                     .where(tuple_(Product.sku, Product.variant).in_(part))).all())
+        existing |= set(session.exec(select(col(Product.sku), col(Product.variant))
+                                     .where(tuple_(col(Product.sku), col(Product.variant)).in_(part))).all())
     now = utcnow()
     groups: dict[frozenset[str], list[dict]] = {}
-    for item, fields in items:
-        fields = frozenset(fields - {"sku", "variant"})
+    for item, given in items:
+        fields = frozenset(given - {"sku", "variant"})
         row = item.model_dump()
         row["variant"] = item.variant or ""
         groups.setdefault(fields, []).append({**row, "in_stock": True if item.in_stock is None else item.in_stock,
                                               "source": "admin", "updated_at": now})
     for fields, rows in groups.items():
         for start in range(0, len(rows), CHUNK):
-            stmt = _insert(session)(table).values(rows[start:start + CHUNK])
+            stmt = insert_for(dialect_name(session))(table).values(rows[start:start + CHUNK])
             stmt = stmt.on_conflict_do_update(
                 index_elements=["sku", "variant"],
                 set_={**{f: stmt.excluded[f] for f in fields}, "source": "admin", "updated_at": now},
@@ -244,22 +238,18 @@ def product_view(row: Product) -> dict:
         "sku": row.sku, "variant": row.variant or None, "name": row.name, "category": row.category,
         "price": row.price, "currency": row.currency, "image_url": row.image_url, "url": row.url,
         "in_stock": row.in_stock, "bestseller_rank": row.bestseller_rank, "source": row.source,
-        "last_seen_at": _iso(row.last_seen_at), "updated_at": _iso(row.updated_at),
+        "last_seen_at": iso(row.last_seen_at), "updated_at": iso(row.updated_at),
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value is not None else None
 
 
 def list_products(session: Session, *, sku: str | None = None, category: str | None = None,
                   in_stock: bool | None = None, limit: int = 500, offset: int = 0) -> list[dict]:
     query = select(Product)
     if sku:
-        query = query.where(Product.sku == sku)
+        query = query.where(col(Product.sku) == sku)
     if category:
-        query = query.where(Product.category == category)
+        query = query.where(col(Product.category) == category)
     if in_stock is not None:
-        query = query.where(Product.in_stock.is_(in_stock))
-    query = query.order_by(Product.sku, Product.variant).limit(limit).offset(offset)
+        query = query.where(col(Product.in_stock).is_(in_stock))
+    query = query.order_by(col(Product.sku), col(Product.variant)).limit(limit).offset(offset)
     return [product_view(row) for row in session.exec(query).all()]

@@ -10,14 +10,10 @@ from pathlib import Path
 
 import orjson
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
+from store.dialect import dialect_name, insert_for, is_postgresql
 
 
 def _json(value: object) -> str:
@@ -26,7 +22,7 @@ def _json(value: object) -> str:
 
 def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
-    if url.get_backend_name() != "sqlite":
+    if is_postgresql(url):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_json)
 
     if url.database and url.database != ":memory:":
@@ -70,8 +66,7 @@ def transaction(engine: Engine) -> Iterator[Session]:
 
 def insert_ignoring_conflicts(session: Session, table):
     """INSERT … ON CONFLICT DO NOTHING for whichever database the session is on."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return insert(table).on_conflict_do_nothing()
+    return insert_for(dialect_name(session))(table).on_conflict_do_nothing()
 
 
 @contextmanager

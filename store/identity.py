@@ -7,21 +7,22 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import phonenumbers
-from sqlalchemy import delete, func, or_, text, tuple_, update
-from sqlmodel import Session, select
+from sqlalchemy import CursorResult, delete, func, or_, text, tuple_, update
+from sqlmodel import Session, col, select
 
 from store import outbox, suppression
 from store.db import insert_ignoring_conflicts
+from store.dialect import is_postgresql
 from store.models import (Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, OutboxRow, Person,
-                          Rejected, utcnow)
+                          Rejected, table_of, utcnow)
 
 STRONG_KINDS = ("user_id", "email", "phone")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -29,7 +30,7 @@ MAX_IDENTIFIER = 254
 T = TypeVar("T")
 
 # Tables whose rows belong to a person: re-pointed on merge, removed on delete.
-PERSON_OWNED = [Identifier, Event, Message, JourneyRun, JourneyLog]
+PERSON_OWNED: list[type[Any]] = [Identifier, Event, Message, JourneyRun, JourneyLog]
 
 
 class InvalidIdentifier(ValueError):
@@ -110,10 +111,6 @@ class LocksMoved(Exception):
     concurrent merge or delete moved an identifier in between) and someone else holds them."""
 
 
-def _postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _held(session: Session) -> set[str]:
     """Advisory locks this session's transaction holds (our sessions live for one transaction)."""
     return session.info.setdefault("breadcrumb_locks", set())
@@ -125,10 +122,10 @@ def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     in one global order, cannot deadlock; a person met later is only tried (`lock_person`).
     SQLite needs nothing: its writers already run one at a time."""
     keys = {(kind, value) for kind, value in keys if value}
-    if not _postgres(session) or not keys:
+    if not is_postgresql(session) or not keys:
         return
     people = session.exec(
-        select(Identifier.person_id).distinct().where(tuple_(Identifier.kind, Identifier.value).in_(list(keys)))
+        select(col(Identifier.person_id)).distinct().where(tuple_(col(Identifier.kind), col(Identifier.value)).in_(list(keys)))
     ).all()
     names = sorted({f"{kind}:{value}" for kind, value in keys} | {f"person:{p}" for p in people})
     session.execute(
@@ -142,7 +139,7 @@ def lock_person(session: Session, person_id: str) -> None:
     """Hold `person_id`'s lock before writing their rows, never waiting for it out of order: it was
     taken up front, or it is free now; otherwise `LocksMoved` (the caller runs again)."""
     name = f"person:{person_id}"
-    if not _postgres(session) or name in _held(session):
+    if not is_postgresql(session) or name in _held(session):
         return
     if not session.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": name}).scalar():
         raise LocksMoved(f"person {person_id} is locked by another transaction")
@@ -161,22 +158,23 @@ def retry_moved_locks(work: Callable[[], T], attempts: int = 5) -> T:
             if attempt == attempts:
                 raise
             time.sleep(random.uniform(0, 0.02 * attempt))
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
 def owner(session: Session, kind: str, value: str) -> str | None:
-    return session.exec(select(Identifier.person_id).where(Identifier.kind == kind, Identifier.value == value)).first()
+    return session.exec(select(col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value) == value)).first()
 
 
 def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
     if not values:
         return {}
-    rows = session.exec(select(Identifier.value, Identifier.person_id).where(Identifier.kind == kind, Identifier.value.in_(values)))
+    rows = session.exec(select(col(Identifier.value), col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value).in_(values)))
     return dict(rows.all())
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
     lock_person(session, person_id)
-    stmt = insert_ignoring_conflicts(session, Identifier.__table__).values(
+    stmt = insert_ignoring_conflicts(session, table_of(Identifier)).values(
         person_id=person_id, kind=kind, value=value, created_at=utcnow()
     )
     session.execute(stmt)
@@ -190,7 +188,7 @@ def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]]
         return True
     kinds = {kind for kind, _ in strong}
     existing = session.exec(
-        select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id, Identifier.kind.in_(kinds))
+        select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id, col(Identifier.kind).in_(kinds))
     ).all()
     claimed = set(strong)
     return any((kind, value) not in claimed for kind, value in existing)
@@ -240,9 +238,13 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
         person_id = device_owner
 
     created = person_id is None
-    if not created:
+    if person_id is None:
+        person = new_person(session, claim.at)
+    else:
         lock_person(session, person_id)
-    person = new_person(session, claim.at) if created else session.get(Person, person_id)
+        found = session.get(Person, person_id)
+        assert found is not None, "an identifier's owner exists while its lock is held"
+        person = found
     person_id = person.id
     resolution = Resolution(person_id=person_id, created=created)
     if len(known) > 1:
@@ -268,15 +270,15 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     if claim.anonymous_id:
         if device_owner is None:
             attach_identifier(session, person_id, "anonymous_id", claim.anonymous_id)
-            resolution.attached_events += session.execute(
+            resolution.attached_events += cast(CursorResult[Any], session.execute(
                 update(Event)
                 .where(
-                    Event.anonymous_id == claim.anonymous_id,
-                    Event.person_id.is_(None),
-                    Event.timestamp >= claim.at - merge_window,
+                    col(Event.anonymous_id) == claim.anonymous_id,
+                    col(Event.person_id).is_(None),
+                    col(Event.timestamp) >= claim.at - merge_window,
                 )
                 .values(person_id=person_id)
-            ).rowcount
+            )).rowcount
         elif device_owner != person_id:
             resolution.conflict = True
             session.add(
@@ -290,9 +292,9 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
             )
     if claim.user_id and "user_id" in theirs and strong_owners["user_id"] is None:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
-        resolution.attached_events += session.execute(
-            update(Event).where(Event.user_id == claim.user_id, Event.person_id.is_(None)).values(person_id=person_id)
-        ).rowcount
+        resolution.attached_events += cast(CursorResult[Any], session.execute(
+            update(Event).where(col(Event.user_id) == claim.user_id, col(Event.person_id).is_(None)).values(person_id=person_id)
+        )).rowcount
     # Contact traits only for identifiers that are this person's: never someone else's email.
     traits = {k: v for k, v in claim.traits.items() if k not in STRONG_KINDS or k in theirs}
     _apply_traits(person, replace(claim, traits=traits))
@@ -306,7 +308,9 @@ def update_device_owner(session: Session, claim: Claim) -> str | None:
     if person_id is None:
         return None
     lock_person(session, person_id)
-    _apply_traits(session.get(Person, person_id), claim)
+    person = session.get(Person, person_id)
+    assert person is not None, "an identifier's owner exists while its lock is held"
+    _apply_traits(person, claim)
     return person_id
 
 
@@ -340,11 +344,11 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     for table in PERSON_OWNED:
         session.execute(update(table).where(table.person_id == secondary_id).values(person_id=primary_id))
     session.execute(
-        update(IdentityConflict).where(IdentityConflict.owner_person_id == secondary_id).values(owner_person_id=primary_id)
+        update(IdentityConflict).where(col(IdentityConflict.owner_person_id) == secondary_id).values(owner_person_id=primary_id)
     )
     session.execute(
         update(IdentityConflict)
-        .where(IdentityConflict.claimant_person_id == secondary_id)
+        .where(col(IdentityConflict.claimant_person_id) == secondary_id)
         .values(claimant_person_id=primary_id)
     )
     primary.traits = {**(secondary.traits or {}), **(primary.traits or {})}
@@ -371,23 +375,23 @@ def delete_person(session: Session, person_id: str) -> bool:
     if person is None:
         return False
     lock_person(session, person_id)
-    identifiers = session.exec(select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id)).all()
+    identifiers = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)).all()
     suppression.keep_on_delete(session, person, identifiers)
     devices = [value for kind, value in identifiers if kind == "anonymous_id"]
     user_ids = [value for kind, value in identifiers if kind == "user_id"]
-    theirs = (Event.person_id == person_id) | (
-        Event.person_id.is_(None) & (Event.anonymous_id.in_(devices) | Event.user_id.in_(user_ids))
+    theirs = (col(Event.person_id) == person_id) | (
+        col(Event.person_id).is_(None) & (col(Event.anonymous_id).in_(devices) | col(Event.user_id).in_(user_ids))
     )
-    session.execute(delete(Rejected).where(_quarantine_naming(session, identifiers, select(Event.message_id).where(theirs))))
+    session.execute(delete(Rejected).where(_quarantine_naming(session, identifiers, select(col(Event.message_id)).where(theirs))))
     session.execute(delete(Event).where(theirs))
     for table in PERSON_OWNED:
         session.execute(delete(table).where(table.person_id == person_id))
     session.execute(
         delete(IdentityConflict).where(
-            (IdentityConflict.owner_person_id == person_id) | (IdentityConflict.claimant_person_id == person_id)
+            (col(IdentityConflict.owner_person_id) == person_id) | (col(IdentityConflict.claimant_person_id) == person_id)
         )
     )
-    session.execute(delete(OutboxRow).where(OutboxRow.person_id == person_id))
+    session.execute(delete(OutboxRow).where(col(OutboxRow.person_id) == person_id))
     session.delete(person)
     session.flush()
     outbox.signal(session, "erased", person_id)
@@ -400,7 +404,7 @@ IDENTIFIER_KEYS = {"user_id": ("userId", "user_id", "id", "previousId"),
                    "email": ("email",), "phone": ("phone",)}
 
 
-def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], their_message_ids):
+def _quarantine_naming(session: Session, identifiers: Sequence[tuple[str, str]], their_message_ids):
     """Quarantine rows about a person: kept for one of their stored messages, refused on a
     Customer.io path naming them (`/customers/{id or email}…`), or whose payload gives one of their
     identifiers under an identifier key (`"userId":"42"`, `"email":"…"` — a sku or a quantity that
@@ -408,15 +412,15 @@ def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], the
     pair is found exactly (case-sensitive, except for emails) alike on SQLite and PostgreSQL; a raw
     value that only normalises to the identifier (an email with spaces, a phone in another format)
     is found through the message's other identifiers."""
-    position = func.strpos if _postgres(session) else func.instr  # LIKE ignores case on SQLite
+    position = func.strpos if is_postgresql(session) else func.instr  # LIKE ignores case on SQLite
 
     def holds(column, needle: str):
         return position(column, needle) > 0
 
     named = []
     for kind, value in identifiers:  # emails are stored lower-case; any case in the input is theirs
-        payload, endpoint = ((func.lower(Rejected.payload), func.lower(Rejected.endpoint)) if kind == "email"
-                             else (Rejected.payload, Rejected.endpoint))
+        payload, endpoint = ((func.lower(col(Rejected.payload)), func.lower(col(Rejected.endpoint))) if kind == "email"
+                             else (col(Rejected.payload), col(Rejected.endpoint)))
         quoted = orjson.dumps(value).decode()
         for key in IDENTIFIER_KEYS.get(kind, ()):
             named.append(holds(payload, f'"{key}":{quoted}'))
@@ -424,4 +428,4 @@ def _quarantine_naming(session: Session, identifiers: list[tuple[str, str]], the
                 named += [holds(payload, f'"{key}":{value},'), holds(payload, f'"{key}":{value}}}')]
         if kind in ("user_id", "email"):
             named += [endpoint == f"/api/v1/customers/{value}", holds(endpoint, f"/api/v1/customers/{value}/")]
-    return or_(Rejected.message_id.in_(their_message_ids), *named)
+    return or_(col(Rejected.message_id).in_(their_message_ids), *named)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any, Optional, cast, overload
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Table, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -17,10 +17,28 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+
+
+@overload
+def as_utc(value: None) -> None: ...
+
+
 def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored moment as ISO 8601 in UTC (SQLite hands them back naive), for JSON answers."""
+    return as_utc(value).isoformat() if value is not None else None
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """A model's Core table, for set-based statements (SQLModel sets `__table__` at runtime only)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
 
 
 def _ts(**kw: Any) -> Any:
@@ -319,3 +337,20 @@ class ShopifyImportCheckpoint(SQLModel, table=True):
     started_at: datetime = _ts()
     updated_at: datetime = _ts()
     finished_at: Optional[datetime] = _ts(default=None)
+
+
+class Backtest(SQLModel, table=True):
+    """A backtest the API started (`POST /admin/backtest`): its outcome, written by the worker that
+    ran it on the backtest task queue, so every API process can answer for it. Progress while it
+    runs is the workflow's query (`simulation/backtest_job.py`)."""
+
+    __tablename__ = "backtests"
+
+    id: str = Field(primary_key=True, max_length=32)
+    status: str = Field(default="queued", max_length=16)  # queued (for Temporal) | running | done | failed
+    created_at: datetime = _ts()
+    job: dict = _json(default_factory=dict)  # what to simulate (simulation.backtest_job.BacktestJob)
+    finished_at: datetime | None = _ts(default=None)
+    total: int | None = None  # simulations, when finished
+    result: dict | None = _json(default=None)
+    error: str | None = Field(default=None, sa_type=Text)

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, select
 
 from store.db import insert_ignoring_conflicts, reading, transaction
+from store.dialect import is_postgresql
 from store.models import OutboxRow, as_utc, utcnow
 
 LEASE = timedelta(seconds=60)
@@ -65,7 +66,7 @@ def claim(engine: Engine, limit: int = 200, lease: timedelta = LEASE) -> Claim:
             .order_by(OutboxRow.id)
             .limit(limit)
         )
-        if engine.dialect.name == "postgresql":
+        if is_postgresql(engine):
             query = query.with_for_update(skip_locked=True)
         rows = list(session.exec(query).all())
         if rows:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 
 from sqlalchemy import or_
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from store.models import Event, Identifier, IdentityConflict, JourneyRun, Message, Person, Rejected, as_utc
-
-
-def _iso(value) -> str | None:
-    value = as_utc(value)
-    return value.isoformat() if value else None
+from store.models import Event, Identifier, IdentityConflict, JourneyRun, Message, Person, Rejected, iso
 
 
 def message_view(message: Message) -> dict:
@@ -28,8 +23,8 @@ def message_view(message: Message) -> dict:
         "reason": message.reason,
         "attempts": message.attempts,
         "idempotency_key": message.idempotency_key,
-        "created_at": _iso(message.created_at),
-        "sent_at": _iso(message.sent_at),
+        "created_at": iso(message.created_at),
+        "sent_at": iso(message.sent_at),
     }
 
 
@@ -44,15 +39,15 @@ def message_detail(session: Session, message_id: str) -> dict | None:
 
 
 def messages_of(session: Session, person_id: str | None = None, limit: int = 500) -> list[dict]:
-    query = select(Message).order_by(Message.created_at, Message.step).limit(limit)
+    query = select(Message).order_by(col(Message.created_at), col(Message.step)).limit(limit)
     if person_id:
-        query = query.where(Message.person_id == person_id)
+        query = query.where(col(Message.person_id) == person_id)
     return [message_view(m) for m in session.exec(query).all()]
 
 
 def journeys_of(session: Session, person_id: str) -> list[dict]:
     """Routing decisions and the journeys they started, oldest first."""
-    runs = session.exec(select(JourneyRun).where(JourneyRun.person_id == person_id).order_by(JourneyRun.started_at)).all()
+    runs = session.exec(select(JourneyRun).where(col(JourneyRun.person_id) == person_id).order_by(col(JourneyRun.started_at))).all()
     return [
         {
             "workflow_id": run.workflow_id,
@@ -61,8 +56,8 @@ def journeys_of(session: Session, person_id: str) -> list[dict]:
             "reason": run.reason,
             "cart_id": run.cart_id,
             "cart_value": run.cart_value,
-            "started_at": _iso(run.started_at),
-            "ended_at": _iso(run.ended_at),
+            "started_at": iso(run.started_at),
+            "ended_at": iso(run.ended_at),
         }
         for run in runs
     ]
@@ -74,11 +69,11 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
         return None
     identifiers: dict[str, list[str]] = {"user_id": [], "email": [], "phone": [], "anonymous_id": []}
     for kind, value in session.exec(
-        select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id).order_by(Identifier.id)
+        select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id).order_by(col(Identifier.id))
     ).all():
         identifiers.setdefault(kind, []).append(value)
     events = session.exec(
-        select(Event).where(Event.person_id == person_id).order_by(Event.timestamp, Event.id).limit(events_limit)
+        select(Event).where(col(Event.person_id) == person_id).order_by(col(Event.timestamp), col(Event.id)).limit(events_limit)
     ).all()
     return {
         "person_id": person.id,
@@ -92,8 +87,8 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
         "suppressed": person.suppressed,
         "email_unsubscribed": person.email_unsubscribed,
         "sms_consent": person.sms_consent,
-        "created_at": _iso(person.created_at),
-        "identified_at": _iso(person.identified_at),
+        "created_at": iso(person.created_at),
+        "identified_at": iso(person.identified_at),
         "events": [
             {
                 "name": e.name,
@@ -101,7 +96,7 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
                 "type": e.type,
                 "message_id": e.message_id,
                 "anonymous_id": e.anonymous_id,
-                "timestamp": _iso(e.timestamp),
+                "timestamp": iso(e.timestamp),
                 "source": e.source,
                 "properties": e.properties,
             }
@@ -113,11 +108,11 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
 
 
 def rejected(session: Session, limit: int = 100, offset: int = 0) -> list[dict]:
-    rows = session.exec(select(Rejected).order_by(Rejected.id.desc()).limit(limit).offset(offset)).all()
+    rows = session.exec(select(Rejected).order_by(col(Rejected.id).desc()).limit(limit).offset(offset)).all()
     return [
         {
             "id": r.id,
-            "received_at": _iso(r.received_at),
+            "received_at": iso(r.received_at),
             "api": r.api,
             "endpoint": r.endpoint,
             "message_id": r.message_id,
@@ -132,14 +127,14 @@ def conflicts(session: Session, limit: int = 100, offset: int = 0, person_id: st
     """Identity conflicts, newest first: who owned what, who claimed it, and the identify that did."""
     query = select(IdentityConflict)
     if person_id:
-        query = query.where(or_(IdentityConflict.owner_person_id == person_id,
-                                IdentityConflict.claimant_person_id == person_id))
-    rows = session.exec(query.order_by(IdentityConflict.id.desc()).limit(limit).offset(offset)).all()
+        query = query.where(or_(col(IdentityConflict.owner_person_id) == person_id,
+                                col(IdentityConflict.claimant_person_id) == person_id))
+    rows = session.exec(query.order_by(col(IdentityConflict.id).desc()).limit(limit).offset(offset)).all()
     return [
         {
             "id": c.id,
             "kind": c.kind,
-            "created_at": _iso(c.created_at),
+            "created_at": iso(c.created_at),
             "owner_person_id": c.owner_person_id,
             "claimant_person_id": c.claimant_person_id,
             "anonymous_id": c.anonymous_id,

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Seconds a process waits for Temporal to answer a new connection before it says why it could not.
     temporal_connect_timeout: float = Field(default=10.0, gt=0)
     task_queue: str = "breadcrumb"
+    backtest_task_queue: str = "backtest"  # backtests' queue: `breadcrumb worker --queue backtest` serves it
+    worker_serves_backtests: bool = False  # the journeys worker serves the backtest queue too (on in `breadcrumb dev`)
     write_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)  # public: they ship in the storefront
     # Secret keys of the shop's own servers: their calls are trusted (consent, new identifiers, merges,
     # source server). The Customer.io credentials are trusted the same way.

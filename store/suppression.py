@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from functools import cache
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from store.db import insert_ignoring_conflicts
-from store.models import Identifier, Person, Suppression, utcnow
+from store.models import Identifier, Person, Suppression, table_of, utcnow
 
 SUPPRESSED = "suppressed"  # nothing on any channel
 UNSUBSCRIBED = "unsubscribed"  # nothing on the identifier's own channel
@@ -37,7 +38,7 @@ def digest(kind: str, value: str) -> str:
     return hmac.new(_pepper(), f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
-def keep_on_delete(session: Session, person: Person, identifiers: list[tuple[str, str]]) -> int:
+def keep_on_delete(session: Session, person: Person, identifiers: Sequence[tuple[str, str]]) -> int:
     """Before `person` is deleted: list the identifiers they must not be messaged at again.
     Suppressed: every email and phone; unsubscribed from email: their emails. Returns how many."""
     kinds = {"email", "phone"} if person.suppressed else {"email"} if person.email_unsubscribed else set()
@@ -45,20 +46,20 @@ def keep_on_delete(session: Session, person: Person, identifiers: list[tuple[str
     entries = [dict(digest=digest(kind, value), kind=kind, reason=reason, created_at=utcnow())
                for kind, value in identifiers if kind in kinds]
     if entries:
-        session.execute(insert_ignoring_conflicts(session, Suppression.__table__).values(entries))
+        session.execute(insert_ignoring_conflicts(session, table_of(Suppression)).values(entries))
     return len(entries)
 
 
 def listed(session: Session, person_id: str, channel: str) -> str | None:
     """Why the list forbids messaging `person_id` on `channel`, or None: one of their emails or
     phones is suppressed (any channel), or this channel's identifier was unsubscribed."""
-    identifiers = session.exec(select(Identifier.kind, Identifier.value).where(
-        Identifier.person_id == person_id, Identifier.kind.in_(("email", "phone")))).all()
+    identifiers = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(
+        col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone")))).all()
     if not identifiers:
         return None
     digests = {digest(kind, value): kind for kind, value in identifiers}
-    for kind, reason in session.exec(select(Suppression.kind, Suppression.reason)
-                                     .where(Suppression.digest.in_(list(digests)))).all():
+    for kind, reason in session.exec(select(col(Suppression.kind), col(Suppression.reason))
+                                     .where(col(Suppression.digest).in_(list(digests)))).all():
         if reason == SUPPRESSED or CHANNEL_KIND.get(channel, kind) == kind:
             return f"{kind} on the suppression list ({reason} before their data was deleted)"
     return None

@@ -20,11 +20,11 @@ from datetime import datetime
 from dataclasses import replace
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from store.db import insert_ignoring_conflicts, transaction
 from store.identity import LocksMoved, lock_person, lock_up_front, retry_moved_locks
-from store.models import Event, Identifier, Message, Person, utcnow
+from store.models import Event, Identifier, Message, Person, table_of, utcnow
 
 VERSION = b"u1"
 CHANNELS = ("email", "sms")
@@ -103,7 +103,7 @@ def set_subscription(session: Session, claim: UnsubscribeClaim, subscribed: bool
         return person
     person.updated_at = at
     name = "Resubscribed" if subscribed else "Unsubscribed"
-    session.execute(insert_ignoring_conflicts(session, Event.__table__).values(
+    session.execute(insert_ignoring_conflicts(session, table_of(Event)).values(
         message_id=f"{name.lower()}:{claim.person_id}:{claim.channel}:{at.isoformat()}"[:255], type="track",
         name=name, original_name=name, person_id=claim.person_id,
         properties={"channel": claim.channel, "via": via, "message_id": claim.message_id},
@@ -116,7 +116,7 @@ def person_of(session: Session, claim: UnsubscribeClaim) -> str | None:
     """Who the link belongs to now: the person its message was re-pointed to by merges, else the
     person it was made for; None when they were deleted."""
     if claim.message_id:
-        owner = session.exec(select(Message.person_id).where(Message.id == claim.message_id)).first()
+        owner = session.exec(select(col(Message.person_id)).where(col(Message.id) == claim.message_id)).first()
         if owner:
             return owner
     return claim.person_id if session.get(Person, claim.person_id) is not None else None
@@ -132,7 +132,7 @@ def change_subscription(engine: Engine, claim: UnsubscribeClaim, subscribed: boo
             person_id = person_of(session, claim)
             if person_id is None:
                 return False
-            keys = session.exec(select(Identifier.kind, Identifier.value).where(Identifier.person_id == person_id)).all()
+            keys = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)).all()
             lock_up_front(session, keys)
             if person_of(session, claim) != person_id:  # merged away while we waited: resolve again
                 raise LocksMoved(f"person {person_id} was merged")

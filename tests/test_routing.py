@@ -16,7 +16,6 @@ from journeys.routing import (
     OpenCart,
     RouteDecision,
     decide_route,
-    has_purchased,
     holdout_bucket,
     intent_score,
     open_cart,
@@ -334,18 +333,6 @@ def test_intent_sum_does_not_miss_threshold_by_float_noise():
     weights = {t.PRODUCT_VIEWED: 0.1}
     events = [view(i * 5, f"s{i}") for i in range(3)]
     assert intent_score(events, weights, timedelta(days=1), NOW) == 0.3
-
-
-# --------------------------------------------------------------------------- purchases
-
-
-def test_has_purchased():
-    assert not has_purchased([add(0, "a", 10), view(1)])
-    events = [add(0, "a", 10), ev(t.ORDER_COMPLETED, 10, order_id="o-1")]
-    assert has_purchased(events)
-    assert has_purchased(events, before=T0 + timedelta(minutes=11))
-    assert not has_purchased(events, before=T0 + timedelta(minutes=10))  # strictly before
-    assert not has_purchased(events, before=T0)
 
 
 # --------------------------------------------------------------------------- decide_route

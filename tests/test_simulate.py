@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import httpx
 import pytest
 import pytest_asyncio
 from aiosmtpd.controller import Controller
@@ -31,7 +30,7 @@ from simulation.activities import (
     people_identified,
 )
 from activities.store_activities import StoreActivities, load_catalog, person_history, refresh_recent_orders
-from conftest import ADMIN_TOKEN, free_port
+from conftest import free_port
 from journey_harness import identify, track
 from journeys.personalise import Catalog, nothing_to_show, personalise
 from journeys.policy import parse_policy
@@ -393,27 +392,3 @@ async def test_backtest_reuse_gives_what_simulating_everyone_twice_gives(engine)
         assert abs(a - b) < 60
     assert (reused["changed"], [row["person_id"] for row in reused["top"]]) == (
         full["changed"], [row["person_id"] for row in full["top"]])
-
-
-def test_backtest_over_http(db, served):
-    populate(db.engine, policy(), 12, days=10, seed=5)
-    http = httpx.Client(base_url=served.url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
-    assert httpx.post(f"{served.url}/admin/backtest", json={}).status_code == 401
-    new = policy("4h").model_dump(mode="json")
-    bad = http.post("/admin/backtest", json={"config": {"cart_min_value": -1}})
-    assert bad.status_code == 400 and "cart_min_value" in bad.text
-    started = http.post("/admin/backtest", json={"since": "30d", "config": new, "limit": 10})
-    assert started.status_code == 202, started.text
-    job = started.json()["id"]
-    deadline = time.monotonic() + 90
-    while True:
-        body = http.get(f"/admin/backtest/{job}").json()
-        if body["status"] in ("done", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert body["status"] == "done", body
-    assert body["progress"] == {"done": 20, "total": 20}
-    assert body["result"]["people"] == 10
-    assert set(body["result"]["policies"]) == {"current", "new"}
-    assert http.get("/admin/backtest/nope").status_code == 404
-    assert db.scalar("SELECT count(*) FROM messages") == 0

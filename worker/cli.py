@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import typer
 from rich.console import Console
 from typer.core import TyperCommand
@@ -15,7 +17,7 @@ app = typer.Typer(help="Breadcrumb: anonymous intent → identity merge → dura
 console = Console()
 
 
-def _configured(delivery: bool = False) -> Settings:
+def _configured(delivery: bool | Callable[[Settings], bool] = False) -> Settings:
     """The settings of a process that talks to Temporal, or one line naming the variable to fix and
     exit status 1 — before anything starts."""
     from worker.preflight import (ConfigurationError, check_delivery, check_payload_keys, check_temporal_connection,
@@ -25,7 +27,7 @@ def _configured(delivery: bool = False) -> Settings:
         settings = load_settings()
         check_payload_keys(settings)
         check_temporal_connection(settings)
-        if delivery:
+        if delivery(settings) if callable(delivery) else delivery:
             check_delivery(settings)
     except ConfigurationError as error:
         Console(stderr=True, soft_wrap=True).print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
@@ -39,7 +41,7 @@ def migrate(db: str = typer.Option(None, help="Database URL (default: BREADCRUMB
     from store.db import make_engine
     from store.migrate import upgrade
 
-    settings = Settings(**({"database_url": db} if db else {}))
+    settings = Settings(database_url=db) if db else Settings()
     engine = make_engine(settings.database_url)
     upgrade(engine)
     engine.dispose()
@@ -73,17 +75,24 @@ def _started(start, settings: Settings, command: str):
 
 
 @app.command()
-def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker metrics for Prometheus on this port")) -> None:
-    """Run a Temporal worker: the hub and journey workflows and their activities. SIGTERM/SIGINT stop it gracefully."""
+def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker metrics for Prometheus on this port"),
+           queue: str = typer.Option(None, "--queue", help="The task queue to serve: BREADCRUMB_TASK_QUEUE (default: "
+                                     "hubs and journeys) or BREADCRUMB_BACKTEST_TASK_QUEUE (backtest: backtests only)")) -> None:
+    """Run a Temporal worker: the hub and journey workflows and their activities, or with --queue backtest the
+    backtests. SIGTERM/SIGINT stop it gracefully."""
     import asyncio
     import logging
 
     from store.db import make_engine
     from dispatch.temporal import TemporalConnectError, connect, metrics_runtime
-    from worker.worker import build_worker, run_until_signalled
+    from worker.worker import run_until_signalled, workers_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _configured(delivery=True)
+    settings = _configured(delivery=lambda s: queue != s.backtest_task_queue)  # a backtest worker sends nothing
+    if queue not in (None, settings.task_queue, settings.backtest_task_queue):
+        typer.echo(f"breadcrumb worker: --queue {queue}: serve {settings.task_queue} (hubs and journeys) or "
+                   f"{settings.backtest_task_queue} (backtests)", err=True)
+        raise typer.Exit(2)
 
     async def main() -> None:
         runtime = metrics_runtime(metrics_port) if metrics_port else None
@@ -94,7 +103,8 @@ def worker(metrics_port: int = typer.Option(None, help="Serve Temporal worker me
             raise typer.Exit(1) from None
         engine = make_engine(settings.database_url)
         try:
-            await run_until_signalled(build_worker(client, engine, settings))
+            workers, ready = workers_for(queue, client, engine, settings)
+            await run_until_signalled(*workers, ready=ready)
         finally:
             engine.dispose()
 

@@ -148,6 +148,7 @@ class DevStack:
         # The embedded dev server speaks plain gRPC: a production TLS/API-key setting must not reach it.
         for key in [key for key in self.env if key.startswith(("BREADCRUMB_TEMPORAL_TLS", "BREADCRUMB_TEMPORAL_API_KEY"))]:
             del self.env[key]
+        self.env.setdefault("BREADCRUMB_WORKER_SERVES_BACKTESTS", "true")  # the one worker runs backtests too
         self.api_url = f"http://{_reachable(host)}:{api_port}"
         # Links in messages (unsubscribe) point at this API, not at the default port.
         if not self.env.get("BREADCRUMB_PUBLIC_BASE_URL"):
@@ -241,10 +242,11 @@ class DevStack:
 
     def _migrate(self, settings: Settings) -> None:
         from store.db import make_engine  # imported here: Temporal is already booting meanwhile
+        from store.dialect import is_postgresql
         from store.migrate import upgrade
 
         url = make_url(settings.database_url)
-        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        if not is_postgresql(url) and url.database and url.database != ":memory:":
             Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         try:
@@ -265,6 +267,7 @@ class DevStack:
         prefix = Text(f"{name:>8} | ", style=COLOURS[name])
 
         def relay() -> None:
+            assert process.stdout is not None  # stdout=PIPE
             for line in process.stdout:
                 console.print(Text.assemble(prefix, line.rstrip()), highlight=False)
                 if ready_line is not None and ready_line in line:

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -39,7 +40,7 @@ def report_settings(db: str | None, config: str | None, data_dir: str | Path) ->
     Each of the database and the journey config comes from its option, else its BREADCRUMB_ variable,
     else the dev stack last started on `data_dir` (so the report agrees with the running stack's
     report page), else the default."""
-    overrides: dict[str, str] = {}
+    overrides: dict[str, Any] = {}
     stack = stack_file.read(data_dir)
     stack_values = stack[1] if stack else {}
     origins = []
@@ -49,7 +50,7 @@ def report_settings(db: str | None, config: str | None, data_dir: str | Path) ->
             overrides[field], origin = value, option
         elif os.environ.get(variable):
             origin = variable
-        elif stack_values.get(field):
+        elif stack and stack_values.get(field):
             overrides[field], origin = stack_values[field], str(stack[0])
         else:
             origin = "default"

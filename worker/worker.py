@@ -1,4 +1,4 @@
-"""The Temporal worker process: hub + journey workflows and the store activities."""
+"""The Temporal worker process: hub + journey workflows and the store activities; backtests on their own queue."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -15,11 +16,14 @@ from temporalio.worker import Worker
 from activities.channels import Channel, channels_from_settings
 from activities.render import Renderer
 from activities.store_activities import StoreActivities
+from simulation.backtest_activities import BacktestActivities
+from simulation.backtest_job import Backtest
 from store.settings import Settings
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("breadcrumb.worker")
 READY = "worker polling for hub and journey tasks"  # `breadcrumb dev` waits for this line before its banner
+BACKTEST_READY = "worker polling for backtest tasks"
 
 
 def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
@@ -48,13 +52,40 @@ def build_worker(client: Client, engine: Engine, settings: Settings, channels: d
     )
 
 
-async def run_until_signalled(worker: Worker) -> None:
+def build_backtest_worker(client: Client, engine: Engine, settings: Settings) -> Worker:
+    """The worker of the backtest task queue: the backtest workflow and its simulation activity, one
+    backtest at a time (it runs a shard process per CPU of its own)."""
+    return Worker(
+        client,
+        task_queue=settings.backtest_task_queue,
+        workflows=[Backtest],
+        activities=BacktestActivities(engine).all(),
+        max_concurrent_activities=1,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace),
+    )
+
+
+def workers_for(queue: str | None, client: Client, engine: Engine, settings: Settings) -> tuple[list[Worker], str]:
+    """The workers `breadcrumb worker --queue …` runs, and the line it logs once they poll: the
+    backtest queue alone, or the journeys queue (the default; with the backtest queue too under
+    BREADCRUMB_WORKER_SERVES_BACKTESTS)."""
+    if queue == settings.backtest_task_queue:
+        return [build_backtest_worker(client, engine, settings)], BACKTEST_READY
+    workers = [build_worker(client, engine, settings)]
+    if settings.worker_serves_backtests:
+        workers.append(build_backtest_worker(client, engine, settings))
+    return workers, READY
+
+
+async def run_until_signalled(*workers: Worker, ready: str = READY) -> None:
     """Run until SIGINT/SIGTERM, then let in-flight tasks finish (graceful shutdown)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        log.info(READY)
+    async with AsyncExitStack() as running:
+        for worker in workers:
+            await running.enter_async_context(worker)
+        log.info(ready)
         await stop.wait()
         log.info("shutting down the worker")

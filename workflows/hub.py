@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from journeys.policy import JOURNEY_NAMES
     from journeys.routing import RouteDecision, decide_route
     from workflows import search
     from workflows.journey import STORE_CALL
@@ -34,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
 
 # A running journey is only replaced by a more urgent one (welcome → browse → cart).
 PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_recovery": 3}
-JOURNEYS = ("cart_recovery", "browse_recovery", "welcome")
 DECISIONS_KEPT = 20
 LOCAL_STORE_CALLS = "hub-local-store-calls"
 # `start_journey` writes the routing decision to the store. As a local activity it wrote before the
@@ -178,7 +179,7 @@ class Hub:
             self.state.journeys_started = max(self.state.journeys_started, context.journeys_count)
         now = workflow.now()
         workflow_id = None
-        if decision.route in JOURNEYS:
+        if decision.route in JOURNEY_NAMES:
             self.state.journeys_started += 1
             number = workflow.uuid4().hex if unique else self.state.journeys_started
             workflow_id = f"{decision.route}-{self.person_id}-{number}"
@@ -224,7 +225,7 @@ class Hub:
             self.watched = workflow_id
             asyncio.create_task(self._follow(handle))
 
-    async def _follow(self, handle: workflow.ChildWorkflowHandle) -> None:
+    async def _follow(self, handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
         """Wait for the journey this run started to close; an abnormal end re-routes the person."""
         try:
             await handle
@@ -237,6 +238,8 @@ class Hub:
         """A journey an earlier run started cannot be followed as a child: poke it; a journey that no
         longer runs and never said it ended (`journey_ended`) ended abnormally."""
         journey = self.state.journey
+        if journey is None:
+            return
         try:
             await workflow.get_external_workflow_handle(journey.workflow_id).signal("hub_check")
         except Exception:  # not running any more
@@ -250,7 +253,7 @@ class Hub:
         if failure:
             workflow.set_current_details(f"journey {workflow_id} ended abnormally ({failure}): re-routing")
 
-    async def _store_call(self, name: str, argument, result_type, writes: bool = False):
+    async def _store_call(self, name: str, argument: Any, result_type: type[Any], writes: bool = False) -> Any:
         """The hub's short store reads run as local activities: no extra round trip through the server
         between identify and the routing decision. Its write of the decision is a regular activity
         (see DURABLE_DECISION). Histories recorded before either change still replay."""

@@ -3,7 +3,8 @@ guardrails before every send and sleeps through frequency caps and quiet hours."
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -11,6 +12,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from journeys.guardrails import earliest_send
+    from journeys.policy import JourneyName
     from workflows import search
     from workflows.models import (
         JourneyEnded,
@@ -29,14 +31,14 @@ NOT_RETRYABLE = ["TemplateProblem", "TemplateError", "DeliveryConfigError"]
 # Store calls ride out a database restart or fail-over, then give up: 20 attempts, at most 30 minutes.
 # One attempt is a few short queries: 15 s start-to-close lets a SIGKILLed worker's call be retried
 # soon (it cannot heartbeat) while leaving a busy database room to answer.
-STORE_CALL = dict(start_to_close_timeout=timedelta(seconds=15), schedule_to_close_timeout=timedelta(minutes=30),
+STORE_CALL: dict[str, Any] = dict(start_to_close_timeout=timedelta(seconds=15), schedule_to_close_timeout=timedelta(minutes=30),
                   retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
                                            maximum_attempts=20, non_retryable_error_types=NOT_RETRYABLE))
 # A send heartbeats (activities/attempt.py), so a dead worker's send is retried ~10 s after it went
 # quiet instead of after the whole start-to-close; one delivery (BREADCRUMB_DELIVERY_DEADLINE, at most
 # 50 s) after waiting out another attempt's lease fits in the start-to-close. A relay that stays down
 # is retried for up to 6 hours, then the step is recorded as failed and the journey goes on.
-SEND_CALL = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=10),
+SEND_CALL: dict[str, Any] = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=10),
                  schedule_to_close_timeout=timedelta(hours=6),
                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5),
                                           non_retryable_error_types=NOT_RETRYABLE))
@@ -56,7 +58,8 @@ GIVE_UP_WITH_A_REASON = "give-up-with-a-reason"
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
     """The first guardrail that ends the journey, in the contract's order: has not purchased,
-    suppression/consent, cart still open (cart recovery), someone to send to."""
+    suppression/consent, cart still open (cart recovery). No one to send to on this channel is a
+    `channel_blocked` (the step is skipped), never a reason to stop."""
     if not check.person_exists:
         return "person deleted"
     if check.purchased:
@@ -65,16 +68,14 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return check.suppressed
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
-    if not check.reachable and not check.channel_blocked:
-        return "no address for this channel"
     return None
 
 
 def cause(error: ActivityError) -> str:
     """Why an activity finally failed, in one line: the last attempt's error, or the timeout."""
-    inner = error.cause
-    while inner is not None and inner.cause is not None and not str(inner):
-        inner = inner.cause
+    inner: BaseException | None = error.cause
+    while inner is not None and (deeper := getattr(inner, "cause", None)) is not None and not str(inner):
+        inner = deeper
     if inner is None:
         return str(error)
     kind = getattr(inner, "type", None) or type(inner).__name__
@@ -89,15 +90,20 @@ class Journey:
         self.state: JourneyState | None = None
         self.stop_reason: str | None = None
 
+    @property
+    def _current(self) -> JourneyState:
+        assert self.state is not None, "run_steps sets the state before anything reads it"
+        return self.state
+
     async def run_steps(self, journey: JourneyInput) -> JourneyState:
         info = workflow.info()
         self.state = JourneyState(route=journey.route)
-        steps = journey.policy.journeys[journey.route].steps
+        steps = journey.policy.journeys[cast(JourneyName, journey.route)].steps
         for index, step in enumerate(steps, 1):
-            self.state.step = index
+            self._current.step = index
             self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.template})")
             if await self._stopped_within(step.delay):
-                return await self._end(journey, "exited", self.stop_reason)
+                return await self._end(journey, "exited", self.stop_reason or "")
             while True:
                 try:
                     check: SendCheck = await workflow.execute_activity(
@@ -125,7 +131,7 @@ class Journey:
                 await self._note(journey, "waiting", f"{label} until {wait.until.isoformat()}", step=index,
                                  until=wait.until)
                 if await self._stopped_within(wait.until - workflow.now()):
-                    return await self._end(journey, "exited", self.stop_reason, step=index)
+                    return await self._end(journey, "exited", self.stop_reason or "", step=index)
             if check.channel_blocked:
                 blocked = check.channel_blocked
                 later = [s for s in steps[index:] if s.channel != step.channel]
@@ -148,10 +154,10 @@ class Journey:
                 if not workflow.patched(GIVE_UP_WITH_A_REASON):
                     raise
                 reason = f"step {index} ({step.template}) not sent: {cause(error)}"
-                self.state.sent.append(f"step {index}: failed")
+                self._current.sent.append(f"step {index}: failed")
                 await self._note(journey, "failed", reason, step=index)
                 continue
-            self.state.sent.append(f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+            self._current.sent.append(f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
             if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
                 return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)
         return await self._end(journey, "completed", f"all {len(steps)} steps done")
@@ -168,17 +174,17 @@ class Journey:
                 pass
         return self.stop_reason is not None
 
-    def _waiting(self, what: str, until, label: str) -> None:
-        self.state.waiting_for, self.state.waiting_until = what, until
+    def _waiting(self, what: str, until: datetime, label: str) -> None:
+        self._current.waiting_for, self._current.waiting_until = what, until
         self._status("waiting" if what == "delay" else f"waiting_{what}")
         workflow.set_current_details(f"{label}: waiting for {what.replace('_', ' ')} until {until.isoformat()}")
 
     def _status(self, status: str) -> None:
-        self.state.status = status
+        self._current.status = status
         workflow.upsert_search_attributes([search.STATUS.value_set(status)])
 
-    async def _note(self, journey: JourneyInput, kind: str, reason: str, **extra) -> None:
-        self.state.notes.append(f"{kind}: {reason}")
+    async def _note(self, journey: JourneyInput, kind: str, reason: str, **extra: Any) -> None:
+        self._current.notes.append(f"{kind}: {reason}")
         await workflow.execute_activity(
             "record_journey_note",
             JourneyNote(workflow_id=workflow.info().workflow_id, person_id=journey.person_id, journey=journey.route,
@@ -187,7 +193,7 @@ class Journey:
         )
 
     async def _end(self, journey: JourneyInput, status: str, reason: str, step: int | None = None) -> JourneyState:
-        self.state.waiting_for = self.state.waiting_until = None
+        self._current.waiting_for = self._current.waiting_until = None
         await self._note(journey, "exit" if status == "exited" else "completed", reason, step=step, final_status=status)
         self._status(status)
         workflow.set_current_details(f"{status}: {reason}")
@@ -197,7 +203,7 @@ class Journey:
             )
         except Exception:  # the hub may already be gone (erased person); nothing is waiting for us then
             pass
-        return self.state
+        return self._current
 
 
 @workflow.defn(name="cart_recovery")
@@ -216,7 +222,7 @@ class CartRecovery(Journey):
 
     @workflow.query(name="state")
     def query_state(self) -> JourneyState | None:
-        return self.state
+        return self._current
 
 
 @workflow.defn(name="browse_recovery")
@@ -232,5 +238,3 @@ class Welcome(CartRecovery):
     async def run(self, journey: JourneyInput) -> JourneyState:
         return await self.run_steps(journey)
 
-
-JOURNEY_WORKFLOWS = {"cart_recovery": CartRecovery, "browse_recovery": BrowseRecovery, "welcome": Welcome}

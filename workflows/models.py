@@ -13,9 +13,7 @@ from pydantic import BaseModel, model_validator
 
 from journeys.history import PersonHistory
 from journeys.policy import Policy
-
-HubSignalKind = Literal["identified", "activity", "purchased", "merged", "absorbed", "erased"]
-
+from journeys.send_rules import SendCheck as SendCheck  # defined beside the rule that fills it
 
 class HubSignal(BaseModel):
     """What woke the hub; the outbox payload of one row."""
@@ -75,7 +73,7 @@ class PersonLookup(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_person_id(cls, data):
+    def _from_person_id(cls, data: object) -> object:
         # Hubs scheduled before the lookup existed ask with the bare person id.
         return {"person_id": data} if isinstance(data, str) else data
 
@@ -123,27 +121,6 @@ class SendCheckInput(BaseModel):
     cart_id: str | None = None
 
 
-class SendCheck(BaseModel):
-    """Everything a journey re-checks before a send, read fresh from the store."""
-
-    person_exists: bool = True
-    purchased: str | None = None  # why we think they bought, e.g. "order o-1 at …"
-    suppressed: str | None = None  # why they must not be messaged at all (ends the journey)
-    channel_blocked: str | None = None  # why this step's channel cannot reach them (skips the step)
-    cart_open: bool = True
-    reachable: bool = True  # the person has an address for this channel (the address stays in the store)
-    last_message_at: datetime | None = None
-    timezone: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_recorded_recipient(cls, data):
-        """Histories recorded before `reachable` carry the address itself: read whether there was one."""
-        if isinstance(data, dict) and "recipient" in data and "reachable" not in data:
-            data = {**data, "reachable": bool(data["recipient"])}
-        return data
-
-
 class SendInput(BaseModel):
     workflow_id: str
     person_id: str
@@ -162,7 +139,6 @@ class SendResult(BaseModel):
     message_id: str
     status: str
     reason: str | None = None
-    duplicate: bool = False
     # The send's own re-check found what ends the journey (a purchase, a suppression, a closed cart,
     # the person gone) while the message waited for its relay: `reason` says which.
     ends_journey: bool = False

@@ -1,5 +1,7 @@
 """Search attributes that make journeys findable in the Temporal UI. No email or phone ever goes here."""
 
+from typing import Any
+
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 PERSON_ID = SearchAttributeKey.for_keyword("BreadcrumbPersonId")
@@ -12,7 +14,7 @@ ALL = (PERSON_ID, ROUTE, STATUS, CART_VALUE)
 
 def attributes(person_id: str, route: str | None = None, status: str | None = None,
                cart_value: float | None = None) -> TypedSearchAttributes:
-    pairs = [SearchAttributePair(PERSON_ID, person_id)]
+    pairs: list[SearchAttributePair[Any]] = [SearchAttributePair(PERSON_ID, person_id)]
     if route:
         pairs.append(SearchAttributePair(ROUTE, route))
     if status:
