@@ -5,11 +5,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from store import queries
-from store.models import Event, IdentityConflict, JourneyLog, Message, as_utc
-
-
-def _iso(value) -> str | None:
-    return as_utc(value).isoformat() if value else None
+from store.models import Event, IdentityConflict, JourneyLog, Message, iso
 
 
 def person_export(session: Session, person_id: str) -> dict | None:
@@ -29,7 +25,7 @@ def person_export(session: Session, person_id: str) -> dict | None:
     return {
         **profile,
         "events": [
-            {**view, "context": e.context, "received_at": _iso(e.received_at), "user_id": e.user_id}
+            {**view, "context": e.context, "received_at": iso(e.received_at), "user_id": e.user_id}
             for view, e in zip(profile["events"], events, strict=True)
         ],
         "messages": [queries.message_detail(session, m.id) for m in messages],
@@ -40,12 +36,12 @@ def person_export(session: Session, person_id: str) -> dict | None:
                 "step": n.step,
                 "kind": n.kind,
                 "reason": n.reason,
-                "at": _iso(n.at),
-                "until": _iso(n.until),
+                "at": iso(n.at),
+                "until": iso(n.until),
             }
             for n in log
         ],
         "identity_conflicts": [
-            {"kind": c.kind, "anonymous_id": c.anonymous_id, "created_at": _iso(c.created_at)} for c in conflicts
+            {"kind": c.kind, "anonymous_id": c.anonymous_id, "created_at": iso(c.created_at)} for c in conflicts
         ],
     }

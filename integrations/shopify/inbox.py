@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 from integrations.shopify.mapping import API, TopicOutcome, UnusableWebhook, apply_topic
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.ingest import Quarantined, quarantine
-from store.models import ShopifyWebhook, as_utc, utcnow
+from store.models import ShopifyWebhook, iso, utcnow
 from store.settings import Settings
 
 log = logging.getLogger("breadcrumb.shopify")
@@ -128,12 +128,12 @@ def recent(engine: Engine, status: str | None = None, limit: int = 100) -> list[
             "webhook_id": r.webhook_id,
             "topic": r.topic,
             "shop_domain": r.shop_domain,
-            "received_at": as_utc(r.received_at).isoformat(),
+            "received_at": iso(r.received_at),
             "status": r.status,
             "attempts": r.attempts,
             "outcome": r.outcome,
             "person_id": r.person_id,
-            "applied_at": as_utc(r.applied_at).isoformat() if r.applied_at else None,
+            "applied_at": iso(r.applied_at),
         }
         for r in rows
     ]
