@@ -98,7 +98,7 @@ def list_webhooks(
 async def retry_webhooks(
     request: Request, settings: Settings = Depends(get_settings), engine: Engine = Depends(get_engine)
 ) -> dict:
-    applied = await run_in_threadpool(inbox.sweep, engine, settings, timedelta(0), 1000)
+    applied = await run_in_threadpool(inbox.sweep, engine, settings, timedelta(0), 1000, 2**31 - 1)
     nudge_dispatcher(request)
     return {"applied": applied}
 

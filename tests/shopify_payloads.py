@@ -256,25 +256,24 @@ def inventory_level(inventory_item_id: int, available: int, location_id: int = 2
     }
 
 
-def redact(customer: dict | None = None) -> dict:
+def _compliance(customer: dict | None, orders_key: str, **extra) -> dict:
+    """A compliance topic's body: the shop, the customer it is about and their orders."""
     customer = customer or CUSTOMER
     return {
         "shop_id": 954889,
         "shop_domain": SHOP,
-        "orders_to_redact": [820982911946154508],
+        orders_key: [820982911946154508],
         "customer": {"id": customer["id"], "email": customer["email"], "phone": customer["phone"]},
+        **extra,
     }
+
+
+def redact(customer: dict | None = None) -> dict:
+    return _compliance(customer, "orders_to_redact")
 
 
 def data_request(customer: dict | None = None) -> dict:
-    customer = customer or CUSTOMER
-    return {
-        "shop_id": 954889,
-        "shop_domain": SHOP,
-        "orders_requested": [820982911946154508],
-        "customer": {"id": customer["id"], "email": customer["email"], "phone": customer["phone"]},
-        "data_request": {"id": 9999},
-    }
+    return _compliance(customer, "orders_requested", data_request={"id": 9999})
 
 
 def headers(topic: str, body: bytes, secret: str | None = SECRET, webhook_id: str | None = None) -> dict:

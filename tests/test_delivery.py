@@ -442,7 +442,7 @@ def test_template_error_the_start_up_check_missed_fails_the_message_once(db, smt
     send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
     result = activities.send_step(send)  # returns: Temporal does not retry it
     assert result.status == "failed" and not result.duplicate
-    assert result.reason == ("template error: templates/cart_recovery_1.html.j2 line 12: UndefinedError: "
+    assert result.reason == ("template error: templates/cart_recovery_1.html.j2 line 15: UndefinedError: "
                              "'big_cart_note' is undefined")
     assert activities.send_step(send).duplicate and smtp.mailbox.received == []
     assert db.rows("SELECT status, reason, attempts FROM messages") == [("failed", result.reason, 0)]

@@ -29,6 +29,7 @@ log = logging.getLogger("breadcrumb.shopify")
 
 SWEEP_AFTER = timedelta(seconds=60)  # a pending row this old is not being applied by its own request
 SWEEP_BATCH = 20
+SWEEP_ATTEMPTS = 10  # then only the admin's retry tries again (the row stays pending and listed)
 ERROR_KEEP = 2000
 
 
@@ -91,14 +92,22 @@ def _finish(session: Session, webhook_id: str, status: str, outcome: str, person
     )
 
 
-def sweep(engine: Engine, settings: Settings, older_than: timedelta = SWEEP_AFTER, limit: int = SWEEP_BATCH) -> int:
-    """Apply again pending webhooks received more than `older_than` ago; returns how many were applied."""
+def sweep(
+    engine: Engine,
+    settings: Settings,
+    older_than: timedelta = SWEEP_AFTER,
+    limit: int = SWEEP_BATCH,
+    max_attempts: int = SWEEP_ATTEMPTS,
+) -> int:
+    """Apply again pending webhooks received more than `older_than` ago and tried fewer than
+    `max_attempts` times; returns how many were applied."""
     with Session(reading(engine)) as session:
         rows = session.exec(
             select(ShopifyWebhook)
             .where(
                 ShopifyWebhook.status == "pending",
                 ShopifyWebhook.body.is_not(None),
+                ShopifyWebhook.attempts < max_attempts,
                 ShopifyWebhook.received_at < utcnow() - older_than,
             )
             .order_by(ShopifyWebhook.received_at)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, update
 from sqlmodel import Session, select
 
@@ -449,9 +450,17 @@ def _image_of(product: dict, variant: dict) -> str | None:
     images = [i for i in product.get("images") or () if isinstance(i, dict)]
     for image in images:
         if variant.get("image_id") is not None and image.get("id") == variant.get("image_id"):
-            return _text_url(image.get("src"))
+            return _absolute(image.get("src"))
     main = product.get("image") if isinstance(product.get("image"), dict) else (images[0] if images else {})
-    return _text_url(main.get("src"))
+    return _absolute(main.get("src"))
+
+
+def _absolute(src: object) -> str | None:
+    """An image link mail clients can load: Shopify's CDN links, protocol-relative ones made https."""
+    src = _text_url(src)
+    if src and src.startswith("//"):
+        src = "https:" + src
+    return src if src and src.lower().startswith(("https://", "http://")) else None
 
 
 def _product(call: _Call, payload: dict) -> TopicOutcome:
@@ -463,7 +472,7 @@ def _product(call: _Call, payload: dict) -> TopicOutcome:
     handle = _text(payload.get("handle"))
     active = payload.get("status", "active") == "active"
     variants = [v for v in payload.get("variants") or () if isinstance(v, dict) and shopify_id(v.get("id"))]
-    title = (_text(payload.get("title")) or "")[: catalog.LIMITS["name"]]
+    title = _text(payload.get("title")) or ""
     with transaction(call.engine) as session:
         items = []
         for variant in variants:
@@ -473,14 +482,17 @@ def _product(call: _Call, payload: dict) -> TopicOutcome:
             fields = {
                 "sku": product_id,
                 "variant": shopify_id(variant["id"]),
-                "name": name or None,
+                "name": name[: catalog.LIMITS["name"]] or None,
                 "category": _text(payload.get("product_type")),
                 "price": money(variant.get("price")),
                 "image_url": _image_of(payload, variant),
                 "url": f"https://{call.shop_domain}/products/{handle}" if handle and call.shop_domain else None,
                 "in_stock": active and _variant_in_stock(variant, levels),
             }
-            item = catalog.CatalogItem.model_validate({k: v for k, v in fields.items() if v is not None})
+            try:
+                item = catalog.CatalogItem.model_validate({k: v for k, v in fields.items() if v is not None})
+            except ValidationError as exc:
+                raise UnusableWebhook(f"{call.topic}: variant {fields['variant']}: {exc.errors()[0]['msg']}") from None
             items.append((item, set(item.model_fields_set)))
         if items:
             catalog.upsert_admin(session, items)
