@@ -33,6 +33,7 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY dispatch ./dispatch
 COPY simulation ./simulation
+COPY integrations ./integrations
 COPY worker ./worker
 COPY templates ./templates
 COPY examples ./examples
