@@ -7,7 +7,7 @@ window is unattributed. Revenue comes from the order's `revenue`, else `total`, 
 property — the first that is a number (strings and booleans are not money; the same rule ingest
 uses when it signals the purchase to the hub).
 
-Pure: no I/O, no clock. `store/reports.py` runs the same rules as set-based SQL over the whole
+Pure: no I/O, no clock. `store/reports/` runs the same rules as set-based SQL over the whole
 store; the tests check the two agree on generated histories, so this module is the readable
 specification of the figures the reports print.
 """

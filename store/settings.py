@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 from journeys.links import LinkHosts
-from journeys.policy import Policy, load_policy
+from journeys.policy import Duration, Policy, load_policy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHOPIFY_HOSTS = "*.myshopify.com"
@@ -114,9 +114,16 @@ class Settings(BaseSettings):
     rate_limit_server: int = Field(default=60000, ge=0)  # /v1/* per server key, /api/v1/* per Customer.io site id
     metrics_enabled: bool = True  # GET /metrics
     demo_store_enabled: bool = True  # the demo storefront under /demo; turn off in production
+    # Events older than this (by when they occurred: 400d, 90d…) are deleted by `breadcrumb maintenance`; off when unset.
+    event_retention: Duration | None = None
 
     _split_lists = field_validator("write_keys", "server_write_keys", "link_hosts", "unsubscribe_secret",
                                    "codec_cors_origins", "shopify_webhook_secret", mode="before")(_comma_list)
+
+    @field_validator("event_retention", mode="before")
+    @classmethod
+    def _retention_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "off") else value
 
     @model_validator(mode="after")
     def _grace_outlasts_a_delivery(self) -> "Settings":

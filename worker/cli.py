@@ -278,5 +278,29 @@ def shopify_import(shop: str = typer.Option(..., "--shop", help="The shop's doma
     raise typer.Exit(run_import(console, _configured(), shop, token, days, restart, api_version, base_url))
 
 
+@app.command()
+def maintenance(db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)")) -> None:
+    """Delete events past BREADCRUMB_EVENT_RETENTION and never-identified anonymous events older than the
+    merge window. Idempotent: run it daily from cron."""
+    from datetime import UTC, datetime
+
+    from store.db import make_engine
+    from store.retention import expire_events
+    from worker.preflight import ConfigurationError, load_settings
+
+    try:
+        settings = load_settings(**({"database_url": db} if db else {}))
+    except ConfigurationError as error:
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]breadcrumb:[/] {error}", highlight=False)
+        raise typer.Exit(1) from None
+    engine = make_engine(settings.database_url)
+    try:
+        expired = expire_events(engine, datetime.now(UTC), settings.event_retention, settings.policy.merge_window)
+    finally:
+        engine.dispose()
+    console.print(f"Deleted {expired.past_retention} events past retention and {expired.never_identified} "
+                  "anonymous events that can no longer merge.")
+
+
 if __name__ == "__main__":
     app()

@@ -1,5 +1,5 @@
 """`breadcrumb report` — the journey report and the tracking-health report as rich tables, read
-straight from the store (set-based SQL in store/reports.py), or a signed link to the report page."""
+straight from the store (set-based SQL in store/reports/), or a signed link to the report page."""
 
 from __future__ import annotations
 
