@@ -32,6 +32,7 @@ COPY journeys ./journeys
 COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
+COPY integrations ./integrations
 COPY templates ./templates
 COPY examples ./examples
 RUN pip install --no-deps -e . \

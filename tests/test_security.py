@@ -36,6 +36,7 @@ PUBLIC = {
     r"^/breadcrumb\.js$": "the tracking snippet a storefront loads",
     r"^/u/\{token\}(/resubscribe|/confirm)?$": "unsubscribe link: its own signed-token check (tested below)",
     r"^/codec/login$": "the codec's signed login link: its own signature check (tests/test_codec.py)",
+    r"^/shopify/webhooks$": "Shopify webhooks: their own HMAC check over the raw body (tests/test_shopify_webhooks.py)",
 }
 # The codec (Temporal UI's payload decoder) takes the admin token, like /admin.
 DOORS = {"/v1/": "segment", "/api/v1/": "customerio", "/admin/": "admin", "/codec/": "admin"}
