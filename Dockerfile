@@ -35,6 +35,7 @@ COPY dispatch ./dispatch
 COPY simulation ./simulation
 COPY integrations ./integrations
 COPY worker ./worker
+COPY integrations ./integrations
 COPY templates ./templates
 COPY examples ./examples
 RUN pip install --no-deps -e . \
