@@ -13,6 +13,8 @@ CHECKOUT_STARTED = "Checkout Started"
 EMAIL_CAPTURED = "Email Captured"
 QUIZ_ANSWERED = "Quiz Answered"
 ORDER_COMPLETED = "Order Completed"
+# Not a journey trigger: a shop's cancellation of an order (order_id); reports leave that order's revenue out.
+ORDER_CANCELLED = "Order Cancelled"
 
 CANONICAL_EVENTS: tuple[str, ...] = (
     PRODUCT_VIEWED,

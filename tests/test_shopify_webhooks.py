@@ -244,11 +244,15 @@ def test_a_completed_checkout_closes_the_cart_and_the_order_still_counts_once(sh
     assert open_cart(history_of(db, person_id).events) is None
 
 
-def test_a_cancelled_order_is_marked_for_reports(shop, db):
+def test_a_cancelled_order_is_marked_for_reports_and_its_revenue_reversed(shop, db):
     send(shop, "orders/create", shopify.order())
+    policy = settings_for(db.url).policy
+    assert reports.summary(db.engine, policy)["revenue"]["orders"] == 1
     send(shop, "orders/cancelled", shopify.order(cancelled_at=shopify.ago(1), cancel_reason="customer"))
     rows = db.rows("SELECT name, order_id FROM events ORDER BY name")
     assert rows == [("Order Cancelled", "820982911946154508"), ("Order Completed", "820982911946154508")]
+    revenue = reports.summary(db.engine, policy)["revenue"]
+    assert revenue["orders"] == 0 and revenue["revenue"] == 0.0
 
 
 # --- customers -----------------------------------------------------------------------------------

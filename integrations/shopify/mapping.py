@@ -52,7 +52,6 @@ from store.settings import Settings
 log = logging.getLogger("breadcrumb.shopify")
 
 ANONYMOUS_ID_ATTRIBUTE = "_breadcrumb_anonymous_id"
-ORDER_CANCELLED = "Order Cancelled"  # reports leave out orders with one of these (order_id)
 API = "shopify"
 
 
@@ -370,7 +369,7 @@ def _order_cancelled(call: _Call, payload: dict) -> TopicOutcome:
     cancelled = _incoming(
         call,
         "track",
-        ORDER_CANCELLED,
+        taxonomy.ORDER_CANCELLED,
         f"{order.message_id}:cancelled",
         at,
         {

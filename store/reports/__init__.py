@@ -11,7 +11,9 @@ Definitions (the README's "Reports" section says the same in prose):
   Both ends are optional (open).
 - **Orders**: `Order Completed` events that are not the other copy of one already stored
   (`duplicate_of IS NULL`), one per `order_id` (the event's message id when it has none);
-  revenue from `revenue`, else `total`, else `value` (the first that is a number).
+  revenue from `revenue`, else `total`, else `value` (the first that is a number). An order the
+  shop cancelled (an `Order Cancelled` with its `order_id`) is left out of revenue, attribution and
+  recovery; first-purchase conversion still counts the purchase.
 - **Attribution** (`journeys/attribution.py`): last touch — the last `sent` message to the person
   within `attribution_window` before the order; ties go to the later step.
 - **First-purchase conversion**: the cohort is the people identified in the period; a person

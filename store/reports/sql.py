@@ -21,6 +21,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from journeys import taxonomy
@@ -142,7 +143,12 @@ def order_revenue(d: Dialect, properties) -> ColumnElement:
 
 
 def orders_cte(d: Dialect, period: Period):
-    """Orders in the period: one row per order, the other copy (client/server) and repeats left out."""
+    """Orders in the period: one row per order, the other copy (client/server), repeats and orders
+    the shop cancelled (an `Order Cancelled` naming its order_id, e.g. Shopify's `orders/cancelled`)
+    left out — so a cancellation takes the order's revenue out of every figure built on them."""
+    cancellations = aliased(EVENTS, name="cancellations")
+    cancelled = select(cancellations.c.id).where(cancellations.c.name == taxonomy.ORDER_CANCELLED,
+                                                 cancellations.c.order_id == EVENTS.c.order_id)
     order_key = func.coalesce(EVENTS.c.order_id, EVENTS.c.message_id)
     ranked = select(
         EVENTS.c.person_id,
@@ -151,7 +157,8 @@ def orders_cte(d: Dialect, period: Period):
         EVENTS.c.cart_id,
         order_revenue(d, EVENTS.c.properties).label("revenue"),
         func.row_number().over(partition_by=order_key, order_by=(EVENTS.c.timestamp, EVENTS.c.id)).label("rn"),
-    ).where(EVENTS.c.name == taxonomy.ORDER_COMPLETED, EVENTS.c.duplicate_of.is_(None), *period.where(EVENTS.c.timestamp))
+    ).where(EVENTS.c.name == taxonomy.ORDER_COMPLETED, EVENTS.c.duplicate_of.is_(None), ~cancelled.exists(),
+            *period.where(EVENTS.c.timestamp))
     ranked = ranked.subquery("ranked_orders")
     return select(ranked.c.person_id, ranked.c.ordered_at, ranked.c.order_key, ranked.c.cart_id,
                   ranked.c.revenue).where(ranked.c.rn == 1).cte("orders")
