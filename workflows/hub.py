@@ -15,6 +15,7 @@ from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from journeys.routing import RouteDecision, decide_route
+    from journeys.wakeups import PRIORITY, replaces  # noqa: F401 (PRIORITY: the order, re-exported)
     from workflows import search
     from workflows.journey import STORE_CALL
     from workflows.models import (
@@ -32,8 +33,6 @@ with workflow.unsafe.imports_passed_through():
         StopJourney,
     )
 
-# A running journey is only replaced by a more urgent one (welcome → browse → cart).
-PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_recovery": 3}
 JOURNEYS = ("cart_recovery", "browse_recovery", "welcome")
 DECISIONS_KEPT = 20
 LOCAL_STORE_CALLS = "hub-local-store-calls"
@@ -65,11 +64,6 @@ PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `
 
 def hub_id(person_id: str) -> str:
     return f"hub-{person_id}"
-
-
-def replaces(current: str | None, proposed: str) -> bool:
-    """Whether a new routing decision should cancel the running journey."""
-    return current is None or PRIORITY[proposed] > PRIORITY[current]
 
 
 @workflow.defn(name="hub")
