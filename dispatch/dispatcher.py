@@ -193,7 +193,10 @@ class Dispatcher:
                     done.extend(step.rows)
                 return Delivery(done=done, signals=signals)
 
-        results = await asyncio.gather(*(deliver(person, steps) for person, steps in plans.items()))
+        # People with an identify or a merge first: those route at once, browsing is gathered anyway.
+        order = sorted(plans, key=lambda person: not any(step.signal is not None and step.signal.kind in PROMPT_KINDS
+                                                         for step in plans[person]))
+        results = await asyncio.gather(*(deliver(person, plans[person]) for person in order))
         done = [row for result in results for row in result.done]
         marked = await asyncio.to_thread(outbox.mark_dispatched, self.engine, claim.owner, [r.id for r in done])
         if marked < len(done):
