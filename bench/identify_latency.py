@@ -61,7 +61,6 @@ from temporalio import worker as temporal_worker  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
 
 import latency_baseline  # noqa: E402
 from common import BENCH_PAYLOAD_KEYS, ApiProcess, bench_converter, fresh_database  # noqa: E402
@@ -316,9 +315,8 @@ async def run(args: argparse.Namespace) -> int:
                                 dispatch=False, payload_keys=BENCH_PAYLOAD_KEYS)
             # One worker for both: the baseline's workflow and no-op activity join the product worker, on
             # its task queue, with its pollers, cache, activity threads and slots (a fair baseline).
-            config = build_worker(client, engine, settings).config()
-            worker = Worker(**{**config, "workflows": [*config["workflows"], latency_baseline.SignalThenActivity],
-                               "activities": [*config["activities"], latency_baseline.noop]})
+            worker = build_worker(client, engine, settings,
+                                  also=([latency_baseline.SignalThenActivity], [latency_baseline.noop]))
             with ApiProcess(url, workdir / "api.log", write_keys=WRITE_KEY, admin_token=ADMIN_TOKEN, dispatch="true",
                             temporal_address=address, journeys=str(REPO_ROOT / "journeys.toml")) as api:
                 async with worker, httpx.AsyncClient(base_url=api.url, timeout=30) as http:
