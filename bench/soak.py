@@ -269,7 +269,9 @@ def run_ingest(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp, \
             fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
-        stack, engine = start_stack(Path(tmp), database_url, temporal_store=args.temporal_store)
+        settings = dict(item.split("=", 1) for item in args.setting)
+        stack, engine = start_stack(Path(tmp), database_url, temporal_store=args.temporal_store,
+                                    extra_env={f"BREADCRUMB_{name.upper()}": value for name, value in settings.items()})
         sampler = Sampler(stack, engine)
         try:
             traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed), args.known_share)
@@ -307,7 +309,7 @@ def run_ingest(args) -> dict:
     all_events = warm["events"] + load["events"]  # the histories hold the warm-up's work too
     return {
         "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", "rate": args.rate,
-        "temporal_store": args.temporal_store, "known_share": args.known_share, **load, "mix": traffic.counts,
+        "temporal_store": args.temporal_store, "known_share": args.known_share, "settings": args.setting, **load, "mix": traffic.counts,
         "workflow_runs": work["runs"], "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
         "signals_per_1000_events": 1000 * work["signals"] / all_events,
         "cpu_percent": {name: 100 * (cpu_end[name] - cpu_start[name]) / load["seconds"] for name in cpu_end},
@@ -384,6 +386,8 @@ def main() -> int:
                         help="where the Temporal dev server keeps its state (default wal, as `breadcrumb dev`)")
     parser.add_argument("--known-share", type=float, default=0.2,
                         help="share of browsing messages sent by visitors identified earlier (0: the mix before issue 16)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Breadcrumb setting for the API and the worker, e.g. DISPATCH_ACTIVITY_WINDOW=0 (repeatable)")
     parser.add_argument("--journeys", type=int, default=0, help="journeys mode: hold this many sleeping journeys")
     parser.add_argument("--cache", type=int, default=1000, help="journeys mode: the worker's max_cached_workflows")
     args = parser.parse_args()
@@ -417,7 +421,7 @@ def main() -> int:
               f"{'MEETS' if met else 'MISSES'}")
     print(f"Temporal work: {r['workflow_tasks_per_1000_events']:.0f} workflow tasks and "
           f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
-          f"dev server store {r['temporal_store']})")
+          f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})")
     print("CPU over the measured period: " + ", ".join(f"{name} {pct_:.0f} %" for name, pct_ in r["cpu_percent"].items()))
     print(f"RSS API {r['api_rss_start_mb']:.0f} → {r['api_rss_end_mb']:.0f} MiB (max {r['api_rss_max_mb']:.0f}); "
           f"worker {r['worker_rss_start_mb']:.0f} → {r['worker_rss_end_mb']:.0f} MiB (max {r['worker_rss_max_mb']:.0f})")
