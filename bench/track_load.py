@@ -79,16 +79,30 @@ end
 def wrk_binary() -> str:
     found = shutil.which("wrk")
     if not found:
-        raise SystemExit("wrk is not on PATH: install it (Debian/Ubuntu: apt-get install -y wrk; macOS: brew install "
-                         "wrk; or build https://github.com/wg/wrk) and run this again")
+        raise SystemExit(
+            "wrk is not on PATH: install it (Debian/Ubuntu: apt-get install -y wrk; macOS: brew install "
+            "wrk; or build https://github.com/wg/wrk) and run this again"
+        )
     return found
 
 
 def run_wrk(url: str, path: str, script: str, connections: int, threads: int, seconds: float, workdir: Path) -> dict:
     lua = workdir / f"wrk-{path.strip('/').replace('/', '-')}.lua"
     lua.write_text(script + DONE_SCRIPT)
-    command = [wrk_binary(), "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "10s",
-               "-s", str(lua), url + path]
+    command = [
+        wrk_binary(),
+        "-t",
+        str(threads),
+        "-c",
+        str(connections),
+        "-d",
+        f"{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url + path,
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     found = re.search(r"^WRKJSON (.*)$", output, re.MULTILINE)
     if found is None:
@@ -106,27 +120,38 @@ def measure(backend: str, database_url: str, args: argparse.Namespace, workdir: 
     engine.dispose()
     auth = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     track = f'AUTH = "{auth}"\nRUN = "{backend}"\n' + TRACK_SCRIPT
-    with ApiProcess(database_url, workdir / f"api-{backend}.log", write_keys=WRITE_KEY, dispatch="false",
-                    rate_limit_browser="0") as api:
+    with ApiProcess(
+        database_url, workdir / f"api-{backend}.log", write_keys=WRITE_KEY, dispatch="false", rate_limit_browser="0"
+    ) as api:
         run_wrk(api.url, "/healthz", "", args.connections, args.threads, 2, workdir)  # warm-up
         before = run_wrk(api.url, "/healthz", "", args.connections, args.threads, args.duration, workdir)
         track_figures = run_wrk(api.url, "/v1/track", track, args.connections, args.threads, args.duration, workdir)
         after = run_wrk(api.url, "/healthz", "", args.connections, args.threads, args.duration, workdir)
     health = min((before, after), key=lambda f: f["p99_ms"])  # the better of the two: the ratio is not flattered
-    return {"backend": backend, "connections": args.connections, "healthz": health, "healthz_runs": [before, after],
-            "track": track_figures, "rps_ratio": track_figures["requests_per_second"] / health["requests_per_second"],
-            "p99_ratio": track_figures["p99_ms"] / health["p99_ms"]}
+    return {
+        "backend": backend,
+        "connections": args.connections,
+        "healthz": health,
+        "healthz_runs": [before, after],
+        "track": track_figures,
+        "rps_ratio": track_figures["requests_per_second"] / health["requests_per_second"],
+        "p99_ratio": track_figures["p99_ms"] / health["p99_ms"],
+    }
 
 
 def report(result: dict) -> None:
     track, health = result["track"], result["healthz"]
     print(f"── {result['backend']}, {result['connections']} connections")
     for name, f in (("GET /healthz", health), ("POST /v1/track", track)):
-        print(f"  {name:15} {f['requests_per_second']:7.0f} req/s  p50 {f['p50_ms']:6.1f} ms  p99 {f['p99_ms']:7.1f} ms  "
-              f"max {f['max_ms']:7.1f} ms  non-2xx {f['non_2xx']}  socket errors {f['socket_errors']}")
+        print(
+            f"  {name:15} {f['requests_per_second']:7.0f} req/s  p50 {f['p50_ms']:6.1f} ms  p99 {f['p99_ms']:7.1f} ms  "
+            f"max {f['max_ms']:7.1f} ms  non-2xx {f['non_2xx']}  socket errors {f['socket_errors']}"
+        )
     verdict = "MEETS" if track["p99_ms"] < TARGET_P99_MS and not track["non_2xx"] else "MISSES"
-    print(f"  track / healthz: {result['rps_ratio']:.2f}× the req/s, {result['p99_ratio']:.2f}× the p99; "
-          f"target track p99 < {TARGET_P99_MS:g} ms: {verdict}")
+    print(
+        f"  track / healthz: {result['rps_ratio']:.2f}× the req/s, {result['p99_ratio']:.2f}× the p99; "
+        f"target track p99 < {TARGET_P99_MS:g} ms: {verdict}"
+    )
 
 
 def main() -> int:
@@ -134,8 +159,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--duration", type=float, default=15, help="seconds per measurement (default 15)")
-    parser.add_argument("--postgres", metavar="URL", help="also on PostgreSQL: a server URL "
-                        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); a scratch database is used")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also on PostgreSQL: a server URL "
+        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); a scratch database is used",
+    )
     parser.add_argument("--only-postgres", action="store_true", help="skip the SQLite run")
     args = parser.parse_args()
     wrk_binary()
