@@ -234,7 +234,7 @@ class Dispatcher:
             waiting = [step for step in steps if step.signal is not None and step.signal.kind == "activity"]
             if waiting:
                 held[person] = [row for step in waiting for row in step.rows]
-                plans[person] = [step for step in steps if step not in waiting]
+                plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
         return held
 
     def _release(self, owner: str, rows: list[OutboxRow], error: str, count_attempt: bool) -> None:
