@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from store import outbox
-from store.models import OutboxRow
+from store.models import OutboxRow, as_utc
 from store.settings import Settings
 from journeys.wakeups import could_change_route
 from dispatch.temporal import connect
@@ -97,6 +97,11 @@ def plan(rows: list[OutboxRow], running: str | None) -> list[Step]:
     if riders:
         next(step for step in steps if any(row is carrier for row in step.rows)).rows.extend(riders)
     return steps
+
+
+def _waited(row: OutboxRow) -> bool:
+    """Whether the row was put back before (held for the activity window, or retried)."""
+    return as_utc(row.available_at) > as_utc(row.created_at)
 
 
 def _event(row: OutboxRow) -> str | None:
@@ -223,7 +228,9 @@ class Dispatcher:
     def _hold_back(self, plans: dict[str, list[Step]]) -> dict[str, list[OutboxRow]]:
         """Take out of `plans` the activity wake-ups of people whose hub this dispatcher woke less
         than the activity window ago: they go back to the outbox, due when the window ends, and
-        come out together as one signal then. Returns them by person."""
+        come out together as one signal then. A row is held once: one that already waited (held
+        before, or retried) goes now with whatever rides on it — else a shopper who keeps browsing
+        could be held back behind their own wake-ups for ever. Returns them by person."""
         now = time.monotonic()
         self._woken = {person: at for person, at in self._woken.items() if now - at < self.window}
         held: dict[str, list[OutboxRow]] = {}
@@ -232,7 +239,7 @@ class Dispatcher:
                                                 for step in steps):
                 continue  # (an erased or absorbed person's last wake-ups are not put after the stop)
             waiting = [step for step in steps if step.signal is not None and step.signal.kind == "activity"]
-            if waiting:
+            if waiting and not any(_waited(row) for step in waiting for row in step.rows):
                 held[person] = [row for step in waiting for row in step.rows]
                 plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
         return held
