@@ -32,6 +32,8 @@ COPY journeys ./journeys
 COPY workflows ./workflows
 COPY activities ./activities
 COPY worker ./worker
+COPY dispatch ./dispatch
+COPY simulation ./simulation
 COPY templates ./templates
 COPY examples ./examples
 RUN pip install --no-deps -e . \

