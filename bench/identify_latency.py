@@ -9,9 +9,10 @@ Set-up (all on this machine, all real):
 - the API as its own uvicorn process with the outbox dispatcher on (`BREADCRUMB_DISPATCH=true`),
   on a fresh SQLite database (or PostgreSQL with `--postgres`), policy `journeys.toml` (journeys
   wait hours before their first step, so nothing else runs while we measure);
-- in this process: the product worker (`worker.worker.build_worker`) and, on its own task queue, a
-  baseline worker (`bench/latency_baseline.py`), both on one client whose interceptor notes the
-  moment an activity returns.
+- in this process: the product worker (`worker.worker.build_worker`) with the baseline's workflow
+  and activity (`bench/latency_baseline.py`) registered on it too — one worker, one task queue,
+  the same pollers, slots and activity threads for both paths —, on a client whose interceptor
+  notes the moment an activity returns.
 
 Measured, interleaved one by one (identify, baseline, identify, …) after a warm-up:
 - identify: `POST /v1/identify` for a shopper who browsed anonymously just before (a third fill a
@@ -40,8 +41,7 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ from temporalio import worker as temporal_worker  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
 
 import latency_baseline  # noqa: E402
 from common import BENCH_PAYLOAD_KEYS, ApiProcess, bench_converter, fresh_database  # noqa: E402
@@ -140,8 +139,8 @@ def anonymous_session(anon: str, kind: str) -> list[dict]:
 
 
 class Bench:
-    def __init__(self, client: Client, http: httpx.AsyncClient, clock: ActivityClock) -> None:
-        self.client, self.http, self.clock = client, http, clock
+    def __init__(self, client: Client, http: httpx.AsyncClient, clock: ActivityClock, task_queue: str) -> None:
+        self.client, self.http, self.clock, self.task_queue = client, http, clock, task_queue
         self.identifies: list[dict] = []
         self.baselines: list[dict] = []
 
@@ -180,7 +179,7 @@ class Bench:
         queue = self.clock.done["bench_noop"]
         wall0, t0 = time.time(), time.perf_counter()
         await self.client.start_workflow(
-            latency_baseline.SignalThenActivity.run, key, id=key, task_queue=latency_baseline.TASK_QUEUE,
+            latency_baseline.SignalThenActivity.run, key, id=key, task_queue=self.task_queue,
             start_signal="poke", start_signal_args=[key],
         )
         t_rpc = time.perf_counter()
@@ -200,11 +199,11 @@ def as_ts(value) -> float:
     """A stored UTC timestamp (naive text/datetime from SQLite, aware from PostgreSQL) as epoch seconds."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 def _ts(event) -> float:
-    return event.event_time.ToDatetime(tzinfo=timezone.utc).timestamp()
+    return event.event_time.ToDatetime(tzinfo=UTC).timestamp()
 
 
 def activity_times(events, name: str) -> tuple[float | None, float | None]:
@@ -314,14 +313,14 @@ async def run(args: argparse.Namespace) -> int:
             upgrade(engine)
             settings = Settings(database_url=url, temporal_address=address, journeys=REPO_ROOT / "journeys.toml",
                                 dispatch=False, payload_keys=BENCH_PAYLOAD_KEYS)
-            product_worker = build_worker(client, engine, settings)
-            baseline_worker = Worker(client, task_queue=latency_baseline.TASK_QUEUE,
-                                     workflows=[latency_baseline.SignalThenActivity], activities=[latency_baseline.noop],
-                                     activity_executor=ThreadPoolExecutor(max_workers=16), max_concurrent_activities=16)
+            # One worker for both: the baseline's workflow and no-op activity join the product worker, on
+            # its task queue, with its pollers, cache, activity threads and slots (a fair baseline).
+            worker = build_worker(client, engine, settings,
+                                  also=([latency_baseline.SignalThenActivity], [latency_baseline.noop]))
             with ApiProcess(url, workdir / "api.log", write_keys=WRITE_KEY, admin_token=ADMIN_TOKEN, dispatch="true",
                             temporal_address=address, journeys=str(REPO_ROOT / "journeys.toml")) as api:
-                async with product_worker, baseline_worker, httpx.AsyncClient(base_url=api.url, timeout=30) as http:
-                    bench = Bench(client, http, clock)
+                async with worker, httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+                    bench = Bench(client, http, clock, settings.task_queue)
                     total = args.warmup + args.identifies
                     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), console=console, transient=True, refresh_per_second=2) as progress:
@@ -387,7 +386,7 @@ async def run(args: argparse.Namespace) -> int:
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
-        "at": datetime.now(timezone.utc).isoformat(), "backend": backend, "machine": platform.platform(),
+        "at": datetime.now(UTC).isoformat(), "backend": backend, "machine": platform.platform(),
         "cpus": os.cpu_count(), "identifies": args.identifies, "warmup": args.warmup, "gap_s": args.gap,
         "identify": identify, "baseline": baseline, "ratio": ratio, "routes": dict(routes), "missed_nudges": len(late),
         "identify_breakdown": identify_stats, "baseline_breakdown": baseline_stats,

@@ -1,5 +1,6 @@
 """The baseline of `bench/identify_latency.py`: the least a signal-with-start can cost on the same
-server — a trivial workflow that, once signalled, runs one no-op activity.
+server and the same worker (it registers these on the product worker, on its task queue) — a
+trivial workflow that, once signalled, runs one no-op activity.
 
 Kept in its own small module so the workflow runs in the workflow sandbox exactly like the hub
 (the sandbox re-imports the module that defines a workflow)."""
@@ -9,8 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity, workflow
-
-TASK_QUEUE = "bench-baseline"
 
 
 @activity.defn(name="bench_noop")

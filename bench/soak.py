@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Soak: the embedded stack under sustained mixed ingest, and holding many sleeping journeys.
 
+    .venv/bin/python bench/soak.py --rate 200 --duration 60      # the routing targets of issue 16
+    .venv/bin/python bench/soak.py --rate 600 --duration 60
     .venv/bin/python bench/soak.py [--duration 300] [--clients 4] [--batch 50] [--postgres URL]
+                                   [--temporal-store wal|file|memory] [--known-share 0.2]
     .venv/bin/python bench/soak.py --journeys 10000 [--cache 1000]
 
 The stack is real and separate processes (tests/fault_stack.py): `temporal server start-dev`,
@@ -12,12 +15,19 @@ Ingest mode (default): `--clients` clients post `/v1/batch` for `--duration` sec
 `--rate` events/s (0: back to back, as fast as the API answers — the API takes far more than the
 hubs behind it can route, so the outbox lag then grows without bound; the highest rate the stack
 *holds* is the highest at which that lag stays flat). Each batch mixes anonymous browsing (page
-views, product and collection views, add-to-carts) of new and returning visitors, identifies (3 %
-of messages) and purchases by people identified earlier (1 %). Every second it samples the outbox lag (oldest
-undispatched row) and the RSS of the API and the worker. At the end it waits for the outbox to
-drain and prints: events/s, errors (any non-200), the outbox lag (max, and at the end), identify →
-routing decision latency (p50/p90/p99: the identify's received_at → the journey_runs row's
-decision time), and RSS of the API and the worker at the start (after a warm-up) and at the end.
+views, product and collection views, add-to-carts) of new and returning visitors — a share of it
+(`--known-share`, 20 %) by visitors identified earlier, whose every Product Viewed and cart change
+is an `activity` wake-up for their hub —, identifies (3 % of messages) and purchases by people
+identified earlier (1 %). Every second it samples the outbox lag (oldest undispatched row) and the
+RSS of the API and the worker. At the end it waits for the outbox to drain and prints: events/s,
+errors (any non-200), the outbox lag (max, and at the end), identify → routing decision latency
+(p50/p90/p99: the identify's received_at → the journey_runs row's decision time) against the
+targets of issue 16 (200 ev/s: every identify routed, p99 ≤ 1 s; 600 ev/s: p99 ≤ 5 s), the
+Temporal workflow tasks and signals per 1 000 events (WorkflowTaskCompleted and
+WorkflowExecutionSignaled events counted in the histories of every workflow of the run), the CPU
+seconds of the dev server, the API and the worker over the measured period, and RSS of the API and
+the worker at the start (after a warm-up) and at the end. `--temporal-store` chooses where the dev
+server keeps its state (`worker/devstack.py`: `wal` as `breadcrumb dev` does, `file`, `memory`).
 
 Journeys mode (`--journeys N`): N shoppers identify (each starts a hub and a journey that then
 sleeps for a day: the welcome's first delay is lengthened in a copy of the policy), and the worker's
@@ -32,7 +42,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import random
 import sys
 import tempfile
@@ -52,6 +64,7 @@ from conftest import WRITE_KEY  # noqa: E402
 from fault_stack import Stack, rss_mb  # noqa: E402
 from store import outbox  # noqa: E402
 from store.db import make_engine  # noqa: E402
+from worker.devstack import TEMPORAL_STORES  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -77,22 +90,20 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            try:
+            with contextlib.suppress(Exception):  # a busy SQLite now and then: skip that sample
                 self.samples.append(self.sample())
-            except Exception:  # a busy SQLite now and then: skip that sample
-                pass
 
 
 class Traffic:
     """Builds realistic mixed batches; remembers who identified so purchases go to known people."""
 
-    def __init__(self, run: str, rng: random.Random) -> None:
-        self.run, self.rng = run, rng
+    def __init__(self, run: str, rng: random.Random, known_share: float = 0.0) -> None:
+        self.run, self.rng, self.known_share = run, rng, known_share
         self.visitors = 0
         self.returning: list[str] = []
         self.carts: dict[str, str] = {}
         self.identified: list[str] = []  # anonymous ids of identified visitors
-        self.counts = {"anonymous": 0, "identify": 0, "purchase": 0}
+        self.counts = {"anonymous": 0, "known": 0, "identify": 0, "purchase": 0}
 
     def product(self, cart: str | None = None) -> dict:
         sku = f"SKU-{self.rng.randrange(200)}"
@@ -117,6 +128,9 @@ class Traffic:
             self.counts["identify"] += 1
             return {"type": "identify", "anonymousId": anon, "messageId": uuid.uuid4().hex,
                     "traits": {"email": f"soak.{anon}@soak.example", "first_name": "Soak"}}
+        if self.known_share and self.identified and rng.random() < self.known_share:  # a known shopper browses on
+            self.counts["known"] += 1
+            return self.browse(rng.choice(self.identified))
         self.counts["anonymous"] += 1
         if rng.random() < 0.3 or not self.returning:
             self.visitors += 1
@@ -126,8 +140,11 @@ class Traffic:
                 self.returning.pop(0)
             return {"type": "page", "anonymousId": anon, "messageId": uuid.uuid4().hex, "name": "Home",
                     "properties": {"url": "/"}}
-        anon = rng.choice(self.returning)
-        kind = rng.random()
+        return self.browse(rng.choice(self.returning))
+
+    def browse(self, anon: str) -> dict:
+        """A returning visitor's product view, collection view or add-to-cart."""
+        kind = self.rng.random()
         if kind < 0.6:
             return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Product Viewed",
                     "properties": self.product()}
@@ -198,8 +215,48 @@ def identify_to_route(engine, since) -> list[float]:
     return [(moment(decided) - moment(received)).total_seconds() for received, decided in rows]
 
 
-def start_stack(workdir: Path, database_url: str, policy: Path | None = None, extra_env: dict | None = None):
-    stack = Stack(workdir, database_url, policy=policy or REPO_ROOT / "journeys.toml", extra_env=extra_env or {})
+# Issue 16's routing targets: offered events/s → identify → route p99 (s); every identify must be routed.
+TARGETS = {200: 1.0, 600: 5.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(stack: Stack) -> dict[str, float]:
+    return {name: cpu_seconds(proc.pid) for name, proc in (("temporal", stack.temporal), ("api", stack.api),
+                                                           ("worker", stack.worker))}
+
+
+async def temporal_work(address: str) -> dict[str, int]:
+    """Workflow runs, completed workflow tasks and signals in the histories of every workflow on the server."""
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.client import Client
+
+    client = await Client.connect(address)  # event types only: no payload is decoded
+    executions = [(e.id, e.run_id) async for e in client.list_workflows()]
+    counts = {"runs": len(executions), "workflow_tasks": 0, "signals": 0}
+    gate = asyncio.Semaphore(16)
+
+    async def count(workflow_id: str, run_id: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                counts["workflow_tasks"] += 1
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                counts["signals"] += 1
+
+    await asyncio.gather(*(count(*execution) for execution in executions))
+    return counts
+
+
+def start_stack(workdir: Path, database_url: str, policy: Path | None = None, extra_env: dict | None = None,
+                temporal_store: str = "wal"):
+    stack = Stack(workdir, database_url, policy=policy or REPO_ROOT / "journeys.toml", extra_env=extra_env or {},
+                  temporal_store=temporal_store)
     stack.start_temporal()
     stack.migrate()
     stack.start_api()
@@ -212,21 +269,25 @@ def run_ingest(args) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp, \
             fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
-        stack, engine = start_stack(Path(tmp), database_url)
+        settings = dict(item.split("=", 1) for item in args.setting)
+        stack, engine = start_stack(Path(tmp), database_url, temporal_store=args.temporal_store,
+                                    extra_env={f"BREADCRUMB_{name.upper()}": value for name, value in settings.items()})
         sampler = Sampler(stack, engine)
         try:
-            traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed))
+            traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed), args.known_share)
             print(f"warming up ({args.warmup:.0f}s)…", flush=True)
             # At the measured rate: a back-to-back warm-up leaves a backlog of hubs that the first
             # measured identifies would queue behind.
-            asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.warmup, args.rate))
+            warm = asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.warmup, args.rate))
             time.sleep(2)
             start = sampler.sample()
+            cpu_start = cpu_of(stack)
             since = utcnow()
             sampler.start()
             print(f"soaking for {args.duration:.0f}s with {args.clients} clients × {args.batch}-message batches"
                   f"{f' paced to {args.rate:.0f} events/s' if args.rate else ', back to back'}…", flush=True)
             load = asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.duration, args.rate))
+            cpu_end = cpu_of(stack)
             drained = time.monotonic()
             while outbox.backlog(engine)[0] and time.monotonic() - drained < 120:
                 time.sleep(0.5)
@@ -239,12 +300,19 @@ def run_ingest(args) -> dict:
             with engine.connect() as conn:
                 identified = conn.execute(text("SELECT count(*) FROM events WHERE type = 'identify' AND received_at >= :s"),
                                           {"s": since}).scalar()
+            print("counting workflow tasks in the run's histories…", flush=True)
+            work = asyncio.run(temporal_work(stack.temporal_address))
         finally:
             stack.stop()
             engine.dispose()
     samples = sampler.samples
+    all_events = warm["events"] + load["events"]  # the histories hold the warm-up's work too
     return {
-        "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", **load, "mix": traffic.counts,
+        "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", "rate": args.rate,
+        "temporal_store": args.temporal_store, "known_share": args.known_share, "settings": args.setting, **load, "mix": traffic.counts,
+        "workflow_runs": work["runs"], "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
+        "signals_per_1000_events": 1000 * work["signals"] / all_events,
+        "cpu_percent": {name: 100 * (cpu_end[name] - cpu_start[name]) / load["seconds"] for name in cpu_end},
         "outbox_lag_max_s": max((s["lag"] for s in samples), default=0.0),
         "outbox_backlog_max": max((s["backlog"] for s in samples), default=0),
         "outbox_drained_after_s": round(drain_seconds, 2), "outbox_left": end["backlog"],
@@ -314,6 +382,12 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=50, help="messages per /v1/batch")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", metavar="URL", help="use a fresh database on this PostgreSQL server")
+    parser.add_argument("--temporal-store", choices=TEMPORAL_STORES, default="wal",
+                        help="where the Temporal dev server keeps its state (default wal, as `breadcrumb dev`)")
+    parser.add_argument("--known-share", type=float, default=0.2,
+                        help="share of browsing messages sent by visitors identified earlier (0: the mix before issue 16)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a Breadcrumb setting for the API and the worker, e.g. DISPATCH_ACTIVITY_WINDOW=0 (repeatable)")
     parser.add_argument("--journeys", type=int, default=0, help="journeys mode: hold this many sleeping journeys")
     parser.add_argument("--cache", type=int, default=1000, help="journeys mode: the worker's max_cached_workflows")
     args = parser.parse_args()
@@ -336,6 +410,19 @@ def main() -> int:
           f"{r['outbox_drained_after_s']}s after the load stopped; {r['outbox_left']} left")
     print(f"identify→route p50 {r['identify_to_route_p50_s']:.2f}s, p90 {r['identify_to_route_p90_s']:.2f}s, "
           f"p99 {r['identify_to_route_p99_s']:.2f}s ({r['routed']} of {r['identifies']} identifies routed)")
+    target = TARGETS.get(round(args.rate))
+    if target is None:
+        print(f"routing target: none at {args.rate:.0f} ev/s (issue 16 sets them at " +
+              ", ".join(f"{rate} ev/s" for rate in TARGETS) + ")")
+    else:
+        met = r["routed"] == r["identifies"] and r["identify_to_route_p99_s"] <= target
+        print(f"routing target at {args.rate:.0f} ev/s: every identify routed, p99 ≤ {target:g}s — measured "
+              f"{r['routed']}/{r['identifies']} routed, p99 {r['identify_to_route_p99_s']:.2f}s: "
+              f"{'MEETS' if met else 'MISSES'}")
+    print(f"Temporal work: {r['workflow_tasks_per_1000_events']:.0f} workflow tasks and "
+          f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
+          f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})")
+    print("CPU over the measured period: " + ", ".join(f"{name} {pct_:.0f} %" for name, pct_ in r["cpu_percent"].items()))
     print(f"RSS API {r['api_rss_start_mb']:.0f} → {r['api_rss_end_mb']:.0f} MiB (max {r['api_rss_max_mb']:.0f}); "
           f"worker {r['worker_rss_start_mb']:.0f} → {r['worker_rss_end_mb']:.0f} MiB (max {r['worker_rss_max_mb']:.0f})")
     return 0 if r["errors"] == 0 else 1

@@ -6,6 +6,7 @@ While Temporal is unreachable rows stay in the outbox and go out, in order, when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -18,8 +19,9 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from store import outbox
-from store.models import OutboxRow
+from store.models import OutboxRow, as_utc
 from store.settings import Settings
+from journeys.wakeups import could_change_route
 from dispatch.temporal import connect
 from workflows import search
 from workflows.hub import hub_id
@@ -28,20 +30,23 @@ from workflows.models import HubInput, HubSignal
 log = logging.getLogger("breadcrumb.dispatcher")
 DISPATCHED = Counter("breadcrumb_outbox_dispatched_total", "Outbox rows delivered to Temporal", ["kind"])
 FAILED = Counter("breadcrumb_outbox_failures_total", "Outbox deliveries that failed and will be retried")
+COALESCED = Counter("breadcrumb_outbox_coalesced_total",
+                    "Outbox rows settled without a signal of their own (coalesced, or unable to change the route)")
 DEAD_LETTERED = Counter("breadcrumb_outbox_dead_lettered_total", "Outbox rows given up on after too many failures")
 PRUNE_EVERY = 60.0  # seconds between prunes of delivered rows
 # Temporal (or the way to it) is down: no row is at fault, so no attempt is counted.
 OUTAGE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
                    RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN}
 STOPPING_KINDS = ("absorbed", "erased")  # signal a running hub only; never start one for these
-COALESCED_KINDS = ("identified", "activity", "merged")  # the hub re-reads the store: one wake-up is enough
+ROUTING_KINDS = ("identified", "merged", "activity")  # wake-ups that make the hub route
+PROMPT_KINDS = ("identified", "merged")  # the hub routes on these at once; `activity` it gathers first
 
 
 def is_outage(exc: BaseException) -> bool:
     """A failure of the connection to Temporal rather than of the row being delivered."""
     if isinstance(exc, RPCError):
         return exc.status in OUTAGE_STATUSES
-    return isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError))
+    return isinstance(exc, (ConnectionError, TimeoutError))
 
 
 @dataclass
@@ -53,16 +58,54 @@ class Delivery:
     error: str = ""
     outage: bool = False
     untried: list[OutboxRow] = field(default_factory=list)
+    signals: int = 0  # signals sent for `done`
 
 
-def coalesce(rows: list[OutboxRow]) -> list[OutboxRow]:
-    """One person's rows, oldest first, without repeats of a wake-up that is already queued."""
-    kept: list[OutboxRow] = []
+@dataclass
+class Step:
+    """One signal to a hub (`signal`, or None when none is needed) and the outbox rows it settles."""
+
+    signal: OutboxRow | None
+    rows: list[OutboxRow]
+
+
+def plan(rows: list[OutboxRow], running: str | None) -> list[Step]:
+    """One person's rows (oldest first) as the fewest signals that tell their hub everything.
+
+    The hub re-reads the store whenever it routes, and a signal is sent only after every claimed
+    row's event is committed, so one routing wake-up stands for all of them: every `activity` row
+    rides on the person's last `identified`/`merged` row when there is one (those route at once),
+    else on their last `activity` row; repeats of `identified`/`merged` in a row are sent once. An
+    `activity` row that cannot change the route of the journey `running` (`journeys.wakeups`) needs
+    no signal at all. Purchases and the stopping kinds are never merged and keep their order."""
+    waking = {row.id for row in rows
+              if row.kind == "activity" and could_change_route(row.kind, _event(row), running)}
+    carrier = ([row for row in rows if row.kind in PROMPT_KINDS] or [row for row in rows if row.id in waking]
+               or [None])[-1]
+    steps: list[Step] = []
+    riders: list[OutboxRow] = []
     for row in rows:
-        if row.kind in COALESCED_KINDS and kept and kept[-1].kind == row.kind:
-            continue
-        kept.append(row)
-    return kept
+        if row.kind == "activity" and row is not carrier:
+            if row.id in waking:
+                riders.append(row)
+            else:
+                steps.append(Step(None, [row]))  # settled without a signal
+        elif row.kind in PROMPT_KINDS and steps and steps[-1].signal is not None and steps[-1].signal.kind == row.kind:
+            steps[-1].rows.append(row)  # the same wake-up is already queued just before
+        else:
+            steps.append(Step(row, [row]))
+    if riders:
+        next(step for step in steps if any(row is carrier for row in step.rows)).rows.extend(riders)
+    return steps
+
+
+def _waited(row: OutboxRow) -> bool:
+    """Whether the row was put back before (held for the activity window, or retried)."""
+    return as_utc(row.available_at) > as_utc(row.created_at)
+
+
+def _event(row: OutboxRow) -> str | None:
+    return (row.payload or {}).get("event")
 
 
 class Dispatcher:
@@ -75,9 +118,12 @@ class Dispatcher:
         self.batch = batch
         self.client = client
         self.lease = timedelta(seconds=settings.outbox_lease_seconds)
+        self.window = settings.dispatch_activity_window
         self._pruned_at = float("-inf")
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: dict[str, float] = {}  # person → when this dispatcher last sent their hub a routing wake-up
+        self._next_due = float("inf")  # when the earliest row held back for the activity window comes due
 
     def nudge(self) -> None:
         """Called (from any thread) after an ingest queued rows: dispatch now instead of at the next poll."""
@@ -97,10 +143,11 @@ class Dispatcher:
                 sent = 0
             if sent:
                 continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
+            if self._next_due <= time.monotonic():
+                self._next_due = float("inf")  # that pass has happened (this one, or a claim elsewhere)
+            wait = min(self.poll_interval, max(0.0, self._next_due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
 
     async def _connect(self) -> Client:
         if self.client is None:
@@ -108,6 +155,9 @@ class Dispatcher:
         return self.client
 
     async def dispatch_once(self) -> int:
+        """One claim: plan each person's rows (`plan`), hold back activity wake-ups of people woken
+        within the activity window, signal the rest — people in parallel, at most
+        `DISPATCH_CONCURRENCY` at once, each person's signals in order. Returns the rows settled."""
         await self._prune_when_due()
         claim = await asyncio.to_thread(outbox.claim, self.engine, self.batch, self.lease)
         rows = claim.rows
@@ -122,26 +172,46 @@ class Dispatcher:
         by_person: dict[str, list[OutboxRow]] = defaultdict(list)
         for row in rows:
             by_person[row.person_id].append(row)
-        gate = asyncio.Semaphore(32)
+        browsing = [person for person, person_rows in by_person.items() if any(r.kind == "activity" for r in person_rows)]
+        running = await asyncio.to_thread(outbox.running_routes, self.engine, browsing) if browsing else {}
+        plans = {person: plan(person_rows, running.get(person)) for person, person_rows in by_person.items()}
+        held = self._hold_back(plans)
+        gate = asyncio.Semaphore(self.settings.dispatch_concurrency)
 
-        async def deliver(person_rows: list[OutboxRow]) -> Delivery:
-            """Oldest first; at the first failure the rest of this person's rows go back untried."""
+        async def deliver(person: str, steps: list[Step]) -> Delivery:
+            """In order; at the first failure the rest of this person's rows go back untried."""
             async with gate:
-                for row in coalesce(person_rows):
-                    try:
-                        await self._signal(client, row)
-                    except Exception as exc:
-                        position = next(i for i, r in enumerate(person_rows) if r is row)
-                        return Delivery(done=person_rows[:position], failed=row, error=str(exc),
-                                        outage=is_outage(exc), untried=person_rows[position + 1:])
-                return Delivery(done=person_rows)
+                done: list[OutboxRow] = []
+                signals = 0
+                for position, step in enumerate(steps):
+                    if step.signal is not None:
+                        try:
+                            await self._signal(client, step.signal)
+                        except Exception as exc:
+                            rest = [row for later in steps[position + 1:] for row in later.rows]
+                            return Delivery(done=done, failed=step.signal, error=str(exc), outage=is_outage(exc),
+                                            untried=[row for row in step.rows if row is not step.signal] + rest,
+                                            signals=signals)
+                        signals += 1
+                        if step.signal.kind in ROUTING_KINDS:
+                            self._woken[person] = time.monotonic()
+                    done.extend(step.rows)
+                return Delivery(done=done, signals=signals)
 
-        results = await asyncio.gather(*(deliver(r) for r in by_person.values()))
+        # People with an identify or a merge first: those route at once, browsing is gathered anyway.
+        order = sorted(plans, key=lambda person: not any(step.signal is not None and step.signal.kind in PROMPT_KINDS
+                                                         for step in plans[person]))
+        results = await asyncio.gather(*(deliver(person, plans[person]) for person in order))
         done = [row for result in results for row in result.done]
         marked = await asyncio.to_thread(outbox.mark_dispatched, self.engine, claim.owner, [r.id for r in done])
         if marked < len(done):
             log.warning("%d delivered outbox rows were no longer ours (lease expired); another dispatcher owns them",
                         len(done) - marked)
+        if held:
+            until = max(self._woken[person] for person in held) + self.window
+            await asyncio.to_thread(outbox.hand_back, self.engine, claim.owner, [r for rs in held.values() for r in rs],
+                                    due_in=timedelta(seconds=max(0.0, until - time.monotonic())))
+            self._next_due = min(self._next_due, until)
         failures = [result for result in results if result.failed is not None]
         for result in failures:
             FAILED.inc()
@@ -152,7 +222,27 @@ class Dispatcher:
             self.client = None if any(result.outage for result in failures) else client
         for row in done:
             DISPATCHED.labels(row.kind).inc()
+        COALESCED.inc(len(done) - sum(result.signals for result in results))
         return len(done)
+
+    def _hold_back(self, plans: dict[str, list[Step]]) -> dict[str, list[OutboxRow]]:
+        """Take out of `plans` the activity wake-ups of people whose hub this dispatcher woke less
+        than the activity window ago: they go back to the outbox, due when the window ends, and
+        come out together as one signal then. A row is held once: one that already waited (held
+        before, or retried) goes now with whatever rides on it — else a shopper who keeps browsing
+        could be held back behind their own wake-ups for ever. Returns them by person."""
+        now = time.monotonic()
+        self._woken = {person: at for person, at in self._woken.items() if now - at < self.window}
+        held: dict[str, list[OutboxRow]] = {}
+        for person, steps in plans.items():
+            if person not in self._woken or any(step.signal is not None and step.signal.kind in STOPPING_KINDS
+                                                for step in steps):
+                continue  # (an erased or absorbed person's last wake-ups are not put after the stop)
+            waiting = [step for step in steps if step.signal is not None and step.signal.kind == "activity"]
+            if waiting and not any(_waited(row) for step in waiting for row in step.rows):
+                held[person] = [row for step in waiting for row in step.rows]
+                plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
+        return held
 
     def _release(self, owner: str, rows: list[OutboxRow], error: str, count_attempt: bool) -> None:
         outbox.release(self.engine, owner, rows, error, count_attempt=count_attempt,

@@ -21,8 +21,9 @@ from sqlalchemy import Engine, delete, func, update
 from sqlmodel import Session, select
 
 from store.db import insert_ignoring_conflicts, reading, transaction
+from journeys.wakeups import PRIORITY
 from store.dialect import is_postgresql
-from store.models import OutboxRow, as_utc, utcnow
+from store.models import JourneyRun, OutboxRow, as_utc, utcnow
 
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(seconds=30)
@@ -111,13 +112,28 @@ def release(engine: Engine, owner: str, rows: list[OutboxRow], error: str, *, co
             )
 
 
-def hand_back(engine: Engine, owner: str, rows: list[OutboxRow]) -> None:
-    """Return rows not tried in this pass (they came after a failed row of the same person): due
-    again at once, no attempt counted."""
+def hand_back(engine: Engine, owner: str, rows: list[OutboxRow], due_in: timedelta | None = None) -> None:
+    """Return rows not tried in this pass, no attempt counted: due again at once (they came after a
+    failed row of the same person), or after `due_in` (held back to be coalesced with later ones)."""
     if rows:
+        later = {"available_at": utcnow() + due_in} if due_in is not None else {}
         with transaction(engine) as session:
             session.execute(update(OutboxRow).where(_owned(owner, [r.id for r in rows]))
-                            .values(claimed_until=None, claim_owner=None))
+                            .values(claimed_until=None, claim_owner=None, **later))
+
+
+def running_routes(engine: Engine, person_ids: list[str]) -> dict[str, str]:
+    """The route of each person's running journey (the most urgent, should there be several)."""
+    if not person_ids:
+        return {}
+    with reading(engine).connect() as conn:
+        found = conn.execute(select(JourneyRun.person_id, JourneyRun.route)
+                             .where(JourneyRun.person_id.in_(person_ids), JourneyRun.status == "running")).all()
+    routes: dict[str, str] = {}
+    for person_id, route in found:
+        if person_id not in routes or PRIORITY.get(route, 0) > PRIORITY.get(routes[person_id], 0):
+            routes[person_id] = route
+    return routes
 
 
 def dead_letters(engine: Engine, limit: int = 100) -> list[OutboxRow]:

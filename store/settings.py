@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     outbox_lease_seconds: float = Field(default=60.0, gt=0)
     outbox_max_attempts: int = Field(default=10, ge=1)
     outbox_retention_hours: float = Field(default=72.0, gt=0)
+    # Signals the dispatcher sends at once (people in parallel; each person's in order).
+    dispatch_concurrency: int = Field(default=32, ge=1, le=1024)
+    # A person's browsing wakes their hub at most once per this many seconds (0: every claim); the
+    # default matches the policy's default `hub_debounce`, the hub's own gathering of browsing.
+    dispatch_activity_window: float = Field(default=2.0, ge=0, le=60)
     # Requests per API key per minute on each front door, counted per API process (replica).
     # 0 turns a limit off.
     rate_limit_browser: int = Field(default=30000, ge=0)  # /v1/* per write key (every shopper of the shop shares it)

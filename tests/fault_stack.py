@@ -115,6 +115,7 @@ class Stack:
     api_port: int = field(default_factory=free_port)
     smtp: SmtpServer | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    temporal_store: str = "wal"  # worker.devstack.TEMPORAL_STORES: as `breadcrumb dev` keeps it by default
     temporal: Proc | None = None
     api: Proc | None = None
     worker: Proc | None = None
@@ -158,10 +159,12 @@ class Stack:
     # ---- processes ------------------------------------------------------------------------------
 
     def start_temporal(self, timeout: float = 60) -> Proc:
+        from worker.devstack import temporal_store_args
         from workflows import search
 
         command = [venv_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port",
-                   str(self.temporal_port), "--headless", "--db-filename", str(self.temporal_db), "--log-level", "error"]
+                   str(self.temporal_port), "--headless", *temporal_store_args(self.temporal_db, self.temporal_store),
+                   "--log-level", "error"]
         for key in search.ALL:
             command += ["--search-attribute", f"{key.name}={'Double' if key.indexed_value_type.name == 'DOUBLE' else 'Keyword'}"]
         if self.temporal is None:

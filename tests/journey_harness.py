@@ -71,6 +71,9 @@ class Harness:
         self.policy = policy
         self.dispatcher = Dispatcher(engine, settings, client=client)
         self.dispatcher.policy = policy
+        # Each `dispatch()` is one pass between steps taken in skipped time; the activity window is
+        # wall-clock (tested in test_dispatch_coalescing.py) and would hold a step's browsing past it.
+        self.dispatcher.window = 0
         self.people: list[str] = []  # whose hubs record_branch_histories writes out
         Harness.opened.append(self)
 

@@ -504,3 +504,20 @@ def test_killing_breadcrumb_dev_itself_takes_its_children_along(tmp_path):
                 pass
         if process.poll() is None:
             process.kill()
+
+
+def test_the_temporal_dev_server_keeps_its_state_where_asked(tmp_path, capsys):
+    """`wal` (the default: the file in WAL mode, surviving restarts — tests/test_faults.py restarts the
+    server on it under traffic), `file` (the server's own journal), `memory`; anything else is refused
+    before anything starts."""
+    from worker.devstack import DevStack, StackError, temporal_store_args
+
+    database = tmp_path / "temporal.db"
+    assert temporal_store_args(database) == ["--db-filename", str(database), "--sqlite-pragma", "journal_mode=wal",
+                                             "--sqlite-pragma", "synchronous=normal"]
+    assert temporal_store_args(database, "file") == ["--db-filename", str(database)]
+    assert temporal_store_args(database, "memory") == []
+    with pytest.raises(StackError):
+        DevStack(data_dir=tmp_path / "data", temporal_store="disk")
+    assert "temporal store 'disk': choose one of wal, file, memory" in capsys.readouterr().out
+    assert not (tmp_path / "data").exists()

@@ -164,12 +164,15 @@ def dev(config: str = typer.Option(None, "--config", help="Journey policy TOML (
         ui_port: int = typer.Option(8233, help="Temporal Web UI port"),
         host: str = typer.Option("127.0.0.1", help="Interface the API listens on (0.0.0.0 to reach it from other devices)"),
         data_dir: str = typer.Option("data", help="Where the SQLite database and the Temporal dev server's state live"),
-        temporal_log_level: str = typer.Option("error", help="Temporal dev server log level (debug, info, warn, error)")) -> None:
+        temporal_log_level: str = typer.Option("error", help="Temporal dev server log level (debug, info, warn, error)"),
+        temporal_store: str = typer.Option("wal", help="Where the Temporal dev server keeps its state: wal (its file "
+                                           "in <data-dir>, WAL mode), file (the server's default journal) or memory "
+                                           "(lost when it stops)")) -> None:
     """Start the embedded stack: Temporal dev server, worker, API + dispatcher. Ctrl-C stops all of it."""
     from worker.devstack import DevStack
 
     stack = DevStack(config=config, db=db, api_port=api_port, temporal_port=temporal_port, ui_port=ui_port,
-                     host=host, data_dir=data_dir, temporal_log_level=temporal_log_level)
+                     host=host, data_dir=data_dir, temporal_log_level=temporal_log_level, temporal_store=temporal_store)
     raise typer.Exit(stack.run())
 
 

@@ -126,14 +126,34 @@ class Child:
             pass
 
 
+# Where the Temporal dev server keeps its state (docs/operations.md#the-embedded-temporal-server, measured
+# with bench/soak.py --temporal-store): `wal` — its SQLite file in WAL mode with synchronous=NORMAL
+# (the default: state survives restarts, a commit is not an fsync); `file` — the file with the
+# server's own defaults (a rollback journal, an fsync per commit); `memory` — nothing on disk, every
+# workflow gone when the server stops.
+TEMPORAL_STORES = ("wal", "file", "memory")
+
+
+def temporal_store_args(database: Path, store: str = "wal") -> list[str]:
+    """`temporal server start-dev` options that keep its state in `store` (one of TEMPORAL_STORES)."""
+    if store not in TEMPORAL_STORES:
+        raise StackError(f"temporal store {store!r}: choose one of {', '.join(TEMPORAL_STORES)}")
+    if store == "memory":
+        return []
+    pragmas = ["--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"] if store == "wal" else []
+    return ["--db-filename", str(database), *pragmas]
+
+
 class DevStack:
     def __init__(self, config: str | None = None, db: str | None = None, api_port: int = 8000,
                  temporal_port: int = 7233, ui_port: int = 8233, host: str = "127.0.0.1",
-                 data_dir: str | Path = "data", temporal_log_level: str = "error") -> None:
+                 data_dir: str | Path = "data", temporal_log_level: str = "error", temporal_store: str = "wal") -> None:
         self.api_port, self.temporal_port, self.ui_port = api_port, temporal_port, ui_port
         self.host = host
         self.data_dir = Path(data_dir).resolve()
         self.temporal_log_level = temporal_log_level
+        self.temporal_store = temporal_store
+        temporal_store_args(self.data_dir, temporal_store)  # refuse an unknown store before anything starts
         self.env = dict(os.environ)
         if config:
             path = Path(config).expanduser().resolve()
@@ -303,7 +323,8 @@ class DevStack:
 
         command = [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
                    "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                   "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", self.temporal_log_level,
+                   *temporal_store_args(self.data_dir / "temporal.db", self.temporal_store),
+                   "--log-level", self.temporal_log_level,
                    "--ui-codec-endpoint", f"{self.api_url}/codec"]
         for key in search.ALL:
             kind = "Double" if key.indexed_value_type.name == "DOUBLE" else "Keyword"

@@ -27,9 +27,10 @@ BACKTEST_READY = "worker polling for backtest tasks"
 
 
 def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
-                 activity_threads: int = 16, max_cached_workflows: int | None = None) -> Worker:
+                 activity_threads: int = 16, max_cached_workflows: int | None = None,
+                 also: tuple[list, list] = ([], [])) -> Worker:
     """The worker with channels from settings (SMTP, SMS webhook, else outbox); `channels` overrides
-    them by name (tests). Templates and delivery settings are checked here: a missing template or
+    them by name (tests); `also` adds (workflows, activities) to the same worker (a benchmark's baseline). Templates and delivery settings are checked here: a missing template or
     variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
     renderer = Renderer(link_hosts=settings.link_hosts)
     renderer.check([(step.template, step.channel) for journey in settings.policy.journeys.values()
@@ -42,8 +43,8 @@ def build_worker(client: Client, engine: Engine, settings: Settings, channels: d
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=ALL_WORKFLOWS,
-        activities=activities.all(),
+        workflows=[*ALL_WORKFLOWS, *also[0]],
+        activities=[*activities.all(), *also[1]],
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         max_concurrent_activities=activity_threads,
         max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,

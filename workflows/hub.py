@@ -17,6 +17,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from journeys.policy import JOURNEY_NAMES
     from journeys.routing import RouteDecision, decide_route
+    from journeys.wakeups import PRIORITY, replaces  # noqa: F401 (PRIORITY: the order, re-exported)
     from workflows import search
     from workflows.journey import STORE_CALL
     from workflows.models import (
@@ -34,8 +35,6 @@ with workflow.unsafe.imports_passed_through():
         StopJourney,
     )
 
-# A running journey is only replaced by a more urgent one (welcome → browse → cart).
-PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_recovery": 3}
 DECISIONS_KEPT = 20
 LOCAL_STORE_CALLS = "hub-local-store-calls"
 # `start_journey` writes the routing decision to the store. As a local activity it wrote before the
@@ -66,11 +65,6 @@ PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `
 
 def hub_id(person_id: str) -> str:
     return f"hub-{person_id}"
-
-
-def replaces(current: str | None, proposed: str) -> bool:
-    """Whether a new routing decision should cancel the running journey."""
-    return current is None or PRIORITY[proposed] > PRIORITY[current]
 
 
 @workflow.defn(name="hub")
