@@ -285,7 +285,7 @@ async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_hi
     from store.models import Person
     from test_journeys_merge_delete import alias
     from journeys.policy import JOURNEY_NAMES as JOURNEYS
-    from workflows.hub import PRIORITY
+    from journeys.wakeups import PRIORITY
 
     n = next(_people)
     device, email, user = f"dev-{n}", f"mix-{n}@example.com", f"user-{n}"

@@ -17,7 +17,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from journeys.policy import JOURNEY_NAMES
     from journeys.routing import RouteDecision, decide_route
-    from journeys.wakeups import PRIORITY, replaces  # noqa: F401 (PRIORITY: the order, re-exported)
+    from journeys.wakeups import replaces
     from workflows import search
     from workflows.journey import STORE_CALL
     from workflows.models import (
