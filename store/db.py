@@ -67,7 +67,7 @@ def _writer_lock(engine: Engine) -> threading.RLock | contextlib.nullcontext:
     concurrent requests a write waits for its luck, not its turn — a p99 of seconds (a lock convoy).
     In-process they queue on this lock, first come first served, and SQLite's busy handler is left
     for the other processes (the worker). PostgreSQL needs none."""
-    if not is_sqlite(engine):
+    if dialect_name(engine) != "sqlite":
         return contextlib.nullcontext()
     key = str(engine.url)
     lock = _WRITERS.get(key)
