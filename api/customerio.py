@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from pydantic import BaseModel, ValidationError
 from starlette.routing import Match
 
 from api.body import BadBody, payload_text, problem_in, read_json
 from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
-from api.segment import EARLIEST, LATEST, MAX_ID, InvalidMessage, body_schema
+from api.schemas.common import MAX_ID, InvalidMessage, body_schema, problem
+from api.schemas.customerio import AnonymousEvent, Event, Identify, Merge, Reference
 from store.db import transaction
 from store.identity import (
     InvalidIdentifier,
@@ -31,19 +33,6 @@ from store.models import Person, utcnow
 from store.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["customer.io"], dependencies=[Depends(require_cio)])
-_OBJECT = {"type": "object", "additionalProperties": True}
-_EVENT = {"type": "object", "additionalProperties": True, "required": ["name"], "properties": {
-    "name": {"type": "string", "maxLength": MAX_ID}, "data": _OBJECT, "id": {"type": "string", "maxLength": MAX_ID},
-    "timestamp": {"type": "integer", "description": "unix seconds"}, "type": {"type": "string", "enum": ["event", "page", "screen"]},
-}}
-_REFERENCE = {"type": "object", "properties": {"id": {"type": ["string", "integer"]}, "email": {"type": "string"}}}
-IDENTIFY_BODY = body_schema({"type": "object", "additionalProperties": True, "properties": {
-    "email": {"type": "string"}, "anonymous_id": {"type": "string", "maxLength": MAX_ID}, "phone": {"type": "string"}}})
-EVENT_BODY = body_schema(_EVENT)
-ANONYMOUS_EVENT_BODY = body_schema({**_EVENT, "required": ["name", "anonymous_id"], "properties": {
-    **_EVENT["properties"], "anonymous_id": {"type": "string", "maxLength": MAX_ID}}})
-MERGE_BODY = body_schema({"type": "object", "required": ["primary", "secondary"],
-                          "properties": {"primary": _REFERENCE, "secondary": _REFERENCE}})
 CustomerId = Path(min_length=1, max_length=MAX_ID, description="The customer's id, or their email address")
 
 
@@ -61,20 +50,6 @@ def _identifier_kind(customer_id: str) -> tuple[str, str]:
     return "user_id", customer_id
 
 
-def _unix_time(value: object, received_at: datetime) -> datetime:
-    if value is None:
-        return received_at
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidMessage("timestamp must be a unix timestamp in seconds")
-    try:
-        moment = datetime.fromtimestamp(value, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        raise InvalidMessage("timestamp is out of range") from None
-    if not EARLIEST <= moment < LATEST:
-        raise InvalidMessage(f"timestamp {moment.isoformat()} is out of range (1970–2100)")
-    return moment
-
-
 async def _body(request: Request) -> dict:
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -82,26 +57,19 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _event(body: dict, received_at: datetime, **ids) -> Incoming:
-    name = body.get("name")
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidMessage("name is required")
-    if len(name) > MAX_ID:
-        raise InvalidMessage(f"name is {len(name)} characters long; the limit is {MAX_ID}")
-    data = body.get("data") or {}
-    if not isinstance(data, dict):
-        raise InvalidMessage("data must be an object")
-    kind = body.get("type") or "event"
-    if kind not in ("event", "page", "screen"):
-        raise InvalidMessage("type must be event, page or screen")
-    message_id = body.get("id")
-    if message_id is not None and (not isinstance(message_id, str) or len(message_id) > MAX_ID):
-        raise InvalidMessage(f"id must be a string of at most {MAX_ID} characters")
-    call = "track" if kind == "event" else kind
-    properties = data if call == "track" else {**data, "name": name}
-    original = name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
-    return Incoming(type=call, original_name=original, message_id=message_id or "", properties=properties,
-                    timestamp=_unix_time(body.get("timestamp"), received_at), received_at=received_at,
+def _validated(model: type[BaseModel], body: dict) -> BaseModel:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidMessage(problem(exc)) from None
+
+
+def _event(event: Event, received_at: datetime, **ids) -> Incoming:
+    call = "track" if event.type == "event" else event.type
+    properties = event.data if call == "track" else {**event.data, "name": event.name}
+    original = event.name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
+    return Incoming(type=call, original_name=original, message_id=event.id or "", properties=properties,
+                    timestamp=event.timestamp or received_at, received_at=received_at,
                     source="server", trusted=True, **ids)
 
 
@@ -133,7 +101,7 @@ def _quarantine(engine: Engine, endpoint: str, reason: str, body: object) -> Non
         quarantine(session, "customerio", endpoint, [Quarantined(reason, payload_text(body))])
 
 
-@router.put("/customers/{customer_id}", openapi_extra=IDENTIFY_BODY, summary="Identify a customer")
+@router.put("/customers/{customer_id}", openapi_extra=body_schema(Identify), summary="Identify a customer")
 async def identify_customer(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                             engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
@@ -142,61 +110,52 @@ async def identify_customer(request: Request, customer_id: str = CustomerId, set
         traits = {k: v for k, v in body.items() if k not in ("anonymous_id", "_update", "id")}
         if kind == "email":
             traits.setdefault("email", value)
-        anonymous_id = body.get("anonymous_id")
-        if anonymous_id is not None and (not isinstance(anonymous_id, str) or len(anonymous_id) > MAX_ID):
-            raise InvalidMessage(f"anonymous_id must be a string of at most {MAX_ID} characters")
+        anonymous_id = _validated(Identify, body).anonymous_id
         return Incoming(type="identify", original_name="Identify", properties=traits, timestamp=received_at,
-                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id or None,
+                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id,
                         **{kind: value})
 
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/customers/{customer_id}/events", openapi_extra=EVENT_BODY, summary="Track a customer event")
+@router.post("/customers/{customer_id}/events", openapi_extra=body_schema(Event), summary="Track a customer event")
 async def customer_event(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                          engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def build(body: dict, received_at: datetime) -> Incoming:
-        return _event(body, received_at, **{kind: value})
+        return _event(_validated(Event, body), received_at, **{kind: value})
 
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/events", openapi_extra=ANONYMOUS_EVENT_BODY, summary="Track an anonymous event")
+@router.post("/events", openapi_extra=body_schema(AnonymousEvent), summary="Track an anonymous event")
 async def anonymous_event(request: Request, settings: Settings = Depends(get_settings),
                           engine: Engine = Depends(get_engine)) -> JSONResponse:
     def build(body: dict, received_at: datetime) -> Incoming:
-        anonymous_id = body.get("anonymous_id")
-        if not isinstance(anonymous_id, str) or not anonymous_id or len(anonymous_id) > MAX_ID:
-            raise InvalidMessage(f"anonymous_id is required (a string of at most {MAX_ID} characters)")
-        return _event(body, received_at, anonymous_id=anonymous_id)
+        event = _validated(AnonymousEvent, body)
+        return _event(event, received_at, anonymous_id=event.anonymous_id)
 
     return await _ingest(request, settings, engine, build)
 
 
-def _reference(reference: object) -> tuple[str, str]:
+def _reference(reference: Reference) -> tuple[str, str]:
     """The identifier a merge_customers `primary` / `secondary` names."""
-    if not isinstance(reference, dict):
-        raise InvalidMessage("primary and secondary must be objects with id or email")
-    if isinstance(reference.get("email"), str):
-        return "email", normalise_email(reference["email"])
-    if isinstance(reference.get("id"), (str, int)):
-        return _identifier_kind(str(reference["id"]))
-    raise InvalidMessage("primary and secondary must each carry id or email")
+    return ("email", normalise_email(reference.email)) if reference.email is not None else _identifier_kind(reference.id)
 
 
-@router.post("/merge_customers", openapi_extra=MERGE_BODY, summary="Merge two customers")
+@router.post("/merge_customers", openapi_extra=body_schema(Merge), summary="Merge two customers")
 async def merge_customers(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
     try:
         body = await _body(request)
     except BadBody as exc:
         return cio_error(exc.status, exc.message)
-    problem = problem_in(body)
-    if problem:
-        return cio_error(400, problem)
+    unstorable = problem_in(body)
+    if unstorable:
+        return cio_error(400, unstorable)
     try:
-        primary_key, secondary_key = _reference(body.get("primary")), _reference(body.get("secondary"))
+        merge_body = _validated(Merge, body)
+        primary_key, secondary_key = _reference(merge_body.primary), _reference(merge_body.secondary)
     except (InvalidMessage, InvalidIdentifier) as exc:
         return cio_error(400, str(exc))
 

@@ -4,102 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
 from api.deps import (BROWSER, SERVER, UNKNOWN_KEY, get_engine, get_settings, nudge_dispatcher, segment_trust,
                       write_key_trust)
 from api.ratelimit import segment_refusal
+from api.schemas.common import EARLIEST, LATEST, InvalidMessage, body_schema, problem
+from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Batch, Group, Page, Track
 from journeys import taxonomy
 from store.identity import InvalidIdentifier, normalise_email
 from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
 from store.models import utcnow
 from store.settings import Settings
 
-CALLS = {"identify": "i", "track": "t", "page": "p", "screen": "s", "alias": "a", "group": "g"}
-MAX_ID = 255
-EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(2100, 1, 1, tzinfo=timezone.utc)
-
-
-def body_schema(schema: dict) -> dict:
-    """`openapi_extra` for a route that reads its JSON body itself (as JSON, or as text/plain the
-    way analytics.js sends it). The schema documents the shape in /docs; the route validates it."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": schema},
-        "text/plain": {"schema": {"type": "string"}},
-    }}}
-
-
-_ID_SCHEMA = {"type": ["string", "number", "null"], "maxLength": MAX_ID}
-_TIME_SCHEMA = {"type": ["string", "null"], "description": "ISO-8601"}
-MESSAGE_SCHEMA = {
-    "type": "object", "additionalProperties": True,
-    "properties": {
-        "type": {"type": "string", "enum": list(CALLS)},
-        "anonymousId": _ID_SCHEMA, "userId": _ID_SCHEMA, "messageId": _ID_SCHEMA, "previousId": _ID_SCHEMA,
-        "groupId": _ID_SCHEMA,
-        "event": {"type": "string", "maxLength": MAX_ID}, "name": {"type": "string"},
-        "timestamp": _TIME_SCHEMA, "sentAt": _TIME_SCHEMA, "originalTimestamp": _TIME_SCHEMA,
-        "context": {"type": "object", "additionalProperties": True},
-        "properties": {"type": "object", "additionalProperties": True},
-        "traits": {"type": "object", "additionalProperties": True},
-        "writeKey": {"type": "string"},
-    },
-}
-BATCH_SCHEMA = {
-    "type": "object", "additionalProperties": True, "required": ["batch"],
-    "properties": {"batch": {"type": "array", "items": MESSAGE_SCHEMA}, "context": MESSAGE_SCHEMA["properties"]["context"],
-                   "sentAt": _TIME_SCHEMA, "writeKey": {"type": "string"}},
-}
-BODY_SCHEMA = body_schema({"type": "object", "additionalProperties": True})
-
-
-class InvalidMessage(ValueError):
-    pass
-
-
 class TooLarge(InvalidMessage):
     """A message over the 32 KB limit: sent alone, the request itself is over the size limit."""
-
-
-def _identifier(item: dict, key: str, required: bool = False) -> str | None:
-    value = item.get(key)
-    if value is None or value == "":
-        if required:
-            raise InvalidMessage(f"{key} is required")
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise InvalidMessage(f"{key} must be a string")
-    value = str(value)
-    if len(value) > MAX_ID:
-        raise InvalidMessage(f"{key} is {len(value)} characters long; the limit is {MAX_ID}")
-    return value
-
-
-def _object(item: dict, key: str) -> dict:
-    value = item.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise InvalidMessage(f"{key} must be an object")
-    return value
-
-
-def parse_time(value: object, key: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidMessage(f"{key} must be an ISO-8601 string")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise InvalidMessage(f"{key} {value[:40]!r} is not an ISO-8601 date") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, received_at: datetime) -> datetime:
@@ -112,7 +38,7 @@ def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, re
         raise InvalidMessage("timestamp is out of range") from None
     if not EARLIEST <= corrected < LATEST:
         raise InvalidMessage(f"timestamp {corrected.isoformat()} is out of range (1970–2100)")
-    return corrected.astimezone(timezone.utc)
+    return corrected.astimezone(UTC)
 
 
 def event_source(context: dict, trust: str) -> str:
@@ -162,54 +88,46 @@ def parse_message(item: object, call: str | None, received_at: datetime,
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
     for where, value in (("", item), ("batch context: ", batch_context), ("batch sentAt: ", batch_sent_at)):
-        problem = problem_in(value)
-        if problem:  # too deep to serialise, or a NUL that PostgreSQL cannot store
-            raise InvalidMessage(f"{where}{problem}")
+        unstorable = problem_in(value)
+        if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
+            raise InvalidMessage(f"{where}{unstorable}")
     size = len(dumps(item).encode())
     if size > MESSAGE_LIMIT:
         raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
     kind = call or item.get("type")
     if kind not in CALLS:
         raise InvalidMessage(f"type must be one of {', '.join(CALLS)}; got {str(kind)[:40]!r}")
-    message_id = _identifier(item, "messageId")
-    context = {**(batch_context or {}), **_object(item, "context")}
-    user_id = _identifier(item, "userId", required=kind == "alias")
-    anonymous_id = _identifier(item, "anonymousId")
-    if kind != "alias" and not (user_id or anonymous_id):
-        raise InvalidMessage("userId or anonymousId is required")
-    properties = _object(item, "traits" if kind in ("identify", "group") else "properties")
-    previous_id = _identifier(item, "previousId", required=kind == "alias")
-    if kind == "track":
-        name = item.get("event")
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidMessage("event is required for track calls")
-        if len(name) > MAX_ID:
-            raise InvalidMessage(f"event name is {len(name)} characters long; the limit is {MAX_ID}")
-        name = name.strip()
-    elif kind in ("page", "screen"):
+    if "sentAt" not in item and batch_sent_at is not None:
+        item = {**item, "sentAt": batch_sent_at}
+    try:
+        parsed = MESSAGE.validate_python({**item, "type": kind})
+    except ValidationError as exc:
+        raise InvalidMessage(problem(exc)) from None
+    context = {**(batch_context or {}), **parsed.context}
+    properties = parsed.properties_or_traits
+    if isinstance(parsed, Track):
+        name = parsed.event
+    elif isinstance(parsed, Page):  # and Screen
         name = taxonomy.PAGE_VIEWED if kind == "page" else taxonomy.SCREEN_VIEWED
-        if isinstance(item.get("name"), str) and item["name"]:
-            properties = {**properties, "name": item["name"][:MAX_ID]}
-    elif kind == "group":
+        properties = {**properties, "name": parsed.name} if parsed.name else properties
+    elif isinstance(parsed, Group):
         name = taxonomy.GROUP
-        properties = {**properties, "groupId": _identifier(item, "groupId", required=True)}
+        properties = {**properties, "groupId": parsed.groupId}
     else:
         name = taxonomy.IDENTIFY if kind == "identify" else taxonomy.ALIAS
-    timestamp = parse_time(item.get("timestamp") or item.get("originalTimestamp"), "timestamp")
-    sent_at = parse_time(item.get("sentAt", batch_sent_at), "sentAt")
     user_hash = None
     if kind == "identify":
         context, properties, user_hash = _take_user_hash(context, properties)
     message = Incoming(
         type=kind,
         original_name=name,
-        message_id=message_id or "",
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        previous_id=previous_id,
+        message_id=parsed.messageId or "",
+        anonymous_id=parsed.anonymousId,
+        user_id=parsed.userId,
+        previous_id=getattr(parsed, "previousId", None),
         properties=properties,
         context=context,
-        timestamp=corrected_timestamp(timestamp, sent_at, received_at),
+        timestamp=corrected_timestamp(parsed.timestamp, parsed.sentAt, received_at),
         received_at=received_at,
         source=event_source(context, trust),
         trusted=trust == SERVER,
@@ -243,11 +161,11 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
 
     received_at = utcnow()
     if call is None:
-        items = body.get("batch")
-        if not isinstance(items, list):
+        try:
+            envelope = Batch.model_validate(body)
+        except ValidationError:
             return _error(400, "batch must be an array of messages")
-        batch_context = body.get("context") if isinstance(body.get("context"), dict) else None
-        batch_sent_at = body.get("sentAt")
+        items, batch_context, batch_sent_at = envelope.batch, envelope.context, envelope.sentAt
     else:
         items, batch_context, batch_sent_at = [body], None, None
 
@@ -308,10 +226,10 @@ def _route(call: str | None):
     return endpoint
 
 
-for _call, _short in CALLS.items():
+for _call, _short in SHORT_PATHS.items():
     for _path in (f"/{_call}", f"/{_short}"):
-        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(MESSAGE_SCHEMA),
+        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(CALLS[_call]),
                              operation_id=f"segment_{_path.strip('/')}", summary=f"Segment {_call}")
 for _path in ("/batch", "/b", "/import"):
-    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(BATCH_SCHEMA),
+    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(Batch),
                          operation_id=f"segment_{_path.strip('/')}", summary="Segment batch")
