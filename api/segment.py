@@ -81,16 +81,16 @@ def _take_user_hash(context: dict, traits: dict) -> tuple[dict, dict, object]:
 
 def parse_message(item: object, call: str | None, received_at: datetime,
                   batch_context: dict | None = None, batch_sent_at: object = None, *,
-                  trust: str = BROWSER, identity_secret: str = "") -> Incoming:
+                  trust: str = BROWSER, identity_secret: str = "", shared_problem: str | None = None) -> Incoming:
     """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong.
     `trust` is the write key's; a browser identify with a valid `user_hash` becomes trusted, one with
-    a wrong hash keeps the browser's limits and says why."""
+    a wrong hash keeps the browser's limits and says why. `shared_problem` is what makes the batch's
+    shared context or sentAt unstorable (checked once per request), which every item inherits."""
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
-    for where, value in (("", item), ("batch context: ", batch_context), ("batch sentAt: ", batch_sent_at)):
-        unstorable = problem_in(value)
-        if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
-            raise InvalidMessage(f"{where}{unstorable}")
+    unstorable = problem_in(item) or shared_problem
+    if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
+        raise InvalidMessage(unstorable)
     size = len(dumps(item).encode())
     if size > MESSAGE_LIMIT:
         raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
@@ -168,6 +168,9 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         items, batch_context, batch_sent_at = envelope.batch, envelope.context, envelope.sentAt
     else:
         items, batch_context, batch_sent_at = [body], None, None
+    shared_problem = next((f"{where}{problem}" for where, problem in (
+        ("batch context: ", problem_in(batch_context)), ("batch sentAt: ", problem_in(batch_sent_at))) if problem),
+        None)
 
     strict = request.headers.get("x-strict-mode") == "1"
     valid: list[Incoming] = []
@@ -177,7 +180,7 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
     for index, item in enumerate(items):
         try:
             message = parse_message(item, call, received_at, batch_context, batch_sent_at, trust=trust,
-                                    identity_secret=settings.identity_secret)
+                                    identity_secret=settings.identity_secret, shared_problem=shared_problem)
             if strict:  # an email or phone we cannot use makes the message invalid, not just incomplete
                 problems = identify_claim(message, settings.policy, settings.default_phone_region)[1]
                 if problems:
