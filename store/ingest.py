@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
@@ -19,7 +19,7 @@ from journeys import taxonomy
 from journeys.links import LinkHosts
 from journeys.policy import Policy
 from store import outbox
-from store.db import insert_ignoring_conflicts, transaction
+from store.db import insert_ignoring_conflicts, is_sqlite, transaction
 from store.identity import (
     Claim,
     InvalidIdentifier,
@@ -317,9 +317,7 @@ def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, 
             lock_person(session, person_id)  # their events are written below
         rows = [_event_row(m, _known_person(m, known_people) or by_device.get(m.anonymous_id)) for m in batch]
         # ON CONFLICT DO NOTHING RETURNING: messages we already hold (a client's retry) come back missing.
-        inserted = set(
-            session.execute(insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars()
-        )
+        inserted = _insert_events(session, rows)
         result.duplicates += len(batch) - len(inserted)
         for m in batch:
             if m.message_id not in inserted:
@@ -336,6 +334,23 @@ def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, 
         upsert_from_events(session, result.stored)  # one statement, only when products were seen
         quarantine(session, api, endpoint, result.warnings)
     return result
+
+
+def _insert_events(session: Session, rows: list[dict]) -> set[str]:
+    """Insert the rows, skipping messages we already hold (a client's retry); returns the message
+    ids written. On PostgreSQL the rows travel as one JSON document expanded by the server
+    (`jsonb_populate_record` on the table's own row type, in the request's order): a multi-row
+    VALUES of 500 × 16 parameters costs the driver more to build than the database to insert."""
+    if is_sqlite(session.get_bind()):
+        return set(session.execute(
+            insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars())
+    columns = ", ".join(f'"{column}"' for column in rows[0])
+    from_document = ", ".join(f'r."{column}"' for column in rows[0])
+    statement = text(
+        f"INSERT INTO events ({columns}) SELECT {from_document} "
+        "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
+        "jsonb_populate_record(NULL::events, e.doc) AS r ORDER BY e.n ON CONFLICT DO NOTHING RETURNING message_id")
+    return set(session.execute(statement, {"rows": orjson.dumps(rows, default=str).decode()}).scalars())
 
 
 def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -> int:
