@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from datetime import UTC, datetime
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -88,10 +89,14 @@ def parse_message(item: object, call: str | None, received_at: datetime,
     shared context or sentAt unstorable (checked once per request), which every item inherits."""
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
-    unstorable = problem_in(item) or shared_problem
+    try:
+        dumped: str | None = dumps(item)
+    except orjson.JSONEncodeError:  # nested past orjson's limit: the walk below says how deep
+        dumped = None
+    unstorable = problem_in(item, dumped=dumped) or shared_problem
     if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
         raise InvalidMessage(unstorable)
-    size = len(dumps(item).encode())
+    size = len(dumped.encode())
     if size > MESSAGE_LIMIT:
         raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
     kind = call or item.get("type")
