@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -106,18 +106,18 @@ class Message(BaseModel):
             raise invalid("userId or anonymousId is required")
         return self
 
+    payload_field: ClassVar[str] = "properties"  # where the call carries its data
+
     @property
     def properties_or_traits(self) -> dict:
-        return getattr(self, "properties", {})
+        return getattr(self, self.payload_field)
 
 
 class Identify(Message):
     type: Literal["identify"]
     traits: JsonObject = Field(default_factory=dict)
 
-    @property
-    def properties_or_traits(self) -> dict:
-        return self.traits
+    payload_field: ClassVar[str] = "traits"
 
 
 class Track(Message):
@@ -147,9 +147,7 @@ class Group(Message):
             raise invalid("groupId is required")
         return self
 
-    @property
-    def properties_or_traits(self) -> dict:
-        return self.traits
+    payload_field: ClassVar[str] = "traits"
 
 
 class Alias(Message):
