@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -57,7 +58,10 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _validated(model: type[BaseModel], body: dict) -> BaseModel:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _validated(model: type[Body], body: dict) -> Body:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
