@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from urllib.parse import unquote_to_bytes
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.openapi.utils import get_openapi
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -21,7 +20,6 @@ from api.deps import CustomerIOAuthError
 from api.ratelimit import FrontDoorLimits, RateLimited, limit_customerio
 from activities.channels import DeliveryConfigError
 from api.docs_pages import serve_api_docs
-from api.messages import COMPONENTS as BODY_COMPONENTS
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
@@ -79,20 +77,6 @@ class CorsByPath:
             await self.app(scope, receive, send)
 
 
-def with_body_models(app: FastAPI) -> None:
-    """The front doors read their bodies themselves; their models' sub-schemas (`api/messages.py`)
-    join the OpenAPI document's components so the `$ref`s in those routes resolve."""
-    def openapi() -> dict:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes)
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(BODY_COMPONENTS)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     settings.policy  # a bad journeys.toml stops start-up here, naming the key
@@ -144,7 +128,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(backtest.router)
     app.include_router(codec.router)
     app.include_router(shopify.router)
-    with_body_models(app)
 
     @app.exception_handler(CustomerIOAuthError)
     async def _cio_auth(_request: Request, _exc: CustomerIOAuthError) -> JSONResponse:

@@ -67,11 +67,15 @@ def dumps(value: object) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-def problem_in(value: object, max_depth: int = MAX_DEPTH) -> str | None:
+def problem_in(value: object, max_depth: int = MAX_DEPTH, dumped: str | None = None) -> str | None:
     """What makes a parsed JSON value unstorable, or None: nesting deeper than `max_depth` (orjson
     and the JSON columns refuse ~255 levels) or a NUL character in a string or key (PostgreSQL
     refuses U+0000 in text and jsonb; SQLite would take it, but both stores must behave alike).
-    Iterative, so a hostile body cannot exhaust the stack."""
+    Iterative, so a hostile body cannot exhaust the stack. Given the value's JSON text (`dumped`),
+    the walk is skipped when that text cannot hide a problem: no `\u0000` and fewer brackets than
+    `max_depth`."""
+    if dumped is not None and "\\u0000" not in dumped and dumped.count("{") + dumped.count("[") < max_depth:
+        return None
     stack: list[tuple[object, int, str]] = [(value, 0, "")]
     while stack:
         item, depth, where = stack.pop()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
+from pydantic import BaseModel, ValidationError
 from starlette.routing import Match
 
 from api.body import BadBody, payload_text, problem_in, read_json
 from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
-from api.messages import (EARLIEST, LATEST, MAX_ID, CioAnonymousEvent, CioCustomer, CioEvent, CioMerge, CioReference,
-                          InvalidMessage, body_schema, cio_body)
+from api.schemas.common import MAX_ID, InvalidMessage, body_schema, problem
+from api.schemas.customerio import AnonymousEvent, Event, Identify, Merge, Reference
 from store.db import transaction
 from store.identity import (
     InvalidIdentifier,
@@ -32,10 +34,6 @@ from store.models import Person, utcnow
 from store.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["customer.io"], dependencies=[Depends(require_cio)])
-IDENTIFY_BODY = body_schema(CioCustomer)
-EVENT_BODY = body_schema(CioEvent)
-ANONYMOUS_EVENT_BODY = body_schema(CioAnonymousEvent)
-MERGE_BODY = body_schema(CioMerge)
 CustomerId = Path(min_length=1, max_length=MAX_ID, description="The customer's id, or their email address")
 
 
@@ -53,18 +51,6 @@ def _identifier_kind(customer_id: str) -> tuple[str, str]:
     return "user_id", customer_id
 
 
-def _unix_time(value: float | None, received_at: datetime) -> datetime:
-    if value is None:
-        return received_at
-    try:
-        moment = datetime.fromtimestamp(value, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        raise InvalidMessage("timestamp is out of range") from None
-    if not EARLIEST <= moment < LATEST:
-        raise InvalidMessage(f"timestamp {moment.isoformat()} is out of range (1970–2100)")
-    return moment
-
-
 async def _body(request: Request) -> dict:
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -72,12 +58,22 @@ async def _body(request: Request) -> dict:
     return body
 
 
-def _event(event: CioEvent, received_at: datetime, **ids) -> Incoming:
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _validated(model: type[Body], body: dict) -> Body:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise InvalidMessage(problem(exc)) from None
+
+
+def _event(event: Event, received_at: datetime, **ids) -> Incoming:
     call = "track" if event.type == "event" else event.type
     properties = event.data if call == "track" else {**event.data, "name": event.name}
-    original = event.name if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
+    original = event.name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
     return Incoming(type=call, original_name=original, message_id=event.id or "", properties=properties,
-                    timestamp=_unix_time(event.timestamp, received_at), received_at=received_at,
+                    timestamp=event.timestamp or received_at, received_at=received_at,
                     source="server", trusted=True, **ids)
 
 
@@ -109,63 +105,61 @@ def _quarantine(engine: Engine, endpoint: str, reason: str, body: object) -> Non
         quarantine(session, "customerio", endpoint, [Quarantined(reason, payload_text(body))])
 
 
-@router.put("/customers/{customer_id}", openapi_extra=IDENTIFY_BODY, summary="Identify a customer")
+@router.put("/customers/{customer_id}", openapi_extra=body_schema(Identify), summary="Identify a customer")
 async def identify_customer(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                             engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def build(body: dict, received_at: datetime) -> Incoming:
-        anonymous_id = cio_body(CioCustomer, body).anonymous_id
         traits = {k: v for k, v in body.items() if k not in ("anonymous_id", "_update", "id")}
         if kind == "email":
             traits.setdefault("email", value)
+        anonymous_id = _validated(Identify, body).anonymous_id
         return Incoming(type="identify", original_name="Identify", properties=traits, timestamp=received_at,
-                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id or None,
+                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id,
                         **{kind: value})
 
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/customers/{customer_id}/events", openapi_extra=EVENT_BODY, summary="Track a customer event")
+@router.post("/customers/{customer_id}/events", openapi_extra=body_schema(Event), summary="Track a customer event")
 async def customer_event(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
                          engine: Engine = Depends(get_engine)) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def build(body: dict, received_at: datetime) -> Incoming:
-        return _event(cio_body(CioEvent, body), received_at, **{kind: value})
+        return _event(_validated(Event, body), received_at, **{kind: value})
 
     return await _ingest(request, settings, engine, build)
 
 
-@router.post("/events", openapi_extra=ANONYMOUS_EVENT_BODY, summary="Track an anonymous event")
+@router.post("/events", openapi_extra=body_schema(AnonymousEvent), summary="Track an anonymous event")
 async def anonymous_event(request: Request, settings: Settings = Depends(get_settings),
                           engine: Engine = Depends(get_engine)) -> JSONResponse:
     def build(body: dict, received_at: datetime) -> Incoming:
-        event = cio_body(CioAnonymousEvent, body)
+        event = _validated(AnonymousEvent, body)
         return _event(event, received_at, anonymous_id=event.anonymous_id)
 
     return await _ingest(request, settings, engine, build)
 
 
-def _reference(reference: CioReference) -> tuple[str, str]:
+def _reference(reference: Reference) -> tuple[str, str]:
     """The identifier a merge_customers `primary` / `secondary` names."""
-    if reference.email is not None:
-        return "email", normalise_email(reference.email)
-    return _identifier_kind(str(reference.id))
+    return ("email", normalise_email(reference.email)) if reference.email is not None else _identifier_kind(reference.id)
 
 
-@router.post("/merge_customers", openapi_extra=MERGE_BODY, summary="Merge two customers")
+@router.post("/merge_customers", openapi_extra=body_schema(Merge), summary="Merge two customers")
 async def merge_customers(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
     try:
         body = await _body(request)
     except BadBody as exc:
         return cio_error(exc.status, exc.message)
-    problem = problem_in(body)
-    if problem:
-        return cio_error(400, problem)
+    unstorable = problem_in(body)
+    if unstorable:
+        return cio_error(400, unstorable)
     try:
-        named = cio_body(CioMerge, body)
-        primary_key, secondary_key = _reference(named.primary), _reference(named.secondary)
+        merge_body = _validated(Merge, body)
+        primary_key, secondary_key = _reference(merge_body.primary), _reference(merge_body.secondary)
     except (InvalidMessage, InvalidIdentifier) as exc:
         return cio_error(400, str(exc))
 

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
-from api.messages import (CALLS, EARLIEST, LATEST, SEGMENT_MODELS, GroupMessage, InvalidMessage, PageMessage,
-                          SegmentBatch, TrackMessage, body_schema, parse_time, segment_message)
 from api.deps import (BROWSER, SERVER, UNKNOWN_KEY, get_engine, get_settings, nudge_dispatcher, segment_trust,
                       write_key_trust)
 from api.ratelimit import segment_refusal
+from api.schemas.common import EARLIEST, LATEST, InvalidMessage, body_schema, problem
+from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Batch, Group, Page, Track
 from journeys import taxonomy
 from store.identity import InvalidIdentifier, normalise_email
 from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
@@ -37,7 +39,7 @@ def corrected_timestamp(timestamp: datetime | None, sent_at: datetime | None, re
         raise InvalidMessage("timestamp is out of range") from None
     if not EARLIEST <= corrected < LATEST:
         raise InvalidMessage(f"timestamp {corrected.isoformat()} is out of range (1970–2100)")
-    return corrected.astimezone(timezone.utc)
+    return corrected.astimezone(UTC)
 
 
 def event_source(context: dict, trust: str) -> str:
@@ -80,49 +82,57 @@ def _take_user_hash(context: dict, traits: dict) -> tuple[dict, dict, object]:
 
 def parse_message(item: object, call: str | None, received_at: datetime,
                   batch_context: dict | None = None, batch_sent_at: object = None, *,
-                  trust: str = BROWSER, identity_secret: str = "") -> Incoming:
+                  trust: str = BROWSER, identity_secret: str = "", shared_problem: str | None = None) -> Incoming:
     """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong.
     `trust` is the write key's; a browser identify with a valid `user_hash` becomes trusted, one with
-    a wrong hash keeps the browser's limits and says why."""
+    a wrong hash keeps the browser's limits and says why. `shared_problem` is what makes the batch's
+    shared context or sentAt unstorable (checked once per request), which every item inherits."""
     if not isinstance(item, dict):
         raise InvalidMessage("message must be a JSON object")
-    for where, value in (("", item), ("batch context: ", batch_context), ("batch sentAt: ", batch_sent_at)):
-        problem = problem_in(value)
-        if problem:  # too deep to serialise, or a NUL that PostgreSQL cannot store
-            raise InvalidMessage(f"{where}{problem}")
-    size = len(dumps(item).encode())
+    try:
+        dumped: str | None = dumps(item)
+    except orjson.JSONEncodeError:  # nested past orjson's limit: the walk below says how deep
+        dumped = None
+    unstorable = problem_in(item, dumped=dumped) or shared_problem
+    if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
+        raise InvalidMessage(unstorable)
+    size = len(dumped.encode())
     if size > MESSAGE_LIMIT:
         raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
-    model = segment_message(item, call)
-    kind = model.type
-    context = {**(batch_context or {}), **model.context}
-    properties = model.payload
-    if isinstance(model, TrackMessage):
-        name = model.event
-    elif isinstance(model, PageMessage):  # and ScreenMessage
+    kind = call or item.get("type")
+    if kind not in CALLS:
+        raise InvalidMessage(f"type must be one of {', '.join(CALLS)}; got {str(kind)[:40]!r}")
+    if "sentAt" not in item and batch_sent_at is not None:
+        item = {**item, "sentAt": batch_sent_at}
+    try:
+        parsed = MESSAGE.validate_python({**item, "type": kind})
+    except ValidationError as exc:
+        raise InvalidMessage(problem(exc)) from None
+    context = {**(batch_context or {}), **parsed.context}
+    properties = parsed.properties_or_traits
+    if isinstance(parsed, Track):
+        name = parsed.event
+    elif isinstance(parsed, Page):  # and Screen
         name = taxonomy.PAGE_VIEWED if kind == "page" else taxonomy.SCREEN_VIEWED
-        if model.name:
-            properties = {**properties, "name": model.name}
-    elif isinstance(model, GroupMessage):
+        properties = {**properties, "name": parsed.name} if parsed.name else properties
+    elif isinstance(parsed, Group):
         name = taxonomy.GROUP
-        properties = {**properties, "groupId": model.groupId}
+        properties = {**properties, "groupId": parsed.groupId}
     else:
         name = taxonomy.IDENTIFY if kind == "identify" else taxonomy.ALIAS
-    timestamp = model.timestamp or model.originalTimestamp
-    sent_at = model.sentAt if "sentAt" in item else parse_time(batch_sent_at, "sentAt")
     user_hash = None
     if kind == "identify":
         context, properties, user_hash = _take_user_hash(context, properties)
     message = Incoming(
         type=kind,
         original_name=name,
-        message_id=model.messageId or "",
-        anonymous_id=model.anonymousId,
-        user_id=model.userId,
-        previous_id=getattr(model, "previousId", None),
+        message_id=parsed.messageId or "",
+        anonymous_id=parsed.anonymousId,
+        user_id=parsed.userId,
+        previous_id=getattr(parsed, "previousId", None),
         properties=properties,
         context=context,
-        timestamp=corrected_timestamp(timestamp, sent_at, received_at),
+        timestamp=corrected_timestamp(parsed.timestamp, parsed.sentAt, received_at),
         received_at=received_at,
         source=event_source(context, trust),
         trusted=trust == SERVER,
@@ -156,13 +166,16 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
 
     received_at = utcnow()
     if call is None:
-        items = body.get("batch")
-        if not isinstance(items, list):
+        try:
+            envelope = Batch.model_validate(body)
+        except ValidationError:
             return _error(400, "batch must be an array of messages")
-        batch_context = body.get("context") if isinstance(body.get("context"), dict) else None
-        batch_sent_at = body.get("sentAt")
+        items, batch_context, batch_sent_at = envelope.batch, envelope.context, envelope.sentAt
     else:
         items, batch_context, batch_sent_at = [body], None, None
+    shared_problem = next((f"{where}{problem}" for where, problem in (
+        ("batch context: ", problem_in(batch_context)), ("batch sentAt: ", problem_in(batch_sent_at))) if problem),
+        None)
 
     strict = request.headers.get("x-strict-mode") == "1"
     valid: list[Incoming] = []
@@ -172,7 +185,7 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
     for index, item in enumerate(items):
         try:
             message = parse_message(item, call, received_at, batch_context, batch_sent_at, trust=trust,
-                                    identity_secret=settings.identity_secret)
+                                    identity_secret=settings.identity_secret, shared_problem=shared_problem)
             if strict:  # an email or phone we cannot use makes the message invalid, not just incomplete
                 problems = identify_claim(message, settings.policy, settings.default_phone_region)[1]
                 if problems:
@@ -221,10 +234,10 @@ def _route(call: str | None):
     return endpoint
 
 
-for _call, _short in CALLS.items():
+for _call, _short in SHORT_PATHS.items():
     for _path in (f"/{_call}", f"/{_short}"):
-        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(SEGMENT_MODELS[_call]),
+        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(CALLS[_call]),
                              operation_id=f"segment_{_path.strip('/')}", summary=f"Segment {_call}")
 for _path in ("/batch", "/b", "/import"):
-    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(SegmentBatch),
+    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(Batch),
                          operation_id=f"segment_{_path.strip('/')}", summary="Segment batch")

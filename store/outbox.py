@@ -35,13 +35,20 @@ def _pending():
 
 def signal(session: Session, kind: str, person_id: str, payload: dict | None = None, dedupe_key: str | None = None) -> None:
     """Queue a hub signal in the caller's transaction; a repeated `dedupe_key` is queued once."""
+    queue(session, [(kind, person_id, payload, dedupe_key)])
+
+
+def queue(session: Session, signals: list[tuple[str, str, dict | None, str | None]]) -> None:
+    """Queue (kind, person_id, payload, dedupe_key) hub signals in one multi-row INSERT, in order;
+    a repeated `dedupe_key` is queued once."""
+    if not signals:
+        return
     now = utcnow()
-    session.execute(
-        insert_ignoring_conflicts(session, OutboxRow.__table__).values(
-            kind=kind, person_id=person_id, payload=payload or {}, dedupe_key=dedupe_key,
-            created_at=now, available_at=now, attempts=0,
-        )
-    )
+    session.execute(insert_ignoring_conflicts(session, OutboxRow.__table__).values([
+        {"kind": kind, "person_id": person_id, "payload": payload or {}, "dedupe_key": dedupe_key,
+         "created_at": now, "available_at": now, "attempts": 0}
+        for kind, person_id, payload, dedupe_key in signals
+    ]))
 
 
 @dataclass

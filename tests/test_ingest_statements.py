@@ -64,3 +64,25 @@ def test_merging_n_anonymous_events_is_one_update(api, db, served):
         counts[n] = len(seen)
         assert db.scalar("SELECT count(*) FROM events WHERE anonymous_id = :d AND person_id IS NULL", d=device) == 0
     assert counts[10] == counts[400], counts
+
+
+def test_known_people_and_identify_moments_queue_their_signals_in_one_insert(api, db, served):
+    """A batch of known people's browsing wakes each hub once (one `activity` row per person, not per
+    event), identify moments queue theirs beside it, and the outbox rows are one INSERT."""
+    run = uuid.uuid4().hex[:8]
+    users = [f"known-{run}-{n}" for n in range(10)]
+    for user in users:
+        assert api.segment("identify", {"userId": user, "traits": {"email": f"{user}@example.com"}}).status_code == 200
+    before = db.scalar("SELECT coalesce(max(id), 0) FROM outbox")
+    browsing = [{"type": "track", "userId": users[i % 10], "messageId": f"{run}-{i}", "event": "Product Viewed",
+                 "properties": {"sku": f"SKU-{i % 40}"}} for i in range(300)]
+    moments = [{"type": "identify", "anonymousId": f"new-{run}-{n}", "messageId": f"{run}-id-{n}",
+                "traits": {"email": f"new-{run}-{n}@example.com"}} for n in range(5)]
+    with statements(app_engine(served)) as seen:
+        response = api.segment("batch", {"batch": browsing + moments})
+    assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "305", response.text
+    assert len(starting(seen, "INSERT INTO outbox")) == 1, "\n".join(sql[:120] for sql, _ in seen)
+    assert len(starting(seen, "INSERT INTO events")) == 1
+    queued = db.rows("SELECT kind, count(*), count(DISTINCT person_id) FROM outbox WHERE id > :n GROUP BY kind",
+                     n=before)
+    assert sorted(tuple(row) for row in queued) == [("activity", 10, 10), ("identified", 5, 5)], queued
