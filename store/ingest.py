@@ -19,7 +19,8 @@ from journeys import taxonomy
 from journeys.links import LinkHosts
 from journeys.policy import Policy
 from store import outbox
-from store.db import insert_ignoring_conflicts, is_sqlite, transaction
+from store.db import insert_ignoring_conflicts, transaction
+from store.dialect import is_postgresql
 from store.identity import (
     Claim,
     InvalidIdentifier,
@@ -283,17 +284,21 @@ def alias(session: Session, m: Incoming, merge_window) -> tuple[str | None, list
 
 
 def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str, endpoint: str,
-           rejected: list[Quarantined] = (), phone_region: str = "US", guards: Guards | None = None) -> IngestResult:
+           rejected: list[Quarantined] = (), phone_region: str = "US", guards: Guards | None = None,
+           wake_hubs: bool = True) -> IngestResult:
     """Store `messages` (already validated) and quarantine `rejected`, all in one transaction. The
-    front doors pass `guards` (clock skew, link hosts); without them messages are taken as they are."""
+    front doors pass `guards` (clock skew, link hosts); without them messages are taken as they are.
+    A backfill of the past passes `wake_hubs=False`: what it stores is there when a hub next reads
+    the person, but it starts no journey (an imported customer list must not get a welcome series)."""
     if guards is not None:
         for m in messages:
             guards.apply(m)
-    return retry_moved_locks(lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region))
+    return retry_moved_locks(
+        lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region, wake_hubs))
 
 
 def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, endpoint: str,
-            rejected: list[Quarantined], phone_region: str) -> IngestResult:
+            rejected: list[Quarantined], phone_region: str, wake_hubs: bool) -> IngestResult:
     result = IngestResult()
     unique: dict[str, Incoming] = {}
     for m in messages:
@@ -330,7 +335,10 @@ def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, 
                 result.warnings.append(_warning(m, problems, refused))
             if person_id:
                 result.people[m.message_id] = person_id
-        result.signals = _queue_hub_signals(session, result, policy)
+        signals = _hub_signals(session, result, policy)
+        if wake_hubs:  # a backfill wakes no hub: the copies among its events are marked all the same
+            outbox.queue(session, signals)
+            result.signals = len(signals)
         upsert_from_events(session, result.stored)  # one statement, only when products were seen
         quarantine(session, api, endpoint, result.warnings)
     return result
@@ -341,7 +349,7 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     ids written. On PostgreSQL the rows travel as one JSON document expanded by the server
     (`jsonb_populate_record` on the table's own row type, in the request's order): a multi-row
     VALUES of 500 × 16 parameters costs the driver more to build than the database to insert."""
-    if is_sqlite(session.get_bind()):
+    if not is_postgresql(session):
         return set(session.execute(
             insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars())
     columns = ", ".join(f'"{column}"' for column in rows[0])
@@ -353,10 +361,11 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     return set(session.execute(statement, {"rows": orjson.dumps(rows, default=str).decode()}).scalars())
 
 
-def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -> int:
-    """Outbox rows for what this request means to people's hubs: identify moments, journey-relevant
-    activity and purchases of known people — unless the event is the other copy (client vs server)
-    of one already seen, or comes from a source the policy does not trust for it."""
+def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list[tuple[str, str, dict, str]]:
+    """The hub signals (outbox rows) this request means: identify moments, journey-relevant activity
+    and purchases of known people — unless the event is the other copy (client vs server) of one
+    already seen, which is marked as its duplicate here, or comes from a source the policy does not
+    trust for it."""
     signals = [("identified", result.people[m.message_id], {"message_id": m.message_id}, f"identified:{m.message_id}")
                for m in result.stored if m.message_id in result.people]
     triggers = [
@@ -365,8 +374,7 @@ def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -
         and m.message_id not in result.people and policy.source_of_truth_for(m.name) in ("any", m.source)
     ]
     if not triggers:
-        outbox.queue(session, signals)
-        return len(signals)
+        return signals
     owners_now = dict(
         session.exec(
             select(Event.message_id, Event.person_id).where(
@@ -398,8 +406,7 @@ def _queue_hub_signals(session: Session, result: IngestResult, policy: Policy) -
             payload.update(order_id=order_id, revenue=_revenue(m.properties))
             dedupe_key = f"purchased:{person_id}:{order_id}" if order_id else dedupe_key  # concurrent repeats: once
         signals.append((kind, person_id, payload, dedupe_key))
-    outbox.queue(session, signals)
-    return len(signals)
+    return signals
 
 
 def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -> bool:

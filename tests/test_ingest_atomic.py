@@ -16,7 +16,7 @@ class Boom(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("where", ["store.ingest.upsert_from_events", "store.ingest._queue_hub_signals"])
+@pytest.mark.parametrize("where", ["store.ingest.upsert_from_events", "store.ingest._hub_signals"])
 def test_failure_after_the_bulk_insert_rolls_the_whole_batch_back(api, db, monkeypatch, where):
     """In process, on SQLite and PostgreSQL: the ingest transaction fails after the events were
     inserted and identities resolved; nothing of the batch stays, and the retry stores it once."""

@@ -324,6 +324,9 @@ def test_import_is_throttle_aware_resumable_and_idempotent(db, shopify):
     assert _person(db, "user_id", "701") == ada
     assert db.scalar("SELECT email_unsubscribed FROM people WHERE id = :p", p=bo) in (True, 1)
     assert db.scalar("SELECT sms_consent FROM people WHERE id = :p", p=cy) in (True, 1)
+    # A backfill is the shop's past: stored for the hubs to read, but it wakes none (an imported
+    # customer list must not start a welcome series).
+    assert db.scalar("SELECT count(*) FROM outbox") == 0
 
     # Orders: the last 30 days, each once, on the buyer; the cancelled one reversed.
     completed = db.rows(

@@ -2,7 +2,8 @@
 
 Entry point (stable; the Admin GraphQL backfill converts its nodes to these shapes and calls it too):
 
-    apply_topic(engine, settings, policy, topic: str, payload: dict, shop_domain: str) -> TopicOutcome
+    apply_topic(engine, settings, policy, topic: str, payload: dict, shop_domain: str, *, backfill=False)
+        -> TopicOutcome
 
 Synchronous; does everything a webhook of that topic does except the signature and webhook-id
 handling (api/shopify.py); idempotent — applying the same checkout/order/customer/product state twice
@@ -76,6 +77,7 @@ class _Call:
     policy: Policy
     topic: str
     shop_domain: str
+    wake_hubs: bool = True  # False for the backfill: the past is stored, no journey is started for it
     received_at: datetime = field(default_factory=utcnow)
 
     def ingest(self, messages: list[Incoming]) -> TopicOutcome:
@@ -87,6 +89,7 @@ class _Call:
             endpoint=f"shopify {self.topic}",
             phone_region=self.settings.default_phone_region,
             guards=Guards.from_settings(self.settings),
+            wake_hubs=self.wake_hubs,
         )
         person = next(iter(result.people.values()), None) or self.person_of(messages)
         return TopicOutcome(self.topic, True, stored=len(result.stored), person_id=person, signals=result.signals)
@@ -643,12 +646,15 @@ HANDLERS: dict[str, Callable[[_Call, dict], TopicOutcome]] = {
 
 
 def apply_topic(
-    engine: Engine, settings: Settings, policy: Policy, topic: str, payload: dict, shop_domain: str
+    engine: Engine, settings: Settings, policy: Policy, topic: str, payload: dict, shop_domain: str,
+    *, backfill: bool = False,
 ) -> TopicOutcome:
-    """Apply one webhook's payload to the store (see the module docstring)."""
+    """Apply one webhook's payload to the store (see the module docstring). A `backfill` (the Admin
+    API import of the shop's past) stores the same things but wakes no hub: importing a customer
+    list must not start a welcome series for everyone on it."""
     handler = HANDLERS.get(topic)
     if handler is None:
         return TopicOutcome(topic, False, note="topic not mapped: acknowledged, nothing stored")
     if not isinstance(payload, dict):
         raise UnusableWebhook(f"{topic}: the body is not a JSON object")
-    return handler(_Call(engine, settings, policy, topic, shop_domain), payload)
+    return handler(_Call(engine, settings, policy, topic, shop_domain, wake_hubs=not backfill), payload)
