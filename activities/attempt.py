@@ -14,7 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as StillRunning
 from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import Callable, TypeVar
+from typing import TypeVar
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError

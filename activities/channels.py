@@ -85,7 +85,7 @@ class SmtpConfig:
 
     @classmethod
     def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "",
-                 deadline: float = 20.0) -> "SmtpConfig":
+                 deadline: float = 20.0) -> SmtpConfig:
         """`smtp://user:pass@host:port` or `smtps://…`; user and password may be percent-encoded."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
@@ -171,7 +171,7 @@ class SmtpChannel:
             raise TransientDeliveryError(f"SMTP {exc.code} refused sender {exc.sender}: {exc.message}") from None
         except aiosmtplib.SMTPResponseException as exc:
             raise TransientDeliveryError(f"SMTP {exc.code}: {exc.message}") from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, TimeoutError) as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TransientDeliveryError(f"SMTP server {self.config.hostname}:{self.config.port} "
                                          f"unreachable: {exc or type(exc).__name__}") from None
 

@@ -97,7 +97,7 @@ class MessageLinks:
     currency: str
 
     @classmethod
-    def from_settings(cls, settings: Settings | None) -> "MessageLinks":
+    def from_settings(cls, settings: Settings | None) -> MessageLinks:
         settings = settings or Settings()
         key = settings.unsubscribe_key
         if key is None:

@@ -79,7 +79,7 @@ class CorsByPath:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    settings.policy  # a bad journeys.toml stops start-up here, naming the key
+    _ = settings.policy  # a bad journeys.toml stops start-up here, naming the key
     payload_codec = converter_for(settings).payload_codec  # so do missing or malformed payload keys
     if (settings.smtp_url or settings.sms_webhook_url) and not settings.unsubscribe_secret:
         raise DeliveryConfigError("BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or "

@@ -10,7 +10,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 
@@ -62,7 +62,7 @@ class ApiProcess:
         }
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "ApiProcess":
+    def __enter__(self) -> ApiProcess:
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "api.app:create_app", "--host", "127.0.0.1",

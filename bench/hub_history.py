@@ -19,7 +19,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ async def measure(database_url: str, counts: list[int], views: int) -> list[dict
         await register_search_attributes(env.client)
         async with build_worker(env.client, engine, settings):
             for count in counts:
-                now = datetime.now(timezone.utc)
+                now = datetime.now(UTC)
                 person = heavy_shopper(engine, count, now)
                 projected = store.load_person(PersonLookup(person_id=person, at=now)).model_dump_json()
                 with Session(engine) as session:

@@ -43,9 +43,9 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -227,7 +227,7 @@ class Traffic:
     def batch(self, size: int = 500, identifies: int = 5) -> list[dict]:
         """`size` messages from ~60 browsing sessions; `identifies` of them are sign-ups."""
         rng = self.rng
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         sent_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         sessions = rng.sample(self.visitors, 60)
         kinds = rng.choices(["page", "Product Viewed", "Collection Viewed", "Added to Cart"],
@@ -241,7 +241,7 @@ class Traffic:
         """`count` Product Viewed events of one device, in batches under the request limit, inside the merge window."""
         v = self._visitor()
         v.anonymous_id = anonymous_id
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         sent_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         left = count
         while left > 0:
@@ -252,12 +252,12 @@ class Traffic:
 
 
 def _sqlite_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def raw_rows(batch: list[dict], backend: str, prefix: str = "raw-") -> list[tuple]:
     """The rows the API stores for `batch` (same columns, same JSON text), other messageIds."""
-    received_at = datetime.now(timezone.utc)
+    received_at = datetime.now(UTC)
     rows = []
     for m in batch:
         kind = m["type"]
@@ -339,7 +339,7 @@ class Sampler:
     def __init__(self, pid: int, out: Path) -> None:
         self.pid, self.out, self.proc = pid, out, None
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(py_spy).exists():
             raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
@@ -537,7 +537,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                             "userId": f"usr_merge_{size}_{rep}_{uuid.uuid4().hex[:6]}",
                             "messageId": str(uuid.uuid4()),
                             "traits": {"email": f"merge.{size}.{rep}.{uuid.uuid4().hex[:6]}@example.com"},
-                            "timestamp": datetime.now(timezone.utc).isoformat(),
+                            "timestamp": datetime.now(UTC).isoformat(),
                         })
                         started = time.perf_counter()
                         response = post(client, "/v1/identify", identify)
@@ -558,7 +558,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                             raw.write(raw_rows(history, raw.backend, prefix="rawm-"))
                         started = time.perf_counter()
                         updated = raw.merge(raw_anonymous_id, str(uuid.uuid4()),
-                                            datetime.now(timezone.utc) - timedelta(days=30))
+                                            datetime.now(UTC) - timedelta(days=30))
                         raw_timings.append((time.perf_counter() - started) * 1000)
                         if updated != size:
                             raise RuntimeError(f"the raw UPDATE merged {updated} of {size} events")
@@ -649,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
     report(results)
     payload = {
         "benchmark": "ingest",
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
         "settings": {"extra_sql": args.extra_sql, "batches": args.batches, "batch_size": args.batch_size, "identifies_per_batch": args.identifies,
                      "merge_sizes": args.merge_sizes, "merge_repeats": args.repeats},

@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +58,7 @@ from store.migrate import upgrade  # noqa: E402
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person  # noqa: E402
 
 RESULTS = REPO_ROOT / "bench" / "results" / "reports.json"
-START = datetime(2025, 1, 1, tzinfo=timezone.utc)
+START = datetime(2025, 1, 1, tzinfo=UTC)
 DAYS = 60
 console = Console(width=None if sys.stdout.isatty() else 110)
 
@@ -220,7 +220,7 @@ def _defaults(table, given: set[str]) -> dict:
 
 def _sqlite_value(value):
     if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, (dict, list)):
         return orjson.dumps(value).decode()
     return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from sqlalchemy import Engine
 
@@ -95,7 +95,7 @@ def populate(engine: Engine, policy: Policy, people: int, days: float = 28.0, se
     """Ingest `people` shoppers identified in the last `days` days; nothing is dated after `now`.
     (A journey still running at `now` is simulated on past it: the policy's answer, not history.)"""
     rng = random.Random(seed)
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     batch: list[Incoming] = []
     for index in range(people):
         identify_at = now - timedelta(seconds=rng.uniform(3600, days * 86400))

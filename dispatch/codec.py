@@ -44,7 +44,7 @@ class PayloadKeys:
     material: tuple[bytes, ...] = dataclasses.field(repr=False)  # never in a log line or a traceback
 
     @classmethod
-    def parse(cls, value: str) -> "PayloadKeys":
+    def parse(cls, value: str) -> PayloadKeys:
         """`id:base64key,…` → keys; a one-line PayloadKeyError naming the bad entry otherwise."""
         ids: list[str] = []
         keys: list[bytes] = []
@@ -74,13 +74,13 @@ class PayloadKeys:
         return cls(tuple(ids), tuple(keys))
 
     @classmethod
-    def generate(cls, key_id: str | None = None) -> "PayloadKeys":
+    def generate(cls, key_id: str | None = None) -> PayloadKeys:
         """A fresh random 256-bit key (development stacks, ephemeral simulation servers)."""
         return cls((key_id or f"dev-{secrets.token_hex(4)}",), (os.urandom(32),))
 
     def render(self) -> str:
         """The `BREADCRUMB_PAYLOAD_KEYS` value of these keys."""
-        return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.material))
+        return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.material, strict=False))
 
 
 class EncryptionCodec(PayloadCodec):
@@ -90,7 +90,7 @@ class EncryptionCodec(PayloadCodec):
 
     def __init__(self, keys: PayloadKeys) -> None:
         self.key_id = keys.ids[0]
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in zip(keys.ids, keys.material)}
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in zip(keys.ids, keys.material, strict=False)}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(payload) for payload in payloads]

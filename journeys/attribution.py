@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from journeys.history import as_utc
 

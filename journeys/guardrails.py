@@ -5,7 +5,7 @@ answer instead of polling, and so DST edges are tested without a clock."""
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo, UTC
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -69,8 +69,8 @@ def _local_instant(day: date, wall: time, zone: tzinfo) -> list[datetime]:
     """UTC instants at which the local clock reads `wall` on `day`: one normally, two in a
     fall-back hour, and in a spring-forward gap the first instant after it (the transition)."""
     naive = datetime.combine(day, wall)
-    early = naive.replace(tzinfo=zone, fold=0).astimezone(timezone.utc)
-    late = naive.replace(tzinfo=zone, fold=1).astimezone(timezone.utc)
+    early = naive.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    late = naive.replace(tzinfo=zone, fold=1).astimezone(UTC)
     if early.astimezone(zone).replace(tzinfo=None) == naive:
         return sorted({early, late})  # exists; two instants when the hour repeats
     # Nonexistent: find the first second whose local reading is at or past `wall` (zone
@@ -83,7 +83,7 @@ def _local_instant(day: date, wall: time, zone: tzinfo) -> list[datetime]:
             hi = mid
         else:
             lo = mid
-    return [datetime.fromtimestamp(hi, timezone.utc)]
+    return [datetime.fromtimestamp(hi, UTC)]
 
 
 def quiet_hours_end(at: datetime, quiet: QuietHours, tz_name: str) -> datetime | None:

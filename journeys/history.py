@@ -4,7 +4,7 @@ cleanly through Temporal (no defaults that read the clock or draw random ids).""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from pydantic import BaseModel, field_validator
@@ -16,8 +16,8 @@ def as_utc(moment: datetime) -> datetime:
     """UTC-aware copy of a moment. A naive moment is read as UTC: SQLite drops the offset on the
     way back, and every timestamp we store was UTC on the way in."""
     if moment.tzinfo is None or moment.utcoffset() is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 class HistoryEvent(BaseModel):

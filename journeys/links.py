@@ -40,7 +40,7 @@ class LinkHosts:
         return tuple(f"{scheme}://{host}" for host in self.hosts for scheme in ("https", "http"))
 
     @classmethod
-    def of(cls, shop_url: str | None, extra: Iterable[str] = ()) -> "LinkHosts":
+    def of(cls, shop_url: str | None, extra: Iterable[str] = ()) -> LinkHosts:
         hosts, subdomains = set(), set()
         shop_host = urlsplit(shop_url or "").hostname
         if shop_host:

@@ -146,7 +146,7 @@ class Policy(_Strict):
         return {taxonomy.canonical_name(n): s for n, s in sources.items()}
 
     @model_validator(mode="after")
-    def _every_journey_defined(self) -> "Policy":
+    def _every_journey_defined(self) -> Policy:
         missing = [name for name in JOURNEY_NAMES if name not in self.journeys]
         if missing:
             raise ValueError(f"journeys.{missing[0]} is not defined")

@@ -25,7 +25,8 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, cast
+from typing import cast
+from collections.abc import Iterable
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -171,7 +172,7 @@ class SimPerson:
     asked: list[RouteAsked | SendTimeAsked | AttributionAsked] = field(default_factory=list)
 
     @classmethod
-    def place(cls, snapshot: PersonSnapshot, start_real: datetime, offset: timedelta) -> "SimPerson":
+    def place(cls, snapshot: PersonSnapshot, start_real: datetime, offset: timedelta) -> SimPerson:
         start_real = as_utc(start_real)
         events = [e.model_copy(update={"timestamp": e.timestamp + offset}) for e in snapshot.events]
         before = [t for t in snapshot.sent_at if t < start_real]

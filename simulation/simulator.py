@@ -38,9 +38,10 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from contextlib import AsyncExitStack
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import Engine
 from temporalio.api.testservice.v1 import LockTimeSkippingRequest, UnlockTimeSkippingRequest
@@ -104,7 +105,7 @@ def choose_offset(start: datetime, earliest: datetime, zone_name: str, span: tim
         return timedelta(days=first)  # UTC and friends: nothing to match
     for days in range(first, first + DST_SEARCH_DAYS):
         shift = timedelta(days=days)
-        if all((moment + shift).astimezone(zone).utcoffset() == offset for moment, offset in zip(samples, real)):
+        if all((moment + shift).astimezone(zone).utcoffset() == offset for moment, offset in zip(samples, real, strict=False)):
             return shift
     return timedelta(days=first)
 
@@ -120,7 +121,7 @@ def unshift_text(text: str, offset: timedelta) -> str:
         except ValueError:
             return match.group(0)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
         return (moment - offset).isoformat()
 
     return _ISO.sub(back, text)
@@ -312,7 +313,7 @@ class Simulator:
         self.env: WorkflowEnvironment | None = None
         self.pool: _ProcessShards | None = None  # started on first use, kept for every later call
 
-    async def __aenter__(self) -> "Simulator":
+    async def __aenter__(self) -> Simulator:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -323,7 +324,7 @@ class Simulator:
             await self.env.shutdown()
             self.env = None
 
-    async def shard_processes(self, count: int) -> "_ProcessShards":
+    async def shard_processes(self, count: int) -> _ProcessShards:
         """The shard processes, each with its test server, started once: a backtest's second phase
         (and an API job's later calls) reuse them instead of paying for processes and servers again."""
         if self.pool is None:
@@ -418,7 +419,7 @@ class _Shard:
         self.env = env
         self.stack = AsyncExitStack()
 
-    async def __aenter__(self) -> "_Shard":
+    async def __aenter__(self) -> _Shard:
         if self.env is None:
             self.env = await start_test_server()
             self.stack.push_async_callback(self.env.shutdown)
@@ -473,7 +474,7 @@ class _Shard:
                             build_timeline(people[pid], plans[pid], run.name, result, setup.horizon,
                                            answers_unchanged(people[pid].asked_until(setup.horizon), run.policy,
                                                              run.compare_with) if run.compare_with else None)
-                            for pid, result in zip(people, results)]
+                            for pid, result in zip(people, results, strict=False)]
                 finally:
                     await service.lock_time_skipping(LockTimeSkippingRequest())
         return out
@@ -656,7 +657,7 @@ def _moved(a: timedelta | None, b: timedelta | None) -> bool:
 
 def compare(current: list[Timeline], new: list[Timeline], top: int = 20) -> dict:
     changed, timing = [], 0
-    for before, after in zip(current, new):
+    for before, after in zip(current, new, strict=False):
         if before.outcome != after.outcome:
             changed.append((before, after))
         elif _moved(before.first_message_after, after.first_message_after):
@@ -772,7 +773,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     to one of their routing or send-time questions (`keeps_timeline`). Everyone else's current
     timeline is theirs under the new policy too. `reuse=False` simulates everyone twice regardless."""
     began = time.perf_counter()
-    now = as_utc(now or datetime.now(timezone.utc))
+    now = as_utc(now or datetime.now(UTC))
     person_ids = await asyncio.to_thread(people_identified, engine, now - since, now, limit)
     snapshots_by_id = await asyncio.to_thread(load_snapshots, engine, person_ids)
     snapshots = [snapshots_by_id[pid] for pid in person_ids if pid in snapshots_by_id]
@@ -801,7 +802,7 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
         else:
             [before] = await simulator.simulate_many([(current, current_name)], snapshots,
                                                      compare_with=new if change.asked else None, **options)
-            affected = [snap for snap, timeline in zip(snapshots, before) if not keeps_timeline(timeline, change)]
+            affected = [snap for snap, timeline in zip(snapshots, before, strict=False) if not keeps_timeline(timeline, change)]
             step(len(snapshots) - len(affected))
             [rerun] = await simulator.simulate_many([(new, new_name)], affected, **options)
             by_person = {t.person_id: t for t in rerun}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional, cast, overload
+from datetime import datetime, UTC
+from typing import Any, cast, overload
 
 from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, Table, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -14,7 +14,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @overload
@@ -28,7 +28,7 @@ def as_utc(value: None) -> None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
-    return value.replace(tzinfo=timezone.utc)
+    return value.replace(tzinfo=UTC)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -54,7 +54,7 @@ class Person(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=36)
     traits: dict = _json(default_factory=dict)
-    timezone: Optional[str] = Field(default=None, max_length=64)
+    timezone: str | None = Field(default=None, max_length=64)
     email_unsubscribed: bool = False
     suppressed: bool = False
     sms_consent: bool = False
@@ -69,7 +69,7 @@ class Identifier(SQLModel, table=True):
     __tablename__ = "identifiers"
     __table_args__ = (UniqueConstraint("kind", "value", name="uq_identifiers_kind_value"),)
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     person_id: str = Field(index=True, max_length=36)
     kind: str = Field(max_length=16)
     value: str = Field(max_length=512)
@@ -88,26 +88,26 @@ class Event(SQLModel, table=True):
               postgresql_where=text("person_id IS NULL"), sqlite_where=text("person_id IS NULL")),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     message_id: str = Field(max_length=255, unique=True)
     type: str = Field(max_length=16)
     name: str = Field(max_length=255)
     original_name: str = Field(max_length=255)
-    anonymous_id: Optional[str] = Field(default=None, max_length=255)
-    user_id: Optional[str] = Field(default=None, max_length=255)
-    person_id: Optional[str] = Field(default=None, max_length=36)
+    anonymous_id: str | None = Field(default=None, max_length=255)
+    user_id: str | None = Field(default=None, max_length=255)
+    person_id: str | None = Field(default=None, max_length=36)
     properties: dict = _json(default_factory=dict)
     context: dict = _json(default_factory=dict)
     timestamp: datetime = _ts()
     received_at: datetime = _ts()
     source: str = Field(default="client", max_length=16)
-    cart_id: Optional[str] = Field(default=None, max_length=255, index=True)
-    order_id: Optional[str] = Field(default=None, max_length=255)
+    cart_id: str | None = Field(default=None, max_length=255, index=True)
+    order_id: str | None = Field(default=None, max_length=255)
     missing_properties: list = _json(default_factory=list)
-    duplicate_of: Optional[str] = Field(default=None, max_length=255)  # the other copy (client vs server)
+    duplicate_of: str | None = Field(default=None, max_length=255)  # the other copy (client vs server)
     # What ingest corrected or refused in this event, for the tracking report: `timestamp_clamped`
     # (the client's future timestamp), `foreign_links` (properties whose host is not the shop's).
-    flags: Optional[dict] = _json(default=None)
+    flags: dict | None = _json(default=None)
 
 
 class Rejected(SQLModel, table=True):
@@ -115,11 +115,11 @@ class Rejected(SQLModel, table=True):
 
     __tablename__ = "rejected"
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     received_at: datetime = _ts(index=True)
     api: str = Field(max_length=16)
     endpoint: str = Field(max_length=255)
-    message_id: Optional[str] = Field(default=None, max_length=255)
+    message_id: str | None = Field(default=None, max_length=255)
     reason: str = Field(sa_type=Text)
     payload: str = Field(sa_type=Text)
 
@@ -132,13 +132,13 @@ class IdentityConflict(SQLModel, table=True):
 
     __tablename__ = "identity_conflicts"
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     kind: str = Field(default="shared_device", max_length=16, sa_column_kwargs={"server_default": "shared_device"})
-    anonymous_id: Optional[str] = Field(default=None, max_length=255, index=True)
+    anonymous_id: str | None = Field(default=None, max_length=255, index=True)
     owner_person_id: str = Field(max_length=36)
     claimant_person_id: str = Field(max_length=36)
-    identifiers: Optional[dict] = _json(default=None)  # {"user_id": person_id, "email": other_person_id}
-    message_id: Optional[str] = Field(default=None, max_length=255)  # the identify that named them
+    identifiers: dict | None = _json(default=None)  # {"user_id": person_id, "email": other_person_id}
+    message_id: str | None = Field(default=None, max_length=255)  # the identify that named them
     created_at: datetime = _ts()
 
 
@@ -159,18 +159,18 @@ class Message(SQLModel, table=True):
     body: str = Field(default="", sa_type=Text)
     items: list = _json(default_factory=list)
     html: str = Field(default="", sa_type=Text)  # the HTML part of an email ("" for SMS)
-    unsubscribe_url: Optional[str] = Field(default=None, sa_type=Text)  # signed link, also in List-Unsubscribe
+    unsubscribe_url: str | None = Field(default=None, sa_type=Text)  # signed link, also in List-Unsubscribe
     status: str = Field(default="pending", max_length=16)  # pending | sending | sent | failed | skipped
-    reason: Optional[str] = Field(default=None, sa_type=Text)  # why it failed, or the last transient error
+    reason: str | None = Field(default=None, sa_type=Text)  # why it failed, or the last transient error
     attempts: int = 0  # delivery attempts (a transient failure is retried by the activity retry policy)
     idempotency_key: str = Field(max_length=300, unique=True)
-    cart_id: Optional[str] = Field(default=None, max_length=255)
+    cart_id: str | None = Field(default=None, max_length=255)
     created_at: datetime = _ts(index=True)
-    sent_at: Optional[datetime] = _ts(default=None)
+    sent_at: datetime | None = _ts(default=None)
     # The delivery lease: while `sending`, the attempt holding `lease_owner` delivers and no other
     # attempt may until `lease_until` (one delivery deadline, on the workers' wall clocks) has passed.
-    lease_owner: Optional[str] = Field(default=None, max_length=64)
-    lease_until: Optional[datetime] = _ts(default=None)
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_until: datetime | None = _ts(default=None)
 
 
 class Product(SQLModel, table=True):
@@ -185,19 +185,19 @@ class Product(SQLModel, table=True):
 
     sku: str = Field(primary_key=True, max_length=255)
     variant: str = Field(default="", primary_key=True, max_length=255)
-    name: Optional[str] = Field(default=None, max_length=512)
-    category: Optional[str] = Field(default=None, max_length=255)
-    price: Optional[float] = None
-    currency: Optional[str] = Field(default=None, max_length=3)
-    image_url: Optional[str] = Field(default=None, sa_type=Text)
-    url: Optional[str] = Field(default=None, sa_type=Text)
+    name: str | None = Field(default=None, max_length=512)
+    category: str | None = Field(default=None, max_length=255)
+    price: float | None = None
+    currency: str | None = Field(default=None, max_length=3)
+    image_url: str | None = Field(default=None, sa_type=Text)
+    url: str | None = Field(default=None, sa_type=Text)
     in_stock: bool = True
-    bestseller_rank: Optional[int] = None  # 1 = best; welcome emails fall back to these
+    bestseller_rank: int | None = None  # 1 = best; welcome emails fall back to these
     # Orders of the last 90 days that listed it: the bestseller order after the admin's rank,
     # refreshed every few minutes by the worker (activities/store_activities.refresh_recent_orders).
     recent_orders: int = 0
     source: str = Field(default="event", max_length=16)  # event | admin
-    last_seen_at: Optional[datetime] = _ts(default=None)  # newest event that described it
+    last_seen_at: datetime | None = _ts(default=None)  # newest event that described it
     updated_at: datetime = _ts()
 
 
@@ -217,19 +217,19 @@ class OutboxRow(SQLModel, table=True):
               sqlite_where=text("dispatched_at IS NOT NULL")),
     )
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     kind: str = Field(max_length=16)  # identified | activity | purchased | merged | absorbed | erased
     person_id: str = Field(max_length=36, index=True)
     payload: dict = _json(default_factory=dict)
-    dedupe_key: Optional[str] = Field(default=None, max_length=300, unique=True)
+    dedupe_key: str | None = Field(default=None, max_length=300, unique=True)
     created_at: datetime = _ts()
     available_at: datetime = _ts()
-    claimed_until: Optional[datetime] = _ts(default=None)
-    dispatched_at: Optional[datetime] = _ts(default=None)
-    claim_owner: Optional[str] = Field(default=None, max_length=36)  # the dispatcher pass holding the lease
+    claimed_until: datetime | None = _ts(default=None)
+    dispatched_at: datetime | None = _ts(default=None)
+    claim_owner: str | None = Field(default=None, max_length=36)  # the dispatcher pass holding the lease
     attempts: int = 0  # failed deliveries of this row (a Temporal outage does not count)
-    last_error: Optional[str] = Field(default=None, sa_type=Text)
-    dead_at: Optional[datetime] = _ts(default=None)  # dead-lettered after OUTBOX_MAX_ATTEMPTS failures
+    last_error: str | None = Field(default=None, sa_type=Text)
+    dead_at: datetime | None = _ts(default=None)  # dead-lettered after OUTBOX_MAX_ATTEMPTS failures
 
 
 class Suppression(SQLModel, table=True):
@@ -254,11 +254,11 @@ class JourneyRun(SQLModel, table=True):
     route: str = Field(max_length=32)
     status: str = Field(default="running", max_length=16)
     reason: str = Field(default="", sa_type=Text)
-    cart_id: Optional[str] = Field(default=None, max_length=255)
-    cart_value: Optional[float] = None
-    cart_recovery_key: Optional[str] = Field(default=None, max_length=255, unique=True)
+    cart_id: str | None = Field(default=None, max_length=255)
+    cart_value: float | None = None
+    cart_recovery_key: str | None = Field(default=None, max_length=255, unique=True)
     started_at: datetime = _ts()
-    ended_at: Optional[datetime] = _ts(default=None)
+    ended_at: datetime | None = _ts(default=None)
 
 
 class JourneyLog(SQLModel, table=True):
@@ -266,19 +266,19 @@ class JourneyLog(SQLModel, table=True):
 
     __tablename__ = "journey_log"
 
-    id: Optional[int] = Field(default=None, primary_key=True, sa_type=BigId)
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     person_id: str = Field(index=True, max_length=36)
     workflow_id: str = Field(max_length=255, index=True)
     journey: str = Field(max_length=32)
-    step: Optional[int] = None
+    step: int | None = None
     kind: str = Field(max_length=16)  # decision | waiting | sent | failed | exit | conversion
     reason: str = Field(default="", sa_type=Text)
     at: datetime = _ts()
-    until: Optional[datetime] = _ts(default=None)
-    message_id: Optional[str] = Field(default=None, max_length=36)
+    until: datetime | None = _ts(default=None)
+    message_id: str | None = Field(default=None, max_length=36)
     # What makes a retried write the same line (the activity run + id, or the message + outcome);
     # None for lines written once by construction.
-    note_key: Optional[str] = Field(default=None, max_length=400, unique=True)
+    note_key: str | None = Field(default=None, max_length=400, unique=True)
 
 
 SHOPIFY_PENDING = "status = 'pending'"
@@ -300,12 +300,12 @@ class ShopifyWebhook(SQLModel, table=True):
     topic: str = Field(max_length=64)
     shop_domain: str = Field(max_length=255)
     received_at: datetime = _ts()
-    body: Optional[str] = Field(default=None, sa_type=Text)
+    body: str | None = Field(default=None, sa_type=Text)
     status: str = Field(default="pending", max_length=16)  # pending | applied | ignored | unusable
     attempts: int = 0
-    outcome: Optional[str] = Field(default=None, sa_type=Text)  # what it did, or the last error
-    person_id: Optional[str] = Field(default=None, max_length=36)
-    applied_at: Optional[datetime] = _ts(default=None)
+    outcome: str | None = Field(default=None, sa_type=Text)  # what it did, or the last error
+    person_id: str | None = Field(default=None, max_length=36)
+    applied_at: datetime | None = _ts(default=None)
 
 
 class ShopifyVariant(SQLModel, table=True):
@@ -315,8 +315,8 @@ class ShopifyVariant(SQLModel, table=True):
     __tablename__ = "shopify_variants"
 
     inventory_item_id: str = Field(primary_key=True, max_length=64)
-    product_id: Optional[str] = Field(default=None, max_length=64)
-    variant_id: Optional[str] = Field(default=None, max_length=64)
+    product_id: str | None = Field(default=None, max_length=64)
+    variant_id: str | None = Field(default=None, max_length=64)
     tracked: bool = True  # Shopify counts its units (inventory_management "shopify")
     sell_when_out: bool = False  # inventory_policy "continue"
     levels: dict = _json(default_factory=dict)  # location id → available units
@@ -332,11 +332,11 @@ class ShopifyImportCheckpoint(SQLModel, table=True):
     shop: str = Field(primary_key=True, max_length=255)
     resource: str = Field(primary_key=True, max_length=32)  # customers | orders | products
     search: str = Field(default="", max_length=255)  # the query filter the cursor belongs to
-    cursor: Optional[str] = Field(default=None, sa_type=Text)  # after the last applied page; None: from the start
+    cursor: str | None = Field(default=None, sa_type=Text)  # after the last applied page; None: from the start
     imported: int = 0  # nodes applied by this pass so far
     started_at: datetime = _ts()
     updated_at: datetime = _ts()
-    finished_at: Optional[datetime] = _ts(default=None)
+    finished_at: datetime | None = _ts(default=None)
 
 
 class Backtest(SQLModel, table=True):

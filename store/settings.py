@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
+from typing import Annotated
 
 from journeys.links import LinkHosts
 from journeys.policy import Duration, Policy, load_policy
@@ -131,7 +131,7 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and value.strip().lower() in ("", "off") else value
 
     @model_validator(mode="after")
-    def _grace_outlasts_a_delivery(self) -> "Settings":
+    def _grace_outlasts_a_delivery(self) -> Settings:
         if self.worker_shutdown_grace <= self.delivery_deadline:
             raise ValueError(f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
                              f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short")

@@ -55,7 +55,7 @@ class Chromium:
 
     # -- life --------------------------------------------------------------------------------------
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         self.process = subprocess.Popen(
             [self.binary, *FLAGS, *self.flags, f"--user-data-dir={self.profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,

@@ -141,7 +141,7 @@ class ServedApp:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "ServedApp":
+    def __enter__(self) -> ServedApp:
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

@@ -80,7 +80,7 @@ class SmtpServer:
         ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
         return AuthResult(success=ok)
 
-    def start(self) -> "SmtpServer":
+    def start(self) -> SmtpServer:
         kwargs = {}
         if self.credentials:
             kwargs = dict(authenticator=self._authenticate, auth_require_tls=False)
@@ -112,7 +112,7 @@ class SmsWebhook:
     calls: list[WebhookCall] = field(default_factory=list)
     replies: list[tuple[int, str]] = field(default_factory=list)
 
-    def start(self) -> "SmsWebhook":
+    def start(self) -> SmsWebhook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):

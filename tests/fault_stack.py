@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import httpx
@@ -69,7 +69,7 @@ class Proc:
         self.process: subprocess.Popen | None = None
         self.starts = 0
 
-    def start(self) -> "Proc":
+    def start(self) -> Proc:
         out = open(self.log, "ab")
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
@@ -428,7 +428,7 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
             orphans.append(await asyncio.to_thread(sending, engine))
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             await asyncio.to_thread(stack.start_worker)
-            restarts.append((time.monotonic(), datetime.now(timezone.utc)))
+            restarts.append((time.monotonic(), datetime.now(UTC)))
         return moments
 
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
@@ -450,7 +450,7 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
     received = stack.smtp.mailbox.received_at if stack.smtp else []
     resumed = [next((round(at - restart, 2) for at in received if at >= restart), None) for restart, _ in restarts]
     cut_off = []
-    for ids, (_, restarted_at) in zip(orphans, restarts):
+    for ids, (_, restarted_at) in zip(orphans, restarts, strict=False):
         sent = sent_at(engine, ids)
         cut_off.append((len(ids), round(max((at - restarted_at).total_seconds() for at in sent), 2)
                         if sent and len(sent) == len(ids) else None))

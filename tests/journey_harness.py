@@ -9,7 +9,7 @@ import os
 import re
 import uuid
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -32,7 +32,7 @@ HISTORIES = Path(__file__).resolve().parent / "histories"
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def track(anon: str | None, event: str, user_id: str | None = None, at: datetime | None = None,
@@ -77,7 +77,7 @@ class Harness:
         self.people: list[str] = []  # whose hubs record_branch_histories writes out
         Harness.opened.append(self)
 
-    opened: list["Harness"] = []  # this test's harnesses (tests/conftest.py empties it per test)
+    opened: list[Harness] = []  # this test's harnesses (tests/conftest.py empties it per test)
 
     def ingest(self, *messages: Incoming):
         return ingest(self.engine, list(messages), self.policy, api="test", endpoint="test")

@@ -8,19 +8,19 @@ hand. `NOW` is 2025-04-10: every 14-day conversion window of the cohort has clos
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from sqlalchemy import Engine, insert
 
 from journeys import taxonomy as t
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person
 
-NOW = datetime(2025, 4, 10, tzinfo=timezone.utc)
+NOW = datetime(2025, 4, 10, tzinfo=UTC)
 SINCE, UNTIL = "2025-03-01", "2025-03-31"  # until as a date includes that whole day
 
 
 def at(day: int, hour: int = 0, minute: int = 0, month: int = 3) -> datetime:
-    return datetime(2025, month, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(2025, month, day, hour, minute, tzinfo=UTC)
 
 
 class History:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 from sqlalchemy import insert
@@ -82,7 +82,7 @@ def test_people_lookup_by_every_identifier(api, db):
     assert events[0]["name"] == "Added to Cart" and events[0]["original_name"] == "Product Added"
     assert events[0]["anonymous_id"] == "adm-dev"
     assert events[0]["properties"] == {"sku": "K1", "price": 30}
-    assert datetime.fromisoformat(events[0]["timestamp"]) == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert datetime.fromisoformat(events[0]["timestamp"]) == datetime(2026, 1, 1, 10, tzinfo=UTC)
     assert [e["name"] for e in events] == ["Added to Cart", "Identify"]
 
 
@@ -108,7 +108,7 @@ def test_people_lookup_needs_a_query(api, db):
 
 def test_messages_list_and_filter(api, db):
     person = known_person(api)
-    t0 = datetime(2030, 1, 2, 9, tzinfo=timezone.utc)
+    t0 = datetime(2030, 1, 2, 9, tzinfo=UTC)
     second = add_message(db, person["person_id"], "k-2", t0 + timedelta(hours=1), step=2)
     first = add_message(db, person["person_id"], "k-1", t0, step=1)
     other = api.segment("identify", {"userId": "someone-else", "messageId": "adm-3"})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from hypothesis import given, settings
@@ -22,7 +22,7 @@ from journeys.attribution import (
 )
 from journeys.policy import Policy
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 WINDOW = Policy().attribution_window
 
 
@@ -37,7 +37,7 @@ def order(hours: float, revenue: float | None = 100.0, person: str = "p1", key: 
 
 
 def test_default_window_is_five_days():
-    assert WINDOW == timedelta(days=5)
+    assert timedelta(days=5) == WINDOW
 
 
 def test_the_last_message_before_the_order_wins():

@@ -18,7 +18,7 @@ import json
 import os
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import httpx
 import pytest
@@ -260,7 +260,7 @@ def test_sql_and_html_in_names_are_stored_verbatim_and_rendered_escaped(api, db)
     activities = StoreActivities(db.engine, settings=settings_for(db.url))
     sent = activities.send_step(SendInput(workflow_id=f"welcome-{person['person_id']}-1", person_id=person["person_id"],
                                           route="welcome", step=1, template="welcome_1", channel="email",
-                                          at=datetime.now(timezone.utc)))
+                                          at=datetime.now(UTC)))
     detail = api.admin(f"messages/{sent.message_id}").json()
     assert "<script>" not in detail["html"] and "onerror=alert(1)>" not in detail["html"]
     assert "&lt;script&gt;" in detail["html"]

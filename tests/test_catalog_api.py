@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from sqlalchemy import event
 
@@ -74,7 +74,7 @@ def test_bad_bodies_and_auth(api):
 
 
 def test_ingest_feeds_the_catalog_with_one_upsert_per_request(api, db):
-    t0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
     batch = [
         {"type": "track", "anonymousId": "cat-1", "event": "Product Viewed",
          "timestamp": (t0 + timedelta(minutes=i)).isoformat(),
@@ -102,7 +102,7 @@ def test_one_statement_per_request_and_none_without_products(db):
         if "products" in statement.lower():
             statements.append(statement)
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
 
     def track(name, **props):
         return Incoming(type="track", original_name=name, anonymous_id="spy", properties=props, timestamp=now,
@@ -130,7 +130,7 @@ def test_events_never_overwrite_the_admin_feed_or_stock(api):
 
 
 def test_a_late_older_event_does_not_roll_back_newer_data(api):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     api.segment("track", {"anonymousId": "y", "event": "Product Viewed", "timestamp": now.isoformat(),
                           "properties": {"sku": "B", "name": "New name", "price": 20}})
     api.segment("track", {"anonymousId": "y", "event": "Product Viewed",

@@ -26,7 +26,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 import typer.main
@@ -113,7 +113,7 @@ class Deployment:
     caddyfile: str
 
     @classmethod
-    def from_repository(cls) -> "Deployment":
+    def from_repository(cls) -> Deployment:
         return cls(COMPOSE.read_text(), DOCKERFILE.read_text(), DOCKERIGNORE.read_text(), ENV_EXAMPLE.read_text(),
                    PYPROJECT.read_text(), CADDYFILE.read_text())
 
@@ -183,7 +183,7 @@ def _mount_target(volume) -> str:
 
 def check_services_and_pinned_images(deployment: Deployment) -> None:
     services = deployment.services
-    assert SERVICES <= set(services), f"missing services: {SERVICES - set(services)}"
+    assert set(services) >= SERVICES, f"missing services: {SERVICES - set(services)}"
     for name, service in services.items():
         image = service.get("image")
         assert image, f"{name} has no image"

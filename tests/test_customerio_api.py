@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from sqlalchemy import insert
 
@@ -14,7 +14,7 @@ from store.models import Message, utcnow
 def as_utc(value) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def assert_cio_error(response, status: int, needle: str = "") -> list[str]:
@@ -99,7 +99,7 @@ def test_customer_event_with_id_timestamp_and_alias_name(api, db):
     assert len(added) == 1
     assert added[0]["name"] == "Added to Cart" and added[0]["original_name"] == "Product Added"
     assert added[0]["properties"] == {"sku": "S9", "price": 12.5, "cart_id": "cart-3"}
-    assert datetime.fromisoformat(added[0]["timestamp"]) == datetime.fromtimestamp(1714000000, tz=timezone.utc)
+    assert datetime.fromisoformat(added[0]["timestamp"]) == datetime.fromtimestamp(1714000000, tz=UTC)
     assert added[0]["source"] == "server"
     assert db.scalar("SELECT cart_id FROM events WHERE message_id = 'cio-evt-1'") == "cart-3"
 
@@ -248,7 +248,7 @@ def test_delete_leaves_nothing_about_them_behind(api, db):
     """Events of their device from outside the merge window (never attached), quarantined input that
     names them, and queued hub signals go too; only the `erased` signal that ends their hub stays.
     Quarantine rows about other people, with look-alike identifiers, are kept."""
-    long_ago = int(datetime.now(timezone.utc).timestamp()) - 40 * 86400
+    long_ago = int(datetime.now(UTC).timestamp()) - 40 * 86400
     ok(api.cio("POST", "events", {"anonymous_id": "gone-device", "name": "Product Viewed", "timestamp": long_ago}))
     ok(api.cio("PUT", "customers/gone", {"email": "gone@example.com", "anonymous_id": "gone-device"}))
     person_id = api.person(user_id="gone")["person_id"]

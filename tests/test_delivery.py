@@ -9,7 +9,7 @@ import json
 import shutil
 import ssl
 import subprocess
-from datetime import timedelta
+from datetime import timedelta, UTC
 
 import pytest
 from sqlalchemy import text
@@ -597,7 +597,7 @@ def test_invalid_recipient_address_is_permanent():
 
 
 def test_quiet_hours_use_the_timezone_from_segment_context(db):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from journeys.guardrails import earliest_send
 
@@ -613,6 +613,6 @@ def test_quiet_hours_use_the_timezone_from_segment_context(db):
                                                           channel="email"))
     assert tokyo.timezone == "Asia/Tokyo" and unknown.timezone is None
     policy = Policy(default_timezone="Europe/London")  # quiet 21:00–08:00
-    ten_pm_tokyo = datetime(2026, 3, 1, 13, 0, tzinfo=timezone.utc)  # 22:00 in Tokyo, 13:00 in London
-    assert earliest_send(ten_pm_tokyo, None, policy, tokyo.timezone).at == datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc)
+    ten_pm_tokyo = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)  # 22:00 in Tokyo, 13:00 in London
+    assert earliest_send(ten_pm_tokyo, None, policy, tokyo.timezone).at == datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
     assert earliest_send(ten_pm_tokyo, None, policy, unknown.timezone).waits == []  # the default zone: daytime

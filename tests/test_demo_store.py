@@ -4,7 +4,7 @@ Chromium), and the demo's plan: deterministic per seed, every call one the API a
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 from fastapi.testclient import TestClient
@@ -98,7 +98,7 @@ def test_the_demo_plan_is_deterministic_and_tells_every_story():
 
 
 def test_every_planned_call_is_one_the_api_accepts():
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for shopper in plan(9, 14):
         for call in shopper.calls:
             kind = call.path.rsplit("/", 1)[1]

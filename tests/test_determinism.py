@@ -55,7 +55,7 @@ def markers(history: WorkflowHistory) -> set[str]:
 
 def test_every_workflow_type_has_histories_from_before_and_after_the_hub_patches():
     recorded = histories()
-    assert WORKFLOW_TYPES == {workflow_type(h) for h in recorded.values()}
+    assert {workflow_type(h) for h in recorded.values()} == WORKFLOW_TYPES
     hubs = [h for h in recorded.values() if workflow_type(h) == "hub"]
     # Old hubs (regular activities, no patch markers) and hubs with the current patches: both shapes
     # must keep replaying, so both must be recorded.

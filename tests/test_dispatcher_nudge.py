@@ -49,7 +49,7 @@ async def test_without_nudges_the_dispatcher_waits_for_the_poll(tmp_path):
     task = asyncio.create_task(dispatcher.run(stop))
     try:
         await asyncio.sleep(0.5)
-        gaps = [b - a for a, b in zip(dispatcher.passes[1:], dispatcher.passes[2:])]
+        gaps = [b - a for a, b in zip(dispatcher.passes[1:], dispatcher.passes[2:], strict=False)]
         assert 1 <= len(dispatcher.passes) - 1 <= 3 and all(gap >= 0.25 for gap in gaps), dispatcher.passes
     finally:
         stop.set()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, time, timedelta, UTC
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,7 +19,7 @@ from journeys.guardrails import (
 )
 from journeys.policy import Policy, QuietHours, parse_policy
 
-UTC = timezone.utc
+UTC = UTC
 NIGHT = QuietHours()  # 21:00 → 08:00, spans midnight
 
 

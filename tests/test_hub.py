@@ -9,7 +9,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -312,7 +312,7 @@ async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_hi
             await settled(shop, person)
     state = await settled(shop, person)
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with Session(shop.engine) as session:
         history = person_history(session, session.get(Person, person), now)
     runs = shop.rows("SELECT route, started_at, cart_recovery_key FROM journey_runs WHERE person_id=:p", p=person)

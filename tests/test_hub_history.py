@@ -5,7 +5,7 @@ events costs a small, constant payload."""
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from bench.hub_history import heavy_shopper  # noqa: E402
 from workflows.models import PersonLookup
 
-NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 NAMES = ["Product Viewed", "Added to Cart", "Removed from Cart", "Checkout Started", "Order Completed",
          "Collection Viewed", "Quiz Answered", "Email Captured", "Page Viewed"]
 
@@ -90,7 +90,7 @@ def test_ten_thousand_events_cost_a_small_constant_payload(db):
     policy = activities.policies.current()
     sizes = {}
     for count in (10, 1_000, 10_000):
-        at = datetime.now(timezone.utc)
+        at = datetime.now(UTC)
         person_id = heavy_shopper(engine, count, at)
         context = activities.load_person(PersonLookup(person_id=person_id, at=at, policy_version=policy.version))
         payload = context.model_dump_json()

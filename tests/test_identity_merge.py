@@ -6,7 +6,7 @@ import ssl
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 import pytest
@@ -20,11 +20,11 @@ def mid() -> str:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def ago(**delta) -> str:
-    return iso(datetime.now(timezone.utc) - timedelta(**delta))
+    return iso(datetime.now(UTC) - timedelta(**delta))
 
 
 def send(api, path: str, body: dict, server: bool = False) -> None:

@@ -51,8 +51,8 @@ async def test_cart_recovery_sends_three_steps(shop):
     messages = shop.messages(person)
     assert [(m.journey, m.step, m.status) for m in messages] == [("cart_recovery", i, "sent") for i in (1, 2, 3)]
     assert [m.idempotency_key for m in messages] == [f"{journey}:{i}" for i in (1, 2, 3)]
-    gaps = [(b.sent_at - a.sent_at) for a, b in zip(messages, messages[1:])]
-    for gap, delay in zip(gaps, [timedelta(hours=23), timedelta(days=2)]):
+    gaps = [(b.sent_at - a.sent_at) for a, b in zip(messages, messages[1:], strict=False)]
+    for gap, delay in zip(gaps, [timedelta(hours=23), timedelta(days=2)], strict=False):
         assert delay <= gap < delay + timedelta(minutes=1)
     decision = (await shop.hub_state(person)).decisions[-1]
     assert decision.route == "cart_recovery" and "value 80.00 ≥ 50.00" in decision.reason

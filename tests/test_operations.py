@@ -51,7 +51,7 @@ class RunningApi:
         self.process = subprocess.Popen([venv_binary("breadcrumb"), "api", "--port", str(self.port)], cwd=REPO_ROOT,
                                         env=env, stdout=self.output, stderr=subprocess.STDOUT)
 
-    def __enter__(self) -> "RunningApi":
+    def __enter__(self) -> RunningApi:
         for _ in range(600):
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:

@@ -3,7 +3,7 @@ catalog, the category anchor, at most three items, never out of stock."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +22,7 @@ from journeys.personalise import (
 )
 from journeys.routing import open_cart
 
-T0 = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def ev(event: str, minute: int, **props) -> HistoryEvent:

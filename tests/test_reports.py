@@ -8,7 +8,7 @@ the arithmetic. A second test checks the set-based SQL attribution against the p
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -356,11 +356,11 @@ def test_time_arithmetic_is_exact_to_the_microsecond(db):
     """Lateness across a second boundary with microseconds: 09:59:00.999999 → 10:00:01.000001 is
     60.000002 s on both stores (not 59 or 61 from rounding the fraction into the seconds)."""
     h = History()
-    identified = datetime(2025, 3, 1, 10, 0, 1, 1, tzinfo=timezone.utc)
+    identified = datetime(2025, 3, 1, 10, 0, 1, 1, tzinfo=UTC)
     h.person("Q", identified)
-    h.page(datetime(2025, 3, 1, 9, 59, 0, 999999, tzinfo=timezone.utc), "q-1", "Q")
+    h.page(datetime(2025, 3, 1, 9, 59, 0, 999999, tzinfo=UTC), "q-1", "Q")
     h.person("R", identified)
-    h.page(datetime(2025, 3, 1, 9, 0, 0, 999600, tzinfo=timezone.utc), "r-1", "R")  # 3 600.000401 s
+    h.page(datetime(2025, 3, 1, 9, 0, 0, 999600, tzinfo=UTC), "r-1", "R")  # 3 600.000401 s
     h.insert(db.engine)
     late = reports.tracking(db.engine, POLICY, now=NOW)["identify_lateness"]
     assert late["max_seconds"] == 3600.0 and late["median_seconds"] == round((60.000002 + 3600.000401) / 2, 3)
@@ -369,10 +369,10 @@ def test_time_arithmetic_is_exact_to_the_microsecond(db):
 
 
 def test_parse_moment():
-    assert reports.parse_moment("2025-03-31", end=True) == datetime(2025, 4, 1, tzinfo=timezone.utc)
-    assert reports.parse_moment("2025-03-31") == datetime(2025, 3, 31, tzinfo=timezone.utc)
-    assert reports.parse_moment("2025-03-31T10:00:00Z") == datetime(2025, 3, 31, 10, tzinfo=timezone.utc)
-    assert reports.parse_moment("2025-03-31T10:00:00+02:00") == datetime(2025, 3, 31, 8, tzinfo=timezone.utc)
+    assert reports.parse_moment("2025-03-31", end=True) == datetime(2025, 4, 1, tzinfo=UTC)
+    assert reports.parse_moment("2025-03-31") == datetime(2025, 3, 31, tzinfo=UTC)
+    assert reports.parse_moment("2025-03-31T10:00:00Z") == datetime(2025, 3, 31, 10, tzinfo=UTC)
+    assert reports.parse_moment("2025-03-31T10:00:00+02:00") == datetime(2025, 3, 31, 8, tzinfo=UTC)
     assert reports.parse_moment("7d", now=NOW) == NOW - timedelta(days=7)
     with pytest.raises(ValueError, match="not a date"):
         reports.parse_moment("yesterday")
@@ -388,7 +388,7 @@ def test_sql_attribution_and_recovery_match_the_pure_logic(db):
     h = History()
     touches, orders = [], []
     journeys = ["cart_recovery", "browse_recovery", "welcome"]
-    start = datetime(2025, 3, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 3, 1, tzinfo=UTC)
     for p in range(30):
         name = f"R{p}"
         h.person(name, start)

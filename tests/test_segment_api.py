@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 import pytest
@@ -25,11 +25,11 @@ def as_utc(value) -> datetime:
     """Timestamps come back as text from SQLite (naive UTC) and as aware datetimes from PostgreSQL."""
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def event_row(db, message_id: str):
@@ -347,7 +347,7 @@ def test_duplicate_identify_triggers_nothing_twice(api, db):
 # ---------------------------------------------------------------------------------------------
 
 def test_clock_skew_is_corrected_with_sent_at(api, db):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     device_now = now - timedelta(hours=3)  # the device clock is three hours slow
     message_id = mid()
     response = api.segment("track", {"anonymousId": "a", "event": "X", "messageId": message_id,
@@ -358,7 +358,7 @@ def test_clock_skew_is_corrected_with_sent_at(api, db):
 
 
 def test_clock_skew_uses_the_batch_sent_at(api, db):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     device_now = now + timedelta(days=2)  # fast clock
     ids = [mid(), mid()]
     response = api.segment("batch", {"sentAt": iso(device_now), "batch": [
@@ -373,18 +373,18 @@ def test_clock_skew_uses_the_batch_sent_at(api, db):
 
 def test_timestamp_without_sent_at_is_kept_and_missing_timestamp_is_received_at(api, db):
     kept, defaulted = mid(), mid()
-    moment = datetime(2024, 5, 17, 8, 30, tzinfo=timezone.utc)
+    moment = datetime(2024, 5, 17, 8, 30, tzinfo=UTC)
     assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": kept, "timestamp": iso(moment)}).status_code == 200
     assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": defaulted}).status_code == 200
     assert as_utc(event_row(db, kept).timestamp) == moment
-    assert abs(as_utc(event_row(db, defaulted).timestamp) - datetime.now(timezone.utc)) < timedelta(seconds=10)
+    assert abs(as_utc(event_row(db, defaulted).timestamp) - datetime.now(UTC)) < timedelta(seconds=10)
 
 
 def test_timestamp_with_offset_is_stored_as_utc(api, db):
     message_id = mid()
     assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": message_id,
                                  "timestamp": "2024-05-17T10:30:00+02:00"}).status_code == 200
-    assert as_utc(event_row(db, message_id).timestamp) == datetime(2024, 5, 17, 8, 30, tzinfo=timezone.utc)
+    assert as_utc(event_row(db, message_id).timestamp) == datetime(2024, 5, 17, 8, 30, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,7 +521,7 @@ def test_segment_ecommerce_names_are_canonicalised_and_original_kept(api, db):
             ("Product Removed", "Removed from Cart"), ("Product Viewed", "Product Viewed"),
             ("Wishlist Opened", "Wishlist Opened")]
     batch = [{"type": "track", "userId": "shopper-1", "event": original, "messageId": f"tax-{i}",
-              "timestamp": iso(datetime(2024, 1, 1, 12, i, tzinfo=timezone.utc)), "properties": {"sku": "S"}}
+              "timestamp": iso(datetime(2024, 1, 1, 12, i, tzinfo=UTC)), "properties": {"sku": "S"}}
              for i, (original, _) in enumerate(sent)]
     assert api.segment("batch", {"batch": batch}).status_code == 200
     person = api.person(user_id="shopper-1")
@@ -622,16 +622,16 @@ def test_message_aliases_of_the_segment_spec():
     `sentAt` corrects items without their own, numeric ids arrive as strings."""
     from api.segment import parse_message
 
-    received = datetime(2026, 1, 2, tzinfo=timezone.utc)
+    received = datetime(2026, 1, 2, tzinfo=UTC)
     day = "2026-01-01T00:00:00Z"
     message = parse_message({"anonymousId": 7, "event": "X", "originalTimestamp": day}, "track", received)
-    assert message.timestamp == datetime(2026, 1, 1, tzinfo=timezone.utc) and message.anonymous_id == "7"
+    assert message.timestamp == datetime(2026, 1, 1, tzinfo=UTC) and message.anonymous_id == "7"
     beside = parse_message({"userId": "u", "event": "X", "timestamp": day, "originalTimestamp": "junk"}, "track",
                            received)
-    assert beside.timestamp == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert beside.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
     skewed = parse_message({"type": "track", "userId": "u", "event": "X", "timestamp": day}, None, received,
                            batch_sent_at="2026-01-01T00:00:10Z")
     assert skewed.timestamp == received - timedelta(seconds=10)
     own = parse_message({"type": "track", "userId": "u", "event": "X", "timestamp": day, "sentAt": None}, None,
                         received, batch_sent_at="2026-01-01T00:00:10Z")
-    assert own.timestamp == datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert own.timestamp == datetime(2026, 1, 1, tzinfo=UTC)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from segment.analytics import Client
@@ -14,7 +14,7 @@ from conftest import SERVER_KEY, WRITE_KEY
 def test_sync_client_track_then_identify_merges(api, db, served):
     client = Client(SERVER_KEY, host=served.url, sync_mode=True, timeout=30)  # a server library, a server key
     anon = "lib-device-1"
-    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2)
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     client.track(anonymous_id=anon, event="Product Viewed", properties={"sku": "LIB-1", "price": 25.0},
                  timestamp=two_hours_ago, message_id="lib-view-1")
     client.track(anonymous_id=anon, event="Product Added", properties={"sku": "LIB-1", "cart_id": "lib-cart"},

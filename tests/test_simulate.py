@@ -11,7 +11,7 @@ import smtplib
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -67,7 +67,7 @@ def policy(first_cart_delay: str = "1h", quiet: bool = False, **changes):
 
 
 def noon(days_ago: int) -> datetime:
-    return (datetime.now(timezone.utc) - timedelta(days=days_ago)).replace(hour=12, minute=0, second=0, microsecond=0)
+    return (datetime.now(UTC) - timedelta(days=days_ago)).replace(hour=12, minute=0, second=0, microsecond=0)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -109,7 +109,7 @@ async def test_open_cart_under_one_hour_and_four_hour_first_delay(simulator, eng
         expected = [("cart_recovery_1", first), ("cart_recovery_2", first + timedelta(hours=23)),
                     ("cart_recovery_3", first + timedelta(hours=71))]
         assert [t for t, _ in sends] == [t for t, _ in expected]
-        for (_, got), (_, want) in zip(sends, expected):
+        for (_, got), (_, want) in zip(sends, expected, strict=False):
             assert want <= got < want + timedelta(seconds=5), (got, want)
         assert [(i["sku"], i["name"], i["quantity"]) for i in timeline.sent[0].items] == [("SER-30", "Night Serum", 2)]
         assert timeline.sent[0].cart_value == 80.0
@@ -155,22 +155,22 @@ async def test_purchase_before_the_first_step_means_no_message(simulator, engine
 async def test_quiet_hours_in_the_persons_timezone(simulator, engine):
     zone = ZoneInfo("America/New_York")
     local = (datetime.now(zone) - timedelta(days=9)).replace(hour=20, minute=30, second=0, microsecond=0)
-    start = local.astimezone(timezone.utc)
+    start = local.astimezone(UTC)
     shop(engine,
          track("dev-dee", "Product Added", cart_id="cart-9", sku="SER-30", name="Night Serum", price=90,
                at=start - timedelta(minutes=2)),
          identify("dev-dee", "dee@example.com", at=start, timezone="America/New_York"))
     timeline = await run(simulator, engine, "dee@example.com", policy("1h", quiet=True))
     wait = next(e for e in timeline.entries if e.kind == "waiting")
-    opens = (local + timedelta(days=1)).replace(hour=8, minute=0).astimezone(timezone.utc)
+    opens = (local + timedelta(days=1)).replace(hour=8, minute=0).astimezone(UTC)
     assert wait.reason.startswith("quiet hours until") and wait.until == opens
     assert opens <= timeline.sent[0].at < opens + timedelta(seconds=5)
     assert timeline.quiet and timeline.sent[0].at.astimezone(zone).hour == 8
 
 
 def test_clock_shift_is_whole_days_and_keeps_the_utc_offset():
-    start = datetime(2026, 3, 20, 23, 0, tzinfo=timezone.utc)  # before the EU switch to summer time
-    earliest = datetime(2026, 4, 10, 9, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 3, 20, 23, 0, tzinfo=UTC)  # before the EU switch to summer time
+    earliest = datetime(2026, 4, 10, 9, 0, tzinfo=UTC)
     shift = choose_offset(start, earliest, "Europe/Berlin", timedelta(days=3))
     assert shift.seconds == 0 and shift.microseconds == 0 and start + shift >= earliest
     zone = ZoneInfo("Europe/Berlin")
@@ -191,7 +191,7 @@ def test_guardrail_lookup_agrees_with_the_store_activities(engine):
     with engine.begin() as conn:
         conn.execute(text("UPDATE people SET email_unsubscribed=:t WHERE id=:p"), {"t": True, "p": gus})
     store = StoreActivities(engine)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for email in ("eve@example.com", "fay@example.com", "gus@example.com"):
         person_id = find_person(engine, email)
         snapshot = load_snapshots(engine, [person_id])[person_id]
@@ -216,7 +216,7 @@ def test_personalisation_and_skips_agree_with_the_store_activities(engine):
          identify("dev-bea", "bea@example.com", at=start))
     with transaction(engine) as session:
         catalog.upsert_admin(session, catalog.validate_items([{"sku": "S", "in_stock": False}]))
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     refresh_recent_orders(engine, now)  # as a worker does every few minutes
     for email, route in (("wes@example.com", "welcome"), ("bea@example.com", "browse_recovery"),
                          ("bea@example.com", "welcome")):
@@ -345,7 +345,7 @@ def same_timeline(a, b) -> bool:
     first, second = lines(a), lines(b)
     return len(first) == len(second) and all(
         x[0][:5] == y[0][:5] and abs(x[0][5] - y[0][5]) <= 2 and abs(x[1] - y[1]) <= 2
-        for x, y in zip(first, second))
+        for x, y in zip(first, second, strict=False))
 
 
 @pytest.mark.parametrize("new", [
@@ -360,13 +360,13 @@ async def test_a_kept_timeline_is_the_persons_timeline_under_the_new_policy(simu
     own run gives that very timeline — and the rule keeps some, not all."""
     populate(engine, policy(), 40, days=20, seed=11)
     simulator.engine = engine
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     snapshots = list(load_snapshots(engine, people_identified(engine, now - timedelta(days=30), now)).values())
     current = policy()
     [before] = await simulator.simulate_many([(current, "current")], snapshots, compare_with=new)
     [after] = await simulator.simulate_many([(new, "new")], snapshots)
     change = policy_change(current, new)
-    kept = [(b, a) for b, a in zip(before, after) if keeps_timeline(b, change)]
+    kept = [(b, a) for b, a in zip(before, after, strict=False) if keeps_timeline(b, change)]
     assert 0 < len(kept) < len(snapshots)
     for b, a in kept:
         assert same_timeline(b, a), (b.label, b.entries, a.entries)

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -47,7 +47,7 @@ def mid() -> str:
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(UTC).isoformat()
 
 
 def call(shop: Api, path: str, body: dict, server: bool = False, rejected: int = 0) -> str:
@@ -214,7 +214,7 @@ def test_forged_user_hash_is_refused_and_said(shop, db):
 # ---------------------------------------------------------------------------------------------
 
 def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     call(shop, "track", {"anonymousId": "cart-dev", "event": "Product Viewed", "timestamp": iso(now - timedelta(hours=2)),
                          "properties": {"sku": "SER", "name": "Night Serum", "price": 64,
                                         "url": f"{SHOP_URL}/products/ser", "image_url": "https://cdn.glow.example/ser.jpg"}})
@@ -253,7 +253,7 @@ def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
     settings = shop_settings(db.url)
     activities = StoreActivities(db.engine, channels=channels_from_settings(settings), settings=settings)
     send = SendInput(workflow_id=f"cart_recovery-{person_id}-1", person_id=person_id, route="cart_recovery", step=1,
-                     template="cart_recovery_1", channel="email", cart_id="c1", at=datetime.now(timezone.utc))
+                     template="cart_recovery_1", channel="email", cart_id="c1", at=datetime.now(UTC))
     result = activities.send_step(send)
     assert result.status == "sent", result.reason
     subject, body, html = db.rows("SELECT subject, body, html FROM messages WHERE id = :i", i=result.message_id)[0]
@@ -273,12 +273,12 @@ def test_future_timestamps_are_clamped_and_cannot_pin_the_catalog(shop, db):
     future = "2099-01-01T00:00:00+00:00"
     pinned = call(shop, "track", {"anonymousId": "clock-dev", "event": "Product Viewed", "timestamp": future,
                                   "properties": {"sku": "CLK", "name": "Planted name", "price": 1}})
-    near = datetime.now(timezone.utc) + timedelta(seconds=90)  # inside the allowed skew: kept as sent
+    near = datetime.now(UTC) + timedelta(seconds=90)  # inside the allowed skew: kept as sent
     kept = call(shop, "track", {"anonymousId": "clock-dev", "event": "Page Viewed", "timestamp": iso(near)})
     rows = {m: (t, f) for m, t, f in db.rows("SELECT message_id, timestamp, flags FROM events")}
     stamp, flags = rows[pinned]
     stamp = stamp if isinstance(stamp, datetime) else datetime.fromisoformat(str(stamp))
-    assert stamp.replace(tzinfo=timezone.utc) < datetime.now(timezone.utc) + timedelta(seconds=1)
+    assert stamp.replace(tzinfo=UTC) < datetime.now(UTC) + timedelta(seconds=1)
     assert "timestamp_clamped" in str(flags) and "2099-01-01" in str(flags)
     assert "timestamp_clamped" not in str(rows[kept][1])
 
@@ -303,7 +303,7 @@ def test_rendering_shows_no_foreign_link_whatever_the_store_holds():
 
     item = {"sku": "SER", "variant": None, "name": "Night Serum", "category": None, "price": 64.0, "currency": "USD",
             "quantity": 1, "image_url": "https://evil.example/x.jpg", "url": "https://evil.example/ser", "in_stock": True}
-    planted = HistoryEvent(name="Added to Cart", timestamp=datetime.now(timezone.utc), cart_id="c1",
+    planted = HistoryEvent(name="Added to Cart", timestamp=datetime.now(UTC), cart_id="c1",
                            properties={"cart_id": "c1", "checkout_url": "https://evil.example/pay"})
     resume = _resume_url([planted], None, SHOP_URL, ("cdn.glow.example",))
     assert resume == f"{SHOP_URL}/cart"

@@ -23,7 +23,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 from typing import Literal
 
@@ -429,7 +429,7 @@ class Outcome:
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class Demo:
@@ -469,7 +469,7 @@ class Demo:
     # -- the two phases -------------------------------------------------------------------------------
 
     async def _shop(self, http: httpx.AsyncClient, progress: Progress, task) -> None:
-        end = datetime.now(timezone.utc)
+        end = datetime.now(UTC)
         semaphore = asyncio.Semaphore(self.concurrency)
 
         async def one(shopper: Shopper) -> None:
@@ -506,7 +506,7 @@ class Demo:
                     rng = random.Random(f"{self.seed}:{shopper.index}:order")
                     shopper.order_id = f"order-{rng.getrandbits(32):08x}"
                     body = order_call(shopper, 0, str(uuid.UUID(int=rng.getrandbits(128), version=4)))
-                    await self._post(http, "/v1/track", {**body, "timestamp": _iso(datetime.now(timezone.utc))})
+                    await self._post(http, "/v1/track", {**body, "timestamp": _iso(datetime.now(UTC))})
                     continue
                 waiting_to_buy = shopper.persona.buys == "after_first_message" and outcome.bought_at_message is None
                 if outcome.journeys and all(j["status"] in FINAL for j in outcome.journeys) and not waiting_to_buy:

@@ -245,7 +245,7 @@ class DevStack:
         except ImportError:  # pragma: no cover - not POSIX
             return
         path = self.data_dir / ".breadcrumb-dev.lock"
-        handle = open(path, "a+")
+        handle = open(path, "a+")  # noqa: SIM115 (held open: the lock lives as long as the stack)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

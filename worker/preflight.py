@@ -34,7 +34,7 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as error:
         raise ConfigurationError(_settings_problem(error)) from None
     try:
-        settings.policy
+        _ = settings.policy  # loaded (and validated) on first access
     except PolicyError as error:
         raise ConfigurationError(f"BREADCRUMB_JOURNEYS: {error}") from None
     return settings

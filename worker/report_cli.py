@@ -94,7 +94,7 @@ def run_report(kind: str, since: str | None, until: str | None, days: int, db: s
     from store.db import make_engine
 
     try:
-        settings.policy
+        _ = settings.policy  # loaded (and validated) on first access
     except PolicyError as exc:
         console.print(f"[red]breadcrumb report:[/] {exc}", highlight=False)
         return 2

@@ -3,7 +3,7 @@ recipient, recovery, messages by reason, the funnel). Definitions: the package d
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, literal, not_, or_, select, union_all
 from sqlalchemy.orm import aliased
@@ -45,7 +45,7 @@ def summary(engine: Engine | Connection, policy: Policy, period: Period = Period
     messages by reason, the funnel and daily attributed revenue."""
     if conversion_days < 1:
         raise ValueError("conversion_days must be at least 1")
-    now = as_utc(now or datetime.now(timezone.utc))
+    now = as_utc(now or datetime.now(UTC))
     with connection(engine) as conn:
         d = Dialect(conn.dialect.name)
         window = policy.attribution_window
@@ -345,7 +345,7 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
 def funnel(conn: Connection, d: Dialect, period: Period, conversion_days: int, rows: list | None = None,
            now: datetime | None = None) -> list[dict]:
     if rows is None:
-        rows = cohort_outcomes(conn, d, period, conversion_days, now or datetime.now(timezone.utc))
+        rows = cohort_outcomes(conn, d, period, conversion_days, now or datetime.now(UTC))
     # Devices seen in the period that never became anyone: with the people identified, the visitors.
     anonymous = as_int(conn.execute(never_identified_devices(period)).scalar_one())
     identified = sum(as_int(r.identified) for r in rows)

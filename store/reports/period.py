@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, UTC
 
 from sqlalchemy.sql import ColumnElement
 
@@ -41,11 +41,11 @@ def parse_moment(value: str | datetime | date | None, *, end: bool = False, now:
     if isinstance(value, datetime):
         return as_utc(value)
     if isinstance(value, date):
-        day = datetime.combine(value, time(0), tzinfo=timezone.utc)
+        day = datetime.combine(value, time(0), tzinfo=UTC)
         return day + timedelta(days=1) if end else day
     text = str(value).strip()
     if _RELATIVE.match(text):
-        return as_utc(now or datetime.now(timezone.utc)) - parse_duration(text)
+        return as_utc(now or datetime.now(UTC)) - parse_duration(text)
     try:
         if len(text) == 10:
             return parse_moment(date.fromisoformat(text), end=end)

@@ -4,7 +4,7 @@ duplicates caught, anonymous activity that never merged, events ingest flagged."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 from sqlalchemy import Connection, Engine, and_, case, func, or_, select, true
 
@@ -41,7 +41,7 @@ def tracking(engine: Engine | Connection, policy: Policy, period: Period = Perio
              many_ids: int = MANY_ANONYMOUS_IDS) -> dict:
     """Identify lateness, fragmented ids, missing recommended properties, duplicates caught,
     anonymous activity that never merged, and events ingest flagged (clock ahead, foreign links)."""
-    now = as_utc(now or datetime.now(timezone.utc))
+    now = as_utc(now or datetime.now(UTC))
     with connection(engine) as conn:
         d = Dialect(conn.dialect.name)
         devices = device_counts(conn, period)
@@ -104,7 +104,7 @@ def identify_lateness(conn: Connection, d: Dialect, period: Period) -> dict:
 
     row = conn.execute(d.percentiles(lateness, "seconds", (0.5, 0.9), stats)).one_or_none()
     median, p90, count, mean, longest, *bucket_counts = row if row is not None else (None,) * (5 + len(LATENESS_BUCKETS))
-    buckets = {label: n for (label, _), n in zip(LATENESS_BUCKETS, bucket_counts)}
+    buckets = {label: n for (label, _), n in zip(LATENESS_BUCKETS, bucket_counts, strict=False)}
 
     # "Identified only at checkout or purchase": by the time they identified (give or take the
     # grace), they had already started a checkout or ordered.
