@@ -53,8 +53,9 @@ class Attempt:
         """A worker that is draining for a deploy starts no new delivery: the retry goes to a worker
         that will still be there when the relay answers."""
         if self.temporal and activity.is_worker_shutdown():
-            raise ApplicationError("worker shutting down: another worker delivers this message",
-                                   type="WorkerShuttingDown")
+            raise ApplicationError(
+                "worker shutting down: another worker delivers this message", type="WorkerShuttingDown"
+            )
 
     def shielded(self):
         """No cancellation exception thrown into the block (a worker's shutdown grace running out, a

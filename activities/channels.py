@@ -65,7 +65,9 @@ class DeliveryConfigError(ValueError):
 
 class OutboxChannel:
     def deliver(self, message: Message) -> None:
-        log.info("outbox delivery %s step %s of %s (%s)", message.id, message.step, message.journey, message.idempotency_key)
+        log.info(
+            "outbox delivery %s step %s of %s (%s)", message.id, message.step, message.journey, message.idempotency_key
+        )
 
 
 # --- email -----------------------------------------------------------------------------------
@@ -84,12 +86,15 @@ class SmtpConfig:
     deadline: float = 20.0  # the whole conversation, however many replies are slow
 
     @classmethod
-    def from_url(cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "",
-                 deadline: float = 20.0) -> SmtpConfig:
+    def from_url(
+        cls, url: str, starttls: str = "auto", timeout: float = 30.0, ca_file: str = "", deadline: float = 20.0
+    ) -> SmtpConfig:
         """`smtp://user:pass@host:port` or `smtps://…`; user and password may be percent-encoded."""
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
-            raise DeliveryConfigError(f"BREADCRUMB_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}://")
+            raise DeliveryConfigError(
+                f"BREADCRUMB_SMTP_URL must start with smtp:// or smtps://, not {parts.scheme!r}://"
+            )
         if not parts.hostname:
             raise DeliveryConfigError("BREADCRUMB_SMTP_URL has no host (smtp://user:pass@host:port)")
         if ca_file and not Path(ca_file).is_file():
@@ -102,11 +107,15 @@ class SmtpConfig:
         if use_tls and starttls == "always":
             raise DeliveryConfigError("BREADCRUMB_SMTP_STARTTLS=always cannot be combined with smtps:// (implicit TLS)")
         return cls(
-            hostname=parts.hostname, port=port or (465 if use_tls else 587),
+            hostname=parts.hostname,
+            port=port or (465 if use_tls else 587),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
-            use_tls=use_tls, start_tls=False if use_tls else {"auto": None, "always": True, "never": False}[starttls],
-            timeout=min(timeout, deadline), ca_file=ca_file or None, deadline=deadline,
+            use_tls=use_tls,
+            start_tls=False if use_tls else {"auto": None, "always": True, "never": False}[starttls],
+            timeout=min(timeout, deadline),
+            ca_file=ca_file or None,
+            deadline=deadline,
         )
 
 
@@ -172,18 +181,30 @@ class SmtpChannel:
         except aiosmtplib.SMTPResponseException as exc:
             raise TransientDeliveryError(f"SMTP {exc.code}: {exc.message}") from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-            raise TransientDeliveryError(f"SMTP server {self.config.hostname}:{self.config.port} "
-                                         f"unreachable: {exc or type(exc).__name__}") from None
+            raise TransientDeliveryError(
+                f"SMTP server {self.config.hostname}:{self.config.port} unreachable: {exc or type(exc).__name__}"
+            ) from None
 
     async def _send(self, email: EmailMessage, recipient: str) -> None:
         """One SMTP conversation, cut at the delivery deadline (a relay that answers every reply just
         inside `timeout` must not outlast the send activity)."""
         c = self.config
         await asyncio.wait_for(
-            aiosmtplib.send(email, sender=self.envelope_from, recipients=[recipient], hostname=c.hostname,
-                            port=c.port, username=c.username, password=c.password, use_tls=c.use_tls,
-                            start_tls=c.start_tls, timeout=c.timeout, cert_bundle=c.ca_file),
-            c.deadline)
+            aiosmtplib.send(
+                email,
+                sender=self.envelope_from,
+                recipients=[recipient],
+                hostname=c.hostname,
+                port=c.port,
+                username=c.username,
+                password=c.password,
+                use_tls=c.use_tls,
+                start_tls=c.start_tls,
+                timeout=c.timeout,
+                cert_bundle=c.ca_file,
+            ),
+            c.deadline,
+        )
 
 
 def _refused(recipients: list[aiosmtplib.SMTPRecipientRefused]) -> DeliveryError:
@@ -201,8 +222,14 @@ RETRYABLE_4XX = {408, 409, 425, 429}  # timeouts, conflicts while a retry is in 
 
 
 class SmsWebhookChannel:
-    def __init__(self, url: str, token: str = "", timeout: float = 10.0, client: httpx.Client | None = None,
-                 deadline: float = 20.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str = "",
+        timeout: float = 10.0,
+        client: httpx.Client | None = None,
+        deadline: float = 20.0,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise DeliveryConfigError(f"BREADCRUMB_SMS_WEBHOOK_URL must be an http(s) URL, not {url!r}")
@@ -240,22 +267,40 @@ def channels_from_settings(settings) -> dict[str, Channel]:
     real = []
     if settings.smtp_url:
         if not settings.smtp_from:
-            raise DeliveryConfigError("BREADCRUMB_SMTP_FROM is required with BREADCRUMB_SMTP_URL "
-                                      "(e.g. 'Glow Skincare <hello@glow.example>')")
-        config = SmtpConfig.from_url(settings.smtp_url, settings.smtp_starttls, settings.smtp_timeout,
-                                     settings.smtp_ca_file, settings.delivery_deadline)
+            raise DeliveryConfigError(
+                "BREADCRUMB_SMTP_FROM is required with BREADCRUMB_SMTP_URL (e.g. 'Glow Skincare <hello@glow.example>')"
+            )
+        config = SmtpConfig.from_url(
+            settings.smtp_url,
+            settings.smtp_starttls,
+            settings.smtp_timeout,
+            settings.smtp_ca_file,
+            settings.delivery_deadline,
+        )
         channels["email"] = SmtpChannel(config, settings.smtp_from, settings.smtp_reply_to)
         real.append("email")
     if settings.sms_webhook_url:
-        channels["sms"] = SmsWebhookChannel(settings.sms_webhook_url, settings.sms_webhook_token, settings.sms_timeout,
-                                            deadline=settings.delivery_deadline)
+        channels["sms"] = SmsWebhookChannel(
+            settings.sms_webhook_url,
+            settings.sms_webhook_token,
+            settings.sms_timeout,
+            deadline=settings.delivery_deadline,
+        )
         real.append("sms")
     if real:
-        missing = [name for name, value in (("BREADCRUMB_PUBLIC_BASE_URL", settings.public_base_url),
-                                            ("BREADCRUMB_SHOP_URL", settings.shop_url)) if not value]
+        missing = [
+            name
+            for name, value in (
+                ("BREADCRUMB_PUBLIC_BASE_URL", settings.public_base_url),
+                ("BREADCRUMB_SHOP_URL", settings.shop_url),
+            )
+            if not value
+        ]
         if settings.unsubscribe_key is None:
             missing.append("BREADCRUMB_UNSUBSCRIBE_SECRET")
         if missing:
-            raise DeliveryConfigError(f"real {' and '.join(real)} delivery needs {', '.join(missing)}: messages "
-                                      "link to the shop and carry a signed unsubscribe link")
+            raise DeliveryConfigError(
+                f"real {' and '.join(real)} delivery needs {', '.join(missing)}: messages "
+                "link to the shop and carry a signed unsubscribe link"
+            )
     return channels

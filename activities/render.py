@@ -79,7 +79,12 @@ def with_utm(url: str, medium: str, campaign: str, content: str) -> str:
     query = parse_qsl(parts.query, keep_blank_values=True)
     if any(key.startswith("utm_") for key, _ in query):
         return url
-    query += [("utm_source", "breadcrumb"), ("utm_medium", medium), ("utm_campaign", campaign), ("utm_content", content)]
+    query += [
+        ("utm_source", "breadcrumb"),
+        ("utm_medium", medium),
+        ("utm_campaign", campaign),
+        ("utm_content", content),
+    ]
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
@@ -98,8 +103,15 @@ def _link(context, url: str | None) -> str:
 def _environment(folder: Path, autoescape: bool) -> Environment:
     # auto_reload off: templates are checked once at worker start-up and used as checked; an edit
     # takes effect (and is checked again) when the workers restart.
-    env = Environment(loader=FileSystemLoader(folder), undefined=StrictUndefined, autoescape=autoescape,
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, auto_reload=False)
+    env = Environment(
+        loader=FileSystemLoader(folder),
+        undefined=StrictUndefined,
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+        auto_reload=False,
+    )
     env.filters["money"] = money
     env.filters["slug"] = slug
     env.globals["link"] = _link
@@ -134,8 +146,12 @@ def _on_shop_hosts(products: object, hosts: LinkHosts) -> object:
     the shop itself and shows no image)."""
     if not isinstance(products, list):
         return products
-    return [{**p, **{k: None for k in ("url", "image_url") if not hosts.allows(p.get(k) or "")}}
-            if isinstance(p, dict) else p for p in products]
+    return [
+        {**p, **{k: None for k in ("url", "image_url") if not hosts.allows(p.get(k) or "")}}
+        if isinstance(p, dict)
+        else p
+        for p in products
+    ]
 
 
 class Renderer:
@@ -147,8 +163,13 @@ class Renderer:
 
     def render(self, name: str, channel: str, context: dict) -> Rendered:
         hosts = LinkHosts.of((context.get("shop") or {}).get("url"), self.link_hosts)
-        context = {**context, "template": name, "channel": "sms" if channel == "sms" else "email", "link_hosts": hosts,
-                   **{key: _on_shop_hosts(context[key], hosts) for key in ("items", "picks") if key in context}}
+        context = {
+            **context,
+            "template": name,
+            "channel": "sms" if channel == "sms" else "email",
+            "link_hosts": hosts,
+            **{key: _on_shop_hosts(context[key], hosts) for key in ("items", "picks") if key in context},
+        }
         if channel == "sms":
             body = self.text_env.get_template(f"{name}.sms.j2").render(**context).strip()
             return Rendered(subject=_first_line(body), text=body)
@@ -176,8 +197,10 @@ class Renderer:
                     problems.append(describe(exc, name, channel))
                     break
                 if channel != "sms" and SAMPLE_UNSUBSCRIBE not in rendered.html:
-                    problems.append(f"templates/{name}.html.j2 has no unsubscribe link: extend _layout.html.j2 "
-                                    "or show {{ unsubscribe_url }}")
+                    problems.append(
+                        f"templates/{name}.html.j2 has no unsubscribe link: extend _layout.html.j2 "
+                        "or show {{ unsubscribe_url }}"
+                    )
                     break
         if problems:
             raise TemplateProblem("message templates: " + "; ".join(problems))
@@ -194,11 +217,27 @@ def _first_line(text: str, limit: int = 60) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _sample_item(sku: str, name: str, variant: str | None, price: float, quantity: int | None,
-                 category: str = "sensitive skin", in_stock: bool = True) -> dict:
-    return {"sku": sku, "variant": variant, "name": name, "category": category, "price": price, "currency": "USD",
-            "quantity": quantity, "image_url": f"https://shop.example/images/{sku}.jpg",
-            "url": f"/products/{sku.lower()}", "in_stock": in_stock}
+def _sample_item(
+    sku: str,
+    name: str,
+    variant: str | None,
+    price: float,
+    quantity: int | None,
+    category: str = "sensitive skin",
+    in_stock: bool = True,
+) -> dict:
+    return {
+        "sku": sku,
+        "variant": variant,
+        "name": name,
+        "category": category,
+        "price": price,
+        "currency": "USD",
+        "quantity": quantity,
+        "image_url": f"https://shop.example/images/{sku}.jpg",
+        "url": f"/products/{sku.lower()}",
+        "in_stock": in_stock,
+    }
 
 
 def sample_contexts(name: str) -> list[dict]:
@@ -206,16 +245,38 @@ def sample_contexts(name: str) -> list[dict]:
     cart line that sold out. Also what `breadcrumb templates preview` renders."""
     shop = {"name": "Glow Skincare", "url": "https://shop.example", "address": "1 Market St, Springfield"}
     journey = name.rsplit("_", 1)[0] if name.rsplit("_", 1)[-1].isdigit() else name
-    base = {"journey": journey, "step": 1, "shop": shop, "unsubscribe_url": SAMPLE_UNSUBSCRIBE,
-            "resume_url": "https://shop.example/cart", "currency": "USD"}
-    rich_items = [_sample_item("SER-30", "Night Serum", "30 ml", 64.0, 1),
-                  _sample_item("CLN-01", "Gentle Cleanser", None, 18.5, 2)]
-    picks = [_sample_item("MST-50", "Barrier Moisturiser", "50 ml", 32.0, None),
-             _sample_item("SPF-30", "Daily SPF 30", None, 24.0, None)]
+    base = {
+        "journey": journey,
+        "step": 1,
+        "shop": shop,
+        "unsubscribe_url": SAMPLE_UNSUBSCRIBE,
+        "resume_url": "https://shop.example/cart",
+        "currency": "USD",
+    }
+    rich_items = [
+        _sample_item("SER-30", "Night Serum", "30 ml", 64.0, 1),
+        _sample_item("CLN-01", "Gentle Cleanser", None, 18.5, 2),
+    ]
+    picks = [
+        _sample_item("MST-50", "Barrier Moisturiser", "50 ml", 32.0, None),
+        _sample_item("SPF-30", "Daily SPF 30", None, 24.0, None),
+    ]
     return [
-        {**base, "first_name": "Ada", "items": rich_items, "cart_value": 101.0, "category": "sensitive skin",
-         "picks": picks},
+        {
+            **base,
+            "first_name": "Ada",
+            "items": rich_items,
+            "cart_value": 101.0,
+            "category": "sensitive skin",
+            "picks": picks,
+        },
         {**base, "first_name": None, "items": [], "cart_value": None, "category": None, "picks": []},
-        {**base, "first_name": "Bo", "items": [_sample_item("SER-30", "Night Serum", "30 ml", 64.0, 1, in_stock=False)],
-         "cart_value": 64.0, "category": None, "picks": picks},
+        {
+            **base,
+            "first_name": "Bo",
+            "items": [_sample_item("SER-30", "Night Serum", "30 ml", 64.0, 1, in_stock=False)],
+            "cart_value": 64.0,
+            "category": None,
+            "picks": picks,
+        },
     ]

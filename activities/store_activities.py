@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from jinja2 import TemplateError
-from sqlalchemy import (CursorResult, Engine, Text, and_, bindparam, case, cast, func, literal_column, or_, true,
-                        update)
+from sqlalchemy import CursorResult, Engine, Text, and_, bindparam, case, cast, func, literal_column, or_, true, update
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 from temporalio import activity
@@ -70,8 +69,14 @@ def person_history(session: Session, person: Person, now: datetime) -> PersonHis
         identified_at=as_utc(person.identified_at),
         timezone=person.timezone,
         events=[
-            HistoryEvent(name=e.name, timestamp=e.timestamp, properties=e.properties or {}, cart_id=e.cart_id,
-                         order_id=e.order_id, source=e.source)
+            HistoryEvent(
+                name=e.name,
+                timestamp=e.timestamp,
+                properties=e.properties or {},
+                cart_id=e.cart_id,
+                order_id=e.order_id,
+                source=e.source,
+            )
             for e in rows
         ],
     )
@@ -101,13 +106,19 @@ class MessageLinks:
         settings = settings or Settings()
         key = settings.unsubscribe_key
         if key is None:
-            log.warning("no BREADCRUMB_UNSUBSCRIBE_SECRET: unsubscribe links in outbox messages are "
-                        "signed with a throwaway key and will not verify")
+            log.warning(
+                "no BREADCRUMB_UNSUBSCRIBE_SECRET: unsubscribe links in outbox messages are "
+                "signed with a throwaway key and will not verify"
+            )
             key = secrets.token_bytes(32)
-        return cls(shop_name=settings.shop_name, shop_url=(settings.shop_url or DEV_SHOP_URL).rstrip("/"),
-                   shop_address=settings.shop_address,
-                   public_base_url=(settings.public_base_url or DEV_PUBLIC_BASE_URL).rstrip("/"),
-                   unsubscribe_key=key, currency=settings.currency.upper())
+        return cls(
+            shop_name=settings.shop_name,
+            shop_url=(settings.shop_url or DEV_SHOP_URL).rstrip("/"),
+            shop_address=settings.shop_address,
+            public_base_url=(settings.public_base_url or DEV_PUBLIC_BASE_URL).rstrip("/"),
+            unsubscribe_key=key,
+            currency=settings.currency.upper(),
+        )
 
 
 def orders_by_sku(dialect: str, since: datetime):
@@ -117,29 +128,45 @@ def orders_by_sku(dialect: str, since: datetime):
     e = table_of(Event)
     if dialect == "postgresql":
         listed = e.c.properties.op("->")(literal_column("'products'"))
-        lines = func.jsonb_array_elements(case((func.jsonb_typeof(listed) == "array", listed),
-                                               else_=literal_column("'[]'::jsonb"))).table_valued("value")
+        lines = func.jsonb_array_elements(
+            case((func.jsonb_typeof(listed) == "array", listed), else_=literal_column("'[]'::jsonb"))
+        ).table_valued("value")
 
         def field(key: str):
             name: ColumnElement[Any] = literal_column(f"'{key}'")
-            return case((func.jsonb_typeof(lines.c.value.op("->")(name)).in_(("string", "number")),
-                         func.nullif(lines.c.value.op("->>")(name), "")))
+            return case(
+                (
+                    func.jsonb_typeof(lines.c.value.op("->")(name)).in_(("string", "number")),
+                    func.nullif(lines.c.value.op("->>")(name), ""),
+                )
+            )
+
         is_list: ColumnElement[bool] = true()
     else:
         lines = func.json_each(e.c.properties, "$.products").table_valued("value", "type")
 
         def field(key: str):
             path: ColumnElement[Any] = literal_column(f"'$.{key}'")
-            return case((lines.c.type != "object", None),  # json_type below would choke on a bare string
-                        (func.json_type(lines.c.value, path).in_(("text", "integer", "real")),
-                         func.nullif(cast(func.json_extract(lines.c.value, path), Text), "")))
+            return case(
+                (lines.c.type != "object", None),  # json_type below would choke on a bare string
+                (
+                    func.json_type(lines.c.value, path).in_(("text", "integer", "real")),
+                    func.nullif(cast(func.json_extract(lines.c.value, path), Text), ""),
+                ),
+            )
+
         is_list = func.json_type(e.c.properties, "$.products") == "array"
     sku = func.coalesce(field("sku"), field("product_id"))
     return (
         select(sku.label("sku"), func.count(func.distinct(func.coalesce(e.c.order_id, e.c.message_id))).label("orders"))
         .select_from(e.join(lines, true()))
-        .where(e.c.name == taxonomy.ORDER_COMPLETED, e.c.duplicate_of.is_(None), e.c.timestamp >= since, is_list,
-               sku.is_not(None))
+        .where(
+            e.c.name == taxonomy.ORDER_COMPLETED,
+            e.c.duplicate_of.is_(None),
+            e.c.timestamp >= since,
+            is_list,
+            sku.is_not(None),
+        )
         .group_by(sku)
     )
 
@@ -154,9 +181,12 @@ def refresh_recent_orders(engine: Engine, now: datetime) -> int:
     with transaction(engine) as session:
         session.execute(update(products).where(products.c.recent_orders != 0).values(recent_orders=0))
         if sold:
-            session.execute(update(products).where(products.c.sku == bindparam("sold_sku"))
-                            .values(recent_orders=bindparam("sold_count")),
-                            [{"sold_sku": sku, "sold_count": count} for sku, count in sold.items()])
+            session.execute(
+                update(products)
+                .where(products.c.sku == bindparam("sold_sku"))
+                .values(recent_orders=bindparam("sold_count")),
+                [{"sold_sku": sku, "sold_count": count} for sku, count in sold.items()],
+            )
     return len(sold)
 
 
@@ -164,7 +194,9 @@ def load_catalog(session: Session, events: list[HistoryEvent], cart: OpenCart | 
     """The catalog rows a message can use: every product the history mentions, plus the ranked
     in-stock products of the shopper's category and the shop's bestsellers — the admin's
     `bestseller_rank` first, then `recent_orders`. Three queries."""
-    rows = list(session.exec(select(Product).where(col(Product.sku).in_(skus)))) if (skus := skus_in(events, cart)) else []
+    rows = (
+        list(session.exec(select(Product).where(col(Product.sku).in_(skus)))) if (skus := skus_in(events, cart)) else []
+    )
     anchor = category_anchor(events, Catalog(catalog_entry(r) for r in rows))
     return ranked_catalog(session, rows, [anchor] if anchor else [])
 
@@ -173,13 +205,23 @@ def ranked_catalog(session: Session, rows: list[Product], categories: list[str])
     """`rows` plus the best CATALOG_PICKS_SCAN in-stock products of the shop (bestsellers) and of
     each category, each list limited on its own: a category's unsold products must not lose their
     place to the shop's bestsellers. Best is the admin's rank, then recent orders, then the name."""
-    ranked = (select(Product).where(col(Product.in_stock).is_(True))
-              .order_by(col(Product.bestseller_rank).is_(None), col(Product.bestseller_rank), col(Product.recent_orders).desc(),
-                        col(Product.name), col(Product.sku))
-              .limit(CATALOG_PICKS_SCAN))
+    ranked = (
+        select(Product)
+        .where(col(Product.in_stock).is_(True))
+        .order_by(
+            col(Product.bestseller_rank).is_(None),
+            col(Product.bestseller_rank),
+            col(Product.recent_orders).desc(),
+            col(Product.name),
+            col(Product.sku),
+        )
+        .limit(CATALOG_PICKS_SCAN)
+    )
     rows = list(rows)
-    for where in [or_(col(Product.bestseller_rank).is_not(None), col(Product.recent_orders) > 0),
-                  *(col(Product.category) == category for category in categories)]:
+    for where in [
+        or_(col(Product.bestseller_rank).is_not(None), col(Product.recent_orders) > 0),
+        *(col(Product.category) == category for category in categories),
+    ]:
         rows += session.exec(ranked.where(where)).all()
     unique = {(r.sku, r.variant): r for r in rows}
     return Catalog(catalog_entry(r) for r in unique.values())
@@ -187,9 +229,19 @@ def ranked_catalog(session: Session, rows: list[Product], categories: list[str])
 
 def catalog_entry(row: Product) -> CatalogEntry:
     """A catalog row as personalisation reads it."""
-    return CatalogEntry(sku=row.sku, variant=row.variant or None, name=row.name, category=row.category,
-                        price=row.price, currency=row.currency, image_url=row.image_url, url=row.url,
-                        in_stock=row.in_stock, bestseller_rank=row.bestseller_rank, orders=row.recent_orders or 0)
+    return CatalogEntry(
+        sku=row.sku,
+        variant=row.variant or None,
+        name=row.name,
+        category=row.category,
+        price=row.price,
+        currency=row.currency,
+        image_url=row.image_url,
+        url=row.url,
+        in_stock=row.in_stock,
+        bestseller_rank=row.bestseller_rank,
+        orders=row.recent_orders or 0,
+    )
 
 
 def _resume_url(events: list[HistoryEvent], cart: OpenCart | None, shop_url: str, link_hosts=()) -> str:
@@ -246,8 +298,13 @@ class PolicySource:
 
 
 class StoreActivities:
-    def __init__(self, engine: Engine, channels: dict[str, Channel] | None = None,
-                 renderer: Renderer | None = None, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        channels: dict[str, Channel] | None = None,
+        renderer: Renderer | None = None,
+        settings: Settings | None = None,
+    ) -> None:
         self.engine = engine
         outbox = OutboxChannel()
         self.channels = {"email": outbox, "sms": outbox, "outbox": outbox, **(channels or {})}
@@ -259,8 +316,14 @@ class StoreActivities:
         self.policies = PolicySource(settings) if settings is not None else None
 
     def all(self) -> list:
-        return [self.load_person, self.start_journey, self.check_before_send, self.send_step,
-                self.record_journey_note, self.record_conversion]
+        return [
+            self.load_person,
+            self.start_journey,
+            self.check_before_send,
+            self.send_step,
+            self.record_journey_note,
+            self.record_conversion,
+        ]
 
     @activity.defn(name="load_person")
     def load_person(self, lookup: PersonLookup) -> PersonContext | None:
@@ -302,21 +365,47 @@ class StoreActivities:
         cart_key = start.cart_id if start.route == "cart_recovery" and start.cart_id else None
         with transaction(self.engine) as session:
             if existing := session.get(JourneyRun, start.workflow_id):
-                if (existing.route, existing.cart_id, as_utc(existing.started_at)) != (start.route, start.cart_id,
-                                                                                      as_utc(start.at)):
+                if (existing.route, existing.cart_id, as_utc(existing.started_at)) != (
+                    start.route,
+                    start.cart_id,
+                    as_utc(start.at),
+                ):
                     raise ApplicationError(
                         f"journey id {start.workflow_id} is already taken by a {existing.route} started at "
-                        f"{as_utc(existing.started_at).isoformat()}", type="JourneyIdTaken", non_retryable=True)
+                        f"{as_utc(existing.started_at).isoformat()}",
+                        type="JourneyIdTaken",
+                        non_retryable=True,
+                    )
                 return True  # a retried activity: already recorded
-            if cart_key and session.exec(select(JourneyRun).where(col(JourneyRun.cart_recovery_key) == cart_key)).first():
-                self._log(session, start.workflow_id, start.person_id, start.route, "skipped",
-                          f"cart {cart_key} already had its recovery journey", start.at)
+            if (
+                cart_key
+                and session.exec(select(JourneyRun).where(col(JourneyRun.cart_recovery_key) == cart_key)).first()
+            ):
+                self._log(
+                    session,
+                    start.workflow_id,
+                    start.person_id,
+                    start.route,
+                    "skipped",
+                    f"cart {cart_key} already had its recovery journey",
+                    start.at,
+                )
                 return False
             is_journey = start.route in JOURNEY_NAMES
-            session.add(JourneyRun(workflow_id=start.workflow_id, person_id=start.person_id, route=start.route,
-                                   status="running" if is_journey else "decided", reason=start.reason,
-                                   cart_id=start.cart_id, cart_value=start.cart_value, cart_recovery_key=cart_key,
-                                   started_at=start.at, ended_at=None if is_journey else start.at))
+            session.add(
+                JourneyRun(
+                    workflow_id=start.workflow_id,
+                    person_id=start.person_id,
+                    route=start.route,
+                    status="running" if is_journey else "decided",
+                    reason=start.reason,
+                    cart_id=start.cart_id,
+                    cart_value=start.cart_value,
+                    cart_recovery_key=cart_key,
+                    started_at=start.at,
+                    ended_at=None if is_journey else start.at,
+                )
+            )
             self._log(session, start.workflow_id, start.person_id, start.route, "decision", start.reason, start.at)
         return True
 
@@ -328,21 +417,31 @@ class StoreActivities:
                 return SendCheck(person_exists=False)
             history = person_history(session, person, datetime.now().astimezone())
             last = session.exec(
-                select(func.max(col(Message.sent_at))).where(col(Message.person_id) == person.id, col(Message.status) == "sent")
+                select(func.max(col(Message.sent_at))).where(
+                    col(Message.person_id) == person.id, col(Message.status) == "sent"
+                )
             ).one()
             # The person first (nothing on any channel), then an address listed as suppressed (survives a delete).
             suppressed = "suppressed" if person.suppressed else suppression.listed(session, person.id, check.channel)
-            return check_send(history, route=check.route, channel=check.channel, cart_id=check.cart_id,
-                              timezone=person.timezone, suppressed=suppressed,
-                              email_unsubscribed=bool(person.email_unsubscribed), sms_consent=bool(person.sms_consent),
-                              reachable=bool(self._recipient(session, person.id, check.channel)),
-                              last_message_at=as_utc(last))
+            return check_send(
+                history,
+                route=check.route,
+                channel=check.channel,
+                cart_id=check.cart_id,
+                timezone=person.timezone,
+                suppressed=suppressed,
+                email_unsubscribed=bool(person.email_unsubscribed),
+                sms_consent=bool(person.sms_consent),
+                reachable=bool(self._recipient(session, person.id, check.channel)),
+                last_message_at=as_utc(last),
+            )
 
     @staticmethod
     def _recipient(session: Session, person_id: str, channel: str) -> str | None:
         identifiers = session.exec(
             select(col(Identifier.kind), col(Identifier.value))
-            .where(col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone"))).order_by(col(Identifier.id))
+            .where(col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone")))
+            .order_by(col(Identifier.id))
         ).all()
         emails = [value for kind, value in identifiers if kind == "email"]
         return recipient(channel, emails, [value for kind, value in identifiers if kind == "phone"], person_id)
@@ -364,10 +463,20 @@ class StoreActivities:
             if message is None:
                 person = session.get(Person, send.person_id)
                 if person is None:  # erased (or merged away) before the first attempt: nothing to write
-                    return SendResult(message_id="", status="skipped", ends_journey=True,
-                                      reason=reason_to_stop(SendCheck(person_exists=False), send.route))
-                inserted = typing.cast(CursorResult[Any], session.execute(insert_ignoring_conflicts(
-                    session, table_of(Message)).values(**self._compose(session, person, send, key)))).rowcount
+                    return SendResult(
+                        message_id="",
+                        status="skipped",
+                        ends_journey=True,
+                        reason=reason_to_stop(SendCheck(person_exists=False), send.route),
+                    )
+                inserted = typing.cast(
+                    CursorResult[Any],
+                    session.execute(
+                        insert_ignoring_conflicts(session, table_of(Message)).values(
+                            **self._compose(session, person, send, key)
+                        )
+                    ),
+                ).rowcount
                 message = session.exec(select(Message).where(col(Message.idempotency_key) == key)).one()
                 if inserted and message.status != "pending":  # nothing to show, or a template that cannot render
                     self._log_outcome(session, message)
@@ -376,8 +485,9 @@ class StoreActivities:
             message = self._claim(message, attempt)
         if message.lease_owner != attempt.token:  # final already, or finished by another attempt meanwhile
             return self._result(message)
-        check = self.check_before_send(SendCheckInput(person_id=send.person_id, route=send.route,
-                                                      channel=send.channel, cart_id=send.cart_id))
+        check = self.check_before_send(
+            SendCheckInput(person_id=send.person_id, route=send.route, channel=send.channel, cart_id=send.cart_id)
+        )
         if stop := reason_to_stop(check, send.route):
             return self._finish(message, attempt, "skipped", stop).model_copy(update={"ends_journey": True})
         if check.channel_blocked:  # this step's channel no longer reaches them (unsubscribed, consent withdrawn)
@@ -423,16 +533,24 @@ class StoreActivities:
 
     def _attempt(self, message: Message) -> int:
         with transaction(self.engine) as session:
-            session.execute(update(Message).where(col(Message.id) == message.id).values(attempts=col(Message.attempts) + 1))
+            session.execute(
+                update(Message).where(col(Message.id) == message.id).values(attempts=col(Message.attempts) + 1)
+            )
             return session.exec(select(col(Message.attempts)).where(col(Message.id) == message.id)).one()
 
     def _release(self, message: Message, attempt: Attempt, reason: str) -> None:
         """Give the lease back after a transient failure (the retry may claim at once), noting why."""
         try:
             with transaction(self.engine) as session:
-                session.execute(update(Message).where(col(Message.id) == message.id, col(Message.lease_owner) == attempt.token,
-                                                      col(Message.status) == "sending")
-                                .values(status="pending", lease_owner=None, lease_until=None, reason=reason[:2000]))
+                session.execute(
+                    update(Message)
+                    .where(
+                        col(Message.id) == message.id,
+                        col(Message.lease_owner) == attempt.token,
+                        col(Message.status) == "sending",
+                    )
+                    .values(status="pending", lease_owner=None, lease_until=None, reason=reason[:2000])
+                )
         except Exception:  # the store being down too must not hide the delivery error
             log.exception("could not record the delivery error of %s", message.idempotency_key)
 
@@ -446,47 +564,77 @@ class StoreActivities:
         shown = personalise(send.route, history.events, catalog, cart)
         message_id = str(uuid.uuid4())
         links = self.links
-        unsubscribe = unsubscribe_url(links.public_base_url, links.unsubscribe_key, person.id,
-                                      "sms" if send.channel == "sms" else "email", message_id)
+        unsubscribe = unsubscribe_url(
+            links.public_base_url,
+            links.unsubscribe_key,
+            person.id,
+            "sms" if send.channel == "sms" else "email",
+            message_id,
+        )
         traits = person.traits or {}
         first_name = traits.get("first_name") or traits.get("firstName")
         reason = nothing_to_show(send.route, shown, history.events)
         status = "skipped" if reason else "pending"
         try:
-            rendered = self.renderer.render(send.template, send.channel, {
-                "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
-                "journey": send.route, "step": send.step,
-                "items": [item.model_dump() for item in shown.items], "cart_value": shown.cart_value,
-                "category": shown.category, "picks": [item.model_dump() for item in shown.picks],
-                "currency": _currency(history.events, links.currency),
-                "resume_url": _resume_url(history.events, cart, links.shop_url, self.renderer.link_hosts),
-                "unsubscribe_url": unsubscribe,
-                "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
-            })
+            rendered = self.renderer.render(
+                send.template,
+                send.channel,
+                {
+                    "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
+                    "journey": send.route,
+                    "step": send.step,
+                    "items": [item.model_dump() for item in shown.items],
+                    "cart_value": shown.cart_value,
+                    "category": shown.category,
+                    "picks": [item.model_dump() for item in shown.picks],
+                    "currency": _currency(history.events, links.currency),
+                    "resume_url": _resume_url(history.events, cart, links.shop_url, self.renderer.link_hosts),
+                    "unsubscribe_url": unsubscribe,
+                    "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
+                },
+            )
         except (TemplateProblem, TemplateError) as exc:
             status, reason = "failed", f"template error: {describe(exc, send.template, send.channel)}"
             log.error("message %s not sent: %s", key, reason)
             rendered = Rendered(subject="", text="")
         return dict(
-            id=message_id, person_id=send.person_id, workflow_id=send.workflow_id, journey=send.route,
-            step=send.step, template=send.template, channel=send.channel,
-            recipient=self._recipient(session, send.person_id, send.channel) or "", subject=rendered.subject,
-            body=rendered.text, html=rendered.html, unsubscribe_url=unsubscribe,
-            items=[item.model_dump() for item in shown.items], status=status, reason=reason, idempotency_key=key,
-            cart_id=send.cart_id, created_at=send.at,
+            id=message_id,
+            person_id=send.person_id,
+            workflow_id=send.workflow_id,
+            journey=send.route,
+            step=send.step,
+            template=send.template,
+            channel=send.channel,
+            recipient=self._recipient(session, send.person_id, send.channel) or "",
+            subject=rendered.subject,
+            body=rendered.text,
+            html=rendered.html,
+            unsubscribe_url=unsubscribe,
+            items=[item.model_dump() for item in shown.items],
+            status=status,
+            reason=reason,
+            idempotency_key=key,
+            cart_id=send.cart_id,
+            created_at=send.at,
         )
 
-    def _finish(self, message: Message, attempt: Attempt, status: str, reason: str | None,
-                sent_at: datetime | None = None) -> SendResult:
+    def _finish(
+        self, message: Message, attempt: Attempt, status: str, reason: str | None, sent_at: datetime | None = None
+    ) -> SendResult:
         """Move the message this attempt holds to its final status (sent, failed, skipped) and log it
         once, for whoever owns the message now (a merge during delivery re-points it; a delete
         removes it)."""
         with transaction(self.engine) as session:
-            owner = session.execute(update(Message)
-                                    .where(col(Message.id) == message.id, col(Message.status) == "sending",
-                                           col(Message.lease_owner) == attempt.token)
-                                    .values(status=status, reason=reason, sent_at=sent_at, lease_until=None)
-                                    .returning(col(Message.person_id))).scalar_one_or_none()
+            owner = session.execute(
+                update(Message)
+                .where(
+                    col(Message.id) == message.id,
+                    col(Message.status) == "sending",
+                    col(Message.lease_owner) == attempt.token,
+                )
+                .values(status=status, reason=reason, sent_at=sent_at, lease_until=None)
+                .returning(col(Message.person_id))
+            ).scalar_one_or_none()
             message.status, message.reason, message.sent_at = status, reason, sent_at
             if owner is not None:
                 message.person_id = owner
@@ -495,14 +643,24 @@ class StoreActivities:
 
     def _log_outcome(self, session: Session, message: Message) -> None:
         """The journey log line of a message's final status (kind `sent`, `failed` or `skipped`)."""
-        self._log(session, message.workflow_id, message.person_id, message.journey, message.status,
-                  message.reason or message.subject, message.sent_at or message.created_at,
-                  step=message.step, message_id=message.id, note_key=f"{message.idempotency_key}:{message.status}")
+        self._log(
+            session,
+            message.workflow_id,
+            message.person_id,
+            message.journey,
+            message.status,
+            message.reason or message.subject,
+            message.sent_at or message.created_at,
+            step=message.step,
+            message_id=message.id,
+            note_key=f"{message.idempotency_key}:{message.status}",
+        )
 
     @staticmethod
     def _result(message: Message) -> SendResult:
-        return SendResult(message_id=message.id, status=message.status,
-                          reason=_without(message.recipient, message.reason))
+        return SendResult(
+            message_id=message.id, status=message.status, reason=_without(message.recipient, message.reason)
+        )
 
     @activity.defn(name="record_journey_note")
     def record_journey_note(self, note: JourneyNote) -> None:
@@ -512,18 +670,36 @@ class StoreActivities:
             run = session.get(JourneyRun, note.workflow_id)
             if run is None:
                 return
-            self._log(session, note.workflow_id, run.person_id, note.journey, note.kind, note.reason, note.at,
-                      step=note.step, until=note.until, message_id=note.message_id, note_key=_call_key())
+            self._log(
+                session,
+                note.workflow_id,
+                run.person_id,
+                note.journey,
+                note.kind,
+                note.reason,
+                note.at,
+                step=note.step,
+                until=note.until,
+                message_id=note.message_id,
+                note_key=_call_key(),
+            )
             if note.kind == "failed" and note.step is not None:
                 # The journey gave up on this step (its send's retries ran out): the row says so too,
                 # unless an attempt still holds a live lease on it.
-                session.execute(update(Message).where(
-                    col(Message.idempotency_key) == f"{note.workflow_id}:{note.step}",
-                    _claimable(utcnow()),
-                ).values(status="failed", reason=note.reason, lease_owner=None, lease_until=None))
+                session.execute(
+                    update(Message)
+                    .where(
+                        col(Message.idempotency_key) == f"{note.workflow_id}:{note.step}",
+                        _claimable(utcnow()),
+                    )
+                    .values(status="failed", reason=note.reason, lease_owner=None, lease_until=None)
+                )
             if note.final_status:
-                session.execute(update(JourneyRun).where(col(JourneyRun.workflow_id) == note.workflow_id)
-                                .values(status=note.final_status, ended_at=note.at, reason=note.reason))
+                session.execute(
+                    update(JourneyRun)
+                    .where(col(JourneyRun.workflow_id) == note.workflow_id)
+                    .values(status=note.final_status, ended_at=note.at, reason=note.reason)
+                )
 
     @activity.defn(name="record_conversion")
     def record_conversion(self, conversion: Conversion) -> None:
@@ -531,29 +707,51 @@ class StoreActivities:
         ordered_at = conversion.ordered_at or conversion.at
         with transaction(self.engine) as session:
             candidates = session.exec(
-                select(Message)
-                .where(col(Message.person_id) == conversion.person_id, col(Message.status) == "sent",
-                       col(Message.sent_at) <= ordered_at, col(Message.sent_at) >= ordered_at - conversion.attribution_window)
+                select(Message).where(
+                    col(Message.person_id) == conversion.person_id,
+                    col(Message.status) == "sent",
+                    col(Message.sent_at) <= ordered_at,
+                    col(Message.sent_at) >= ordered_at - conversion.attribution_window,
+                )
             ).all()
             attribution = credit(
-                Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
-                      revenue=conversion.revenue),
-                [Touch(message_id=m.id, person_id=m.person_id, journey=m.journey, step=m.step, sent_at=m.sent_at)
-                 for m in candidates if m.sent_at is not None],
+                Order(
+                    order_key=conversion.order_id or "",
+                    person_id=conversion.person_id,
+                    ordered_at=ordered_at,
+                    revenue=conversion.revenue,
+                ),
+                [
+                    Touch(message_id=m.id, person_id=m.person_id, journey=m.journey, step=m.step, sent_at=m.sent_at)
+                    for m in candidates
+                    if m.sent_at is not None
+                ],
                 conversion.attribution_window,
             )  # the reports' rule, so the log and the reports credit the same message
             message = next((m for m in candidates if attribution.touch and m.id == attribution.touch.message_id), None)
             reason = attribution.note
-            self._log(session, message.workflow_id if message else conversion.hub_id, conversion.person_id,
-                      message.journey if message else "none", "conversion", reason, ordered_at,
-                      message_id=message.id if message else None, note_key=_call_key())
+            self._log(
+                session,
+                message.workflow_id if message else conversion.hub_id,
+                conversion.person_id,
+                message.journey if message else "none",
+                "conversion",
+                reason,
+                ordered_at,
+                message_id=message.id if message else None,
+                note_key=_call_key(),
+            )
 
     @staticmethod
-    def _log(session: Session, workflow_id: str, person_id: str, journey: str, kind: str, reason: str,
-             at: datetime, **extra) -> None:
+    def _log(
+        session: Session, workflow_id: str, person_id: str, journey: str, kind: str, reason: str, at: datetime, **extra
+    ) -> None:
         """One journal line; a line with a `note_key` already written (a retried write) is not repeated."""
-        session.execute(insert_ignoring_conflicts(session, table_of(JourneyLog)).values(
-            workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra))
+        session.execute(
+            insert_ignoring_conflicts(session, table_of(JourneyLog)).values(
+                workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra
+            )
+        )
 
 
 def _claimable(now: datetime):

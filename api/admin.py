@@ -27,13 +27,24 @@ def get_session(engine: Engine = Depends(get_engine)):
 
 
 @router.get("/people", summary="Find a person by email, user id, phone or anonymous id")
-def find_people(email: str | None = None, user_id: str | None = None, anonymous_id: str | None = None,
-                phone: str | None = None, session: Session = Depends(get_session),
-                settings: Settings = Depends(get_settings)) -> dict:
+def find_people(
+    email: str | None = None,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    phone: str | None = None,
+    session: Session = Depends(get_session),
+    settings: Settings = Depends(get_settings),
+) -> dict:
     if not (email or user_id or anonymous_id or phone):
         raise HTTPException(400, "give one of email, user_id, phone or anonymous_id")
-    person_id = find_person(session, email=email, user_id=user_id, anonymous_id=anonymous_id, phone=phone,
-                            phone_region=settings.default_phone_region)
+    person_id = find_person(
+        session,
+        email=email,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        phone=phone,
+        phone_region=settings.default_phone_region,
+    )
     return _profile_or_404(session, person_id)
 
 
@@ -58,21 +69,28 @@ def _profile_or_404(session: Session, person_id: str | None) -> dict:
 
 
 @router.get("/messages", summary="Messages journeys decided to send")
-def list_messages(person_id: str | None = None, limit: int = Query(500, ge=1, le=5000),
-                  session: Session = Depends(get_session)) -> list[dict]:
+def list_messages(
+    person_id: str | None = None, limit: int = Query(500, ge=1, le=5000), session: Session = Depends(get_session)
+) -> list[dict]:
     return queries.messages_of(session, person_id, limit)
 
 
 @router.get("/rejected", summary="Quarantined input with the reason it was refused")
-def list_rejected(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                  session: Session = Depends(get_session)) -> list[dict]:
+def list_rejected(
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    session: Session = Depends(get_session),
+) -> list[dict]:
     return queries.rejected(session, limit, offset)
 
 
 @router.get("/conflicts", summary="Identifies that named someone else's identity: shared devices, two known people")
-def list_conflicts(limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                   person_id: str | None = Query(None, max_length=36),
-                   session: Session = Depends(get_session)) -> list[dict]:
+def list_conflicts(
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    person_id: str | None = Query(None, max_length=36),
+    session: Session = Depends(get_session),
+) -> list[dict]:
     return queries.conflicts(session, limit, offset, person_id)
 
 
@@ -87,12 +105,27 @@ def get_message(message_id: str, session: Session = Depends(get_session)) -> dic
 CATALOG_REQUEST_LIMIT = 10 * 1024 * 1024
 
 
-CATALOG_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-    "type": "object", "required": ["products"],
-    "properties": {"products": {"type": "array", "items": catalog.CatalogItem.model_json_schema()}}}}}}}
+CATALOG_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["products"],
+                    "properties": {"products": {"type": "array", "items": catalog.CatalogItem.model_json_schema()}},
+                }
+            }
+        },
+    }
+}
 
 
-@router.put("/catalog", openapi_extra=CATALOG_BODY, summary="Create or update products (bulk); fields an item leaves out keep their value")
+@router.put(
+    "/catalog",
+    openapi_extra=CATALOG_BODY,
+    summary="Create or update products (bulk); fields an item leaves out keep their value",
+)
 async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
     """Body: `{"products": [{"sku", "variant"?, "name"?, "category"?, "price"?, "currency"?,
     "image_url"?, "url"?, "in_stock"?, "bestseller_rank"?}, …]}` (or a bare array). All or
@@ -117,7 +150,12 @@ async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) ->
 
 
 @router.get("/catalog", summary="Products in the catalog (filter by sku, category, stock)")
-def get_catalog(sku: str | None = None, category: str | None = None, in_stock: bool | None = None,
-                limit: int = Query(500, ge=1, le=5000), offset: int = Query(0, ge=0, le=MAX_OFFSET),
-                session: Session = Depends(get_session)) -> list[dict]:
+def get_catalog(
+    sku: str | None = None,
+    category: str | None = None,
+    in_stock: bool | None = None,
+    limit: int = Query(500, ge=1, le=5000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+    session: Session = Depends(get_session),
+) -> list[dict]:
     return catalog.list_products(session, sku=sku, category=category, in_stock=in_stock, limit=limit, offset=offset)

@@ -21,8 +21,15 @@ async def list_outbox(limit: int = Query(100, ge=1, le=1000), engine: Engine = D
         "pending": pending,
         "lag_seconds": round(lag, 3),
         "dead_letters": [
-            {"id": row.id, "kind": row.kind, "person_id": row.person_id, "attempts": row.attempts,
-             "error": row.last_error, "created_at": row.created_at, "dead_at": row.dead_at}
+            {
+                "id": row.id,
+                "kind": row.kind,
+                "person_id": row.person_id,
+                "attempts": row.attempts,
+                "error": row.last_error,
+                "created_at": row.created_at,
+                "dead_at": row.dead_at,
+            }
             for row in dead
         ],
     }

@@ -62,10 +62,17 @@ class CorsByPath:
 
     def __init__(self, app, codec_origins: list[str]) -> None:
         self.app = app
-        self.tracking = CORSMiddleware(app, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"],
-                                       allow_headers=["*"], max_age=86400)
-        self.codec = CORSMiddleware(app, allow_origins=codec_origins, allow_methods=["POST"], allow_credentials=True,
-                                    allow_headers=["Content-Type", "X-Namespace", "Authorization"], max_age=86400)
+        self.tracking = CORSMiddleware(
+            app, allow_origins=["*"], allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["*"], max_age=86400
+        )
+        self.codec = CORSMiddleware(
+            app,
+            allow_origins=codec_origins,
+            allow_methods=["POST"],
+            allow_credentials=True,
+            allow_headers=["Content-Type", "X-Namespace", "Authorization"],
+            max_age=86400,
+        )
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -82,8 +89,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _ = settings.policy  # a bad journeys.toml stops start-up here, naming the key
     payload_codec = converter_for(settings).payload_codec  # so do missing or malformed payload keys
     if (settings.smtp_url or settings.sms_webhook_url) and not settings.unsubscribe_secret:
-        raise DeliveryConfigError("BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or "
-                                  "SMS_WEBHOOK_URL): it verifies the unsubscribe links in sent messages")
+        raise DeliveryConfigError(
+            "BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or "
+            "SMS_WEBHOOK_URL): it verifies the unsubscribe links in sent messages"
+        )
     access_log.install()
 
     @asynccontextmanager
@@ -105,9 +114,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await task
             engine.dispose()
 
-    app = FastAPI(title="Breadcrumb", version="0.1.0", lifespan=lifespan,
-                  description="Anonymous intent → identity merge → durable journeys on Temporal.",
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="Breadcrumb",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Anonymous intent → identity merge → durable journeys on Temporal.",
+        docs_url=None,
+        redoc_url=None,
+    )
     serve_api_docs(app)
     app.state.settings = settings
     app.state.payload_codec = payload_codec
@@ -135,14 +149,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RateLimited)
     async def _limited(_request: Request, exc: RateLimited) -> JSONResponse:
-        return customerio.cio_error(429, f"rate limit exceeded for this site id; retry in {exc.retry_after} s",
-                                    headers={"Retry-After": str(exc.retry_after)})
+        return customerio.cio_error(
+            429,
+            f"rate limit exceeded for this site id; retry in {exc.retry_after} s",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
 
     @app.exception_handler(LocksMoved)
     async def _busy(request: Request, _exc: LocksMoved) -> JSONResponse:
         message = "busy: a concurrent merge or delete holds a person this request names; nothing was stored, retry"
-        response = (customerio.cio_error(503, message) if request.url.path.startswith("/api/v1")
-                    else JSONResponse({"detail": message}, status_code=503))
+        response = (
+            customerio.cio_error(503, message)
+            if request.url.path.startswith("/api/v1")
+            else JSONResponse({"detail": message}, status_code=503)
+        )
         response.headers["Retry-After"] = "1"
         return response
 
@@ -160,6 +180,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     if settings.metrics_enabled:
+
         @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
         def metrics() -> PlainTextResponse:
             return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

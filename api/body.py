@@ -87,8 +87,11 @@ def problem_in(value: object, max_depth: int = MAX_DEPTH, dumped: str | None = N
                 return f"{where or 'value'} is nested more than {max_depth} levels deep"
             pairs = item.items() if isinstance(item, dict) else enumerate(item)
             for key, child in pairs:
-                path = f"{where}.{key}" if isinstance(key, str) and where else (
-                    key if isinstance(key, str) else f"{where}[{key}]")
+                path = (
+                    f"{where}.{key}"
+                    if isinstance(key, str) and where
+                    else (key if isinstance(key, str) else f"{where}[{key}]")
+                )
                 if isinstance(key, str) and "\x00" in key:
                     return f"a key in {where or 'the body'} contains a NUL character (\\u0000), which cannot be stored"
                 stack.append((child, depth + 1, path[:200]))
@@ -98,10 +101,12 @@ def problem_in(value: object, max_depth: int = MAX_DEPTH, dumped: str | None = N
 def payload_text(value: object, max_depth: int = MAX_DEPTH) -> str:
     """`value` as JSON for the quarantine table, whatever it is: cut below `max_depth` levels
     (deeper values become "…") so it always serialises. NULs come out escaped as \\u0000 text."""
+
     def cut(item: object, depth: int) -> object:
         if isinstance(item, dict):
             return {str(k): cut(v, depth + 1) for k, v in item.items()} if depth < max_depth else "…"
         if isinstance(item, list):
             return [cut(v, depth + 1) for v in item] if depth < max_depth else "…"
         return item
+
     return dumps(cut(value, 0))

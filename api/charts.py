@@ -33,8 +33,8 @@ def _axis(value: float, integer: bool = False) -> tuple[float, float]:
     exponent = math.floor(math.log10(raw))
     step = 10.0 ** (exponent + 1)
     for factor in (1, 2, 5):
-        if factor * 10 ** exponent >= raw:
-            step = float(factor * 10 ** exponent)
+        if factor * 10**exponent >= raw:
+            step = float(factor * 10**exponent)
             break
     if integer:
         step = max(1.0, math.ceil(step))
@@ -54,11 +54,13 @@ def _fmt_tick(value: float) -> str:
 
 
 def _empty(svg_id: str, width: int, height: int, message: str) -> str:
-    return (f'<svg id="{svg_id}" class="chart empty" role="img" viewBox="0 0 {width} {height}" width="100%" '
-            f'data-points="0" xmlns="http://www.w3.org/2000/svg"><rect class="frame" x="0.5" y="0.5" '
-            f'width="{width - 1}" height="{height - 1}" fill="#fafafa" stroke="#ddd"/>'
-            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#777" font-size="14" {FONT}>'
-            f'{escape(message)}</text></svg>')
+    return (
+        f'<svg id="{svg_id}" class="chart empty" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        f'data-points="0" xmlns="http://www.w3.org/2000/svg"><rect class="frame" x="0.5" y="0.5" '
+        f'width="{width - 1}" height="{height - 1}" fill="#fafafa" stroke="#ddd"/>'
+        f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="#777" font-size="14" {FONT}>'
+        f"{escape(message)}</text></svg>"
+    )
 
 
 def daily_revenue_chart(daily: list[dict], width: int = 1040, height: int = 320) -> tuple[str, bool]:
@@ -71,7 +73,9 @@ def daily_revenue_chart(daily: list[dict], width: int = 1040, height: int = 320)
     truncated = date.fromisoformat(days_in_data[0]) < first
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     known = list(JOURNEY_COLOURS)
-    journeys = sorted({row["journey"] for row in daily}, key=lambda j: (known.index(j) if j in known else len(known), j))
+    journeys = sorted(
+        {row["journey"] for row in daily}, key=lambda j: (known.index(j) if j in known else len(known), j)
+    )
     stacks: dict[str, dict[str, float]] = {}
     orders: dict[tuple[str, str], int] = {}
     for row in daily:
@@ -84,13 +88,17 @@ def daily_revenue_chart(daily: list[dict], width: int = 1040, height: int = 320)
     slot = plot_w / len(days)
     bar_w = max(1.0, min(36.0, slot * 0.72))
     others: list[str] = []
-    parts = [f'<svg id="revenue-chart" class="chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
-             f'xmlns="http://www.w3.org/2000/svg" {FONT} font-size="12">',
-             '<title>Attributed revenue per day, by journey</title>']
+    parts = [
+        f'<svg id="revenue-chart" class="chart" role="img" viewBox="0 0 {width} {height}" width="100%" '
+        f'xmlns="http://www.w3.org/2000/svg" {FONT} font-size="12">',
+        "<title>Attributed revenue per day, by journey</title>",
+    ]
     for value in _ticks(top, step):  # horizontal grid and y labels
         y = top_pad + plot_h - plot_h * value / top
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>')
-        parts.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{escape(_fmt_tick(value))}</text>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end" fill="#555">{escape(_fmt_tick(value))}</text>'
+        )
     points = 0
     label_every = max(1, math.ceil(len(days) / 12))
     for index, day in enumerate(days):
@@ -108,15 +116,22 @@ def daily_revenue_chart(daily: list[dict], width: int = 1040, height: int = 320)
                 f'<rect class="bar" data-day="{escape(key)}" data-journey="{escape(journey)}" data-value="{value:.2f}" '
                 f'x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" '
                 f'fill="{colour_of(journey, others)}"><title>{escape(key)} · {escape(journey)}: '
-                f'{escape(_fmt_money(value))} from {n} order{"s" if n != 1 else ""}</title></rect>')
+                f"{escape(_fmt_money(value))} from {n} order{'s' if n != 1 else ''}</title></rect>"
+            )
             points += 1
         if index % label_every == 0:
-            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h + 16}" text-anchor="middle" fill="#555">'
-                         f'{escape(day.strftime("%d %b"))}</text>')
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#999"/>')
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h + 16}" text-anchor="middle" fill="#555">'
+                f"{escape(day.strftime('%d %b'))}</text>"
+            )
+    parts.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#999"/>'
+    )
     lx: float = left
     for journey in journeys:  # legend
-        parts.append(f'<rect class="legend" x="{lx}" y="12" width="12" height="12" fill="{colour_of(journey, others)}"/>')
+        parts.append(
+            f'<rect class="legend" x="{lx}" y="12" width="12" height="12" fill="{colour_of(journey, others)}"/>'
+        )
         parts.append(f'<text x="{lx + 17}" y="22" fill="#333">{escape(journey)}</text>')
         lx += 30 + 7.5 * len(journey)
     parts.append("</svg>")
@@ -135,30 +150,38 @@ def funnel_chart(stages: list[dict], width: int = 1040, height: int = 260) -> st
     centre = label_w + plot_w / 2
     min_w = 6.0
     widths = [max(min_w, plot_w * s["count"] / biggest) if s["count"] else min_w for s in stages]
-    parts = [f'<svg id="funnel-chart" class="chart" data-points="{len(stages)}" role="img" '
-             f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="13">',
-             '<title>Funnel: anonymous → identified → messaged → purchased</title>']
+    parts = [
+        f'<svg id="funnel-chart" class="chart" data-points="{len(stages)}" role="img" '
+        f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="13">',
+        "<title>Funnel: anonymous → identified → messaged → purchased</title>",
+    ]
     shades = ("#2e4057", "#00798c", "#edae49", "#66a182")
     for i, stage in enumerate(stages):
         top_w = widths[i]
         bottom_w = widths[i + 1] if i + 1 < len(widths) else widths[i]
         y0, y1 = 10 + i * row_h, 10 + (i + 1) * row_h - 6
-        path = (f"M{centre - top_w / 2:.1f},{y0:.1f} L{centre + top_w / 2:.1f},{y0:.1f} "
-                f"L{centre + bottom_w / 2:.1f},{y1:.1f} L{centre - bottom_w / 2:.1f},{y1:.1f} Z")
+        path = (
+            f"M{centre - top_w / 2:.1f},{y0:.1f} L{centre + top_w / 2:.1f},{y0:.1f} "
+            f"L{centre + bottom_w / 2:.1f},{y1:.1f} L{centre - bottom_w / 2:.1f},{y1:.1f} Z"
+        )
         previous = stages[i - 1]["count"] if i else None
         share = f" · {stage['count'] / previous:.0%} of previous" if previous else ""
-        parts.append(f'<path class="stage" data-stage="{escape(stage["stage"])}" data-value="{stage["count"]}" '
-                     f'd="{path}" fill="{shades[i % len(shades)]}"><title>{escape(stage["label"])}: '
-                     f'{stage["count"]:,}{escape(share)}</title></path>')
+        parts.append(
+            f'<path class="stage" data-stage="{escape(stage["stage"])}" data-value="{stage["count"]}" '
+            f'd="{path}" fill="{shades[i % len(shades)]}"><title>{escape(stage["label"])}: '
+            f"{stage['count']:,}{escape(share)}</title></path>"
+        )
         parts.append(f'<text x="0" y="{(y0 + y1) / 2 - 2:.1f}" fill="#222" font-weight="600">{stage["count"]:,}</text>')
-        parts.append(f'<text x="0" y="{(y0 + y1) / 2 + 15:.1f}" fill="#555">{escape(stage["label"])}'
-                     f'{escape(share)}</text>')
+        parts.append(
+            f'<text x="0" y="{(y0 + y1) / 2 + 15:.1f}" fill="#555">{escape(stage["label"])}{escape(share)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
 
-def histogram_chart(buckets: list[dict], median: float | None, p90: float | None,
-                    width: int = 1040, height: int = 280) -> str:
+def histogram_chart(
+    buckets: list[dict], median: float | None, p90: float | None, width: int = 1040, height: int = 280
+) -> str:
     """Identify lateness: people per bucket of time from first anonymous event to identify."""
     if not buckets or not any(b["people"] for b in buckets):
         return _empty("lateness-chart", width, height, "No one identified after anonymous activity in this period")
@@ -168,9 +191,11 @@ def histogram_chart(buckets: list[dict], median: float | None, p90: float | None
     slot = plot_w / len(buckets)
     bar_w = slot * 0.78
     points = sum(1 for b in buckets if b["people"])
-    parts = [f'<svg id="lateness-chart" class="chart" data-points="{points}" role="img" '
-             f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="12">',
-             '<title>Identify lateness: time from first anonymous event to identify</title>']
+    parts = [
+        f'<svg id="lateness-chart" class="chart" data-points="{points}" role="img" '
+        f'viewBox="0 0 {width} {height}" width="100%" xmlns="http://www.w3.org/2000/svg" {FONT} font-size="12">',
+        "<title>Identify lateness: time from first anonymous event to identify</title>",
+    ]
     for value in _ticks(top, step):
         y = top_pad + plot_h - plot_h * value / top
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e5e5"/>')
@@ -180,16 +205,26 @@ def histogram_chart(buckets: list[dict], median: float | None, p90: float | None
         h = plot_h * bucket["people"] / top
         y = top_pad + plot_h - h
         if bucket["people"]:
-            parts.append(f'<rect class="bar" data-bucket="{escape(bucket["bucket"])}" data-value="{bucket["people"]}" '
-                         f'x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" fill="#00798c">'
-                         f'<title>{escape(bucket["bucket"])}: {bucket["people"]:,} people</title></rect>')
-            parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{y - 5:.1f}" text-anchor="middle" fill="#222">'
-                         f'{bucket["people"]:,}</text>')
-        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h + 17}" text-anchor="middle" fill="#555">'
-                     f'{escape(bucket["bucket"])}</text>')
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#999"/>')
+            parts.append(
+                f'<rect class="bar" data-bucket="{escape(bucket["bucket"])}" data-value="{bucket["people"]}" '
+                f'x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{max(h, 0.5):.1f}" fill="#00798c">'
+                f"<title>{escape(bucket['bucket'])}: {bucket['people']:,} people</title></rect>"
+            )
+            parts.append(
+                f'<text x="{x + bar_w / 2:.1f}" y="{y - 5:.1f}" text-anchor="middle" fill="#222">'
+                f"{bucket['people']:,}</text>"
+            )
+        parts.append(
+            f'<text x="{x + bar_w / 2:.1f}" y="{top_pad + plot_h + 17}" text-anchor="middle" fill="#555">'
+            f"{escape(bucket['bucket'])}</text>"
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" stroke="#999"/>'
+    )
     note = f"median {duration(median)} · p90 {duration(p90)}"
-    parts.append(f'<text x="{width - right}" y="20" text-anchor="end" fill="#333" font-weight="600">{escape(note)}</text>')
+    parts.append(
+        f'<text x="{width - right}" y="20" text-anchor="end" fill="#333" font-weight="600">{escape(note)}</text>'
+    )
     parts.append("</svg>")
     return "".join(parts)
 

@@ -55,16 +55,19 @@ def require_codec_access(request: Request, settings: Settings = Depends(get_sett
             return
         if matches_any(request.cookies.get(COOKIE, ""), [session_value(settings.admin_token)]):
             return
-    raise HTTPException(401, "the codec needs 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>' "
-                             "or a session opened with a signed /codec/login link",
-                        headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(
+        401,
+        "the codec needs 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>' "
+        "or a session opened with a signed /codec/login link",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 async def _convert(request: Request, decode: bool) -> JSONResponse:
     try:
         payloads = json_format.Parse(await request.body(), Payloads(), ignore_unknown_fields=True)
     except json_format.ParseError as exc:
-        raise HTTPException(400, f"expected {{\"payloads\": [...]}} in protobuf JSON: {exc}") from None
+        raise HTTPException(400, f'expected {{"payloads": [...]}} in protobuf JSON: {exc}') from None
     codec = request.app.state.payload_codec
     if codec is not None:
         try:
@@ -72,7 +75,9 @@ async def _convert(request: Request, decode: bool) -> JSONResponse:
         except PayloadKeyError as exc:
             raise HTTPException(422, str(exc)) from None
         except Exception:  # a payload altered, or sealed under another key with the same id
-            raise HTTPException(422, "a payload could not be decrypted (altered, or encrypted with another key)") from None
+            raise HTTPException(
+                422, "a payload could not be decrypted (altered, or encrypted with another key)"
+            ) from None
         payloads = Payloads(payloads=converted)
     return JSONResponse({"payloads": [], **json_format.MessageToDict(payloads)})
 
@@ -97,6 +102,13 @@ def login(request: Request, settings: Settings = Depends(get_settings)) -> HTMLR
     except report_link.BadLink as exc:
         raise HTTPException(401, str(exc)) from None
     response = HTMLResponse(render_page("codec_login.html.j2"))
-    response.set_cookie(COOKIE, session_value(settings.admin_token), max_age=SESSION_SECONDS, path=PREFIX,
-                        httponly=True, samesite="strict", secure=request.url.scheme == "https")
+    response.set_cookie(
+        COOKIE,
+        session_value(settings.admin_token),
+        max_age=SESSION_SECONDS,
+        path=PREFIX,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return response

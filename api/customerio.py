@@ -72,9 +72,17 @@ def _event(event: Event, received_at: datetime, **ids) -> Incoming:
     call = "track" if event.type == "event" else event.type
     properties = event.data if call == "track" else {**event.data, "name": event.name}
     original = event.name.strip() if call == "track" else ("Page Viewed" if call == "page" else "Screen Viewed")
-    return Incoming(type=call, original_name=original, message_id=event.id or "", properties=properties,
-                    timestamp=event.timestamp or received_at, received_at=received_at,
-                    source="server", trusted=True, **ids)
+    return Incoming(
+        type=call,
+        original_name=original,
+        message_id=event.id or "",
+        properties=properties,
+        timestamp=event.timestamp or received_at,
+        received_at=received_at,
+        source="server",
+        trusted=True,
+        **ids,
+    )
 
 
 async def _ingest(request: Request, settings: Settings, engine: Engine, build) -> JSONResponse:
@@ -92,9 +100,16 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
     except InvalidMessage as exc:
         await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
         return cio_error(400, str(exc))
-    result = await run_in_threadpool(ingest, engine, [message], settings.policy, api="customerio",
-                                     endpoint=request.url.path, phone_region=settings.default_phone_region,
-                                     guards=Guards.from_settings(settings))
+    result = await run_in_threadpool(
+        ingest,
+        engine,
+        [message],
+        settings.policy,
+        api="customerio",
+        endpoint=request.url.path,
+        phone_region=settings.default_phone_region,
+        guards=Guards.from_settings(settings),
+    )
     if result.signals:
         nudge_dispatcher(request)
     return JSONResponse({})
@@ -106,8 +121,12 @@ def _quarantine(engine: Engine, endpoint: str, reason: str, body: object) -> Non
 
 
 @router.put("/customers/{customer_id}", openapi_extra=body_schema(Identify), summary="Identify a customer")
-async def identify_customer(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
-                            engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def identify_customer(
+    request: Request,
+    customer_id: str = CustomerId,
+    settings: Settings = Depends(get_settings),
+    engine: Engine = Depends(get_engine),
+) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def build(body: dict, received_at: datetime) -> Incoming:
@@ -115,16 +134,28 @@ async def identify_customer(request: Request, customer_id: str = CustomerId, set
         if kind == "email":
             traits.setdefault("email", value)
         anonymous_id = _validated(Identify, body).anonymous_id
-        return Incoming(type="identify", original_name="Identify", properties=traits, timestamp=received_at,
-                        received_at=received_at, source="server", trusted=True, anonymous_id=anonymous_id,
-                        **{kind: value})
+        return Incoming(
+            type="identify",
+            original_name="Identify",
+            properties=traits,
+            timestamp=received_at,
+            received_at=received_at,
+            source="server",
+            trusted=True,
+            anonymous_id=anonymous_id,
+            **{kind: value},
+        )
 
     return await _ingest(request, settings, engine, build)
 
 
 @router.post("/customers/{customer_id}/events", openapi_extra=body_schema(Event), summary="Track a customer event")
-async def customer_event(request: Request, customer_id: str = CustomerId, settings: Settings = Depends(get_settings),
-                         engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def customer_event(
+    request: Request,
+    customer_id: str = CustomerId,
+    settings: Settings = Depends(get_settings),
+    engine: Engine = Depends(get_engine),
+) -> JSONResponse:
     kind, value = _identifier_kind(customer_id)
 
     def build(body: dict, received_at: datetime) -> Incoming:
@@ -134,8 +165,9 @@ async def customer_event(request: Request, customer_id: str = CustomerId, settin
 
 
 @router.post("/events", openapi_extra=body_schema(AnonymousEvent), summary="Track an anonymous event")
-async def anonymous_event(request: Request, settings: Settings = Depends(get_settings),
-                          engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def anonymous_event(
+    request: Request, settings: Settings = Depends(get_settings), engine: Engine = Depends(get_engine)
+) -> JSONResponse:
     def build(body: dict, received_at: datetime) -> Incoming:
         event = _validated(AnonymousEvent, body)
         return _event(event, received_at, anonymous_id=event.anonymous_id)
@@ -145,7 +177,9 @@ async def anonymous_event(request: Request, settings: Settings = Depends(get_set
 
 def _reference(reference: Reference) -> tuple[str, str]:
     """The identifier a merge_customers `primary` / `secondary` names."""
-    return ("email", normalise_email(reference.email)) if reference.email is not None else _identifier_kind(reference.id)
+    return (
+        ("email", normalise_email(reference.email)) if reference.email is not None else _identifier_kind(reference.id)
+    )
 
 
 @router.post("/merge_customers", openapi_extra=body_schema(Merge), summary="Merge two customers")
@@ -179,8 +213,9 @@ async def merge_customers(request: Request, engine: Engine = Depends(get_engine)
 
 
 @router.delete("/customers/{customer_id}", summary="Delete a customer and all their data")
-async def delete_customer(request: Request, customer_id: str = CustomerId,
-                          engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def delete_customer(
+    request: Request, customer_id: str = CustomerId, engine: Engine = Depends(get_engine)
+) -> JSONResponse:
     key = _identifier_kind(customer_id)
 
     def remove() -> None:
@@ -228,9 +263,18 @@ async def unsuppress(customer_id: str = CustomerId, engine: Engine = Depends(get
 async def unknown_endpoint(request: Request) -> JSONResponse:
     """Last route: a path or method the Track API does not have, answered in Customer.io's error
     shape (clients read `meta.errors`) instead of FastAPI's `{"detail": …}`."""
-    allowed = sorted({method for route in router.routes if route.endpoint is not unknown_endpoint
-                      and route.matches(request.scope)[0] == Match.PARTIAL for method in route.methods})
+    allowed = sorted(
+        {
+            method
+            for route in router.routes
+            if route.endpoint is not unknown_endpoint and route.matches(request.scope)[0] == Match.PARTIAL
+            for method in route.methods
+        }
+    )
     if allowed:
-        return cio_error(405, f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed)}",
-                         headers={"Allow": ", ".join(allowed)})
+        return cio_error(
+            405,
+            f"{request.method} is not allowed on {request.url.path}; use {' or '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
     return cio_error(404, f"{request.url.path} is not a Customer.io Track API endpoint")

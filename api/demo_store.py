@@ -48,9 +48,16 @@ class Product:
 
     def properties(self) -> dict:
         """Segment e-commerce v2 product properties, with every recommended key of the taxonomy."""
-        return {"sku": self.sku, "product_id": self.sku, "variant": self.variant, "name": self.name,
-                "price": self.price, "category": self.category, "currency": CURRENCY,
-                "url": f"{PREFIX}/products/{self.sku}"}
+        return {
+            "sku": self.sku,
+            "product_id": self.sku,
+            "variant": self.variant,
+            "name": self.name,
+            "price": self.price,
+            "category": self.category,
+            "currency": CURRENCY,
+            "url": f"{PREFIX}/products/{self.sku}",
+        }
 
 
 @dataclass(frozen=True)
@@ -68,14 +75,38 @@ COLLECTIONS = (
 )
 
 CATALOG = (
-    Product("SER-NIGHT-30", "Night Renewal Serum", 64.0, "serums", "Retinal 0.1% in squalane. Wakes up smoother.", "#6b4e9b"),
-    Product("SER-VITC-30", "Vitamin C Glow Serum", 48.0, "serums", "15% ascorbic acid, ferulic and vitamin E.", "#e8a33d"),
-    Product("SER-HYAL-30", "Hyaluronic Dew Serum", 36.0, "serums", "Three weights of hyaluronic acid for bounce.", "#4fa3c7"),
-    Product("MOI-BARR-50", "Barrier Repair Cream", 42.0, "moisturisers", "Ceramides, cholesterol and fatty acids 3:1:1.", "#c9b79c"),
+    Product(
+        "SER-NIGHT-30", "Night Renewal Serum", 64.0, "serums", "Retinal 0.1% in squalane. Wakes up smoother.", "#6b4e9b"
+    ),
+    Product(
+        "SER-VITC-30", "Vitamin C Glow Serum", 48.0, "serums", "15% ascorbic acid, ferulic and vitamin E.", "#e8a33d"
+    ),
+    Product(
+        "SER-HYAL-30", "Hyaluronic Dew Serum", 36.0, "serums", "Three weights of hyaluronic acid for bounce.", "#4fa3c7"
+    ),
+    Product(
+        "MOI-BARR-50",
+        "Barrier Repair Cream",
+        42.0,
+        "moisturisers",
+        "Ceramides, cholesterol and fatty acids 3:1:1.",
+        "#c9b79c",
+    ),
     Product("MOI-GEL-50", "Oil-Free Water Gel", 34.0, "moisturisers", "Weightless hydration for oily skin.", "#8fd1c1"),
-    Product("MOI-SPF-50", "Daily Defence SPF 50", 38.0, "moisturisers", "Invisible mineral-chemical hybrid sunscreen.", "#f2d16b"),
-    Product("CLN-MILK-150", "Oat Milk Cleanser", 24.0, "cleansers", "Colloidal oat; for sensitive mornings.", "#efe6d2"),
-    Product("CLN-BALM-100", "Melting Cleansing Balm", 32.0, "cleansers", "Takes SPF and make-up off in one.", "#e4b7a0"),
+    Product(
+        "MOI-SPF-50",
+        "Daily Defence SPF 50",
+        38.0,
+        "moisturisers",
+        "Invisible mineral-chemical hybrid sunscreen.",
+        "#f2d16b",
+    ),
+    Product(
+        "CLN-MILK-150", "Oat Milk Cleanser", 24.0, "cleansers", "Colloidal oat; for sensitive mornings.", "#efe6d2"
+    ),
+    Product(
+        "CLN-BALM-100", "Melting Cleansing Balm", 32.0, "cleansers", "Takes SPF and make-up off in one.", "#e4b7a0"
+    ),
     Product("SET-ROUTINE", "The Full Routine Set", 118.0, "sets", "Cleanser, serum, moisturiser and SPF.", "#7a9a6b"),
     Product("SET-MINI", "Travel Minis Trio", 29.0, "sets", "Three best sellers in 15 ml sizes.", "#b5a1d6"),
 )
@@ -84,16 +115,39 @@ PRODUCTS = {p.sku: p for p in CATALOG}
 COLLECTION_BY_SLUG = {c.slug: c for c in COLLECTIONS}
 
 QUIZ = (
-    {"question": "skin_type", "label": "How does your skin feel by midday?",
-     "answers": [("oily", "Shiny"), ("dry", "Tight"), ("combination", "Both, depending where"), ("normal", "Comfortable")]},
-    {"question": "concern", "label": "What would you most like to change?",
-     "answers": [("texture", "Texture"), ("dullness", "Dullness"), ("dehydration", "Dehydration"), ("redness", "Redness")]},
+    {
+        "question": "skin_type",
+        "label": "How does your skin feel by midday?",
+        "answers": [
+            ("oily", "Shiny"),
+            ("dry", "Tight"),
+            ("combination", "Both, depending where"),
+            ("normal", "Comfortable"),
+        ],
+    },
+    {
+        "question": "concern",
+        "label": "What would you most like to change?",
+        "answers": [
+            ("texture", "Texture"),
+            ("dullness", "Dullness"),
+            ("dehydration", "Dehydration"),
+            ("redness", "Redness"),
+        ],
+    },
 )
-QUIZ_PICKS = {"texture": "SER-NIGHT-30", "dullness": "SER-VITC-30", "dehydration": "SER-HYAL-30", "redness": "MOI-BARR-50"}
+QUIZ_PICKS = {
+    "texture": "SER-NIGHT-30",
+    "dullness": "SER-VITC-30",
+    "dehydration": "SER-HYAL-30",
+    "redness": "MOI-BARR-50",
+}
 # The category each answer points the shopper to (`Quiz Answered` carries it: the category anchor
 # counts quiz answers): a concern leads to its pick's category, a skin type to a moisturiser.
-QUIZ_CATEGORIES = {**{answer: "moisturisers" for answer, _ in QUIZ[0]["answers"]},
-                   **{answer: PRODUCTS[sku].category for answer, sku in QUIZ_PICKS.items()}}
+QUIZ_CATEGORIES = {
+    **{answer: "moisturisers" for answer, _ in QUIZ[0]["answers"]},
+    **{answer: PRODUCTS[sku].category for answer, sku in QUIZ_PICKS.items()},
+}
 
 router = APIRouter(include_in_schema=False)  # the demo store: off in production (DEMO_STORE_ENABLED=false)
 snippet_router = APIRouter(include_in_schema=False)  # the tracking snippet every storefront loads: always on
@@ -116,12 +170,24 @@ def _render(request: Request, template: str, page: str, title: str, **values) ->
     def link(path: str) -> str:
         return f"{PREFIX}{path}{query}"
 
-    attributes = Markup(" data-write-key=\"{}\"").format(write_key) if write_key else Markup("")
+    attributes = Markup(' data-write-key="{}"').format(write_key) if write_key else Markup("")
     if cookie_domain:
-        attributes += Markup(" data-cookie-domain=\"{}\"").format(cookie_domain)
-    html = render_page(f"demo_store/{template}.html.j2", title=title, page=page, shop=SHOP, prefix=PREFIX, link=link,
-                       write_key=write_key, snippet_attributes=attributes, collections=COLLECTIONS, **values)
-    return HTMLResponse(html, headers={"Cache-Control": "no-store", "Referrer-Policy": "strict-origin-when-cross-origin"})
+        attributes += Markup(' data-cookie-domain="{}"').format(cookie_domain)
+    html = render_page(
+        f"demo_store/{template}.html.j2",
+        title=title,
+        page=page,
+        shop=SHOP,
+        prefix=PREFIX,
+        link=link,
+        write_key=write_key,
+        snippet_attributes=attributes,
+        collections=COLLECTIONS,
+        **values,
+    )
+    return HTMLResponse(
+        html, headers={"Cache-Control": "no-store", "Referrer-Policy": "strict-origin-when-cross-origin"}
+    )
 
 
 @router.get(PREFIX)
@@ -138,8 +204,15 @@ def collection(request: Request, slug: str) -> HTMLResponse:
         raise HTTPException(404, "no such collection")
     products = [p for p in CATALOG if p.category == slug]
     data = {"list_id": slug, "category": found.name, "products": [p.properties() for p in products]}
-    return _render(request, "collection", "collection", found.name, collection=found, products=products,
-                   data=_json_for_script(data))
+    return _render(
+        request,
+        "collection",
+        "collection",
+        found.name,
+        collection=found,
+        products=products,
+        data=_json_for_script(data),
+    )
 
 
 @router.get(PREFIX + "/products/{sku}")
@@ -148,16 +221,29 @@ def product(request: Request, sku: str) -> HTMLResponse:
     if found is None:
         raise HTTPException(404, "no such product")
     related = [p for p in CATALOG if p.category == found.category and p.sku != sku][:3]
-    return _render(request, "product", "product", found.name, product=found,
-                   collection=COLLECTION_BY_SLUG[found.category], related=related,
-                   data=_json_for_script(found.properties()))
+    return _render(
+        request,
+        "product",
+        "product",
+        found.name,
+        product=found,
+        collection=COLLECTION_BY_SLUG[found.category],
+        related=related,
+        data=_json_for_script(found.properties()),
+    )
 
 
 @router.get(PREFIX + "/quiz")
 def quiz(request: Request) -> HTMLResponse:
     picks = {answer: {"sku": sku, "name": PRODUCTS[sku].name} for answer, sku in QUIZ_PICKS.items()}
-    return _render(request, "quiz", "quiz", "Skin quiz", quiz=QUIZ, data=_json_for_script({"quiz": "routine", "picks": picks,
-                                                                         "categories": QUIZ_CATEGORIES}))
+    return _render(
+        request,
+        "quiz",
+        "quiz",
+        "Skin quiz",
+        quiz=QUIZ,
+        data=_json_for_script({"quiz": "routine", "picks": picks, "categories": QUIZ_CATEGORIES}),
+    )
 
 
 @router.get(PREFIX + "/cart")

@@ -50,8 +50,11 @@ def basic_credentials(request: Request) -> tuple[str, str] | None:
 def require_admin(request: Request, settings: Settings = Depends(get_settings)) -> None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not settings.admin_token or not matches_any(token.strip(), [settings.admin_token]):
-        raise HTTPException(401, "admin routes need 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "admin routes need 'Authorization: Bearer <BREADCRUMB_ADMIN_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 BROWSER, SERVER = "browser", "server"  # trust levels: a public (storefront) key, a secret (server) key
@@ -86,7 +89,9 @@ def require_cio(request: Request, settings: Settings = Depends(get_settings)) ->
     if (
         credentials is None
         or not settings.cio_site_id
-        or not (matches_any(credentials[0], [settings.cio_site_id]) & matches_any(credentials[1], [settings.cio_api_key]))
+        or not (
+            matches_any(credentials[0], [settings.cio_site_id]) & matches_any(credentials[1], [settings.cio_api_key])
+        )
     ):
         raise CustomerIOAuthError()
 

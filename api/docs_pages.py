@@ -17,8 +17,10 @@ ASSETS = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_PATH = "/docs/assets"
 # The pages may fetch from this origin only: ReDoc's sidebar logo (hard-coded to its CDN) is refused
 # rather than fetched, and a future asset that reached out would be refused the same way.
-SAME_ORIGIN_ONLY = ("default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-                    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'")
+SAME_ORIGIN_ONLY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; connect-src 'self'"
+)
 
 
 def _same_origin_only(page: HTMLResponse) -> HTMLResponse:
@@ -35,14 +37,18 @@ def serve_api_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return _same_origin_only(get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} — API",
-            oauth2_redirect_url=f"{root}{redirect}",
-            swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
-            # No badge from validator.swagger.io (Swagger UI asks it on any host but localhost).
-            swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None}))
+        return _same_origin_only(
+            get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} — API",
+                oauth2_redirect_url=f"{root}{redirect}",
+                swagger_js_url=f"{root}{ASSETS_PATH}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{ASSETS_PATH}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+                # No badge from validator.swagger.io (Swagger UI asks it on any host but localhost).
+                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+            )
+        )
 
     @app.get(redirect, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -51,7 +57,12 @@ def serve_api_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return _same_origin_only(get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} — API reference",
-            redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png", with_google_fonts=False))
+        return _same_origin_only(
+            get_redoc_html(
+                openapi_url=f"{root}{app.openapi_url}",
+                title=f"{app.title} — API reference",
+                redoc_js_url=f"{root}{ASSETS_PATH}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{ASSETS_PATH}/favicon.png",
+                with_google_fonts=False,
+            )
+        )

@@ -38,9 +38,11 @@ class FrontDoorLimits:
     Customer.io site id."""
 
     def __init__(self, settings: Settings) -> None:
-        self.items = {door: RateLimitItemPerMinute(per_minute)
-                      for door, per_minute in (("browser", settings.rate_limit_browser),
-                                               ("server", settings.rate_limit_server)) if per_minute > 0}
+        self.items = {
+            door: RateLimitItemPerMinute(per_minute)
+            for door, per_minute in (("browser", settings.rate_limit_browser), ("server", settings.rate_limit_server))
+            if per_minute > 0
+        }
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
 
     def retry_after(self, door: str, key: str) -> int | None:
@@ -65,8 +67,11 @@ def segment_refusal(request: Request, body: dict, trust: str) -> JSONResponse | 
     wait = request.app.state.rate_limits.retry_after(trust, write_key)
     if wait is None:
         return None
-    return JSONResponse({"success": False, "error": f"rate limit exceeded for this write key; retry in {wait} s"},
-                        status_code=429, headers={"Retry-After": str(wait)})
+    return JSONResponse(
+        {"success": False, "error": f"rate limit exceeded for this write key; retry in {wait} s"},
+        status_code=429,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def limit_customerio(request: Request, _authorised: None = Depends(require_cio)) -> None:

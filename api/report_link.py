@@ -30,8 +30,9 @@ def signature(admin_token: str, params: dict[str, str], path: str = REPORT_PATH)
     return hmac.new(admin_token.encode(), _payload(path, params), hashlib.sha256).hexdigest()
 
 
-def sign(admin_token: str, base_url: str, ttl: int = DEFAULT_TTL, now: float | None = None,
-         **query: str | int | None) -> str:
+def sign(
+    admin_token: str, base_url: str, ttl: int = DEFAULT_TTL, now: float | None = None, **query: str | int | None
+) -> str:
     """The full URL of a report page link valid for `ttl` seconds."""
     if not admin_token:
         raise ValueError("BREADCRUMB_ADMIN_TOKEN is not set: a signed link needs it")

@@ -9,6 +9,7 @@ from markupsafe import Markup
 from api import charts
 from api.pages import pages, render_page
 
+
 def _pct(value: float | None, places: int = 1) -> str:
     return "–" if value is None else f"{value * 100:.{places}f}%"
 
@@ -40,11 +41,21 @@ def render(summary: dict, tracking: dict) -> str:
     late = tracking["identify_lateness"]
     return render_page(
         "report.html.j2",
-        s=summary, c=summary["conversion"], r=summary["revenue"], cr=summary["cart_recovery"], rec=summary["recovery"],
+        s=summary,
+        c=summary["conversion"],
+        r=summary["revenue"],
+        cr=summary["cart_recovery"],
+        rec=summary["recovery"],
         m=summary["messages"],
-        t=tracking, late=late, fr=tracking["fragmented_ids"], un=tracking["unmerged"], mp=tracking["missing_properties"],
+        t=tracking,
+        late=late,
+        fr=tracking["fragmented_ids"],
+        un=tracking["unmerged"],
+        mp=tracking["missing_properties"],
         period_label=period_label(summary["period"]),
-        revenue_chart=Markup(revenue_svg), revenue_truncated=truncated, max_days=charts.MAX_DAYS,
+        revenue_chart=Markup(revenue_svg),
+        revenue_truncated=truncated,
+        max_days=charts.MAX_DAYS,
         funnel_chart=Markup(charts.funnel_chart(summary["funnel"])),
         lateness_chart=Markup(charts.histogram_chart(late["histogram"], late["median_seconds"], late["p90_seconds"])),
     )

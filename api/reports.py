@@ -17,15 +17,16 @@ router = APIRouter(prefix="/admin", tags=["reports"])
 
 SINCE = Query(None, description="Start of the period: 2025-03-01, 2025-03-01T12:00:00Z or 30d (before now)")
 UNTIL = Query(None, description="End of the period (exclusive; a plain date includes that day)")
-DAYS = Query(reports.DEFAULT_CONVERSION_DAYS, ge=1, le=365,
-             description="First-purchase conversion window: days after identify")
+DAYS = Query(
+    reports.DEFAULT_CONVERSION_DAYS, ge=1, le=365, description="First-purchase conversion window: days after identify"
+)
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
     # No scripts, nothing fetched: inline styles and inline SVG only.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "form-action 'none'; frame-ancestors 'none'",
 }
 
 
@@ -38,18 +39,33 @@ def _period(since: str | None, until: str | None) -> reports.Period:
         raise HTTPException(400, "since/until is out of range (years 1–9999)") from None
 
 
-@router.get("/reports/summary", dependencies=[Depends(require_admin)],
-            summary="Journey report: conversion (per route, holdout lift), revenue per recipient, cart recovery, "
-                    "messages by reason, funnel")
-def summary(since: str | None = SINCE, until: str | None = UNTIL, days: int = DAYS,
-            engine: Engine = Depends(get_engine), policy: Policy = Depends(get_policy)) -> dict:
+@router.get(
+    "/reports/summary",
+    dependencies=[Depends(require_admin)],
+    summary="Journey report: conversion (per route, holdout lift), revenue per recipient, cart recovery, "
+    "messages by reason, funnel",
+)
+def summary(
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    days: int = DAYS,
+    engine: Engine = Depends(get_engine),
+    policy: Policy = Depends(get_policy),
+) -> dict:
     return reports.summary(engine, policy, _period(since, until), conversion_days=days)
 
 
-@router.get("/reports/tracking", dependencies=[Depends(require_admin)],
-            summary="Tracking health: identify lateness, fragmented ids, missing properties, duplicates, unmerged activity")
-def tracking(since: str | None = SINCE, until: str | None = UNTIL,
-             engine: Engine = Depends(get_engine), policy: Policy = Depends(get_policy)) -> dict:
+@router.get(
+    "/reports/tracking",
+    dependencies=[Depends(require_admin)],
+    summary="Tracking health: identify lateness, fragmented ids, missing properties, duplicates, unmerged activity",
+)
+def tracking(
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    engine: Engine = Depends(get_engine),
+    policy: Policy = Depends(get_policy),
+) -> dict:
     return reports.tracking(engine, policy, _period(since, until))
 
 
@@ -64,11 +80,21 @@ def page_access(request: Request, settings: Settings = Depends(get_settings)) ->
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 
 
-@router.get("/report", dependencies=[Depends(page_access)], response_class=HTMLResponse,
-            summary="The report page: figures and charts (HTML, works offline)")
-def page(since: str | None = SINCE, until: str | None = UNTIL, days: int = DAYS,
-         engine: Engine = Depends(get_engine), policy: Policy = Depends(get_policy)) -> HTMLResponse:
+@router.get(
+    "/report",
+    dependencies=[Depends(page_access)],
+    response_class=HTMLResponse,
+    summary="The report page: figures and charts (HTML, works offline)",
+)
+def page(
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    days: int = DAYS,
+    engine: Engine = Depends(get_engine),
+    policy: Policy = Depends(get_policy),
+) -> HTMLResponse:
     period = _period(since, until)
-    html = report_page.render(reports.summary(engine, policy, period, conversion_days=days),
-                              reports.tracking(engine, policy, period))
+    html = report_page.render(
+        reports.summary(engine, policy, period, conversion_days=days), reports.tracking(engine, policy, period)
+    )
     return HTMLResponse(html, headers=PAGE_HEADERS)

@@ -14,8 +14,16 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
-from api.deps import (BROWSER, SERVER, UNKNOWN_KEY, get_engine, get_settings, nudge_dispatcher, segment_trust,
-                      write_key_trust)
+from api.deps import (
+    BROWSER,
+    SERVER,
+    UNKNOWN_KEY,
+    get_engine,
+    get_settings,
+    nudge_dispatcher,
+    segment_trust,
+    write_key_trust,
+)
 from api.ratelimit import segment_refusal
 from api.schemas.common import EARLIEST, LATEST, InvalidMessage, body_schema, problem
 from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Batch, Group, Page, Track
@@ -24,6 +32,7 @@ from store.identity import InvalidIdentifier, normalise_email
 from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
 from store.models import utcnow
 from store.settings import Settings
+
 
 class TooLarge(InvalidMessage):
     """A message over the 32 KB limit: sent alone, the request itself is over the size limit."""
@@ -76,13 +85,24 @@ def verify_user_hash(message: Incoming, given: object, secret: str) -> str | Non
 def _take_user_hash(context: dict, traits: dict) -> tuple[dict, dict, object]:
     """`context.user_hash` or `traits.user_hash`, removed from what is stored (it vouches for a person)."""
     given = context.get("user_hash", traits.get("user_hash"))
-    return ({k: v for k, v in context.items() if k != "user_hash"},
-            {k: v for k, v in traits.items() if k != "user_hash"}, given)
+    return (
+        {k: v for k, v in context.items() if k != "user_hash"},
+        {k: v for k, v in traits.items() if k != "user_hash"},
+        given,
+    )
 
 
-def parse_message(item: object, call: str | None, received_at: datetime,
-                  batch_context: dict | None = None, batch_sent_at: object = None, *,
-                  trust: str = BROWSER, identity_secret: str = "", shared_problem: str | None = None) -> Incoming:
+def parse_message(
+    item: object,
+    call: str | None,
+    received_at: datetime,
+    batch_context: dict | None = None,
+    batch_sent_at: object = None,
+    *,
+    trust: str = BROWSER,
+    identity_secret: str = "",
+    shared_problem: str | None = None,
+) -> Incoming:
     """Validate one Segment message into the shared `Incoming` shape, or say exactly what is wrong.
     `trust` is the write key's; a browser identify with a valid `user_hash` becomes trusted, one with
     a wrong hash keeps the browser's limits and says why. `shared_problem` is what makes the batch's
@@ -148,8 +168,9 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"success": False, "error": message, **extra}, status_code=status)
 
 
-async def receive(request: Request, call: str | None, settings: Settings, engine: Engine,
-                  trust: str | None) -> JSONResponse:
+async def receive(
+    request: Request, call: str | None, settings: Settings, engine: Engine, trust: str | None
+) -> JSONResponse:
     if trust == UNKNOWN_KEY:
         return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
     try:
@@ -173,9 +194,17 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         items, batch_context, batch_sent_at = envelope.batch, envelope.context, envelope.sentAt
     else:
         items, batch_context, batch_sent_at = [body], None, None
-    shared_problem = next((f"{where}{problem}" for where, problem in (
-        ("batch context: ", problem_in(batch_context)), ("batch sentAt: ", problem_in(batch_sent_at))) if problem),
-        None)
+    shared_problem = next(
+        (
+            f"{where}{problem}"
+            for where, problem in (
+                ("batch context: ", problem_in(batch_context)),
+                ("batch sentAt: ", problem_in(batch_sent_at)),
+            )
+            if problem
+        ),
+        None,
+    )
 
     strict = request.headers.get("x-strict-mode") == "1"
     valid: list[Incoming] = []
@@ -184,8 +213,16 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
     too_large: TooLarge | None = None
     for index, item in enumerate(items):
         try:
-            message = parse_message(item, call, received_at, batch_context, batch_sent_at, trust=trust,
-                                    identity_secret=settings.identity_secret, shared_problem=shared_problem)
+            message = parse_message(
+                item,
+                call,
+                received_at,
+                batch_context,
+                batch_sent_at,
+                trust=trust,
+                identity_secret=settings.identity_secret,
+                shared_problem=shared_problem,
+            )
             if strict:  # an email or phone we cannot use makes the message invalid, not just incomplete
                 problems = identify_claim(message, settings.policy, settings.default_phone_region)[1]
                 if problems:
@@ -201,8 +238,15 @@ async def receive(request: Request, call: str | None, settings: Settings, engine
         return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
 
     result = await run_in_threadpool(
-        ingest, engine, valid, settings.policy, api="segment", endpoint=request.url.path,
-        rejected=rejected, phone_region=settings.default_phone_region, guards=Guards.from_settings(settings),
+        ingest,
+        engine,
+        valid,
+        settings.policy,
+        api="segment",
+        endpoint=request.url.path,
+        rejected=rejected,
+        phone_region=settings.default_phone_region,
+        guards=Guards.from_settings(settings),
     )
     if too_large:  # quarantined (it is valid JSON the shop may want to see), and refused like any oversized request
         return _error(400, str(too_large))
@@ -225,9 +269,12 @@ router = APIRouter(prefix="/v1", tags=["segment"])
 
 
 def _route(call: str | None):
-    async def endpoint(request: Request, settings: Settings = Depends(get_settings),
-                       engine: Engine = Depends(get_engine),
-                       trust: str | None = Depends(segment_trust)) -> JSONResponse:
+    async def endpoint(
+        request: Request,
+        settings: Settings = Depends(get_settings),
+        engine: Engine = Depends(get_engine),
+        trust: str | None = Depends(segment_trust),
+    ) -> JSONResponse:
         return await receive(request, call, settings, engine, trust)
 
     endpoint.__name__ = f"segment_{call or 'batch'}"
@@ -236,8 +283,20 @@ def _route(call: str | None):
 
 for _call, _short in SHORT_PATHS.items():
     for _path in (f"/{_call}", f"/{_short}"):
-        router.add_api_route(_path, _route(_call), methods=["POST"], openapi_extra=body_schema(CALLS[_call]),
-                             operation_id=f"segment_{_path.strip('/')}", summary=f"Segment {_call}")
+        router.add_api_route(
+            _path,
+            _route(_call),
+            methods=["POST"],
+            openapi_extra=body_schema(CALLS[_call]),
+            operation_id=f"segment_{_path.strip('/')}",
+            summary=f"Segment {_call}",
+        )
 for _path in ("/batch", "/b", "/import"):
-    router.add_api_route(_path, _route(None), methods=["POST"], openapi_extra=body_schema(Batch),
-                         operation_id=f"segment_{_path.strip('/')}", summary="Segment batch")
+    router.add_api_route(
+        _path,
+        _route(None),
+        methods=["POST"],
+        openapi_extra=body_schema(Batch),
+        operation_id=f"segment_{_path.strip('/')}",
+        summary="Segment batch",
+    )

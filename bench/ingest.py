@@ -69,9 +69,23 @@ TARGET_RATIO = 0.25
 MERGE_SIZES = (0, 10, 1000, 10000)
 REQUEST_LIMIT = 500 * 1024  # the API's documented limit per request (DESIGN section 3)
 RESULTS = REPO_ROOT / "bench" / "results" / "ingest.json"
-EVENT_COLUMNS = ("message_id", "type", "name", "original_name", "anonymous_id", "user_id", "person_id",
-                 "properties", "context", "timestamp", "received_at", "source", "cart_id", "order_id",
-                 "missing_properties")
+EVENT_COLUMNS = (
+    "message_id",
+    "type",
+    "name",
+    "original_name",
+    "anonymous_id",
+    "user_id",
+    "person_id",
+    "properties",
+    "context",
+    "timestamp",
+    "received_at",
+    "source",
+    "cart_id",
+    "order_id",
+    "missing_properties",
+)
 
 console = Console(width=None if sys.stdout.isatty() else 110)
 
@@ -82,8 +96,16 @@ console = Console(width=None if sys.stdout.isatty() else 110)
 
 CATEGORIES = ["Dresses", "Tops", "Knitwear", "Denim", "Shoes", "Accessories", "Outerwear", "Swim"]
 ADJECTIVES = ["Linen", "Organic", "Relaxed", "Cropped", "Oversized", "Ribbed", "Pleated", "Washed", "Merino"]
-NOUNS = {"Dresses": "Midi Dress", "Tops": "Tee", "Knitwear": "Cardigan", "Denim": "Straight Jeans",
-         "Shoes": "Leather Loafer", "Accessories": "Tote Bag", "Outerwear": "Trench Coat", "Swim": "Bikini Top"}
+NOUNS = {
+    "Dresses": "Midi Dress",
+    "Tops": "Tee",
+    "Knitwear": "Cardigan",
+    "Denim": "Straight Jeans",
+    "Shoes": "Leather Loafer",
+    "Accessories": "Tote Bag",
+    "Outerwear": "Trench Coat",
+    "Swim": "Bikini Top",
+}
 SIZES = ["XS", "S", "M", "L", "XL"]
 USER_AGENTS = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
@@ -94,12 +116,27 @@ USER_AGENTS = [
     "Chrome/124.0.6367.82 Mobile Safari/537.36",
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0",
 ]
-LOCALES = [("en-US", "America/New_York"), ("en-GB", "Europe/London"), ("de-DE", "Europe/Berlin"),
-           ("en-US", "America/Los_Angeles"), ("fr-FR", "Europe/Paris")]
-REFERRERS = ["https://www.google.com/", "https://www.instagram.com/", "", "https://l.facebook.com/",
-             "https://shop.example.com/"]
-CAMPAIGNS = [None, None, None, {"source": "instagram", "medium": "social", "name": "spring_drop"},
-             {"source": "newsletter", "medium": "email", "name": "weekly_edit"}]
+LOCALES = [
+    ("en-US", "America/New_York"),
+    ("en-GB", "Europe/London"),
+    ("de-DE", "Europe/Berlin"),
+    ("en-US", "America/Los_Angeles"),
+    ("fr-FR", "Europe/Paris"),
+]
+REFERRERS = [
+    "https://www.google.com/",
+    "https://www.instagram.com/",
+    "",
+    "https://l.facebook.com/",
+    "https://shop.example.com/",
+]
+CAMPAIGNS = [
+    None,
+    None,
+    None,
+    {"source": "instagram", "medium": "social", "name": "spring_drop"},
+    {"source": "newsletter", "medium": "email", "name": "weekly_edit"},
+]
 SHOP = "https://shop.example.com"
 
 
@@ -138,23 +175,43 @@ class Traffic:
             category = CATEGORIES[i % len(CATEGORIES)]
             name = f"{rng.choice(ADJECTIVES)} {NOUNS[category]}"
             slug = f"{name.lower().replace(' ', '-')}-{i:04d}"
-            self.products.append(Product(f"prod_{i:05d}", f"SKU-{i:05d}", name, category, "Maison Breadcrumb",
-                                         rng.choice([29.0, 39.95, 49.0, 59.0, 79.95, 89.0, 119.0, 149.0, 229.0]), slug))
+            self.products.append(
+                Product(
+                    f"prod_{i:05d}",
+                    f"SKU-{i:05d}",
+                    name,
+                    category,
+                    "Maison Breadcrumb",
+                    rng.choice([29.0, 39.95, 49.0, 59.0, 79.95, 89.0, 119.0, 149.0, 229.0]),
+                    slug,
+                )
+            )
         self.visitors = [self._visitor() for _ in range(visitors)]
         self.sequence = 0
 
     def _visitor(self) -> Visitor:
         rng = self.rng
         locale, tz = rng.choice(LOCALES)
-        return Visitor(str(uuid.UUID(int=rng.getrandbits(128), version=4)), rng.choice(USER_AGENTS), locale, tz,
-                       f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
-                       rng.choice(CAMPAIGNS), f"cart_{rng.getrandbits(48):012x}")
+        return Visitor(
+            str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            rng.choice(USER_AGENTS),
+            locale,
+            tz,
+            f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}",
+            rng.choice(CAMPAIGNS),
+            f"cart_{rng.getrandbits(48):012x}",
+        )
 
     def _context(self, v: Visitor, path: str, title: str) -> dict:
         context = {
             "library": {"name": "analytics.js", "version": "next-1.70.0"},
-            "page": {"path": path, "referrer": self.rng.choice(REFERRERS), "search": "", "title": title,
-                     "url": f"{SHOP}{path}"},
+            "page": {
+                "path": path,
+                "referrer": self.rng.choice(REFERRERS),
+                "search": "",
+                "title": title,
+                "url": f"{SHOP}{path}",
+            },
             "userAgent": v.user_agent,
             "locale": v.locale,
             "timezone": v.timezone,
@@ -181,8 +238,14 @@ class Traffic:
 
     def _product_props(self, p: Product, size: str) -> dict:
         return {
-            "product_id": p.product_id, "sku": f"{p.sku}-{size}", "name": p.name, "category": p.category,
-            "brand": p.brand, "variant": size, "price": p.price, "currency": "USD",
+            "product_id": p.product_id,
+            "sku": f"{p.sku}-{size}",
+            "name": p.name,
+            "category": p.category,
+            "brand": p.brand,
+            "variant": size,
+            "price": p.price,
+            "currency": "USD",
             "url": f"{SHOP}/products/{p.slug}",
         }
 
@@ -194,8 +257,13 @@ class Traffic:
             path = rng.choice(["/", f"/collections/{p.category.lower()}", f"/products/{p.slug}", "/pages/about"])
             m = self._base(v, "page", at, sent_at, path, f"{p.category} | Maison Breadcrumb")
             m["name"] = p.category
-            m["properties"] = {"path": path, "referrer": m["context"]["page"]["referrer"], "search": "",
-                               "title": m["context"]["page"]["title"], "url": f"{SHOP}{path}"}
+            m["properties"] = {
+                "path": path,
+                "referrer": m["context"]["page"]["referrer"],
+                "search": "",
+                "title": m["context"]["page"]["title"],
+                "url": f"{SHOP}{path}",
+            }
         elif kind == "Product Viewed":
             m = self._base(v, "track", at, sent_at, f"/products/{p.slug}", p.name)
             m["event"] = kind
@@ -203,23 +271,35 @@ class Traffic:
         elif kind == "Added to Cart":
             m = self._base(v, "track", at, sent_at, f"/products/{p.slug}", p.name)
             m["event"] = kind
-            m["properties"] = {**self._product_props(p, size), "cart_id": v.cart_id, "quantity": rng.choice([1, 1, 1, 2])}
+            m["properties"] = {
+                **self._product_props(p, size),
+                "cart_id": v.cart_id,
+                "quantity": rng.choice([1, 1, 1, 2]),
+            }
         elif kind == "Collection Viewed":
             path = f"/collections/{p.category.lower()}"
             m = self._base(v, "track", at, sent_at, path, p.category)
             m["event"] = kind
             listed = rng.sample([q for q in self.products if q.category == p.category], 4)
             m["properties"] = {
-                "list_id": p.category.lower(), "category": p.category, "url": f"{SHOP}{path}",
-                "products": [{"product_id": q.product_id, "sku": q.sku, "price": q.price, "position": i + 1}
-                             for i, q in enumerate(listed)],
+                "list_id": p.category.lower(),
+                "category": p.category,
+                "url": f"{SHOP}{path}",
+                "products": [
+                    {"product_id": q.product_id, "sku": q.sku, "price": q.price, "position": i + 1}
+                    for i, q in enumerate(listed)
+                ],
             }
         elif kind == "identify":
             v.user_id = v.user_id or f"usr_{rng.getrandbits(40):010x}"
             v.email = v.email or f"shopper.{v.user_id[4:]}@example.com"
             m = self._base(v, "identify", at, sent_at, "/account/register", "Create account")
-            m["traits"] = {"email": v.email, "first_name": rng.choice(["Ada", "Lin", "Sam", "Noor", "Jo"]),
-                           "last_name": rng.choice(["Berg", "Okafor", "Silva", "Tan"]), "accepts_marketing": True}
+            m["traits"] = {
+                "email": v.email,
+                "first_name": rng.choice(["Ada", "Lin", "Sam", "Noor", "Jo"]),
+                "last_name": rng.choice(["Berg", "Okafor", "Silva", "Tan"]),
+                "accepts_marketing": True,
+            }
         else:
             raise ValueError(kind)
         return m
@@ -230,12 +310,17 @@ class Traffic:
         now = datetime.now(UTC)
         sent_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         sessions = rng.sample(self.visitors, 60)
-        kinds = rng.choices(["page", "Product Viewed", "Collection Viewed", "Added to Cart"],
-                            weights=[35, 35, 13, 17], k=size - identifies)
-        kinds[: 0] = ["identify"] * identifies
+        kinds = rng.choices(
+            ["page", "Product Viewed", "Collection Viewed", "Added to Cart"],
+            weights=[35, 35, 13, 17],
+            k=size - identifies,
+        )
+        kinds[:0] = ["identify"] * identifies
         rng.shuffle(kinds)
-        return [self.message(kind, rng.choice(sessions), now - timedelta(seconds=rng.uniform(1, 3600)), sent_at)
-                for kind in kinds]
+        return [
+            self.message(kind, rng.choice(sessions), now - timedelta(seconds=rng.uniform(1, 3600)), sent_at)
+            for kind in kinds
+        ]
 
     def anonymous_history(self, anonymous_id: str, count: int) -> Iterator[list[dict]]:
         """`count` Product Viewed events of one device, in batches under the request limit, inside the merge window."""
@@ -247,8 +332,12 @@ class Traffic:
         while left > 0:
             n = min(400, left)
             left -= n
-            yield [self.message("Product Viewed", v, now - timedelta(minutes=5, seconds=self.rng.uniform(0, 86400)),
-                                sent_at) for _ in range(n)]
+            yield [
+                self.message(
+                    "Product Viewed", v, now - timedelta(minutes=5, seconds=self.rng.uniform(0, 86400)), sent_at
+                )
+                for _ in range(n)
+            ]
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -272,11 +361,25 @@ def raw_rows(batch: list[dict], backend: str, prefix: str = "raw-") -> list[tupl
         at = datetime.fromisoformat(m["timestamp"].replace("Z", "+00:00"))
         missing = taxonomy.missing_recommended(name, props) if kind == "track" else []
         stamp = _sqlite_time if backend == "sqlite" else (lambda d: d)
-        rows.append((
-            prefix + m["messageId"], kind, name, original, m.get("anonymousId"), m.get("userId"), None,
-            json.dumps(props), json.dumps(m["context"]), stamp(at), stamp(received_at), "client",
-            props.get("cart_id"), props.get("order_id"), json.dumps(missing),
-        ))
+        rows.append(
+            (
+                prefix + m["messageId"],
+                kind,
+                name,
+                original,
+                m.get("anonymousId"),
+                m.get("userId"),
+                None,
+                json.dumps(props),
+                json.dumps(m["context"]),
+                stamp(at),
+                stamp(received_at),
+                "client",
+                props.get("cart_id"),
+                props.get("order_id"),
+                json.dumps(missing),
+            )
+        )
     return rows
 
 
@@ -325,8 +428,10 @@ class RawWriter:
             self.conn.execute("COMMIT")
             return count
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.execute("UPDATE events SET person_id = %s WHERE anonymous_id = %s AND person_id IS NULL "
-                        "AND timestamp >= %s", (person_id, anonymous_id, since))
+            cur.execute(
+                "UPDATE events SET person_id = %s WHERE anonymous_id = %s AND person_id IS NULL AND timestamp >= %s",
+                (person_id, anonymous_id, since),
+            )
             return cur.rowcount
 
     def close(self) -> None:
@@ -343,9 +448,23 @@ class Sampler:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(py_spy).exists():
             raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
-        self.proc = subprocess.Popen([py_spy, "record", "--pid", str(self.pid), "--rate", "250", "--format", "raw",
-                                      "--threads", "-o", str(self.out)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--threads",
+                "-o",
+                str(self.out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(1.0)  # let it attach before the clock starts
         return self
 
@@ -373,8 +492,11 @@ def summarise_profile(path: Path, top: int = 15) -> dict:
         if not frames:
             continue
         total += n
-        for key in {_frame(f, line=True) for f in frames if _frame(f, line=True).split(" (")[-1].startswith(
-                tuple(f"{p}/" for p in PROJECT_PACKAGES))}:
+        for key in {
+            _frame(f, line=True)
+            for f in frames
+            if _frame(f, line=True).split(" (")[-1].startswith(tuple(f"{p}/" for p in PROJECT_PACKAGES))
+        }:
             lines[key] += n
         leaves[_frame(frames[-1], line=False)] += n
     if not total:
@@ -433,19 +555,32 @@ class BackendResult:
     def as_dict(self) -> dict:
         def stats(values: list[float]) -> dict:
             ordered = sorted(values)
-            return {"median": round(statistics.median(ordered), 2),
+            return (
+                {
+                    "median": round(statistics.median(ordered), 2),
                     "p90": round(ordered[int(0.9 * (len(ordered) - 1))], 2),
-                    "max": round(ordered[-1], 2)} if ordered else {}
+                    "max": round(ordered[-1], 2),
+                }
+                if ordered
+                else {}
+            )
 
         return {
-            "backend": self.backend, "batches": self.batches, "batch_size": self.batch_size, "events": self.events,
+            "backend": self.backend,
+            "batches": self.batches,
+            "batch_size": self.batch_size,
+            "events": self.events,
             "mean_body_kb": round(self.body_bytes / max(self.batches, 1) / 1024, 1),
-            "api_events_per_s": round(self.api_eps), "raw_events_per_s": round(self.raw_eps),
+            "api_events_per_s": round(self.api_eps),
+            "raw_events_per_s": round(self.raw_eps),
             "ratio": round(self.ratio, 3),
             "target_ratio": TARGET_RATIO if self.backend == "sqlite" else None,
             "meets_target": self.ratio >= TARGET_RATIO if self.backend == "sqlite" else None,
-            "api_request_ms": stats(self.api_request_ms), "raw_batch_ms": stats(self.raw_batch_ms),
-            "merge": self.merge, "merge_fit": self.merge_fit, "profile_top": self.profile,
+            "api_request_ms": stats(self.api_request_ms),
+            "raw_batch_ms": stats(self.raw_batch_ms),
+            "merge": self.merge,
+            "merge_fit": self.merge_fit,
+            "profile_top": self.profile,
         }
 
 
@@ -458,9 +593,11 @@ def check(response: httpx.Response, expected_stored: int | None = None) -> None:
         raise RuntimeError(f"{response.request.url.path} answered {response.status_code}: {response.text[:500]}")
     stored = response.headers.get("X-Breadcrumb-Stored")
     if expected_stored is not None and stored is not None and int(stored) != expected_stored:
-        raise RuntimeError(f"expected {expected_stored} stored, the API says {stored} "
-                           f"(duplicates {response.headers.get('X-Breadcrumb-Duplicates')}, "
-                           f"rejected {response.headers.get('X-Breadcrumb-Rejected')})")
+        raise RuntimeError(
+            f"expected {expected_stored} stored, the API says {stored} "
+            f"(duplicates {response.headers.get('X-Breadcrumb-Duplicates')}, "
+            f"rejected {response.headers.get('X-Breadcrumb-Rejected')})"
+        )
 
 
 def linear_fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -482,8 +619,10 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                 conn.exec_driver_sql(statement)
         raw = RawWriter(url)
         try:
-            with ApiProcess(url, workdir / f"api-{backend}.log", write_keys=WRITE_KEY, dispatch="false") as api, \
-                    httpx.Client(base_url=api.url, auth=(WRITE_KEY, ""), timeout=120) as client:
+            with (
+                ApiProcess(url, workdir / f"api-{backend}.log", write_keys=WRITE_KEY, dispatch="false") as api,
+                httpx.Client(base_url=api.url, auth=(WRITE_KEY, ""), timeout=120) as client,
+            ):
                 # Everything is generated and serialised before any clock starts.
                 prepared = []
                 for _ in range(args.batches + 1):
@@ -532,13 +671,16 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                         anonymous_id = f"bench-merge-{size}-{rep}-{uuid.uuid4().hex[:8]}"
                         for history in traffic.anonymous_history(anonymous_id, size):
                             check(post(client, "/v1/batch", orjson.dumps({"batch": history})), len(history))
-                        identify = orjson.dumps({
-                            "type": "identify", "anonymousId": anonymous_id,
-                            "userId": f"usr_merge_{size}_{rep}_{uuid.uuid4().hex[:6]}",
-                            "messageId": str(uuid.uuid4()),
-                            "traits": {"email": f"merge.{size}.{rep}.{uuid.uuid4().hex[:6]}@example.com"},
-                            "timestamp": datetime.now(UTC).isoformat(),
-                        })
+                        identify = orjson.dumps(
+                            {
+                                "type": "identify",
+                                "anonymousId": anonymous_id,
+                                "userId": f"usr_merge_{size}_{rep}_{uuid.uuid4().hex[:6]}",
+                                "messageId": str(uuid.uuid4()),
+                                "traits": {"email": f"merge.{size}.{rep}.{uuid.uuid4().hex[:6]}@example.com"},
+                                "timestamp": datetime.now(UTC).isoformat(),
+                            }
+                        )
                         started = time.perf_counter()
                         response = post(client, "/v1/identify", identify)
                         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -557,16 +699,21 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                         for history in traffic.anonymous_history(raw_anonymous_id, size):
                             raw.write(raw_rows(history, raw.backend, prefix="rawm-"))
                         started = time.perf_counter()
-                        updated = raw.merge(raw_anonymous_id, str(uuid.uuid4()),
-                                            datetime.now(UTC) - timedelta(days=30))
+                        updated = raw.merge(raw_anonymous_id, str(uuid.uuid4()), datetime.now(UTC) - timedelta(days=30))
                         raw_timings.append((time.perf_counter() - started) * 1000)
                         if updated != size:
                             raise RuntimeError(f"the raw UPDATE merged {updated} of {size} events")
                         progress.advance(merge_task)
                     ms = statistics.median(timings)
-                    result.merge.append({"events": size, "ms": round(ms, 2), "runs_ms": [round(t, 2) for t in timings],
-                                         "ms_per_1000_events": round(ms / size * 1000, 2) if size else None,
-                                         "raw_update_ms": round(statistics.median(raw_timings), 2)})
+                    result.merge.append(
+                        {
+                            "events": size,
+                            "ms": round(ms, 2),
+                            "runs_ms": [round(t, 2) for t in timings],
+                            "ms_per_1000_events": round(ms / size * 1000, 2) if size else None,
+                            "raw_update_ms": round(statistics.median(raw_timings), 2),
+                        }
+                    )
                 constant, slope = linear_fit([(m["events"], m["ms"]) for m in result.merge])
                 result.merge_fit = {"constant_ms": round(constant, 2), "ms_per_1000_events": round(slope * 1000, 2)}
         finally:
@@ -585,11 +732,21 @@ def report(results: list[BackendResult]) -> None:
             verdict = "[green]PASS[/]" if r.ratio >= TARGET_RATIO else "[red]BELOW TARGET[/]"
         else:
             verdict = "no target"
-        table.add_row(r.backend, f"{r.events:,}", f"{r.api_eps:,.0f}", f"{r.raw_eps:,.0f}", f"{r.ratio:.3f}",
-                      f"{d['api_request_ms']['median']:.1f}", f"{d['raw_batch_ms']['median']:.1f}", verdict)
+        table.add_row(
+            r.backend,
+            f"{r.events:,}",
+            f"{r.api_eps:,.0f}",
+            f"{r.raw_eps:,.0f}",
+            f"{r.ratio:.3f}",
+            f"{d['api_request_ms']['median']:.1f}",
+            f"{d['raw_batch_ms']['median']:.1f}",
+            verdict,
+        )
     console.print(table)
-    console.print(f"Target on SQLite: API/raw ≥ {TARGET_RATIO}. ms columns are medians; raw rows are prepared "
-                  "before the clock starts, API bodies are serialised before it starts.")
+    console.print(
+        f"Target on SQLite: API/raw ≥ {TARGET_RATIO}. ms columns are medians; raw rows are prepared "
+        "before the clock starts, API bodies are serialised before it starts."
+    )
 
     merge = Table(title="Identify merging N stored anonymous events (median of runs)")
     for column in ("backend", "anon events", "identify ms", "ms per 1 000", "raw UPDATE ms"):
@@ -598,19 +755,31 @@ def report(results: list[BackendResult]) -> None:
         for m in r.merge:
             per = f"{m['ms_per_1000_events']:.2f}" if m["ms_per_1000_events"] is not None else "—"
             merge.add_row(r.backend, f"{m['events']:,}", f"{m['ms']:.1f}", per, f"{m['raw_update_ms']:.1f}")
-        merge.add_row(r.backend, "linear fit", f"{r.merge_fit['constant_ms']:.1f} +",
-                      f"{r.merge_fit['ms_per_1000_events']:.2f}", "", end_section=True)
+        merge.add_row(
+            r.backend,
+            "linear fit",
+            f"{r.merge_fit['constant_ms']:.1f} +",
+            f"{r.merge_fit['ms_per_1000_events']:.2f}",
+            "",
+            end_section=True,
+        )
     console.print(merge)
-    console.print("identify ms: the whole POST /v1/identify; linear fit: constant + ms per 1 000 events; "
-                  "raw UPDATE ms: the same merge as one bare UPDATE over DBAPI on an equal history.")
+    console.print(
+        "identify ms: the whole POST /v1/identify; linear fit: constant + ms per 1 000 events; "
+        "raw UPDATE ms: the same merge as one bare UPDATE over DBAPI on an equal history."
+    )
 
     for r in results:
         if not r.profile:
             continue
-        for key, title in (("project_lines_inclusive", "project source lines, inclusive"),
-                           ("leaf_functions_self", "leaf functions, self")):
-            prof = Table(title=f"{r.backend}: API process during the timed batches — {title} "
-                               f"(share of {r.profile['samples']:,} py-spy samples)")
+        for key, title in (
+            ("project_lines_inclusive", "project source lines, inclusive"),
+            ("leaf_functions_self", "leaf functions, self"),
+        ):
+            prof = Table(
+                title=f"{r.backend}: API process during the timed batches — {title} "
+                f"(share of {r.profile['samples']:,} py-spy samples)"
+            )
             prof.add_column("frame")
             prof.add_column("share", justify="right")
             for row in r.profile[key]:
@@ -623,16 +792,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40, help="timed batches per backend (default 40)")
     parser.add_argument("--batch-size", type=int, default=500, help="messages per batch (default 500)")
     parser.add_argument("--identifies", type=int, default=5, help="identify calls per batch (default 5)")
-    parser.add_argument("--postgres", metavar="URL",
-                        help="also run on PostgreSQL: a server URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/"
-                             "postgres); a fresh database is created there and dropped afterwards")
-    parser.add_argument("--merge-sizes", type=lambda s: [int(x) for x in s.split(",")], default=list(MERGE_SIZES),
-                        help="anonymous history sizes to merge (default 0,10,1000,10000)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="also run on PostgreSQL: a server URL (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/"
+        "postgres); a fresh database is created there and dropped afterwards",
+    )
+    parser.add_argument(
+        "--merge-sizes",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=list(MERGE_SIZES),
+        help="anonymous history sizes to merge (default 0,10,1000,10000)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="identify timings per merge size (median; default 3)")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the API process with py-spy during the timed batches and print where time goes")
-    parser.add_argument("--extra-sql", action="append", default=[], metavar="SQL",
-                        help="run this statement after migrating (repeatable), e.g. to try an index before proposing it")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the API process with py-spy during the timed batches and print where time goes",
+    )
+    parser.add_argument(
+        "--extra-sql",
+        action="append",
+        default=[],
+        metavar="SQL",
+        help="run this statement after migrating (repeatable), e.g. to try an index before proposing it",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -640,9 +824,16 @@ def main(argv: list[str] | None = None) -> int:
     backends = ["sqlite"] + (["postgresql"] if args.postgres else [])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results: list[BackendResult] = []
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-bench-") as tmp, Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-    ) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="breadcrumb-bench-") as tmp,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
         for backend in backends:
             results.append(run_backend(backend, args, Path(tmp), progress))
 
@@ -651,13 +842,21 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ingest",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "settings": {"extra_sql": args.extra_sql, "batches": args.batches, "batch_size": args.batch_size, "identifies_per_batch": args.identifies,
-                     "merge_sizes": args.merge_sizes, "merge_repeats": args.repeats},
+        "settings": {
+            "extra_sql": args.extra_sql,
+            "batches": args.batches,
+            "batch_size": args.batch_size,
+            "identifies_per_batch": args.identifies,
+            "merge_sizes": args.merge_sizes,
+            "merge_repeats": args.repeats,
+        },
         "results": {r.backend: r.as_dict() for r in results},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    console.print(f"results written to {args.output.relative_to(REPO_ROOT) if args.output.is_relative_to(REPO_ROOT) else args.output}")
+    console.print(
+        f"results written to {args.output.relative_to(REPO_ROOT) if args.output.is_relative_to(REPO_ROOT) else args.output}"
+    )
     return 0
 
 

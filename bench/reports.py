@@ -67,8 +67,14 @@ STEPS = {"cart_recovery": 3, "browse_recovery": 2, "welcome": 3}
 SKUS = [f"SKU-{i:03d}" for i in range(200)]
 CATEGORIES = ["serums", "cleansers", "masks", "sunscreen", "toners", "oils"]
 WAIT_REASONS = ["frequency cap until {}", "quiet hours until {}"]
-EXIT_REASONS = ["purchased: order {}", "unsubscribed from email", "suppressed", "cart no longer open",
-                "re-routed to cart_recovery: open cart", "out of stock: every item sold out"]
+EXIT_REASONS = [
+    "purchased: order {}",
+    "unsubscribed from email",
+    "suppressed",
+    "cart no longer open",
+    "re-routed to cart_recovery: open cart",
+    "out of stock: every item sold out",
+]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,17 +96,40 @@ def generate(n_events: int, n_people: int, seed: int = 20250301) -> Shop:
     shop = Shop()
     seq = 0
 
-    def event(kind: str, name: str, at: datetime, person: str | None, anonymous_id: str | None,
-              user_id: str | None = None, source: str = "client", duplicate_of: str | None = None, **props) -> str:
+    def event(
+        kind: str,
+        name: str,
+        at: datetime,
+        person: str | None,
+        anonymous_id: str | None,
+        user_id: str | None = None,
+        source: str = "client",
+        duplicate_of: str | None = None,
+        **props,
+    ) -> str:
         nonlocal seq
         seq += 1
         message_id = f"m{seq:08d}"
-        shop.events.append(dict(
-            message_id=message_id, type=kind, name=name, original_name=name, anonymous_id=anonymous_id,
-            user_id=user_id, person_id=person, properties=props, context={"library": {"name": "analytics.js"}},
-            timestamp=at, received_at=at, source=source, cart_id=props.get("cart_id"), order_id=props.get("order_id"),
-            missing_properties=t.missing_recommended(name, props) if kind == "track" else [], duplicate_of=duplicate_of,
-        ))
+        shop.events.append(
+            dict(
+                message_id=message_id,
+                type=kind,
+                name=name,
+                original_name=name,
+                anonymous_id=anonymous_id,
+                user_id=user_id,
+                person_id=person,
+                properties=props,
+                context={"library": {"name": "analytics.js"}},
+                timestamp=at,
+                received_at=at,
+                source=source,
+                cart_id=props.get("cart_id"),
+                order_id=props.get("order_id"),
+                missing_properties=t.missing_recommended(name, props) if kind == "track" else [],
+                duplicate_of=duplicate_of,
+            )
+        )
         return message_id
 
     def browse(at: datetime, person: str | None, device: str) -> None:
@@ -109,8 +138,13 @@ def generate(n_events: int, n_people: int, seed: int = 20250301) -> Shop:
         if roll < 0.42:
             event("page", t.PAGE_VIEWED, at, person, device, url=f"/p/{sku}")
         elif roll < 0.75:
-            props = {"sku": sku, "price": rng.choice([18, 24, 32, 48, 64]), "category": rng.choice(CATEGORIES),
-                     "url": f"/p/{sku}", "variant": "30ml"}
+            props = {
+                "sku": sku,
+                "price": rng.choice([18, 24, 32, 48, 64]),
+                "category": rng.choice(CATEGORIES),
+                "url": f"/p/{sku}",
+                "variant": "30ml",
+            }
             for key in list(props):
                 if rng.random() < 0.12:
                     del props[key]
@@ -130,9 +164,19 @@ def generate(n_events: int, n_people: int, seed: int = 20250301) -> Shop:
         pid = str(uuid.UUID(int=rng.getrandbits(128)))
         identified = START + timedelta(seconds=rng.uniform(0, DAYS * 86400))
         devices = [f"d{p}-{i}" for i in range(rng.choices([1, 2, 3, 4, 6], [70, 18, 7, 3, 2])[0])]
-        shop.people.append(dict(id=pid, traits={"first_name": f"P{p}"}, timezone=None, email_unsubscribed=False,
-                                suppressed=False, sms_consent=False, created_at=identified, identified_at=identified,
-                                updated_at=identified))
+        shop.people.append(
+            dict(
+                id=pid,
+                traits={"first_name": f"P{p}"},
+                timezone=None,
+                email_unsubscribed=False,
+                suppressed=False,
+                sms_consent=False,
+                created_at=identified,
+                identified_at=identified,
+                updated_at=identified,
+            )
+        )
         shop.identifiers.append(dict(person_id=pid, kind="email", value=f"p{p}@example.com", created_at=identified))
         for device in devices:
             shop.identifiers.append(dict(person_id=pid, kind="anonymous_id", value=device, created_at=identified))
@@ -144,47 +188,126 @@ def generate(n_events: int, n_people: int, seed: int = 20250301) -> Shop:
             browse(at, pid, rng.choice(devices))
         event("identify", t.IDENTIFY, identified, pid, devices[0])
         if rng.random() < 0.15:
-            event("track", t.CHECKOUT_STARTED, identified, pid, devices[0], email=f"p{p}@example.com",
-                  cart_id=f"c-{devices[0]}", value=rng.choice([48, 64, 96]))
+            event(
+                "track",
+                t.CHECKOUT_STARTED,
+                identified,
+                pid,
+                devices[0],
+                email=f"p{p}@example.com",
+                cart_id=f"c-{devices[0]}",
+                value=rng.choice([48, 64, 96]),
+            )
         route = rng.choices([r for r, _ in ROUTES], [w for _, w in ROUTES])[0]
         workflow = f"{route}-{pid}-1"
-        shop.runs.append(dict(workflow_id=workflow, person_id=pid, route=route, status="completed", reason="",
-                              cart_id=f"c-{devices[0]}" if route == "cart_recovery" else None, cart_value=None,
-                              cart_recovery_key=None, started_at=identified, ended_at=identified + timedelta(days=4)))
+        shop.runs.append(
+            dict(
+                workflow_id=workflow,
+                person_id=pid,
+                route=route,
+                status="completed",
+                reason="",
+                cart_id=f"c-{devices[0]}" if route == "cart_recovery" else None,
+                cart_value=None,
+                cart_recovery_key=None,
+                started_at=identified,
+                ended_at=identified + timedelta(days=4),
+            )
+        )
         sent = []
         if route in STEPS:
             for step in range(1, rng.randint(1, STEPS[route]) + 1):
                 at = identified + timedelta(hours=step * 20 + rng.uniform(0, 4))
                 mid = str(uuid.UUID(int=rng.getrandbits(128)))
                 failed = rng.random() < 0.01
-                shop.messages.append(dict(
-                    id=mid, person_id=pid, workflow_id=workflow, journey=route, step=step, template=f"{route}_{step}",
-                    channel="email", recipient=f"p{p}@example.com", subject="Hi", body="…", items=[],
-                    status="failed" if failed else "sent", reason="SMTP 550" if failed else None,
-                    idempotency_key=f"{workflow}:{step}",
-                    cart_id=f"c-{devices[0]}" if route == "cart_recovery" else None, created_at=at,
-                    sent_at=None if failed else at))
-                shop.log.append(dict(person_id=pid, workflow_id=workflow, journey=route, step=step,
-                                     kind="failed" if failed else "sent", reason="Hi", at=at, until=None, message_id=mid))
+                shop.messages.append(
+                    dict(
+                        id=mid,
+                        person_id=pid,
+                        workflow_id=workflow,
+                        journey=route,
+                        step=step,
+                        template=f"{route}_{step}",
+                        channel="email",
+                        recipient=f"p{p}@example.com",
+                        subject="Hi",
+                        body="…",
+                        items=[],
+                        status="failed" if failed else "sent",
+                        reason="SMTP 550" if failed else None,
+                        idempotency_key=f"{workflow}:{step}",
+                        cart_id=f"c-{devices[0]}" if route == "cart_recovery" else None,
+                        created_at=at,
+                        sent_at=None if failed else at,
+                    )
+                )
+                shop.log.append(
+                    dict(
+                        person_id=pid,
+                        workflow_id=workflow,
+                        journey=route,
+                        step=step,
+                        kind="failed" if failed else "sent",
+                        reason="Hi",
+                        at=at,
+                        until=None,
+                        message_id=mid,
+                    )
+                )
                 sent.append(at)
                 if rng.random() < 0.2:
-                    shop.log.append(dict(person_id=pid, workflow_id=workflow, journey=route, step=step, kind="waiting",
-                                         reason=rng.choice(WAIT_REASONS).format(at.isoformat()), at=at, until=at,
-                                         message_id=None))
-            shop.log.append(dict(person_id=pid, workflow_id=workflow, journey=route, step=None, kind="exit",
-                                 reason=rng.choice(EXIT_REASONS).format(f"o-{p}"), at=identified + timedelta(days=3),
-                                 until=None, message_id=None))
+                    shop.log.append(
+                        dict(
+                            person_id=pid,
+                            workflow_id=workflow,
+                            journey=route,
+                            step=step,
+                            kind="waiting",
+                            reason=rng.choice(WAIT_REASONS).format(at.isoformat()),
+                            at=at,
+                            until=at,
+                            message_id=None,
+                        )
+                    )
+            shop.log.append(
+                dict(
+                    person_id=pid,
+                    workflow_id=workflow,
+                    journey=route,
+                    step=None,
+                    kind="exit",
+                    reason=rng.choice(EXIT_REASONS).format(f"o-{p}"),
+                    at=identified + timedelta(days=3),
+                    until=None,
+                    message_id=None,
+                )
+            )
         buy = 0.45 if route == "cart_recovery" else 0.3 if route in STEPS else 0.22
         if rng.random() < buy:
             before = rng.random() < 0.05
-            at = identified - timedelta(hours=rng.uniform(1, 48)) if before else (
-                (sent[-1] if sent else identified) + timedelta(hours=rng.uniform(0.5, 9 * 24)))
-            props = {"order_id": f"o-{p}", "revenue": rng.choice([32, 48, 64, 96, 128, 180]),
-                     "cart_id": f"c-{devices[0]}"}
+            at = (
+                identified - timedelta(hours=rng.uniform(1, 48))
+                if before
+                else ((sent[-1] if sent else identified) + timedelta(hours=rng.uniform(0.5, 9 * 24)))
+            )
+            props = {
+                "order_id": f"o-{p}",
+                "revenue": rng.choice([32, 48, 64, 96, 128, 180]),
+                "cart_id": f"c-{devices[0]}",
+            }
             original = event("track", t.ORDER_COMPLETED, at, pid, None, user_id=f"u{p}", **props)
             if rng.random() < 0.1:
-                event("track", t.ORDER_COMPLETED, at + timedelta(seconds=20), pid, None, user_id=f"u{p}",
-                      source="server", duplicate_of=original, **props)
+                event(
+                    "track",
+                    t.ORDER_COMPLETED,
+                    at + timedelta(seconds=20),
+                    pid,
+                    None,
+                    user_id=f"u{p}",
+                    source="server",
+                    duplicate_of=original,
+                    **props,
+                )
 
     device = 0
     while len(shop.events) < n_events:  # devices that never identified
@@ -205,8 +328,11 @@ def _defaults(table, given: set[str]) -> dict:
     """Values for the columns a row leaves out (whatever the models add later): their Python default."""
     values = {}
     for column in table.columns:
-        if column.name in given or column.autoincrement is True or (column.primary_key and column.name == "id"
-                                                                   and column.type.python_type is int):
+        if (
+            column.name in given
+            or column.autoincrement is True
+            or (column.primary_key and column.name == "id" and column.type.python_type is int)
+        ):
             continue
         default = column.default
         if default is None:
@@ -237,8 +363,14 @@ def _copy_value(value):
 
 
 def load(engine: Engine, shop: Shop) -> None:
-    tables = ((Person.__table__, shop.people), (Identifier.__table__, shop.identifiers), (Event.__table__, shop.events),
-              (Message.__table__, shop.messages), (JourneyRun.__table__, shop.runs), (JourneyLog.__table__, shop.log))
+    tables = (
+        (Person.__table__, shop.people),
+        (Identifier.__table__, shop.identifiers),
+        (Event.__table__, shop.events),
+        (Message.__table__, shop.messages),
+        (JourneyRun.__table__, shop.runs),
+        (JourneyLog.__table__, shop.log),
+    )
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
@@ -248,8 +380,10 @@ def load(engine: Engine, shop: Shop) -> None:
             cursor.execute("PRAGMA synchronous=OFF")
             cursor.execute("PRAGMA cache_size=-262144")
             names = ", ".join(f"'{table.name}'" for table, _ in tables)
-            for name, sql in cursor.execute(f"SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                            f"AND sql IS NOT NULL AND tbl_name IN ({names})").fetchall():
+            for name, sql in cursor.execute(
+                f"SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                f"AND sql IS NOT NULL AND tbl_name IN ({names})"
+            ).fetchall():
                 recreate.append(sql)
                 cursor.execute(f'DROP INDEX "{name}"')
             cursor.execute("BEGIN")
@@ -302,8 +436,10 @@ def timed(fn) -> float:
 def bench_backend(label: str, url: str, shop: Shop, repeat: int, policy: Policy) -> dict:
     engine = make_engine(url)
     upgrade(engine)
-    console.print(f"[bold]{label}[/]: loading {len(shop.events):,} events, {len(shop.people):,} people, "
-                  f"{len(shop.messages):,} messages …")
+    console.print(
+        f"[bold]{label}[/]: loading {len(shop.events):,} events, {len(shop.people):,} people, "
+        f"{len(shop.messages):,} messages …"
+    )
     load_s = timed(lambda: load(engine, shop))
     console.print(f"  loaded in {load_s:.1f} s")
 
@@ -380,7 +516,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--people", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--postgres", metavar="URL", help="also run on PostgreSQL (a server URL; a database is created and dropped)")
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also run on PostgreSQL (a server URL; a database is created and dropped)"
+    )
     parser.add_argument("--keep", metavar="PATH", help="keep the SQLite file here (default: a temporary folder)")
     args = parser.parse_args()
 
@@ -401,31 +539,58 @@ def main() -> int:
                 results.append(bench_backend("PostgreSQL", url, shop, args.repeat, policy))
 
     table = Table(title=f"Reports on {args.events:,} events / {args.people:,} people (median of {args.repeat})")
-    for column in ("backend", "COUNT(*)", "summary", "summary / COUNT(*)", "tracking", "tracking / COUNT(*)",
-                   "full scan", "summary / scan", "fetch all events"):
+    for column in (
+        "backend",
+        "COUNT(*)",
+        "summary",
+        "summary / COUNT(*)",
+        "tracking",
+        "tracking / COUNT(*)",
+        "full scan",
+        "summary / scan",
+        "fetch all events",
+    ):
         table.add_column(column, justify="right" if column != "backend" else "left")
     ms = lambda seconds: f"{seconds * 1000:,.0f} ms"  # noqa: E731
     for r in results:
-        table.add_row(r["backend"], ms(r["count_seconds"]), ms(r["summary_seconds"]), f"{r['summary_over_count']:.1f}×",
-                      ms(r["tracking_seconds"]), f"{r['tracking_over_count']:.1f}×", ms(r["scan_seconds"]),
-                      f"{r['summary_over_scan']:.1f}×", ms(r["fetch_all_events_seconds"]))
+        table.add_row(
+            r["backend"],
+            ms(r["count_seconds"]),
+            ms(r["summary_seconds"]),
+            f"{r['summary_over_count']:.1f}×",
+            ms(r["tracking_seconds"]),
+            f"{r['tracking_over_count']:.1f}×",
+            ms(r["scan_seconds"]),
+            f"{r['summary_over_scan']:.1f}×",
+            ms(r["fetch_all_events_seconds"]),
+        )
     console.print(table)
     for r in results:
         cpu = r["client_cpu_seconds"]
         where = "in-process, so the database's work" if r["backend"] == "SQLite" else "client side only"
-        console.print(f"{r['backend']}: CPU per run ({where}): summary {cpu['summary']:.2f} s, tracking "
-                      f"{cpu['tracking']:.2f} s", highlight=False)
+        console.print(
+            f"{r['backend']}: CPU per run ({where}): summary {cpu['summary']:.2f} s, tracking {cpu['tracking']:.2f} s",
+            highlight=False,
+        )
     for r in results:
         f = r["figures"]
-        console.print(f"{r['backend']}: conversion {f['conversion_rate']}, attributed revenue {f['attributed_revenue']:,}, "
-                      f"RPR {f['revenue_per_recipient']}, cart recovery {f['cart_recovery_rate']}, lift "
-                      f"{f['lift_points']}, median lateness {f['lateness_median_seconds']} s", highlight=False)
+        console.print(
+            f"{r['backend']}: conversion {f['conversion_rate']}, attributed revenue {f['attributed_revenue']:,}, "
+            f"RPR {f['revenue_per_recipient']}, cart recovery {f['cart_recovery_rate']}, lift "
+            f"{f['lift_points']}, median lateness {f['lateness_median_seconds']} s",
+            highlight=False,
+        )
     if len(results) == 2:
         same = results[0]["figures"] == results[1]["figures"]
         console.print(f"SQLite and PostgreSQL figures {'agree' if same else '[red]DIFFER[/]'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": platform.platform(), "python": platform.python_version(),
-                                   "results": results}, indent=2, default=str))
+    RESULTS.write_text(
+        json.dumps(
+            {"machine": platform.platform(), "python": platform.python_version(), "results": results},
+            indent=2,
+            default=str,
+        )
+    )
     console.print(f"written to {RESULTS.relative_to(REPO_ROOT)}")
     return 0
 

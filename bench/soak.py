@@ -85,8 +85,13 @@ class Sampler(threading.Thread):
 
     def sample(self) -> dict:
         backlog, lag = outbox.backlog(self.engine)
-        return {"t": time.monotonic(), "backlog": backlog, "lag": lag,
-                "api_rss": rss_mb(self.stack.api.pid), "worker_rss": rss_mb(self.stack.worker.pid)}
+        return {
+            "t": time.monotonic(),
+            "backlog": backlog,
+            "lag": lag,
+            "api_rss": rss_mb(self.stack.api.pid),
+            "worker_rss": rss_mb(self.stack.worker.pid),
+        }
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
@@ -107,8 +112,14 @@ class Traffic:
 
     def product(self, cart: str | None = None) -> dict:
         sku = f"SKU-{self.rng.randrange(200)}"
-        item = {"sku": sku, "product_id": sku, "name": f"Product {sku}", "price": float(self.rng.choice((19, 39, 64, 89))),
-                "category": self.rng.choice(("Serums", "Cleansers", "Knitwear", "Dresses")), "url": f"/p/{sku}"}
+        item = {
+            "sku": sku,
+            "product_id": sku,
+            "name": f"Product {sku}",
+            "price": float(self.rng.choice((19, 39, 64, 89))),
+            "category": self.rng.choice(("Serums", "Cleansers", "Knitwear", "Dresses")),
+            "url": f"/p/{sku}",
+        }
         if cart:
             item.update(cart_id=cart, quantity=1)
         return item
@@ -119,15 +130,28 @@ class Traffic:
         if roll < 0.01 and self.identified:  # a purchase by someone identified earlier
             anon = rng.choice(self.identified)
             self.counts["purchase"] += 1
-            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Order Completed",
-                    "properties": {"order_id": f"o-{uuid.uuid4().hex[:10]}", "cart_id": self.carts.get(anon),
-                                   "revenue": 64.0, "currency": "USD"}}
+            return {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": uuid.uuid4().hex,
+                "event": "Order Completed",
+                "properties": {
+                    "order_id": f"o-{uuid.uuid4().hex[:10]}",
+                    "cart_id": self.carts.get(anon),
+                    "revenue": 64.0,
+                    "currency": "USD",
+                },
+            }
         if roll < 0.03 and self.returning:  # a visitor gives their email
             anon = self.returning.pop(rng.randrange(len(self.returning)))
             self.identified.append(anon)
             self.counts["identify"] += 1
-            return {"type": "identify", "anonymousId": anon, "messageId": uuid.uuid4().hex,
-                    "traits": {"email": f"soak.{anon}@soak.example", "first_name": "Soak"}}
+            return {
+                "type": "identify",
+                "anonymousId": anon,
+                "messageId": uuid.uuid4().hex,
+                "traits": {"email": f"soak.{anon}@soak.example", "first_name": "Soak"},
+            }
         if self.known_share and self.identified and rng.random() < self.known_share:  # a known shopper browses on
             self.counts["known"] += 1
             return self.browse(rng.choice(self.identified))
@@ -138,29 +162,50 @@ class Traffic:
             self.returning.append(anon)
             if len(self.returning) > 5000:
                 self.returning.pop(0)
-            return {"type": "page", "anonymousId": anon, "messageId": uuid.uuid4().hex, "name": "Home",
-                    "properties": {"url": "/"}}
+            return {
+                "type": "page",
+                "anonymousId": anon,
+                "messageId": uuid.uuid4().hex,
+                "name": "Home",
+                "properties": {"url": "/"},
+            }
         return self.browse(rng.choice(self.returning))
 
     def browse(self, anon: str) -> dict:
         """A returning visitor's product view, collection view or add-to-cart."""
         kind = self.rng.random()
         if kind < 0.6:
-            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Product Viewed",
-                    "properties": self.product()}
+            return {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": uuid.uuid4().hex,
+                "event": "Product Viewed",
+                "properties": self.product(),
+            }
         if kind < 0.8:
-            return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Collection Viewed",
-                    "properties": {"category": "Serums", "url": "/c/serums"}}
+            return {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": uuid.uuid4().hex,
+                "event": "Collection Viewed",
+                "properties": {"category": "Serums", "url": "/c/serums"},
+            }
         cart = self.carts.setdefault(anon, f"cart-{anon}")
-        return {"type": "track", "anonymousId": anon, "messageId": uuid.uuid4().hex, "event": "Added to Cart",
-                "properties": self.product(cart)}
+        return {
+            "type": "track",
+            "anonymousId": anon,
+            "messageId": uuid.uuid4().hex,
+            "event": "Added to Cart",
+            "properties": self.product(cart),
+        }
 
     def batch(self, size: int) -> list[dict]:
         return [self.message() for _ in range(size)]
 
 
-async def ingest(stack: Stack, traffic: Traffic, clients: int, batch: int, seconds: float,
-                 rate: float | None = None) -> dict:
+async def ingest(
+    stack: Stack, traffic: Traffic, clients: int, batch: int, seconds: float, rate: float | None = None
+) -> dict:
     """`clients` clients posting batches for `seconds`: back to back, or paced to `rate` events/s."""
     sent = errors = requests = 0
     pace = {"next": time.monotonic()}
@@ -195,23 +240,35 @@ async def ingest(stack: Stack, traffic: Traffic, clients: int, batch: int, secon
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
         await asyncio.gather(*(client(http) for _ in range(clients)))
     elapsed = time.monotonic() - started
-    return {"events": sent, "requests": requests, "errors": errors, "error_samples": error_samples,
-            "seconds": elapsed, "events_per_second": sent / elapsed,
-            "request_p50_ms": 1000 * pct(latencies, 0.5), "request_p99_ms": 1000 * pct(latencies, 0.99)}
+    return {
+        "events": sent,
+        "requests": requests,
+        "errors": errors,
+        "error_samples": error_samples,
+        "seconds": elapsed,
+        "events_per_second": sent / elapsed,
+        "request_p50_ms": 1000 * pct(latencies, 0.5),
+        "request_p99_ms": 1000 * pct(latencies, 0.99),
+    }
 
 
 def identify_to_route(engine, since) -> list[float]:
     """Seconds from each identify's arrival to its hub's routing decision (first journey_runs row)."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT e.received_at, min(j.started_at) FROM events e JOIN journey_runs j ON j.person_id = e.person_id "
-            "WHERE e.type = 'identify' AND e.received_at >= :since GROUP BY e.message_id, e.received_at"),
-            {"since": since}).all()
+        rows = conn.execute(
+            text(
+                "SELECT e.received_at, min(j.started_at) FROM events e JOIN journey_runs j ON j.person_id = e.person_id "
+                "WHERE e.type = 'identify' AND e.received_at >= :since GROUP BY e.message_id, e.received_at"
+            ),
+            {"since": since},
+        ).all()
     from store.models import as_utc
 
     def moment(value):
         from datetime import datetime
+
         return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+
     return [(moment(decided) - moment(received)).total_seconds() for received, decided in rows]
 
 
@@ -226,8 +283,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def cpu_of(stack: Stack) -> dict[str, float]:
-    return {name: cpu_seconds(proc.pid) for name, proc in (("temporal", stack.temporal), ("api", stack.api),
-                                                           ("worker", stack.worker))}
+    return {
+        name: cpu_seconds(proc.pid)
+        for name, proc in (("temporal", stack.temporal), ("api", stack.api), ("worker", stack.worker))
+    }
 
 
 async def temporal_work(address: str) -> dict[str, int]:
@@ -253,10 +312,20 @@ async def temporal_work(address: str) -> dict[str, int]:
     return counts
 
 
-def start_stack(workdir: Path, database_url: str, policy: Path | None = None, extra_env: dict | None = None,
-                temporal_store: str = "wal"):
-    stack = Stack(workdir, database_url, policy=policy or REPO_ROOT / "journeys.toml", extra_env=extra_env or {},
-                  temporal_store=temporal_store)
+def start_stack(
+    workdir: Path,
+    database_url: str,
+    policy: Path | None = None,
+    extra_env: dict | None = None,
+    temporal_store: str = "wal",
+):
+    stack = Stack(
+        workdir,
+        database_url,
+        policy=policy or REPO_ROOT / "journeys.toml",
+        extra_env=extra_env or {},
+        temporal_store=temporal_store,
+    )
     stack.start_temporal()
     stack.migrate()
     stack.start_api()
@@ -267,11 +336,17 @@ def start_stack(workdir: Path, database_url: str, policy: Path | None = None, ex
 def run_ingest(args) -> dict:
     from store.models import utcnow
 
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp, \
-            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="breadcrumb-soak-") as tmp,
+        fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url,
+    ):
         settings = dict(item.split("=", 1) for item in args.setting)
-        stack, engine = start_stack(Path(tmp), database_url, temporal_store=args.temporal_store,
-                                    extra_env={f"BREADCRUMB_{name.upper()}": value for name, value in settings.items()})
+        stack, engine = start_stack(
+            Path(tmp),
+            database_url,
+            temporal_store=args.temporal_store,
+            extra_env={f"BREADCRUMB_{name.upper()}": value for name, value in settings.items()},
+        )
         sampler = Sampler(stack, engine)
         try:
             traffic = Traffic(uuid.uuid4().hex[:6], random.Random(args.seed), args.known_share)
@@ -284,8 +359,11 @@ def run_ingest(args) -> dict:
             cpu_start = cpu_of(stack)
             since = utcnow()
             sampler.start()
-            print(f"soaking for {args.duration:.0f}s with {args.clients} clients × {args.batch}-message batches"
-                  f"{f' paced to {args.rate:.0f} events/s' if args.rate else ', back to back'}…", flush=True)
+            print(
+                f"soaking for {args.duration:.0f}s with {args.clients} clients × {args.batch}-message batches"
+                f"{f' paced to {args.rate:.0f} events/s' if args.rate else ', back to back'}…",
+                flush=True,
+            )
             load = asyncio.run(ingest(stack, traffic, args.clients, args.batch, args.duration, args.rate))
             cpu_end = cpu_of(stack)
             drained = time.monotonic()
@@ -298,8 +376,9 @@ def run_ingest(args) -> dict:
             end = sampler.sample()
             latency = identify_to_route(engine, since)
             with engine.connect() as conn:
-                identified = conn.execute(text("SELECT count(*) FROM events WHERE type = 'identify' AND received_at >= :s"),
-                                          {"s": since}).scalar()
+                identified = conn.execute(
+                    text("SELECT count(*) FROM events WHERE type = 'identify' AND received_at >= :s"), {"s": since}
+                ).scalar()
             print("counting workflow tasks in the run's histories…", flush=True)
             work = asyncio.run(temporal_work(stack.temporal_address))
         finally:
@@ -308,27 +387,41 @@ def run_ingest(args) -> dict:
     samples = sampler.samples
     all_events = warm["events"] + load["events"]  # the histories hold the warm-up's work too
     return {
-        "mode": "ingest", "backend": "postgresql" if args.postgres else "sqlite", "rate": args.rate,
-        "temporal_store": args.temporal_store, "known_share": args.known_share, "settings": args.setting, **load, "mix": traffic.counts,
-        "workflow_runs": work["runs"], "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
+        "mode": "ingest",
+        "backend": "postgresql" if args.postgres else "sqlite",
+        "rate": args.rate,
+        "temporal_store": args.temporal_store,
+        "known_share": args.known_share,
+        "settings": args.setting,
+        **load,
+        "mix": traffic.counts,
+        "workflow_runs": work["runs"],
+        "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
         "signals_per_1000_events": 1000 * work["signals"] / all_events,
         "cpu_percent": {name: 100 * (cpu_end[name] - cpu_start[name]) / load["seconds"] for name in cpu_end},
         "outbox_lag_max_s": max((s["lag"] for s in samples), default=0.0),
         "outbox_backlog_max": max((s["backlog"] for s in samples), default=0),
-        "outbox_drained_after_s": round(drain_seconds, 2), "outbox_left": end["backlog"],
-        "identifies": identified, "routed": len(latency),
-        "identify_to_route_p50_s": pct(latency, 0.5), "identify_to_route_p90_s": pct(latency, 0.9),
+        "outbox_drained_after_s": round(drain_seconds, 2),
+        "outbox_left": end["backlog"],
+        "identifies": identified,
+        "routed": len(latency),
+        "identify_to_route_p50_s": pct(latency, 0.5),
+        "identify_to_route_p90_s": pct(latency, 0.9),
         "identify_to_route_p99_s": pct(latency, 0.99),
-        "api_rss_start_mb": start["api_rss"], "api_rss_end_mb": end["api_rss"],
-        "worker_rss_start_mb": start["worker_rss"], "worker_rss_end_mb": end["worker_rss"],
+        "api_rss_start_mb": start["api_rss"],
+        "api_rss_end_mb": end["api_rss"],
+        "worker_rss_start_mb": start["worker_rss"],
+        "worker_rss_end_mb": end["worker_rss"],
         "api_rss_max_mb": max((s["api_rss"] for s in samples), default=0.0),
         "worker_rss_max_mb": max((s["worker_rss"] for s in samples), default=0.0),
     }
 
 
 def run_journeys(args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="breadcrumb-journeys-") as tmp, \
-            fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url:
+    with (
+        tempfile.TemporaryDirectory(prefix="breadcrumb-journeys-") as tmp,
+        fresh_database(Path(tmp), args.postgres, prefix="breadcrumb_soak") as database_url,
+    ):
         workdir = Path(tmp)
         policy = workdir / "journeys.toml"
         policy.write_text((REPO_ROOT / "journeys.toml").read_text().replace('delay = "5m"', 'delay = "1d"'))
@@ -336,16 +429,24 @@ def run_journeys(args) -> dict:
         points = []
         try:
             run = uuid.uuid4().hex[:6]
-            points.append({"journeys": 0, "worker_rss_mb": rss_mb(stack.worker.pid), "api_rss_mb": rss_mb(stack.api.pid)})
+            points.append(
+                {"journeys": 0, "worker_rss_mb": rss_mb(stack.worker.pid), "api_rss_mb": rss_mb(stack.api.pid)}
+            )
             step = max(args.journeys // 10, 1)
             started = time.monotonic()
 
             async def identify_range(lo: int, hi: int) -> None:
                 async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
                     for first in range(lo, hi, 100):
-                        batch = [{"type": "identify", "anonymousId": f"{run}-{i}", "messageId": f"{run}-{i}",
-                                  "traits": {"email": f"sleeper.{run}-{i}@soak.example"}}
-                                 for i in range(first, min(first + 100, hi))]
+                        batch = [
+                            {
+                                "type": "identify",
+                                "anonymousId": f"{run}-{i}",
+                                "messageId": f"{run}-{i}",
+                                "traits": {"email": f"sleeper.{run}-{i}@soak.example"},
+                            }
+                            for i in range(first, min(first + 100, hi))
+                        ]
                         response = await http.post("/v1/batch", json={"batch": batch}, auth=(WRITE_KEY, ""))
                         assert response.status_code == 200, response.text
 
@@ -356,15 +457,23 @@ def run_journeys(args) -> dict:
                 def running() -> int:
                     with engine.connect() as conn:
                         return conn.execute(text("SELECT count(*) FROM journey_runs WHERE status = 'running'")).scalar()
+
                 deadline = time.monotonic() + 600
                 while running() < hi and time.monotonic() < deadline:
                     time.sleep(1)
                 time.sleep(2)
-                point = {"journeys": running(), "worker_rss_mb": rss_mb(stack.worker.pid),
-                         "api_rss_mb": rss_mb(stack.api.pid), "elapsed_s": round(time.monotonic() - started, 1)}
+                point = {
+                    "journeys": running(),
+                    "worker_rss_mb": rss_mb(stack.worker.pid),
+                    "api_rss_mb": rss_mb(stack.api.pid),
+                    "elapsed_s": round(time.monotonic() - started, 1),
+                }
                 points.append(point)
-                print(f"  {point['journeys']:>6} sleeping journeys (+ as many hubs): worker RSS {point['worker_rss_mb']:.0f} MiB, "
-                      f"API {point['api_rss_mb']:.0f} MiB ({point['elapsed_s']}s)", flush=True)
+                print(
+                    f"  {point['journeys']:>6} sleeping journeys (+ as many hubs): worker RSS {point['worker_rss_mb']:.0f} MiB, "
+                    f"API {point['api_rss_mb']:.0f} MiB ({point['elapsed_s']}s)",
+                    flush=True,
+                )
         finally:
             stack.stop()
             engine.dispose()
@@ -376,18 +485,35 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=300, help="seconds of sustained ingest (default 5 min)")
     parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--rate", type=float, default=200,
-                        help="events/s to offer (0: back to back, as fast as the API answers). The default is "
-                             "about what the embedded stack holds on 2 cores with the outbox lag bounded")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200,
+        help="events/s to offer (0: back to back, as fast as the API answers). The default is "
+        "about what the embedded stack holds on 2 cores with the outbox lag bounded",
+    )
     parser.add_argument("--batch", type=int, default=50, help="messages per /v1/batch")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--postgres", metavar="URL", help="use a fresh database on this PostgreSQL server")
-    parser.add_argument("--temporal-store", choices=TEMPORAL_STORES, default="wal",
-                        help="where the Temporal dev server keeps its state (default wal, as `breadcrumb dev`)")
-    parser.add_argument("--known-share", type=float, default=0.2,
-                        help="share of browsing messages sent by visitors identified earlier (0: the mix before issue 16)")
-    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a Breadcrumb setting for the API and the worker, e.g. DISPATCH_ACTIVITY_WINDOW=0 (repeatable)")
+    parser.add_argument(
+        "--temporal-store",
+        choices=TEMPORAL_STORES,
+        default="wal",
+        help="where the Temporal dev server keeps its state (default wal, as `breadcrumb dev`)",
+    )
+    parser.add_argument(
+        "--known-share",
+        type=float,
+        default=0.2,
+        help="share of browsing messages sent by visitors identified earlier (0: the mix before issue 16)",
+    )
+    parser.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a Breadcrumb setting for the API and the worker, e.g. DISPATCH_ACTIVITY_WINDOW=0 (repeatable)",
+    )
     parser.add_argument("--journeys", type=int, default=0, help="journeys mode: hold this many sleeping journeys")
     parser.add_argument("--cache", type=int, default=1000, help="journeys mode: the worker's max_cached_workflows")
     args = parser.parse_args()
@@ -399,32 +525,51 @@ def main() -> int:
     (results / name).write_text(json.dumps(result, indent=2, default=str) + "\n")
     if args.journeys:
         first, last = result["points"][1] if len(result["points"]) > 1 else result["points"][0], result["points"][-1]
-        print(f"worker RSS with {first['journeys']} sleeping journeys: {first['worker_rss_mb']:.0f} MiB; with "
-              f"{last['journeys']}: {last['worker_rss_mb']:.0f} MiB (max_cached_workflows={args.cache})")
+        print(
+            f"worker RSS with {first['journeys']} sleeping journeys: {first['worker_rss_mb']:.0f} MiB; with "
+            f"{last['journeys']}: {last['worker_rss_mb']:.0f} MiB (max_cached_workflows={args.cache})"
+        )
         return 0
     r = result
-    print(f"events/s {r['events_per_second']:.0f} ({r['events']} events in {r['requests']} requests over "
-          f"{r['seconds']:.0f}s; mix {r['mix']}); errors {r['errors']} {r['error_samples'] or ''}")
+    print(
+        f"events/s {r['events_per_second']:.0f} ({r['events']} events in {r['requests']} requests over "
+        f"{r['seconds']:.0f}s; mix {r['mix']}); errors {r['errors']} {r['error_samples'] or ''}"
+    )
     print(f"request latency p50 {r['request_p50_ms']:.0f} ms, p99 {r['request_p99_ms']:.0f} ms")
-    print(f"outbox lag max {r['outbox_lag_max_s']:.1f}s (backlog max {r['outbox_backlog_max']}); drained "
-          f"{r['outbox_drained_after_s']}s after the load stopped; {r['outbox_left']} left")
-    print(f"identify→route p50 {r['identify_to_route_p50_s']:.2f}s, p90 {r['identify_to_route_p90_s']:.2f}s, "
-          f"p99 {r['identify_to_route_p99_s']:.2f}s ({r['routed']} of {r['identifies']} identifies routed)")
+    print(
+        f"outbox lag max {r['outbox_lag_max_s']:.1f}s (backlog max {r['outbox_backlog_max']}); drained "
+        f"{r['outbox_drained_after_s']}s after the load stopped; {r['outbox_left']} left"
+    )
+    print(
+        f"identify→route p50 {r['identify_to_route_p50_s']:.2f}s, p90 {r['identify_to_route_p90_s']:.2f}s, "
+        f"p99 {r['identify_to_route_p99_s']:.2f}s ({r['routed']} of {r['identifies']} identifies routed)"
+    )
     target = TARGETS.get(round(args.rate))
     if target is None:
-        print(f"routing target: none at {args.rate:.0f} ev/s (issue 16 sets them at " +
-              ", ".join(f"{rate} ev/s" for rate in TARGETS) + ")")
+        print(
+            f"routing target: none at {args.rate:.0f} ev/s (issue 16 sets them at "
+            + ", ".join(f"{rate} ev/s" for rate in TARGETS)
+            + ")"
+        )
     else:
         met = r["routed"] == r["identifies"] and r["identify_to_route_p99_s"] <= target
-        print(f"routing target at {args.rate:.0f} ev/s: every identify routed, p99 ≤ {target:g}s — measured "
-              f"{r['routed']}/{r['identifies']} routed, p99 {r['identify_to_route_p99_s']:.2f}s: "
-              f"{'MEETS' if met else 'MISSES'}")
-    print(f"Temporal work: {r['workflow_tasks_per_1000_events']:.0f} workflow tasks and "
-          f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
-          f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})")
-    print("CPU over the measured period: " + ", ".join(f"{name} {pct_:.0f} %" for name, pct_ in r["cpu_percent"].items()))
-    print(f"RSS API {r['api_rss_start_mb']:.0f} → {r['api_rss_end_mb']:.0f} MiB (max {r['api_rss_max_mb']:.0f}); "
-          f"worker {r['worker_rss_start_mb']:.0f} → {r['worker_rss_end_mb']:.0f} MiB (max {r['worker_rss_max_mb']:.0f})")
+        print(
+            f"routing target at {args.rate:.0f} ev/s: every identify routed, p99 ≤ {target:g}s — measured "
+            f"{r['routed']}/{r['identifies']} routed, p99 {r['identify_to_route_p99_s']:.2f}s: "
+            f"{'MEETS' if met else 'MISSES'}"
+        )
+    print(
+        f"Temporal work: {r['workflow_tasks_per_1000_events']:.0f} workflow tasks and "
+        f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
+        f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})"
+    )
+    print(
+        "CPU over the measured period: " + ", ".join(f"{name} {pct_:.0f} %" for name, pct_ in r["cpu_percent"].items())
+    )
+    print(
+        f"RSS API {r['api_rss_start_mb']:.0f} → {r['api_rss_end_mb']:.0f} MiB (max {r['api_rss_max_mb']:.0f}); "
+        f"worker {r['worker_rss_start_mb']:.0f} → {r['worker_rss_end_mb']:.0f} MiB (max {r['worker_rss_max_mb']:.0f})"
+    )
     return 0 if r["errors"] == 0 else 1
 
 

@@ -65,8 +65,10 @@ class PayloadKeys:
             except (binascii.Error, ValueError):
                 raise PayloadKeyError(f"{where} ({key_id!r}): the key is not valid base64") from None
             if len(key) not in (16, 24, 32):
-                raise PayloadKeyError(f"{where} ({key_id!r}): the key is {len(key)} bytes; AES needs 16, 24 or 32 "
-                                      f"(make one with: python -c \"import os,base64;print(base64.b64encode(os.urandom(32)).decode())\")")
+                raise PayloadKeyError(
+                    f"{where} ({key_id!r}): the key is {len(key)} bytes; AES needs 16, 24 or 32 "
+                    f'(make one with: python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())")'
+                )
             ids.append(key_id)
             keys.append(key)
         if not ids:
@@ -80,7 +82,9 @@ class PayloadKeys:
 
     def render(self) -> str:
         """The `BREADCRUMB_PAYLOAD_KEYS` value of these keys."""
-        return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.material, strict=False))
+        return ",".join(
+            f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in zip(self.ids, self.material, strict=False)
+        )
 
 
 class EncryptionCodec(PayloadCodec):
@@ -109,8 +113,10 @@ class EncryptionCodec(PayloadCodec):
         key_id = payload.metadata[KEY_ID].decode(errors="replace")
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            raise PayloadKeyError(f"a payload is encrypted with key id {key_id!r}, which BREADCRUMB_PAYLOAD_KEYS "
-                                  f"does not list (listed: {', '.join(self._ciphers)})")
+            raise PayloadKeyError(
+                f"a payload is encrypted with key id {key_id!r}, which BREADCRUMB_PAYLOAD_KEYS "
+                f"does not list (listed: {', '.join(self._ciphers)})"
+            )
         clear = cipher.decrypt(payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:], key_id.encode())
         return Payload.FromString(clear)
 
@@ -121,8 +127,11 @@ def data_converter(keys: PayloadKeys | None) -> DataConverter:
     with the explicit clear opt-out, leaves payloads readable."""
     if keys is None:
         return pydantic_data_converter
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keys),
-                               failure_converter_class=DefaultFailureConverterWithEncodedAttributes)
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_codec=EncryptionCodec(keys),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
 
 
 def configured_keys(payload_keys: str, allow_clear: bool) -> PayloadKeys | None:
@@ -132,5 +141,7 @@ def configured_keys(payload_keys: str, allow_clear: bool) -> PayloadKeys | None:
         return PayloadKeys.parse(payload_keys)
     if allow_clear:
         return None
-    raise PayloadKeyError("BREADCRUMB_PAYLOAD_KEYS is not set, so Temporal would keep shoppers' data in clear: "
-                          "set it (docs/temporal-privacy.md) or opt out with BREADCRUMB_ALLOW_CLEAR_PAYLOADS=true")
+    raise PayloadKeyError(
+        "BREADCRUMB_PAYLOAD_KEYS is not set, so Temporal would keep shoppers' data in clear: "
+        "set it (docs/temporal-privacy.md) or opt out with BREADCRUMB_ALLOW_CLEAR_PAYLOADS=true"
+    )

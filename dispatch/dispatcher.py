@@ -30,13 +30,20 @@ from workflows.models import HubInput, HubSignal
 log = logging.getLogger("breadcrumb.dispatcher")
 DISPATCHED = Counter("breadcrumb_outbox_dispatched_total", "Outbox rows delivered to Temporal", ["kind"])
 FAILED = Counter("breadcrumb_outbox_failures_total", "Outbox deliveries that failed and will be retried")
-COALESCED = Counter("breadcrumb_outbox_coalesced_total",
-                    "Outbox rows settled without a signal of their own (coalesced, or unable to change the route)")
+COALESCED = Counter(
+    "breadcrumb_outbox_coalesced_total",
+    "Outbox rows settled without a signal of their own (coalesced, or unable to change the route)",
+)
 DEAD_LETTERED = Counter("breadcrumb_outbox_dead_lettered_total", "Outbox rows given up on after too many failures")
 PRUNE_EVERY = 60.0  # seconds between prunes of delivered rows
 # Temporal (or the way to it) is down: no row is at fault, so no attempt is counted.
-OUTAGE_STATUSES = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.RESOURCE_EXHAUSTED,
-                   RPCStatusCode.CANCELLED, RPCStatusCode.UNKNOWN}
+OUTAGE_STATUSES = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
+    RPCStatusCode.CANCELLED,
+    RPCStatusCode.UNKNOWN,
+}
 STOPPING_KINDS = ("absorbed", "erased")  # signal a running hub only; never start one for these
 ROUTING_KINDS = ("identified", "merged", "activity")  # wake-ups that make the hub route
 PROMPT_KINDS = ("identified", "merged")  # the hub routes on these at once; `activity` it gathers first
@@ -78,10 +85,10 @@ def plan(rows: list[OutboxRow], running: str | None) -> list[Step]:
     else on their last `activity` row; repeats of `identified`/`merged` in a row are sent once. An
     `activity` row that cannot change the route of the journey `running` (`journeys.wakeups`) needs
     no signal at all. Purchases and the stopping kinds are never merged and keep their order."""
-    waking = {row.id for row in rows
-              if row.kind == "activity" and could_change_route(row.kind, _event(row), running)}
-    carrier = ([row for row in rows if row.kind in PROMPT_KINDS] or [row for row in rows if row.id in waking]
-               or [None])[-1]
+    waking = {row.id for row in rows if row.kind == "activity" and could_change_route(row.kind, _event(row), running)}
+    carrier = (
+        [row for row in rows if row.kind in PROMPT_KINDS] or [row for row in rows if row.id in waking] or [None]
+    )[-1]
     steps: list[Step] = []
     riders: list[OutboxRow] = []
     for row in rows:
@@ -109,8 +116,14 @@ def _event(row: OutboxRow) -> str | None:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, settings: Settings, poll_interval: float = 0.5, batch: int = 200,
-                 client: Client | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        poll_interval: float = 0.5,
+        batch: int = 200,
+        client: Client | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.policy = settings.policy
@@ -172,7 +185,9 @@ class Dispatcher:
         by_person: dict[str, list[OutboxRow]] = defaultdict(list)
         for row in rows:
             by_person[row.person_id].append(row)
-        browsing = [person for person, person_rows in by_person.items() if any(r.kind == "activity" for r in person_rows)]
+        browsing = [
+            person for person, person_rows in by_person.items() if any(r.kind == "activity" for r in person_rows)
+        ]
         running = await asyncio.to_thread(outbox.running_routes, self.engine, browsing) if browsing else {}
         plans = {person: plan(person_rows, running.get(person)) for person, person_rows in by_person.items()}
         held = self._hold_back(plans)
@@ -188,10 +203,15 @@ class Dispatcher:
                         try:
                             await self._signal(client, step.signal)
                         except Exception as exc:
-                            rest = [row for later in steps[position + 1:] for row in later.rows]
-                            return Delivery(done=done, failed=step.signal, error=str(exc), outage=is_outage(exc),
-                                            untried=[row for row in step.rows if row is not step.signal] + rest,
-                                            signals=signals)
+                            rest = [row for later in steps[position + 1 :] for row in later.rows]
+                            return Delivery(
+                                done=done,
+                                failed=step.signal,
+                                error=str(exc),
+                                outage=is_outage(exc),
+                                untried=[row for row in step.rows if row is not step.signal] + rest,
+                                signals=signals,
+                            )
                         signals += 1
                         if step.signal.kind in ROUTING_KINDS:
                             self._woken[person] = time.monotonic()
@@ -199,18 +219,29 @@ class Dispatcher:
                 return Delivery(done=done, signals=signals)
 
         # People with an identify or a merge first: those route at once, browsing is gathered anyway.
-        order = sorted(plans, key=lambda person: not any(step.signal is not None and step.signal.kind in PROMPT_KINDS
-                                                         for step in plans[person]))
+        order = sorted(
+            plans,
+            key=lambda person: (
+                not any(step.signal is not None and step.signal.kind in PROMPT_KINDS for step in plans[person])
+            ),
+        )
         results = await asyncio.gather(*(deliver(person, plans[person]) for person in order))
         done = [row for result in results for row in result.done]
         marked = await asyncio.to_thread(outbox.mark_dispatched, self.engine, claim.owner, [r.id for r in done])
         if marked < len(done):
-            log.warning("%d delivered outbox rows were no longer ours (lease expired); another dispatcher owns them",
-                        len(done) - marked)
+            log.warning(
+                "%d delivered outbox rows were no longer ours (lease expired); another dispatcher owns them",
+                len(done) - marked,
+            )
         if held:
             until = max(self._woken[person] for person in held) + self.window
-            await asyncio.to_thread(outbox.hand_back, self.engine, claim.owner, [r for rs in held.values() for r in rs],
-                                    due_in=timedelta(seconds=max(0.0, until - time.monotonic())))
+            await asyncio.to_thread(
+                outbox.hand_back,
+                self.engine,
+                claim.owner,
+                [r for rs in held.values() for r in rs],
+                due_in=timedelta(seconds=max(0.0, until - time.monotonic())),
+            )
             self._next_due = min(self._next_due, until)
         failures = [result for result in results if result.failed is not None]
         for result in failures:
@@ -235,8 +266,9 @@ class Dispatcher:
         self._woken = {person: at for person, at in self._woken.items() if now - at < self.window}
         held: dict[str, list[OutboxRow]] = {}
         for person, steps in plans.items():
-            if person not in self._woken or any(step.signal is not None and step.signal.kind in STOPPING_KINDS
-                                                for step in steps):
+            if person not in self._woken or any(
+                step.signal is not None and step.signal.kind in STOPPING_KINDS for step in steps
+            ):
                 continue  # (an erased or absorbed person's last wake-ups are not put after the stop)
             waiting = [step for step in steps if step.signal is not None and step.signal.kind == "activity"]
             if waiting and not any(_waited(row) for step in waiting for row in step.rows):
@@ -245,13 +277,19 @@ class Dispatcher:
         return held
 
     def _release(self, owner: str, rows: list[OutboxRow], error: str, count_attempt: bool) -> None:
-        outbox.release(self.engine, owner, rows, error, count_attempt=count_attempt,
-                       max_attempts=self.settings.outbox_max_attempts)
+        outbox.release(
+            self.engine, owner, rows, error, count_attempt=count_attempt, max_attempts=self.settings.outbox_max_attempts
+        )
         dead = [row for row in rows if count_attempt and row.attempts + 1 >= self.settings.outbox_max_attempts]
         for row in dead:
             DEAD_LETTERED.inc()
-            log.error("outbox row %s (%s) dead-lettered after %d attempts: %s", row.id, row.kind, row.attempts + 1,
-                      error[:200])
+            log.error(
+                "outbox row %s (%s) dead-lettered after %d attempts: %s",
+                row.id,
+                row.kind,
+                row.attempts + 1,
+                error[:200],
+            )
 
     async def _prune_when_due(self) -> None:
         """Delivered rows older than the retention go, at most once a minute per dispatcher (in a
@@ -260,8 +298,9 @@ class Dispatcher:
         if now - self._pruned_at < PRUNE_EVERY:
             return
         self._pruned_at = now
-        pruned = await asyncio.to_thread(outbox.prune, self.engine,
-                                         timedelta(hours=self.settings.outbox_retention_hours))
+        pruned = await asyncio.to_thread(
+            outbox.prune, self.engine, timedelta(hours=self.settings.outbox_retention_hours)
+        )
         if pruned:
             log.info("pruned %d delivered outbox rows", pruned)
 

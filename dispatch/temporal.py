@@ -53,9 +53,12 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
     def pem(path: str) -> bytes | None:
         return Path(path).expanduser().read_bytes() if path else None
 
-    return TLSConfig(server_root_ca_cert=pem(settings.temporal_tls_ca),
-                     domain=settings.temporal_tls_server_name or None,
-                     client_cert=pem(settings.temporal_tls_cert), client_private_key=pem(settings.temporal_tls_key))
+    return TLSConfig(
+        server_root_ca_cert=pem(settings.temporal_tls_ca),
+        domain=settings.temporal_tls_server_name or None,
+        client_cert=pem(settings.temporal_tls_cert),
+        client_private_key=pem(settings.temporal_tls_key),
+    )
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
@@ -63,14 +66,21 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     transport security. Fails within BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT (plus a little) with a
     TemporalConnectError that says which settings to check, never hangs."""
     timeout = settings.temporal_connect_timeout
-    connecting = Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                data_converter=converter_for(settings), runtime=runtime, tls=tls_config(settings),
-                                api_key=settings.temporal_api_key or None, connect_timeout=timedelta(seconds=timeout))
+    connecting = Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=converter_for(settings),
+        runtime=runtime,
+        tls=tls_config(settings),
+        api_key=settings.temporal_api_key or None,
+        connect_timeout=timedelta(seconds=timeout),
+    )
     try:
         return await asyncio.wait_for(connecting, timeout + 5)
     except TimeoutError:
-        raise TemporalConnectError(connection_problem(settings, f"no answer within {timeout:g} s "
-                                                                "(BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT)")) from None
+        raise TemporalConnectError(
+            connection_problem(settings, f"no answer within {timeout:g} s (BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT)")
+        ) from None
     except RuntimeError as exc:
         raise TemporalConnectError(connection_problem(settings, str(exc))) from exc
 
@@ -80,18 +90,27 @@ def connection_problem(settings: Settings, error: str) -> str:
     reason = " ".join(error.split())
     where = f"cannot connect to Temporal at {settings.temporal_address} (BREADCRUMB_TEMPORAL_ADDRESS)"
     if not settings.temporal_tls:
-        return (f"{where} without TLS: {reason} — if the server expects TLS (Temporal Cloud always does), "
-                "set BREADCRUMB_TEMPORAL_TLS=true")
-    if "certificate" in reason.lower() and ("issuer" in reason.lower() or "notvalidforname" in reason.lower()
-                                             or "invalid peer" in reason.lower()):
-        return (f"{where} over TLS: the server's certificate was not accepted ({reason}) — set "
-                "BREADCRUMB_TEMPORAL_TLS_CA to the CA that signed it and, if it names another host, "
-                "BREADCRUMB_TEMPORAL_TLS_SERVER_NAME")
+        return (
+            f"{where} without TLS: {reason} — if the server expects TLS (Temporal Cloud always does), "
+            "set BREADCRUMB_TEMPORAL_TLS=true"
+        )
+    if "certificate" in reason.lower() and (
+        "issuer" in reason.lower() or "notvalidforname" in reason.lower() or "invalid peer" in reason.lower()
+    ):
+        return (
+            f"{where} over TLS: the server's certificate was not accepted ({reason}) — set "
+            "BREADCRUMB_TEMPORAL_TLS_CA to the CA that signed it and, if it names another host, "
+            "BREADCRUMB_TEMPORAL_TLS_SERVER_NAME"
+        )
     if not settings.temporal_tls_cert:
-        return (f"{where} over TLS without a client certificate: {reason} — if the server requires mTLS, set "
-                "BREADCRUMB_TEMPORAL_TLS_CERT and BREADCRUMB_TEMPORAL_TLS_KEY to a client certificate it trusts")
-    return (f"{where} over mTLS with BREADCRUMB_TEMPORAL_TLS_CERT={settings.temporal_tls_cert}: {reason} — check "
-            "that the server trusts the CA that signed this certificate (and BREADCRUMB_TEMPORAL_TLS_KEY is its key)")
+        return (
+            f"{where} over TLS without a client certificate: {reason} — if the server requires mTLS, set "
+            "BREADCRUMB_TEMPORAL_TLS_CERT and BREADCRUMB_TEMPORAL_TLS_KEY to a client certificate it trusts"
+        )
+    return (
+        f"{where} over mTLS with BREADCRUMB_TEMPORAL_TLS_CERT={settings.temporal_tls_cert}: {reason} — check "
+        "that the server trusts the CA that signed this certificate (and BREADCRUMB_TEMPORAL_TLS_KEY is its key)"
+    )
 
 
 def metrics_runtime(port: int) -> Runtime:
@@ -114,14 +133,18 @@ class SearchAttributesMissing(RuntimeError):
 
     def __init__(self, namespace: str, missing: list[SearchAttributeKey]) -> None:
         self.missing = sorted(key.name for key in missing)
-        super().__init__(f"namespace {namespace!r} lacks the search attributes {', '.join(self.missing)}, and this "
-                         f"connection may not add them; add them with:\n{tcld_line(namespace, missing)}")
+        super().__init__(
+            f"namespace {namespace!r} lacks the search attributes {', '.join(self.missing)}, and this "
+            f"connection may not add them; add them with:\n{tcld_line(namespace, missing)}"
+        )
 
 
 def tcld_line(namespace: str, keys: list[SearchAttributeKey]) -> str:
     """The Temporal Cloud CLI command that adds `keys` to `namespace` (its `name.account` id)."""
-    flags = " ".join(f'--search-attribute "{key.name}={TCLD_TYPE[key.indexed_value_type.name]}"'
-                     for key in sorted(keys, key=lambda key: key.name))
+    flags = " ".join(
+        f'--search-attribute "{key.name}={TCLD_TYPE[key.indexed_value_type.name]}"'
+        for key in sorted(keys, key=lambda key: key.name)
+    )
     return f"tcld namespace search-attributes add --namespace {namespace} {flags}"
 
 
@@ -149,7 +172,8 @@ async def register_search_attributes(client: Client, wait: float = 120.0, may_ad
             if time.monotonic() + delay > deadline:
                 raise TemporalNotReady(
                     f"Temporal at {client.service_client.config.target_host} (namespace {client.namespace!r}) "
-                    f"was not ready within {wait:.0f} s: {exc.status.name} {exc.message}") from exc
+                    f"was not ready within {wait:.0f} s: {exc.status.name} {exc.message}"
+                ) from exc
             log.warning("Temporal not ready (%s %s); asking again in %.1f s", exc.status.name, exc.message, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -162,15 +186,19 @@ async def _register_missing(client: Client, may_add: bool) -> list[str]:
         return []
     if may_add:
         try:
-            await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-                search_attributes={key.name: KIND[key.indexed_value_type.name] for key in missing},
-                namespace=client.namespace))
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(
+                    search_attributes={key.name: KIND[key.indexed_value_type.name] for key in missing},
+                    namespace=client.namespace,
+                )
+            )
             return sorted(key.name for key in missing)
         except RPCError as exc:
             if exc.status not in REFUSED:
                 raise
-            log.info("the operator service refused to add search attributes (%s); checking them instead",
-                     exc.status.name)
+            log.info(
+                "the operator service refused to add search attributes (%s); checking them instead", exc.status.name
+            )
     if existing is None:  # not listed: ask visibility about each one
         missing = [key for key in missing if not await _known(client, key)]
     if missing:
@@ -183,7 +211,8 @@ async def _listed(client: Client) -> set[str] | None:
     (the time-skipping test server; a connection without admin rights)."""
     try:
         response = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=client.namespace))
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
     except RPCError as exc:
         if exc.status not in REFUSED:
             raise

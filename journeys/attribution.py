@@ -72,7 +72,9 @@ class Attribution:
     def note(self) -> str:
         """The journal line of the conversion, as the store and a what-if simulation write it."""
         revenue = f"{self.order.revenue:.2f}" if self.order.revenue is not None else "unknown value"
-        credited = f"after {self.touch.journey} step {self.touch.step}" if self.touch else "with no message in the window"
+        credited = (
+            f"after {self.touch.journey} step {self.touch.step}" if self.touch else "with no message in the window"
+        )
         return f"order {self.order.order_key or 'without id'} ({revenue}) {credited}"
 
 
@@ -86,8 +88,7 @@ def last_touch(order: Order, touches: Iterable[Touch], window: timedelta) -> Tou
     """The last message to this person sent in [ordered_at − window, ordered_at], or None."""
     ordered_at = as_utc(order.ordered_at)
     eligible = [
-        t for t in touches
-        if t.person_id == order.person_id and ordered_at - window <= as_utc(t.sent_at) <= ordered_at
+        t for t in touches if t.person_id == order.person_id and ordered_at - window <= as_utc(t.sent_at) <= ordered_at
     ]
     return max(eligible, key=_touch_order) if eligible else None
 
@@ -183,7 +184,9 @@ def people_recovered(touches: Iterable[Touch], orders: Iterable[Order], window: 
     for touch in touches:
         sent[touch.person_id].append(as_utc(touch.sent_at))
     by_person = _orders_by_person(orders)
-    found = sum(bool(recovering_orders(person, times, by_person.get(person, ()), window)) for person, times in sent.items())
+    found = sum(
+        bool(recovering_orders(person, times, by_person.get(person, ()), window)) for person, times in sent.items()
+    )
     return Recovery(messaged=len(sent), recovered=found)
 
 

@@ -65,7 +65,7 @@ class LinkHosts:
             return False
         head = url[:MAX_HOST_PREFIX].lower()
         for prefix in self._prefixes:
-            if head.startswith(prefix) and head[len(prefix):len(prefix) + 1] in ("", "/", "?", "#"):
+            if head.startswith(prefix) and head[len(prefix) : len(prefix) + 1] in ("", "/", "?", "#"):
                 return True
         try:
             parts = urlsplit(url)

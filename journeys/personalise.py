@@ -108,7 +108,8 @@ def _blank_to_none(value: object) -> str | None:
 def _event_item(entry: CatalogEntry, props: dict[str, Any]) -> Item:
     """The catalog's truth (stock, current price, image), filled from the event where the catalog is silent."""
     return Item(
-        sku=entry.sku, variant=entry.variant,
+        sku=entry.sku,
+        variant=entry.variant,
         name=entry.name or _blank_to_none(props.get("name")),
         category=entry.category or _blank_to_none(props.get("category")),
         price=entry.price if entry.price is not None else _number(props.get("price")),
@@ -119,8 +120,9 @@ def _event_item(entry: CatalogEntry, props: dict[str, Any]) -> Item:
     )
 
 
-def recently_viewed(events: list[HistoryEvent], catalog: Catalog, limit: int = MAX_ITEMS,
-                    exclude: Iterable[str] = ()) -> list[Item]:
+def recently_viewed(
+    events: list[HistoryEvent], catalog: Catalog, limit: int = MAX_ITEMS, exclude: Iterable[str] = ()
+) -> list[Item]:
     """Distinct products the shopper viewed or added to a cart, most recent first, in stock only,
     at most `limit`. `exclude` skips products by sku (e.g. those already in the cart)."""
     seen: set[str] = set(exclude)
@@ -165,8 +167,17 @@ def category_anchor(events: list[HistoryEvent], catalog: Catalog | None = None) 
 
 def _ranked(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
     """Admin ranks first (1 = best), then by recent orders, then by name."""
-    return sorted(entries, key=lambda e: (e.bestseller_rank is None, e.bestseller_rank or 0, -e.orders, e.name or "",
-                                          e.sku, e.variant or ""))
+    return sorted(
+        entries,
+        key=lambda e: (
+            e.bestseller_rank is None,
+            e.bestseller_rank or 0,
+            -e.orders,
+            e.name or "",
+            e.sku,
+            e.variant or "",
+        ),
+    )
 
 
 def _picks(entries: Iterable[CatalogEntry], limit: int, exclude: Iterable[str]) -> list[Item]:
@@ -201,14 +212,20 @@ def cart_lines(cart: OpenCart, catalog: Catalog) -> list[Item]:
         entries = catalog.by_sku.get(line.sku or "", [])
         exact = next((e for e in entries if e.variant == _blank_to_none(line.variant)), None)
         known = exact or (entries[0] if entries else None)
-        lines.append(Item(
-            sku=line.sku, variant=line.variant, name=line.name or (known.name if known else None),
-            category=line.category or (known.category if known else None), price=line.price,
-            currency=known.currency if known else None, quantity=line.quantity,
-            image_url=line.image_url or (known.image_url if known else None),
-            url=known.url if known else None,
-            in_stock=exact.in_stock if exact is not None else True,
-        ))
+        lines.append(
+            Item(
+                sku=line.sku,
+                variant=line.variant,
+                name=line.name or (known.name if known else None),
+                category=line.category or (known.category if known else None),
+                price=line.price,
+                currency=known.currency if known else None,
+                quantity=line.quantity,
+                image_url=line.image_url or (known.image_url if known else None),
+                url=known.url if known else None,
+                in_stock=exact.in_stock if exact is not None else True,
+            )
+        )
     return lines
 
 
@@ -221,8 +238,9 @@ class Personalisation(BaseModel):
     cart_value: float | None = None
 
 
-def personalise(route: str, events: list[HistoryEvent], catalog: Catalog, cart: OpenCart | None = None,
-                limit: int = MAX_ITEMS) -> Personalisation:
+def personalise(
+    route: str, events: list[HistoryEvent], catalog: Catalog, cart: OpenCart | None = None, limit: int = MAX_ITEMS
+) -> Personalisation:
     category = category_anchor(events, catalog)
     if route == "cart_recovery" and cart is not None:
         items = cart_lines(cart, catalog)

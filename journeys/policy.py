@@ -13,12 +13,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from journeys import taxonomy
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
+)
 
 
 _ISO_DURATION = TypeAdapter(timedelta)
@@ -99,7 +109,9 @@ def _default_journeys() -> dict[JourneyName, Journey]:
 
     return {
         "cart_recovery": series("cart_recovery", "1h", "24h", "48h"),
-        "browse_recovery": series("browse_recovery", "2h", "48h").model_copy(update={"reentry_cooldown": timedelta(days=7)}),
+        "browse_recovery": series("browse_recovery", "2h", "48h").model_copy(
+            update={"reentry_cooldown": timedelta(days=7)}
+        ),
         "welcome": series("welcome", "5m", "2d", "4d"),
     }
 

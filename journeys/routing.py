@@ -82,7 +82,9 @@ def open_cart(events: list[HistoryEvent]) -> OpenCart | None:
             key = (item.sku, item.variant)
             if key in cart.items:
                 held = cart.items[key]
-                cart.items[key] = held.model_copy(update={"quantity": held.quantity + item.quantity, "price": item.price})
+                cart.items[key] = held.model_copy(
+                    update={"quantity": held.quantity + item.quantity, "price": item.price}
+                )
             else:
                 cart.items[key] = item
             cart.checkout_current = False
@@ -298,7 +300,11 @@ def decide_route(
             until = cooling_until("cart_recovery")
             if until is None:
                 return RouteDecision(
-                    route="cart_recovery", reason=cart_note, cart_id=cart.cart_id, cart_value=cart.value, intent_score=score
+                    route="cart_recovery",
+                    reason=cart_note,
+                    cart_id=cart.cart_id,
+                    cart_value=cart.value,
+                    intent_score=score,
                 )
             cart_note += f" but cart_recovery cooldown until {until.isoformat()}"
         else:
@@ -325,8 +331,9 @@ def decide_route(
     )
 
 
-def project_history(history: PersonHistory, policy: Policy, now: datetime,
-                    keep: int = PROJECTED_EVENTS) -> PersonHistory:
+def project_history(
+    history: PersonHistory, policy: Policy, now: datetime, keep: int = PROJECTED_EVENTS
+) -> PersonHistory:
     """The smallest history `decide_route` answers the same on at `now`, whatever its length: the
     latest order (purchased → none), the open cart and its value (not its events), and at most
     `keep` of the intent events that count, the newest, with the weight of the others summed up.
@@ -334,27 +341,39 @@ def project_history(history: PersonHistory, policy: Policy, now: datetime,
     property, so nothing the shopper typed (an email in an identify) leaves the store."""
     now = as_utc(now)
     order = _last_order(history.events)
-    counted = [e for e in _counted_intent(history.events, policy.intent.lookback, now)
-               if policy.intent.weights.get(e.name, 0.0) and e is not order]  # the order is kept anyway
+    counted = [
+        e
+        for e in _counted_intent(history.events, policy.intent.lookback, now)
+        if policy.intent.weights.get(e.name, 0.0) and e is not order
+    ]  # the order is kept anyway
     split = max(len(counted) - keep, 0)
     kept, left_out = counted[split:], counted[:split]
     cart = open_cart(history.events)
     events = ([order] if order is not None else []) + kept
-    return history.model_copy(update={
-        "events": [_projected(e) for e in sorted(events, key=lambda e: e.timestamp)],
-        "summary": HistorySummary(
-            as_of=now, events_left_out=len(history.events) - len(events),
-            open_cart=CartSummary(cart_id=cart.cart_id, value=cart.value) if cart is not None else None,
-            intent_left_out=round(sum(policy.intent.weights.get(e.name, 0.0) for e in left_out), 6)),
-    })
+    return history.model_copy(
+        update={
+            "events": [_projected(e) for e in sorted(events, key=lambda e: e.timestamp)],
+            "summary": HistorySummary(
+                as_of=now,
+                events_left_out=len(history.events) - len(events),
+                open_cart=CartSummary(cart_id=cart.cart_id, value=cart.value) if cart is not None else None,
+                intent_left_out=round(sum(policy.intent.weights.get(e.name, 0.0) for e in left_out), 6),
+            ),
+        }
+    )
 
 
 def _projected(event: HistoryEvent) -> HistoryEvent:
     """The routing fields of one event: name, time, source, cart/order id and product key."""
     props = event.properties or {}
-    return HistoryEvent(name=event.name, timestamp=event.timestamp, source=event.source, cart_id=event.cart_key,
-                        order_id=event.order_key,
-                        properties={key: props[key] for key in ("sku", "product_id") if _text(props.get(key))})
+    return HistoryEvent(
+        name=event.name,
+        timestamp=event.timestamp,
+        source=event.source,
+        cart_id=event.cart_key,
+        order_id=event.order_key,
+        properties={key: props[key] for key in ("sku", "product_id") if _text(props.get(key))},
+    )
 
 
 def _pair(value: float, limit: float, decimals: int) -> tuple[str, str]:

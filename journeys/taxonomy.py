@@ -73,6 +73,7 @@ def missing_recommended(canonical: str, properties: dict[str, Any]) -> list[str]
     """Recommended properties this event lacks (empty for events without recommendations)."""
     return [p for p in RECOMMENDED_PROPERTIES.get(canonical, ()) if properties.get(p) in (None, "")]
 
+
 # Events that wake a known person's hub (it may start or re-route a journey); an order ends journeys.
 ACTIVITY_EVENTS: frozenset[str] = frozenset({ADDED_TO_CART, REMOVED_FROM_CART, CHECKOUT_STARTED, PRODUCT_VIEWED})
 PURCHASE_EVENTS: frozenset[str] = frozenset({ORDER_COMPLETED})

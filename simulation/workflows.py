@@ -69,8 +69,9 @@ class SimulationDriver:
         if hub is not None and not hub.done():
             # The last hub completes once its journey has ended and it has been idle for a while.
             try:
-                await workflow.wait_condition(lambda: hub.done(), timeout=max(given.until - workflow.now(),
-                                                                              timedelta(seconds=1)))
+                await workflow.wait_condition(
+                    lambda: hub.done(), timeout=max(given.until - workflow.now(), timedelta(seconds=1))
+                )
             except TimeoutError:
                 result.horizon_reached = True
         return result

@@ -67,10 +67,12 @@ def rows_from_events(messages: Iterable) -> list[dict]:
         if sku is None:
             continue
         row = {
-            "sku": sku, "variant": _text(props.get("variant"), LIMITS["variant"]) or "",
+            "sku": sku,
+            "variant": _text(props.get("variant"), LIMITS["variant"]) or "",
             "name": _text(props.get("name"), LIMITS["name"]),
             "category": _text(props.get("category"), LIMITS["category"]),
-            "price": _price(props.get("price")), "currency": _currency(props.get("currency")),
+            "price": _price(props.get("price")),
+            "currency": _currency(props.get("currency")),
             "image_url": _text(props.get("image_url"), LIMITS["image_url"]),
             "url": _text(props.get("url"), LIMITS["url"]),
             # Never later than it arrived: a sender's clock set ahead must not pin the row.
@@ -93,8 +95,10 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     now = utcnow()
     # One statement over every row (executemany): compiled once and cached, where a multi-row VALUES
     # list was compiled anew for every request — a quarter of the time of a 500-event batch.
-    session.execute(_event_upsert(dialect_name(session)),
-                    [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows])
+    session.execute(
+        _event_upsert(dialect_name(session)),
+        [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows],
+    )
     return len(rows)
 
 
@@ -107,14 +111,19 @@ def _event_upsert(dialect: str):
 
     def merged(column: str):
         ours, theirs = table.c[column], new[column]
-        return case((table.c.source == "admin", func.coalesce(ours, theirs)),
-                    (is_newer, func.coalesce(theirs, ours)), else_=func.coalesce(ours, theirs))
+        return case(
+            (table.c.source == "admin", func.coalesce(ours, theirs)),
+            (is_newer, func.coalesce(theirs, ours)),
+            else_=func.coalesce(ours, theirs),
+        )
 
     return stmt.on_conflict_do_update(
         index_elements=["sku", "variant"],
-        set_={**{column: merged(column) for column in DESCRIPTIVE},
-              "last_seen_at": case((is_newer, new.last_seen_at), else_=table.c.last_seen_at),
-              "updated_at": new.updated_at},
+        set_={
+            **{column: merged(column) for column in DESCRIPTIVE},
+            "last_seen_at": case((is_newer, new.last_seen_at), else_=table.c.last_seen_at),
+            "updated_at": new.updated_at,
+        },
     )
 
 
@@ -168,8 +177,9 @@ def validate_items(body: object) -> list[tuple[CatalogItem, set[str]]]:
     reported at once, naming the item (index and sku) and the field."""
     products = body.get("products") if isinstance(body, dict) else body
     if isinstance(body, dict) and set(body) - {"products"}:
-        raise CatalogInvalid([f"unexpected top-level key {sorted(set(body) - {'products'})[0]!r}; send "
-                              '{"products": [...]}'])
+        raise CatalogInvalid(
+            [f'unexpected top-level key {sorted(set(body) - {"products"})[0]!r}; send {{"products": [...]}}']
+        )
     if not isinstance(products, list):
         raise CatalogInvalid(['expected {"products": [ {"sku": …, …}, … ]} or a JSON array of products'])
     if not products:
@@ -210,20 +220,26 @@ def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) ->
     keys = [(item.sku, item.variant or "") for item, _ in items]
     existing: set[tuple[str, str]] = set()
     for start in range(0, len(keys), CHUNK):
-        part = keys[start:start + CHUNK]
-        existing |= set(session.exec(select(col(Product.sku), col(Product.variant))
-                                     .where(tuple_(col(Product.sku), col(Product.variant)).in_(part))).all())
+        part = keys[start : start + CHUNK]
+        existing |= set(
+            session.exec(
+                select(col(Product.sku), col(Product.variant)).where(
+                    tuple_(col(Product.sku), col(Product.variant)).in_(part)
+                )
+            ).all()
+        )
     now = utcnow()
     groups: dict[frozenset[str], list[dict]] = {}
     for item, given in items:
         fields = frozenset(given - {"sku", "variant"})
         row = item.model_dump()
         row["variant"] = item.variant or ""
-        groups.setdefault(fields, []).append({**row, "in_stock": True if item.in_stock is None else item.in_stock,
-                                              "source": "admin", "updated_at": now})
+        groups.setdefault(fields, []).append(
+            {**row, "in_stock": True if item.in_stock is None else item.in_stock, "source": "admin", "updated_at": now}
+        )
     for fields, rows in groups.items():
         for start in range(0, len(rows), CHUNK):
-            stmt = insert_for(dialect_name(session))(table).values(rows[start:start + CHUNK])
+            stmt = insert_for(dialect_name(session))(table).values(rows[start : start + CHUNK])
             stmt = stmt.on_conflict_do_update(
                 index_elements=["sku", "variant"],
                 set_={**{f: stmt.excluded[f] for f in fields}, "source": "admin", "updated_at": now},
@@ -235,15 +251,31 @@ def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) ->
 
 def product_view(row: Product) -> dict:
     return {
-        "sku": row.sku, "variant": row.variant or None, "name": row.name, "category": row.category,
-        "price": row.price, "currency": row.currency, "image_url": row.image_url, "url": row.url,
-        "in_stock": row.in_stock, "bestseller_rank": row.bestseller_rank, "source": row.source,
-        "last_seen_at": iso(row.last_seen_at), "updated_at": iso(row.updated_at),
+        "sku": row.sku,
+        "variant": row.variant or None,
+        "name": row.name,
+        "category": row.category,
+        "price": row.price,
+        "currency": row.currency,
+        "image_url": row.image_url,
+        "url": row.url,
+        "in_stock": row.in_stock,
+        "bestseller_rank": row.bestseller_rank,
+        "source": row.source,
+        "last_seen_at": iso(row.last_seen_at),
+        "updated_at": iso(row.updated_at),
     }
 
 
-def list_products(session: Session, *, sku: str | None = None, category: str | None = None,
-                  in_stock: bool | None = None, limit: int = 500, offset: int = 0) -> list[dict]:
+def list_products(
+    session: Session,
+    *,
+    sku: str | None = None,
+    category: str | None = None,
+    in_stock: bool | None = None,
+    limit: int = 500,
+    offset: int = 0,
+) -> list[dict]:
     query = select(Product)
     if sku:
         query = query.where(col(Product.sku) == sku)

@@ -21,8 +21,19 @@ from sqlmodel import Session, col, select
 from store import outbox, suppression
 from store.db import insert_ignoring_conflicts
 from store.dialect import is_postgresql
-from store.models import (Event, Identifier, IdentityConflict, JourneyLog, JourneyRun, Message, OutboxRow, Person,
-                          Rejected, table_of, utcnow)
+from store.models import (
+    Event,
+    Identifier,
+    IdentityConflict,
+    JourneyLog,
+    JourneyRun,
+    Message,
+    OutboxRow,
+    Person,
+    Rejected,
+    table_of,
+    utcnow,
+)
 
 STRONG_KINDS = ("user_id", "email", "phone")
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
@@ -125,7 +136,9 @@ def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     if not is_postgresql(session) or not keys:
         return
     people = session.exec(
-        select(col(Identifier.person_id)).distinct().where(tuple_(col(Identifier.kind), col(Identifier.value)).in_(list(keys)))
+        select(col(Identifier.person_id))
+        .distinct()
+        .where(tuple_(col(Identifier.kind), col(Identifier.value)).in_(list(keys)))
     ).all()
     names = sorted({f"{kind}:{value}" for kind, value in keys} | {f"person:{p}" for p in people})
     session.execute(
@@ -162,13 +175,19 @@ def retry_moved_locks(work: Callable[[], T], attempts: int = 5) -> T:
 
 
 def owner(session: Session, kind: str, value: str) -> str | None:
-    return session.exec(select(col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value) == value)).first()
+    return session.exec(
+        select(col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value) == value)
+    ).first()
 
 
 def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
     if not values:
         return {}
-    rows = session.exec(select(col(Identifier.value), col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value).in_(values)))
+    rows = session.exec(
+        select(col(Identifier.value), col(Identifier.person_id)).where(
+            col(Identifier.kind) == kind, col(Identifier.value).in_(values)
+        )
+    )
     return dict(rows.all())
 
 
@@ -188,7 +207,9 @@ def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]]
         return True
     kinds = {kind for kind, _ in strong}
     existing = session.exec(
-        select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id, col(Identifier.kind).in_(kinds))
+        select(col(Identifier.kind), col(Identifier.value)).where(
+            col(Identifier.person_id) == person_id, col(Identifier.kind).in_(kinds)
+        )
     ).all()
     claimed = set(strong)
     return any((kind, value) not in claimed for kind, value in existing)
@@ -249,11 +270,21 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     resolution = Resolution(person_id=person_id, created=created)
     if len(known) > 1:
         resolution.conflict = True
-        resolution.refused.append(f"the identify names {len(known)} known people: nothing merged or copied between "
-                                  "them, recorded at GET /admin/conflicts (merge with alias or merge_customers)")
-        session.add(IdentityConflict(kind="identifiers", anonymous_id=claim.anonymous_id, owner_person_id=known[1],
-                                     claimant_person_id=person_id, message_id=claim.message_id, created_at=utcnow(),
-                                     identifiers={kind: pid for kind, pid in strong_owners.items() if pid}))
+        resolution.refused.append(
+            f"the identify names {len(known)} known people: nothing merged or copied between "
+            "them, recorded at GET /admin/conflicts (merge with alias or merge_customers)"
+        )
+        session.add(
+            IdentityConflict(
+                kind="identifiers",
+                anonymous_id=claim.anonymous_id,
+                owner_person_id=known[1],
+                claimant_person_id=person_id,
+                message_id=claim.message_id,
+                created_at=utcnow(),
+                identifiers={kind: pid for kind, pid in strong_owners.items() if pid},
+            )
+        )
     theirs = {kind for kind, pid in strong_owners.items() if pid == person_id}
     for kind, value in strong:
         if strong_owners[kind] is not None:
@@ -261,8 +292,10 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
         if len(known) > 1:
             resolution.refused.append(f"{kind} not added: the identify names two known people (recorded as a conflict)")
         elif not (created or claim.trusted):
-            resolution.refused.append(f"{kind} not added to a known person: new identifiers of a known person come "
-                                      "only through a server key or a verified user_hash")
+            resolution.refused.append(
+                f"{kind} not added to a known person: new identifiers of a known person come "
+                "only through a server key or a verified user_hash"
+            )
         else:
             attach_identifier(session, person_id, kind, value)
             theirs.add(kind)
@@ -270,15 +303,18 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     if claim.anonymous_id:
         if device_owner is None:
             attach_identifier(session, person_id, "anonymous_id", claim.anonymous_id)
-            resolution.attached_events += cast(CursorResult[Any], session.execute(
-                update(Event)
-                .where(
-                    col(Event.anonymous_id) == claim.anonymous_id,
-                    col(Event.person_id).is_(None),
-                    col(Event.timestamp) >= claim.at - merge_window,
-                )
-                .values(person_id=person_id)
-            )).rowcount
+            resolution.attached_events += cast(
+                CursorResult[Any],
+                session.execute(
+                    update(Event)
+                    .where(
+                        col(Event.anonymous_id) == claim.anonymous_id,
+                        col(Event.person_id).is_(None),
+                        col(Event.timestamp) >= claim.at - merge_window,
+                    )
+                    .values(person_id=person_id)
+                ),
+            ).rowcount
         elif device_owner != person_id:
             resolution.conflict = True
             session.add(
@@ -292,9 +328,14 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
             )
     if claim.user_id and "user_id" in theirs and strong_owners["user_id"] is None:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
-        resolution.attached_events += cast(CursorResult[Any], session.execute(
-            update(Event).where(col(Event.user_id) == claim.user_id, col(Event.person_id).is_(None)).values(person_id=person_id)
-        )).rowcount
+        resolution.attached_events += cast(
+            CursorResult[Any],
+            session.execute(
+                update(Event)
+                .where(col(Event.user_id) == claim.user_id, col(Event.person_id).is_(None))
+                .values(person_id=person_id)
+            ),
+        ).rowcount
     # Contact traits only for identifiers that are this person's: never someone else's email.
     traits = {k: v for k, v in claim.traits.items() if k not in STRONG_KINDS or k in theirs}
     _apply_traits(person, replace(claim, traits=traits))
@@ -314,9 +355,16 @@ def update_device_owner(session: Session, claim: Claim) -> str | None:
     return person_id
 
 
-def find_person(session: Session, *, person_id: str | None = None, user_id: str | None = None,
-                email: str | None = None, anonymous_id: str | None = None, phone: str | None = None,
-                phone_region: str = "US") -> str | None:
+def find_person(
+    session: Session,
+    *,
+    person_id: str | None = None,
+    user_id: str | None = None,
+    email: str | None = None,
+    anonymous_id: str | None = None,
+    phone: str | None = None,
+    phone_region: str = "US",
+) -> str | None:
     if person_id:
         return person_id if session.get(Person, person_id) else None
     for kind, value in (("user_id", user_id), ("email", email), ("anonymous_id", anonymous_id), ("phone", phone)):
@@ -344,7 +392,9 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     for table in PERSON_OWNED:
         session.execute(update(table).where(table.person_id == secondary_id).values(person_id=primary_id))
     session.execute(
-        update(IdentityConflict).where(col(IdentityConflict.owner_person_id) == secondary_id).values(owner_person_id=primary_id)
+        update(IdentityConflict)
+        .where(col(IdentityConflict.owner_person_id) == secondary_id)
+        .values(owner_person_id=primary_id)
     )
     session.execute(
         update(IdentityConflict)
@@ -375,20 +425,25 @@ def delete_person(session: Session, person_id: str) -> bool:
     if person is None:
         return False
     lock_person(session, person_id)
-    identifiers = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)).all()
+    identifiers = session.exec(
+        select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)
+    ).all()
     suppression.keep_on_delete(session, person, identifiers)
     devices = [value for kind, value in identifiers if kind == "anonymous_id"]
     user_ids = [value for kind, value in identifiers if kind == "user_id"]
     theirs = (col(Event.person_id) == person_id) | (
         col(Event.person_id).is_(None) & (col(Event.anonymous_id).in_(devices) | col(Event.user_id).in_(user_ids))
     )
-    session.execute(delete(Rejected).where(_quarantine_naming(session, identifiers, select(col(Event.message_id)).where(theirs))))
+    session.execute(
+        delete(Rejected).where(_quarantine_naming(session, identifiers, select(col(Event.message_id)).where(theirs)))
+    )
     session.execute(delete(Event).where(theirs))
     for table in PERSON_OWNED:
         session.execute(delete(table).where(table.person_id == person_id))
     session.execute(
         delete(IdentityConflict).where(
-            (col(IdentityConflict.owner_person_id) == person_id) | (col(IdentityConflict.claimant_person_id) == person_id)
+            (col(IdentityConflict.owner_person_id) == person_id)
+            | (col(IdentityConflict.claimant_person_id) == person_id)
         )
     )
     session.execute(delete(OutboxRow).where(col(OutboxRow.person_id) == person_id))
@@ -399,9 +454,12 @@ def delete_person(session: Session, person_id: str) -> bool:
 
 
 # The payload keys that carry each kind of identifier: Segment's and Customer.io's spellings.
-IDENTIFIER_KEYS = {"user_id": ("userId", "user_id", "id", "previousId"),
-                   "anonymous_id": ("anonymousId", "anonymous_id", "previousId"),
-                   "email": ("email",), "phone": ("phone",)}
+IDENTIFIER_KEYS = {
+    "user_id": ("userId", "user_id", "id", "previousId"),
+    "anonymous_id": ("anonymousId", "anonymous_id", "previousId"),
+    "email": ("email",),
+    "phone": ("phone",),
+}
 
 
 def _quarantine_naming(session: Session, identifiers: Sequence[tuple[str, str]], their_message_ids):
@@ -419,8 +477,11 @@ def _quarantine_naming(session: Session, identifiers: Sequence[tuple[str, str]],
 
     named = []
     for kind, value in identifiers:  # emails are stored lower-case; any case in the input is theirs
-        payload, endpoint = ((func.lower(col(Rejected.payload)), func.lower(col(Rejected.endpoint))) if kind == "email"
-                             else (col(Rejected.payload), col(Rejected.endpoint)))
+        payload, endpoint = (
+            (func.lower(col(Rejected.payload)), func.lower(col(Rejected.endpoint)))
+            if kind == "email"
+            else (col(Rejected.payload), col(Rejected.endpoint))
+        )
         quoted = orjson.dumps(value).decode()
         for key in IDENTIFIER_KEYS.get(kind, ()):
             named.append(holds(payload, f'"{key}":{quoted}'))

@@ -109,8 +109,10 @@ class Guards:
         properties = self._without_foreign(m.properties, "", foreign)
         products = properties.get("products")
         if isinstance(products, list):
-            lines = [self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict) else line
-                     for i, line in enumerate(products)]
+            lines = [
+                self._without_foreign(line, f"products[{i}].", foreign) if isinstance(line, dict) else line
+                for i, line in enumerate(products)
+            ]
             properties = {**properties, "products": lines} if foreign else properties
         if foreign:
             m.properties = properties
@@ -178,8 +180,14 @@ def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tupl
     elif message.type != "identify":
         return None, []
     field_prefix = "traits" if message.type == "identify" else "properties"
-    claim = Claim(at=message.timestamp, anonymous_id=message.anonymous_id, user_id=message.user_id, email=message.email,
-                  trusted=message.trusted, message_id=message.message_id)
+    claim = Claim(
+        at=message.timestamp,
+        anonymous_id=message.anonymous_id,
+        user_id=message.user_id,
+        email=message.email,
+        trusted=message.trusted,
+        message_id=message.message_id,
+    )
     problems = []
     for key, normalise in (("email", normalise_email), ("phone", lambda v: normalise_phone(v, phone_region))):
         if props.get(key) in (None, "") or getattr(claim, key):
@@ -195,8 +203,10 @@ def identify_claim(message: Incoming, policy: Policy, phone_region: str) -> tupl
     if not message.trusted:
         refused = [key for key in CONSENT_TRAITS if key in claim.traits]
         if refused:
-            claim.refused.append(f"{', '.join(f'{field_prefix}.{key}' for key in refused)} not applied: consent and "
-                                 "unsubscribe change only through a server key or a verified user_hash")
+            claim.refused.append(
+                f"{', '.join(f'{field_prefix}.{key}' for key in refused)} not applied: consent and "
+                "unsubscribe change only through a server key or a verified user_hash"
+            )
             claim.traits = {k: v for k, v in claim.traits.items() if k not in refused}
     if claim.email:
         claim.traits["email"] = claim.email
@@ -225,8 +235,13 @@ def _warning(m: Incoming, problems: list[str], refused: list[str]) -> Quarantine
     """The quarantine row for a message stored with a part left out: an invalid email or phone, or
     what its sender may not change (the rest of the message took effect)."""
     field_name = "traits" if m.type == "identify" else "properties"
-    payload = {"type": m.type, "messageId": m.message_id, "anonymousId": m.anonymous_id, "userId": m.user_id,
-               field_name: m.properties}
+    payload = {
+        "type": m.type,
+        "messageId": m.message_id,
+        "anonymousId": m.anonymous_id,
+        "userId": m.user_id,
+        field_name: m.properties,
+    }
     if m.previous_id:
         payload["previousId"] = m.previous_id
     reasons = [f"{'; '.join(problems)}; the message was stored without it"] if problems else []
@@ -270,8 +285,11 @@ def alias(session: Session, m: Incoming, merge_window) -> tuple[str | None, list
     primary = find_person(session, user_id=user_id)
     secondary = find_person(session, user_id=previous_id) or find_person(session, anonymous_id=previous_id)
     if secondary and not m.trusted and secondary != primary:
-        return None, ["alias refused: merging two known people needs a server key" if primary else
-                      "alias refused: adding a userId to a known person needs a server key"]
+        return None, [
+            "alias refused: merging two known people needs a server key"
+            if primary
+            else "alias refused: adding a userId to a known person needs a server key"
+        ]
     if primary and secondary:
         merge_people(session, primary, secondary)
         return primary, []
@@ -283,9 +301,18 @@ def alias(session: Session, m: Incoming, merge_window) -> tuple[str | None, list
     return resolution.person_id, resolution.refused
 
 
-def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str, endpoint: str,
-           rejected: list[Quarantined] = (), phone_region: str = "US", guards: Guards | None = None,
-           wake_hubs: bool = True) -> IngestResult:
+def ingest(
+    engine: Engine,
+    messages: list[Incoming],
+    policy: Policy,
+    *,
+    api: str,
+    endpoint: str,
+    rejected: list[Quarantined] = (),
+    phone_region: str = "US",
+    guards: Guards | None = None,
+    wake_hubs: bool = True,
+) -> IngestResult:
     """Store `messages` (already validated) and quarantine `rejected`, all in one transaction. The
     front doors pass `guards` (clock skew, link hosts); without them messages are taken as they are.
     A backfill of the past passes `wake_hubs=False`: what it stores is there when a hub next reads
@@ -294,11 +321,20 @@ def ingest(engine: Engine, messages: list[Incoming], policy: Policy, *, api: str
         for m in messages:
             guards.apply(m)
     return retry_moved_locks(
-        lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region, wake_hubs))
+        lambda: _ingest(engine, messages, policy, api, endpoint, rejected, phone_region, wake_hubs)
+    )
 
 
-def _ingest(engine: Engine, messages: list[Incoming], policy: Policy, api: str, endpoint: str,
-            rejected: list[Quarantined], phone_region: str, wake_hubs: bool) -> IngestResult:
+def _ingest(
+    engine: Engine,
+    messages: list[Incoming],
+    policy: Policy,
+    api: str,
+    endpoint: str,
+    rejected: list[Quarantined],
+    phone_region: str,
+    wake_hubs: bool,
+) -> IngestResult:
     result = IngestResult()
     unique: dict[str, Incoming] = {}
     for m in messages:
@@ -350,14 +386,18 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     (`jsonb_populate_record` on the table's own row type, in the request's order): a multi-row
     VALUES of 500 × 16 parameters costs the driver more to build than the database to insert."""
     if not is_postgresql(session):
-        return set(session.execute(
-            insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows).scalars())
+        return set(
+            session.execute(
+                insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows
+            ).scalars()
+        )
     columns = ", ".join(f'"{column}"' for column in rows[0])
     from_document = ", ".join(f'r."{column}"' for column in rows[0])
     statement = text(
         f"INSERT INTO events ({columns}) SELECT {from_document} "
         "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
-        "jsonb_populate_record(NULL::events, e.doc) AS r ORDER BY e.n ON CONFLICT DO NOTHING RETURNING message_id")
+        "jsonb_populate_record(NULL::events, e.doc) AS r ORDER BY e.n ON CONFLICT DO NOTHING RETURNING message_id"
+    )
     return set(session.execute(statement, {"rows": orjson.dumps(rows, default=str).decode()}).scalars())
 
 
@@ -366,12 +406,18 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
     and purchases of known people — unless the event is the other copy (client vs server) of one
     already seen, which is marked as its duplicate here, or comes from a source the policy does not
     trust for it."""
-    signals = [("identified", result.people[m.message_id], {"message_id": m.message_id}, f"identified:{m.message_id}")
-               for m in result.stored if m.message_id in result.people]
+    signals = [
+        ("identified", result.people[m.message_id], {"message_id": m.message_id}, f"identified:{m.message_id}")
+        for m in result.stored
+        if m.message_id in result.people
+    ]
     triggers = [
-        m for m in result.stored
-        if m.type == "track" and m.name in taxonomy.ACTIVITY_EVENTS | taxonomy.PURCHASE_EVENTS
-        and m.message_id not in result.people and policy.source_of_truth_for(m.name) in ("any", m.source)
+        m
+        for m in result.stored
+        if m.type == "track"
+        and m.name in taxonomy.ACTIVITY_EVENTS | taxonomy.PURCHASE_EVENTS
+        and m.message_id not in result.people
+        and policy.source_of_truth_for(m.name) in ("any", m.source)
     ]
     if not triggers:
         return signals
@@ -415,9 +461,19 @@ def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -
     it arrived before they were known and the identify that attached it woke the hub."""
     this = aliased(Event)
     stored_before = select(this.id).where(this.message_id == m.message_id).scalar_subquery()
-    return session.exec(select(Event.id).where(
-        Event.person_id == person_id, Event.order_id == order_id, Event.name.in_(taxonomy.PURCHASE_EVENTS),
-        Event.id < stored_before).limit(1)).first() is not None
+    return (
+        session.exec(
+            select(Event.id)
+            .where(
+                Event.person_id == person_id,
+                Event.order_id == order_id,
+                Event.name.in_(taxonomy.PURCHASE_EVENTS),
+                Event.id < stored_before,
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _revenue(properties: dict) -> float | None:
@@ -462,8 +518,9 @@ def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str
             known_people[kind][getattr(m, kind)] = person_id
 
 
-def _resolve(session: Session, m: Incoming, claim: Claim | None, policy: Policy,
-             known_people: dict[str, dict[str, str]]) -> tuple[str | None, list[str]]:
+def _resolve(
+    session: Session, m: Incoming, claim: Claim | None, policy: Policy, known_people: dict[str, dict[str, str]]
+) -> tuple[str | None, list[str]]:
     """Identity work a stored message implies; returns the person of an identify moment and what of
     it was refused."""
     if m.type == "alias":
@@ -482,8 +539,14 @@ def _resolve(session: Session, m: Incoming, claim: Claim | None, policy: Policy,
         if not m.trusted and owner(session, "anonymous_id", m.anonymous_id or ""):
             return None, []  # the device's owner keeps it (its row is theirs); a browser names nobody new on it
         # Someone we have never seen, named by id or email: known from now on, with this device.
-        claim = Claim(at=m.timestamp, anonymous_id=m.anonymous_id, user_id=m.user_id, email=m.email,
-                      trusted=m.trusted, message_id=m.message_id)
+        claim = Claim(
+            at=m.timestamp,
+            anonymous_id=m.anonymous_id,
+            user_id=m.user_id,
+            email=m.email,
+            trusted=m.trusted,
+            message_id=m.message_id,
+        )
         person_id = identify(session, claim, policy.merge_window).person_id
         session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)

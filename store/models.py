@@ -82,10 +82,19 @@ class Event(SQLModel, table=True):
         Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),
         Index("ix_events_person_id_timestamp", "person_id", "timestamp"),
         Index("ix_events_name_timestamp", "name", "timestamp"),
-        Index("ix_events_unowned_user_id", "user_id", postgresql_where=text("person_id IS NULL"),
-              sqlite_where=text("person_id IS NULL")),
-        Index("ix_events_unowned_anonymous_id", "anonymous_id", "timestamp",
-              postgresql_where=text("person_id IS NULL"), sqlite_where=text("person_id IS NULL")),
+        Index(
+            "ix_events_unowned_user_id",
+            "user_id",
+            postgresql_where=text("person_id IS NULL"),
+            sqlite_where=text("person_id IS NULL"),
+        ),
+        Index(
+            "ix_events_unowned_anonymous_id",
+            "anonymous_id",
+            "timestamp",
+            postgresql_where=text("person_id IS NULL"),
+            sqlite_where=text("person_id IS NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -211,10 +220,18 @@ class OutboxRow(SQLModel, table=True):
     __tablename__ = "outbox"
     __table_args__ = (
         # The claim reads only rows still to deliver; pruning only delivered ones.
-        Index("ix_outbox_claimable", "available_at", postgresql_where=text(OUTBOX_PENDING),
-              sqlite_where=text(OUTBOX_PENDING)),
-        Index("ix_outbox_dispatched_at", "dispatched_at", postgresql_where=text("dispatched_at IS NOT NULL"),
-              sqlite_where=text("dispatched_at IS NOT NULL")),
+        Index(
+            "ix_outbox_claimable",
+            "available_at",
+            postgresql_where=text(OUTBOX_PENDING),
+            sqlite_where=text(OUTBOX_PENDING),
+        ),
+        Index(
+            "ix_outbox_dispatched_at",
+            "dispatched_at",
+            postgresql_where=text("dispatched_at IS NOT NULL"),
+            sqlite_where=text("dispatched_at IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -292,8 +309,12 @@ class ShopifyWebhook(SQLModel, table=True):
 
     __tablename__ = "shopify_webhooks"
     __table_args__ = (
-        Index("ix_shopify_webhooks_pending", "received_at", postgresql_where=text(SHOPIFY_PENDING),
-              sqlite_where=text(SHOPIFY_PENDING)),
+        Index(
+            "ix_shopify_webhooks_pending",
+            "received_at",
+            postgresql_where=text(SHOPIFY_PENDING),
+            sqlite_where=text(SHOPIFY_PENDING),
+        ),
     )
 
     webhook_id: str = Field(primary_key=True, max_length=255)

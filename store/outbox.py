@@ -33,7 +33,9 @@ def _pending():
     return OutboxRow.dispatched_at.is_(None) & OutboxRow.dead_at.is_(None)
 
 
-def signal(session: Session, kind: str, person_id: str, payload: dict | None = None, dedupe_key: str | None = None) -> None:
+def signal(
+    session: Session, kind: str, person_id: str, payload: dict | None = None, dedupe_key: str | None = None
+) -> None:
     """Queue a hub signal in the caller's transaction; a repeated `dedupe_key` is queued once."""
     queue(session, [(kind, person_id, payload, dedupe_key)])
 
@@ -44,11 +46,22 @@ def queue(session: Session, signals: list[tuple[str, str, dict | None, str | Non
     if not signals:
         return
     now = utcnow()
-    session.execute(insert_ignoring_conflicts(session, OutboxRow.__table__).values([
-        {"kind": kind, "person_id": person_id, "payload": payload or {}, "dedupe_key": dedupe_key,
-         "created_at": now, "available_at": now, "attempts": 0}
-        for kind, person_id, payload, dedupe_key in signals
-    ]))
+    session.execute(
+        insert_ignoring_conflicts(session, OutboxRow.__table__).values(
+            [
+                {
+                    "kind": kind,
+                    "person_id": person_id,
+                    "payload": payload or {},
+                    "dedupe_key": dedupe_key,
+                    "created_at": now,
+                    "available_at": now,
+                    "attempts": 0,
+                }
+                for kind, person_id, payload, dedupe_key in signals
+            ]
+        )
+    )
 
 
 @dataclass
@@ -79,7 +92,8 @@ def claim(engine: Engine, limit: int = 200, lease: timedelta = LEASE) -> Claim:
         rows = list(session.exec(query).all())
         if rows:
             session.execute(
-                update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows]))
+                update(OutboxRow)
+                .where(OutboxRow.id.in_([r.id for r in rows]))
                 .values(claimed_until=now + lease, claim_owner=owner)
             )
         return Claim(owner=owner, rows=rows)
@@ -95,12 +109,15 @@ def mark_dispatched(engine: Engine, owner: str, ids: list[int]) -> int:
         return 0
     with transaction(engine) as session:
         return session.execute(
-            update(OutboxRow).where(_owned(owner, ids)).values(dispatched_at=utcnow(), claimed_until=None, claim_owner=None)
+            update(OutboxRow)
+            .where(_owned(owner, ids))
+            .values(dispatched_at=utcnow(), claimed_until=None, claim_owner=None)
         ).rowcount
 
 
-def release(engine: Engine, owner: str, rows: list[OutboxRow], error: str, *, count_attempt: bool,
-            max_attempts: int) -> None:
+def release(
+    engine: Engine, owner: str, rows: list[OutboxRow], error: str, *, count_attempt: bool, max_attempts: int
+) -> None:
     """Give rows back after a failed delivery, each retried after an exponential backoff. Only a
     failure of the row itself counts as an attempt (`count_attempt`); the `max_attempts`-th is
     dead-lettered. Rows this owner no longer holds are left alone."""
@@ -112,9 +129,15 @@ def release(engine: Engine, owner: str, rows: list[OutboxRow], error: str, *, co
             attempts = row.attempts + (1 if count_attempt else 0)
             backoff = min(MAX_BACKOFF, timedelta(seconds=0.5 * 2 ** min(attempts, 10)))
             session.execute(
-                update(OutboxRow).where(_owned(owner, [row.id])).values(
-                    attempts=attempts, last_error=error[:2000], claimed_until=None, claim_owner=None,
-                    available_at=now + backoff, dead_at=now if attempts >= max_attempts else None,
+                update(OutboxRow)
+                .where(_owned(owner, [row.id]))
+                .values(
+                    attempts=attempts,
+                    last_error=error[:2000],
+                    claimed_until=None,
+                    claim_owner=None,
+                    available_at=now + backoff,
+                    dead_at=now if attempts >= max_attempts else None,
                 )
             )
 
@@ -125,8 +148,11 @@ def hand_back(engine: Engine, owner: str, rows: list[OutboxRow], due_in: timedel
     if rows:
         later = {"available_at": utcnow() + due_in} if due_in is not None else {}
         with transaction(engine) as session:
-            session.execute(update(OutboxRow).where(_owned(owner, [r.id for r in rows]))
-                            .values(claimed_until=None, claim_owner=None, **later))
+            session.execute(
+                update(OutboxRow)
+                .where(_owned(owner, [r.id for r in rows]))
+                .values(claimed_until=None, claim_owner=None, **later)
+            )
 
 
 def running_routes(engine: Engine, person_ids: list[str]) -> dict[str, str]:
@@ -134,8 +160,11 @@ def running_routes(engine: Engine, person_ids: list[str]) -> dict[str, str]:
     if not person_ids:
         return {}
     with reading(engine).connect() as conn:
-        found = conn.execute(select(JourneyRun.person_id, JourneyRun.route)
-                             .where(JourneyRun.person_id.in_(person_ids), JourneyRun.status == "running")).all()
+        found = conn.execute(
+            select(JourneyRun.person_id, JourneyRun.route).where(
+                JourneyRun.person_id.in_(person_ids), JourneyRun.status == "running"
+            )
+        ).all()
     routes: dict[str, str] = {}
     for person_id, route in found:
         if person_id not in routes or PRIORITY.get(route, 0) > PRIORITY.get(routes[person_id], 0):
@@ -145,38 +174,52 @@ def running_routes(engine: Engine, person_ids: list[str]) -> dict[str, str]:
 
 def dead_letters(engine: Engine, limit: int = 100) -> list[OutboxRow]:
     with Session(reading(engine)) as session:
-        return list(session.exec(select(OutboxRow).where(OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
-                                 .order_by(OutboxRow.id).limit(limit)).all())
+        return list(
+            session.exec(
+                select(OutboxRow)
+                .where(OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
+                .order_by(OutboxRow.id)
+                .limit(limit)
+            ).all()
+        )
 
 
 def retry(engine: Engine, row_id: int) -> bool:
     """Bring a dead-lettered row back: due now, attempts counted from zero. False when no such row."""
     with transaction(engine) as session:
-        return bool(session.execute(
-            update(OutboxRow).where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
-            .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None, claim_owner=None)
-        ).rowcount)
+        return bool(
+            session.execute(
+                update(OutboxRow)
+                .where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
+                .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None, claim_owner=None)
+            ).rowcount
+        )
 
 
 def prune(engine: Engine, retention: timedelta, limit: int = 5000) -> int:
     """Delete up to `limit` rows delivered longer than `retention` ago; returns how many."""
     cutoff = utcnow() - retention
     with transaction(engine) as session:
-        old = select(OutboxRow.id).where(OutboxRow.dispatched_at.is_not(None), OutboxRow.dispatched_at < cutoff).limit(limit)
+        old = (
+            select(OutboxRow.id)
+            .where(OutboxRow.dispatched_at.is_not(None), OutboxRow.dispatched_at < cutoff)
+            .limit(limit)
+        )
         return session.execute(delete(OutboxRow).where(OutboxRow.id.in_(old))).rowcount
 
 
 def follow_merge(session: Session, primary_id: str, secondary_id: str) -> None:
     """The secondary's undelivered rows are the survivor's now (in the merge's transaction)."""
-    session.execute(update(OutboxRow).where(OutboxRow.person_id == secondary_id, OutboxRow.dispatched_at.is_(None))
-                    .values(person_id=primary_id))
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.person_id == secondary_id, OutboxRow.dispatched_at.is_(None))
+        .values(person_id=primary_id)
+    )
 
 
 def backlog(engine: Engine) -> tuple[int, float]:
     """Undispatched live rows and the age in seconds of the oldest one (the outbox lag)."""
     with reading(engine).connect() as conn:
-        count, oldest = conn.execute(
-            select(func.count(), func.min(OutboxRow.created_at)).where(_pending())
-        ).one()
+        count, oldest = conn.execute(select(func.count(), func.min(OutboxRow.created_at)).where(_pending())).one()
     oldest = as_utc(oldest)
     return count, (utcnow() - oldest).total_seconds() if oldest else 0.0

@@ -33,9 +33,15 @@ def message_detail(session: Session, message_id: str) -> dict | None:
     message = session.get(Message, message_id)
     if message is None:
         return None
-    return {**message_view(message), "template": message.template, "workflow_id": message.workflow_id,
-            "cart_id": message.cart_id, "text": message.body, "html": message.html,
-            "unsubscribe_url": message.unsubscribe_url}
+    return {
+        **message_view(message),
+        "template": message.template,
+        "workflow_id": message.workflow_id,
+        "cart_id": message.cart_id,
+        "text": message.body,
+        "html": message.html,
+        "unsubscribe_url": message.unsubscribe_url,
+    }
 
 
 def messages_of(session: Session, person_id: str | None = None, limit: int = 500) -> list[dict]:
@@ -47,7 +53,9 @@ def messages_of(session: Session, person_id: str | None = None, limit: int = 500
 
 def journeys_of(session: Session, person_id: str) -> list[dict]:
     """Routing decisions and the journeys they started, oldest first."""
-    runs = session.exec(select(JourneyRun).where(col(JourneyRun.person_id) == person_id).order_by(col(JourneyRun.started_at))).all()
+    runs = session.exec(
+        select(JourneyRun).where(col(JourneyRun.person_id) == person_id).order_by(col(JourneyRun.started_at))
+    ).all()
     return [
         {
             "workflow_id": run.workflow_id,
@@ -69,11 +77,16 @@ def profile(session: Session, person_id: str, events_limit: int = 1000) -> dict 
         return None
     identifiers: dict[str, list[str]] = {"user_id": [], "email": [], "phone": [], "anonymous_id": []}
     for kind, value in session.exec(
-        select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id).order_by(col(Identifier.id))
+        select(col(Identifier.kind), col(Identifier.value))
+        .where(col(Identifier.person_id) == person_id)
+        .order_by(col(Identifier.id))
     ).all():
         identifiers.setdefault(kind, []).append(value)
     events = session.exec(
-        select(Event).where(col(Event.person_id) == person_id).order_by(col(Event.timestamp), col(Event.id)).limit(events_limit)
+        select(Event)
+        .where(col(Event.person_id) == person_id)
+        .order_by(col(Event.timestamp), col(Event.id))
+        .limit(events_limit)
     ).all()
     return {
         "person_id": person.id,
@@ -127,8 +140,12 @@ def conflicts(session: Session, limit: int = 100, offset: int = 0, person_id: st
     """Identity conflicts, newest first: who owned what, who claimed it, and the identify that did."""
     query = select(IdentityConflict)
     if person_id:
-        query = query.where(or_(col(IdentityConflict.owner_person_id) == person_id,
-                                col(IdentityConflict.claimant_person_id) == person_id))
+        query = query.where(
+            or_(
+                col(IdentityConflict.owner_person_id) == person_id,
+                col(IdentityConflict.claimant_person_id) == person_id,
+            )
+        )
     rows = session.exec(query.order_by(col(IdentityConflict.id).desc()).limit(limit).offset(offset)).all()
     return [
         {

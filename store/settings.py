@@ -101,7 +101,8 @@ class Settings(BaseSettings):
     allow_clear_payloads: bool = False
     # Origins of the Temporal UI allowed to call /codec/decode from the browser (CORS).
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"])
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
+    )
 
     # Outbox (docs/operations.md): a claim's lease, failed deliveries before a row is dead-lettered,
     # and how long delivered rows are kept.
@@ -122,8 +123,15 @@ class Settings(BaseSettings):
     # Events older than this (by when they occurred: 400d, 90d…) are deleted by `breadcrumb maintenance`; off when unset.
     event_retention: Duration | None = None
 
-    _split_lists = field_validator("write_keys", "server_write_keys", "link_hosts", "unsubscribe_secret",
-                                   "codec_cors_origins", "shopify_webhook_secret", mode="before")(_comma_list)
+    _split_lists = field_validator(
+        "write_keys",
+        "server_write_keys",
+        "link_hosts",
+        "unsubscribe_secret",
+        "codec_cors_origins",
+        "shopify_webhook_secret",
+        mode="before",
+    )(_comma_list)
 
     @field_validator("event_retention", mode="before")
     @classmethod
@@ -133,16 +141,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _grace_outlasts_a_delivery(self) -> Settings:
         if self.worker_shutdown_grace <= self.delivery_deadline:
-            raise ValueError(f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
-                             f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short")
+            raise ValueError(
+                f"BREADCRUMB_WORKER_SHUTDOWN_GRACE ({self.worker_shutdown_grace:g}s) must be longer than "
+                f"BREADCRUMB_DELIVERY_DEADLINE ({self.delivery_deadline:g}s): a SIGTERM would cut a send short"
+            )
         return self
 
     @field_validator("shopify_webhook_secret")
     @classmethod
     def _shopify_secrets_are_secrets(cls, secrets: list[str]) -> list[str]:
         if any(len(secret) < SHOPIFY_SECRET_MIN for secret in secrets):
-            raise ValueError(f"each secret must be at least {SHOPIFY_SECRET_MIN} characters: paste the signing secret "
-                             "Shopify shows (Settings → Notifications → Webhooks, or the app's API secret key)")
+            raise ValueError(
+                f"each secret must be at least {SHOPIFY_SECRET_MIN} characters: paste the signing secret "
+                "Shopify shows (Settings → Notifications → Webhooks, or the app's API secret key)"
+            )
         return secrets
 
     @model_validator(mode="after")

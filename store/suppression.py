@@ -43,8 +43,11 @@ def keep_on_delete(session: Session, person: Person, identifiers: Sequence[tuple
     Suppressed: every email and phone; unsubscribed from email: their emails. Returns how many."""
     kinds = {"email", "phone"} if person.suppressed else {"email"} if person.email_unsubscribed else set()
     reason = SUPPRESSED if person.suppressed else UNSUBSCRIBED
-    entries = [dict(digest=digest(kind, value), kind=kind, reason=reason, created_at=utcnow())
-               for kind, value in identifiers if kind in kinds]
+    entries = [
+        dict(digest=digest(kind, value), kind=kind, reason=reason, created_at=utcnow())
+        for kind, value in identifiers
+        if kind in kinds
+    ]
     if entries:
         session.execute(insert_ignoring_conflicts(session, table_of(Suppression)).values(entries))
     return len(entries)
@@ -53,13 +56,17 @@ def keep_on_delete(session: Session, person: Person, identifiers: Sequence[tuple
 def listed(session: Session, person_id: str, channel: str) -> str | None:
     """Why the list forbids messaging `person_id` on `channel`, or None: one of their emails or
     phones is suppressed (any channel), or this channel's identifier was unsubscribed."""
-    identifiers = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(
-        col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone")))).all()
+    identifiers = session.exec(
+        select(col(Identifier.kind), col(Identifier.value)).where(
+            col(Identifier.person_id) == person_id, col(Identifier.kind).in_(("email", "phone"))
+        )
+    ).all()
     if not identifiers:
         return None
     digests = {digest(kind, value): kind for kind, value in identifiers}
-    for kind, reason in session.exec(select(col(Suppression.kind), col(Suppression.reason))
-                                     .where(col(Suppression.digest).in_(list(digests)))).all():
+    for kind, reason in session.exec(
+        select(col(Suppression.kind), col(Suppression.reason)).where(col(Suppression.digest).in_(list(digests)))
+    ).all():
         if reason == SUPPRESSED or CHANNEL_KIND.get(channel, kind) == kind:
             return f"{kind} on the suppression list ({reason} before their data was deleted)"
     return None

@@ -80,13 +80,15 @@ def read_token(keys: bytes | list[bytes], token: str) -> UnsubscribeClaim | None
     return UnsubscribeClaim(person_id=person_id, channel=channel, message_id=message_id or None)
 
 
-def unsubscribe_url(base_url: str, key: bytes, person_id: str, channel: str = "email",
-                    message_id: str | None = None) -> str:
+def unsubscribe_url(
+    base_url: str, key: bytes, person_id: str, channel: str = "email", message_id: str | None = None
+) -> str:
     return f"{base_url.rstrip('/')}/u/{make_token(key, person_id, channel, message_id)}"
 
 
-def set_subscription(session: Session, claim: UnsubscribeClaim, subscribed: bool, via: str,
-                     at: datetime | None = None) -> Person | None:
+def set_subscription(
+    session: Session, claim: UnsubscribeClaim, subscribed: bool, via: str, at: datetime | None = None
+) -> Person | None:
     """Unsubscribe (or re-subscribe) the claim's person from its channel, and keep an `Unsubscribed`
     / `Resubscribed` event on their profile saying which message it came from. Idempotent."""
     person = session.get(Person, claim.person_id)
@@ -103,12 +105,21 @@ def set_subscription(session: Session, claim: UnsubscribeClaim, subscribed: bool
         return person
     person.updated_at = at
     name = "Resubscribed" if subscribed else "Unsubscribed"
-    session.execute(insert_ignoring_conflicts(session, table_of(Event)).values(
-        message_id=f"{name.lower()}:{claim.person_id}:{claim.channel}:{at.isoformat()}"[:255], type="track",
-        name=name, original_name=name, person_id=claim.person_id,
-        properties={"channel": claim.channel, "via": via, "message_id": claim.message_id},
-        context={}, timestamp=at, received_at=at, source="server", missing_properties=[],
-    ))
+    session.execute(
+        insert_ignoring_conflicts(session, table_of(Event)).values(
+            message_id=f"{name.lower()}:{claim.person_id}:{claim.channel}:{at.isoformat()}"[:255],
+            type="track",
+            name=name,
+            original_name=name,
+            person_id=claim.person_id,
+            properties={"channel": claim.channel, "via": via, "message_id": claim.message_id},
+            context={},
+            timestamp=at,
+            received_at=at,
+            source="server",
+            missing_properties=[],
+        )
+    )
     return person
 
 
@@ -132,7 +143,9 @@ def change_subscription(engine: Engine, claim: UnsubscribeClaim, subscribed: boo
             person_id = person_of(session, claim)
             if person_id is None:
                 return False
-            keys = session.exec(select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)).all()
+            keys = session.exec(
+                select(col(Identifier.kind), col(Identifier.value)).where(col(Identifier.person_id) == person_id)
+            ).all()
             lock_up_front(session, keys)
             if person_of(session, claim) != person_id:  # merged away while we waited: resolve again
                 raise LocksMoved(f"person {person_id} was merged")

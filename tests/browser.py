@@ -22,9 +22,20 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--no-default-browser-check", "--disable-dev-shm-usage",
-         "--disable-extensions", "--disable-sync", "--mute-audio", "--remote-debugging-port=0")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-dev-shm-usage",
+    "--disable-extensions",
+    "--disable-sync",
+    "--mute-audio",
+    "--remote-debugging-port=0",
+)
 
 
 def chromium_binary() -> str | None:
@@ -58,7 +69,10 @@ class Chromium:
     def __enter__(self) -> Chromium:
         self.process = subprocess.Popen(
             [self.binary, *FLAGS, *self.flags, f"--user-data-dir={self.profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         port_file = self.profile / "DevToolsActivePort"
         deadline = time.monotonic() + self.timeout
@@ -135,12 +149,14 @@ class Chromium:
     # -- what a test does ---------------------------------------------------------------------------
 
     def evaluate(self, expression: str, await_promise: bool = True):
-        result = self.send("Runtime.evaluate", expression=expression, awaitPromise=await_promise,
-                           returnByValue=True, userGesture=True)
+        result = self.send(
+            "Runtime.evaluate", expression=expression, awaitPromise=await_promise, returnByValue=True, userGesture=True
+        )
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
-            raise BrowserError(f"{expression[:80]!r} threw: "
-                               f"{details.get('exception', {}).get('description') or details.get('text')}")
+            raise BrowserError(
+                f"{expression[:80]!r} threw: {details.get('exception', {}).get('description') or details.get('text')}"
+            )
         return result.get("result", {}).get("value")
 
     def goto(self, url: str) -> None:
@@ -151,8 +167,10 @@ class Chromium:
         self.wait_for_event("Page.loadEventFired")
 
     def click(self, selector: str) -> None:
-        found = self.evaluate(f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
-                              f" if (!el) return false; el.scrollIntoView(); el.click(); return true; }})()")
+        found = self.evaluate(
+            f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
+            f" if (!el) return false; el.scrollIntoView(); el.click(); return true; }})()"
+        )
         if not found:
             raise BrowserError(f"nothing matches {selector}")
 

@@ -261,7 +261,6 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-
 def _forbidden_skips(config: pytest.Config) -> int:
     """With BREADCRUMB_TEST_NO_SKIPS=1 (`.ci/run` sets it) a skipped test fails the run: every skip
     here means a missing tool or service (PostgreSQL, Chromium, docker-compose), and CI has them all."""
@@ -273,8 +272,11 @@ def _forbidden_skips(config: pytest.Config) -> int:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if skipped := _forbidden_skips(config):
-        terminalreporter.write_line(f"BREADCRUMB_TEST_NO_SKIPS=1: {skipped} skipped test(s) fail this run "
-                                    "(see the skip reasons)", red=True, bold=True)
+        terminalreporter.write_line(
+            f"BREADCRUMB_TEST_NO_SKIPS=1: {skipped} skipped test(s) fail this run (see the skip reasons)",
+            red=True,
+            bold=True,
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -68,8 +68,9 @@ class Mailbox:
 class SmtpServer:
     """An aiosmtpd Controller on a given port; `start()`/`stop()` may be called to simulate an outage."""
 
-    def __init__(self, port: int, mailbox: Mailbox | None = None, credentials: tuple[str, str] | None = None,
-                 tls_context=None) -> None:
+    def __init__(
+        self, port: int, mailbox: Mailbox | None = None, credentials: tuple[str, str] | None = None, tls_context=None
+    ) -> None:
         self.port = port
         self.mailbox = mailbox or Mailbox()
         self.credentials = credentials
@@ -77,7 +78,10 @@ class SmtpServer:
         self.controller: Controller | None = None
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data):
-        ok = isinstance(auth_data, LoginPassword) and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        )
         return AuthResult(success=ok)
 
     def start(self) -> SmtpServer:
@@ -119,8 +123,9 @@ class SmsWebhook:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                hook.calls.append(WebhookCall(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                              json.loads(raw or b"null")))
+                hook.calls.append(
+                    WebhookCall(self.path, {k.lower(): v for k, v in self.headers.items()}, json.loads(raw or b"null"))
+                )
                 status, text = hook.replies.pop(0) if hook.replies else (200, '{"id": "sms-1"}')
                 payload = text.encode()
                 self.send_response(status)

@@ -32,8 +32,16 @@ for _path in (REPO_ROOT, TESTS):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from conftest import (ADMIN_TOKEN, CIO_KEY, CIO_SITE, PAYLOAD_KEYS, UNSUBSCRIBE_SECRET, WRITE_KEY,  # noqa: E402
-                      free_port, venv_binary)
+from conftest import (  # noqa: E402 (after the path set-up above)
+    ADMIN_TOKEN,
+    CIO_KEY,
+    CIO_SITE,
+    PAYLOAD_KEYS,
+    UNSUBSCRIBE_SECRET,
+    WRITE_KEY,  # noqa: E402
+    free_port,
+    venv_binary,
+)
 from delivery_helpers import Mailbox, SmtpServer  # noqa: E402
 
 FAST_POLICY = REPO_ROOT / "examples" / "journeys.fast.toml"
@@ -71,9 +79,16 @@ class Proc:
 
     def start(self) -> Proc:
         out = open(self.log, "ab")
-        self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
-                                        preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         out.close()
         self.starts += 1
         return self
@@ -128,23 +143,31 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")}
-        env.update({
-            "BREADCRUMB_DATABASE_URL": self.database_url,
-            "BREADCRUMB_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
-            "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
-            "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
-            "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS,
-            "BREADCRUMB_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
-            "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
-            "BREADCRUMB_CIO_API_KEY": CIO_KEY,
-            "BREADCRUMB_JOURNEYS": str(self.policy),
-            "BREADCRUMB_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.api_port}",
-            "BREADCRUMB_SHOP_URL": "https://shop.chaos.example",
-            "PYTHONUNBUFFERED": "1",
-        })
+        env.update(
+            {
+                "BREADCRUMB_DATABASE_URL": self.database_url,
+                "BREADCRUMB_TEMPORAL_ADDRESS": f"127.0.0.1:{self.temporal_port}",
+                "BREADCRUMB_WRITE_KEYS": WRITE_KEY,
+                "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN,
+                "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS,
+                "BREADCRUMB_UNSUBSCRIBE_SECRET": UNSUBSCRIBE_SECRET,
+                "BREADCRUMB_CIO_SITE_ID": CIO_SITE,
+                "BREADCRUMB_CIO_API_KEY": CIO_KEY,
+                "BREADCRUMB_JOURNEYS": str(self.policy),
+                "BREADCRUMB_PUBLIC_BASE_URL": f"http://127.0.0.1:{self.api_port}",
+                "BREADCRUMB_SHOP_URL": "https://shop.chaos.example",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         if self.smtp is not None:
-            env.update({"BREADCRUMB_SMTP_URL": f"smtp://127.0.0.1:{self.smtp.port}", "BREADCRUMB_SMTP_FROM": SMTP_FROM,
-                        "BREADCRUMB_SMTP_STARTTLS": "never", "BREADCRUMB_SMTP_TIMEOUT": "10"})
+            env.update(
+                {
+                    "BREADCRUMB_SMTP_URL": f"smtp://127.0.0.1:{self.smtp.port}",
+                    "BREADCRUMB_SMTP_FROM": SMTP_FROM,
+                    "BREADCRUMB_SMTP_STARTTLS": "never",
+                    "BREADCRUMB_SMTP_TIMEOUT": "10",
+                }
+            )
         env.update(self.extra_env)
         return env
 
@@ -162,11 +185,24 @@ class Stack:
         from worker.devstack import temporal_store_args
         from workflows import search
 
-        command = [venv_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port",
-                   str(self.temporal_port), "--headless", *temporal_store_args(self.temporal_db, self.temporal_store),
-                   "--log-level", "error"]
+        command = [
+            venv_binary("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.temporal_port),
+            "--headless",
+            *temporal_store_args(self.temporal_db, self.temporal_store),
+            "--log-level",
+            "error",
+        ]
         for key in search.ALL:
-            command += ["--search-attribute", f"{key.name}={'Double' if key.indexed_value_type.name == 'DOUBLE' else 'Keyword'}"]
+            command += [
+                "--search-attribute",
+                f"{key.name}={'Double' if key.indexed_value_type.name == 'DOUBLE' else 'Keyword'}",
+            ]
         if self.temporal is None:
             self.temporal = Proc("temporal", command, self.workdir / "temporal.log")
         self.temporal.start()
@@ -199,8 +235,12 @@ class Stack:
 
     def start_api(self, timeout: float = 60) -> Proc:
         if self.api is None:
-            self.api = Proc("api", [sys.executable, "-m", "worker.cli", "api", "--port", str(self.api_port)],
-                            self.workdir / "api.log", self.env())
+            self.api = Proc(
+                "api",
+                [sys.executable, "-m", "worker.cli", "api", "--port", str(self.api_port)],
+                self.workdir / "api.log",
+                self.env(),
+            )
         self.api.start()
 
         def healthy() -> bool:
@@ -208,18 +248,21 @@ class Stack:
                 return httpx.get(f"{self.api_url}/healthz", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
+
         wait_until(healthy, timeout, "the API to answer /healthz", self.api)
         return self.api
 
     def start_worker(self, wait: bool = True, timeout: float = 60) -> Proc:
         if self.worker is None:
-            self.worker = Proc("worker", [sys.executable, "-m", "worker.cli", "worker"], self.workdir / "worker.log",
-                               self.env())
+            self.worker = Proc(
+                "worker", [sys.executable, "-m", "worker.cli", "worker"], self.workdir / "worker.log", self.env()
+            )
         mark = len(self.worker.output())
         self.worker.start()
         if wait:  # "worker polling" is logged once the worker has registered with Temporal
-            wait_until(lambda: "worker polling" in self.worker.output()[mark:], timeout, "the worker to poll",
-                       self.worker)
+            wait_until(
+                lambda: "worker polling" in self.worker.output()[mark:], timeout, "the worker to poll", self.worker
+            )
         return self.worker
 
     def stop(self) -> None:
@@ -275,9 +318,16 @@ def shoppers(count: int, run: str | None = None) -> list[Shopper]:
     for i in range(count):
         tag = f"{run}-{i:04d}"
         route = routes[i % 3]
-        made.append(Shopper(tag=tag, route=route, anonymous_id=f"anon-{tag}", email=f"shopper.{tag}@chaos.example",
-                            phone=f"+1415555{next(_PHONES) % 10000:04d}" if i % 2 else None,
-                            cart_id=f"cart-{tag}" if route == "cart_recovery" else None))
+        made.append(
+            Shopper(
+                tag=tag,
+                route=route,
+                anonymous_id=f"anon-{tag}",
+                email=f"shopper.{tag}@chaos.example",
+                phone=f"+1415555{next(_PHONES) % 10000:04d}" if i % 2 else None,
+                cart_id=f"cart-{tag}" if route == "cart_recovery" else None,
+            )
+        )
     return made
 
 
@@ -287,26 +337,70 @@ def mid() -> str:
 
 def browse_batch(s: Shopper) -> list[dict]:
     """What the storefront sends before the shopper identifies (one /v1/batch)."""
-    product = lambda sku, price, cat="Knitwear": {"sku": sku, "product_id": sku, "name": f"Merino {sku}",  # noqa: E731
-                                                  "price": price, "category": cat, "url": f"/p/{sku}"}
-    batch = [{"type": "page", "anonymousId": s.anonymous_id, "messageId": mid(), "name": "Home",
-              "properties": {"url": "/"}}]
+
+    def product(sku: str, price: float, cat: str = "Knitwear") -> dict:
+        return {
+            "sku": sku,
+            "product_id": sku,
+            "name": f"Merino {sku}",
+            "price": price,
+            "category": cat,
+            "url": f"/p/{sku}",
+        }
+
+    batch = [
+        {"type": "page", "anonymousId": s.anonymous_id, "messageId": mid(), "name": "Home", "properties": {"url": "/"}}
+    ]
     if s.route == "cart_recovery":
-        batch += [{"type": "track", "anonymousId": s.anonymous_id, "messageId": mid(), "event": "Product Viewed",
-                   "properties": product("KNIT-1", 64.0)},
-                  {"type": "track", "anonymousId": s.anonymous_id, "messageId": mid(), "event": "Added to Cart",
-                   "properties": {**product("KNIT-1", 64.0), "cart_id": s.cart_id, "quantity": 1}}]
+        batch += [
+            {
+                "type": "track",
+                "anonymousId": s.anonymous_id,
+                "messageId": mid(),
+                "event": "Product Viewed",
+                "properties": product("KNIT-1", 64.0),
+            },
+            {
+                "type": "track",
+                "anonymousId": s.anonymous_id,
+                "messageId": mid(),
+                "event": "Added to Cart",
+                "properties": {**product("KNIT-1", 64.0), "cart_id": s.cart_id, "quantity": 1},
+            },
+        ]
     elif s.route == "browse_recovery":
-        batch += [{"type": "track", "anonymousId": s.anonymous_id, "messageId": mid(), "event": "Product Viewed",
-                   "properties": product(f"DRESS-{n}", 79.0, "Dresses")} for n in range(6)]
+        batch += [
+            {
+                "type": "track",
+                "anonymousId": s.anonymous_id,
+                "messageId": mid(),
+                "event": "Product Viewed",
+                "properties": product(f"DRESS-{n}", 79.0, "Dresses"),
+            }
+            for n in range(6)
+        ]
     return batch
 
 
 def known_browsing(s: Shopper) -> list[dict]:
     """Three product views once the shopper is known: each is a reason for their hub to re-route."""
-    return [{"type": "track", "anonymousId": s.anonymous_id, "messageId": mid(), "event": "Product Viewed",
-             "properties": {"sku": f"SOCK-{n}", "product_id": f"SOCK-{n}", "name": "Merino sock", "price": 12.0,
-                            "category": "Socks", "url": f"/p/SOCK-{n}"}} for n in range(3)]
+    return [
+        {
+            "type": "track",
+            "anonymousId": s.anonymous_id,
+            "messageId": mid(),
+            "event": "Product Viewed",
+            "properties": {
+                "sku": f"SOCK-{n}",
+                "product_id": f"SOCK-{n}",
+                "name": "Merino sock",
+                "price": 12.0,
+                "category": "Socks",
+                "url": f"/p/SOCK-{n}",
+            },
+        }
+        for n in range(3)
+    ]
 
 
 def identify_message(s: Shopper) -> dict:
@@ -333,6 +427,7 @@ async def drive(http: httpx.AsyncClient, s: Shopper, retries: int = 30) -> None:
 
 # ---- what ended up where -----------------------------------------------------------------------
 
+
 @dataclass
 class Outcome:
     expected: int
@@ -343,14 +438,18 @@ class Outcome:
     not_sent: list[tuple[str, str, int, str]]  # rows with a status other than "sent"
     deliveries: int  # SMTP transactions received
     delivered_keys: int
-    redeliveries: int  # the same message delivered again (same Message-ID): a crash after SMTP, before the row said "sent"
+    redeliveries: (
+        int  # the same message delivered again (same Message-ID): a crash after SMTP, before the row said "sent"
+    )
     journeys_per_person: Counter
     message_ids_per_key: Counter  # Message-IDs seen per idempotency key (1 each: a redelivery is recognisable)
 
     def line(self) -> str:
-        return (f"sent/expected {self.sent}/{self.expected}, duplicates {self.duplicates_by_key} by key, "
-                f"{self.duplicates_by_recipient_step} by recipient+step; SMTP: {self.delivered_keys} messages in "
-                f"{self.deliveries} deliveries ({self.redeliveries} redelivered with the same Message-ID)")
+        return (
+            f"sent/expected {self.sent}/{self.expected}, duplicates {self.duplicates_by_key} by key, "
+            f"{self.duplicates_by_recipient_step} by recipient+step; SMTP: {self.delivered_keys} messages in "
+            f"{self.deliveries} deliveries ({self.redeliveries} redelivered with the same Message-ID)"
+        )
 
 
 def outcome(engine, people: list[Shopper], mailbox: Mailbox | None) -> Outcome:
@@ -358,8 +457,12 @@ def outcome(engine, people: list[Shopper], mailbox: Mailbox | None) -> Outcome:
 
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT idempotency_key, recipient, journey, step, status FROM messages")).all()
-        runs = conn.execute(text("SELECT person_id, route FROM journey_runs WHERE route IN "
-                                 "('cart_recovery', 'browse_recovery', 'welcome')")).all()
+        runs = conn.execute(
+            text(
+                "SELECT person_id, route FROM journey_runs WHERE route IN "
+                "('cart_recovery', 'browse_recovery', 'welcome')"
+            )
+        ).all()
     emails = {s.email for s in people}
     rows = [r for r in rows if r.recipient in emails]
     by_key = Counter(r.idempotency_key for r in rows)
@@ -374,11 +477,14 @@ def outcome(engine, people: list[Shopper], mailbox: Mailbox | None) -> Outcome:
             deliveries += 1
             keys[(message["X-Breadcrumb-Idempotency-Key"], message["Message-ID"])] += 1
     return Outcome(
-        expected=len(expected), sent=len(expected & set(by_recipient_step)), missing=missing,
+        expected=len(expected),
+        sent=len(expected & set(by_recipient_step)),
+        missing=missing,
         duplicates_by_key=sum(n - 1 for n in by_key.values() if n > 1),
         duplicates_by_recipient_step=sum(n - 1 for n in by_recipient_step.values() if n > 1),
         not_sent=[(r.recipient, r.journey, r.step, r.status) for r in rows if r.status != "sent"],
-        deliveries=deliveries, delivered_keys=len({key for key, _ in keys}),
+        deliveries=deliveries,
+        delivered_keys=len({key for key, _ in keys}),
         redeliveries=sum(n - 1 for n in keys.values() if n > 1),
         journeys_per_person=Counter(person for person, _ in runs),
         message_ids_per_key=Counter(key for key, _ in keys),
@@ -386,6 +492,7 @@ def outcome(engine, people: list[Shopper], mailbox: Mailbox | None) -> Outcome:
 
 
 # ---- the worker-crash scenario (tests/test_faults.py and bench/chaos.py) -------------------------
+
 
 @dataclass
 class ChaosReport:
@@ -400,9 +507,16 @@ class ChaosReport:
     cut_off: list[tuple[int, float | None]] = field(default_factory=list)
 
 
-async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: int, engine,
-                       settle_timeout: float = 240, concurrency: int = 8, gap: tuple[float, float] = (0.3, 3.0)
-                       ) -> ChaosReport:
+async def worker_chaos(
+    stack: Stack,
+    people: list[Shopper],
+    kills: int,
+    seed: int,
+    engine,
+    settle_timeout: float = 240,
+    concurrency: int = 8,
+    gap: tuple[float, float] = (0.3, 3.0),
+) -> ChaosReport:
     """Drive `people` through identify → journey while SIGKILLing the worker `kills` times at random
     moments (a random gap after each restart), restarting it each time; then wait until every
     expected message is sent (or `settle_timeout`) and say what ended up where."""
@@ -452,10 +566,22 @@ async def worker_chaos(stack: Stack, people: list[Shopper], kills: int, seed: in
     cut_off = []
     for ids, (_, restarted_at) in zip(orphans, restarts, strict=False):
         sent = sent_at(engine, ids)
-        cut_off.append((len(ids), round(max((at - restarted_at).total_seconds() for at in sent), 2)
-                        if sent and len(sent) == len(ids) else None))
-    return ChaosReport(outcome(engine, people, stack.smtp.mailbox if stack.smtp else None), moments,
-                       round(drive_seconds, 2), round(settle, 2), resumed, cut_off)
+        cut_off.append(
+            (
+                len(ids),
+                round(max((at - restarted_at).total_seconds() for at in sent), 2)
+                if sent and len(sent) == len(ids)
+                else None,
+            )
+        )
+    return ChaosReport(
+        outcome(engine, people, stack.smtp.mailbox if stack.smtp else None),
+        moments,
+        round(drive_seconds, 2),
+        round(settle, 2),
+        resumed,
+        cut_off,
+    )
 
 
 def sending(engine) -> list[str]:
@@ -474,6 +600,10 @@ def sent_at(engine, ids: list[str]) -> list[datetime]:
     if not ids:
         return []
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT sent_at FROM messages WHERE sent_at IS NOT NULL AND id IN :ids")
-                            .bindparams(bindparam("ids", expanding=True)), {"ids": ids}).scalars()
+        rows = conn.execute(
+            text("SELECT sent_at FROM messages WHERE sent_at IS NOT NULL AND id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": ids},
+        ).scalars()
         return [as_utc(datetime.fromisoformat(r) if isinstance(r, str) else r) for r in rows]

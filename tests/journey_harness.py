@@ -35,20 +35,44 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def track(anon: str | None, event: str, user_id: str | None = None, at: datetime | None = None,
-          source: str = "client", **properties) -> Incoming:
+def track(
+    anon: str | None,
+    event: str,
+    user_id: str | None = None,
+    at: datetime | None = None,
+    source: str = "client",
+    **properties,
+) -> Incoming:
     at = at or now()
-    return Incoming(type="track", original_name=event, anonymous_id=anon, user_id=user_id, properties=properties,
-                    timestamp=at, received_at=at, source=source, message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}",
-                    trusted=True)
+    return Incoming(
+        type="track",
+        original_name=event,
+        anonymous_id=anon,
+        user_id=user_id,
+        properties=properties,
+        timestamp=at,
+        received_at=at,
+        source=source,
+        message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}",
+        trusted=True,
+    )
 
 
-def identify(anon: str | None, email: str, user_id: str | None = None, at: datetime | None = None,
-             **traits) -> Incoming:
+def identify(
+    anon: str | None, email: str, user_id: str | None = None, at: datetime | None = None, **traits
+) -> Incoming:
     at = at or now()
-    return Incoming(type="identify", original_name="Identify", anonymous_id=anon, user_id=user_id,
-                    properties={"email": email, **traits}, timestamp=at, received_at=at,
-                    message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}", trusted=True)
+    return Incoming(
+        type="identify",
+        original_name="Identify",
+        anonymous_id=anon,
+        user_id=user_id,
+        properties={"email": email, **traits},
+        timestamp=at,
+        received_at=at,
+        message_id=f"m{next(_ids)}-{uuid.uuid4().hex[:6]}",
+        trusted=True,
+    )
 
 
 @asynccontextmanager
@@ -137,15 +161,17 @@ class Harness:
 
     def messages(self, person_id: str) -> list[Message]:
         with Session(self.engine) as session:
-            found = session.exec(select(Message).where(Message.person_id == person_id)
-                                 .order_by(Message.created_at, Message.step)).all()
+            found = session.exec(
+                select(Message).where(Message.person_id == person_id).order_by(Message.created_at, Message.step)
+            ).all()
         for message in found:
             message.sent_at, message.created_at = as_utc(message.sent_at), as_utc(message.created_at)
         return list(found)
 
     def log(self, person_id: str) -> list:
-        return self.rows("SELECT kind, reason, journey, step FROM journey_log WHERE person_id=:p ORDER BY id",
-                         p=person_id)
+        return self.rows(
+            "SELECT kind, reason, journey, step FROM journey_log WHERE person_id=:p ORDER BY id", p=person_id
+        )
 
 
 async def record_branch_histories(client: Client, people: list[str], test_name: str, tag: str) -> list[Path]:
@@ -164,8 +190,11 @@ async def record_branch_histories(client: Client, people: list[str], test_name: 
         seen.add(workflow_id)
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         started = history.events[0].workflow_execution_started_event_attributes
-        queue += [e.start_child_workflow_execution_initiated_event_attributes.workflow_id for e in history.events
-                  if e.HasField("start_child_workflow_execution_initiated_event_attributes")]
+        queue += [
+            e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            for e in history.events
+            if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+        ]
         path = folder / f"{stem}-{len(written) + 1}-{started.workflow_type.name}.json"
         path.write_text(history.to_json() + "\n")
         written.append(path)

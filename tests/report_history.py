@@ -38,28 +38,59 @@ class History:
 
     def person(self, name: str, identified_at: datetime, anonymous_ids: int = 1) -> str:
         pid = self.pid(name)
-        self.people.append(dict(id=pid, traits={"first_name": name}, created_at=identified_at,
-                                identified_at=identified_at, updated_at=identified_at))
-        self.identifiers.append(dict(person_id=pid, kind="email", value=f"{name.lower()}@example.com",
-                                     created_at=identified_at))
+        self.people.append(
+            dict(
+                id=pid,
+                traits={"first_name": name},
+                created_at=identified_at,
+                identified_at=identified_at,
+                updated_at=identified_at,
+            )
+        )
+        self.identifiers.append(
+            dict(person_id=pid, kind="email", value=f"{name.lower()}@example.com", created_at=identified_at)
+        )
         for i in range(1, anonymous_ids + 1):
-            self.identifiers.append(dict(person_id=pid, kind="anonymous_id", value=f"{name.lower()}-{i}",
-                                         created_at=identified_at))
+            self.identifiers.append(
+                dict(person_id=pid, kind="anonymous_id", value=f"{name.lower()}-{i}", created_at=identified_at)
+            )
         return pid
 
-    def event(self, name: str, when: datetime, person: str | None = None, anonymous_id: str | None = None,
-              user_id: str | None = None, type: str = "track", source: str = "client", duplicate_of: str | None = None,
-              message_id: str | None = None, **properties) -> str:
+    def event(
+        self,
+        name: str,
+        when: datetime,
+        person: str | None = None,
+        anonymous_id: str | None = None,
+        user_id: str | None = None,
+        type: str = "track",
+        source: str = "client",
+        duplicate_of: str | None = None,
+        message_id: str | None = None,
+        **properties,
+    ) -> str:
         message_id = message_id or f"ev-{len(self.events) + 1}"
         canonical = t.canonical_name(name)
-        self.events.append(dict(
-            message_id=message_id, type=type, name=canonical, original_name=name, anonymous_id=anonymous_id,
-            user_id=user_id, person_id=self.pid(person) if person else None, properties=properties,
-            context={}, timestamp=when, received_at=when, source=source,
-            cart_id=properties.get("cart_id"), order_id=properties.get("order_id"),
-            missing_properties=t.missing_recommended(canonical, properties) if type == "track" else [],
-            duplicate_of=duplicate_of,
-        ))
+        self.events.append(
+            dict(
+                message_id=message_id,
+                type=type,
+                name=canonical,
+                original_name=name,
+                anonymous_id=anonymous_id,
+                user_id=user_id,
+                person_id=self.pid(person) if person else None,
+                properties=properties,
+                context={},
+                timestamp=when,
+                received_at=when,
+                source=source,
+                cart_id=properties.get("cart_id"),
+                order_id=properties.get("order_id"),
+                missing_properties=t.missing_recommended(canonical, properties) if type == "track" else [],
+                duplicate_of=duplicate_of,
+            )
+        )
         return message_id
 
     def order(self, person: str, when: datetime, order_id: str, **properties) -> str:
@@ -68,32 +99,80 @@ class History:
     def page(self, when: datetime, anonymous_id: str, person: str | None = None) -> str:
         return self.event(t.PAGE_VIEWED, when, person, anonymous_id=anonymous_id, type="page", url="/")
 
-    def message(self, person: str, journey: str, step: int, sent_at: datetime, cart_id: str | None = None,
-                status: str = "sent", reason: str | None = None) -> str:
+    def message(
+        self,
+        person: str,
+        journey: str,
+        step: int,
+        sent_at: datetime,
+        cart_id: str | None = None,
+        status: str = "sent",
+        reason: str | None = None,
+    ) -> str:
         message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"msg/{person}/{journey}/{step}/{status}"))
-        self.messages.append(dict(
-            id=message_id, person_id=self.pid(person), workflow_id=f"{journey}-{self.pid(person)}-1", journey=journey,
-            step=step, template=f"{journey}_{step}", channel="email", recipient=f"{person.lower()}@example.com",
-            subject="Hello", body="…", items=[], status=status, reason=reason,
-            idempotency_key=f"{journey}-{person}:{step}:{status}", cart_id=cart_id, created_at=sent_at,
-            sent_at=sent_at if status == "sent" else None))
+        self.messages.append(
+            dict(
+                id=message_id,
+                person_id=self.pid(person),
+                workflow_id=f"{journey}-{self.pid(person)}-1",
+                journey=journey,
+                step=step,
+                template=f"{journey}_{step}",
+                channel="email",
+                recipient=f"{person.lower()}@example.com",
+                subject="Hello",
+                body="…",
+                items=[],
+                status=status,
+                reason=reason,
+                idempotency_key=f"{journey}-{person}:{step}:{status}",
+                cart_id=cart_id,
+                created_at=sent_at,
+                sent_at=sent_at if status == "sent" else None,
+            )
+        )
         return message_id
 
     def run(self, person: str, route: str, started_at: datetime, cart_id: str | None = None) -> None:
         n = sum(1 for r in self.runs if r["person_id"] == self.pid(person)) + 1
-        self.runs.append(dict(workflow_id=f"{route}-{self.pid(person)}-{n}", person_id=self.pid(person), route=route,
-                              status="completed", reason="", cart_id=cart_id, started_at=started_at))
+        self.runs.append(
+            dict(
+                workflow_id=f"{route}-{self.pid(person)}-{n}",
+                person_id=self.pid(person),
+                route=route,
+                status="completed",
+                reason="",
+                cart_id=cart_id,
+                started_at=started_at,
+            )
+        )
 
-    def note(self, person: str, kind: str, journey: str, reason: str, when: datetime, step: int | None = None,
-             run: int = 1) -> None:
+    def note(
+        self, person: str, kind: str, journey: str, reason: str, when: datetime, step: int | None = None, run: int = 1
+    ) -> None:
         """A journey log line of the person's `run`-th run of that journey (step None: between steps)."""
-        self.log.append(dict(person_id=self.pid(person), workflow_id=f"{journey}-{self.pid(person)}-{run}",
-                             journey=journey, step=step, kind=kind, reason=reason, at=when))
+        self.log.append(
+            dict(
+                person_id=self.pid(person),
+                workflow_id=f"{journey}-{self.pid(person)}-{run}",
+                journey=journey,
+                step=step,
+                kind=kind,
+                reason=reason,
+                at=when,
+            )
+        )
 
     def insert(self, engine: Engine) -> None:
         with engine.begin() as conn:
-            for model, rows in ((Person, self.people), (Identifier, self.identifiers), (Event, self.events),
-                                (Message, self.messages), (JourneyRun, self.runs), (JourneyLog, self.log)):
+            for model, rows in (
+                (Person, self.people),
+                (Identifier, self.identifiers),
+                (Event, self.events),
+                (Message, self.messages),
+                (JourneyRun, self.runs),
+                (JourneyLog, self.log),
+            ):
                 if rows:
                     conn.execute(insert(model.__table__), rows)
 
@@ -146,8 +225,17 @@ def march() -> History:
     h.order("F", at(25), "o-F", revenue=30)
     # G: welcome, then re-routed to cart recovery; the cart message is the last touch (200).
     h.person("G", at(7, 10))
-    h.event("Product Viewed", at(7, 9, 30), "G", anonymous_id="g-1", sku="S3", variant="M", price=200,
-            category="coats", url="/p/s3")
+    h.event(
+        "Product Viewed",
+        at(7, 9, 30),
+        "G",
+        anonymous_id="g-1",
+        sku="S3",
+        variant="M",
+        price=200,
+        category="coats",
+        url="/p/s3",
+    )
     h.run("G", "welcome", at(7, 10))
     h.message("G", "welcome", 1, at(7, 10, 5))
     h.run("G", "cart_recovery", at(8, 10), "c-G")
@@ -175,8 +263,16 @@ def march() -> History:
     h.person("L", at(10, 10))
     h.run("L", "control", at(10, 10))
     client_copy = h.event("Checkout Started", at(10, 10, 10), "L", anonymous_id="l-1", cart_id="c-L", value=10)
-    h.event("Checkout Started", at(10, 10, 10), "L", user_id="u-L", cart_id="c-L", value=10, source="server",
-            duplicate_of=client_copy)
+    h.event(
+        "Checkout Started",
+        at(10, 10, 10),
+        "L",
+        user_id="u-L",
+        cart_id="c-L",
+        value=10,
+        source="server",
+        duplicate_of=client_copy,
+    )
     # M: routed to nothing (welcome cooldown). N: bought before identifying (70): already a customer.
     h.person("M", at(11))
     h.run("M", "none", at(11))
@@ -206,15 +302,27 @@ def march() -> History:
     h.note("C", "exit", "cart_recovery", "purchased (order o-C)", at(5, 13), step=2)
     # E unsubscribed before browse step 2: the engine logs the step skipped, then the journey's
     # exit, both for step 2 — one skip, not two.
-    h.note("E", "skipped", "browse_recovery", "unsubscribed from email: step 2 (browse_recovery_2) not sent", at(7, 9),
-           step=2)
+    h.note(
+        "E",
+        "skipped",
+        "browse_recovery",
+        "unsubscribed from email: step 2 (browse_recovery_2) not sent",
+        at(7, 9),
+        step=2,
+    )
     h.note("E", "exit", "browse_recovery", "unsubscribed from email: no later step can reach them", at(7, 9), step=2)
     h.note("F", "exit", "welcome", "suppressed", at(7), step=2)
     h.note("H", "exit", "cart_recovery", "cart no longer open", at(11, 12), step=3)
     h.note("H", "skipped", "cart_recovery", "cart c-H already had its recovery journey", at(9, 13), run=2)
     # B: nothing in the cart in stock at step 2 (skipped, the journey goes on); all sold out at step 3.
-    h.note("B", "skipped", "cart_recovery", "out of stock: nothing to show, step 2 (cart_recovery_2) not sent",
-           at(3, 10), step=2)
+    h.note(
+        "B",
+        "skipped",
+        "cart_recovery",
+        "out of stock: nothing to show, step 2 (cart_recovery_2) not sent",
+        at(3, 10),
+        step=2,
+    )
     h.note("B", "exit", "cart_recovery", "out of stock: every item in the cart sold out", at(5, 10), step=3)
     h.note("G", "exit", "welcome", "re-routed to cart_recovery: open cart c-G, value 200.00 ≥ 50.00", at(8, 10))
     h.note("I", "exit", "cart_recovery", "journey timed out", at(11), run=2)

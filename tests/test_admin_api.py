@@ -13,18 +13,43 @@ from store.models import Message
 
 PROFILE_KEYS = {"person_id", "user_id", "emails", "phones", "anonymous_ids", "traits", "events", "journeys", "messages"}
 EVENT_KEYS = {"name", "original_name", "anonymous_id", "timestamp", "properties"}
-MESSAGE_KEYS = {"message_id", "person_id", "journey", "step", "channel", "recipient", "subject", "items", "status",
-                "idempotency_key", "created_at"}
+MESSAGE_KEYS = {
+    "message_id",
+    "person_id",
+    "journey",
+    "step",
+    "channel",
+    "recipient",
+    "subject",
+    "items",
+    "status",
+    "idempotency_key",
+    "created_at",
+}
 
 
 def known_person(api) -> dict:
-    response = api.segment("track", {"anonymousId": "adm-dev", "event": "Product Added", "messageId": "adm-1",
-                                     "properties": {"sku": "K1", "price": 30},
-                                     "timestamp": "2026-01-01T10:00:00Z"})
+    response = api.segment(
+        "track",
+        {
+            "anonymousId": "adm-dev",
+            "event": "Product Added",
+            "messageId": "adm-1",
+            "properties": {"sku": "K1", "price": 30},
+            "timestamp": "2026-01-01T10:00:00Z",
+        },
+    )
     assert response.status_code == 200, response.text
-    response = api.segment("identify", {"anonymousId": "adm-dev", "userId": "adm-user", "messageId": "adm-2",
-                                        "traits": {"email": "Admin.Person@Example.com", "phone": "+1 415 555 2671",
-                                                   "first_name": "Ada"}, "timestamp": "2026-01-01T11:00:00Z"})
+    response = api.segment(
+        "identify",
+        {
+            "anonymousId": "adm-dev",
+            "userId": "adm-user",
+            "messageId": "adm-2",
+            "traits": {"email": "Admin.Person@Example.com", "phone": "+1 415 555 2671", "first_name": "Ada"},
+            "timestamp": "2026-01-01T11:00:00Z",
+        },
+    )
     assert response.status_code == 200, response.text
     return api.person(user_id="adm-user")
 
@@ -32,19 +57,38 @@ def known_person(api) -> dict:
 def add_message(db, person_id: str, key: str, created_at: datetime, step: int = 1) -> str:
     message_id = str(uuid.uuid4())
     with db.engine.begin() as conn:
-        conn.execute(insert(Message.__table__).values(
-            id=message_id, person_id=person_id, workflow_id=f"journey-{person_id}", journey="cart_recovery", step=step,
-            template=f"cart_recovery_{step}", channel="email", recipient="admin.person@example.com",
-            subject="You left something behind", body="...", items=[{"sku": "K1", "title": "Knit"}], status="sent",
-            idempotency_key=key, created_at=created_at))
+        conn.execute(
+            insert(Message.__table__).values(
+                id=message_id,
+                person_id=person_id,
+                workflow_id=f"journey-{person_id}",
+                journey="cart_recovery",
+                step=step,
+                template=f"cart_recovery_{step}",
+                channel="email",
+                recipient="admin.person@example.com",
+                subject="You left something behind",
+                body="...",
+                items=[{"sku": "K1", "title": "Knit"}],
+                status="sent",
+                idempotency_key=key,
+                created_at=created_at,
+            )
+        )
     return message_id
 
 
 def test_admin_routes_need_the_bearer_token(api, db):
     person = known_person(api)
     paths = ["people?email=admin.person@example.com", f"people/{person['person_id']}", "messages", "rejected"]
-    bad_headers = [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": f"Basic {ADMIN_TOKEN}"},
-                   {"Authorization": ADMIN_TOKEN}, {"Authorization": "Bearer x"}, {"Authorization": f"Bearer {WRITE_KEY}"}]
+    bad_headers = [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {ADMIN_TOKEN}"},
+        {"Authorization": ADMIN_TOKEN},
+        {"Authorization": "Bearer x"},
+        {"Authorization": f"Bearer {WRITE_KEY}"},
+    ]
     for path in paths:
         for headers in bad_headers:
             response = api.http.get(f"/admin/{path}", headers=headers)
@@ -59,8 +103,13 @@ def test_admin_routes_need_the_bearer_token(api, db):
 def test_people_lookup_by_every_identifier(api, db):
     person = known_person(api)
     assert set(person) >= PROFILE_KEYS
-    lookups = [{"email": "admin.person@example.com"}, {"email": " ADMIN.PERSON@example.COM "}, {"user_id": "adm-user"},
-               {"anonymous_id": "adm-dev"}, {"phone": "+14155552671"}]
+    lookups = [
+        {"email": "admin.person@example.com"},
+        {"email": " ADMIN.PERSON@example.COM "},
+        {"user_id": "adm-user"},
+        {"anonymous_id": "adm-dev"},
+        {"phone": "+14155552671"},
+    ]
     for query in lookups:
         assert api.person(**query) == person, query
     # Phones are looked up the way they are stored (E.164), so other spellings find the person too,
@@ -91,10 +140,15 @@ def test_person_by_id_and_404s(api, db):
     response = api.admin(f"people/{person['person_id']}")
     assert response.status_code == 200
     assert response.json() == person
-    for path, query in [(f"people/{uuid.uuid4()}", {}), ("people/not-a-uuid", {}),
-                        ("people", {"email": "nobody@example.com"}), ("people", {"email": "not-an-email"}),
-                        ("people", {"user_id": "nobody"}), ("people", {"anonymous_id": "nowhere"}),
-                        ("people", {"phone": "+15555550000"})]:
+    for path, query in [
+        (f"people/{uuid.uuid4()}", {}),
+        ("people/not-a-uuid", {}),
+        ("people", {"email": "nobody@example.com"}),
+        ("people", {"email": "not-an-email"}),
+        ("people", {"user_id": "nobody"}),
+        ("people", {"anonymous_id": "nowhere"}),
+        ("people", {"phone": "+15555550000"}),
+    ]:
         response = api.admin(path, **query)
         assert response.status_code == 404, (path, query, response.text)
         assert response.json()["detail"] == "no such person"
@@ -136,11 +190,16 @@ def test_messages_list_and_filter(api, db):
 
 def test_rejected_lists_quarantine_newest_first(api, db):
     assert api.admin("rejected").json() == []
-    response = api.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": "r", "messageId": "rej-1"},
-        {"type": "track", "anonymousId": "r", "event": "X", "messageId": "rej-ok"},
-        {"type": "track", "event": "X", "messageId": "rej-2"},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {"type": "track", "anonymousId": "r", "messageId": "rej-1"},
+                {"type": "track", "anonymousId": "r", "event": "X", "messageId": "rej-ok"},
+                {"type": "track", "event": "X", "messageId": "rej-2"},
+            ]
+        },
+    )
     assert response.status_code == 200
     rows = api.admin("rejected").json()
     assert [r["message_id"] for r in rows] == ["rej-2", "rej-1"]

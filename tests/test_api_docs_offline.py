@@ -12,8 +12,9 @@ import pytest
 from browser import Chromium, chromium_binary
 from conftest import ServedApp, settings_for
 
-pytestmark = pytest.mark.skipif(chromium_binary() is None,
-                                reason="chromium is not installed (.ci/run installs it with apt-get)")
+pytestmark = pytest.mark.skipif(
+    chromium_binary() is None, reason="chromium is not installed (.ci/run installs it with apt-get)"
+)
 OFFLINE = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)
 ARTEFACTS = Path(tempfile.gettempdir()) / "breadcrumb-test-artefacts"
 
@@ -31,12 +32,19 @@ def requested(browser: Chromium) -> list[str]:
 def left_the_machine(browser: Chromium, origin: str) -> list[str]:
     """http(s) requests to anywhere but `origin` that were not refused by the page's CSP before
     they were sent (data: and blob: URLs never leave the browser)."""
-    refused = {e["params"]["requestId"] for e in browser.events
-               if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason") == "csp"}
-    return [e["params"]["request"]["url"] for e in browser.events
-            if e["method"] == "Network.requestWillBeSent" and e["params"]["requestId"] not in refused
-            and e["params"]["request"]["url"].startswith(("http:", "https:"))
-            and not e["params"]["request"]["url"].startswith(origin)]
+    refused = {
+        e["params"]["requestId"]
+        for e in browser.events
+        if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason") == "csp"
+    }
+    return [
+        e["params"]["request"]["url"]
+        for e in browser.events
+        if e["method"] == "Network.requestWillBeSent"
+        and e["params"]["requestId"] not in refused
+        and e["params"]["request"]["url"].startswith(("http:", "https:"))
+        and not e["params"]["request"]["url"].startswith(origin)
+    ]
 
 
 def screenshot(browser: Chromium, name: str) -> None:
@@ -53,7 +61,8 @@ def test_swagger_ui_renders_offline(app):
         paths = browser.wait_for(
             "(() => { const found = [...document.querySelectorAll('.opblock-summary-path')]"
             ".map(e => e.getAttribute('data-path')); return found.length > 30 ? found : null; })()",
-            what="Swagger UI listing the operations")
+            what="Swagger UI listing the operations",
+        )
         screenshot(browser, "docs-swagger-offline.png")
         urls, outside = requested(browser), left_the_machine(browser, app.url)
     assert {"/v1/identify", "/v1/batch", "/api/v1/customers/{customer_id}", "/admin/people"} <= set(paths), paths
@@ -66,7 +75,9 @@ def test_redoc_renders_offline(app):
         browser.goto(f"{app.url}/redoc")
         count = browser.wait_for(
             "(() => { const n = document.querySelectorAll('[data-section-id^=\"operation/\"]').length;"
-            " return n > 30 ? n : 0; })()", what="ReDoc listing the operations")
+            " return n > 30 ? n : 0; })()",
+            what="ReDoc listing the operations",
+        )
         text = browser.evaluate("document.body.innerText")
         screenshot(browser, "docs-redoc-offline.png")
         urls, outside = requested(browser), left_the_machine(browser, app.url)

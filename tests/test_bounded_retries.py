@@ -44,8 +44,9 @@ async def record(shop, workflow_id: str, name: str) -> None:
 
 async def test_a_guardrail_read_that_keeps_failing_ends_the_journey_with_the_reason(env, engine):
     async with running_shop(env, engine, policy()) as shop:
-        await shop.shop(track("b1", "Added to Cart", cart_id="cb1", sku="S", price=90),
-                        identify("b1", "broken@example.com"))
+        await shop.shop(
+            track("b1", "Added to Cart", cart_id="cb1", sku="S", price=90), identify("b1", "broken@example.com")
+        )
         person = shop.person_id("broken@example.com")
         journey = await shop.journey_of(person)
         with engine.begin() as conn:  # the store loses the table the guardrails read (a bad deploy)
@@ -65,8 +66,12 @@ async def test_a_guardrail_read_that_keeps_failing_ends_the_journey_with_the_rea
 
 async def test_a_send_that_finally_fails_is_recorded_and_the_journey_goes_on(env, engine):
     relay = RelayDown()
-    two_steps = {"steps": [{"delay": "5m", "template": "welcome_1"},
-                           {"delay": "1d", "template": "welcome_2", "channel": "outbox"}]}
+    two_steps = {
+        "steps": [
+            {"delay": "5m", "template": "welcome_1"},
+            {"delay": "1d", "template": "welcome_2", "channel": "outbox"},
+        ]
+    }
     chosen = policy(journeys={**BASE_POLICY["journeys"], "welcome": two_steps})
     async with running_shop(env, engine, chosen, channels={"email": relay}) as shop:
         await shop.shop(identify("b2", "unlucky@example.com"))

@@ -38,6 +38,7 @@ async def encode(converter, value) -> Payload:
 
 # ---- the codec ------------------------------------------------------------------------------------
 
+
 async def test_payloads_are_ciphertext_with_the_key_id_and_round_trip():
     signal = HubSignal(event="identified", message_id=EMAIL)
     payload = await encode(CONVERTER, signal)
@@ -58,8 +59,9 @@ async def test_rotation_encrypts_with_the_first_key_and_reads_every_listed_one()
     assert written_after.metadata[KEY_ID] == b"k-new"
     with pytest.raises(PayloadKeyError) as error:  # the old key alone cannot read what the new one wrote
         await old.decode([written_after])
-    assert str(error.value) == ("a payload is encrypted with key id 'k-new', which BREADCRUMB_PAYLOAD_KEYS "
-                                "does not list (listed: k-old)")
+    assert str(error.value) == (
+        "a payload is encrypted with key id 'k-new', which BREADCRUMB_PAYLOAD_KEYS does not list (listed: k-old)"
+    )
 
 
 async def test_clear_payloads_from_before_encryption_pass_through():
@@ -77,15 +79,20 @@ async def test_a_payload_under_a_reused_key_id_with_another_key_is_refused():
         await CONVERTER.decode([tampered])
 
 
-@pytest.mark.parametrize("value,message", [
-    ("k1", "BREADCRUMB_PAYLOAD_KEYS entry 1 is not 'id:base64key'"),
-    ("k1:", "BREADCRUMB_PAYLOAD_KEYS entry 1 is not 'id:base64key'"),
-    ("k1:not*base64!", "BREADCRUMB_PAYLOAD_KEYS entry 1 ('k1'): the key is not valid base64"),
-    (f"{key('k1', b'a')},k 2:{base64.b64encode(b'b' * 32).decode()}",
-     "BREADCRUMB_PAYLOAD_KEYS entry 2: key id 'k 2' must be 1-64 letters, digits, '.', '_' or '-'"),
-    (f"{key('k1', b'a')},{key('k1', b'b')}", "BREADCRUMB_PAYLOAD_KEYS entry 2: key id 'k1' is listed twice"),
-    (" , ", "BREADCRUMB_PAYLOAD_KEYS lists no key"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("k1", "BREADCRUMB_PAYLOAD_KEYS entry 1 is not 'id:base64key'"),
+        ("k1:", "BREADCRUMB_PAYLOAD_KEYS entry 1 is not 'id:base64key'"),
+        ("k1:not*base64!", "BREADCRUMB_PAYLOAD_KEYS entry 1 ('k1'): the key is not valid base64"),
+        (
+            f"{key('k1', b'a')},k 2:{base64.b64encode(b'b' * 32).decode()}",
+            "BREADCRUMB_PAYLOAD_KEYS entry 2: key id 'k 2' must be 1-64 letters, digits, '.', '_' or '-'",
+        ),
+        (f"{key('k1', b'a')},{key('k1', b'b')}", "BREADCRUMB_PAYLOAD_KEYS entry 2: key id 'k1' is listed twice"),
+        (" , ", "BREADCRUMB_PAYLOAD_KEYS lists no key"),
+    ],
+)
 def test_malformed_keys_are_named_in_one_line(value, message):
     with pytest.raises(PayloadKeyError) as error:
         PayloadKeys.parse(value)
@@ -102,7 +109,9 @@ def test_a_key_of_the_wrong_length_says_how_to_make_one_and_never_echoes_the_key
 
 
 def test_no_keys_is_refused_unless_clear_payloads_are_allowed_explicitly():
-    with pytest.raises(PayloadKeyError, match="BREADCRUMB_PAYLOAD_KEYS is not set.*BREADCRUMB_ALLOW_CLEAR_PAYLOADS=true"):
+    with pytest.raises(
+        PayloadKeyError, match="BREADCRUMB_PAYLOAD_KEYS is not set.*BREADCRUMB_ALLOW_CLEAR_PAYLOADS=true"
+    ):
         configured_keys("", allow_clear=False)
     assert configured_keys("", allow_clear=True) is None
     assert data_converter(None) is pydantic_data_converter
@@ -118,18 +127,31 @@ def test_generated_keys_render_to_a_setting_that_parses_back():
 @pytest.mark.parametrize("command", ["worker", "api", "temporal-setup"])
 def test_processes_that_talk_to_temporal_refuse_to_start_without_keys(command):
     env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")}
-    done = subprocess.run([sys.executable, "-m", "worker.cli", command], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", command],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     said = " ".join(done.stderr.split())
     assert said.startswith("breadcrumb: BREADCRUMB_PAYLOAD_KEYS is not set"), done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
-    bad = subprocess.run([sys.executable, "-m", "worker.cli", command], cwd=REPO_ROOT, capture_output=True,
-                         env=env | {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="}, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "worker.cli", command],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        env=env | {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="},
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and "entry 1 ('k1'): the key is 5 bytes" in " ".join(bad.stderr.split())
 
 
 # ---- breadcrumb dev's development key ------------------------------------------------------------
+
 
 def test_dev_stack_generates_a_key_once_keeps_it_and_points_the_ui_at_the_codec(tmp_path, monkeypatch):
     from worker.devstack import DevStack, StackError
@@ -159,6 +181,7 @@ def test_dev_stack_generates_a_key_once_keeps_it_and_points_the_ui_at_the_codec(
 
 # ---- the endpoint, over real HTTP -------------------------------------------------------------------
 
+
 def as_json(payloads: list[Payload]) -> dict:
     return json_format.MessageToDict(Payloads(payloads=payloads))
 
@@ -168,8 +191,12 @@ def from_json(body: dict) -> list[Payload]:
 
 
 def codec_post(served: ServedApp, path: str, body: dict, **headers) -> httpx.Response:
-    return httpx.post(f"{served.url}/codec/{path}", json=body, timeout=30,
-                      headers={"X-Namespace": "default", "Content-Type": "application/json", **headers})
+    return httpx.post(
+        f"{served.url}/codec/{path}",
+        json=body,
+        timeout=30,
+        headers={"X-Namespace": "default", "Content-Type": "application/json", **headers},
+    )
 
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -235,9 +262,15 @@ def test_a_signed_login_link_opens_a_cookie_session_for_the_ui(served: ServedApp
 
 def test_cors_admits_the_temporal_ui_origin_only(served: ServedApp):
     def preflight(origin: str, path: str = "/codec/decode") -> httpx.Response:
-        return httpx.options(f"{served.url}{path}", timeout=30, headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace,authorization"})
+        return httpx.options(
+            f"{served.url}{path}",
+            timeout=30,
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace,authorization",
+            },
+        )
 
     for origin in (UI_ORIGIN, "http://localhost:8233"):
         allowed = preflight(origin)
@@ -250,8 +283,9 @@ def test_cors_admits_the_temporal_ui_origin_only(served: ServedApp):
     assert refused.status_code == 400
     assert "access-control-allow-origin" not in refused.headers
     # A simple (non-preflighted) request from elsewhere gets no CORS grant either: the browser hides the answer.
-    response = httpx.post(f"{served.url}/codec/decode", json=as_json([]), timeout=30,
-                          headers={"Origin": "https://evil.example", **BEARER})
+    response = httpx.post(
+        f"{served.url}/codec/decode", json=as_json([]), timeout=30, headers={"Origin": "https://evil.example", **BEARER}
+    )
     assert "access-control-allow-origin" not in response.headers
     # The storefront's front doors still answer any origin, without credentials.
     public = preflight("https://shop.example.com", "/v1/track")
@@ -266,17 +300,30 @@ def test_the_codec_origins_are_a_setting(monkeypatch):
     assert Settings().codec_cors_origins == ["https://temporal.example.com", "https://ui.example.com"]
 
 
-
 def test_codec_login_prints_a_working_link(served: ServedApp):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")} | {"BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN}
-    done = subprocess.run([sys.executable, "-m", "worker.cli", "codec-login", "--api", served.url, "--ttl", "60"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")} | {
+        "BREADCRUMB_ADMIN_TOKEN": ADMIN_TOKEN
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "codec-login", "--api", served.url, "--ttl", "60"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     link = done.stdout.strip()
     assert link.startswith(f"{served.url}/codec/login?expires=")
     assert httpx.get(link, timeout=30).status_code == 200
-    refused = subprocess.run([sys.executable, "-m", "worker.cli", "codec-login"], cwd=REPO_ROOT, capture_output=True,
-                             env={k: v for k, v in env.items() if k != "BREADCRUMB_ADMIN_TOKEN"}, text=True, timeout=120)
+    refused = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "codec-login"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        env={k: v for k, v in env.items() if k != "BREADCRUMB_ADMIN_TOKEN"},
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 1 and "needs BREADCRUMB_ADMIN_TOKEN" in refused.stdout
 
 

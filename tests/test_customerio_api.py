@@ -34,25 +34,56 @@ def ok(response) -> None:
 
 def add_message(db, person_id: str, key: str) -> None:
     with db.engine.begin() as conn:
-        conn.execute(insert(Message.__table__).values(
-            id=str(uuid.uuid4()), person_id=person_id, workflow_id=f"wf-{key}", journey="welcome", step=1,
-            template="welcome_1", channel="email", recipient="x@example.com", subject="Hi", body="Hello",
-            items=[], status="sent", idempotency_key=key, created_at=utcnow()))
-
+        conn.execute(
+            insert(Message.__table__).values(
+                id=str(uuid.uuid4()),
+                person_id=person_id,
+                workflow_id=f"wf-{key}",
+                journey="welcome",
+                step=1,
+                template="welcome_1",
+                channel="email",
+                recipient="x@example.com",
+                subject="Hi",
+                body="Hello",
+                items=[],
+                status="sent",
+                idempotency_key=key,
+                created_at=utcnow(),
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Identify
 # ---------------------------------------------------------------------------------------------
 
+
 def test_anonymous_events_then_identify_merges_them(api, db):
-    ok(api.cio("POST", "events", {"anonymous_id": "cio-anon-1", "name": "Product Viewed", "data": {"sku": "A1"}, "id": "e-1"}))
-    ok(api.cio("POST", "events", {"anonymous_id": "cio-anon-1", "name": "Product Added", "data": {"sku": "A1", "cart_id": "c1"}}))
+    ok(
+        api.cio(
+            "POST",
+            "events",
+            {"anonymous_id": "cio-anon-1", "name": "Product Viewed", "data": {"sku": "A1"}, "id": "e-1"},
+        )
+    )
+    ok(
+        api.cio(
+            "POST",
+            "events",
+            {"anonymous_id": "cio-anon-1", "name": "Product Added", "data": {"sku": "A1", "cart_id": "c1"}},
+        )
+    )
     assert db.scalar("SELECT count(*) FROM people") == 0
     assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 2
 
-    ok(api.cio("PUT", "customers/cust-1", {"email": "  Bo@Example.COM ", "anonymous_id": "cio-anon-1",
-                                           "first_name": "Bo", "created_at": 1700000000}))
+    ok(
+        api.cio(
+            "PUT",
+            "customers/cust-1",
+            {"email": "  Bo@Example.COM ", "anonymous_id": "cio-anon-1", "first_name": "Bo", "created_at": 1700000000},
+        )
+    )
     person = api.person(user_id="cust-1")
     assert person["user_id"] == "cust-1"
     assert person["emails"] == ["bo@example.com"]
@@ -90,10 +121,21 @@ def test_customer_id_may_be_an_email(api, db):
 # Events
 # ---------------------------------------------------------------------------------------------
 
+
 def test_customer_event_with_id_timestamp_and_alias_name(api, db):
     ok(api.cio("PUT", "customers/cust-3", {"email": "three@example.com"}))
-    ok(api.cio("POST", "customers/cust-3/events", {"name": "Product Added", "id": "cio-evt-1", "timestamp": 1714000000,
-                                                   "data": {"sku": "S9", "price": 12.5, "cart_id": "cart-3"}}))
+    ok(
+        api.cio(
+            "POST",
+            "customers/cust-3/events",
+            {
+                "name": "Product Added",
+                "id": "cio-evt-1",
+                "timestamp": 1714000000,
+                "data": {"sku": "S9", "price": 12.5, "cart_id": "cart-3"},
+            },
+        )
+    )
     person = api.person(user_id="cust-3")
     added = [e for e in person["events"] if e["message_id"] == "cio-evt-1"]
     assert len(added) == 1
@@ -146,11 +188,17 @@ def test_late_anonymous_event_after_identify_attaches_at_once(api, db):
 # merge_customers
 # ---------------------------------------------------------------------------------------------
 
+
 def _two_customers(api):
     ok(api.cio("PUT", "customers/primary-1", {"email": "primary@example.com", "tier": "gold", "city": "York"}))
     ok(api.cio("POST", "customers/primary-1/events", {"name": "Product Viewed", "id": "p-ev"}))
-    ok(api.cio("PUT", "customers/secondary-1", {"email": "secondary@example.com", "tier": "silver", "pet": "cat",
-                                                "anonymous_id": "sec-device"}))
+    ok(
+        api.cio(
+            "PUT",
+            "customers/secondary-1",
+            {"email": "secondary@example.com", "tier": "silver", "pet": "cat", "anonymous_id": "sec-device"},
+        )
+    )
     ok(api.cio("POST", "customers/secondary-1/events", {"name": "Product Added", "id": "s-ev"}))
     return api.person(user_id="primary-1")["person_id"], api.person(user_id="secondary-1")["person_id"]
 
@@ -186,8 +234,13 @@ def test_merge_customers_by_id(api, db):
 def test_merge_customers_by_email(api, db):
     primary_id, secondary_id = _two_customers(api)
     add_message(db, secondary_id, "merge-by-email")
-    ok(api.cio("POST", "merge_customers", {"primary": {"email": "PRIMARY@example.com"},
-                                           "secondary": {"email": "secondary@example.com"}}))
+    ok(
+        api.cio(
+            "POST",
+            "merge_customers",
+            {"primary": {"email": "PRIMARY@example.com"}, "secondary": {"email": "secondary@example.com"}},
+        )
+    )
     _assert_merged(api, db, primary_id, secondary_id)
 
 
@@ -202,16 +255,19 @@ def test_merge_into_an_unknown_primary_gives_the_secondary_its_identifier(api, d
 def test_merge_customers_rejects_bad_references(api, db):
     ok(api.cio("PUT", "customers/only", {}))
     assert_cio_error(api.cio("POST", "merge_customers", {"primary": "only", "secondary": {"id": "x"}}), 400, "primary")
-    assert_cio_error(api.cio("POST", "merge_customers", {"primary": {"id": "only"}, "secondary": {"name": "x"}}), 400,
-                     "id or email")
-    assert_cio_error(api.cio("POST", "merge_customers", {"primary": {"email": "not-an-email"}, "secondary": {"id": "only"}}),
-                     400)
+    assert_cio_error(
+        api.cio("POST", "merge_customers", {"primary": {"id": "only"}, "secondary": {"name": "x"}}), 400, "id or email"
+    )
+    assert_cio_error(
+        api.cio("POST", "merge_customers", {"primary": {"email": "not-an-email"}, "secondary": {"id": "only"}}), 400
+    )
     assert db.scalar("SELECT count(*) FROM people") == 1
 
 
 # ---------------------------------------------------------------------------------------------
 # Delete
 # ---------------------------------------------------------------------------------------------
+
 
 def test_delete_removes_the_person_and_all_their_data(api, db):
     ok(api.cio("POST", "events", {"anonymous_id": "del-device", "name": "Product Viewed"}))
@@ -254,16 +310,31 @@ def test_delete_leaves_nothing_about_them_behind(api, db):
     person_id = api.person(user_id="gone")["person_id"]
     assert db.scalar("SELECT count(*) FROM events WHERE anonymous_id = 'gone-device' AND person_id IS NULL") == 1
     bad_timestamp = {"type": "track", "event": "X", "timestamp": "yesterday-ish"}
-    assert api.segment("batch", {"batch": [
-        {**bad_timestamp, "anonymousId": "gone-device", "messageId": "q-device"},
-        {"type": "identify", "traits": {"email": "GONE@example.com"}, "messageId": "q-email"},  # names nobody else
-        {**bad_timestamp, "userId": "gone", "messageId": "q-user"},
-        {**bad_timestamp, "anonymousId": "gone-device-2", "messageId": "q-other-device"},
-        {"type": "identify", "traits": {"email": "not.gone@example.com"}, "messageId": "q-other-email"},
-        {**bad_timestamp, "userId": "Gone", "messageId": "q-other-user"},
-        {**bad_timestamp, "userId": "someone", "properties": {"sku": "gone"}, "messageId": "q-look-alike"},
-    ]}).headers["X-Breadcrumb-Rejected"] == "7"
-    assert api.segment("identify", {"userId": "gone", "messageId": "q-phone", "traits": {"phone": "12"}}).status_code == 200
+    assert (
+        api.segment(
+            "batch",
+            {
+                "batch": [
+                    {**bad_timestamp, "anonymousId": "gone-device", "messageId": "q-device"},
+                    {
+                        "type": "identify",
+                        "traits": {"email": "GONE@example.com"},
+                        "messageId": "q-email",
+                    },  # names nobody else
+                    {**bad_timestamp, "userId": "gone", "messageId": "q-user"},
+                    {**bad_timestamp, "anonymousId": "gone-device-2", "messageId": "q-other-device"},
+                    {"type": "identify", "traits": {"email": "not.gone@example.com"}, "messageId": "q-other-email"},
+                    {**bad_timestamp, "userId": "Gone", "messageId": "q-other-user"},
+                    {**bad_timestamp, "userId": "someone", "properties": {"sku": "gone"}, "messageId": "q-look-alike"},
+                ]
+            },
+        ).headers["X-Breadcrumb-Rejected"]
+        == "7"
+    )
+    assert (
+        api.segment("identify", {"userId": "gone", "messageId": "q-phone", "traits": {"phone": "12"}}).status_code
+        == 200
+    )
     assert_cio_error(api.cio("POST", "customers/gone/events", {"data": {}}), 400, "name is required")
     assert_cio_error(api.cio("POST", "customers/gone-2/events", {"data": {}}), 400, "name is required")
     assert db.scalar("SELECT count(*) FROM rejected") == 10
@@ -272,9 +343,13 @@ def test_delete_leaves_nothing_about_them_behind(api, db):
     ok(api.cio("DELETE", "customers/gone"))
     assert db.scalar("SELECT count(*) FROM events") == 0
     kept = db.rows("SELECT message_id, endpoint FROM rejected ORDER BY id")
-    assert [tuple(row) for row in kept] == [("q-other-device", "/v1/batch"), ("q-other-email", "/v1/batch"),
-                                            ("q-other-user", "/v1/batch"), ("q-look-alike", "/v1/batch"),
-                                            (None, "/api/v1/customers/gone-2/events")]
+    assert [tuple(row) for row in kept] == [
+        ("q-other-device", "/v1/batch"),
+        ("q-other-email", "/v1/batch"),
+        ("q-other-user", "/v1/batch"),
+        ("q-look-alike", "/v1/batch"),
+        (None, "/api/v1/customers/gone-2/events"),
+    ]
     assert [tuple(r) for r in db.rows("SELECT kind, person_id FROM outbox")] == [("erased", person_id)]
 
 
@@ -289,6 +364,7 @@ def test_delete_by_email(api, db):
 # ---------------------------------------------------------------------------------------------
 # Suppression
 # ---------------------------------------------------------------------------------------------
+
 
 def test_suppress_and_unsuppress(api, db):
     ok(api.cio("PUT", "customers/quiet", {"email": "quiet@example.com"}))
@@ -317,11 +393,17 @@ def test_suppressing_someone_not_yet_known_holds_when_they_arrive(api, db):
 # Auth and invalid bodies
 # ---------------------------------------------------------------------------------------------
 
+
 def test_wrong_auth_is_401_in_customerio_shape(api, db):
-    calls = [("PUT", "customers/x", {"email": "x@example.com"}), ("POST", "customers/x/events", {"name": "X"}),
-             ("POST", "events", {"anonymous_id": "a", "name": "X"}),
-             ("POST", "merge_customers", {"primary": {"id": "a"}, "secondary": {"id": "b"}}),
-             ("DELETE", "customers/x", None), ("POST", "customers/x/suppress", None), ("POST", "customers/x/unsuppress", None)]
+    calls = [
+        ("PUT", "customers/x", {"email": "x@example.com"}),
+        ("POST", "customers/x/events", {"name": "X"}),
+        ("POST", "events", {"anonymous_id": "a", "name": "X"}),
+        ("POST", "merge_customers", {"primary": {"id": "a"}, "secondary": {"id": "b"}}),
+        ("DELETE", "customers/x", None),
+        ("POST", "customers/x/suppress", None),
+        ("POST", "customers/x/unsuppress", None),
+    ]
     credentials = [(CIO_SITE, "wrong-key"), ("wrong-site", CIO_KEY), ("", ""), (CIO_KEY, CIO_SITE)]
     for method, path, body in calls:
         for auth in credentials:
@@ -336,14 +418,21 @@ def test_wrong_auth_is_401_in_customerio_shape(api, db):
 
 def test_invalid_bodies_are_400_in_customerio_shape_and_quarantined(api, db):
     def raw(method, path, content):
-        return api.http.request(method, f"/api/v1/{path}", content=content, auth=(CIO_SITE, CIO_KEY),
-                                headers={"Content-Type": "application/json"})
+        return api.http.request(
+            method,
+            f"/api/v1/{path}",
+            content=content,
+            auth=(CIO_SITE, CIO_KEY),
+            headers={"Content-Type": "application/json"},
+        )
 
     assert_cio_error(raw("PUT", "customers/x", b"{not json"), 400, "not valid JSON")
     assert_cio_error(raw("POST", "events", b""), 400, "empty")
     assert_cio_error(api.cio("PUT", "customers/x", ["a", "list"]), 400, "JSON object")
     assert_cio_error(api.cio("POST", "customers/x/events", {"data": {}}), 400, "name is required")
-    assert_cio_error(api.cio("POST", "customers/x/events", {"name": "X", "data": [1, 2]}), 400, "data must be an object")
+    assert_cio_error(
+        api.cio("POST", "customers/x/events", {"name": "X", "data": [1, 2]}), 400, "data must be an object"
+    )
     assert_cio_error(api.cio("POST", "customers/x/events", {"name": "X", "timestamp": "yesterday"}), 400, "timestamp")
     assert_cio_error(api.cio("POST", "customers/x/events", {"name": "X", "type": "teleport"}), 400, "type")
     assert_cio_error(api.cio("POST", "events", {"name": "X"}), 400, "anonymous_id is required")

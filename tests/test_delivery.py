@@ -46,10 +46,18 @@ FROM = "Glow Skincare <hello@glow.example>"
 
 def delivery_settings(db, smtp_port: int | None = None, sms_url: str = "", **extra):
     return settings_for(
-        db.url, smtp_url=f"smtp://127.0.0.1:{smtp_port}" if smtp_port else "", smtp_from=FROM,
-        smtp_reply_to="care@glow.example", sms_webhook_url=sms_url, sms_webhook_token="sms-secret" if sms_url else "",
-        public_base_url="https://crumbs.example", shop_url="https://glow.example", shop_name="Glow Skincare",
-        shop_address="1 Market St, Springfield", smtp_timeout=5, sms_timeout=5,
+        db.url,
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}" if smtp_port else "",
+        smtp_from=FROM,
+        smtp_reply_to="care@glow.example",
+        sms_webhook_url=sms_url,
+        sms_webhook_token="sms-secret" if sms_url else "",
+        public_base_url="https://crumbs.example",
+        shop_url="https://glow.example",
+        shop_name="Glow Skincare",
+        shop_address="1 Market St, Springfield",
+        smtp_timeout=5,
+        sms_timeout=5,
         **{"link_hosts": ["cdn.glow.example"], **extra},  # the shop's image host
     )
 
@@ -77,8 +85,16 @@ def put_catalog(db, *products: dict) -> None:
 
 
 def send_input(person: str, route: str, step: int, template: str, channel: str = "email", cart_id=None) -> SendInput:
-    return SendInput(workflow_id=f"{route}-{person}-1", person_id=person, route=route, step=step, template=template,
-                     channel=channel, cart_id=cart_id, at=now())
+    return SendInput(
+        workflow_id=f"{route}-{person}-1",
+        person_id=person,
+        route=route,
+        step=step,
+        template=template,
+        channel=channel,
+        cart_id=cart_id,
+        at=now(),
+    )
 
 
 @pytest.fixture
@@ -96,15 +112,45 @@ def sms():
 
 
 def cart_person(db) -> str:
-    put_catalog(db, {"sku": "SER-30", "variant": "30 ml", "name": "Night Serum", "price": 64,
-                     "image_url": "https://cdn.glow.example/ser-30.jpg", "url": "/products/night-serum"},
-                {"sku": "CLN-01", "name": "Gentle Cleanser", "image_url": "https://cdn.glow.example/cln.jpg"})
-    return seed(db, "dev-cart", "ada@example.com",
-                track("dev-cart", "Product Added", cart_id="c1", sku="SER-30", variant="30 ml", name="Night Serum",
-                      price=64, quantity=1, category="serums"),
-                track("dev-cart", "Added to Cart", cart_id="c1", sku="CLN-01", name="Gentle Cleanser", price=18.5,
-                      quantity=2, checkout_url="https://glow.example/checkouts/c1"),
-                first_name="Ada")
+    put_catalog(
+        db,
+        {
+            "sku": "SER-30",
+            "variant": "30 ml",
+            "name": "Night Serum",
+            "price": 64,
+            "image_url": "https://cdn.glow.example/ser-30.jpg",
+            "url": "/products/night-serum",
+        },
+        {"sku": "CLN-01", "name": "Gentle Cleanser", "image_url": "https://cdn.glow.example/cln.jpg"},
+    )
+    return seed(
+        db,
+        "dev-cart",
+        "ada@example.com",
+        track(
+            "dev-cart",
+            "Product Added",
+            cart_id="c1",
+            sku="SER-30",
+            variant="30 ml",
+            name="Night Serum",
+            price=64,
+            quantity=1,
+            category="serums",
+        ),
+        track(
+            "dev-cart",
+            "Added to Cart",
+            cart_id="c1",
+            sku="CLN-01",
+            name="Gentle Cleanser",
+            price=18.5,
+            quantity=2,
+            checkout_url="https://glow.example/checkouts/c1",
+        ),
+        first_name="Ada",
+    )
 
 
 def test_cart_email_through_real_smtp_is_a_complete_multipart_message(db, smtp):
@@ -150,8 +196,9 @@ def test_smtp_auth_from_the_url(db):
         person = cart_person(db)
         settings = delivery_settings(db)
         settings.smtp_url = f"smtp://shop:p%40ss%20word@127.0.0.1:{server.port}"
-        result = activities_for(db, settings).send_step(send_input(person, "cart_recovery", 1, "cart_recovery_1",
-                                                                   cart_id="c1"))
+        result = activities_for(db, settings).send_step(
+            send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+        )
         assert result.status == "sent", result.reason
         assert len(server.mailbox.wait_for(1)) == 1
     finally:
@@ -159,16 +206,21 @@ def test_smtp_auth_from_the_url(db):
 
 
 def test_browse_email_shows_recent_in_stock_items_and_never_a_sold_out_one(db, smtp):
-    put_catalog(db, *({"sku": f"P{i}", "name": f"Product {i}", "category": "sensitive skin", "price": 10 + i}
-                      for i in range(4)),
-                {"sku": "P4", "variant": "M", "name": "Product 4", "in_stock": False},
-                {"sku": "P4", "variant": "L", "name": "Product 4", "in_stock": True})
-    views = [track("dev-b", "Product Viewed", sku=f"P{i}", variant="M" if i == 4 else None, category="sensitive skin")
-             for i in (0, 1, 2, 4, 3)]
+    put_catalog(
+        db,
+        *({"sku": f"P{i}", "name": f"Product {i}", "category": "sensitive skin", "price": 10 + i} for i in range(4)),
+        {"sku": "P4", "variant": "M", "name": "Product 4", "in_stock": False},
+        {"sku": "P4", "variant": "L", "name": "Product 4", "in_stock": True},
+    )
+    views = [
+        track("dev-b", "Product Viewed", sku=f"P{i}", variant="M" if i == 4 else None, category="sensitive skin")
+        for i in (0, 1, 2, 4, 3)
+    ]
     person = seed(db, "dev-b", "bea@example.com", *views)
     put_catalog(db, {"sku": "P3", "in_stock": False})  # the most recent view has sold out since
     result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
-        send_input(person, "browse_recovery", 1, "browse_recovery_1"))
+        send_input(person, "browse_recovery", 1, "browse_recovery_1")
+    )
     assert result.status == "sent"
     [message] = smtp.mailbox.wait_for(1)
     assert message["Subject"] == "Still thinking about sensitive skin?"
@@ -183,11 +235,16 @@ def test_browse_email_shows_recent_in_stock_items_and_never_a_sold_out_one(db, s
 
 
 def test_welcome_without_browsing_shows_bestsellers(db, smtp):
-    put_catalog(db, {"sku": "B1", "name": "Bestseller One", "bestseller_rank": 1},
-                {"sku": "B2", "name": "Bestseller Two", "bestseller_rank": 2, "in_stock": False},
-                {"sku": "B3", "name": "Bestseller Three", "bestseller_rank": 3})
+    put_catalog(
+        db,
+        {"sku": "B1", "name": "Bestseller One", "bestseller_rank": 1},
+        {"sku": "B2", "name": "Bestseller Two", "bestseller_rank": 2, "in_stock": False},
+        {"sku": "B3", "name": "Bestseller Three", "bestseller_rank": 3},
+    )
     person = seed(db, "dev-w", "wes@example.com")
-    result = activities_for(db, delivery_settings(db, smtp.port)).send_step(send_input(person, "welcome", 2, "welcome_2"))
+    result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
+        send_input(person, "welcome", 2, "welcome_2")
+    )
     [message] = smtp.mailbox.wait_for(1)
     assert result.status == "sent" and message["Subject"] == "Our bestsellers"
     text, _ = parts(message)
@@ -195,15 +252,24 @@ def test_welcome_without_browsing_shows_bestsellers(db, smtp):
 
 
 def test_welcome_bestsellers_from_real_sales_when_the_catalog_comes_from_events(db, smtp):
-    _ingest(db, *(track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
-                  for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"), ("Z", "Zinc Screen"))))
-    _ingest(db, track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X", "quantity": 2}, {"sku": "Y"}]),
-            track("dev-b", "Order Completed", order_id="o-2", products=[{"product_id": "X"}]),
-            track("dev-b", "Order Completed", order_id="o-2", products=[{"sku": "X"}], source="server"),  # same order
-            track("dev-c", "Order Completed", order_id="o-3", products=["Z", {"sku": ""}, {"sku": ["Z"]}, 7]),
-            track("dev-c", "Order Completed", order_id="o-4", products={"sku": "Z"}),
-            track("dev-c", "Order Completed", order_id="o-old", products=[{"sku": "Z"}] * 3,
-                  at=now() - timedelta(days=120)))  # long ago: not a bestseller now
+    _ingest(
+        db,
+        *(
+            track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
+            for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"), ("Z", "Zinc Screen"))
+        ),
+    )
+    _ingest(
+        db,
+        track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X", "quantity": 2}, {"sku": "Y"}]),
+        track("dev-b", "Order Completed", order_id="o-2", products=[{"product_id": "X"}]),
+        track("dev-b", "Order Completed", order_id="o-2", products=[{"sku": "X"}], source="server"),  # same order
+        track("dev-c", "Order Completed", order_id="o-3", products=["Z", {"sku": ""}, {"sku": ["Z"]}, 7]),
+        track("dev-c", "Order Completed", order_id="o-4", products={"sku": "Z"}),
+        track(
+            "dev-c", "Order Completed", order_id="o-old", products=[{"sku": "Z"}] * 3, at=now() - timedelta(days=120)
+        ),
+    )  # long ago: not a bestseller now
     assert db.scalar("SELECT count(*) FROM products WHERE bestseller_rank IS NOT NULL") == 0
     person = seed(db, "dev-w", "wes@example.com")
     activities = activities_for(db, delivery_settings(db, smtp.port))
@@ -221,9 +287,14 @@ def test_welcome_bestsellers_from_real_sales_when_the_catalog_comes_from_events(
 def test_bestseller_counts_are_refreshed_every_few_minutes_not_per_message(db, smtp):
     """A worker counts sales once per SALES_REFRESH (the count scans a quarter of orders), so new
     orders move the bestsellers at the next refresh, not at the next message."""
-    _ingest(db, *(track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
-                  for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"))),
-            track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X"}]))
+    _ingest(
+        db,
+        *(
+            track("dev-shop", "Product Viewed", sku=sku, name=name, price=10)
+            for sku, name in (("X", "Xylo Balm"), ("Y", "Yuzu Mist"))
+        ),
+        track("dev-a", "Order Completed", order_id="o-1", products=[{"sku": "X"}]),
+    )
     person = seed(db, "dev-w", "wes@example.com")
     activities = activities_for(db, delivery_settings(db, smtp.port))
     assert activities.send_step(send_input(person, "welcome", 1, "welcome_2")).status == "sent"
@@ -240,10 +311,15 @@ def test_bestseller_counts_are_refreshed_every_few_minutes_not_per_message(db, s
 def test_category_picks_survive_a_shop_with_more_bestsellers_than_are_read(db):
     """Bestsellers and the shopper's category are read as separate ranked lists: a category's
     unranked, unsold products must not lose their place to the shop's many ranked bestsellers."""
-    put_catalog(db, *({"sku": f"B{i}", "name": f"Best {i}", "category": "candles", "bestseller_rank": i + 1}
-                      for i in range(CATALOG_PICKS_SCAN + 5)),
-                {"sku": "CALM", "name": "Calm Cream", "category": "skincare"},
-                {"sku": "SER", "name": "Night Serum", "category": "skincare"})
+    put_catalog(
+        db,
+        *(
+            {"sku": f"B{i}", "name": f"Best {i}", "category": "candles", "bestseller_rank": i + 1}
+            for i in range(CATALOG_PICKS_SCAN + 5)
+        ),
+        {"sku": "CALM", "name": "Calm Cream", "category": "skincare"},
+        {"sku": "SER", "name": "Night Serum", "category": "skincare"},
+    )
     viewed = [HistoryEvent(name="Product Viewed", timestamp=now(), properties={"sku": "SER", "category": "skincare"})]
     with Session(db.engine) as session:
         shown = personalise("welcome", viewed, load_catalog(session, viewed, None), None)
@@ -328,15 +404,23 @@ def _suppress(db) -> None:
 
 
 MEANWHILE = {
-    "purchased": (lambda db: _ingest(db, track("dev-cart", "Order Completed", order_id="o-1", cart_id="c1", value=101)),
-                  "purchased: order o-1 at "),
-    "unsubscribed": (lambda db: _ingest(db, identify("dev-cart", "ada@example.com", unsubscribed=True)),
-                     "unsubscribed from email"),
+    "purchased": (
+        lambda db: _ingest(db, track("dev-cart", "Order Completed", order_id="o-1", cart_id="c1", value=101)),
+        "purchased: order o-1 at ",
+    ),
+    "unsubscribed": (
+        lambda db: _ingest(db, identify("dev-cart", "ada@example.com", unsubscribed=True)),
+        "unsubscribed from email",
+    ),
     "suppressed": (_suppress, "suppressed"),
-    "cart emptied": (lambda db: _ingest(db, track("dev-cart", "Removed from Cart", cart_id="c1", sku="SER-30",
-                                                  variant="30 ml"),
-                                        track("dev-cart", "Removed from Cart", cart_id="c1", sku="CLN-01")),
-                     "cart no longer open"),
+    "cart emptied": (
+        lambda db: _ingest(
+            db,
+            track("dev-cart", "Removed from Cart", cart_id="c1", sku="SER-30", variant="30 ml"),
+            track("dev-cart", "Removed from Cart", cart_id="c1", sku="CLN-01"),
+        ),
+        "cart no longer open",
+    ),
 }
 
 
@@ -370,7 +454,10 @@ def test_the_first_attempt_checks_too_and_an_erased_person_gets_nothing_written(
     person = cart_person(db)
     activities = activities_for(db, delivery_settings(db, smtp.port))
     _suppress(db)  # between the journey's check and its send
-    assert activities.send_step(send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")).status == "skipped"
+    assert (
+        activities.send_step(send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")).status
+        == "skipped"
+    )
     with transaction(db.engine) as session:
         delete_person(session, person)
     gone = activities.send_step(send_input(person, "cart_recovery", 2, "cart_recovery_2", cart_id="c1"))
@@ -383,10 +470,18 @@ def test_the_first_attempt_checks_too_and_an_erased_person_gets_nothing_written(
 
 
 def test_browse_with_everything_viewed_sold_out_or_unknown_is_skipped_as_out_of_stock(db, smtp):
-    put_catalog(db, {"sku": "P1", "name": "Product 1", "category": "serums", "in_stock": False},
-                {"sku": "B1", "name": "Bestseller", "bestseller_rank": 1})
-    person = seed(db, "dev-o", "otto@example.com", track("dev-o", "Product Viewed", sku="P1", category="serums"),
-                  track("dev-o", "Product Viewed", sku="NOT-IN-CATALOG"))
+    put_catalog(
+        db,
+        {"sku": "P1", "name": "Product 1", "category": "serums", "in_stock": False},
+        {"sku": "B1", "name": "Bestseller", "bestseller_rank": 1},
+    )
+    person = seed(
+        db,
+        "dev-o",
+        "otto@example.com",
+        track("dev-o", "Product Viewed", sku="P1", category="serums"),
+        track("dev-o", "Product Viewed", sku="NOT-IN-CATALOG"),
+    )
     with transaction(db.engine) as session:  # the storefront's view fed the catalog; it is unknown again
         session.execute(text("DELETE FROM products WHERE sku = 'NOT-IN-CATALOG'"))
     activities = activities_for(db, delivery_settings(db, smtp.port))
@@ -395,9 +490,11 @@ def test_browse_with_everything_viewed_sold_out_or_unknown_is_skipped_as_out_of_
     assert activities.send_step(send_input(person, "browse_recovery", 1, "browse_recovery_1")) == result
     assert smtp.mailbox.received == []
     assert db.rows("SELECT status, reason, attempts FROM messages") == [
-        ("skipped", "out of stock: nothing they viewed is in stock", 0)]
+        ("skipped", "out of stock: nothing they viewed is in stock", 0)
+    ]
     assert db.rows("SELECT kind, reason, step FROM journey_log") == [
-        ("skipped", "out of stock: nothing they viewed is in stock", 1)]
+        ("skipped", "out of stock: nothing they viewed is in stock", 1)
+    ]
     messages = reports.summary(db.engine, Policy())["messages"]
     # One skip: the message row and its journey-log line are the same step, counted once.
     assert messages["skipped"] == 1
@@ -408,7 +505,8 @@ def test_cart_whose_every_line_sold_out_is_skipped_as_out_of_stock(db, smtp):
     person = cart_person(db)
     put_catalog(db, {"sku": "SER-30", "variant": "30 ml", "in_stock": False}, {"sku": "CLN-01", "in_stock": False})
     result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
-        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1"))
+        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    )
     assert (result.status, result.reason) == ("skipped", "out of stock: every item in their cart has sold out")
     assert smtp.mailbox.received == []
     assert db.rows("SELECT kind, reason FROM journey_log") == [("skipped", result.reason)]
@@ -418,7 +516,8 @@ def test_cart_with_one_line_still_in_stock_is_sent(db, smtp):
     person = cart_person(db)
     put_catalog(db, {"sku": "SER-30", "variant": "30 ml", "in_stock": False})
     result = activities_for(db, delivery_settings(db, smtp.port)).send_step(
-        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1"))
+        send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    )
     assert result.status == "sent" and len(smtp.mailbox.wait_for(1)) == 1
 
 
@@ -436,13 +535,15 @@ def test_template_error_the_start_up_check_missed_fails_the_message_once(db, smt
     person = cart_person(db)
     _ingest(db, track("dev-cart", "Added to Cart", cart_id="c1", sku="MSK-02", name="Calm Mask", price=28, quantity=1))
     settings = delivery_settings(db, smtp.port)
-    activities = StoreActivities(db.engine, channels=channels_from_settings(settings), renderer=renderer,
-                                 settings=settings)
+    activities = StoreActivities(
+        db.engine, channels=channels_from_settings(settings), renderer=renderer, settings=settings
+    )
     send = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
     result = activities.send_step(send)  # returns: Temporal does not retry it
     assert result.status == "failed"
-    assert result.reason == ("template error: templates/cart_recovery_1.html.j2 line 15: UndefinedError: "
-                             "'big_cart_note' is undefined")
+    assert result.reason == (
+        "template error: templates/cart_recovery_1.html.j2 line 15: UndefinedError: 'big_cart_note' is undefined"
+    )
     assert activities.send_step(send) == result and smtp.mailbox.received == []
     assert db.rows("SELECT status, reason, attempts FROM messages") == [("failed", result.reason, 0)]
     assert db.rows("SELECT kind, reason, step FROM journey_log") == [("failed", result.reason, 1)]
@@ -452,16 +553,23 @@ def test_template_error_the_start_up_check_missed_fails_the_message_once(db, smt
 
 
 def sms_person(db, consent: bool = True) -> str:
-    return seed(db, "dev-s", None,
-                track("dev-s", "Added to Cart", cart_id="c9", sku="SER-30", name="Night Serum", price=64),
-                phone="+1 415 555 0134", sms_consent=consent, first_name="Sam")
+    return seed(
+        db,
+        "dev-s",
+        None,
+        track("dev-s", "Added to Cart", cart_id="c9", sku="SER-30", name="Night Serum", price=64),
+        phone="+1 415 555 0134",
+        sms_consent=consent,
+        first_name="Sam",
+    )
 
 
 def test_sms_through_the_webhook_with_idempotency_key_and_token(db, sms):
     person = sms_person(db)
     activities = activities_for(db, delivery_settings(db, sms_url=sms.url))
-    check = activities.check_before_send(SendCheckInput(person_id=person, route="cart_recovery", channel="sms",
-                                                        cart_id="c9"))
+    check = activities.check_before_send(
+        SendCheckInput(person_id=person, route="cart_recovery", channel="sms", cart_id="c9")
+    )
     assert check.channel_blocked is None and check.reachable
     assert "+14155550134" not in check.model_dump_json()  # the address stays in the store
     send = send_input(person, "cart_recovery", 4, "cart_recovery_sms", channel="sms", cart_id="c9")
@@ -479,11 +587,13 @@ def test_sms_through_the_webhook_with_idempotency_key_and_token(db, sms):
 def test_sms_needs_consent(db, sms):
     person = sms_person(db, consent=False)
     activities = activities_for(db, delivery_settings(db, sms_url=sms.url))
-    check = activities.check_before_send(SendCheckInput(person_id=person, route="cart_recovery", channel="sms",
-                                                        cart_id="c9"))
+    check = activities.check_before_send(
+        SendCheckInput(person_id=person, route="cart_recovery", channel="sms", cart_id="c9")
+    )
     assert check.channel_blocked == "no SMS consent" and check.suppressed is None
-    email_check = activities.check_before_send(SendCheckInput(person_id=person, route="cart_recovery", channel="email",
-                                                              cart_id="c9"))
+    email_check = activities.check_before_send(
+        SendCheckInput(person_id=person, route="cart_recovery", channel="email", cart_id="c9")
+    )
     assert email_check.channel_blocked == "no email address"
 
 
@@ -525,15 +635,18 @@ def test_channels_default_to_the_outbox(db):
     assert all(isinstance(channel, OutboxChannel) for channel in channels.values())
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(smtp_from=""), "BREADCRUMB_SMTP_FROM is required"),
-    (dict(smtp_from="not an address"), "BREADCRUMB_SMTP_FROM must be one address"),
-    (dict(smtp_url="http://mail.example"), "must start with smtp:// or smtps://"),
-    (dict(smtp_url="smtps://mail.example", smtp_starttls="always"), "cannot be combined with smtps://"),
-    (dict(public_base_url=""), "BREADCRUMB_PUBLIC_BASE_URL"),
-    (dict(shop_url=""), "BREADCRUMB_SHOP_URL"),
-    (dict(sms_webhook_url="ftp://x"), r"BREADCRUMB_SMS_WEBHOOK_URL must be an http\(s\) URL"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(smtp_from=""), "BREADCRUMB_SMTP_FROM is required"),
+        (dict(smtp_from="not an address"), "BREADCRUMB_SMTP_FROM must be one address"),
+        (dict(smtp_url="http://mail.example"), "must start with smtp:// or smtps://"),
+        (dict(smtp_url="smtps://mail.example", smtp_starttls="always"), "cannot be combined with smtps://"),
+        (dict(public_base_url=""), "BREADCRUMB_PUBLIC_BASE_URL"),
+        (dict(shop_url=""), "BREADCRUMB_SHOP_URL"),
+        (dict(sms_webhook_url="ftp://x"), r"BREADCRUMB_SMS_WEBHOOK_URL must be an http\(s\) URL"),
+    ],
+)
 def test_bad_delivery_settings_fail_at_start_up_naming_the_variable(db, changes, message):
     settings = delivery_settings(db, 2525)
     for key, value in changes.items():
@@ -557,19 +670,38 @@ def test_starttls_to_a_relay_behind_a_private_ca(db, tmp_path):
     trusting that CA (BREADCRUMB_SMTP_CA_FILE) the email goes out encrypted; without it the
     certificate is refused and nothing is sent; a client that never upgrades is refused too."""
     cert, key = tmp_path / "relay.pem", tmp_path / "relay.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=relay",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=relay",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     relay = SmtpServer(free_port(), tls_context=context).start()
     try:
         person = cart_person(db)
         step = send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
-        for starttls, ca_file, refused in (("auto", "", "certificate verify failed"),
-                                           ("never", str(cert), "STARTTLS")):
-            untrusted = activities_for(db, delivery_settings(db, relay.port, smtp_starttls=starttls,
-                                                             smtp_ca_file=ca_file))
+        for starttls, ca_file, refused in (("auto", "", "certificate verify failed"), ("never", str(cert), "STARTTLS")):
+            untrusted = activities_for(
+                db, delivery_settings(db, relay.port, smtp_starttls=starttls, smtp_ca_file=ca_file)
+            )
             with pytest.raises(TransientDeliveryError, match=refused):
                 untrusted.send_step(step)
         trusted = activities_for(db, delivery_settings(db, relay.port, smtp_starttls="always", smtp_ca_file=str(cert)))
@@ -605,12 +737,16 @@ def test_quiet_hours_use_the_timezone_from_segment_context(db):
     who.context = {"timezone": "Asia/Tokyo"}
     ingest(db.engine, [who, identify("dev-tz2", "nowhere@example.com")], Policy(), api="test", endpoint="test")
     activities = StoreActivities(db.engine, settings=delivery_settings(db))
-    ids = {e: db.scalar("SELECT person_id FROM identifiers WHERE value=:v", v=e)
-           for e in ("tokyo@example.com", "nowhere@example.com")}
-    tokyo = activities.check_before_send(SendCheckInput(person_id=ids["tokyo@example.com"], route="welcome",
-                                                        channel="email"))
-    unknown = activities.check_before_send(SendCheckInput(person_id=ids["nowhere@example.com"], route="welcome",
-                                                          channel="email"))
+    ids = {
+        e: db.scalar("SELECT person_id FROM identifiers WHERE value=:v", v=e)
+        for e in ("tokyo@example.com", "nowhere@example.com")
+    }
+    tokyo = activities.check_before_send(
+        SendCheckInput(person_id=ids["tokyo@example.com"], route="welcome", channel="email")
+    )
+    unknown = activities.check_before_send(
+        SendCheckInput(person_id=ids["nowhere@example.com"], route="welcome", channel="email")
+    )
     assert tokyo.timezone == "Asia/Tokyo" and unknown.timezone is None
     policy = Policy(default_timezone="Europe/London")  # quiet 21:00–08:00
     ten_pm_tokyo = datetime(2026, 3, 1, 13, 0, tzinfo=UTC)  # 22:00 in Tokyo, 13:00 in London

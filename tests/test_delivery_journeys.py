@@ -20,20 +20,30 @@ from workflows.journey import SEND_CHECK_ENDS_JOURNEY
 
 
 def policy(welcome_steps: list[dict]):
-    return parse_policy({
-        "min_hours_between_messages": 0, "quiet_hours": {"enabled": False}, "hub_idle_timeout": "1h",
-        "journeys": {
-            "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
-            "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
-            "welcome": {"steps": welcome_steps},
-        },
-    })
+    return parse_policy(
+        {
+            "min_hours_between_messages": 0,
+            "quiet_hours": {"enabled": False},
+            "hub_idle_timeout": "1h",
+            "journeys": {
+                "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
+                "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
+                "welcome": {"steps": welcome_steps},
+            },
+        }
+    )
 
 
 def settings(engine, smtp_port: int, sms_url: str = ""):
-    return settings_for(str(engine.url), smtp_url=f"smtp://127.0.0.1:{smtp_port}", smtp_from="Shop <hi@shop.example>",
-                        sms_webhook_url=sms_url, public_base_url="https://crumbs.example",
-                        shop_url="https://shop.example", smtp_timeout=3)
+    return settings_for(
+        str(engine.url),
+        smtp_url=f"smtp://127.0.0.1:{smtp_port}",
+        smtp_from="Shop <hi@shop.example>",
+        sms_webhook_url=sms_url,
+        public_base_url="https://crumbs.example",
+        shop_url="https://shop.example",
+        smtp_timeout=3,
+    )
 
 
 async def wait_until(predicate, timeout: float = 30.0) -> None:
@@ -128,9 +138,13 @@ async def test_permanent_refusal_is_a_failed_step_and_the_journey_goes_on(env, e
 
 @pytest.mark.parametrize("consent", [True, False])
 async def test_sms_step_goes_only_to_people_who_consented(env, engine, consent):
-    chosen = policy([{"delay": "5m", "template": "welcome_1"},
-                     {"delay": "1h", "template": "cart_recovery_sms", "channel": "sms"},
-                     {"delay": "1d", "template": "welcome_2"}])
+    chosen = policy(
+        [
+            {"delay": "5m", "template": "welcome_1"},
+            {"delay": "1h", "template": "cart_recovery_sms", "channel": "sms"},
+            {"delay": "1d", "template": "welcome_2"},
+        ]
+    )
     server = SmtpServer(free_port()).start()
     hook = SmsWebhook(free_port()).start()
     config = settings(engine, server.port, hook.url)
@@ -209,7 +223,9 @@ async def test_suppressed_while_the_relay_is_down_ends_the_journey_at_that_step(
         assert SEND_CHECK_ENDS_JOURNEY in markers(history)
         await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
         assert [(kind, step) for kind, _, journey, step in shop.log(person) if journey == "welcome"][-2:] == [
-            ("skipped", 1), ("exit", 1)]
+            ("skipped", 1),
+            ("exit", 1),
+        ]
         messages = reports.summary(engine, chosen)["messages"]
         assert (messages["skipped"], messages["sent"]) == (1, 0)
     finally:

@@ -44,8 +44,9 @@ def slow_relay():
 def attempt_env(attempt: int, activity_id: str = "7", run_id: str = "run-1") -> ActivityEnvironment:
     """One attempt of one activity call, as a worker would run it (its heartbeats counted)."""
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=attempt, activity_id=activity_id, workflow_run_id=run_id,
-                                   started_time=utcnow())
+    env.info = dataclasses.replace(
+        env.info, attempt=attempt, activity_id=activity_id, workflow_run_id=run_id, started_time=utcnow()
+    )
     env.beats = []
     env.on_heartbeat = lambda *details: env.beats.append(time.monotonic())
     return env
@@ -89,6 +90,7 @@ def test_a_cancel_mid_delivery_waits_for_the_relay_and_records_the_send(db, slow
             env.run(activities.send_step, send)
         except BaseException as exc:  # noqa: BLE001 — the test looks at what came out
             raised.append(exc)
+
     thread = threading.Thread(target=run)
     thread.start()
     deadline = time.monotonic() + 20
@@ -127,8 +129,11 @@ def test_a_dead_attempts_lease_runs_out_and_the_next_attempt_delivers(db, slow_r
     slow_relay.stop()
     with pytest.raises(Exception):
         attempt_env(1).run(activities.send_step, send)
-    execute(db, "UPDATE messages SET status = 'sending', lease_owner = 'dead-attempt', lease_until = :until",
-            until=utcnow() + activities.lease)
+    execute(
+        db,
+        "UPDATE messages SET status = 'sending', lease_owner = 'dead-attempt', lease_until = :until",
+        until=utcnow() + activities.lease,
+    )
     slow_relay.start()
     retry = attempt_env(2)
     result = retry.run(activities.send_step, send)
@@ -147,18 +152,21 @@ def test_sent_at_is_the_delivery_instant_not_the_scheduled_time(db, slow_relay):
     with Session(db.engine) as session:
         sent_at = as_utc(session.exec(select(Message.sent_at)).one())
     assert before + timedelta(seconds=2) <= sent_at <= utcnow()  # after the relay's 250, not `send.at`
-    check = activities.check_before_send(SendCheckInput(person_id=person, route="cart_recovery", channel="email",
-                                                        cart_id="c1"))
+    check = activities.check_before_send(
+        SendCheckInput(person_id=person, route="cart_recovery", channel="email", cart_id="c1")
+    )
     assert check.last_message_at >= before + timedelta(seconds=2)  # the frequency cap counts from there
 
 
 def test_nothing_that_names_the_shopper_comes_back_from_the_send_path(db, smtp_refusing):
     person = cart_person(db)  # ada@example.com, first name Ada
     activities = activities_for(db, delivery_settings(db, smtp_refusing.port))
-    check = activities.check_before_send(SendCheckInput(person_id=person, route="cart_recovery", channel="email",
-                                                        cart_id="c1"))
-    result = attempt_env(1).run(activities.send_step, send_input(person, "cart_recovery", 1, "cart_recovery_1",
-                                                                 cart_id="c1"))
+    check = activities.check_before_send(
+        SendCheckInput(person_id=person, route="cart_recovery", channel="email", cart_id="c1")
+    )
+    result = attempt_env(1).run(
+        activities.send_step, send_input(person, "cart_recovery", 1, "cart_recovery_1", cart_id="c1")
+    )
     assert check.reachable and result.status == "failed"
     returned = check.model_dump_json() + result.model_dump_json()
     assert "ada@example.com" not in returned and "Ada" not in returned and "Night Serum" not in returned
@@ -179,10 +187,23 @@ def test_a_retried_journal_write_lands_once(db):
     person = cart_person(db)
     activities = activities_for(db, delivery_settings(db))
     workflow_id = f"cart_recovery-{person}-1"
-    execute(db, "INSERT INTO journey_runs (workflow_id, person_id, route, status, reason, started_at) "
-               "VALUES (:w, :p, 'cart_recovery', 'running', '', :at)", w=workflow_id, p=person, at=utcnow())
-    note = JourneyNote(workflow_id=workflow_id, person_id=person, journey="cart_recovery", kind="waiting",
-                       reason="frequency cap until later", at=now(), step=1)
+    execute(
+        db,
+        "INSERT INTO journey_runs (workflow_id, person_id, route, status, reason, started_at) "
+        "VALUES (:w, :p, 'cart_recovery', 'running', '', :at)",
+        w=workflow_id,
+        p=person,
+        at=utcnow(),
+    )
+    note = JourneyNote(
+        workflow_id=workflow_id,
+        person_id=person,
+        journey="cart_recovery",
+        kind="waiting",
+        reason="frequency cap until later",
+        at=now(),
+        step=1,
+    )
     for attempt in (1, 2, 3):  # the write committed, then the worker died before reporting it: Temporal retries
         attempt_env(attempt, activity_id="4").run(activities.record_journey_note, note)
     attempt_env(1, activity_id="9").run(activities.record_journey_note, note)  # a later, separate note
@@ -192,8 +213,15 @@ def test_a_retried_journal_write_lands_once(db):
 def test_a_retried_conversion_write_lands_once(db):
     person = cart_person(db)
     activities = activities_for(db, delivery_settings(db))
-    conversion = Conversion(person_id=person, hub_id=f"hub-{person}", order_id="o-1", revenue=64.0, ordered_at=now(),
-                            at=now(), attribution_window=timedelta(days=5))
+    conversion = Conversion(
+        person_id=person,
+        hub_id=f"hub-{person}",
+        order_id="o-1",
+        revenue=64.0,
+        ordered_at=now(),
+        at=now(),
+        attribution_window=timedelta(days=5),
+    )
     for attempt in (1, 2):
         attempt_env(attempt, activity_id="12", run_id="hub-run").run(activities.record_conversion, conversion)
     assert db.scalar("SELECT count(*) FROM journey_log WHERE kind = 'conversion'") == 1

@@ -49,8 +49,7 @@ def test_sigterm_while_a_slow_relay_is_mid_delivery_delivers_every_message_exact
             asyncio.run(drive_all())
             exits = []
             for _ in range(SIGTERMS):
-                wait_until(lambda: relay.mailbox.answering > 0, 120, "a delivery inside the relay's DATA",
-                           stack.worker)
+                wait_until(lambda: relay.mailbox.answering > 0, 120, "a delivery inside the relay's DATA", stack.worker)
                 stack.worker.stop(grace=60)  # SIGTERM; SIGKILL only if it has not exited after a minute
                 exits.append(stack.worker.process.returncode)
                 stack.start_worker()
@@ -58,6 +57,7 @@ def test_sigterm_while_a_slow_relay_is_mid_delivery_delivers_every_message_exact
             def settled() -> bool:
                 result = outcome(engine, people, relay.mailbox)
                 return not result.missing and not result.not_sent
+
             wait_until(settled, 240, "every message to be sent", stack.worker)
             time.sleep(4)  # a second delivery of anything would land now
             result = outcome(engine, people, relay.mailbox)

@@ -26,9 +26,11 @@ def client(tmp_path_factory):
 
 
 def pages() -> list[str]:
-    return (["/demo/store", "/demo/store/quiz", "/demo/store/cart"]
-            + [f"/demo/store/collections/{c.slug}" for c in COLLECTIONS]
-            + [f"/demo/store/products/{p.sku}" for p in CATALOG])
+    return (
+        ["/demo/store", "/demo/store/quiz", "/demo/store/cart"]
+        + [f"/demo/store/collections/{c.slug}" for c in COLLECTIONS]
+        + [f"/demo/store/products/{p.sku}" for p in CATALOG]
+    )
 
 
 @pytest.mark.parametrize("path", pages())
@@ -109,8 +111,9 @@ def test_every_planned_call_is_one_the_api_accepts():
             assert "Added to Cart" in events and shopper.cart_value >= 50, "above the fast config's cart_min_value"
         if shopper.persona.key == "small_cart":
             assert "Added to Cart" in events and 0 < shopper.cart_value < 50
-        assert any(c.path == "/v1/identify" or c.body.get("properties", {}).get("email") for c in shopper.calls), \
+        assert any(c.path == "/v1/identify" or c.body.get("properties", {}).get("email") for c in shopper.calls), (
             f"{shopper.persona.key} never identifies"
+        )
 
 
 def _outcome(shopper, route: str | None, sent: int, done: bool = True) -> Outcome:
@@ -124,8 +127,10 @@ def test_a_shortfall_says_what_the_shopper_expected_and_got():
     who = f"#{checkout.index} {checkout.name} (checkout): expected cart_recovery · 3"
     assert _outcome(checkout, "cart_recovery", 3).shortfall(90) is None
     assert _outcome(checkout, "welcome", 3).shortfall(90) == f"{who}, got welcome · 3"
-    assert _outcome(checkout, "cart_recovery", 1, done=False).shortfall(90) == \
-        f"{who}, got cart_recovery · 1 after waiting 90 s, journeys still running"
+    assert (
+        _outcome(checkout, "cart_recovery", 1, done=False).shortfall(90)
+        == f"{who}, got cart_recovery · 1 after waiting 90 s, journeys still running"
+    )
     assert _outcome(checkout, "cart_recovery", 3, done=False).shortfall(90) is not None, "not over yet"
     assert Outcome(checkout).shortfall(90) == f"{who}, was never merged into a person"
 
@@ -136,12 +141,13 @@ def test_the_demo_exits_non_zero_naming_who_missed_what(api, served, monkeypatch
     monkeypatch.setenv("BREADCRUMB_WRITE_KEYS", WRITE_KEY)
     monkeypatch.setenv("BREADCRUMB_ADMIN_TOKEN", ADMIN_TOKEN)
     console = Console(record=True, width=250)
-    code = run_demo(served.url, None, None, shoppers=2, seed=3, wait=1, concurrency=2, json_path=None,
-                    console=console)
+    code = run_demo(served.url, None, None, shoppers=2, seed=3, wait=1, concurrency=2, json_path=None, console=console)
     said = console.export_text()
     assert code == 1, said
     assert "Breadcrumb demo — seed 3" in said, "the table is printed"
     assert "2/2 shopper(s) did not get what their story expects:" in said
     for shopper in plan(3, 2):
-        assert (f"✗ #{shopper.index} {shopper.name} ({shopper.persona.key}): expected "
-                f"{shopper.persona.expectation}, no routing decision after waiting 1 s") in said, said
+        assert (
+            f"✗ #{shopper.index} {shopper.name} ({shopper.persona.key}): expected "
+            f"{shopper.persona.expectation}, no routing decision after waiting 1 s"
+        ) in said, said

@@ -60,13 +60,15 @@ def test_every_workflow_type_has_histories_from_before_and_after_the_hub_patches
     # Old hubs (regular activities, no patch markers) and hubs with the current patches: both shapes
     # must keep replaying, so both must be recorded.
     assert any(not markers(h) for h in hubs), "no hub history from before the patches"
-    assert any({"hub-local-store-calls", "hub-decision-durable-before-write"} <= markers(h) for h in hubs), \
+    assert any({"hub-local-store-calls", "hub-decision-durable-before-write"} <= markers(h) for h in hubs), (
         "no hub history recorded with the current code: see tests/test_replay.py on recording"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # The current hub with one guard removed
 # --------------------------------------------------------------------------------------------------
+
 
 @workflow.defn(name="hub", sandboxed=False)
 class HubWithoutLocalCallsGuard(Hub):
@@ -100,10 +102,14 @@ async def replay(workflows: list, history: WorkflowHistory):
     return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
 
 
-@pytest.mark.parametrize("variant,which", [
-    (HubWithoutLocalCallsGuard, lambda h: not markers(h)),  # old hubs: regular activities
-    (HubWithoutDurableDecisionGuard, lambda h: "hub-decision-durable-before-write" in markers(h)),
-], ids=["local-store-calls-unguarded", "durable-decision-unguarded"])
+@pytest.mark.parametrize(
+    "variant,which",
+    [
+        (HubWithoutLocalCallsGuard, lambda h: not markers(h)),  # old hubs: regular activities
+        (HubWithoutDurableDecisionGuard, lambda h: "hub-decision-durable-before-write" in markers(h)),
+    ],
+    ids=["local-store-calls-unguarded", "durable-decision-unguarded"],
+)
 async def test_an_unguarded_hub_change_fails_replay_of_older_histories(variant, which):
     hubs = {name: h for name, h in histories().items() if workflow_type(h) == "hub" and which(h)}
     assert hubs, "no history this variant is incompatible with"
@@ -118,6 +124,7 @@ async def test_an_unguarded_hub_change_fails_replay_of_older_histories(variant, 
 # Issue 12's hub patches, each applied unconditionally (as if its `workflow.patched` were left out)
 # --------------------------------------------------------------------------------------------------
 
+
 def branch_histories(tag: str) -> dict[str, WorkflowHistory]:
     return {path.stem: load_branch(path) for path in sorted((HISTORIES / tag).glob("*-hub.json"))}
 
@@ -127,8 +134,11 @@ def load_branch(path: Path) -> WorkflowHistory:
     return WorkflowHistory.from_json(path.stem, data)  # the time-skipping server leaves the id out
 
 
-@pytest.mark.parametrize("patches", [{"hub-keeps-signals-during-decision", "hub-debounces-activity"},
-                                     {"hub-unique-journey-ids"}], ids=["debounce", "unique-ids"])
+@pytest.mark.parametrize(
+    "patches",
+    [{"hub-keeps-signals-during-decision", "hub-debounces-activity"}, {"hub-unique-journey-ids"}],
+    ids=["debounce", "unique-ids"],
+)
 async def test_an_unguarded_hub_fix_fails_replay_of_hubs_recorded_before_it(patches, monkeypatch):
     """Hubs recorded before issue 12 (tests/histories/before-hub-fixes) replay on the guarded code; with
     the patch forced on they must not: a re-route by a page view gains a debounce timer, a decision

@@ -43,13 +43,14 @@ pytestmark = pytest.mark.timeout(180)
 # processes, seen through /proc
 # --------------------------------------------------------------------------------------------------
 
+
 def _stat(pid: int) -> tuple[str, int, int] | None:
     """(state, ppid, pgid) of a live process, None when it is gone (zombies count as gone)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     state, ppid, pgid = fields[0], int(fields[1]), int(fields[2])
     return None if state in ("Z", "X") else (state, ppid, pgid)
 
@@ -88,6 +89,7 @@ def _command_line(pid: int) -> str:
 # the stack
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DevStack:
     process: subprocess.Popen
@@ -105,8 +107,12 @@ class DevStack:
         return "\n".join(self.lines)
 
     def admin(self, path: str, **params) -> httpx.Response:
-        return httpx.get(f"{self.api}/admin/{path}", params=params, timeout=10,
-                         headers={"Authorization": f"Bearer {self.admin_token}"})
+        return httpx.get(
+            f"{self.api}/admin/{path}",
+            params=params,
+            timeout=10,
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
 
     def person(self, **query) -> dict | None:
         response = self.admin("people", **query)
@@ -127,11 +133,31 @@ def _environment() -> dict[str, str]:
 def start_stack(workdir: Path, extra: list[str] = ()) -> DevStack:
     api_port, temporal_port, ui_port = free_port(), free_port(), free_port()
     process = subprocess.Popen(
-        [str(BIN / "breadcrumb"), "dev", "--config", str(FAST), "--db", f"sqlite:///{workdir / 'breadcrumb.db'}",
-         "--data-dir", str(workdir / "data"), "--api-port", str(api_port), "--temporal-port", str(temporal_port),
-         "--ui-port", str(ui_port), *extra],
-        cwd=workdir, env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, bufsize=1, start_new_session=True,
+        [
+            str(BIN / "breadcrumb"),
+            "dev",
+            "--config",
+            str(FAST),
+            "--db",
+            f"sqlite:///{workdir / 'breadcrumb.db'}",
+            "--data-dir",
+            str(workdir / "data"),
+            "--api-port",
+            str(api_port),
+            "--temporal-port",
+            str(temporal_port),
+            "--ui-port",
+            str(ui_port),
+            *extra,
+        ],
+        cwd=workdir,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
     )
     stack = DevStack(process, f"http://127.0.0.1:{api_port}", workdir, temporal_port)
 
@@ -182,10 +208,17 @@ def stack(tmp_path_factory):
 # the tests (in this order: the last one stops the stack)
 # --------------------------------------------------------------------------------------------------
 
+
 def test_banner_says_where_everything_is(stack):
     out = stack.output
-    for needle in ("API docs", "/docs", "Temporal UI", "Demo store", f"/demo/store?writeKey={stack.write_key}",
-                   "breadcrumb demo"):
+    for needle in (
+        "API docs",
+        "/docs",
+        "Temporal UI",
+        "Demo store",
+        f"/demo/store?writeKey={stack.write_key}",
+        "breadcrumb demo",
+    ):
         assert needle in out, f"banner lacks {needle!r}:\n{out[-3000:]}"
     assert stack.write_key.startswith("wk_dev_") and stack.admin_token.startswith("admin_dev_")
     assert re.search(r"Email links\s+" + re.escape(stack.api), out), "message links follow --api-port"
@@ -217,9 +250,24 @@ def test_demo_plays_and_every_shopper_gets_their_messages(stack, tmp_path):
     env = _environment() | {"BREADCRUMB_WRITE_KEYS": stack.write_key, "BREADCRUMB_ADMIN_TOKEN": stack.admin_token}
     started = time.monotonic()
     demo = subprocess.run(
-        [str(BIN / "breadcrumb"), "demo", "--api", stack.api, "--shoppers", str(SHOPPERS), "--seed", str(SEED),
-         "--wait", "75", "--json", str(result_file)],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            str(BIN / "breadcrumb"),
+            "demo",
+            "--api",
+            stack.api,
+            "--shoppers",
+            str(SHOPPERS),
+            "--seed",
+            str(SEED),
+            "--wait",
+            "75",
+            "--json",
+            str(result_file),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     elapsed = time.monotonic() - started
     print(f"\nbreadcrumb demo ({SHOPPERS} shoppers) took {elapsed:.1f}s")
@@ -265,11 +313,15 @@ def test_demo_plays_and_every_shopper_gets_their_messages(stack, tmp_path):
 def test_ctrl_c_stops_the_demo_with_the_table_so_far(stack):
     """Ctrl-C while the demo waits for the journeys: the table of what there is, exit status 130."""
     seed = 9  # one `checkout` shopper: three messages 2 s, 3 s and 3 s apart, so still running at Ctrl-C
-    shopper, = plan(seed, 1)
+    (shopper,) = plan(seed, 1)
     env = _environment() | {"BREADCRUMB_WRITE_KEYS": stack.write_key, "BREADCRUMB_ADMIN_TOKEN": stack.admin_token}
-    demo = subprocess.Popen([str(BIN / "breadcrumb"), "demo", "--api", stack.api, "--shoppers", "1",
-                             "--seed", str(seed), "--wait", "60"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = subprocess.Popen(
+        [str(BIN / "breadcrumb"), "demo", "--api", stack.api, "--shoppers", "1", "--seed", str(seed), "--wait", "60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not ((person := stack.person(email=shopper.email)) and len(person["events"]) == len(shopper.calls)):
@@ -299,9 +351,11 @@ def _need_chromium() -> None:
 
 def _describe(stack: DevStack, workflow_id: str) -> WorkflowExecutionDescription:
     """What the dev stack's Temporal says about a workflow, as the Temporal UI would show it."""
+
     async def describe() -> WorkflowExecutionDescription:
-        client = await connect(Settings(temporal_address=f"127.0.0.1:{stack.temporal_port}",
-                                        payload_keys=stack.payload_keys))
+        client = await connect(
+            Settings(temporal_address=f"127.0.0.1:{stack.temporal_port}", payload_keys=stack.payload_keys)
+        )
         return await client.get_workflow_handle(workflow_id).describe()
 
     return asyncio.run(describe())
@@ -353,8 +407,11 @@ def test_demo_store_in_a_real_browser(stack):
     events = person["events"]
     assert {e["anonymous_id"] for e in events} == {home_id}
     pages = [e["properties"].get("path") for e in events if e["name"] == "Page Viewed"]
-    assert "/demo/store" in pages and "/demo/store/products/SER-NIGHT-30" in pages \
-        and "/demo/store/products/MOI-BARR-50" in pages, pages
+    assert (
+        "/demo/store" in pages
+        and "/demo/store/products/SER-NIGHT-30" in pages
+        and "/demo/store/products/MOI-BARR-50" in pages
+    ), pages
     viewed = [e["properties"]["sku"] for e in events if e["name"] == "Product Viewed"]
     assert viewed == ["SER-NIGHT-30", "MOI-BARR-50"]
     assert any(e["name"] == "Collection Viewed" for e in events)
@@ -455,10 +512,25 @@ def test_a_taken_port_is_refused_before_anything_starts(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [str(BIN / "breadcrumb"), "dev", "--api-port", str(port), "--temporal-port", str(free_port()),
-             "--ui-port", str(free_port()), "--data-dir", str(tmp_path / "data"),
-             "--db", f"sqlite:///{tmp_path / 'x.db'}"],
-            cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=60,
+            [
+                str(BIN / "breadcrumb"),
+                "dev",
+                "--api-port",
+                str(port),
+                "--temporal-port",
+                str(free_port()),
+                "--ui-port",
+                str(free_port()),
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--db",
+                f"sqlite:///{tmp_path / 'x.db'}",
+            ],
+            cwd=tmp_path,
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
     assert result.returncode == 1
     assert f"port {port} is already in use" in result.stdout and "--api-port" in result.stdout
@@ -470,11 +542,28 @@ def test_killing_breadcrumb_dev_itself_takes_its_children_along(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux-only")
     process = subprocess.Popen(
-        [str(BIN / "breadcrumb"), "dev", "--config", str(FAST), "--db", f"sqlite:///{tmp_path / 'b.db'}",
-         "--data-dir", str(tmp_path / "data"), "--api-port", str(free_port()), "--temporal-port", str(free_port()),
-         "--ui-port", str(free_port())],
-        cwd=tmp_path, env=_environment(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(BIN / "breadcrumb"),
+            "dev",
+            "--config",
+            str(FAST),
+            "--db",
+            f"sqlite:///{tmp_path / 'b.db'}",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--api-port",
+            str(free_port()),
+            "--temporal-port",
+            str(free_port()),
+            "--ui-port",
+            str(free_port()),
+        ],
+        cwd=tmp_path,
+        env=_environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     children: set[int] = set()
     try:
@@ -513,8 +602,14 @@ def test_the_temporal_dev_server_keeps_its_state_where_asked(tmp_path, capsys):
     from worker.devstack import DevStack, StackError, temporal_store_args
 
     database = tmp_path / "temporal.db"
-    assert temporal_store_args(database) == ["--db-filename", str(database), "--sqlite-pragma", "journal_mode=wal",
-                                             "--sqlite-pragma", "synchronous=normal"]
+    assert temporal_store_args(database) == [
+        "--db-filename",
+        str(database),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+    ]
     assert temporal_store_args(database, "file") == ["--db-filename", str(database)]
     assert temporal_store_args(database, "memory") == []
     with pytest.raises(StackError):

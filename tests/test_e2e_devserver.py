@@ -59,6 +59,7 @@ pytestmark = pytest.mark.timeout(120)
 # The stack: dev server + served API with dispatch + worker
 # --------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Stack:
     env: WorkflowEnvironment
@@ -81,6 +82,7 @@ class Stack:
         async def found():
             response = await self.admin("people", email=email)
             return response.json()["person_id"] if response.status_code == 200 else None
+
         return await eventually(found, f"a person for {email}")
 
     async def messages(self, person_id: str) -> list[dict]:
@@ -88,11 +90,13 @@ class Stack:
         assert response.status_code == 200, response.text
         return response.json()
 
-    async def messages_until(self, person_id: str, predicate: Callable[[list[dict]], bool], what: str,
-                             timeout: float = 20) -> list[dict]:
+    async def messages_until(
+        self, person_id: str, predicate: Callable[[list[dict]], bool], what: str, timeout: float = 20
+    ) -> list[dict]:
         async def check():
             found = await self.messages(person_id)
             return found if predicate(found) else None
+
         return await eventually(check, what, timeout)
 
     async def hub_state(self, person_id: str) -> HubState:
@@ -101,12 +105,14 @@ class Stack:
     async def journey_of(self, person_id: str, route: str) -> str:
         """The workflow id of the person's journey on `route`, from the hub's recorded decisions,
         once that child workflow has been started (the decision is recorded just before)."""
+
         async def started():
             state = await self.hub_state(person_id)
             wid = next((d.workflow_id for d in state.decisions if d.route == route and d.workflow_id), None)
             if wid:
                 await self.client.get_workflow_handle(wid).describe()  # not found yet: raises, poll again
             return wid
+
         return await eventually(started, f"a {route} journey for {person_id}")
 
     async def journey_result(self, workflow_id: str, timeout: float = 30) -> JourneyState:
@@ -120,8 +126,17 @@ class Stack:
     async def temporal_list(self, query: str) -> list[dict]:
         """`temporal workflow list --query … -o json`, the CLI a person would use."""
         process = await asyncio.create_subprocess_exec(
-            venv_binary("temporal"), "workflow", "list", "--address", self.address, "--query", query, "-o", "json",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            venv_binary("temporal"),
+            "workflow",
+            "list",
+            "--address",
+            self.address,
+            "--query",
+            query,
+            "-o",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         out, err = await asyncio.wait_for(process.communicate(), 30)
         assert process.returncode == 0, err.decode()
@@ -157,8 +172,10 @@ async def stack(tmp_path_factory):
 # Helpers
 # --------------------------------------------------------------------------------------------------
 
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20,
-                     interval: float = 0.1) -> T:
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout: float = 20, interval: float = 0.1
+) -> T:
     """Poll `probe` (async, non-blocking) until it returns something truthy."""
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -172,8 +189,10 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeou
         except Exception as exc:  # transient: a query before the workflow task ran, a 404, …
             last_error = exc
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}"
-                                 + (f" (last error: {last_error!r})" if last_error else ""))
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}"
+                + (f" (last error: {last_error!r})" if last_error else "")
+            )
         await asyncio.sleep(interval)
 
 
@@ -210,21 +229,47 @@ def mid() -> str:
 
 
 def product(sku: str, price: float, category: str = "Knitwear") -> dict:
-    return {"sku": sku, "product_id": sku, "name": f"Merino {sku}", "price": price, "category": category,
-            "url": f"https://shop.example.com/p/{sku}"}
+    return {
+        "sku": sku,
+        "product_id": sku,
+        "name": f"Merino {sku}",
+        "price": price,
+        "category": category,
+        "url": f"https://shop.example.com/p/{sku}",
+    }
 
 
 async def browse_and_cart(stack: Stack, anon: str, cart_id: str, price: float = 64.0) -> None:
     """An anonymous shopper looks around and fills a cart (one Segment batch, like analytics.js)."""
-    await stack.segment("batch", {"batch": [
-        {"type": "page", "anonymousId": anon, "messageId": mid(), "name": "Home", "properties": {"url": "/"}},
-        {"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Product Viewed",
-         "properties": product("KNIT-1", price)},
-        {"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Product Viewed",
-         "properties": product("KNIT-2", 89.0)},
-        {"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Added to Cart",
-         "properties": {**product("KNIT-1", price), "cart_id": cart_id, "quantity": 1}},
-    ]})
+    await stack.segment(
+        "batch",
+        {
+            "batch": [
+                {"type": "page", "anonymousId": anon, "messageId": mid(), "name": "Home", "properties": {"url": "/"}},
+                {
+                    "type": "track",
+                    "anonymousId": anon,
+                    "messageId": mid(),
+                    "event": "Product Viewed",
+                    "properties": product("KNIT-1", price),
+                },
+                {
+                    "type": "track",
+                    "anonymousId": anon,
+                    "messageId": mid(),
+                    "event": "Product Viewed",
+                    "properties": product("KNIT-2", 89.0),
+                },
+                {
+                    "type": "track",
+                    "anonymousId": anon,
+                    "messageId": mid(),
+                    "event": "Added to Cart",
+                    "properties": {**product("KNIT-1", price), "cart_id": cart_id, "quantity": 1},
+                },
+            ]
+        },
+    )
 
 
 async def identify(stack: Stack, anon: str, email: str) -> str:
@@ -242,6 +287,7 @@ def assert_no_contact_details(texts: list[str], *secrets: str) -> None:
 # Tests
 # --------------------------------------------------------------------------------------------------
 
+
 async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
     tag = uuid.uuid4().hex[:8]
     anon, email, cart_id = f"anon-{tag}", f"shopper.{tag}@example.com", f"cart-{tag}"
@@ -253,11 +299,17 @@ async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
     person = await identify(stack, anon, email)
     # The row is written `pending` before delivery (so a retry never delivers twice): wait for `sent`.
     messages = await stack.messages_until(
-        person, lambda ms: any(m["journey"] == "cart_recovery" and m["status"] == "sent" for m in ms),
-        "a sent cart_recovery message")
+        person,
+        lambda ms: any(m["journey"] == "cart_recovery" and m["status"] == "sent" for m in ms),
+        "a sent cart_recovery message",
+    )
     first = messages[0]
     assert (first["journey"], first["step"], first["channel"], first["recipient"]) == (
-        "cart_recovery", 1, "email", email)
+        "cart_recovery",
+        1,
+        "email",
+        email,
+    )
     assert first["status"] == "sent" and first["subject"]
     assert "KNIT-1" in [item.get("sku") for item in first["items"]]  # the cart's item travels with the message
     journey = first["idempotency_key"].rsplit(":", 1)[0]
@@ -273,7 +325,8 @@ async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
         rows = await stack.temporal_list(query)
         ids = {workflow_id(r) for r in rows}
         return rows if {journey, hub_id(person)} <= ids else None
-    rows = await eventually(listed, f"`temporal workflow list --query \"{query}\"` to show hub and journey", 15, 0.3)
+
+    rows = await eventually(listed, f'`temporal workflow list --query "{query}"` to show hub and journey', 15, 0.3)
     by_id = {workflow_id(r): r for r in rows}
     journey_attrs = search_attributes(by_id[journey])
     assert journey_attrs["BreadcrumbPersonId"] == person
@@ -290,7 +343,9 @@ async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
     result = await stack.journey_result(journey)
     assert result.status == "completed", result
     messages = await stack.messages(person)
-    assert [(m["journey"], m["step"], m["status"]) for m in messages] == [("cart_recovery", i, "sent") for i in (1, 2, 3)]
+    assert [(m["journey"], m["step"], m["status"]) for m in messages] == [
+        ("cart_recovery", i, "sent") for i in (1, 2, 3)
+    ]
     assert [m["idempotency_key"] for m in messages] == [f"{journey}:{i}" for i in (1, 2, 3)]
 
     # No email (nor its local part) in workflow ids, search attributes, summaries or details.
@@ -299,8 +354,12 @@ async def test_anonymous_cart_then_identify_runs_cart_recovery(stack: Stack):
         exposed += [workflow_id(row), json.dumps(search_attributes(row)), json.dumps(row)]
     for wid in (journey, hub_id(person)):
         description = await stack.client.get_workflow_handle(wid).describe()
-        exposed += [wid, str(description.typed_search_attributes), await description.static_summary() or "",
-                    await description.static_details() or ""]
+        exposed += [
+            wid,
+            str(description.typed_search_attributes),
+            await description.static_summary() or "",
+            await description.static_details() or "",
+        ]
         assert person in (await description.static_summary() or "")
     assert_no_contact_details(exposed, email, email.split("@")[0])
 
@@ -316,9 +375,15 @@ async def test_purchase_mid_journey_exits_without_further_messages(stack: Stack)
     await stack.messages_until(person, lambda ms: len(ms) == 1, "the first cart_recovery message")
 
     # Step 2 is due 3 s after step 1; the shopper buys before that.
-    await stack.segment("track", {"anonymousId": anon, "messageId": mid(), "event": "Order Completed",
-                                  "properties": {"order_id": order_id, "cart_id": cart_id, "revenue": 120.0,
-                                                 "currency": "EUR"}})
+    await stack.segment(
+        "track",
+        {
+            "anonymousId": anon,
+            "messageId": mid(),
+            "event": "Order Completed",
+            "properties": {"order_id": order_id, "cart_id": cart_id, "revenue": 120.0, "currency": "EUR"},
+        },
+    )
     result = await stack.journey_result(journey, timeout=10)
     assert result.status == "exited", result
     # Exits through the hub's stop signal or, if that is slower, the store look-up before step 2.
@@ -332,8 +397,9 @@ async def test_purchase_mid_journey_exits_without_further_messages(stack: Stack)
     messages = await stack.messages(person)
     assert [(m["journey"], m["step"]) for m in messages] == [("cart_recovery", 1)]
     # The purchase is attributed to the message that was sent.
-    conversions = stack.rows("SELECT message_id, reason FROM journey_log WHERE person_id = :p AND kind = 'conversion'",
-                             p=person)
+    conversions = stack.rows(
+        "SELECT message_id, reason FROM journey_log WHERE person_id = :p AND kind = 'conversion'", p=person
+    )
     assert [(m, order_id in reason) for m, reason in conversions] == [(messages[0]["message_id"], True)]
     assert stack.rows("SELECT status FROM journey_runs WHERE workflow_id = :w", w=journey)[0][0] == "exited"
 
@@ -350,8 +416,16 @@ async def test_browse_intent_and_plain_identify_route_to_browse_recovery_and_wel
 
     async def browser() -> tuple[str, str]:
         anon, email = f"anon-b-{tag}", f"browser.{tag}@example.com"
-        views = [{"type": "track", "anonymousId": anon, "messageId": mid(), "event": "Product Viewed",
-                  "properties": product(f"DRESS-{i}", 79.0, "Dresses")} for i in range(6)]
+        views = [
+            {
+                "type": "track",
+                "anonymousId": anon,
+                "messageId": mid(),
+                "event": "Product Viewed",
+                "properties": product(f"DRESS-{i}", 79.0, "Dresses"),
+            }
+            for i in range(6)
+        ]
         await stack.segment("batch", {"batch": views})
         person = await identify(stack, anon, email)
         return person, await stack.journey_of(person, "browse_recovery")

@@ -82,8 +82,10 @@ async def test_worker_sigkilled_at_random_moments_sends_every_message_exactly_on
     seed = random.randrange(1 << 30)
     report = await worker_chaos(stack, people, kills=KILLS, seed=seed, engine=engine)
     result = report.outcome
-    print(f"\nworker chaos (seed {seed}): {result.line()}; {len(report.kills)} SIGKILLs at {report.kills}s, "
-          f"driven in {report.drive_seconds}s, settled {report.settle_seconds}s after the last restart")
+    print(
+        f"\nworker chaos (seed {seed}): {result.line()}; {len(report.kills)} SIGKILLs at {report.kills}s, "
+        f"driven in {report.drive_seconds}s, settled {report.settle_seconds}s after the last restart"
+    )
     assert stack.worker.starts == KILLS + 1 and len(report.kills) == KILLS
     assert not result.missing, f"missing messages: {result.missing[:10]}"
     assert not result.not_sent, result.not_sent[:10]
@@ -108,9 +110,17 @@ async def test_temporal_outage_loses_no_identify_and_no_purchase(stack, engine, 
         statuses.append(response.status_code)
 
     def purchase(s):
-        return {"batch": [{"type": "track", "anonymousId": s.anonymous_id, "messageId": f"order-{s.tag}",
-                           "event": "Order Completed",
-                           "properties": {"order_id": f"o-{s.tag}", "cart_id": s.cart_id, "revenue": 64.0}}]}
+        return {
+            "batch": [
+                {
+                    "type": "track",
+                    "anonymousId": s.anonymous_id,
+                    "messageId": f"order-{s.tag}",
+                    "event": "Order Completed",
+                    "properties": {"order_id": f"o-{s.tag}", "cart_id": s.cart_id, "revenue": 64.0},
+                }
+            ]
+        }
 
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
         # A few go through while Temporal is up, then it stops while the rest keep coming.
@@ -139,8 +149,9 @@ async def test_temporal_outage_loses_no_identify_and_no_purchase(stack, engine, 
     ids = {}
     with engine.connect() as conn:
         for s in people:
-            ids[s.tag] = conn.execute(text("SELECT person_id FROM identifiers WHERE kind = 'email' AND value = :e"),
-                                      {"e": s.email}).scalar()
+            ids[s.tag] = conn.execute(
+                text("SELECT person_id FROM identifiers WHERE kind = 'email' AND value = :e"), {"e": s.email}
+            ).scalar()
     assert all(ids.values()), "an identify accepted during the outage was not stored"
     persons = list(ids.values())
 
@@ -154,9 +165,11 @@ async def test_temporal_outage_loses_no_identify_and_no_purchase(stack, engine, 
     drain = time.monotonic() - drained_at
     rows = outbox_rows()
     accepted, dispatched = len(rows), sum(1 for r in rows if r.dispatched_at)
-    print(f"\ntemporal outage of {outage:.1f}s: dispatched/accepted {dispatched}/{accepted} "
-          f"(drained {drain:.1f}s after the restart; {sum(r.attempts for r in rows)} retried deliveries; "
-          f"worker restarted by nobody: alive={stack.worker.alive()})")
+    print(
+        f"\ntemporal outage of {outage:.1f}s: dispatched/accepted {dispatched}/{accepted} "
+        f"(drained {drain:.1f}s after the restart; {sum(r.attempts for r in rows)} retried deliveries; "
+        f"worker restarted by nobody: alive={stack.worker.alive()})"
+    )
     assert dispatched == accepted
     assert {r.kind for r in rows} >= {"identified", "purchased"}
 
@@ -190,11 +203,23 @@ async def _safely(probe):
 
 
 def batch_of(run: str, size: int) -> list[dict]:
-    return [{"type": "track", "anonymousId": f"anon-{run}-{i % 7}", "messageId": f"{run}-{i}", "event": "Product Viewed",
-             "properties": {"sku": f"SKU-{i}", "price": 10.0 + i, "category": "Knitwear", "pad": "x" * 600}}
-            for i in range(size)] + [
-        {"type": "identify", "anonymousId": f"anon-{run}-0", "messageId": f"{run}-identify",
-         "traits": {"email": f"batch.{run}@chaos.example"}}]
+    return [
+        {
+            "type": "track",
+            "anonymousId": f"anon-{run}-{i % 7}",
+            "messageId": f"{run}-{i}",
+            "event": "Product Viewed",
+            "properties": {"sku": f"SKU-{i}", "price": 10.0 + i, "category": "Knitwear", "pad": "x" * 600},
+        }
+        for i in range(size)
+    ] + [
+        {
+            "type": "identify",
+            "anonymousId": f"anon-{run}-0",
+            "messageId": f"{run}-identify",
+            "traits": {"email": f"batch.{run}@chaos.example"},
+        }
+    ]
 
 
 def in_write_transaction(path: str) -> bool:
@@ -232,13 +257,20 @@ def test_api_sigkilled_mid_request_stores_each_batch_all_or_nothing(stack, engin
 
         def chunks():
             for i in range(0, len(payload), 65536):
-                yield payload[i:i + 65536]
+                yield payload[i : i + 65536]
             sent.set()  # the whole body is on its way: what follows is the API's work
 
         def post():
             try:
-                answered.append(httpx.post(f"{stack.api_url}/v1/batch", content=chunks(), auth=(WRITE_KEY, ""),
-                                           headers={"content-type": "application/json"}, timeout=30).status_code)
+                answered.append(
+                    httpx.post(
+                        f"{stack.api_url}/v1/batch",
+                        content=chunks(),
+                        auth=(WRITE_KEY, ""),
+                        headers={"content-type": "application/json"},
+                        timeout=30,
+                    ).status_code
+                )
             except httpx.HTTPError as exc:
                 answered.append(type(exc).__name__)
             sent.set()
@@ -247,14 +279,20 @@ def test_api_sigkilled_mid_request_stores_each_batch_all_or_nothing(stack, engin
         thread.start()
         sent.wait(30)
         if when == "in the transaction":
-            wait_until(lambda: in_write_transaction(database) or not thread.is_alive(), 10,
-                       "the API to open its ingest transaction", interval=0.001)
+            wait_until(
+                lambda: in_write_transaction(database) or not thread.is_alive(),
+                10,
+                "the API to open its ingest transaction",
+                interval=0.001,
+            )
         else:
             time.sleep(rng.uniform(0.0, 0.5))
         stack.api.kill()
         thread.join(30)
         with engine.connect() as conn:
-            stored = conn.execute(text("SELECT count(*) FROM events WHERE message_id LIKE :p"), {"p": f"{run}-%"}).scalar()
+            stored = conn.execute(
+                text("SELECT count(*) FROM events WHERE message_id LIKE :p"), {"p": f"{run}-%"}
+            ).scalar()
         outcomes.append((when, answered[0], stored))
         assert stored in (0, 500), f"a killed request left {stored} of 500 events"
         stack.start_api()
@@ -262,10 +300,16 @@ def test_api_sigkilled_mid_request_stores_each_batch_all_or_nothing(stack, engin
             response = httpx.post(f"{stack.api_url}/v1/batch", json=body, auth=(WRITE_KEY, ""), timeout=60)
             assert response.status_code == 200, response.text
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT count(*) FROM events WHERE message_id LIKE :p"),
-                                {"p": f"{run}-%"}).scalar() == 500
-            assert conn.execute(text("SELECT count(*) FROM outbox WHERE dedupe_key = :k"),
-                                {"k": f"identified:{run}-identify"}).scalar() == 1
+            assert (
+                conn.execute(text("SELECT count(*) FROM events WHERE message_id LIKE :p"), {"p": f"{run}-%"}).scalar()
+                == 500
+            )
+            assert (
+                conn.execute(
+                    text("SELECT count(*) FROM outbox WHERE dedupe_key = :k"), {"k": f"identified:{run}-identify"}
+                ).scalar()
+                == 1
+            )
     print(f"\nAPI SIGKILLed mid-request 4 times: (when, client saw, events stored at the kill) {outcomes}")
     assert any(w == "in the transaction" and a != 200 for w, a, _ in outcomes)
 
@@ -282,13 +326,23 @@ async def assert_no_contact_details(stack, temporal):
     async for execution in temporal.list_workflows():
         count += 1
         description = await temporal.get_workflow_handle(execution.id, run_id=execution.run_id).describe()
-        exposed += [execution.id, json.dumps({k: str(v) for k, v in (execution.search_attributes or {}).items()}),
-                    str(description.typed_search_attributes), await description.static_summary() or "",
-                    await description.static_details() or ""]
+        exposed += [
+            execution.id,
+            json.dumps({k: str(v) for k, v in (execution.search_attributes or {}).items()}),
+            str(description.typed_search_attributes),
+            await description.static_summary() or "",
+            await description.static_details() or "",
+        ]
     logs = {proc.name: proc.output() for proc in (stack.worker, stack.api, stack.temporal)}
     assert "INFO" in logs["worker"], "the worker did not log at INFO: this check would see nothing"
-    leaks = [(where, secret) for where, text_ in [("temporal", "\n".join(exposed)), *logs.items()]
-             for secret in secrets if secret.lower() in text_.lower()]
-    print(f"\nchecked {count} workflows and {sum(len(t) for t in logs.values())} bytes of logs for "
-          f"{len(secrets)} emails/phones: {len(leaks)} leaks")
+    leaks = [
+        (where, secret)
+        for where, text_ in [("temporal", "\n".join(exposed)), *logs.items()]
+        for secret in secrets
+        if secret.lower() in text_.lower()
+    ]
+    print(
+        f"\nchecked {count} workflows and {sum(len(t) for t in logs.values())} bytes of logs for "
+        f"{len(secrets)} emails/phones: {len(leaks)} leaks"
+    )
     assert count and not leaks, leaks[:10]

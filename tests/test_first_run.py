@@ -39,8 +39,15 @@ def clean_environment(**settings: str) -> dict[str, str]:
 
 
 def breadcrumb(*args: str, cwd: Path, timeout: float = 60, **settings: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "breadcrumb"), *args], cwd=cwd, env=clean_environment(**settings),
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "breadcrumb"), *args],
+        cwd=cwd,
+        env=clean_environment(**settings),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -51,10 +58,22 @@ def lines(result: subprocess.CompletedProcess) -> list[str]:
 # configuration errors: before anything starts, in one line
 # --------------------------------------------------------------------------------------------------
 
+
 def test_dev_refuses_real_delivery_without_a_shop_url_before_starting_anything(tmp_path):
-    result = breadcrumb("dev", "--data-dir", str(tmp_path / "data"), "--api-port", str(free_port()),
-                        "--temporal-port", str(free_port()), "--ui-port", str(free_port()), cwd=tmp_path,
-                        BREADCRUMB_SMTP_URL="smtp://127.0.0.1:2525", BREADCRUMB_SMTP_FROM="Shop <hello@shop.example>")
+    result = breadcrumb(
+        "dev",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--api-port",
+        str(free_port()),
+        "--temporal-port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        cwd=tmp_path,
+        BREADCRUMB_SMTP_URL="smtp://127.0.0.1:2525",
+        BREADCRUMB_SMTP_FROM="Shop <hello@shop.example>",
+    )
     assert result.returncode == 1
     said = lines(result)
     assert len(said) == 1, said
@@ -63,13 +82,19 @@ def test_dev_refuses_real_delivery_without_a_shop_url_before_starting_anything(t
     assert "Traceback" not in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("command, settings, variable", [
-    ("worker", {"BREADCRUMB_SMTP_TIMEOUT": "-1"}, "BREADCRUMB_SMTP_TIMEOUT"),
-    ("worker", {"BREADCRUMB_SMTP_URL": "http://mail.example", "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS},
-     "BREADCRUMB_SMTP_URL"),
-    ("worker", {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="}, "BREADCRUMB_PAYLOAD_KEYS"),
-    ("api", {"BREADCRUMB_JOURNEYS": "/nonexistent/journeys.toml"}, "BREADCRUMB_JOURNEYS"),
-])
+@pytest.mark.parametrize(
+    "command, settings, variable",
+    [
+        ("worker", {"BREADCRUMB_SMTP_TIMEOUT": "-1"}, "BREADCRUMB_SMTP_TIMEOUT"),
+        (
+            "worker",
+            {"BREADCRUMB_SMTP_URL": "http://mail.example", "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS},
+            "BREADCRUMB_SMTP_URL",
+        ),
+        ("worker", {"BREADCRUMB_PAYLOAD_KEYS": "k1:c2hvcnQ="}, "BREADCRUMB_PAYLOAD_KEYS"),
+        ("api", {"BREADCRUMB_JOURNEYS": "/nonexistent/journeys.toml"}, "BREADCRUMB_JOURNEYS"),
+    ],
+)
 def test_api_and_worker_name_the_variable_in_one_line(tmp_path, command, settings, variable):
     result = breadcrumb(command, cwd=tmp_path, **settings)
     assert result.returncode == 1
@@ -89,15 +114,19 @@ def test_help_shows_no_bool_metavars():
 # the demo
 # --------------------------------------------------------------------------------------------------
 
+
 def finished_demo(width: int) -> tuple[Demo, Console]:
     """A demo whose shoppers all got what their story expects (profiles as the admin API gives them)."""
     console = Console(width=width, record=True, file=io.StringIO())
     demo = Demo("http://127.0.0.1:1", "wk", "admin", seed=11, shoppers=7, console=console)
     for number, outcome in enumerate(demo.outcomes):
         persona = outcome.shopper.persona
-        outcome.profile = {"anonymous_ids": ["laptop", "phone"][: 1 + number % 2], "events": [{}] * (5 + number),
-                           "journeys": [{"route": persona.route, "status": "completed"}],
-                           "messages": [{"status": "sent", "step": s} for s in range(1, persona.messages[0] + 1)]}
+        outcome.profile = {
+            "anonymous_ids": ["laptop", "phone"][: 1 + number % 2],
+            "events": [{}] * (5 + number),
+            "journeys": [{"route": persona.route, "status": "completed"}],
+            "messages": [{"status": "sent", "step": s} for s in range(1, persona.messages[0] + 1)],
+        }
         outcome.done = True
     return demo, console
 
@@ -117,8 +146,9 @@ def test_demo_table_is_readable_at_any_width(width):
 
 def test_demo_with_a_wrong_write_key_says_so_without_warnings(served, tmp_path):
     for _ in range(2):  # the stray warning came from a race between shoppers: give it chances
-        result = breadcrumb("demo", "--api", served.url, "--write-key", "wrong", "--admin-token", ADMIN_TOKEN,
-                            cwd=tmp_path)
+        result = breadcrumb(
+            "demo", "--api", served.url, "--write-key", "wrong", "--admin-token", ADMIN_TOKEN, cwd=tmp_path
+        )
         assert result.returncode == 1
         assert "refused the write key" in result.stdout, result.stdout
         assert "Warning" not in result.stderr and "never awaited" not in result.stderr, result.stderr
@@ -128,8 +158,12 @@ def readme_calls() -> list[tuple[str, str, dict]]:
     """The Segment calls the README's walkthrough makes with curl, in order: the key they use ($WK the
     browser key, $SK the server key), the call, the body."""
     text = README.read_text()
-    return [(key, kind, json.loads(body)) for key, kind, body in
-            re.findall(r"curl -u \"\$(WK|SK):\" \S+/v1/(page|track|identify)\s.*?-d '(\{.*?\})'", text, re.S)]
+    return [
+        (key, kind, json.loads(body))
+        for key, kind, body in re.findall(
+            r"curl -u \"\$(WK|SK):\" \S+/v1/(page|track|identify)\s.*?-d '(\{.*?\})'", text, re.S
+        )
+    ]
 
 
 def test_readme_and_demo_events_leave_the_tracking_report_clean(served, db):
@@ -138,13 +172,15 @@ def test_readme_and_demo_events_leave_the_tracking_report_clean(served, db):
     assert {body.get("event") for _, _, body in calls} >= {"Product Added", "Order Completed"}
     assert [used for used, _, body in calls if body.get("event") == "Order Completed"] == ["SK"]  # orders: the back end
     for key, kind, body in calls:
-        response = httpx.post(f"{served.url}/v1/{kind}", json=body, auth=(SERVER_KEY if key == "SK" else WRITE_KEY, ""),
-                              timeout=30)
+        response = httpx.post(
+            f"{served.url}/v1/{kind}", json=body, auth=(SERVER_KEY if key == "SK" else WRITE_KEY, ""), timeout=30
+        )
         assert response.status_code == 200, response.text
     played = run_demo(served.url, WRITE_KEY, None, 7, 11, 0, 4, None, Console(file=io.StringIO()))
     assert played == 0
-    report = httpx.get(f"{served.url}/admin/reports/tracking", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                       timeout=30).json()
+    report = httpx.get(
+        f"{served.url}/admin/reports/tracking", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30
+    ).json()
     missing = report["missing_properties"]
     assert missing["events_checked"] > 20 and missing["by_event_property"] == [], missing
 
@@ -152,6 +188,7 @@ def test_readme_and_demo_events_leave_the_tracking_report_clean(served, db):
 # --------------------------------------------------------------------------------------------------
 # the walkthrough and the report
 # --------------------------------------------------------------------------------------------------
+
 
 def test_walkthrough_journeys_leave_time_to_buy_by_hand():
     policy = load_policy(WALKTHROUGH)

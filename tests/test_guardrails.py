@@ -196,7 +196,9 @@ def test_nothing_in_the_way_sends_now():
     slot = earliest_send(NOON, None, Policy(), "UTC")
     assert slot == SendSlot(at=NOON, waits=[])
     assert earliest_send(NOON, NOON - timedelta(hours=25), Policy(), "UTC") == SendSlot(at=NOON, waits=[])
-    assert earliest_send(NOON, NOON - timedelta(hours=20), Policy(), "UTC") == SendSlot(at=NOON, waits=[])  # cap just cleared
+    assert earliest_send(NOON, NOON - timedelta(hours=20), Policy(), "UTC") == SendSlot(
+        at=NOON, waits=[]
+    )  # cap just cleared
 
 
 def test_capped_sleeps_until_the_cap_clears():
@@ -252,7 +254,9 @@ def test_no_cap_configured_and_quiet_hours_disabled():
     assert earliest_send(NOON, NOON - timedelta(minutes=1), no_cap, "UTC") == SendSlot(at=NOON, waits=[])
     no_quiet = policy_with(quiet_hours={"enabled": False})
     slot = earliest_send(NOON, NOON - timedelta(hours=10), no_quiet, "UTC")
-    assert slot == SendSlot(at=utc(2026, 3, 2, 22, 0), waits=[Wait(reason="frequency_cap", until=utc(2026, 3, 2, 22, 0))])
+    assert slot == SendSlot(
+        at=utc(2026, 3, 2, 22, 0), waits=[Wait(reason="frequency_cap", until=utc(2026, 3, 2, 22, 0))]
+    )
 
 
 def test_send_slot_round_trips_as_json():

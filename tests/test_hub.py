@@ -57,8 +57,13 @@ async def slow_shop(env, engine, chosen):
     settings = settings_for(str(engine.url))
     settings.__dict__["policy"] = chosen
     store = SlowLoadStore(engine, settings=settings)
-    async with Worker(env.client, task_queue=settings.task_queue, workflows=ALL_WORKFLOWS, activities=store.all(),
-                      activity_executor=ThreadPoolExecutor(max_workers=4)):
+    async with Worker(
+        env.client,
+        task_queue=settings.task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=store.all(),
+        activity_executor=ThreadPoolExecutor(max_workers=4),
+    ):
         harness = Harness(env.client, engine, settings, chosen, env=env)
         harness.store = store
         yield harness
@@ -91,8 +96,12 @@ async def settled(shop: Harness, person: str) -> HubState:
 
 def loads_of_person(history) -> int:
     """How many times the hub loaded the person (its local activity markers)."""
-    return sum(1 for e in history.events if e.HasField("marker_recorded_event_attributes")
-               and e.marker_recorded_event_attributes.marker_name == "core_local_activity")
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    )
 
 
 @pytest.mark.policy(hub_debounce="1m")
@@ -113,14 +122,17 @@ async def test_a_hub_that_idled_out_numbers_its_next_journey_afresh(shop):
     """A cart recovered, the same cart topped up and emptied (the old hub spent a number on a refused
     start there), a welcome; the hub idles out; the next identify starts a new run whose welcome must
     not reuse a journey id — a reused id found the old messages and sent nothing."""
-    await shop.shop(track("idle", "Added to Cart", cart_id="c-idle", sku="S", price=75),
-                    identify("idle", "idle@example.com"))
+    await shop.shop(
+        track("idle", "Added to Cart", cart_id="c-idle", sku="S", price=75), identify("idle", "idle@example.com")
+    )
     person = shop.person_id("idle@example.com")
     await shop.journey_result(await shop.journey_of(person))
     await shop.shop(track("idle", "Added to Cart", cart_id="c-idle", sku="T", price=20))
     await settled(shop, person)
-    await shop.shop(track("idle", "Removed from Cart", cart_id="c-idle", sku="S"),
-                    track("idle", "Removed from Cart", cart_id="c-idle", sku="T"))
+    await shop.shop(
+        track("idle", "Removed from Cart", cart_id="c-idle", sku="S"),
+        track("idle", "Removed from Cart", cart_id="c-idle", sku="T"),
+    )
     state = await settled(shop, person)
     assert state.journey is not None and state.journey.route == "welcome"
     await shop.journey_result(state.journey.workflow_id)
@@ -134,14 +146,18 @@ async def test_a_hub_that_idled_out_numbers_its_next_journey_afresh(shop):
     runs = [row[0] for row in shop.rows("SELECT workflow_id FROM journey_runs WHERE person_id=:p", p=person)]
     assert len(runs) == len(set(runs)) and again in runs
     assert [(m.step, m.status) for m in shop.messages(person) if m.workflow_id == again] == [
-        (1, "sent"), (2, "sent"), (3, "sent")]
+        (1, "sent"),
+        (2, "sent"),
+        (3, "sent"),
+    ]
 
 
 async def test_a_recovered_cart_falls_through_without_stopping_the_running_journey(shop):
     """After its recovery journey, the cart routes past cart recovery: a view starts welcome, and a
     later change to the same cart neither stops welcome nor asks the store for a refused start."""
-    await shop.shop(track("once", "Added to Cart", cart_id="c-once", sku="S", price=75),
-                    identify("once", "once@example.com"))
+    await shop.shop(
+        track("once", "Added to Cart", cart_id="c-once", sku="S", price=75), identify("once", "once@example.com")
+    )
     person = shop.person_id("once@example.com")
     await shop.journey_result(await shop.journey_of(person))
     await shop.shop(track("once", "Product Viewed", sku="S"))
@@ -168,8 +184,11 @@ async def dev_env(request):
     from workflows import search
 
     environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=venv_binary("temporal"), data_converter=pydantic_data_converter,
-        search_attributes=search.ALL, ui=False)
+        dev_server_existing_path=venv_binary("temporal"),
+        data_converter=pydantic_data_converter,
+        search_attributes=search.ALL,
+        ui=False,
+    )
     Harness.opened.clear()
     yield environment
     await record_if_asked(request, environment.client)
@@ -181,8 +200,9 @@ async def test_a_journey_ended_by_an_operator_is_noticed_and_the_person_re_route
     """Terminated or cancelled, the journey never says it ended: the hub notices by itself."""
     async with running_shop(dev_env, engine, policy()) as shop:
         shop.env = None  # a real server: no time to skip
-        await shop.shop(track("term", "Added to Cart", cart_id="c-term", sku="S", price=90),
-                        identify("term", "term@example.com"))
+        await shop.shop(
+            track("term", "Added to Cart", cart_id="c-term", sku="S", price=90), identify("term", "term@example.com")
+        )
         person = shop.person_id("term@example.com")
         journey = await shop.journey_of(person)
         await getattr(shop.client.get_workflow_handle(journey), end)()
@@ -200,10 +220,10 @@ async def test_after_continue_as_new_the_hub_still_notices_its_journey_end(shop)
     shop.ingest(identify("can", "can@example.com"))
     person = shop.person_id("can@example.com")
     gone = f"welcome-{person}-of-an-earlier-run"  # never reported its end; no longer on the server
-    carried = HubState(status="in_journey", journey=RunningJourney(workflow_id=gone, route="welcome",
-                                                                   started_at=now()))
-    await shop.client.start_workflow("hub", HubInput(person_id=person, policy=shop.policy, state=carried),
-                                     id=hub_id(person), task_queue="breadcrumb")
+    carried = HubState(status="in_journey", journey=RunningJourney(workflow_id=gone, route="welcome", started_at=now()))
+    await shop.client.start_workflow(
+        "hub", HubInput(person_id=person, policy=shop.policy, state=carried), id=hub_id(person), task_queue="breadcrumb"
+    )
     await shop.until(person, lambda s: s.journey is not None)
     assert (await shop.hub_state(person)).decisions == []  # nothing decided before the check
     await shop.skip(timedelta(hours=1, minutes=1))
@@ -223,8 +243,9 @@ async def test_a_changed_journeys_toml_reaches_the_hub_at_its_next_decision(env,
     first = settings.policy
     async with build_worker(env.client, engine, settings):
         shop = Harness(env.client, engine, settings, first, env=env)
-        await shop.shop(track("edit", "Added to Cart", cart_id="c-edit", sku="S", price=40),
-                        identify("edit", "edit@example.com"))
+        await shop.shop(
+            track("edit", "Added to Cart", cart_id="c-edit", sku="S", price=40), identify("edit", "edit@example.com")
+        )
         person = shop.person_id("edit@example.com")
         assert (await shop.until(person, lambda s: s.journey is not None)).journey.route == "welcome"
         path.write_text(path.read_text().replace("cart_min_value = 50", "cart_min_value = 30"))
@@ -247,8 +268,9 @@ def test_a_journey_id_taken_by_another_request_fails_loudly(db):
     from workflows.models import JourneyStart
 
     store = StoreActivities(db.engine)
-    start = JourneyStart(workflow_id="welcome-p-1", hub_id="hub-p", person_id="p", route="welcome", reason="new",
-                         at=now())
+    start = JourneyStart(
+        workflow_id="welcome-p-1", hub_id="hub-p", person_id="p", route="welcome", reason="new", at=now()
+    )
     assert store.start_journey(start) and store.start_journey(start)
     with pytest.raises(ApplicationError) as refused:
         store.start_journey(start.model_copy(update={"route": "cart_recovery", "cart_id": "c", "at": now()}))
@@ -258,20 +280,25 @@ def test_a_journey_id_taken_by_another_request_fails_loudly(db):
 # -- interleavings ---------------------------------------------------------------------------------
 
 _people = iter(range(10**6))
-shop_steps = st.lists(st.one_of(
-    st.tuples(st.just("add"), st.sampled_from(["c1", "c2"]), st.sampled_from([20, 45, 80])),
-    st.tuples(st.just("remove"), st.sampled_from(["c1", "c2"])),
-    st.tuples(st.just("view"), st.sampled_from(["A", "B", "C", "D", "E", "F"])),
-    st.tuples(st.just("identify")),
-    st.tuples(st.just("order")),
-    st.tuples(st.just("merge"), st.sampled_from([0, 60, 90])),
-    st.tuples(st.just("settle")),
-), min_size=1, max_size=8)
+shop_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(["c1", "c2"]), st.sampled_from([20, 45, 80])),
+        st.tuples(st.just("remove"), st.sampled_from(["c1", "c2"])),
+        st.tuples(st.just("view"), st.sampled_from(["A", "B", "C", "D", "E", "F"])),
+        st.tuples(st.just("identify")),
+        st.tuples(st.just("order")),
+        st.tuples(st.just("merge"), st.sampled_from([0, 60, 90])),
+        st.tuples(st.just("settle")),
+    ),
+    min_size=1,
+    max_size=8,
+)
 
 
 @pytest.mark.policy(hub_debounce="1s", browse_intent_threshold=3)
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(steps=shop_steps)
 async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_history_says(shop, steps):
     """Identify, then cart, view, order, re-identify and merge events sent without waiting for the hub
@@ -305,8 +332,10 @@ async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_hi
             await shop.shop(track(device, "Order Completed", order_id=f"o-{n}", revenue=50))
         elif kind == "merge":  # another profile of theirs (its own cart) merged into this one
             other = f"{user}-other-{step[1]}"
-            await shop.shop(track(f"{device}-{step[1]}", "Added to Cart", cart_id=f"c-{other}", sku="M", price=step[1]),
-                            identify(f"{device}-{step[1]}", f"{other}@example.com", user_id=other))
+            await shop.shop(
+                track(f"{device}-{step[1]}", "Added to Cart", cart_id=f"c-{other}", sku="M", price=step[1]),
+                identify(f"{device}-{step[1]}", f"{other}@example.com", user_id=other),
+            )
             await shop.shop(alias(other, user))
         else:
             await settled(shop, person)
@@ -316,12 +345,14 @@ async def test_whatever_the_interleaving_the_hub_ends_where_routing_the_final_hi
     with Session(shop.engine) as session:
         history = person_history(session, session.get(Person, person), now)
     runs = shop.rows("SELECT route, started_at, cart_recovery_key FROM journey_runs WHERE person_id=:p", p=person)
-    expected = decide_route(history, shop.policy, now,
-                            recovered_carts={key for _, _, key in runs if key})
+    expected = decide_route(history, shop.policy, now, recovered_carts={key for _, _, key in runs if key})
     current = state.journey.route if state.journey else None
     if expected.route == "none":
         assert current is None, (steps, state)
     else:
         assert expected.route in JOURNEYS
-        assert current is not None and (current == expected.route or PRIORITY[current] > PRIORITY[expected.route]), \
-            (steps, expected, state)
+        assert current is not None and (current == expected.route or PRIORITY[current] > PRIORITY[expected.route]), (
+            steps,
+            expected,
+            state,
+        )

@@ -47,13 +47,25 @@ def person_of(db, message_id: str):
 # Devices, late events, merge window
 # ---------------------------------------------------------------------------------------------
 
+
 def test_several_devices_merge_into_one_person(api, db):
     track(api, "phone-1", "Product Viewed", properties={"sku": "P"}, timestamp=ago(hours=5))
     track(api, "laptop-1", "Collection Viewed", properties={"category": "shoes"}, timestamp=ago(hours=4))
     track(api, "tablet-1", "Product Added", properties={"sku": "P"}, timestamp=ago(hours=3))
-    send(api, "identify", {"anonymousId": "phone-1", "traits": {"email": "multi@example.com"}, "timestamp": ago(hours=2)})
-    send(api, "identify", {"anonymousId": "laptop-1", "userId": "multi-user", "traits": {"email": "Multi@Example.com"},
-                           "timestamp": ago(hours=1)}, server=True)  # the account's id joins a known person
+    send(
+        api, "identify", {"anonymousId": "phone-1", "traits": {"email": "multi@example.com"}, "timestamp": ago(hours=2)}
+    )
+    send(
+        api,
+        "identify",
+        {
+            "anonymousId": "laptop-1",
+            "userId": "multi-user",
+            "traits": {"email": "Multi@Example.com"},
+            "timestamp": ago(hours=1),
+        },
+        server=True,
+    )  # the account's id joins a known person
     send(api, "identify", {"anonymousId": "tablet-1", "userId": "multi-user", "timestamp": ago(minutes=30)})
 
     assert db.scalar("SELECT count(*) FROM people") == 1
@@ -62,7 +74,13 @@ def test_several_devices_merge_into_one_person(api, db):
     assert person["user_id"] == "multi-user"
     assert person["emails"] == ["multi@example.com"]
     assert [e["name"] for e in person["events"]] == [
-        "Product Viewed", "Collection Viewed", "Added to Cart", "Identify", "Identify", "Identify"]
+        "Product Viewed",
+        "Collection Viewed",
+        "Added to Cart",
+        "Identify",
+        "Identify",
+        "Identify",
+    ]
     assert {e["anonymous_id"] for e in person["events"]} == {"phone-1", "laptop-1", "tablet-1"}
     assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
     for anon in ("phone-1", "laptop-1", "tablet-1"):
@@ -74,17 +92,25 @@ def test_late_anonymous_events_attach_at_once(api, db):
     send(api, "identify", {"anonymousId": "late-dev", "traits": {"email": "late@example.com"}})
     person_id = api.person(email="late@example.com")["person_id"]
     late = mid()
-    send(api, "track", {"anonymousId": "late-dev", "event": "Product Viewed", "messageId": late,
-                        "timestamp": ago(minutes=5)})  # a late flush, stamped before the identify
+    send(
+        api,
+        "track",
+        {"anonymousId": "late-dev", "event": "Product Viewed", "messageId": late, "timestamp": ago(minutes=5)},
+    )  # a late flush, stamped before the identify
     assert person_of(db, late) == person_id
     page = mid()
     send(api, "page", {"anonymousId": "late-dev", "messageId": page})
     assert person_of(db, page) == person_id
     batch = [mid(), mid()]
-    response = api.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": "late-dev", "event": "Product Added", "messageId": batch[0]},
-        {"type": "track", "anonymousId": "late-dev", "event": "Checkout Started", "messageId": batch[1]},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {"type": "track", "anonymousId": "late-dev", "event": "Product Added", "messageId": batch[0]},
+                {"type": "track", "anonymousId": "late-dev", "event": "Checkout Started", "messageId": batch[1]},
+            ]
+        },
+    )
     assert response.status_code == 200
     assert [person_of(db, m) for m in batch] == [person_id, person_id]
     assert db.scalar("SELECT count(*) FROM events WHERE person_id IS NULL") == 0
@@ -92,12 +118,34 @@ def test_late_anonymous_events_attach_at_once(api, db):
 
 def test_identify_in_the_middle_of_a_batch_takes_the_whole_device(api, db):
     ids = [mid(), mid(), mid()]
-    response = api.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": "batch-dev", "event": "Product Viewed", "messageId": ids[0], "timestamp": ago(minutes=3)},
-        {"type": "identify", "anonymousId": "batch-dev", "traits": {"email": "inbatch@example.com"}, "messageId": ids[1],
-         "timestamp": ago(minutes=2)},
-        {"type": "track", "anonymousId": "batch-dev", "event": "Product Added", "messageId": ids[2], "timestamp": ago(minutes=1)},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {
+                    "type": "track",
+                    "anonymousId": "batch-dev",
+                    "event": "Product Viewed",
+                    "messageId": ids[0],
+                    "timestamp": ago(minutes=3),
+                },
+                {
+                    "type": "identify",
+                    "anonymousId": "batch-dev",
+                    "traits": {"email": "inbatch@example.com"},
+                    "messageId": ids[1],
+                    "timestamp": ago(minutes=2),
+                },
+                {
+                    "type": "track",
+                    "anonymousId": "batch-dev",
+                    "event": "Product Added",
+                    "messageId": ids[2],
+                    "timestamp": ago(minutes=1),
+                },
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     person = api.person(email="inbatch@example.com")
     assert [e["message_id"] for e in person["events"]] == ids
@@ -105,8 +153,16 @@ def test_identify_in_the_middle_of_a_batch_takes_the_whole_device(api, db):
 
 def test_merge_window(api, db):
     old, recent = mid(), mid()
-    send(api, "track", {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": old, "timestamp": ago(days=40)})
-    send(api, "track", {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": recent, "timestamp": ago(days=2)})
+    send(
+        api,
+        "track",
+        {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": old, "timestamp": ago(days=40)},
+    )
+    send(
+        api,
+        "track",
+        {"anonymousId": "window-dev", "event": "Product Viewed", "messageId": recent, "timestamp": ago(days=2)},
+    )
     send(api, "identify", {"anonymousId": "window-dev", "traits": {"email": "window@example.com"}})
     person = api.person(email="window@example.com")
     merged = {e["message_id"] for e in person["events"]}
@@ -119,7 +175,11 @@ def test_merge_window(api, db):
 def test_merge_window_counts_back_from_the_identify_moment(api, db):
     """An identify stamped 20 days ago merges an event from 45 days ago (25 days before it)."""
     early = mid()
-    send(api, "track", {"anonymousId": "window-2", "event": "Product Viewed", "messageId": early, "timestamp": ago(days=45)})
+    send(
+        api,
+        "track",
+        {"anonymousId": "window-2", "event": "Product Viewed", "messageId": early, "timestamp": ago(days=45)},
+    )
     send(api, "identify", {"anonymousId": "window-2", "userId": "w2", "timestamp": ago(days=20)})
     assert person_of(db, early) == api.person(user_id="w2")["person_id"]
 
@@ -152,11 +212,19 @@ def test_identify_events_and_merge_window_come_from_the_policy(shop_api, db):
 # Identify moments from track events
 # ---------------------------------------------------------------------------------------------
 
+
 def test_email_captured_event_identifies(api, db):
     browse = mid()
     send(api, "track", {"anonymousId": "popup-dev", "event": "Product Viewed", "messageId": browse})
-    send(api, "track", {"anonymousId": "popup-dev", "event": "Email Captured",
-                        "properties": {"email": "  Popup@Example.COM ", "form": "10% off"}})
+    send(
+        api,
+        "track",
+        {
+            "anonymousId": "popup-dev",
+            "event": "Email Captured",
+            "properties": {"email": "  Popup@Example.COM ", "form": "10% off"},
+        },
+    )
     person = api.person(email="popup@example.com")
     assert person["emails"] == ["popup@example.com"]
     assert person["anonymous_ids"] == ["popup-dev"]
@@ -166,10 +234,25 @@ def test_email_captured_event_identifies(api, db):
 
 def test_checkout_started_with_email_identifies(api, db):
     cart = mid()
-    send(api, "track", {"anonymousId": "co-dev", "event": "Product Added", "messageId": cart,
-                        "properties": {"sku": "S", "cart_id": "cart-co"}})
-    send(api, "track", {"anonymousId": "co-dev", "event": "Checkout Started",
-                        "properties": {"email": "checkout@example.com", "cart_id": "cart-co", "value": 80}})
+    send(
+        api,
+        "track",
+        {
+            "anonymousId": "co-dev",
+            "event": "Product Added",
+            "messageId": cart,
+            "properties": {"sku": "S", "cart_id": "cart-co"},
+        },
+    )
+    send(
+        api,
+        "track",
+        {
+            "anonymousId": "co-dev",
+            "event": "Checkout Started",
+            "properties": {"email": "checkout@example.com", "cart_id": "cart-co", "value": 80},
+        },
+    )
     person = api.person(email="checkout@example.com")
     assert [e["name"] for e in person["events"]] == ["Added to Cart", "Checkout Started"]
     assert person_of(db, cart) == person["person_id"]
@@ -186,16 +269,35 @@ def test_sms_captured_with_phone_identifies(api, db):
 def test_identify_moment_events_carry_contact_details(api, db):
     """SMS Captured / Email Captured identify from their properties, and the contact details they
     carry (consent, unsubscribe, timezone) land on the person as an identify's traits would."""
-    send(api, "track", {"anonymousId": "consent-dev", "event": "SMS Captured",
-                        "properties": {"phone": "+44 7911 123457", "sms_consent": True, "timezone": "Europe/London",
-                                       "form": "checkout"}}, server=True)
+    send(
+        api,
+        "track",
+        {
+            "anonymousId": "consent-dev",
+            "event": "SMS Captured",
+            "properties": {
+                "phone": "+44 7911 123457",
+                "sms_consent": True,
+                "timezone": "Europe/London",
+                "form": "checkout",
+            },
+        },
+        server=True,
+    )
     person = api.person(phone="+447911123457")
     assert person["sms_consent"] is True
     assert person["timezone"] == "Europe/London"
     assert person["traits"] == {"phone": "+447911123457", "sms_consent": True}  # the form is the event's, not theirs
-    send(api, "track", {"anonymousId": "consent-dev", "event": "Email Captured",
-                        "properties": {"email": "consent@example.com", "unsubscribed": True, "sms_consent": False}},
-         server=True)
+    send(
+        api,
+        "track",
+        {
+            "anonymousId": "consent-dev",
+            "event": "Email Captured",
+            "properties": {"email": "consent@example.com", "unsubscribed": True, "sms_consent": False},
+        },
+        server=True,
+    )
     person = api.person(email="consent@example.com")
     assert person["phones"] == ["+447911123457"]
     assert (person["email_unsubscribed"], person["sms_consent"]) == (True, False)
@@ -204,8 +306,16 @@ def test_identify_moment_events_carry_contact_details(api, db):
 def test_traits_sent_for_a_known_device_alone_go_to_its_owner(api, db):
     """An identify with only anonymousId and traits names nobody new: it describes the device's owner."""
     send(api, "identify", {"anonymousId": "owned-dev", "traits": {"email": "owner@example.com"}})
-    send(api, "identify", {"anonymousId": "owned-dev", "traits": {"first_name": "Ola", "sms_consent": True},
-                           "context": {"timezone": "Europe/Oslo"}}, server=True)
+    send(
+        api,
+        "identify",
+        {
+            "anonymousId": "owned-dev",
+            "traits": {"first_name": "Ola", "sms_consent": True},
+            "context": {"timezone": "Europe/Oslo"},
+        },
+        server=True,
+    )
     person = api.person(email="owner@example.com")
     assert person["traits"]["first_name"] == "Ola"
     assert (person["sms_consent"], person["timezone"]) == (True, "Europe/Oslo")
@@ -215,7 +325,9 @@ def test_traits_sent_for_a_known_device_alone_go_to_its_owner(api, db):
 
 
 def test_events_that_are_not_identify_moments_do_not_identify(api, db):
-    send(api, "track", {"anonymousId": "nope-1", "event": "Product Viewed", "properties": {"email": "nope@example.com"}})
+    send(
+        api, "track", {"anonymousId": "nope-1", "event": "Product Viewed", "properties": {"email": "nope@example.com"}}
+    )
     send(api, "track", {"anonymousId": "nope-2", "event": "Email Captured", "properties": {"form": "footer"}})
     send(api, "page", {"anonymousId": "nope-3", "properties": {"email": "nope@example.com"}})
     assert db.scalar("SELECT count(*) FROM people") == 0
@@ -226,6 +338,7 @@ def test_events_that_are_not_identify_moments_do_not_identify(api, db):
 # ---------------------------------------------------------------------------------------------
 # Normalisation
 # ---------------------------------------------------------------------------------------------
+
 
 def test_email_is_trimmed_and_lower_cased(api, db):
     send(api, "identify", {"anonymousId": "norm-1", "traits": {"email": "  MiXeD.Case@Example.COM\t"}})
@@ -250,8 +363,15 @@ def test_phone_is_normalised_to_e164(api, db):
 
 def test_invalid_email_or_phone_is_stored_without_it_and_reported(api, db):
     message_id = mid()
-    response = api.segment("identify", {"anonymousId": "bad-ph", "userId": "bad-ph-user", "messageId": message_id,
-                                        "traits": {"phone": "12", "email": "not-an-email", "name": "Al"}})
+    response = api.segment(
+        "identify",
+        {
+            "anonymousId": "bad-ph",
+            "userId": "bad-ph-user",
+            "messageId": message_id,
+            "traits": {"phone": "12", "email": "not-an-email", "name": "Al"},
+        },
+    )
     assert response.status_code == 200
     person = api.person(user_id="bad-ph-user")
     assert person["phones"] == [] and person["emails"] == []
@@ -264,6 +384,7 @@ def test_invalid_email_or_phone_is_stored_without_it_and_reported(api, db):
 # ---------------------------------------------------------------------------------------------
 # Shared device
 # ---------------------------------------------------------------------------------------------
+
 
 def test_shared_device_second_person_gets_own_profile_and_conflict(api, db):
     first_browse = mid()
@@ -293,8 +414,12 @@ def test_shared_device_second_person_gets_own_profile_and_conflict(api, db):
 def test_same_person_adding_details_is_not_a_conflict(api, db):
     send(api, "identify", {"anonymousId": "own-dev", "traits": {"email": "own@example.com"}})
     send(api, "identify", {"anonymousId": "own-dev", "userId": "own-user"}, server=True)
-    send(api, "identify", {"anonymousId": "own-dev", "traits": {"phone": "+14155550123", "email": "OWN@example.com"}},
-         server=True)
+    send(
+        api,
+        "identify",
+        {"anonymousId": "own-dev", "traits": {"phone": "+14155550123", "email": "OWN@example.com"}},
+        server=True,
+    )
     assert db.scalar("SELECT count(*) FROM people") == 1
     assert db.scalar("SELECT count(*) FROM identity_conflicts") == 0
     person = api.person(user_id="own-user")
@@ -314,6 +439,7 @@ def test_shared_device_second_user_id_is_a_conflict(api, db):
 # Alias
 # ---------------------------------------------------------------------------------------------
 
+
 def test_alias_anonymous_id_to_user_id(api, db):
     ids = [mid(), mid()]
     track(api, "alias-dev", "Product Viewed", messageId=ids[0], timestamp=ago(hours=2))
@@ -328,10 +454,18 @@ def test_alias_anonymous_id_to_user_id(api, db):
 
 def test_alias_merges_two_existing_users(api, db):
     old_events = [mid(), mid()]
-    send(api, "identify", {"userId": "old-login", "anonymousId": "old-dev", "traits": {"email": "old@example.com", "a": 1}})
+    send(
+        api,
+        "identify",
+        {"userId": "old-login", "anonymousId": "old-dev", "traits": {"email": "old@example.com", "a": 1}},
+    )
     track(api, "old-dev", "Product Viewed", messageId=old_events[0])
     send(api, "track", {"userId": "old-login", "event": "Product Added", "messageId": old_events[1]})
-    send(api, "identify", {"userId": "new-login", "anonymousId": "new-dev", "traits": {"email": "new@example.com", "a": 2}})
+    send(
+        api,
+        "identify",
+        {"userId": "new-login", "anonymousId": "new-dev", "traits": {"email": "new@example.com", "a": 2}},
+    )
     assert db.scalar("SELECT count(*) FROM people") == 2
     old_person = api.person(user_id="old-login")["person_id"]
     new_person = api.person(user_id="new-login")["person_id"]
@@ -360,6 +494,7 @@ def test_alias_of_a_known_user_to_a_new_user_id(api, db):
 # Concurrency
 # ---------------------------------------------------------------------------------------------
 
+
 def race(served, bodies: list[dict], path: str = "/v1/identify") -> list[int]:
     """POST every body to `path` at once, each from its own client (own connection)."""
     tls = ssl.create_default_context()  # shared: building one per client costs ~80 ms of CPU each
@@ -381,8 +516,10 @@ def race(served, bodies: list[dict], path: str = "/v1/identify") -> list[int]:
 def test_fifty_concurrent_identifies_end_with_one_person(api, db, served):
     anon, email = "race-dev", "race@example.com"
     track(api, anon, "Product Viewed", timestamp=ago(minutes=10))
-    bodies = [{"anonymousId": anon, "traits": {"email": email if i % 2 else email.upper()}, "messageId": f"race-{i}"}
-              for i in range(50)]
+    bodies = [
+        {"anonymousId": anon, "traits": {"email": email if i % 2 else email.upper()}, "messageId": f"race-{i}"}
+        for i in range(50)
+    ]
     assert race(served, bodies) == [200] * 50
 
     assert db.scalar("SELECT count(*) FROM people") == 1
@@ -414,10 +551,19 @@ def test_batches_naming_two_emails_in_opposite_orders_never_deadlock(api, db, se
         emails = [f"first-{r}@example.com", f"second-{r}@example.com"]
 
         def batch(side: str, emails: list[str], skus: list[str]) -> dict:
-            views = [{"type": "track", "anonymousId": f"{side}-{r}-0", "event": "Product Viewed",
-                      "properties": {"sku": sku, "price": 10 + r}} for sku in skus]
-            identifies = [{"type": "identify", "anonymousId": f"{side}-{r}-{i}", "traits": {"email": email}}
-                          for i, email in enumerate(emails)]
+            views = [
+                {
+                    "type": "track",
+                    "anonymousId": f"{side}-{r}-0",
+                    "event": "Product Viewed",
+                    "properties": {"sku": sku, "price": 10 + r},
+                }
+                for sku in skus
+            ]
+            identifies = [
+                {"type": "identify", "anonymousId": f"{side}-{r}-{i}", "traits": {"email": email}}
+                for i, email in enumerate(emails)
+            ]
             return {"batch": views + identifies}
 
         bodies = [batch("left", emails, skus), batch("right", emails[::-1], skus[::-1])]
@@ -463,8 +609,9 @@ def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, d
     holder.begin()
     lock_up_front(holder, [("email", "p@example.com")])  # holds P
     with ThreadPoolExecutor(max_workers=1) as pool:
-        late = pool.submit(send, api, "track", {"anonymousId": "moved-dev", "event": "Product Viewed",
-                                                "messageId": "after-move"})
+        late = pool.submit(
+            send, api, "track", {"anonymousId": "moved-dev", "event": "Product Viewed", "messageId": "after-move"}
+        )
         waiting(1)  # the request waits for S, the owner it read
         mover.commit()
         waiting(1)  # its second run waits for P, in order

@@ -36,9 +36,16 @@ def starting(seen: list[tuple[str, int]], prefix: str) -> list[tuple[str, int]]:
 
 def test_a_500_message_batch_is_a_handful_of_statements(api, db, served):
     run = uuid.uuid4().hex[:8]
-    batch = [{"type": "track", "anonymousId": f"dev-{run}-{i % 50}", "messageId": f"{run}-{i}",
-              "event": "Product Viewed", "properties": {"sku": f"SKU-{i % 40}", "price": 10 + i % 7}}
-             for i in range(500)]
+    batch = [
+        {
+            "type": "track",
+            "anonymousId": f"dev-{run}-{i % 50}",
+            "messageId": f"{run}-{i}",
+            "event": "Product Viewed",
+            "properties": {"sku": f"SKU-{i % 40}", "price": 10 + i % 7},
+        }
+        for i in range(500)
+    ]
     with statements(app_engine(served)) as seen:
         response = api.segment("batch", {"batch": batch})
     assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "500", response.text
@@ -54,8 +61,15 @@ def test_merging_n_anonymous_events_is_one_update(api, db, served):
     counts = {}
     for n in (10, 400):
         device = f"merge-{n}"
-        api.segment("batch", {"batch": [{"type": "track", "anonymousId": device, "event": "Collection Viewed",
-                                         "messageId": f"{device}-{i}"} for i in range(n)]})
+        api.segment(
+            "batch",
+            {
+                "batch": [
+                    {"type": "track", "anonymousId": device, "event": "Collection Viewed", "messageId": f"{device}-{i}"}
+                    for i in range(n)
+                ]
+            },
+        )
         with statements(app_engine(served)) as seen:
             response = api.segment("identify", {"anonymousId": device, "traits": {"email": f"{device}@example.com"}})
         assert response.status_code == 200, response.text
@@ -74,15 +88,31 @@ def test_known_people_and_identify_moments_queue_their_signals_in_one_insert(api
     for user in users:
         assert api.segment("identify", {"userId": user, "traits": {"email": f"{user}@example.com"}}).status_code == 200
     before = db.scalar("SELECT coalesce(max(id), 0) FROM outbox")
-    browsing = [{"type": "track", "userId": users[i % 10], "messageId": f"{run}-{i}", "event": "Product Viewed",
-                 "properties": {"sku": f"SKU-{i % 40}"}} for i in range(300)]
-    moments = [{"type": "identify", "anonymousId": f"new-{run}-{n}", "messageId": f"{run}-id-{n}",
-                "traits": {"email": f"new-{run}-{n}@example.com"}} for n in range(5)]
+    browsing = [
+        {
+            "type": "track",
+            "userId": users[i % 10],
+            "messageId": f"{run}-{i}",
+            "event": "Product Viewed",
+            "properties": {"sku": f"SKU-{i % 40}"},
+        }
+        for i in range(300)
+    ]
+    moments = [
+        {
+            "type": "identify",
+            "anonymousId": f"new-{run}-{n}",
+            "messageId": f"{run}-id-{n}",
+            "traits": {"email": f"new-{run}-{n}@example.com"},
+        }
+        for n in range(5)
+    ]
     with statements(app_engine(served)) as seen:
         response = api.segment("batch", {"batch": browsing + moments})
     assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "305", response.text
     assert len(starting(seen, "INSERT INTO outbox")) == 1, "\n".join(sql[:120] for sql, _ in seen)
     assert len(starting(seen, "INSERT INTO events")) == 1
-    queued = db.rows("SELECT kind, count(*), count(DISTINCT person_id) FROM outbox WHERE id > :n GROUP BY kind",
-                     n=before)
+    queued = db.rows(
+        "SELECT kind, count(*), count(DISTINCT person_id) FROM outbox WHERE id > :n GROUP BY kind", n=before
+    )
     assert sorted(tuple(row) for row in queued) == [("activity", 10, 10), ("identified", 5, 5)], queued

@@ -42,8 +42,15 @@ async def shop(env, engine):
 
 def alias(previous_id: str, user_id: str) -> Incoming:
     at = now()
-    return Incoming(type="alias", original_name="Alias", previous_id=previous_id, user_id=user_id,
-                    timestamp=at, received_at=at, trusted=True)  # merging people: the shop's server says so
+    return Incoming(
+        type="alias",
+        original_name="Alias",
+        previous_id=previous_id,
+        user_id=user_id,
+        timestamp=at,
+        received_at=at,
+        trusted=True,
+    )  # merging people: the shop's server says so
 
 
 async def hub_result(shop: Harness, person_id: str) -> HubState:
@@ -55,8 +62,11 @@ async def hub_result(shop: Harness, person_id: str) -> HubState:
 def outbox(shop: Harness, person_id: str) -> list[tuple[str, dict]]:
     """The person's hub signals the store queued and the dispatcher has not delivered yet."""
     with Session(shop.engine) as session:
-        rows = session.exec(select(OutboxRow).where(OutboxRow.person_id == person_id, OutboxRow.dispatched_at.is_(None))
-                            .order_by(OutboxRow.id)).all()
+        rows = session.exec(
+            select(OutboxRow)
+            .where(OutboxRow.person_id == person_id, OutboxRow.dispatched_at.is_(None))
+            .order_by(OutboxRow.id)
+        ).all()
     return [(row.kind, row.payload) for row in rows]
 
 
@@ -64,8 +74,11 @@ async def test_merge_stops_the_secondarys_journey_and_the_primary_re_routes(shop
     """A browsed enough for browse recovery; B only signed up (welcome). Merging A into B stops A's
     journey and ends A's hub; B's hub re-evaluates the merged history and re-routes welcome → browse."""
     views = [track("dev-a", "Product Viewed", sku=f"SKU-{i}", name=f"Cream {i}", category="skincare") for i in range(6)]
-    await shop.shop(*views, identify("dev-a", "a@example.com", user_id="user-a"),
-                    identify("dev-b", "b@example.com", user_id="user-b"))
+    await shop.shop(
+        *views,
+        identify("dev-a", "a@example.com", user_id="user-a"),
+        identify("dev-b", "b@example.com", user_id="user-b"),
+    )
     a, b = shop.person_id("a@example.com"), shop.person_id("b@example.com")
     a_journey, b_journey = await shop.journey_of(a), await shop.journey_of(b)
     assert a_journey.startswith("browse_recovery-") and b_journey.startswith("welcome-")
@@ -87,8 +100,14 @@ async def test_merge_stops_the_secondarys_journey_and_the_primary_re_routes(shop
     assert shop.channel.delivered == []  # neither journey had reached its first send
     # A's run and its log moved to B with the merge; the exit line written after it goes there too.
     assert shop.scalar("SELECT count(*) FROM journey_log WHERE person_id = :p", p=a) == 0
-    assert shop.scalar("SELECT count(*) FROM journey_log WHERE workflow_id = :w AND person_id = :p AND kind = 'exit'",
-                       w=a_journey, p=b) == 1
+    assert (
+        shop.scalar(
+            "SELECT count(*) FROM journey_log WHERE workflow_id = :w AND person_id = :p AND kind = 'exit'",
+            w=a_journey,
+            p=b,
+        )
+        == 1
+    )
 
 
 async def test_delete_ends_the_journey_and_nothing_more_is_sent(shop):
@@ -113,5 +132,7 @@ async def test_delete_ends_the_journey_and_nothing_more_is_sent(shop):
     assert shop.channel.delivered == [f"{journey}:1"]  # steps 2 and 3 never go out
     assert shop.scalar("SELECT count(*) FROM messages WHERE person_id = :p", p=person) == 0
     # Nothing of theirs is written back after the delete: not even the journey's exit line.
-    assert shop.scalar("SELECT count(*) FROM journey_log WHERE person_id = :p OR workflow_id = :w",
-                       p=person, w=journey) == 0
+    assert (
+        shop.scalar("SELECT count(*) FROM journey_log WHERE person_id = :p OR workflow_id = :w", p=person, w=journey)
+        == 0
+    )

@@ -12,16 +12,32 @@ from journeys.policy import parse_policy
 from journey_harness import identify, now, running_shop, track
 
 BASE_POLICY = {
-    "cart_min_value": 50, "browse_intent_threshold": 5, "min_hours_between_messages": 20,
-    "quiet_hours": {"enabled": False}, "hub_idle_timeout": "1h",
+    "cart_min_value": 50,
+    "browse_intent_threshold": 5,
+    "min_hours_between_messages": 20,
+    "quiet_hours": {"enabled": False},
+    "hub_idle_timeout": "1h",
     "journeys": {
-        "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"},
-                                    {"delay": "23h", "template": "cart_recovery_2"},
-                                    {"delay": "2d", "template": "cart_recovery_3"}]},
-        "browse_recovery": {"steps": [{"delay": "2h", "template": "browse_recovery_1"},
-                                      {"delay": "2d", "template": "browse_recovery_2"}]},
-        "welcome": {"steps": [{"delay": "5m", "template": "welcome_1"}, {"delay": "2d", "template": "welcome_2"},
-                              {"delay": "4d", "template": "welcome_3"}]},
+        "cart_recovery": {
+            "steps": [
+                {"delay": "1h", "template": "cart_recovery_1"},
+                {"delay": "23h", "template": "cart_recovery_2"},
+                {"delay": "2d", "template": "cart_recovery_3"},
+            ]
+        },
+        "browse_recovery": {
+            "steps": [
+                {"delay": "2h", "template": "browse_recovery_1"},
+                {"delay": "2d", "template": "browse_recovery_2"},
+            ]
+        },
+        "welcome": {
+            "steps": [
+                {"delay": "5m", "template": "welcome_1"},
+                {"delay": "2d", "template": "welcome_2"},
+                {"delay": "4d", "template": "welcome_3"},
+            ]
+        },
     },
 }
 
@@ -123,8 +139,12 @@ async def test_frequency_cap_sleeps_until_it_clears_then_sends(shop):
     assert any(reason.startswith("frequency cap until") for reason in waits)
 
 
-@pytest.mark.policy(quiet_hours={"start": (now() + timedelta(minutes=2)).strftime("%H:%M"),
-                                 "end": (now() + timedelta(hours=3)).strftime("%H:%M")})
+@pytest.mark.policy(
+    quiet_hours={
+        "start": (now() + timedelta(minutes=2)).strftime("%H:%M"),
+        "end": (now() + timedelta(hours=3)).strftime("%H:%M"),
+    }
+)
 async def test_quiet_hours_defer_the_send_until_the_window_opens(shop):
     await shop.shop(identify("a7", "night@example.com"))
     person = shop.person_id("night@example.com")
@@ -165,14 +185,18 @@ async def test_client_and_server_copies_of_a_cart_event_trigger_once(shop):
     await shop.shop(identify("a10", "copies@example.com"))
     person = shop.person_id("copies@example.com")
     await shop.journey_of(person)
-    shop.ingest(track("a10", "Added to Cart", cart_id="c10", sku="S", price=70, source="client"),
-                track("a10", "Added to Cart", cart_id="c10", sku="S", price=70, source="server"))
+    shop.ingest(
+        track("a10", "Added to Cart", cart_id="c10", sku="S", price=70, source="client"),
+        track("a10", "Added to Cart", cart_id="c10", sku="S", price=70, source="server"),
+    )
     assert shop.scalar("SELECT count(*) FROM events WHERE cart_id='c10' AND duplicate_of IS NOT NULL") == 1
     assert shop.scalar("SELECT count(*) FROM outbox WHERE kind='activity' AND person_id=:p", p=person) == 1
 
 
 async def test_one_cart_recovery_per_cart_id(shop):
-    await shop.shop(track("a11", "Added to Cart", cart_id="c11", sku="S", price=75), identify("a11", "once@example.com"))
+    await shop.shop(
+        track("a11", "Added to Cart", cart_id="c11", sku="S", price=75), identify("a11", "once@example.com")
+    )
     person = shop.person_id("once@example.com")
     first = await shop.journey_of(person)
     await shop.journey_result(first)
@@ -222,8 +246,15 @@ def test_send_step_called_twice_keeps_one_message(engine):
     with engine.connect() as conn:
         person = conn.execute(text("SELECT person_id FROM identifiers WHERE kind='email'")).scalar()
     activities = StoreActivities(engine)
-    send = SendInput(workflow_id="welcome-x-1", person_id=person, route="welcome", step=1, template="welcome_1",
-                     channel="email", at=now())
+    send = SendInput(
+        workflow_id="welcome-x-1",
+        person_id=person,
+        route="welcome",
+        step=1,
+        template="welcome_1",
+        channel="email",
+        at=now(),
+    )
     first, second = activities.send_step(send), activities.send_step(send)
     assert first == second
     with engine.connect() as conn:

@@ -25,8 +25,9 @@ def test_breadcrumb_migrate_builds_the_schema_on_a_fresh_database(backend, tmp_p
     database; a second run finds nothing to do."""
     with fresh_database(backend, tmp_path / "fresh", "breadcrumb_migrate") as url:
         for _ in range(2):
-            done = subprocess.run([venv_binary("breadcrumb"), "migrate", "--db", url], capture_output=True, text=True,
-                                  timeout=120)
+            done = subprocess.run(
+                [venv_binary("breadcrumb"), "migrate", "--db", url], capture_output=True, text=True, timeout=120
+            )
             assert done.returncode == 0, done.stdout + done.stderr
             assert "schema up to date" in done.stdout
         engine = create_engine(url)
@@ -37,4 +38,3 @@ def test_breadcrumb_migrate_builds_the_schema_on_a_fresh_database(backend, tmp_p
         finally:
             engine.dispose()
     assert set(SQLModel.metadata.tables) | {"alembic_version"} == tables
-

@@ -33,8 +33,9 @@ def queue(db, person_id: str, count: int, payload: dict | None = None) -> list[i
         for _ in range(count):
             outbox.signal(session, "purchased", person_id, payload or {"message_id": f"m-{uuid.uuid4().hex}"})
     with Session(db.engine) as session:
-        return list(session.exec(select(OutboxRow.id).where(OutboxRow.person_id == person_id)
-                                 .order_by(OutboxRow.id)).all())
+        return list(
+            session.exec(select(OutboxRow.id).where(OutboxRow.person_id == person_id).order_by(OutboxRow.id)).all()
+        )
 
 
 def rows(db) -> dict[int, OutboxRow]:
@@ -85,19 +86,24 @@ def _make_due(db, row_id: int) -> None:
 def test_admin_sees_dead_letters_with_their_error_and_retries_one(api, db):
     [row_id] = queue(db, "p-admin", 1)
     claim = outbox.claim(db.engine)
-    outbox.release(db.engine, claim.owner, claim.rows, "ValidationError: at is not a time", count_attempt=True,
-                   max_attempts=1)
+    outbox.release(
+        db.engine, claim.owner, claim.rows, "ValidationError: at is not a time", count_attempt=True, max_attempts=1
+    )
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     assert api.http.get("/admin/outbox").status_code == 401
     listed = api.http.get("/admin/outbox", headers=auth).json()
     assert listed["pending"] == 0
     assert [(d["id"], d["person_id"], d["attempts"], d["error"]) for d in listed["dead_letters"]] == [
-        (row_id, "p-admin", 1, "ValidationError: at is not a time")]
+        (row_id, "p-admin", 1, "ValidationError: at is not a time")
+    ]
     assert api.http.post(f"/admin/outbox/{row_id}/retry").status_code == 401
     retried = api.http.post(f"/admin/outbox/{row_id}/retry", headers=auth)
     assert retried.status_code == 200 and retried.json() == {"id": row_id, "status": "queued"}
     assert api.http.get("/admin/outbox", headers=auth).json() | {"lag_seconds": 0} == {
-        "pending": 1, "lag_seconds": 0, "dead_letters": []}
+        "pending": 1,
+        "lag_seconds": 0,
+        "dead_letters": [],
+    }
     assert [r.id for r in outbox.claim(db.engine).rows] == [row_id]  # due again, attempts from zero
     assert rows(db)[row_id].attempts == 0
     assert api.http.post(f"/admin/outbox/{row_id}/retry", headers=auth).status_code == 404  # not dead any more
@@ -128,12 +134,26 @@ def test_rows_follow_a_merge_and_vanish_with_a_delete(db):
 def test_a_resent_order_queues_no_second_purchased_signal(api, db):
     api.segment("identify", {"userId": "u-order", "traits": {"email": "order@example.com"}})
     for copy in range(3):  # the shop's backend resends the same order with new message ids
-        response = api.segment("track", {"userId": "u-order", "event": "Order Completed",
-                                         "messageId": f"order-copy-{copy}", "context": {"library": {"name": "analytics-python"}},
-                                         "properties": {"order_id": "o-77", "revenue": 40}})
+        response = api.segment(
+            "track",
+            {
+                "userId": "u-order",
+                "event": "Order Completed",
+                "messageId": f"order-copy-{copy}",
+                "context": {"library": {"name": "analytics-python"}},
+                "properties": {"order_id": "o-77", "revenue": 40},
+            },
+        )
         assert response.status_code == 200
-    other = api.segment("track", {"userId": "u-order", "event": "Order Completed", "messageId": "order-other",
-                                  "properties": {"order_id": "o-78", "revenue": 12}})
+    other = api.segment(
+        "track",
+        {
+            "userId": "u-order",
+            "event": "Order Completed",
+            "messageId": "order-other",
+            "properties": {"order_id": "o-78", "revenue": 12},
+        },
+    )
     assert other.status_code == 200
     purchased = [r.payload["order_id"] for r in rows(db).values() if r.kind == "purchased"]
     assert sorted(purchased) == ["o-77", "o-78"]
@@ -167,8 +187,13 @@ async def test_competing_dispatchers_one_killed_mid_claim_deliver_every_row_once
         queue(db, person, 4)
 
     # A dispatcher claims the first rows and is killed before delivering any of them.
-    killed = subprocess.Popen([sys.executable, "-c", STALLED_DISPATCHER, db.url, "8", str(lease)], cwd=REPO_ROOT,
-                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    killed = subprocess.Popen(
+        [sys.executable, "-c", STALLED_DISPATCHER, db.url, "8", str(lease)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
     try:
         held = [int(i) for i in (await asyncio.to_thread(killed.stdout.readline)).split()]
     finally:
@@ -184,7 +209,8 @@ async def test_competing_dispatchers_one_killed_mid_claim_deliver_every_row_once
     def settled() -> bool:
         state = rows(db)
         return state[poison].dead_at is not None and all(
-            r.dispatched_at is not None for row_id, r in state.items() if row_id != poison)
+            r.dispatched_at is not None for row_id, r in state.items() if row_id != poison
+        )
 
     for _ in range(600):  # a hang guard, not a timing: each round waits for the database's clock to move
         if settled():

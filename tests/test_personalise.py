@@ -50,8 +50,12 @@ def test_order_is_by_timestamp_not_by_list_position():
 
 
 def test_added_to_cart_counts_as_interest_other_events_do_not():
-    events = [view(1, "A"), ev("Added to Cart", 2, sku="B"), ev("Order Completed", 3, sku="C"),
-              ev("Removed from Cart", 4, sku="D")]
+    events = [
+        view(1, "A"),
+        ev("Added to Cart", 2, sku="B"),
+        ev("Order Completed", 3, sku="C"),
+        ev("Removed from Cart", 4, sku="D"),
+    ]
     catalog = Catalog(entry(s) for s in "ABCD")
     assert [i.sku for i in recently_viewed(events, catalog)] == ["B", "A"]
 
@@ -62,7 +66,9 @@ def test_product_id_is_the_key_when_there_is_no_sku():
 
 
 def test_out_of_stock_variant_is_replaced_by_an_in_stock_one():
-    catalog = Catalog([entry("TEE", "S", in_stock=False), entry("TEE", "M", in_stock=True), entry("TEE", "L", in_stock=False)])
+    catalog = Catalog(
+        [entry("TEE", "S", in_stock=False), entry("TEE", "M", in_stock=True), entry("TEE", "L", in_stock=False)]
+    )
     items = recently_viewed([view(1, "TEE", "S")], catalog)
     assert [(i.sku, i.variant) for i in items] == [("TEE", "M")]
 
@@ -73,8 +79,15 @@ def test_viewed_variant_is_kept_when_in_stock():
 
 
 def test_sold_out_product_is_left_out_and_does_not_use_up_a_slot():
-    catalog = Catalog([entry("A"), entry("GONE", "30 ml", in_stock=False), entry("GONE", "50 ml", in_stock=False),
-                       entry("B"), entry("C")])
+    catalog = Catalog(
+        [
+            entry("A"),
+            entry("GONE", "30 ml", in_stock=False),
+            entry("GONE", "50 ml", in_stock=False),
+            entry("B"),
+            entry("C"),
+        ]
+    )
     events = [view(1, "A"), view(2, "B"), view(3, "C"), view(4, "GONE", "30 ml")]
     assert [i.sku for i in recently_viewed(events, catalog)] == ["C", "B", "A"]
 
@@ -90,9 +103,13 @@ def test_catalog_data_wins_and_the_event_fills_gaps():
 
 
 def test_category_anchor_is_the_most_viewed_category():
-    events = [view(1, "A", category="serums"), view(2, "B", category="sensitive skin"),
-              ev("Collection Viewed", 3, category="sensitive skin"), view(4, "C", category="serums"),
-              view(5, "D", category="sensitive skin")]
+    events = [
+        view(1, "A", category="serums"),
+        view(2, "B", category="sensitive skin"),
+        ev("Collection Viewed", 3, category="sensitive skin"),
+        view(4, "C", category="serums"),
+        view(5, "D", category="sensitive skin"),
+    ]
     assert category_anchor(events) == "sensitive skin"
 
 
@@ -109,29 +126,49 @@ def test_category_anchor_falls_back_to_the_catalog_and_ignores_other_events():
 
 
 def test_category_picks_are_in_stock_ranked_and_exclude_what_is_shown():
-    catalog = Catalog([entry("A", category="serums", bestseller_rank=3), entry("B", category="serums", bestseller_rank=1),
-                       entry("C", category="serums", in_stock=False, bestseller_rank=2), entry("D", category="serums"),
-                       entry("E", category="masks", bestseller_rank=1)])
+    catalog = Catalog(
+        [
+            entry("A", category="serums", bestseller_rank=3),
+            entry("B", category="serums", bestseller_rank=1),
+            entry("C", category="serums", in_stock=False, bestseller_rank=2),
+            entry("D", category="serums"),
+            entry("E", category="masks", bestseller_rank=1),
+        ]
+    )
     assert [i.sku for i in category_picks(catalog, "serums")] == ["B", "A", "D"]
     assert [i.sku for i in category_picks(catalog, "serums", exclude={"B"})] == ["A", "D"]
 
 
 def test_bestsellers_only_ranked_in_stock_products():
-    catalog = Catalog([entry("A", bestseller_rank=2), entry("B"), entry("C", bestseller_rank=1, in_stock=False),
-                       entry("D", bestseller_rank=3)])
+    catalog = Catalog(
+        [
+            entry("A", bestseller_rank=2),
+            entry("B"),
+            entry("C", bestseller_rank=1, in_stock=False),
+            entry("D", bestseller_rank=3),
+        ]
+    )
     assert [i.sku for i in bestsellers(catalog)] == ["A", "D"]
 
 
 def test_without_admin_ranks_the_bestsellers_are_what_sells():
-    catalog = Catalog([entry("ONCE", orders=1), entry("TWICE", orders=2), entry("NEVER"),
-                       entry("SOLD-OUT", orders=9, in_stock=False)])
+    catalog = Catalog(
+        [entry("ONCE", orders=1), entry("TWICE", orders=2), entry("NEVER"), entry("SOLD-OUT", orders=9, in_stock=False)]
+    )
     assert [i.sku for i in bestsellers(catalog)] == ["TWICE", "ONCE"]
 
 
 def test_admin_ranks_win_over_sales_and_sales_order_the_rest():
-    catalog = Catalog([entry("HOT", orders=9), entry("RANKED", bestseller_rank=1), entry("WARM", orders=3),
-                       entry("S1", category="serums", orders=1), entry("S2", category="serums", orders=4),
-                       entry("S3", category="serums", bestseller_rank=7)])
+    catalog = Catalog(
+        [
+            entry("HOT", orders=9),
+            entry("RANKED", bestseller_rank=1),
+            entry("WARM", orders=3),
+            entry("S1", category="serums", orders=1),
+            entry("S2", category="serums", orders=4),
+            entry("S3", category="serums", bestseller_rank=7),
+        ]
+    )
     assert [i.sku for i in bestsellers(catalog, limit=10)] == ["RANKED", "S3", "HOT", "S2", "WARM", "S1"]
     assert [i.sku for i in category_picks(catalog, "serums")] == ["S3", "S2", "S1"]
 
@@ -153,13 +190,17 @@ def test_browse_without_any_product_viewed_is_skipped_not_counted_as_out_of_stoc
 
 
 def test_cart_is_skipped_only_when_every_line_has_sold_out():
-    events = [ev("Added to Cart", 1, cart_id="c", sku="A", price=20), ev("Added to Cart", 2, cart_id="c", sku="B", price=10)]
+    events = [
+        ev("Added to Cart", 1, cart_id="c", sku="A", price=20),
+        ev("Added to Cart", 2, cart_id="c", sku="B", price=10),
+    ]
     cart = open_cart(events)
     one_left = Catalog([entry("A", in_stock=False), entry("B")])
     assert nothing_to_show("cart_recovery", personalise("cart_recovery", events, one_left, cart), events) is None
     none_left = Catalog([entry("A", in_stock=False), entry("B", in_stock=False)])
     assert nothing_to_show("cart_recovery", personalise("cart_recovery", events, none_left, cart), events) == (
-        "out of stock: every item in their cart has sold out")
+        "out of stock: every item in their cart has sold out"
+    )
 
 
 def test_welcome_always_has_something_to_say():
@@ -174,16 +215,23 @@ def test_welcome_without_browsing_falls_back_to_bestsellers():
 
 
 def test_welcome_with_browsing_picks_from_the_anchor_category():
-    catalog = Catalog([entry("A", bestseller_rank=1, category="masks"), entry("S1", category="serums"),
-                       entry("S2", category="serums", bestseller_rank=5)])
+    catalog = Catalog(
+        [
+            entry("A", bestseller_rank=1, category="masks"),
+            entry("S1", category="serums"),
+            entry("S2", category="serums", bestseller_rank=5),
+        ]
+    )
     shown = personalise("welcome", [view(1, "S1", category="serums")], catalog)
     assert shown.category == "serums"
     assert [i.sku for i in shown.picks] == ["S2"]  # S1 is already shown as recently viewed
 
 
 def test_cart_lines_keep_the_cart_and_say_which_line_sold_out():
-    events = [ev("Added to Cart", 1, cart_id="c", sku="A", variant="30 ml", price=20, quantity=2),
-              ev("Added to Cart", 2, cart_id="c", sku="B", price=10)]
+    events = [
+        ev("Added to Cart", 1, cart_id="c", sku="A", variant="30 ml", price=20, quantity=2),
+        ev("Added to Cart", 2, cart_id="c", sku="B", price=10),
+    ]
     catalog = Catalog([entry("A", "30 ml", in_stock=False, image_url="https://cdn/a.jpg"), entry("B", url="/p/b")])
     lines = cart_lines(open_cart(events), catalog)
     assert [(l.sku, l.quantity, l.in_stock) for l in lines] == [("A", 2, False), ("B", 1, True)]
@@ -197,8 +245,10 @@ VARIANTS = st.sampled_from([None, "S", "M", "L"])
 
 
 @settings(max_examples=200, deadline=None)
-@given(views=st.lists(st.tuples(SKUS, VARIANTS), max_size=25),
-       stock=st.dictionaries(st.tuples(SKUS, VARIANTS), st.booleans(), max_size=32))
+@given(
+    views=st.lists(st.tuples(SKUS, VARIANTS), max_size=25),
+    stock=st.dictionaries(st.tuples(SKUS, VARIANTS), st.booleans(), max_size=32),
+)
 def test_never_out_of_stock_never_more_than_three_never_repeated(views, stock):
     catalog = Catalog(entry(sku, variant, in_stock=ok) for (sku, variant), ok in stock.items())
     events = [view(i, sku, variant) for i, (sku, variant) in enumerate(views)]

@@ -13,21 +13,29 @@ def test_shipped_configs_load():
     default = load_policy(REPO_ROOT / "journeys.toml")
     fast = load_policy(REPO_ROOT / "examples" / "journeys.fast.toml")
     assert [s.template for s in default.journeys["cart_recovery"].steps] == [
-        "cart_recovery_1", "cart_recovery_2", "cart_recovery_3"]
+        "cart_recovery_1",
+        "cart_recovery_2",
+        "cart_recovery_3",
+    ]
     assert all(step.delay <= timedelta(seconds=5) for j in fast.journeys.values() for step in j.steps)
 
 
-@pytest.mark.parametrize("text,key", [
-    ("cart_min_vaule = 10", "cart_min_vaule"),
-    ("cart_min_value = -1", "cart_min_value"),
-    ('default_timezone = "Mars/Olympus"', "default_timezone"),
-    ('[quiet_hours]\nstart = "25:00"', "quiet_hours.start"),
-    ('[journeys.welcome]\nsteps = [{ delay = "soon", template = "welcome_1" }]', "journeys.welcome.steps.0.delay"),
-    ('[journeys.welcome]\nsteps = [{ delay = "1h", template = "welcome_1", channel = "fax" }]',
-     "journeys.welcome.steps.0.channel"),
-    ('[journeys.welcome]\nsteps = []', "journeys.welcome.steps"),
-    ('[source_of_truth]\n"Order Completed" = "both"', "source_of_truth.Order Completed"),
-])
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("cart_min_vaule = 10", "cart_min_vaule"),
+        ("cart_min_value = -1", "cart_min_value"),
+        ('default_timezone = "Mars/Olympus"', "default_timezone"),
+        ('[quiet_hours]\nstart = "25:00"', "quiet_hours.start"),
+        ('[journeys.welcome]\nsteps = [{ delay = "soon", template = "welcome_1" }]', "journeys.welcome.steps.0.delay"),
+        (
+            '[journeys.welcome]\nsteps = [{ delay = "1h", template = "welcome_1", channel = "fax" }]',
+            "journeys.welcome.steps.0.channel",
+        ),
+        ("[journeys.welcome]\nsteps = []", "journeys.welcome.steps"),
+        ('[source_of_truth]\n"Order Completed" = "both"', "source_of_truth.Order Completed"),
+    ],
+)
 def test_bad_values_fail_naming_the_key(tmp_path: Path, text: str, key: str):
     path = tmp_path / "journeys.toml"
     path.write_text(text)

@@ -57,8 +57,10 @@ def history_files() -> list[Path]:
 
 def test_every_workflow_type_has_a_recorded_history():
     assert {path.stem for path in history_files()} >= EXPECTED, "re-record: see this module's docstring"
-    types = {json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
-             for p in history_files()}
+    types = {
+        json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
+        for p in history_files()
+    }
     assert types == {"hub", "cart_recovery", "browse_recovery", "welcome"}
 
 
@@ -66,8 +68,9 @@ def test_every_workflow_type_has_a_recorded_history():
 async def test_history_replays_against_current_code(path: Path):
     history = load(path)
     if path.parent == HISTORIES:  # the e2e run records finished workflows; branch tests may leave hubs waiting
-        assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), \
+        assert history.events[-1].HasField("workflow_execution_completed_event_attributes"), (
             f"{path.name} is not a completed workflow's history"
+        )
     await Replayer(workflows=ALL_WORKFLOWS, data_converter=CONVERTER).replay_workflow(history)
 
 
@@ -77,13 +80,15 @@ async def test_a_hub_that_continued_as_new_is_recorded_with_the_run_it_started()
     after = load(CONTINUE_AS_NEW / "hub_after_continue.json")
     assert continued.workflow_id == after.workflow_id
     last = continued.events[-1]
-    assert last.HasField("workflow_execution_continued_as_new_event_attributes"), \
+    assert last.HasField("workflow_execution_continued_as_new_event_attributes"), (
         "hub_continued.json must end in WORKFLOW_EXECUTION_CONTINUED_AS_NEW"
+    )
     first_run = continued.events[0].workflow_execution_started_event_attributes.original_execution_run_id
     started = after.events[0].workflow_execution_started_event_attributes
     assert started.workflow_type.name == "hub" and started.continued_execution_run_id == first_run
-    [handed_over] = await CONVERTER.decode(last.workflow_execution_continued_as_new_event_attributes.input.payloads,
-                                           [HubInput])
+    [handed_over] = await CONVERTER.decode(
+        last.workflow_execution_continued_as_new_event_attributes.input.payloads, [HubInput]
+    )
     [hub_input] = await CONVERTER.decode(started.input.payloads, [HubInput])
     assert hub_input.state is not None, "the next run must start from the carried state"
     assert hub_input == handed_over
@@ -93,14 +98,20 @@ async def test_a_hub_that_continued_as_new_is_recorded_with_the_run_it_started()
 @pytest.mark.parametrize("name", ["encrypted_hub", "encrypted_cart_recovery"])
 async def test_encrypted_histories_hold_ciphertext_and_replay_only_with_the_codec(name: str):
     history = load(HISTORIES / f"{name}.json")
-    payloads = [payload for event in history.events for payload in (
-        *event.workflow_execution_started_event_attributes.input.payloads,
-        *event.activity_task_completed_event_attributes.result.payloads,
-        *event.workflow_execution_completed_event_attributes.result.payloads)]
+    payloads = [
+        payload
+        for event in history.events
+        for payload in (
+            *event.workflow_execution_started_event_attributes.input.payloads,
+            *event.activity_task_completed_event_attributes.result.payloads,
+            *event.workflow_execution_completed_event_attributes.result.payloads,
+        )
+    ]
     encodings = [payload.metadata.get("encoding") for payload in payloads]
     assert encodings and set(encodings) == {b"binary/encrypted"}, encodings
     blind = await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        history, raise_on_replay_failure=False)
+        history, raise_on_replay_failure=False
+    )
     assert blind.replay_failure is not None
 
 
@@ -113,7 +124,8 @@ class ReorderedCartRecovery(Journey):
         await workflow.execute_activity(
             "check_before_send",
             SendCheckInput(person_id=journey.person_id, route=journey.route, channel="email", cart_id=journey.cart_id),
-            result_type=SendCheck, **STORE_CALL,
+            result_type=SendCheck,
+            **STORE_CALL,
         )
         await workflow.sleep(timedelta(seconds=1))
         return await self.run_steps(journey)
@@ -124,8 +136,7 @@ class ReorderedCartRecovery(Journey):
 
 
 async def test_replay_catches_an_incompatible_change():
-    replayer = Replayer(workflows=[Hub, ReorderedCartRecovery, BrowseRecovery, Welcome],
-                        data_converter=CONVERTER)
+    replayer = Replayer(workflows=[Hub, ReorderedCartRecovery, BrowseRecovery, Welcome], data_converter=CONVERTER)
     result = await replayer.replay_workflow(load(HISTORIES / "cart_recovery.json"), raise_on_replay_failure=False)
     assert result.replay_failure is not None
     assert "nondetermin" in str(result.replay_failure).lower(), result.replay_failure

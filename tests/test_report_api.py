@@ -44,8 +44,12 @@ def test_summary_and_tracking_json(api, history):
     assert s["cart_recovery"]["rate"] == round(4 / 6, 4)
     # Recovery per journey (tests/test_reports.py), and the extra journey: G ordered 30 min after it.
     recovery = {j["journey"]: (j["messaged"], j["recovered"]) for j in s["recovery"]["by_journey"]}
-    assert recovery == {"cart_recovery": (6, 4), "browse_recovery": (2, 1), "welcome": (3, 2),
-                        "<script>alert('j')</script>": (1, 1)}
+    assert recovery == {
+        "cart_recovery": (6, 4),
+        "browse_recovery": (2, 1),
+        "welcome": (3, 2),
+        "<script>alert('j')</script>": (1, 1),
+    }
     shorter = api.http.get("/admin/reports/summary", params={**PERIOD, "days": 3}, headers=bearer()).json()
     assert shorter["conversion"]["converted"] == 6 and shorter["settings"]["conversion_days"] == 3
 
@@ -106,7 +110,13 @@ def test_page_renders_figures_and_charts_with_data_points(api, history):
 
     recovery = re.search(r'<section id="recovery">.*?</section>', html, re.S).group(0)
     rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr><td.*?</tr>", recovery, re.S)]
-    assert ["cart_recovery", "6", "carts", "4", "66.7%"] in rows and ["browse_recovery", "2", "people", "1", "50.0%"] in rows
+    assert ["cart_recovery", "6", "carts", "4", "66.7%"] in rows and [
+        "browse_recovery",
+        "2",
+        "people",
+        "1",
+        "50.0%",
+    ] in rows
     conversion = re.search(r'<section id="conversion">.*?</section>', html, re.S).group(0)
     rows = [re.sub(r"<[^>]+>", " ", row).split() for row in re.findall(r"<tr>.*?</tr>", conversion, re.S)]
     # people, in window, bought so far, measured, converted, rate, already customers
@@ -118,8 +128,11 @@ def test_page_renders_figures_and_charts_with_data_points(api, history):
         assert figure in html, figure
     assert "<script>alert" not in html and "<img src=x" not in html
     assert "&lt;img src=x onerror=alert(1)&gt; bounced" in html
-    assert html.count("&lt;script&gt;alert(&#39;j&#39;)&lt;/script&gt;") + html.count(
-        "&lt;script&gt;alert(&#x27;j&#x27;)&lt;/script&gt;") >= 3  # tables, chart legend, bar
+    assert (
+        html.count("&lt;script&gt;alert(&#39;j&#39;)&lt;/script&gt;")
+        + html.count("&lt;script&gt;alert(&#x27;j&#x27;)&lt;/script&gt;")
+        >= 3
+    )  # tables, chart legend, bar
 
 
 def test_signed_link_opens_the_page_only_while_valid(api, history, served):

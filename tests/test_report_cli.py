@@ -39,9 +39,18 @@ def test_summary_tables(store):
     out = result.output
     assert "Breadcrumb journey report · 2025-03-01 00:00 → 2025-04-01 00:00" in out
     # The headline figures, worked out by hand in tests/test_reports.py.
-    row = {label: next(l for l in out.splitlines() if l.strip().startswith(label)) for label in
-           ("first-purchase conversion", "attributed revenue", "revenue per recipient", "cart recovery rate",
-            "lift vs holdout", "control", "unrouted")}
+    row = {
+        label: next(l for l in out.splitlines() if l.strip().startswith(label))
+        for label in (
+            "first-purchase conversion",
+            "attributed revenue",
+            "revenue per recipient",
+            "cart recovery rate",
+            "lift vs holdout",
+            "control",
+            "unrouted",
+        )
+    }
     assert "50.0%" in row["first-purchase conversion"] and "7 of 14 people" in row["first-purchase conversion"]
     assert "525.00" in row["attributed revenue"] and "6 of 10 orders (765.00)" in row["attributed revenue"]
     assert "52.50" in row["revenue per recipient"]
@@ -94,8 +103,11 @@ def test_open_prints_a_signed_link(db):
 
 
 def test_open_without_a_url_uses_the_public_base_url(db):
-    result = runner.invoke(app, ["report", "--open", "--until", UNTIL],
-                           env={**ENV, "BREADCRUMB_PUBLIC_BASE_URL": "https://crumbs.example/"})
+    result = runner.invoke(
+        app,
+        ["report", "--open", "--until", UNTIL],
+        env={**ENV, "BREADCRUMB_PUBLIC_BASE_URL": "https://crumbs.example/"},
+    )
     assert result.exit_code == 0, result.output
     link = next(l for l in result.output.splitlines() if l.startswith("http"))
     parts = urlsplit(link)
@@ -108,8 +120,17 @@ def test_open_without_a_url_uses_the_public_base_url(db):
 
 
 def test_config_sets_the_attribution_window(store, repo_root):
-    fast = run("--db", store.url, "--since", SINCE, "--until", UNTIL, "--config",
-               str(repo_root / "examples" / "journeys.fast.toml"), "--json")
+    fast = run(
+        "--db",
+        store.url,
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--config",
+        str(repo_root / "examples" / "journeys.fast.toml"),
+        "--json",
+    )
     assert fast.exit_code == 0, fast.output
     data = json.loads(fast.output)
     window = data["settings"]["attribution_window_hours"]

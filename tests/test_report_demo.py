@@ -32,8 +32,13 @@ SERVER = {"library": {"name": "analytics-python", "version": "2.3.3"}}
 
 def segment_call(message: Incoming) -> dict:
     """A shopper's message as the storefront's Segment library sends it."""
-    call = {"type": message.type, "anonymousId": message.anonymous_id, "messageId": message.message_id,
-            "timestamp": message.timestamp.isoformat(), "context": message.context}
+    call = {
+        "type": message.type,
+        "anonymousId": message.anonymous_id,
+        "messageId": message.message_id,
+        "timestamp": message.timestamp.isoformat(),
+        "context": message.context,
+    }
     if message.type == "identify":
         return {**call, "traits": message.properties}
     if message.type == "track":
@@ -43,9 +48,15 @@ def segment_call(message: Incoming) -> dict:
 
 def order_call(index: int, anonymous_id: str, cart_id: str | None, when: datetime, revenue: float) -> dict:
     """The shop's server reports the order (analytics-python), for the shopper's device."""
-    return {"type": "track", "event": "Order Completed", "anonymousId": anonymous_id, "messageId": f"order-{index}",
-            "timestamp": when.isoformat(), "context": SERVER,
-            "properties": {"order_id": f"demo-order-{index}", "cart_id": cart_id, "revenue": revenue}}
+    return {
+        "type": "track",
+        "event": "Order Completed",
+        "anonymousId": anonymous_id,
+        "messageId": f"order-{index}",
+        "timestamp": when.isoformat(),
+        "context": SERVER,
+        "properties": {"order_id": f"demo-order-{index}", "cart_id": cart_id, "revenue": revenue},
+    }
 
 
 async def drive_shop(api, harness: Harness, env) -> datetime:
@@ -55,21 +66,34 @@ async def drive_shop(api, harness: Harness, env) -> datetime:
     rng = random.Random(20250301)
     start = await env.get_current_time()
     # One a minute, up to now; `now` = the identify moment keeps what came before it (the rest is ours).
-    shoppers = [shopper(rng, i, start - timedelta(minutes=SHOPPERS - i), start - timedelta(minutes=SHOPPERS - i))
-                for i in range(SHOPPERS)]
+    shoppers = [
+        shopper(rng, i, start - timedelta(minutes=SHOPPERS - i), start - timedelta(minutes=SHOPPERS - i))
+        for i in range(SHOPPERS)
+    ]
     response = api.segment("batch", {"batch": [segment_call(m) for messages in shoppers for m in messages]})
     assert response.status_code == 200, response.text
     while await harness.dispatch():
         pass
     await harness.skip(timedelta(hours=12))
     # email → (index, device, cart id if they filled one)
-    devices = {m.properties["email"]: (i, m.anonymous_id, next((e.properties["cart_id"] for e in messages
-                                                                if "cart_id" in e.properties), None))
-               for i, messages in enumerate(shoppers) for m in messages if m.type == "identify"}
-    messaged = harness.rows("SELECT DISTINCT i.value FROM messages m JOIN identifiers i ON i.person_id = m.person_id "
-                            "AND i.kind = 'email' WHERE m.status = 'sent' ORDER BY i.value")
-    control = harness.rows("SELECT DISTINCT i.value FROM journey_runs r JOIN identifiers i ON i.person_id = r.person_id "
-                           "AND i.kind = 'email' WHERE r.route = 'control' ORDER BY i.value")
+    devices = {
+        m.properties["email"]: (
+            i,
+            m.anonymous_id,
+            next((e.properties["cart_id"] for e in messages if "cart_id" in e.properties), None),
+        )
+        for i, messages in enumerate(shoppers)
+        for m in messages
+        if m.type == "identify"
+    }
+    messaged = harness.rows(
+        "SELECT DISTINCT i.value FROM messages m JOIN identifiers i ON i.person_id = m.person_id "
+        "AND i.kind = 'email' WHERE m.status = 'sent' ORDER BY i.value"
+    )
+    control = harness.rows(
+        "SELECT DISTINCT i.value FROM journey_runs r JOIN identifiers i ON i.person_id = r.person_id "
+        "AND i.kind = 'email' WHERE r.route = 'control' ORDER BY i.value"
+    )
     buyers = [email for (email,) in messaged[::2] + control[::3]]
     now = await env.get_current_time()
     orders = [order_call(*devices[email], now, round(rng.uniform(20, 180), 2)) for email in buyers]
@@ -97,8 +121,10 @@ def check_consistent(s: dict, db) -> None:
     for key in ("people", "still_in_window", "converted_so_far", "measured", "converted", "prior_purchasers"):
         assert sum(row[key] for row in c["by_route"]) == c[key], key
     assert c["measured"] + c["still_in_window"] == c["people"]
-    assert all(row["converted"] <= row["measured"] and row["converted_so_far"] <= row["still_in_window"]
-               for row in c["by_route"])
+    assert all(
+        row["converted"] <= row["measured"] and row["converted_so_far"] <= row["still_in_window"]
+        for row in c["by_route"]
+    )
     counts = [stage["count"] for stage in funnel]
     assert counts == sorted(counts, reverse=True) and counts[-1] > 0, funnel
     assert funnel[1]["count"] == c["identified"] and funnel[3]["count"] <= c["converted"] + c["converted_so_far"]
@@ -106,7 +132,9 @@ def check_consistent(s: dict, db) -> None:
     assert 0 < r["attributed_revenue"] <= r["revenue"] and 0 < r["attributed_orders"] <= r["orders"]
     assert round(sum(j["revenue"] for j in r["by_journey"]), 2) == r["attributed_revenue"]
     assert round(sum(d["revenue"] for d in r["daily"]), 2) == r["attributed_revenue"]
-    assert sum(st["orders"] for st in r["by_step"]) == sum(j["orders"] for j in r["by_journey"]) == r["attributed_orders"]
+    assert (
+        sum(st["orders"] for st in r["by_step"]) == sum(j["orders"] for j in r["by_journey"]) == r["attributed_orders"]
+    )
     assert r["recipients"] == funnel[2]["count"]  # everyone messaged identified in the period (all time)
 
     assert m["sent"] == db.scalar("SELECT count(*) FROM messages WHERE status = 'sent'") > 0
@@ -115,7 +143,10 @@ def check_consistent(s: dict, db) -> None:
     assert all(0 <= j["recovered"] <= j["messaged"] for j in rec["by_journey"])
     assert rec["people_messaged"] == r["recipients"] and rec["people_recovered"] > 0
     cart = next(j for j in rec["by_journey"] if j["journey"] == "cart_recovery")
-    assert (s["cart_recovery"]["carts_messaged"], s["cart_recovery"]["carts_recovered"]) == (cart["messaged"], cart["recovered"])
+    assert (s["cart_recovery"]["carts_messaged"], s["cart_recovery"]["carts_recovered"]) == (
+        cart["messaged"],
+        cart["recovered"],
+    )
 
 
 async def test_reports_on_a_demo_shop(db, api, env):
@@ -141,16 +172,22 @@ async def test_reports_on_a_demo_shop(db, api, env):
     # Read today, most people are inside their 14 days; read after them, everyone is measured.
     later = reports.summary(db.engine, policy, now=finished + timedelta(days=15))
     check_consistent(later, db)
-    assert later["conversion"]["still_in_window"] == 0 and later["conversion"]["measured"] == later["conversion"]["people"]
+    assert (
+        later["conversion"]["still_in_window"] == 0 and later["conversion"]["measured"] == later["conversion"]["people"]
+    )
     # The early buyers inside their window then count as converted; nobody else bought since.
-    assert later["conversion"]["converted"] == summary["conversion"]["converted"] + summary["conversion"]["converted_so_far"]
+    assert (
+        later["conversion"]["converted"]
+        == summary["conversion"]["converted"] + summary["conversion"]["converted_so_far"]
+    )
     tracking = CliRunner().invoke(app, ["report", "tracking", "--db", db.url])
     assert tracking.exit_code == 0 and "Identify lateness" in tracking.output
 
     page = api.http.get("/admin/report", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert page.status_code == 200, page.text
-    bars = re.findall(r'<rect class="bar" data-day="[^"]+" data-journey="[^"]+" data-value="([^"]+)"',
-                      svg(page.text, "revenue-chart"))
+    bars = re.findall(
+        r'<rect class="bar" data-day="[^"]+" data-journey="[^"]+" data-value="([^"]+)"', svg(page.text, "revenue-chart")
+    )
     assert bars and round(sum(float(v) for v in bars), 2) == summary["revenue"]["attributed_revenue"]
     stages = re.findall(r'<path class="stage" data-stage="(\w+)" data-value="(\d+)"', svg(page.text, "funnel-chart"))
     assert [(name, int(n)) for name, n in stages] == [(f["stage"], f["count"]) for f in summary["funnel"]]

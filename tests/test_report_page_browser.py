@@ -24,9 +24,20 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not instal
 
 def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=90,
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
     )
 
 
@@ -35,8 +46,8 @@ def png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, [], None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", chunk)
         elif kind == b"IDAT":
@@ -49,7 +60,7 @@ def png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes]]:
     raw = zlib.decompressobj().decompress(b"".join(idat), (stride + 1) * max_rows)
     rows, previous = [], bytearray(stride)
     for y in range(min(max_rows, height, len(raw) // (stride + 1))):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b = previous[i]
@@ -78,7 +89,7 @@ def colours(rows: list[bytes], bpp: int) -> set[tuple[int, int, int]]:
 
 
 def hex_rgb(value: str) -> tuple[int, int, int]:
-    return tuple(int(value[i:i + 2], 16) for i in (1, 3, 5))
+    return tuple(int(value[i : i + 2], 16) for i in (1, 3, 5))
 
 
 def test_report_page_renders_its_charts_in_chromium(db, served, tmp_path):
@@ -112,4 +123,3 @@ def test_report_page_renders_its_charts_in_chromium(db, served, tmp_path):
     expired = report_link.sign(ADMIN_TOKEN, served.url, ttl=1, now=0, since=SINCE, until=UNTIL)
     dom = chromium("--dump-dom", expired, profile=tmp_path / "profile").stdout
     assert "expired" in dom and "Breadcrumb report" not in dom
-

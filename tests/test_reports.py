@@ -12,8 +12,16 @@ from datetime import datetime, timedelta, UTC
 
 import pytest
 
-from journeys.attribution import (Order, Touch, attribute, credit_by_journey, credit_by_step, order_revenue,
-                                  people_recovered, recovery_by_journey)
+from journeys.attribution import (
+    Order,
+    Touch,
+    attribute,
+    credit_by_journey,
+    credit_by_step,
+    order_revenue,
+    people_recovered,
+    recovery_by_journey,
+)
 from journeys.policy import Policy
 from report_history import NOW, SINCE, UNTIL, History, at, march
 from store import reports
@@ -81,8 +89,13 @@ def test_revenue_per_recipient_per_journey_and_step(summary):
     assert r["recipients"] == 10  # A B C D E F G H I P
     assert r["revenue_per_recipient"] == 52.5
     journeys = by(r["by_journey"], "journey")
-    assert journeys["cart_recovery"] == {"journey": "cart_recovery", "recipients": 6, "orders": 4, "revenue": 460.0,
-                                         "revenue_per_recipient": round(460 / 6, 2)}  # A B C G H P
+    assert journeys["cart_recovery"] == {
+        "journey": "cart_recovery",
+        "recipients": 6,
+        "orders": 4,
+        "revenue": 460.0,
+        "revenue_per_recipient": round(460 / 6, 2),
+    }  # A B C G H P
     assert (journeys["browse_recovery"]["recipients"], journeys["browse_recovery"]["revenue"]) == (2, 40.0)
     assert journeys["browse_recovery"]["revenue_per_recipient"] == 20.0
     assert (journeys["welcome"]["recipients"], journeys["welcome"]["revenue"]) == (3, 25.0)  # F G I
@@ -91,7 +104,10 @@ def test_revenue_per_recipient_per_journey_and_step(summary):
     assert (steps[("cart_recovery", 1)]["recipients"], steps[("cart_recovery", 1)]["revenue"]) == (6, 340.0)
     assert steps[("cart_recovery", 1)]["revenue_per_recipient"] == round(340 / 6, 2)
     # Only A received step 2 (H's failed): 120 / 1.
-    assert (steps[("cart_recovery", 2)]["recipients"], steps[("cart_recovery", 2)]["revenue_per_recipient"]) == (1, 120.0)
+    assert (steps[("cart_recovery", 2)]["recipients"], steps[("cart_recovery", 2)]["revenue_per_recipient"]) == (
+        1,
+        120.0,
+    )
     assert (steps[("browse_recovery", 2)]["recipients"], steps[("browse_recovery", 2)]["revenue"]) == (1, 0.0)
     assert steps[("browse_recovery", 2)]["revenue_per_recipient"] == 0.0
     assert steps[("welcome", 1)]["orders"] == 1
@@ -108,18 +124,33 @@ def test_revenue_per_recipient_per_journey_and_step(summary):
 def test_cart_recovery_rate(summary):
     # Carts messaged: c-A c-B c-C c-G c-H c-P. Recovered: c-A, c-G, c-P by cart id; c-C by person
     # (order without cart id 2 days after the message). c-B's order was another cart 8 days on; c-H none.
-    assert summary["cart_recovery"] == {"carts_messaged": 6, "carts_recovered": 4, "rate": round(4 / 6, 4),
-                                        "matched_by_cart_id": 3, "matched_by_person": 1}
+    assert summary["cart_recovery"] == {
+        "carts_messaged": 6,
+        "carts_recovered": 4,
+        "rate": round(4 / 6, 4),
+        "matched_by_cart_id": 3,
+        "matched_by_person": 1,
+    }
 
 
 def test_recovery_per_journey_and_overall(summary):
     r = summary["recovery"]
     journeys = by(r["by_journey"], "journey")
-    assert journeys["cart_recovery"] == {"journey": "cart_recovery", "unit": "carts", "messaged": 6, "recovered": 4,
-                                         "rate": round(4 / 6, 4), "matched_by_cart_id": 3}
+    assert journeys["cart_recovery"] == {
+        "journey": "cart_recovery",
+        "unit": "carts",
+        "messaged": 6,
+        "recovered": 4,
+        "rate": round(4 / 6, 4),
+        "matched_by_cart_id": 3,
+    }
     # Browse: D (no order) and E (ordered 2 days after the message): 1 of 2.
-    assert (journeys["browse_recovery"]["unit"], journeys["browse_recovery"]["messaged"],
-            journeys["browse_recovery"]["recovered"], journeys["browse_recovery"]["rate"]) == ("people", 2, 1, 0.5)
+    assert (
+        journeys["browse_recovery"]["unit"],
+        journeys["browse_recovery"]["messaged"],
+        journeys["browse_recovery"]["recovered"],
+        journeys["browse_recovery"]["rate"],
+    ) == ("people", 2, 1, 0.5)
     # Welcome: F ordered 19 days on (no); G 2 days after the welcome (yes: recovery is not
     # attribution, the cart message got G's revenue); I two hours after (yes).
     assert (journeys["welcome"]["messaged"], journeys["welcome"]["recovered"]) == (3, 2)
@@ -137,13 +168,18 @@ def test_cart_recovery_needs_the_same_person_inside_the_window(db):
     for name in ("V", "W", "Y", "Z"):
         h.message(name, "cart_recovery", 1, at(1, 9), f"c-{name}")
     h.order("V", at(10, 9), "o-V", cart_id="c-V", value=10)  # V's own cart, 9 days on: past the 5-day window
-    h.order("X", at(2, 9), "o-X", cart_id="c-W", value=10)   # W's cart id, but X ordered (shared link): not W's
-    h.order("Y", at(3, 9), "o-Y", cart_id="c-Y", value=10)   # recovered, by cart id
-    h.order("Z", at(2, 9), "o-Z", value=10)                  # recovered, by person
+    h.order("X", at(2, 9), "o-X", cart_id="c-W", value=10)  # W's cart id, but X ordered (shared link): not W's
+    h.order("Y", at(3, 9), "o-Y", cart_id="c-Y", value=10)  # recovered, by cart id
+    h.order("Z", at(2, 9), "o-Z", value=10)  # recovered, by person
     h.insert(db.engine)
     got = reports.summary(db.engine, POLICY, now=NOW)["cart_recovery"]
-    assert got == {"carts_messaged": 4, "carts_recovered": 2, "rate": 0.5, "matched_by_cart_id": 1,
-                   "matched_by_person": 1}
+    assert got == {
+        "carts_messaged": 4,
+        "carts_recovered": 2,
+        "rate": 0.5,
+        "matched_by_cart_id": 1,
+        "matched_by_person": 1,
+    }
 
 
 def test_messages_sent_skipped_and_failed_by_reason(summary):
@@ -181,15 +217,20 @@ def test_a_skip_is_placed_in_the_period_by_its_steps_first_line(db):
 
     def skipped(since: str, until: str) -> int:
         return reports.summary(db.engine, POLICY, reports.make_period(since, until), now=NOW)["messages"]["skipped"]
-    assert (skipped(SINCE, UNTIL), skipped("2025-04-01", "2025-04-30"), skipped("2025-03-01", "2025-04-30")) == (1, 1, 2)
+
+    assert (skipped(SINCE, UNTIL), skipped("2025-04-01", "2025-04-30"), skipped("2025-03-01", "2025-04-30")) == (
+        1,
+        1,
+        2,
+    )
 
 
 def test_funnel(summary):
     assert [(s["stage"], s["count"]) for s in summary["funnel"]] == [
-        ("anonymous", 19),   # the 15 identified + x-1 x-2 x-3 x-4, devices that never identified
+        ("anonymous", 19),  # the 15 identified + x-1 x-2 x-3 x-4, devices that never identified
         ("identified", 15),  # A–O
-        ("messaged", 9),     # A–I
-        ("purchased", 6),    # A B C E G I (F ordered after 19 days)
+        ("messaged", 9),  # A–I
+        ("purchased", 6),  # A B C E G I (F ordered after 19 days)
     ]
 
 
@@ -201,20 +242,21 @@ def test_every_funnel_stage_is_in_the_period(db):
     h.message("S1", "welcome", 1, at(30, 10, 5))
     h.order("S1", at(2, 9, month=4), "o-S1", value=10)  # after the message, but in April
     h.person("S2", at(31, 20))
-    h.message("S2", "welcome", 1, at(1, 8, month=4))    # quiet hours: sent in April
+    h.message("S2", "welcome", 1, at(1, 8, month=4))  # quiet hours: sent in April
     h.order("S2", at(1, 9, month=4), "o-S2", value=10)
     h.person("S3", at(5, 10))
     h.message("S3", "welcome", 1, at(5, 10, 5))
     h.order("S3", at(6, 10), "o-S3", value=10)
-    h.person("S4", at(27, month=2))                     # identified in February: not in March's funnel
+    h.person("S4", at(27, month=2))  # identified in February: not in March's funnel
     h.message("S4", "welcome", 1, at(1, 9))
     h.order("S4", at(2, 9), "o-S4", value=10)
     h.insert(db.engine)
     s = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), now=at(20, month=4))
     assert [(f["stage"], f["count"]) for f in s["funnel"]] == [
-        ("anonymous", 3), ("identified", 3),  # S1 S2 S3 (no anonymous devices)
-        ("messaged", 2),                      # S1 S3: S2's message came in April
-        ("purchased", 1),                     # S3: S1's order came in April
+        ("anonymous", 3),
+        ("identified", 3),  # S1 S2 S3 (no anonymous devices)
+        ("messaged", 2),  # S1 S3: S2's message came in April
+        ("purchased", 1),  # S3: S1's order came in April
     ]
     assert (s["conversion"]["converted"], s["conversion"]["rate"]) == (3, 1.0)  # all three within 14 days
 
@@ -227,15 +269,29 @@ def test_identify_lateness(health):
     assert late["p90_seconds"] == 86400 + 0.5 * (259200 - 86400)  # position 0.9 × 5 = 4.5
     assert late["max_seconds"] == 259200
     hist = {b["bucket"]: b["people"] for b in late["histogram"]}
-    assert hist == {"< 1 min": 0, "1–10 min": 1, "10–60 min": 2, "1–6 h": 1, "6–24 h": 0, "1–3 d": 1, "3–7 d": 1,
-                    "7–30 d": 0, "≥ 30 d": 0}
+    assert hist == {
+        "< 1 min": 0,
+        "1–10 min": 1,
+        "10–60 min": 2,
+        "1–6 h": 1,
+        "6–24 h": 0,
+        "1–3 d": 1,
+        "3–7 d": 1,
+        "7–30 d": 0,
+        "≥ 30 d": 0,
+    }
     # C (checkout with email), K (3 min before checkout), N (bought first); not L (10 min before).
     assert (late["identified_at_checkout_or_purchase"], late["share_at_checkout_or_purchase"]) == (3, 0.2)
 
 
 def test_fragmented_ids(health):
     f = health["fragmented_ids"]
-    assert (f["people"], f["people_with_many_ids"], f["share_with_many_ids"], f["max_ids"]) == (15, 2, round(2 / 15, 4), 5)
+    assert (f["people"], f["people_with_many_ids"], f["share_with_many_ids"], f["max_ids"]) == (
+        15,
+        2,
+        round(2 / 15, 4),
+        5,
+    )
     assert {d["anonymous_ids"]: d["people"] for d in f["distribution"]} == {"0": 1, "1": 12, "2": 0, "3–4": 1, "5+": 1}
     assert [r["anonymous_ids"] for r in f["most_fragmented"]] == [5, 3]  # E, B
     # Devices seen in March: 12; one page view and nothing else: b-1 d-1 e-1 x-1 x-4.
@@ -258,7 +314,9 @@ def test_missing_properties_duplicates_and_unmerged(health):
     d = health["duplicates"]
     assert d["pairs"] == 2
     assert {(r["event"], r["late_copy_source"]): r["pairs"] for r in d["by_event"]} == {
-        ("Order Completed", "server"): 1, ("Checkout Started", "server"): 1}
+        ("Order Completed", "server"): 1,
+        ("Checkout Started", "server"): 1,
+    }
 
     u = health["unmerged"]
     # 15 anonymous events in March (a-1 ×2, b-1, c-1 ×2, d-1, e-1, g-1, k-1, l-1, x-1, x-2 ×2, x-3,
@@ -290,18 +348,18 @@ def test_conversion_is_over_people_whose_window_closed(db):
     would make a recent cohort read high); their early buyers are shown as converted_so_far."""
     h = History()
     story = [  # name, route, identified, first order (None: none yet)
-        ("U1", "cart_recovery", at(1), at(3)),     # converted
-        ("U2", "cart_recovery", at(2), None),      # window over on 16 March: not converted
-        ("U3", "cart_recovery", at(15), at(16)),   # bought, window still open: left out, converted so far
-        ("U4", "cart_recovery", at(15), None),     # still in window: left out
-        ("U9", "cart_recovery", at(1), at(19)),    # bought on day 18: window over, not converted
-        ("U5", "welcome", at(18), None),           # still in window: left out
-        ("U11", "welcome", at(1), at(5)),          # converted
-        ("U6", "control", at(15), at(17)),         # bought, window still open: left out, converted so far
-        ("U7", "control", at(2), at(4)),           # converted
-        ("U10", "control", at(3), None),           # not converted
-        ("U12", "control", at(3), None),           # not converted
-        ("U8", "control", at(18), None),           # still in window: left out
+        ("U1", "cart_recovery", at(1), at(3)),  # converted
+        ("U2", "cart_recovery", at(2), None),  # window over on 16 March: not converted
+        ("U3", "cart_recovery", at(15), at(16)),  # bought, window still open: left out, converted so far
+        ("U4", "cart_recovery", at(15), None),  # still in window: left out
+        ("U9", "cart_recovery", at(1), at(19)),  # bought on day 18: window over, not converted
+        ("U5", "welcome", at(18), None),  # still in window: left out
+        ("U11", "welcome", at(1), at(5)),  # converted
+        ("U6", "control", at(15), at(17)),  # bought, window still open: left out, converted so far
+        ("U7", "control", at(2), at(4)),  # converted
+        ("U10", "control", at(3), None),  # not converted
+        ("U12", "control", at(3), None),  # not converted
+        ("U8", "control", at(18), None),  # still in window: left out
     ]
     for name, route, identified, ordered in story:
         h.person(name, identified)
@@ -309,7 +367,9 @@ def test_conversion_is_over_people_whose_window_closed(db):
         if ordered:
             h.order(name, ordered, f"o-{name}", value=10)
     h.insert(db.engine)
-    c = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), conversion_days=14, now=at(20))["conversion"]
+    c = reports.summary(db.engine, POLICY, reports.make_period(SINCE, UNTIL), conversion_days=14, now=at(20))[
+        "conversion"
+    ]
     # 12 people, 5 still in their window (U3 U4 U5 U6 U8; U3 and U6 bought so far), 7 measured,
     # 3 converted (U1 U11 U7): 3/7 — not 3/12, and not 5/9 counting the early buyers.
     assert (c["people"], c["still_in_window"], c["converted_so_far"], c["measured"], c["converted"]) == (12, 5, 2, 7, 3)
@@ -317,8 +377,14 @@ def test_conversion_is_over_people_whose_window_closed(db):
     routes = by(c["by_route"], "route")
     cart, welcome, control = routes["cart_recovery"], routes["welcome"], routes["control"]
     # Cart: U1 U2 U9 measured (U3 U4 open) → 1 of 3. Welcome: U11 of U11 (U5 open). Control: U7 of U7 U10 U12.
-    assert (cart["people"], cart["still_in_window"], cart["converted_so_far"], cart["measured"], cart["converted"],
-            cart["rate"]) == (5, 2, 1, 3, 1, round(1 / 3, 4))
+    assert (
+        cart["people"],
+        cart["still_in_window"],
+        cart["converted_so_far"],
+        cart["measured"],
+        cart["converted"],
+        cart["rate"],
+    ) == (5, 2, 1, 3, 1, round(1 / 3, 4))
     assert (welcome["people"], welcome["measured"], welcome["converted"], welcome["rate"]) == (2, 1, 1, 1.0)
     assert (control["people"], control["measured"], control["converted"]) == (5, 3, 1)
     h = c["holdout"]
@@ -349,7 +415,11 @@ def test_routed_only_after_buying_counts_as_none(db):
     h.insert(db.engine)
     routes = by(reports.summary(db.engine, POLICY, now=NOW)["conversion"]["by_route"], "route")
     assert (routes["none"]["people"], routes["none"]["converted"]) == (1, 1)
-    assert (routes["cart_recovery"]["people"], routes["unrouted"]["people"], routes["unrouted"]["converted"]) == (0, 1, 0)
+    assert (routes["cart_recovery"]["people"], routes["unrouted"]["people"], routes["unrouted"]["converted"]) == (
+        0,
+        1,
+        0,
+    )
 
 
 def test_time_arithmetic_is_exact_to_the_microsecond(db):
@@ -396,10 +466,26 @@ def test_sql_attribution_and_recovery_match_the_pure_logic(db):
             journey, step = rng.choice(journeys), rng.randint(1, 3)
             sent = start + timedelta(seconds=rng.randint(0, 30 * 86400))
             cart = f"c-{rng.randint(0, 5)}" if journey == "cart_recovery" else None
-            h.messages.append(dict(
-                id=f"m-{len(h.messages):04d}", person_id=h.pid(name), workflow_id="w", journey=journey, step=step,
-                template="t", channel="email", recipient="r", subject="", body="", items=[], status="sent",
-                idempotency_key=f"k{len(h.messages)}", cart_id=cart, created_at=sent, sent_at=sent))
+            h.messages.append(
+                dict(
+                    id=f"m-{len(h.messages):04d}",
+                    person_id=h.pid(name),
+                    workflow_id="w",
+                    journey=journey,
+                    step=step,
+                    template="t",
+                    channel="email",
+                    recipient="r",
+                    subject="",
+                    body="",
+                    items=[],
+                    status="sent",
+                    idempotency_key=f"k{len(h.messages)}",
+                    cart_id=cart,
+                    created_at=sent,
+                    sent_at=sent,
+                )
+            )
             touches.append(Touch(h.messages[-1]["id"], h.pid(name), journey, step, sent, cart))
         for o in range(rng.randint(0, 3)):
             when = start + timedelta(seconds=rng.randint(0, 35 * 86400))
@@ -412,7 +498,8 @@ def test_sql_attribution_and_recovery_match_the_pure_logic(db):
     recovery = reports.summary(db.engine, POLICY, now=NOW)["recovery"]
     want = recovery_by_journey(touches, orders, window)
     assert {r["journey"]: (r["messaged"], r["recovered"], r["matched_by_cart_id"]) for r in recovery["by_journey"]} == {
-        name: (want[name].messaged, want[name].recovered, want[name].matched_by_cart_id) for name in journeys}
+        name: (want[name].messaged, want[name].recovered, want[name].matched_by_cart_id) for name in journeys
+    }
     assert want["cart_recovery"].matched_by_cart_id > 0  # the data exercises both matches
     overall = people_recovered(touches, orders, window)
     assert (recovery["people_messaged"], recovery["people_recovered"]) == (overall.messaged, overall.recovered)

@@ -26,7 +26,14 @@ NOW = T0 + timedelta(hours=2)
 
 
 def ev(
-    event_name: str, minutes: float = 0, /, *, cart_id: str | None = None, order_id: str | None = None, props: dict | None = None, **more
+    event_name: str,
+    minutes: float = 0,
+    /,
+    *,
+    cart_id: str | None = None,
+    order_id: str | None = None,
+    props: dict | None = None,
+    **more,
 ) -> HistoryEvent:
     return HistoryEvent(
         name=event_name,
@@ -88,7 +95,9 @@ def test_alias_names_are_canonical_in_history():
     assert ev("Product Added").name == t.ADDED_TO_CART
     assert ev("Product List Viewed").name == t.COLLECTION_VIEWED
     assert ev("Size Guide Viewed").name == "Size Guide Viewed"  # unknown names kept as they came
-    cart = open_cart([ev("Product Added", 0, cart_id="c", sku="a", price=60), ev("Product Removed", 1, cart_id="c", sku="b")])
+    cart = open_cart(
+        [ev("Product Added", 0, cart_id="c", sku="a", price=60), ev("Product Removed", 1, cart_id="c", sku="b")]
+    )
     assert cart is not None and cart.value == 60
     # policy weights written with an alias match the canonical event
     policy = policy_with(intent={"weights": {"Product List Viewed": 3.0}})
@@ -104,7 +113,9 @@ def test_no_events_no_cart():
 
 
 def test_added_item_opens_a_cart():
-    cart = open_cart([add(0, "tee", 25.0, quantity=2, variant="M", name="Tee", image_url="https://i/tee.jpg", category="tops")])
+    cart = open_cart(
+        [add(0, "tee", 25.0, quantity=2, variant="M", name="Tee", image_url="https://i/tee.jpg", category="tops")]
+    )
     assert isinstance(cart, OpenCart)
     assert cart.cart_id == "cart-1"
     assert cart.value == 50.0
@@ -129,7 +140,9 @@ def test_quantity_defaults_to_one_and_strings_are_read():
 
 
 def test_same_sku_and_variant_increments_other_variant_is_a_new_line():
-    cart = open_cart([add(0, "tee", 20, variant="M"), add(1, "tee", 20, variant="M", quantity=2), add(2, "tee", 20, variant="L")])
+    cart = open_cart(
+        [add(0, "tee", 20, variant="M"), add(1, "tee", 20, variant="M", quantity=2), add(2, "tee", 20, variant="L")]
+    )
     assert cart is not None
     assert sorted((i.variant, i.quantity) for i in cart.items) == [("L", 1), ("M", 3)]
     assert cart.value == 80.0
@@ -285,7 +298,13 @@ WEIGHTS = Policy().intent.weights  # Product Viewed 1, Collection 0.5, Quiz 2, S
 
 
 def test_intent_sums_weights_and_ignores_unknown_events():
-    events = [view(0, "a"), view(5, "b"), ev(t.COLLECTION_VIEWED, 6), ev("Size Guide Viewed", 7), ev(t.EMAIL_CAPTURED, 8)]
+    events = [
+        view(0, "a"),
+        view(5, "b"),
+        ev(t.COLLECTION_VIEWED, 6),
+        ev("Size Guide Viewed", 7),
+        ev(t.EMAIL_CAPTURED, 8),
+    ]
     assert intent_score(events, WEIGHTS, timedelta(days=7), NOW) == 4.0
 
 
@@ -320,7 +339,9 @@ def test_views_more_than_a_minute_apart_or_of_other_products_count():
     # views we cannot identify are never merged
     assert intent_score([view(0, None), view(0.1, None)], WEIGHTS, timedelta(days=7), NOW) == 2.0
     # only product views are deduplicated
-    assert intent_score([ev(t.COLLECTION_VIEWED, 0), ev(t.COLLECTION_VIEWED, 0.1)], WEIGHTS, timedelta(days=7), NOW) == 1.0
+    assert (
+        intent_score([ev(t.COLLECTION_VIEWED, 0), ev(t.COLLECTION_VIEWED, 0.1)], WEIGHTS, timedelta(days=7), NOW) == 1.0
+    )
 
 
 def test_refresh_of_a_view_before_the_window_still_counts_once_inside_it():
@@ -516,7 +537,13 @@ def test_decision_is_deterministic_and_serialisable():
 
 @pytest.mark.parametrize(
     ("cart_value", "views", "route"),
-    [(80, 0, "cart_recovery"), (80, 6, "cart_recovery"), (20, 6, "browse_recovery"), (20, 2, "welcome"), (None, 6, "browse_recovery")],
+    [
+        (80, 0, "cart_recovery"),
+        (80, 6, "cart_recovery"),
+        (20, 6, "browse_recovery"),
+        (20, 2, "welcome"),
+        (None, 6, "browse_recovery"),
+    ],
 )
 def test_route_order(cart_value, views, route):
     events = [view(i * 5, f"s{i}") for i in range(views)]

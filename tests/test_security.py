@@ -51,8 +51,9 @@ def all_routes(routes, seen=None) -> list[tuple[str, str]]:
         if inner is not None:
             found += all_routes(inner.routes)
         elif isinstance(route, Mount):
-            found += [(m, route.path + p) for m, p in all_routes(getattr(route, "routes", []) or [])] or \
-                [("GET", route.path + "/{path}")]
+            found += [(m, route.path + p) for m, p in all_routes(getattr(route, "routes", []) or [])] or [
+                ("GET", route.path + "/{path}")
+            ]
         elif isinstance(route, (APIRoute, Route)):
             found += [(method, route.path) for method in sorted(route.methods or {"GET"}) if method != "HEAD"]
     return found
@@ -96,8 +97,10 @@ def basic(user: str, password: str) -> str:
 def test_every_route_is_public_on_purpose_or_behind_a_door(app_routes):
     assert len(app_routes) > 30, app_routes  # the walk found the included routers
     stray = [(m, p) for m, p in app_routes if not is_public(p) and door(p) is None]
-    assert not stray, (f"routes outside /v1, /api/v1 and /admin that are not listed as public: {stray}. "
-                       "Put them behind a door's auth, or add them to PUBLIC with the reason.")
+    assert not stray, (
+        f"routes outside /v1, /api/v1 and /admin that are not listed as public: {stray}. "
+        "Put them behind a door's auth, or add them to PUBLIC with the reason."
+    )
 
 
 # Each door's valid credential, and the wrong ones that must be refused there.
@@ -127,10 +130,19 @@ WRONG = {
     "admin token as basic": {"Authorization": basic(ADMIN_TOKEN, "")},
     "write key as bearer": {"Authorization": f"Bearer {WRITE_KEY}"},
 }
-BODY = {"type": "track", "anonymousId": "intruder", "userId": "intruder", "event": "Added to Cart",
-        "name": "Added to Cart", "anonymous_id": "intruder", "email": "intruder@example.com",
-        "batch": [{"type": "track", "anonymousId": "intruder", "event": "E"}],
-        "primary": {"id": "a"}, "secondary": {"id": "b"}, "products": [{"sku": "X", "in_stock": False}]}
+BODY = {
+    "type": "track",
+    "anonymousId": "intruder",
+    "userId": "intruder",
+    "event": "Added to Cart",
+    "name": "Added to Cart",
+    "anonymous_id": "intruder",
+    "email": "intruder@example.com",
+    "batch": [{"type": "track", "anonymousId": "intruder", "event": "E"}],
+    "primary": {"id": "a"},
+    "secondary": {"id": "b"},
+    "products": [{"sku": "X", "in_stock": False}],
+}
 
 
 def concrete(path: str) -> str:
@@ -150,7 +162,9 @@ def test_every_protected_route_refuses_missing_wrong_and_other_door_credentials(
             if headers == mine:
                 continue
             response = http.request(method, concrete(path), json=BODY, headers=headers)
-            assert response.status_code == 401, f"{method} {path} with {name}: {response.status_code} {response.text[:200]}"
+            assert response.status_code == 401, (
+                f"{method} {path} with {name}: {response.status_code} {response.text[:200]}"
+            )
             assert response.headers["content-type"].startswith("application/json"), (method, path, name)
             refused += 1
     with engine.connect() as conn:  # nothing a refused request carried was stored
@@ -160,7 +174,10 @@ def test_every_protected_route_refuses_missing_wrong_and_other_door_credentials(
     print(f"\n{refused} requests refused over {len(protected)} protected routes")
     # …while each door's own credential gets past auth (whatever the route then says about the body).
     for method, path in protected:
-        assert http.request(method, concrete(path), json=BODY, headers=VALID[door(path)]).status_code != 401, (method, path)
+        assert http.request(method, concrete(path), json=BODY, headers=VALID[door(path)]).status_code != 401, (
+            method,
+            path,
+        )
 
 
 def test_segment_write_key_in_the_body_is_checked_too(http):
@@ -168,8 +185,11 @@ def test_segment_write_key_in_the_body_is_checked_too(http):
         response = http.post("/v1/track", json={"writeKey": key, "anonymousId": "a", "event": "E"})
         assert response.status_code == 401, (key, response.text)
     # A wrong Basic key is not rescued by a right key in the body.
-    response = http.post("/v1/track", json={"writeKey": WRITE_KEY, "anonymousId": "a", "event": "E"},
-                         headers={"Authorization": basic("wk_wrong", "")})
+    response = http.post(
+        "/v1/track",
+        json={"writeKey": WRITE_KEY, "anonymousId": "a", "event": "E"},
+        headers={"Authorization": basic("wk_wrong", "")},
+    )
     assert response.status_code == 401
 
 
@@ -177,10 +197,16 @@ def test_report_page_link_must_be_signed_with_the_admin_token(http):
     from api import report_link
 
     expires = str(int(time.time()) + 600)
-    for params in ({}, {"expires": expires}, {"expires": expires, "sig": "0" * 64},
-                   {"expires": expires, "sig": report_link.signature(WRITE_KEY, {"expires": expires})},
-                   {"expires": str(int(time.time()) - 1),
-                    "sig": report_link.signature(ADMIN_TOKEN, {"expires": str(int(time.time()) - 1)})}):
+    for params in (
+        {},
+        {"expires": expires},
+        {"expires": expires, "sig": "0" * 64},
+        {"expires": expires, "sig": report_link.signature(WRITE_KEY, {"expires": expires})},
+        {
+            "expires": str(int(time.time()) - 1),
+            "sig": report_link.signature(ADMIN_TOKEN, {"expires": str(int(time.time()) - 1)}),
+        },
+    ):
         assert http.get("/admin/report", params=params).status_code == 401, params
     good = {"expires": expires, "sig": report_link.signature(ADMIN_TOKEN, {"expires": expires})}
     assert http.get("/admin/report", params=good).status_code == 200
@@ -199,15 +225,24 @@ def test_unconfigured_secrets_refuse_everyone(tmp_path):
             assert client.get("/admin/rejected", headers={"Authorization": "Bearer"}).status_code == 401
             assert client.get("/admin/report", params={"expires": "9999999999", "sig": ""}).status_code == 401
             assert client.post("/v1/track", json={"writeKey": "", "anonymousId": "a", "event": "E"}).status_code == 401
-            assert client.post("/v1/track", json={"anonymousId": "a", "event": "E"},
-                               headers={"Authorization": basic("", "")}).status_code == 401
-            assert client.post("/api/v1/events", json={"anonymous_id": "a", "name": "E"},
-                               headers={"Authorization": basic("", "")}).status_code == 401
+            assert (
+                client.post(
+                    "/v1/track", json={"anonymousId": "a", "event": "E"}, headers={"Authorization": basic("", "")}
+                ).status_code
+                == 401
+            )
+            assert (
+                client.post(
+                    "/api/v1/events", json={"anonymous_id": "a", "name": "E"}, headers={"Authorization": basic("", "")}
+                ).status_code
+                == 401
+            )
 
 
 # --------------------------------------------------------------------------------------------------
 # Constant-time comparison
 # --------------------------------------------------------------------------------------------------
+
 
 def test_secrets_are_compared_with_hmac_compare_digest_against_every_key(monkeypatch):
     import api.deps as deps
@@ -240,7 +275,12 @@ def test_auth_goes_through_matches_any_everywhere(monkeypatch, http):
         ("GET", "/admin/rejected", {"Authorization": "Bearer guess"}, None),
         ("POST", "/v1/track", {"Authorization": basic("guess", "")}, {"anonymousId": "a", "event": "E"}),
         ("POST", "/v1/track", {}, {"writeKey": "guess", "anonymousId": "a", "event": "E"}),
-        ("POST", "/api/v1/events", {"Authorization": basic("site-guess", "key-guess")}, {"anonymous_id": "a", "name": "E"}),
+        (
+            "POST",
+            "/api/v1/events",
+            {"Authorization": basic("site-guess", "key-guess")},
+            {"anonymous_id": "a", "name": "E"},
+        ),
         ("GET", "/admin/report", {"Authorization": "Bearer guess"}, None),
     ]:
         seen.clear()
@@ -253,9 +293,14 @@ SECRET_NAMES = re.compile(r"(token|secret|password|write_?key|api_?key|sig|signa
 
 def test_no_secret_is_compared_with_equals():
     """Static check: no `==`/`!=`/`in` between anything named like a secret in the auth code paths."""
-    files = [REPO_ROOT / "api" / "deps.py", REPO_ROOT / "api" / "segment.py", REPO_ROOT / "api" / "reports.py",
-             REPO_ROOT / "api" / "report_link.py", REPO_ROOT / "api" / "unsubscribe.py",
-             REPO_ROOT / "store" / "unsubscribe.py"]
+    files = [
+        REPO_ROOT / "api" / "deps.py",
+        REPO_ROOT / "api" / "segment.py",
+        REPO_ROOT / "api" / "reports.py",
+        REPO_ROOT / "api" / "report_link.py",
+        REPO_ROOT / "api" / "unsubscribe.py",
+        REPO_ROOT / "store" / "unsubscribe.py",
+    ]
     offenders = []
     for file in files:
         tree = ast.parse(file.read_text())
@@ -265,8 +310,11 @@ def test_no_secret_is_compared_with_equals():
             if not any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in node.ops):
                 continue
             operands = [node.left, *node.comparators]  # `token == x`, not `token.count(".") == 1`
-            names = [n.id if isinstance(n, ast.Name) else n.attr for n in operands
-                     if isinstance(n, (ast.Name, ast.Attribute))]
+            names = [
+                n.id if isinstance(n, ast.Name) else n.attr
+                for n in operands
+                if isinstance(n, (ast.Name, ast.Attribute))
+            ]
             if any(SECRET_NAMES.search(name) and not name.startswith("SIGNATURE") for name in names):
                 offenders.append(f"{file.name}:{node.lineno}: {ast.unparse(node)}")
     assert not offenders, offenders
@@ -283,6 +331,7 @@ def test_no_secret_is_compared_with_equals():
 # Unsubscribe tokens
 # --------------------------------------------------------------------------------------------------
 
+
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -293,8 +342,12 @@ def test_unsubscribe_tokens_cannot_be_forged_or_turned_on_someone_else(http, ser
     people = {}
     for who in ("eve", "vic"):
         email = f"{who}.{int(time.time() * 1000)}@example.com"
-        assert http.post("/v1/identify", json={"anonymousId": f"{who}-dev", "traits": {"email": email}},
-                         headers=VALID["segment"]).status_code == 200
+        assert (
+            http.post(
+                "/v1/identify", json={"anonymousId": f"{who}-dev", "traits": {"email": email}}, headers=VALID["segment"]
+            ).status_code
+            == 200
+        )
         people[who] = http.get("/admin/people", params={"email": email}, headers=VALID["admin"]).json()["person_id"]
     eve, vic = people["eve"], people["vic"]
     own = make_token(key, eve, "email", "m-1")

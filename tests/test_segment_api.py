@@ -48,7 +48,6 @@ def rejected(api) -> list[dict]:
     return response.json()
 
 
-
 @pytest.fixture
 def http(served):
     """A client for tests that store nothing (skips the per-test database clean-up)."""
@@ -62,9 +61,27 @@ def http(served):
 
 CALLS = [
     # (long, short, body, expected type, expected stored name)
-    ("identify", "i", {"anonymousId": "dev-1", "userId": "u-1", "traits": {"email": "id@example.com"}}, "identify", "Identify"),
-    ("track", "t", {"anonymousId": "dev-1", "event": "Product Viewed", "properties": {"sku": "S1"}}, "track", "Product Viewed"),
-    ("page", "p", {"anonymousId": "dev-1", "name": "Home", "properties": {"url": "https://shop/"}}, "page", "Page Viewed"),
+    (
+        "identify",
+        "i",
+        {"anonymousId": "dev-1", "userId": "u-1", "traits": {"email": "id@example.com"}},
+        "identify",
+        "Identify",
+    ),
+    (
+        "track",
+        "t",
+        {"anonymousId": "dev-1", "event": "Product Viewed", "properties": {"sku": "S1"}},
+        "track",
+        "Product Viewed",
+    ),
+    (
+        "page",
+        "p",
+        {"anonymousId": "dev-1", "name": "Home", "properties": {"url": "https://shop/"}},
+        "page",
+        "Page Viewed",
+    ),
     ("screen", "s", {"anonymousId": "dev-1", "name": "Cart"}, "screen", "Screen Viewed"),
     ("alias", "a", {"previousId": "dev-1", "userId": "u-1"}, "alias", "Alias"),
     ("group", "g", {"userId": "u-1", "groupId": "acme", "traits": {"plan": "pro"}}, "group", "Group"),
@@ -100,11 +117,13 @@ def test_unknown_path_is_404(http):
 @pytest.mark.parametrize("path", ["batch", "b", "import"])
 def test_batch_paths_store_every_message(api, db, path):
     ids = [mid(), mid(), mid()]
-    body = {"batch": [
-        {"type": "track", "anonymousId": "dev-b", "event": "Product Viewed", "messageId": ids[0]},
-        {"type": "page", "anonymousId": "dev-b", "messageId": ids[1]},
-        {"type": "identify", "anonymousId": "dev-b", "traits": {"email": "batch@example.com"}, "messageId": ids[2]},
-    ]}
+    body = {
+        "batch": [
+            {"type": "track", "anonymousId": "dev-b", "event": "Product Viewed", "messageId": ids[0]},
+            {"type": "page", "anonymousId": "dev-b", "messageId": ids[1]},
+            {"type": "identify", "anonymousId": "dev-b", "traits": {"email": "batch@example.com"}, "messageId": ids[2]},
+        ]
+    }
     response = api.segment(path, body)
     assert response.status_code == 200, response.text
     assert response.json() == {"success": True}
@@ -118,17 +137,25 @@ def test_batch_paths_store_every_message(api, db, path):
 # Auth
 # ---------------------------------------------------------------------------------------------
 
+
 def test_write_key_in_body_without_basic_auth(api, db):
     message_id = mid()
-    response = api.http.post("/v1/track", json={"writeKey": WRITE_KEY, "anonymousId": "a", "event": "X", "messageId": message_id})
+    response = api.http.post(
+        "/v1/track", json={"writeKey": WRITE_KEY, "anonymousId": "a", "event": "X", "messageId": message_id}
+    )
     assert response.status_code == 200, response.text
     assert event_row(db, message_id) is not None
 
 
 def test_write_key_in_batch_body(api, db):
     message_id = mid()
-    response = api.http.post("/v1/batch", json={"writeKey": WRITE_KEY, "batch": [
-        {"type": "track", "anonymousId": "a", "event": "X", "messageId": message_id}]})
+    response = api.http.post(
+        "/v1/batch",
+        json={
+            "writeKey": WRITE_KEY,
+            "batch": [{"type": "track", "anonymousId": "a", "event": "X", "messageId": message_id}],
+        },
+    )
     assert response.status_code == 200, response.text
     assert event_row(db, message_id) is not None
 
@@ -164,12 +191,21 @@ def test_unknown_basic_key_is_not_rescued_by_a_good_key_in_the_body(api, db):
 # Bodies: text/plain, malformed, size limits
 # ---------------------------------------------------------------------------------------------
 
+
 def test_text_plain_body_from_analytics_js(api, db):
     message_id = mid()
-    body = {"writeKey": WRITE_KEY, "anonymousId": "browser-1", "event": "Product Viewed", "messageId": message_id,
-            "properties": {"sku": "TP-1"}}
-    response = api.http.post("/v1/t", content=json.dumps(body), headers={
-        "Content-Type": "text/plain;charset=UTF-8", "Origin": "https://shop.example"})
+    body = {
+        "writeKey": WRITE_KEY,
+        "anonymousId": "browser-1",
+        "event": "Product Viewed",
+        "messageId": message_id,
+        "properties": {"sku": "TP-1"},
+    }
+    response = api.http.post(
+        "/v1/t",
+        content=json.dumps(body),
+        headers={"Content-Type": "text/plain;charset=UTF-8", "Origin": "https://shop.example"},
+    )
     assert response.status_code == 200, response.text
     assert response.headers.get("access-control-allow-origin") in ("*", "https://shop.example")
     row = event_row(db, message_id)
@@ -177,11 +213,14 @@ def test_text_plain_body_from_analytics_js(api, db):
 
 
 def test_cors_preflight(http):
-    response = http.options("/v1/t", headers={
-        "Origin": "https://shop.example",
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "content-type",
-    })
+    response = http.options(
+        "/v1/t",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
     assert response.status_code == 200, response.text
     assert response.headers.get("access-control-allow-origin") in ("*", "https://shop.example")
     assert "POST" in response.headers.get("access-control-allow-methods", "")
@@ -196,8 +235,9 @@ def test_malformed_json_is_400_naming_the_problem(api, db):
     ]
     for content, needle in cases:
         for content_type in ("application/json", "text/plain"):
-            response = api.http.post("/v1/track", content=content, auth=(WRITE_KEY, ""),
-                                     headers={"Content-Type": content_type})
+            response = api.http.post(
+                "/v1/track", content=content, auth=(WRITE_KEY, ""), headers={"Content-Type": content_type}
+            )
             assert response.status_code == 400, (content, response.text)
             payload = response.json()
             assert payload["success"] is False
@@ -206,8 +246,12 @@ def test_malformed_json_is_400_naming_the_problem(api, db):
 
 
 def test_wrong_json_shape_is_400(api, db):
-    for path, body, needle in [("track", [{"type": "track"}], "JSON object"), ("track", "just a string", "JSON object"),
-                               ("batch", {"batch": {"not": "a list"}}, "batch"), ("batch", {"events": []}, "batch")]:
+    for path, body, needle in [
+        ("track", [{"type": "track"}], "JSON object"),
+        ("track", "just a string", "JSON object"),
+        ("batch", {"batch": {"not": "a list"}}, "batch"),
+        ("batch", {"events": []}, "batch"),
+    ]:
         response = api.segment(path, body)
         assert response.status_code == 400, response.text
         assert needle in response.json()["error"], (body, response.text)
@@ -216,8 +260,12 @@ def test_wrong_json_shape_is_400(api, db):
 def _big_batch(total_bytes: int) -> dict:
     blob = "x" * 25_000
     count = total_bytes // 25_000 + 1
-    return {"batch": [{"type": "track", "anonymousId": "big", "event": "X", "messageId": mid(),
-                       "properties": {"blob": blob}} for _ in range(count)]}
+    return {
+        "batch": [
+            {"type": "track", "anonymousId": "big", "event": "X", "messageId": mid(), "properties": {"blob": blob}}
+            for _ in range(count)
+        ]
+    }
 
 
 def test_request_over_500_kb_is_400(api, db):
@@ -233,9 +281,10 @@ def test_request_over_500_kb_is_400(api, db):
 def test_chunked_request_over_500_kb_is_400(api, db):
     """No Content-Length to go by: the limit still holds while streaming."""
     data = json.dumps(_big_batch(520 * 1024)).encode()
-    chunks = (data[i:i + 64 * 1024] for i in range(0, len(data), 64 * 1024))
-    response = api.http.post("/v1/batch", content=chunks, auth=(WRITE_KEY, ""),
-                             headers={"Content-Type": "application/json"})
+    chunks = (data[i : i + 64 * 1024] for i in range(0, len(data), 64 * 1024))
+    response = api.http.post(
+        "/v1/batch", content=chunks, auth=(WRITE_KEY, ""), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert "500 KB" in response.json()["error"]
     assert db.scalar("SELECT count(*) FROM events") == 0
@@ -253,8 +302,9 @@ def test_single_message_over_32_kb_is_400_and_quarantined(api, db):
     """Sent alone, the message is the request: over the size limit is a 400 naming it (as Segment
     answers); it is valid JSON, so the shop also finds it in the quarantine."""
     message_id = mid()
-    response = api.segment("track", {"anonymousId": "a", "event": "Huge", "messageId": message_id,
-                                     "properties": {"blob": "y" * 40_000}})
+    response = api.segment(
+        "track", {"anonymousId": "a", "event": "Huge", "messageId": message_id, "properties": {"blob": "y" * 40_000}}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["success"] is False and "the limit is 32 KB" in response.json()["error"]
     assert event_row(db, message_id) is None
@@ -266,10 +316,21 @@ def test_single_message_over_32_kb_is_400_and_quarantined(api, db):
 
 def test_oversized_message_in_a_batch_does_not_sink_the_rest(api, db):
     good, big = mid(), mid()
-    response = api.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": "a", "event": "Fine", "messageId": good},
-        {"type": "track", "anonymousId": "a", "event": "Huge", "messageId": big, "properties": {"blob": "y" * 40_000}},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {"type": "track", "anonymousId": "a", "event": "Fine", "messageId": good},
+                {
+                    "type": "track",
+                    "anonymousId": "a",
+                    "event": "Huge",
+                    "messageId": big,
+                    "properties": {"blob": "y" * 40_000},
+                },
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     assert event_row(db, good) is not None
     assert event_row(db, big) is None
@@ -280,6 +341,7 @@ def test_oversized_message_in_a_batch_does_not_sink_the_rest(api, db):
 # ---------------------------------------------------------------------------------------------
 # Idempotency by messageId
 # ---------------------------------------------------------------------------------------------
+
 
 def test_known_message_id_mixed_with_a_new_one_is_stored_once(api, db):
     known, new = mid(), mid()
@@ -295,7 +357,12 @@ def test_known_message_id_mixed_with_a_new_one_is_stored_once(api, db):
 def test_known_identify_resent_with_new_messages_triggers_nothing_twice(api, db):
     """The resent copy (here with a different email) is dropped before any identity work."""
     known = mid()
-    first = {"type": "identify", "anonymousId": "dev-resend", "traits": {"email": "first@example.com"}, "messageId": known}
+    first = {
+        "type": "identify",
+        "anonymousId": "dev-resend",
+        "traits": {"email": "first@example.com"},
+        "messageId": known,
+    }
     assert api.segment("batch", {"batch": [first]}).status_code == 200
     resent = {**first, "traits": {"email": "second@example.com"}}
     fresh = {"type": "track", "anonymousId": "dev-resend", "event": "Product Viewed", "messageId": mid()}
@@ -346,12 +413,21 @@ def test_duplicate_identify_triggers_nothing_twice(api, db):
 # Clock skew
 # ---------------------------------------------------------------------------------------------
 
+
 def test_clock_skew_is_corrected_with_sent_at(api, db):
     now = datetime.now(UTC)
     device_now = now - timedelta(hours=3)  # the device clock is three hours slow
     message_id = mid()
-    response = api.segment("track", {"anonymousId": "a", "event": "X", "messageId": message_id,
-                                     "timestamp": iso(device_now - timedelta(minutes=10)), "sentAt": iso(device_now)})
+    response = api.segment(
+        "track",
+        {
+            "anonymousId": "a",
+            "event": "X",
+            "messageId": message_id,
+            "timestamp": iso(device_now - timedelta(minutes=10)),
+            "sentAt": iso(device_now),
+        },
+    )
     assert response.status_code == 200, response.text
     stored = as_utc(event_row(db, message_id).timestamp)
     assert abs(stored - (now - timedelta(minutes=10))) < timedelta(seconds=5), stored
@@ -361,10 +437,28 @@ def test_clock_skew_uses_the_batch_sent_at(api, db):
     now = datetime.now(UTC)
     device_now = now + timedelta(days=2)  # fast clock
     ids = [mid(), mid()]
-    response = api.segment("batch", {"sentAt": iso(device_now), "batch": [
-        {"type": "track", "anonymousId": "a", "event": "X", "messageId": ids[0], "timestamp": iso(device_now - timedelta(seconds=30))},
-        {"type": "track", "anonymousId": "a", "event": "Y", "messageId": ids[1], "timestamp": iso(device_now - timedelta(hours=1))},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "sentAt": iso(device_now),
+            "batch": [
+                {
+                    "type": "track",
+                    "anonymousId": "a",
+                    "event": "X",
+                    "messageId": ids[0],
+                    "timestamp": iso(device_now - timedelta(seconds=30)),
+                },
+                {
+                    "type": "track",
+                    "anonymousId": "a",
+                    "event": "Y",
+                    "messageId": ids[1],
+                    "timestamp": iso(device_now - timedelta(hours=1)),
+                },
+            ],
+        },
+    )
     assert response.status_code == 200, response.text
     first, second = (as_utc(event_row(db, i).timestamp) for i in ids)
     assert abs(first - (now - timedelta(seconds=30))) < timedelta(seconds=5), first
@@ -374,7 +468,12 @@ def test_clock_skew_uses_the_batch_sent_at(api, db):
 def test_timestamp_without_sent_at_is_kept_and_missing_timestamp_is_received_at(api, db):
     kept, defaulted = mid(), mid()
     moment = datetime(2024, 5, 17, 8, 30, tzinfo=UTC)
-    assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": kept, "timestamp": iso(moment)}).status_code == 200
+    assert (
+        api.segment(
+            "track", {"anonymousId": "a", "event": "X", "messageId": kept, "timestamp": iso(moment)}
+        ).status_code
+        == 200
+    )
     assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": defaulted}).status_code == 200
     assert as_utc(event_row(db, kept).timestamp) == moment
     assert abs(as_utc(event_row(db, defaulted).timestamp) - datetime.now(UTC)) < timedelta(seconds=10)
@@ -382,8 +481,13 @@ def test_timestamp_without_sent_at_is_kept_and_missing_timestamp_is_received_at(
 
 def test_timestamp_with_offset_is_stored_as_utc(api, db):
     message_id = mid()
-    assert api.segment("track", {"anonymousId": "a", "event": "X", "messageId": message_id,
-                                 "timestamp": "2024-05-17T10:30:00+02:00"}).status_code == 200
+    assert (
+        api.segment(
+            "track",
+            {"anonymousId": "a", "event": "X", "messageId": message_id, "timestamp": "2024-05-17T10:30:00+02:00"},
+        ).status_code
+        == 200
+    )
     assert as_utc(event_row(db, message_id).timestamp) == datetime(2024, 5, 17, 8, 30, tzinfo=UTC)
 
 
@@ -391,16 +495,25 @@ def test_timestamp_with_offset_is_stored_as_utc(api, db):
 # Batch context, mixed batches, strict mode
 # ---------------------------------------------------------------------------------------------
 
+
 def test_batch_context_is_merged_into_each_item(api, db):
     ids = [mid(), mid()]
-    response = api.segment("batch", {
-        "context": {"ip": "203.0.113.7", "locale": "en-GB", "library": {"name": "analytics.js", "version": "5"}},
-        "batch": [
-            {"type": "track", "anonymousId": "a", "event": "X", "messageId": ids[0],
-             "context": {"page": {"url": "https://shop/p/1"}, "locale": "fr-FR"}},
-            {"type": "track", "anonymousId": "a", "event": "Y", "messageId": ids[1]},
-        ],
-    })
+    response = api.segment(
+        "batch",
+        {
+            "context": {"ip": "203.0.113.7", "locale": "en-GB", "library": {"name": "analytics.js", "version": "5"}},
+            "batch": [
+                {
+                    "type": "track",
+                    "anonymousId": "a",
+                    "event": "X",
+                    "messageId": ids[0],
+                    "context": {"page": {"url": "https://shop/p/1"}, "locale": "fr-FR"},
+                },
+                {"type": "track", "anonymousId": "a", "event": "Y", "messageId": ids[1]},
+            ],
+        },
+    )
     assert response.status_code == 200, response.text
     first, second = (as_json(event_row(db, i).context) for i in ids)
     assert first["ip"] == "203.0.113.7" and first["library"]["name"] == "analytics.js"
@@ -416,7 +529,13 @@ MIXED_BATCH = [
     {"type": "identify", "traits": {"email": "x@example.com"}, "messageId": "bad-ids"},  # no userId/anonymousId
     {"type": "track", "anonymousId": "mix", "event": "X", "timestamp": "yesterday-ish", "messageId": "bad-ts"},
     {"type": "teleport", "anonymousId": "mix", "messageId": "bad-type"},
-    {"type": "track", "anonymousId": "mix", "event": "X", "properties": ["not", "an", "object"], "messageId": "bad-props"},
+    {
+        "type": "track",
+        "anonymousId": "mix",
+        "event": "X",
+        "properties": ["not", "an", "object"],
+        "messageId": "bad-props",
+    },
     "not an object",
     {"type": "page", "anonymousId": "mix", "messageId": "ok-2"},
 ]
@@ -465,10 +584,13 @@ def test_strict_mode_single_call(api, db):
     assert db.scalar("SELECT count(*) FROM rejected") == 0
 
 
-@pytest.mark.parametrize("traits,problem", [
-    ({"email": "not-an-email"}, "traits.email 'not-an-email' is not a valid email address"),
-    ({"email": "ok@example.com", "phone": "12"}, "traits.phone '12' is not a valid phone number"),
-])
+@pytest.mark.parametrize(
+    "traits,problem",
+    [
+        ({"email": "not-an-email"}, "traits.email 'not-an-email' is not a valid email address"),
+        ({"email": "ok@example.com", "phone": "12"}, "traits.phone '12' is not a valid phone number"),
+    ],
+)
 def test_strict_mode_refuses_an_invalid_email_or_phone(api, db, traits, problem):
     """Without strict mode the message is stored without the bad value; with it, the message is
     invalid: 400 naming the problem, nothing stored, nothing quarantined."""
@@ -477,8 +599,9 @@ def test_strict_mode_refuses_an_invalid_email_or_phone(api, db, traits, problem)
     response = api.segment("batch", {"batch": [good, bad]}, headers={"X-Strict-Mode": "1"})
     assert response.status_code == 400, response.text
     assert response.json()["errors"] == [{"index": 1, "messageId": bad["messageId"], "error": problem}]
-    tracked = api.segment("track", {**good, "messageId": mid(),
-                                    "properties": {"email": "not-an-email"}}, headers={"X-Strict-Mode": "1"})
+    tracked = api.segment(
+        "track", {**good, "messageId": mid(), "properties": {"email": "not-an-email"}}, headers={"X-Strict-Mode": "1"}
+    )
     assert tracked.status_code == 200, "an email on an event that is not an identify moment is just a property"
     assert db.scalar("SELECT count(*) FROM events") == 1
     assert db.scalar("SELECT count(*) FROM people") == 0
@@ -489,11 +612,21 @@ def test_a_dropped_email_or_phone_counts_as_rejected(api, db):
     """Non-strict: the message is stored without its invalid phone and email, and the one quarantine
     row that says so is counted in X-Breadcrumb-Rejected."""
     message_id = mid()
-    response = api.segment("batch", {"batch": [
-        {"type": "identify", "anonymousId": "drop-dev", "userId": "drop-user", "messageId": message_id,
-         "traits": {"email": "nope", "phone": "12"}},
-        {"type": "track", "anonymousId": "drop-dev", "event": "Product Viewed", "messageId": mid()},
-    ]})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {
+                    "type": "identify",
+                    "anonymousId": "drop-dev",
+                    "userId": "drop-user",
+                    "messageId": message_id,
+                    "traits": {"email": "nope", "phone": "12"},
+                },
+                {"type": "track", "anonymousId": "drop-dev", "event": "Product Viewed", "messageId": mid()},
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
     assert (response.headers["X-Breadcrumb-Stored"], response.headers["X-Breadcrumb-Rejected"]) == ("2", "1")
     [row] = rejected(api)
@@ -504,10 +637,21 @@ def test_a_dropped_email_or_phone_counts_as_rejected(api, db):
 
 def test_strict_mode_with_valid_input_stores_it(api, db):
     ids = [mid(), mid()]
-    response = api.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": "a", "event": "X", "messageId": ids[0]},
-        {"type": "identify", "anonymousId": "a", "traits": {"email": "strict@example.com"}, "messageId": ids[1]},
-    ]}, headers={"X-Strict-Mode": "1"})
+    response = api.segment(
+        "batch",
+        {
+            "batch": [
+                {"type": "track", "anonymousId": "a", "event": "X", "messageId": ids[0]},
+                {
+                    "type": "identify",
+                    "anonymousId": "a",
+                    "traits": {"email": "strict@example.com"},
+                    "messageId": ids[1],
+                },
+            ]
+        },
+        headers={"X-Strict-Mode": "1"},
+    )
     assert response.status_code == 200, response.text
     assert {e["message_id"] for e in api.person(email="strict@example.com")["events"]} == set(ids)
 
@@ -516,24 +660,49 @@ def test_strict_mode_with_valid_input_stores_it(api, db):
 # Event taxonomy
 # ---------------------------------------------------------------------------------------------
 
+
 def test_segment_ecommerce_names_are_canonicalised_and_original_kept(api, db):
-    sent = [("Product Added", "Added to Cart"), ("Product List Viewed", "Collection Viewed"),
-            ("Product Removed", "Removed from Cart"), ("Product Viewed", "Product Viewed"),
-            ("Wishlist Opened", "Wishlist Opened")]
-    batch = [{"type": "track", "userId": "shopper-1", "event": original, "messageId": f"tax-{i}",
-              "timestamp": iso(datetime(2024, 1, 1, 12, i, tzinfo=UTC)), "properties": {"sku": "S"}}
-             for i, (original, _) in enumerate(sent)]
+    sent = [
+        ("Product Added", "Added to Cart"),
+        ("Product List Viewed", "Collection Viewed"),
+        ("Product Removed", "Removed from Cart"),
+        ("Product Viewed", "Product Viewed"),
+        ("Wishlist Opened", "Wishlist Opened"),
+    ]
+    batch = [
+        {
+            "type": "track",
+            "userId": "shopper-1",
+            "event": original,
+            "messageId": f"tax-{i}",
+            "timestamp": iso(datetime(2024, 1, 1, 12, i, tzinfo=UTC)),
+            "properties": {"sku": "S"},
+        }
+        for i, (original, _) in enumerate(sent)
+    ]
     assert api.segment("batch", {"batch": batch}).status_code == 200
     person = api.person(user_id="shopper-1")
     assert [(e["original_name"], e["name"]) for e in person["events"]] == sent
-    rows = {r.message_id: (r.name, r.original_name) for r in db.rows("SELECT message_id, name, original_name FROM events")}
+    rows = {
+        r.message_id: (r.name, r.original_name) for r in db.rows("SELECT message_id, name, original_name FROM events")
+    }
     assert rows["tax-0"] == ("Added to Cart", "Product Added")
 
 
 def test_missing_recommended_properties_are_counted_not_rejected(api, db):
     message_id = mid()
-    assert api.segment("track", {"anonymousId": "a", "event": "Product Added", "messageId": message_id,
-                                 "properties": {"sku": "S1", "price": 10}}).status_code == 200
+    assert (
+        api.segment(
+            "track",
+            {
+                "anonymousId": "a",
+                "event": "Product Added",
+                "messageId": message_id,
+                "properties": {"sku": "S1", "price": 10},
+            },
+        ).status_code
+        == 200
+    )
     missing = as_json(db.scalar("SELECT missing_properties FROM events WHERE message_id = :m", m=message_id))
     assert set(missing) == {"variant", "quantity", "cart_id"}
 
@@ -541,8 +710,12 @@ def test_missing_recommended_properties_are_counted_not_rejected(api, db):
 def test_the_write_key_not_the_body_decides_the_source(api, db):
     """A browser key's events are client events whatever the body claims (library, context.source);
     a server key's are server events unless the body says client."""
-    claims = {"library": {"context": {"library": {"name": "analytics-python", "version": "2"}}},
-              "explicit": {"context": {"source": "server"}}, "silent": {}, "client": {"context": {"source": "client"}}}
+    claims = {
+        "library": {"context": {"library": {"name": "analytics-python", "version": "2"}}},
+        "explicit": {"context": {"source": "server"}},
+        "silent": {},
+        "client": {"context": {"source": "client"}},
+    }
     sources = {}
     for door in ("segment", "server"):
         for claim, extra in claims.items():
@@ -552,7 +725,11 @@ def test_the_write_key_not_the_body_decides_the_source(api, db):
             sources[door, claim] = event_row(db, message_id).source
     assert {claim: sources["segment", claim] for claim in claims} == dict.fromkeys(claims, "client")
     assert {claim: sources["server", claim] for claim in claims} == {
-        "library": "server", "explicit": "server", "silent": "server", "client": "client"}
+        "library": "server",
+        "explicit": "server",
+        "silent": "server",
+        "client": "client",
+    }
 
 
 def test_admin_token_is_not_a_write_key(http):
@@ -564,9 +741,14 @@ def test_admin_token_is_not_a_write_key(http):
 # Content-Encoding: gzip (the Segment libraries' gzip=True)
 # ---------------------------------------------------------------------------------------------
 
+
 def _post_gzip(api, data: bytes, encoding: str = "gzip"):
-    return api.http.post("/v1/batch", content=data, auth=(WRITE_KEY, ""),
-                         headers={"Content-Type": "application/json", "Content-Encoding": encoding})
+    return api.http.post(
+        "/v1/batch",
+        content=data,
+        auth=(WRITE_KEY, ""),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
 
 
 def test_gzip_body_is_accepted(api, db):
@@ -607,7 +789,8 @@ def test_openapi_documents_the_bodies_from_their_models(http):
 
     items = body("/v1/batch")["properties"]["batch"]["items"]["oneOf"]
     assert sorted(item["properties"]["type"]["const"] for item in items) == sorted(
-        ["identify", "track", "page", "screen", "alias", "group"])
+        ["identify", "track", "page", "screen", "alias", "group"]
+    )
     assert "$ref" not in json.dumps(paths["/v1/batch"]) and "$defs" not in json.dumps(paths["/v1/batch"])
     track = body("/v1/t")["properties"]
     assert track["event"]["maxLength"] == 255 and "properties" in track and "traits" not in track
@@ -626,12 +809,21 @@ def test_message_aliases_of_the_segment_spec():
     day = "2026-01-01T00:00:00Z"
     message = parse_message({"anonymousId": 7, "event": "X", "originalTimestamp": day}, "track", received)
     assert message.timestamp == datetime(2026, 1, 1, tzinfo=UTC) and message.anonymous_id == "7"
-    beside = parse_message({"userId": "u", "event": "X", "timestamp": day, "originalTimestamp": "junk"}, "track",
-                           received)
+    beside = parse_message(
+        {"userId": "u", "event": "X", "timestamp": day, "originalTimestamp": "junk"}, "track", received
+    )
     assert beside.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
-    skewed = parse_message({"type": "track", "userId": "u", "event": "X", "timestamp": day}, None, received,
-                           batch_sent_at="2026-01-01T00:00:10Z")
+    skewed = parse_message(
+        {"type": "track", "userId": "u", "event": "X", "timestamp": day},
+        None,
+        received,
+        batch_sent_at="2026-01-01T00:00:10Z",
+    )
     assert skewed.timestamp == received - timedelta(seconds=10)
-    own = parse_message({"type": "track", "userId": "u", "event": "X", "timestamp": day, "sentAt": None}, None,
-                        received, batch_sent_at="2026-01-01T00:00:10Z")
+    own = parse_message(
+        {"type": "track", "userId": "u", "event": "X", "timestamp": day, "sentAt": None},
+        None,
+        received,
+        batch_sent_at="2026-01-01T00:00:10Z",
+    )
     assert own.timestamp == datetime(2026, 1, 1, tzinfo=UTC)

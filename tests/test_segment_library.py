@@ -15,14 +15,29 @@ def test_sync_client_track_then_identify_merges(api, db, served):
     client = Client(SERVER_KEY, host=served.url, sync_mode=True, timeout=30)  # a server library, a server key
     anon = "lib-device-1"
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
-    client.track(anonymous_id=anon, event="Product Viewed", properties={"sku": "LIB-1", "price": 25.0},
-                 timestamp=two_hours_ago, message_id="lib-view-1")
-    client.track(anonymous_id=anon, event="Product Added", properties={"sku": "LIB-1", "cart_id": "lib-cart"},
-                 message_id="lib-add-1")
-    client.page(anonymous_id=anon, name="Cart", properties={"url": "https://shop.example/cart"}, message_id="lib-page-1")
+    client.track(
+        anonymous_id=anon,
+        event="Product Viewed",
+        properties={"sku": "LIB-1", "price": 25.0},
+        timestamp=two_hours_ago,
+        message_id="lib-view-1",
+    )
+    client.track(
+        anonymous_id=anon,
+        event="Product Added",
+        properties={"sku": "LIB-1", "cart_id": "lib-cart"},
+        message_id="lib-add-1",
+    )
+    client.page(
+        anonymous_id=anon, name="Cart", properties={"url": "https://shop.example/cart"}, message_id="lib-page-1"
+    )
     assert db.scalar("SELECT count(*) FROM people") == 0
-    client.identify(user_id="lib-user-1", anonymous_id=anon, traits={"email": "Library.User@Example.com", "name": "Lib"},
-                    message_id="lib-identify-1")
+    client.identify(
+        user_id="lib-user-1",
+        anonymous_id=anon,
+        traits={"email": "Library.User@Example.com", "name": "Lib"},
+        message_id="lib-identify-1",
+    )
 
     person = api.person(email="library.user@example.com")
     assert person["user_id"] == "lib-user-1"
@@ -45,8 +60,12 @@ def test_async_client_flush_sends_one_batch(api, db, served):
     client = Client(WRITE_KEY, host=served.url, upload_size=50, upload_interval=0.05, timeout=30)
     try:
         for i in range(30):
-            client.track(anonymous_id="lib-device-2", event="Product Viewed", properties={"sku": f"S{i}"},
-                         message_id=f"lib-async-{i}")
+            client.track(
+                anonymous_id="lib-device-2",
+                event="Product Viewed",
+                properties={"sku": f"S{i}"},
+                message_id=f"lib-async-{i}",
+            )
         client.identify(anonymous_id="lib-device-2", traits={"email": "async@example.com"}, message_id="lib-async-id")
         client.flush()
     finally:

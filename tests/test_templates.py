@@ -25,31 +25,56 @@ CDN = ["cdn.example"]  # BREADCRUMB_LINK_HOSTS: the shop's images live there
 
 
 def item(sku, name, variant=None, price=10.0, quantity=None, in_stock=True, category="sensitive skin"):
-    return {"sku": sku, "variant": variant, "name": name, "category": category, "price": price, "currency": "USD",
-            "quantity": quantity, "image_url": f"https://cdn.example/{sku}.jpg", "url": f"/products/{sku.lower()}",
-            "in_stock": in_stock}
+    return {
+        "sku": sku,
+        "variant": variant,
+        "name": name,
+        "category": category,
+        "price": price,
+        "currency": "USD",
+        "quantity": quantity,
+        "image_url": f"https://cdn.example/{sku}.jpg",
+        "url": f"/products/{sku.lower()}",
+        "in_stock": in_stock,
+    }
 
 
 def context(journey: str, step: int, rich: bool) -> dict:
-    base = {"journey": journey, "step": step, "shop": SHOP, "unsubscribe_url": UNSUBSCRIBE, "currency": "USD",
-            "resume_url": "https://shop.example/checkouts/c-1"}
+    base = {
+        "journey": journey,
+        "step": step,
+        "shop": SHOP,
+        "unsubscribe_url": UNSUBSCRIBE,
+        "currency": "USD",
+        "resume_url": "https://shop.example/checkouts/c-1",
+    }
     if not rich:
         return {**base, "first_name": None, "items": [], "cart_value": None, "category": None, "picks": []}
     if journey == "cart_recovery":
-        items = [item("SER-30", "Night Serum", "30 ml", 64.0, 1),
-                 item("CLN-01", "Gentle Cleanser", None, 18.5, 2, in_stock=False)]
+        items = [
+            item("SER-30", "Night Serum", "30 ml", 64.0, 1),
+            item("CLN-01", "Gentle Cleanser", None, 18.5, 2, in_stock=False),
+        ]
         value = 101.0
     else:
         items = [item("SER-30", "Night Serum", "30 ml", 64.0), item("MSK-02", "Calm Mask", None, 28.0)]
         value = None
     picks = [item("MST-50", "Barrier Moisturiser", "50 ml", 32.0), item("SPF-30", "Daily SPF 30", None, 24.0)]
-    return {**base, "first_name": "Ada", "items": items, "cart_value": value, "category": "sensitive skin",
-            "picks": picks}
+    return {
+        **base,
+        "first_name": "Ada",
+        "items": items,
+        "cart_value": value,
+        "category": "sensitive skin",
+        "picks": picks,
+    }
 
 
 def steps() -> list[tuple[str, str, str, int]]:
     policy = load_policy(REPO_ROOT / "journeys.toml")
-    found = [(s.template, s.channel, route, i) for route, j in policy.journeys.items() for i, s in enumerate(j.steps, 1)]
+    found = [
+        (s.template, s.channel, route, i) for route, j in policy.journeys.items() for i, s in enumerate(j.steps, 1)
+    ]
     return found + [("cart_recovery_sms", "sms", "cart_recovery", 4)]
 
 
@@ -80,15 +105,26 @@ def test_every_step_matches_its_snapshot(template, channel, journey, step, shape
 
 def test_cart_snapshot_shows_every_line_item_with_variant_quantity_price_image_and_total():
     rendered = Renderer(link_hosts=CDN).render("cart_recovery_1", "email", context("cart_recovery", 1, True))
-    for text in ("Night Serum", "30 ml", "Qty 1", "$64.00", "https://cdn.example/SER-30.jpg", "Gentle Cleanser",
-                 "Qty 2", "$18.50", "Cart total $101.00", "Sold out right now"):
+    for text in (
+        "Night Serum",
+        "30 ml",
+        "Qty 1",
+        "$64.00",
+        "https://cdn.example/SER-30.jpg",
+        "Gentle Cleanser",
+        "Qty 2",
+        "$18.50",
+        "Cart total $101.00",
+        "Sold out right now",
+    ):
         assert text in rendered.html, text
     assert "Night Serum (30 ml) × 1 — $64.00" in rendered.text
     assert "https://shop.example/checkouts/c-1?utm_source=breadcrumb" in rendered.text
 
 
-@pytest.mark.parametrize("template", [t for t, channel, journey, _ in steps()
-                                      if journey == "cart_recovery" and channel == "email"])
+@pytest.mark.parametrize(
+    "template", [t for t, channel, journey, _ in steps() if journey == "cart_recovery" and channel == "email"]
+)
 def test_every_cart_email_shows_the_cart_value(template):
     rendered = Renderer(link_hosts=CDN).render(template, "email", context("cart_recovery", 3, True))
     assert "($101.00)" in rendered.text and "Cart total $101.00" in rendered.html
@@ -137,7 +173,7 @@ def write(folder: Path, files: dict[str, str]) -> Path:
 
 
 FOOTER = "Unsubscribe: {{ unsubscribe_url }}\n"
-LAYOUT = "<html>{% block content %}{% endblock %}<a href=\"{{ unsubscribe_url }}\">u</a></html>"
+LAYOUT = '<html>{% block content %}{% endblock %}<a href="{{ unsubscribe_url }}">u</a></html>'
 
 
 def test_missing_template_is_an_error_naming_the_file(tmp_path):
@@ -149,24 +185,44 @@ def test_missing_template_is_an_error_naming_the_file(tmp_path):
 
 
 def test_undefined_variable_is_an_error_not_a_blank(tmp_path):
-    write(tmp_path, {"_footer.txt.j2": FOOTER, "_layout.html.j2": LAYOUT,
-                     "a.txt.j2": "Subject: Hi {{ frist_name }}\nbody",
-                     "a.html.j2": '{% extends "_layout.html.j2" %}{% block content %}x{% endblock %}'})
+    write(
+        tmp_path,
+        {
+            "_footer.txt.j2": FOOTER,
+            "_layout.html.j2": LAYOUT,
+            "a.txt.j2": "Subject: Hi {{ frist_name }}\nbody",
+            "a.html.j2": '{% extends "_layout.html.j2" %}{% block content %}x{% endblock %}',
+        },
+    )
     with pytest.raises(TemplateProblem, match=r"a\.txt\.j2.*frist_name"):
         Renderer(tmp_path).check([("a", "email")])
 
 
 def test_undefined_attribute_is_an_error(tmp_path):
-    write(tmp_path, {"_footer.txt.j2": FOOTER, "_layout.html.j2": LAYOUT, "a.txt.j2": "Subject: Hi\nbody",
-                     "a.html.j2": '{% extends "_layout.html.j2" %}{% block content %}'
-                                  '{% for i in items %}{{ i.colour }}{% endfor %}{% endblock %}'})
+    write(
+        tmp_path,
+        {
+            "_footer.txt.j2": FOOTER,
+            "_layout.html.j2": LAYOUT,
+            "a.txt.j2": "Subject: Hi\nbody",
+            "a.html.j2": '{% extends "_layout.html.j2" %}{% block content %}'
+            "{% for i in items %}{{ i.colour }}{% endfor %}{% endblock %}",
+        },
+    )
     with pytest.raises(TemplateProblem, match="colour"):
         Renderer(tmp_path).check([("a", "email")])
 
 
 def test_subject_line_is_required(tmp_path):
-    write(tmp_path, {"_footer.txt.j2": FOOTER, "_layout.html.j2": LAYOUT, "a.txt.j2": "Hello\nbody",
-                     "a.html.j2": '{% extends "_layout.html.j2" %}'})
+    write(
+        tmp_path,
+        {
+            "_footer.txt.j2": FOOTER,
+            "_layout.html.j2": LAYOUT,
+            "a.txt.j2": "Hello\nbody",
+            "a.html.j2": '{% extends "_layout.html.j2" %}',
+        },
+    )
     with pytest.raises(TemplateProblem, match="Subject"):
         Renderer(tmp_path).check([("a", "email")])
 
@@ -183,11 +239,15 @@ def test_worker_start_up_fails_on_a_step_without_template(tmp_path):
     from worker.worker import build_worker
 
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}")
-    settings.__dict__["policy"] = parse_policy({"journeys": {
-        "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
-        "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_9"}]},
-        "welcome": {"steps": [{"delay": "1h", "template": "welcome_1", "channel": "sms"}]},
-    }})
+    settings.__dict__["policy"] = parse_policy(
+        {
+            "journeys": {
+                "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
+                "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_9"}]},
+                "welcome": {"steps": [{"delay": "1h", "template": "welcome_1", "channel": "sms"}]},
+            }
+        }
+    )
     with pytest.raises(TemplateProblem) as failure:
         build_worker(None, None, settings)  # fails before it needs a client
     assert "browse_recovery_9.txt.j2" in str(failure.value) and "welcome_1.sms.j2" in str(failure.value)
@@ -197,5 +257,6 @@ def test_money_and_utm_helpers():
     assert money(64) == "$64.00" and money(1234.5, "EUR") == "€1,234.50" and money(5, "SEK") == "5.00 SEK"
     assert money(None) == "" and money(1500, "JPY") == "¥1,500"
     assert with_utm("https://s.example/p?a=1", "email", "welcome", "welcome_1") == (
-        "https://s.example/p?a=1&utm_source=breadcrumb&utm_medium=email&utm_campaign=welcome&utm_content=welcome_1")
+        "https://s.example/p?a=1&utm_source=breadcrumb&utm_medium=email&utm_campaign=welcome&utm_content=welcome_1"
+    )
     assert with_utm("https://s.example/p?utm_source=x", "email", "w", "w1") == "https://s.example/p?utm_source=x"

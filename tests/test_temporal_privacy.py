@@ -99,8 +99,11 @@ def event_label(event: HistoryEvent, activity_types: dict[int, str]) -> str:
     if event.HasField("activity_task_scheduled_event_attributes"):
         name = event.activity_task_scheduled_event_attributes.activity_type.name
         activity_types[event.event_id] = name
-    for attributes in ("activity_task_completed_event_attributes", "activity_task_failed_event_attributes",
-                       "activity_task_started_event_attributes"):
+    for attributes in (
+        "activity_task_completed_event_attributes",
+        "activity_task_failed_event_attributes",
+        "activity_task_started_event_attributes",
+    ):
         if event.HasField(attributes):
             name = activity_types.get(getattr(event, attributes).scheduled_event_id, "")
     if event.HasField("marker_recorded_event_attributes"):
@@ -140,27 +143,59 @@ async def test_no_personal_data_in_clear_in_any_history_of_an_end_to_end_run(sta
 
     # 1. She browses and fills a cart, then identifies with every detail a shop collects.
     await browse_and_cart(stack, anon, cart, price=72.0)
-    await stack.segment("identify", {"anonymousId": anon, "messageId": mid(), "traits": {
-        "email": email, "phone": f"+1{PHONE_DIGITS}", "first_name": FIRST_NAME, "last_name": LAST_NAME}})
+    await stack.segment(
+        "identify",
+        {
+            "anonymousId": anon,
+            "messageId": mid(),
+            "traits": {"email": email, "phone": f"+1{PHONE_DIGITS}", "first_name": FIRST_NAME, "last_name": LAST_NAME},
+        },
+    )
     person = await stack.person_id(email)
     journey = await stack.journey_of(person, "cart_recovery")
     await stack.messages_until(person, lambda ms: any(m["status"] == "sent" for m in ms), "a sent cart message")
 
     # 2. On another device, as another profile with the same names: browse intent, identify.
-    await stack.segment("batch", {"batch": [
-        {"type": "track", "anonymousId": other_anon, "messageId": mid(), "event": "Product Viewed",
-         "properties": product(f"DRESS-{i}", 79.0, "Dresses")} for i in range(6)]})
-    await stack.segment("identify", {"anonymousId": other_anon, "messageId": mid(), "traits": {
-        "email": other_email, "first_name": FIRST_NAME, "last_name": LAST_NAME}})
+    await stack.segment(
+        "batch",
+        {
+            "batch": [
+                {
+                    "type": "track",
+                    "anonymousId": other_anon,
+                    "messageId": mid(),
+                    "event": "Product Viewed",
+                    "properties": product(f"DRESS-{i}", 79.0, "Dresses"),
+                }
+                for i in range(6)
+            ]
+        },
+    )
+    await stack.segment(
+        "identify",
+        {
+            "anonymousId": other_anon,
+            "messageId": mid(),
+            "traits": {"email": other_email, "first_name": FIRST_NAME, "last_name": LAST_NAME},
+        },
+    )
     other = await stack.person_id(other_email)
     await stack.journey_of(other, "browse_recovery")
 
     # 3. She buys; the shop merges her two profiles, then erases her.
-    await stack.segment("track", {"anonymousId": anon, "messageId": mid(), "event": "Order Completed",
-                                  "properties": {"order_id": order, "cart_id": cart, "revenue": 72.0}})
+    await stack.segment(
+        "track",
+        {
+            "anonymousId": anon,
+            "messageId": mid(),
+            "event": "Order Completed",
+            "properties": {"order_id": order, "cart_id": cart, "revenue": 72.0},
+        },
+    )
     await stack.journey_result(journey)
-    merged = await stack.http.post("/api/v1/merge_customers", json={
-        "primary": {"email": email}, "secondary": {"email": other_email}}, **cio)
+    merged = await stack.http.post(
+        "/api/v1/merge_customers", json={"primary": {"email": email}, "secondary": {"email": other_email}}, **cio
+    )
     assert merged.status_code == 200, merged.text
     await eventually(lambda: closed(stack, hub_id(other)), "the absorbed profile's hub to end", 30)
     erased = await stack.http.delete(f"/api/v1/customers/{email}", **cio)
@@ -202,7 +237,8 @@ async def test_no_personal_data_in_clear_in_any_history_of_an_end_to_end_run(sta
         assert result.replay_failure is None, f"{history.workflow_id}: {result.replay_failure!r}"
     hub_history = next(h for h in finished if h.workflow_id == hub_id(person))
     blind = await Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter).replay_workflow(
-        hub_history, raise_on_replay_failure=False)
+        hub_history, raise_on_replay_failure=False
+    )
     assert blind.replay_failure is not None
 
 
@@ -212,18 +248,29 @@ async def test_no_personal_data_in_any_payload_once_decrypted():
     if "end-to-end" not in RAN:
         pytest.skip("run the whole module: the end-to-end run above did not run")
     assert not DECRYPTED_FINDINGS, "payloads that still carry personal data once decrypted:\n" + "\n".join(
-        sorted({f"{f.workflow_id.split('-')[0]} {f.where.split('.')[0]}: {f.secret!r}" for f in DECRYPTED_FINDINGS}))
+        sorted({f"{f.workflow_id.split('-')[0]} {f.where.split('.')[0]}: {f.secret!r}" for f in DECRYPTED_FINDINGS})
+    )
 
 
 async def closed(stack: Stack, workflow_id: str) -> bool:
     return (await stack.client.get_workflow_handle(workflow_id).describe()).status != WorkflowExecutionStatus.RUNNING
 
 
-
 async def cli_show(stack: Stack, workflow_id: str, *codec: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        venv_binary("temporal"), "workflow", "show", "--address", stack.address, "-w", workflow_id, "-o", "json",
-        *codec, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        venv_binary("temporal"),
+        "workflow",
+        "show",
+        "--address",
+        stack.address,
+        "-w",
+        workflow_id,
+        "-o",
+        "json",
+        *codec,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     return out.decode()
@@ -232,13 +279,19 @@ async def cli_show(stack: Stack, workflow_id: str, *codec: str) -> str:
 async def test_the_temporal_cli_reads_histories_through_the_codec_endpoint(stack: Stack):
     """What an operator does: `temporal workflow show --codec-endpoint …/codec --codec-auth "Bearer …"`."""
     tag = uuid.uuid4().hex[:8]
-    await stack.segment("identify", {"anonymousId": f"anon-cli-{tag}", "messageId": mid(),
-                                     "traits": {"email": f"cli.{tag}@privacy.example"}})
+    await stack.segment(
+        "identify",
+        {"anonymousId": f"anon-cli-{tag}", "messageId": mid(), "traits": {"email": f"cli.{tag}@privacy.example"}},
+    )
     person = await stack.person_id(f"cli.{tag}@privacy.example")
     journey = await stack.journey_of(person, "welcome")
     sealed = json.loads(await cli_show(stack, journey))
-    opened = json.loads(await cli_show(stack, journey, "--codec-endpoint", f"{stack.app.url}/codec",
-                                       "--codec-auth", f"Bearer {ADMIN_TOKEN}"))
+    opened = json.loads(
+        await cli_show(
+            stack, journey, "--codec-endpoint", f"{stack.app.url}/codec", "--codec-auth", f"Bearer {ADMIN_TOKEN}"
+        )
+    )
+
     def journey_input(history: dict) -> tuple[bytes, dict | None]:
         payload = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"][0]
         encoding = base64.b64decode(payload["metadata"]["encoding"])

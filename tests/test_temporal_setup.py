@@ -23,8 +23,7 @@ NAMESPACE = "shop"
 
 
 async def _dev_server(port: int | None = None) -> WorkflowEnvironment:
-    return await WorkflowEnvironment.start_local(dev_server_existing_path=venv_binary("temporal"), ui=False,
-                                                 port=port)
+    return await WorkflowEnvironment.start_local(dev_server_existing_path=venv_binary("temporal"), ui=False, port=port)
 
 
 async def test_registration_waits_for_a_late_server_and_a_late_namespace(caplog):
@@ -41,12 +40,14 @@ async def test_registration_waits_for_a_late_server_and_a_late_namespace(caplog)
     try:
         await asyncio.sleep(1.5)
         assert not registering.done(), "registered in a namespace that does not exist"
-        await server.client.workflow_service.register_namespace(RegisterNamespaceRequest(
-            namespace=NAMESPACE, workflow_execution_retention_period=Duration(seconds=86400)))
+        await server.client.workflow_service.register_namespace(
+            RegisterNamespaceRequest(namespace=NAMESPACE, workflow_execution_retention_period=Duration(seconds=86400))
+        )
         added = await asyncio.wait_for(registering, 30)
         assert added == sorted(key.name for key in search.ALL)
         listed = await server.client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=NAMESPACE))
+            ListSearchAttributesRequest(namespace=NAMESPACE)
+        )
         assert {key.name for key in search.ALL} <= set(listed.custom_attributes)
         assert await register_search_attributes(client) == [], "a second run finds them registered"
     finally:

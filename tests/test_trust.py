@@ -25,8 +25,14 @@ VICTIM_EMAIL, VICTIM_PHONE, ATTACKER_PHONE = "victim@example.com", "+14155550100
 
 
 def shop_settings(url: str):
-    return settings_for(url, shop_url=SHOP_URL, link_hosts=["cdn.glow.example"], identity_secret=IDENTITY_SECRET,
-                        public_base_url="https://crumbs.glow.example", shop_name="Glow")
+    return settings_for(
+        url,
+        shop_url=SHOP_URL,
+        link_hosts=["cdn.glow.example"],
+        identity_secret=IDENTITY_SECRET,
+        public_base_url="https://crumbs.glow.example",
+        shop_name="Glow",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +76,22 @@ def user_hash(identity: str, secret: str = IDENTITY_SECRET) -> str:
 
 def known_victim(shop: Api) -> dict:
     """The shop's server knows the victim: email, phone, SMS consent, unsubscribed from email."""
-    call(shop, "identify", {"userId": "victim-1", "anonymousId": "victim-laptop",
-                            "traits": {"email": VICTIM_EMAIL, "phone": VICTIM_PHONE, "sms_consent": True,
-                                       "unsubscribed": True, "first_name": "Vic"}}, server=True)
+    call(
+        shop,
+        "identify",
+        {
+            "userId": "victim-1",
+            "anonymousId": "victim-laptop",
+            "traits": {
+                "email": VICTIM_EMAIL,
+                "phone": VICTIM_PHONE,
+                "sms_consent": True,
+                "unsubscribed": True,
+                "first_name": "Vic",
+            },
+        },
+        server=True,
+    )
     return shop.person(email=VICTIM_EMAIL)
 
 
@@ -81,10 +100,21 @@ def known_victim(shop: Api) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 ATTACKS = [
-    ("identify", {"anonymousId": "evil-dev", "traits": {"email": VICTIM_EMAIL, "phone": ATTACKER_PHONE,
-                                                        "sms_consent": True, "unsubscribed": False}}),
-    ("track", {"anonymousId": "evil-dev", "event": "SMS Captured",
-               "properties": {"email": VICTIM_EMAIL, "phone": ATTACKER_PHONE, "unsubscribed": False}}),
+    (
+        "identify",
+        {
+            "anonymousId": "evil-dev",
+            "traits": {"email": VICTIM_EMAIL, "phone": ATTACKER_PHONE, "sms_consent": True, "unsubscribed": False},
+        },
+    ),
+    (
+        "track",
+        {
+            "anonymousId": "evil-dev",
+            "event": "SMS Captured",
+            "properties": {"email": VICTIM_EMAIL, "phone": ATTACKER_PHONE, "unsubscribed": False},
+        },
+    ),
     ("identify", {"anonymousId": "evil-dev", "userId": "evil-login", "traits": {"email": VICTIM_EMAIL}}),
 ]
 
@@ -116,8 +146,12 @@ def test_browser_key_claims_the_device_but_never_redirects_mail_or_changes_conse
 
 def test_browser_key_events_stay_client_events(shop, db):
     known_victim(shop)
-    body = {"userId": "victim-1", "event": "Order Completed", "properties": {"order_id": "o-1", "revenue": 10},
-            "context": {"source": "server", "library": {"name": "analytics-python"}}}
+    body = {
+        "userId": "victim-1",
+        "event": "Order Completed",
+        "properties": {"order_id": "o-1", "revenue": 10},
+        "context": {"source": "server", "library": {"name": "analytics-python"}},
+    }
     browser, server = call(shop, "track", {**body}), call(shop, "track", {**body}, server=True)
     sources = dict(db.rows("SELECT message_id, source FROM events WHERE message_id IN (:a, :b)", a=browser, b=server))
     assert sources == {browser: "client", server: "server"}
@@ -127,16 +161,25 @@ def test_browser_key_events_stay_client_events(shop, db):
 # Two known people in one identify; merges
 # ---------------------------------------------------------------------------------------------
 
+
 def test_identify_naming_two_known_people_is_a_conflict_and_copies_nothing(shop, db):
     call(shop, "identify", {"userId": "a-1", "anonymousId": "a-dev", "traits": {"email": "a@example.com"}}, server=True)
-    call(shop, "identify", {"userId": "b-1", "anonymousId": "b-dev", "traits": {"email": "b@example.com",
-                                                                                  "phone": VICTIM_PHONE}}, server=True)
+    call(
+        shop,
+        "identify",
+        {"userId": "b-1", "anonymousId": "b-dev", "traits": {"email": "b@example.com", "phone": VICTIM_PHONE}},
+        server=True,
+    )
     a, b = shop.person(user_id="a-1"), shop.person(user_id="b-1")
 
     for server in (False, True):  # a conflict whoever sends it: only an explicit merge joins two people
-        message_id = call(shop, "identify", {"userId": "a-1", "traits": {"email": "b@example.com",
-                                                                        "phone": ATTACKER_PHONE}},
-                          server=server, rejected=1)
+        message_id = call(
+            shop,
+            "identify",
+            {"userId": "a-1", "traits": {"email": "b@example.com", "phone": ATTACKER_PHONE}},
+            server=server,
+            rejected=1,
+        )
         said = reasons(db, message_id)
         assert "names 2 known people: nothing merged or copied" in said
         assert "phone not added: the identify names two known people" in said
@@ -150,7 +193,8 @@ def test_identify_naming_two_known_people_is_a_conflict_and_copies_nothing(shop,
     assert conflicts.status_code == 200
     rows = conflicts.json()
     assert [(c["kind"], c["claimant_person_id"], c["owner_person_id"], c["identifiers"]) for c in rows] == [
-        ("identifiers", a["person_id"], b["person_id"], {"user_id": a["person_id"], "email": b["person_id"]})] * 2
+        ("identifiers", a["person_id"], b["person_id"], {"user_id": a["person_id"], "email": b["person_id"]})
+    ] * 2
     assert all(c["message_id"] for c in rows)
     page = shop.admin("conflicts", limit=1, offset=1).json()
     assert [c["id"] for c in page] == [rows[1]["id"]]
@@ -179,27 +223,47 @@ def test_browser_alias_may_claim_a_device_but_not_rename_a_known_person(shop, db
 # user_hash
 # ---------------------------------------------------------------------------------------------
 
+
 def test_verified_user_hash_makes_a_browser_identify_trusted(shop, db):
     known_victim(shop)
-    message_id = call(shop, "identify", {"userId": "victim-1", "anonymousId": "victim-phone",
-                                         "traits": {"phone": ATTACKER_PHONE, "unsubscribed": False,
-                                                    "user_hash": user_hash("victim-1")}})
+    message_id = call(
+        shop,
+        "identify",
+        {
+            "userId": "victim-1",
+            "anonymousId": "victim-phone",
+            "traits": {"phone": ATTACKER_PHONE, "unsubscribed": False, "user_hash": user_hash("victim-1")},
+        },
+    )
     person = shop.person(user_id="victim-1")
     assert sorted(person["phones"]) == sorted([VICTIM_PHONE, ATTACKER_PHONE]) and person["email_unsubscribed"] is False
     assert "user_hash" not in person["traits"]
     stored = db.rows("SELECT properties, context FROM events WHERE message_id = :m", m=message_id)
     assert "user_hash" not in str(stored)  # it vouches for a person: not kept
     # By email, as `context.user_hash`, when the storefront has no user id.
-    call(shop, "identify", {"anonymousId": "victim-tablet", "traits": {"email": " Victim@Example.com ", "sms_consent": False},
-                            "context": {"user_hash": user_hash(VICTIM_EMAIL)}})
+    call(
+        shop,
+        "identify",
+        {
+            "anonymousId": "victim-tablet",
+            "traits": {"email": " Victim@Example.com ", "sms_consent": False},
+            "context": {"user_hash": user_hash(VICTIM_EMAIL)},
+        },
+    )
     assert shop.person(email=VICTIM_EMAIL)["sms_consent"] is False
 
 
 def test_forged_user_hash_is_refused_and_said(shop, db):
     known_victim(shop)
-    forged = {"userId": "victim-1", "anonymousId": "evil-dev",
-              "traits": {"phone": ATTACKER_PHONE, "unsubscribed": False,
-                         "user_hash": user_hash("victim-1", secret="guessed")}}
+    forged = {
+        "userId": "victim-1",
+        "anonymousId": "evil-dev",
+        "traits": {
+            "phone": ATTACKER_PHONE,
+            "unsubscribed": False,
+            "user_hash": user_hash("victim-1", secret="guessed"),
+        },
+    }
     message_id = call(shop, "identify", forged, rejected=1)
     said = reasons(db, message_id)
     assert "user_hash refused: it does not match the userId" in said
@@ -213,38 +277,113 @@ def test_forged_user_hash_is_refused_and_said(shop, db):
 # Links
 # ---------------------------------------------------------------------------------------------
 
+
 def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
     now = datetime.now(UTC)
-    call(shop, "track", {"anonymousId": "cart-dev", "event": "Product Viewed", "timestamp": iso(now - timedelta(hours=2)),
-                         "properties": {"sku": "SER", "name": "Night Serum", "price": 64,
-                                        "url": f"{SHOP_URL}/products/ser", "image_url": "https://cdn.glow.example/ser.jpg"}})
-    call(shop, "track", {"anonymousId": "cart-dev", "event": "Added to Cart", "timestamp": iso(now - timedelta(hours=1)),
-                         "properties": {"sku": "SER", "name": "Night Serum", "price": 64, "quantity": 1, "cart_id": "c1",
-                                        "url": "https://evil.example/ser", "image_url": "https://evil.example/ser.jpg",
-                                        "checkout_url": "https://evil.example/pay"}})
-    call(shop, "track", {"anonymousId": "cart-dev", "event": "Added to Cart", "timestamp": iso(now - timedelta(minutes=50)),
-                         "properties": {"sku": "MASK", "name": "Calm Mask", "price": 30, "quantity": 1, "cart_id": "c1",
-                                        "url": "https://glow.example.evil.example/mask",
-                                        "image_url": "javascript:alert(1)"}})
-    call(shop, "track", {"anonymousId": "cart-dev", "event": "Checkout Started", "timestamp": iso(now - timedelta(minutes=40)),
-                         "properties": {"cart_id": "c1", "value": 94, "cart_url": "//evil.example/cart", "products": [
-                             {"sku": "SER", "name": "Night Serum", "price": 64, "quantity": 1,
-                              "image_url": "https://evil.example/ser.jpg"},
-                             {"sku": "MASK", "name": "Calm Mask", "price": 30, "quantity": 1,
-                              "url": "https://evil.example/mask"}]}})
+    call(
+        shop,
+        "track",
+        {
+            "anonymousId": "cart-dev",
+            "event": "Product Viewed",
+            "timestamp": iso(now - timedelta(hours=2)),
+            "properties": {
+                "sku": "SER",
+                "name": "Night Serum",
+                "price": 64,
+                "url": f"{SHOP_URL}/products/ser",
+                "image_url": "https://cdn.glow.example/ser.jpg",
+            },
+        },
+    )
+    call(
+        shop,
+        "track",
+        {
+            "anonymousId": "cart-dev",
+            "event": "Added to Cart",
+            "timestamp": iso(now - timedelta(hours=1)),
+            "properties": {
+                "sku": "SER",
+                "name": "Night Serum",
+                "price": 64,
+                "quantity": 1,
+                "cart_id": "c1",
+                "url": "https://evil.example/ser",
+                "image_url": "https://evil.example/ser.jpg",
+                "checkout_url": "https://evil.example/pay",
+            },
+        },
+    )
+    call(
+        shop,
+        "track",
+        {
+            "anonymousId": "cart-dev",
+            "event": "Added to Cart",
+            "timestamp": iso(now - timedelta(minutes=50)),
+            "properties": {
+                "sku": "MASK",
+                "name": "Calm Mask",
+                "price": 30,
+                "quantity": 1,
+                "cart_id": "c1",
+                "url": "https://glow.example.evil.example/mask",
+                "image_url": "javascript:alert(1)",
+            },
+        },
+    )
+    call(
+        shop,
+        "track",
+        {
+            "anonymousId": "cart-dev",
+            "event": "Checkout Started",
+            "timestamp": iso(now - timedelta(minutes=40)),
+            "properties": {
+                "cart_id": "c1",
+                "value": 94,
+                "cart_url": "//evil.example/cart",
+                "products": [
+                    {
+                        "sku": "SER",
+                        "name": "Night Serum",
+                        "price": 64,
+                        "quantity": 1,
+                        "image_url": "https://evil.example/ser.jpg",
+                    },
+                    {
+                        "sku": "MASK",
+                        "name": "Calm Mask",
+                        "price": 30,
+                        "quantity": 1,
+                        "url": "https://evil.example/mask",
+                    },
+                ],
+            },
+        },
+    )
     call(shop, "identify", {"anonymousId": "cart-dev", "traits": {"email": "cart@example.com", "first_name": "Cy"}})
     person_id = shop.person(email="cart@example.com")["person_id"]
 
     catalog = {p["sku"]: p for p in shop.admin("catalog").json()}
-    assert (catalog["SER"]["url"], catalog["SER"]["image_url"]) == (f"{SHOP_URL}/products/ser",
-                                                                    "https://cdn.glow.example/ser.jpg")
+    assert (catalog["SER"]["url"], catalog["SER"]["image_url"]) == (
+        f"{SHOP_URL}/products/ser",
+        "https://cdn.glow.example/ser.jpg",
+    )
     assert (catalog["MASK"]["url"], catalog["MASK"]["image_url"]) == (None, None)
     tracking = shop.admin("reports/tracking").json()["flagged"]
     assert tracking["foreign_links"] == 3
-    assert [(e["event"], e["foreign_links"]) for e in tracking["by_event"]] == [("Added to Cart", 2),
-                                                                              ("Checkout Started", 1)]
-    flags = [str(f) for (f,) in db.rows("SELECT flags FROM events WHERE name IN ('Added to Cart', 'Checkout Started') "
-                                        "ORDER BY timestamp")]
+    assert [(e["event"], e["foreign_links"]) for e in tracking["by_event"]] == [
+        ("Added to Cart", 2),
+        ("Checkout Started", 1),
+    ]
+    flags = [
+        str(f)
+        for (f,) in db.rows(
+            "SELECT flags FROM events WHERE name IN ('Added to Cart', 'Checkout Started') ORDER BY timestamp"
+        )
+    ]
     assert "checkout_url" in flags[0] and "image_url" in flags[1] and "javascript" in flags[1]
     assert all(key in flags[2] for key in ("cart_url", "products[0].image_url", "products[1].url"))
     stored = db.rows("SELECT properties FROM events WHERE person_id = :p", p=person_id)
@@ -252,8 +391,16 @@ def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
 
     settings = shop_settings(db.url)
     activities = StoreActivities(db.engine, channels=channels_from_settings(settings), settings=settings)
-    send = SendInput(workflow_id=f"cart_recovery-{person_id}-1", person_id=person_id, route="cart_recovery", step=1,
-                     template="cart_recovery_1", channel="email", cart_id="c1", at=datetime.now(UTC))
+    send = SendInput(
+        workflow_id=f"cart_recovery-{person_id}-1",
+        person_id=person_id,
+        route="cart_recovery",
+        step=1,
+        template="cart_recovery_1",
+        channel="email",
+        cart_id="c1",
+        at=datetime.now(UTC),
+    )
     result = activities.send_step(send)
     assert result.status == "sent", result.reason
     subject, body, html = db.rows("SELECT subject, body, html FROM messages WHERE id = :i", i=result.message_id)[0]
@@ -269,10 +416,19 @@ def test_foreign_links_never_reach_the_catalog_or_a_rendered_message(shop, db):
 # Clocks
 # ---------------------------------------------------------------------------------------------
 
+
 def test_future_timestamps_are_clamped_and_cannot_pin_the_catalog(shop, db):
     future = "2099-01-01T00:00:00+00:00"
-    pinned = call(shop, "track", {"anonymousId": "clock-dev", "event": "Product Viewed", "timestamp": future,
-                                  "properties": {"sku": "CLK", "name": "Planted name", "price": 1}})
+    pinned = call(
+        shop,
+        "track",
+        {
+            "anonymousId": "clock-dev",
+            "event": "Product Viewed",
+            "timestamp": future,
+            "properties": {"sku": "CLK", "name": "Planted name", "price": 1},
+        },
+    )
     near = datetime.now(UTC) + timedelta(seconds=90)  # inside the allowed skew: kept as sent
     kept = call(shop, "track", {"anonymousId": "clock-dev", "event": "Page Viewed", "timestamp": iso(near)})
     rows = {m: (t, f) for m, t, f in db.rows("SELECT message_id, timestamp, flags FROM events")}
@@ -283,12 +439,28 @@ def test_future_timestamps_are_clamped_and_cannot_pin_the_catalog(shop, db):
     assert "timestamp_clamped" not in str(rows[kept][1])
 
     # A server's timestamp is kept as sent, yet the catalog counts it as seen when it arrived.
-    server = call(shop, "track", {"userId": "backend", "event": "Product Viewed", "timestamp": future,
-                                  "properties": {"sku": "CLK", "name": "Server's future name", "price": 2}}, server=True)
+    server = call(
+        shop,
+        "track",
+        {
+            "userId": "backend",
+            "event": "Product Viewed",
+            "timestamp": future,
+            "properties": {"sku": "CLK", "name": "Server's future name", "price": 2},
+        },
+        server=True,
+    )
     assert "2099" in str(db.scalar("SELECT timestamp FROM events WHERE message_id = :m", m=server))
 
-    call(shop, "track", {"anonymousId": "real-dev", "event": "Product Viewed",
-                         "properties": {"sku": "CLK", "name": "Real name", "price": 42}})
+    call(
+        shop,
+        "track",
+        {
+            "anonymousId": "real-dev",
+            "event": "Product Viewed",
+            "properties": {"sku": "CLK", "name": "Real name", "price": 42},
+        },
+    )
     [product] = shop.admin("catalog", sku="CLK").json()
     assert (product["name"], product["price"]) == ("Real name", 42)
     assert shop.admin("reports/tracking").json()["flagged"]["timestamp_clamped"] == 1
@@ -301,16 +473,39 @@ def test_rendering_shows_no_foreign_link_whatever_the_store_holds():
     from activities.store_activities import _resume_url
     from journeys.history import HistoryEvent
 
-    item = {"sku": "SER", "variant": None, "name": "Night Serum", "category": None, "price": 64.0, "currency": "USD",
-            "quantity": 1, "image_url": "https://evil.example/x.jpg", "url": "https://evil.example/ser", "in_stock": True}
-    planted = HistoryEvent(name="Added to Cart", timestamp=datetime.now(UTC), cart_id="c1",
-                           properties={"cart_id": "c1", "checkout_url": "https://evil.example/pay"})
+    item = {
+        "sku": "SER",
+        "variant": None,
+        "name": "Night Serum",
+        "category": None,
+        "price": 64.0,
+        "currency": "USD",
+        "quantity": 1,
+        "image_url": "https://evil.example/x.jpg",
+        "url": "https://evil.example/ser",
+        "in_stock": True,
+    }
+    planted = HistoryEvent(
+        name="Added to Cart",
+        timestamp=datetime.now(UTC),
+        cart_id="c1",
+        properties={"cart_id": "c1", "checkout_url": "https://evil.example/pay"},
+    )
     resume = _resume_url([planted], None, SHOP_URL, ("cdn.glow.example",))
     assert resume == f"{SHOP_URL}/cart"
-    context = {"journey": "cart_recovery", "step": 1, "first_name": "Ada", "items": [item], "cart_value": 64.0,
-               "category": None, "picks": [item], "currency": "USD", "resume_url": "https://evil.example/pay",
-               "unsubscribe_url": "https://crumbs.glow.example/u/T",
-               "shop": {"name": "Glow", "url": SHOP_URL, "address": "1 Market St"}}
+    context = {
+        "journey": "cart_recovery",
+        "step": 1,
+        "first_name": "Ada",
+        "items": [item],
+        "cart_value": 64.0,
+        "category": None,
+        "picks": [item],
+        "currency": "USD",
+        "resume_url": "https://evil.example/pay",
+        "unsubscribe_url": "https://crumbs.glow.example/u/T",
+        "shop": {"name": "Glow", "url": SHOP_URL, "address": "1 Market St"},
+    }
     rendered = Renderer(link_hosts=["cdn.glow.example"]).render("cart_recovery_1", "email", context)
     assert "evil" not in rendered.subject + rendered.text + rendered.html
     assert "Night Serum" in rendered.text and f"{SHOP_URL}?utm_source=breadcrumb" in rendered.text

@@ -71,7 +71,7 @@ def test_get_link_changes_nothing_and_its_confirm_button_unsubscribes_that_perso
     for who in ("ann@example.com", "ben@example.com"):
         assert api.segment("identify", {"anonymousId": who, "traits": {"email": who}}).status_code == 200
     ann = person_id(api, "ann@example.com")
-    token = make_token(KEY, ann, 'email', 'msg-1')
+    token = make_token(KEY, ann, "email", "msg-1")
     for _ in range(3):  # a mail scanner, a link preview, the person: none of them unsubscribes by looking
         page = api.http.get(f"/u/{token}")
         assert page.status_code == 200 and page.headers["cache-control"] == "no-store"
@@ -110,8 +110,11 @@ def test_forged_and_cross_person_tokens_are_refused(api):
 def test_one_click_post_and_resubscribe(api):
     api.segment("identify", {"anonymousId": "eve", "traits": {"email": "eve@example.com"}})
     token = make_token(KEY, person_id(api, "eve@example.com"), "email")
-    response = api.http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click",
-                             headers={"content-type": "application/x-www-form-urlencoded"})
+    response = api.http.post(
+        f"/u/{token}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 200 and response.text == "unsubscribed"
     assert not subscribed(api, "eve@example.com")
     back = api.http.post(f"/u/{token}/resubscribe")
@@ -125,8 +128,10 @@ def test_a_valid_token_for_a_deleted_person_changes_nothing(api):
 
 
 def test_sms_link_withdraws_sms_consent(api):
-    api.server("identify", {"anonymousId": "fay", "traits": {"email": "fay@example.com", "phone": "+14155550199",
-                                                              "sms_consent": True}})
+    api.server(
+        "identify",
+        {"anonymousId": "fay", "traits": {"email": "fay@example.com", "phone": "+14155550199", "sms_consent": True}},
+    )
     assert api.person(email="fay@example.com")["sms_consent"] is True
     token = make_token(KEY, person_id(api, "fay@example.com"), "sms")
     assert confirm_link(api, token).status_code == 200
@@ -138,18 +143,32 @@ def test_sms_link_withdraws_sms_consent(api):
 
 
 async def test_link_from_a_delivered_email_unsubscribes_and_the_next_step_is_skipped(env, api, served, db):
-    policy = parse_policy({
-        "min_hours_between_messages": 0, "quiet_hours": {"enabled": False}, "hub_idle_timeout": "1h",
-        "journeys": {
-            "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
-            "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
-            "welcome": {"steps": [{"delay": "5m", "template": "welcome_1"}, {"delay": "1d", "template": "welcome_2"},
-                                  {"delay": "1d", "template": "welcome_3"}]},
-        },
-    })
+    policy = parse_policy(
+        {
+            "min_hours_between_messages": 0,
+            "quiet_hours": {"enabled": False},
+            "hub_idle_timeout": "1h",
+            "journeys": {
+                "cart_recovery": {"steps": [{"delay": "1h", "template": "cart_recovery_1"}]},
+                "browse_recovery": {"steps": [{"delay": "1h", "template": "browse_recovery_1"}]},
+                "welcome": {
+                    "steps": [
+                        {"delay": "5m", "template": "welcome_1"},
+                        {"delay": "1d", "template": "welcome_2"},
+                        {"delay": "1d", "template": "welcome_3"},
+                    ]
+                },
+            },
+        }
+    )
     smtp = SmtpServer(free_port()).start()
-    settings = settings_for(db.url, smtp_url=f"smtp://127.0.0.1:{smtp.port}", smtp_from="Shop <hi@shop.example>",
-                            public_base_url=served.url, shop_url="https://shop.example")
+    settings = settings_for(
+        db.url,
+        smtp_url=f"smtp://127.0.0.1:{smtp.port}",
+        smtp_from="Shop <hi@shop.example>",
+        public_base_url=served.url,
+        shop_url="https://shop.example",
+    )
     settings.__dict__["policy"] = policy
     try:
         async with build_worker(env.client, db.engine, settings):
@@ -190,8 +209,9 @@ def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db)
     activities = StoreActivities(db.engine, settings=settings_for(db.url))
 
     def check(email: str):
-        return activities.check_before_send(SendCheckInput(person_id=person_id(api, email), route="welcome",
-                                                           channel="email"))
+        return activities.check_before_send(
+            SendCheckInput(person_id=person_id(api, email), route="welcome", channel="email")
+        )
 
     gus, hal = check("gus@example.com"), check("hal@example.com")
     assert gus.channel_blocked == "unsubscribed from email" and gus.suppressed is None
@@ -202,6 +222,7 @@ def test_segment_unsubscribed_trait_and_customerio_suppress_block_sends(api, db)
 
 # --- merges, rotation, and suppression that outlives deletion (issue 13) -----------------------
 
+
 def _message_for(db, person: str) -> str:
     """A message sent to `person` (what their unsubscribe link names)."""
     from sqlmodel import Session
@@ -210,9 +231,22 @@ def _message_for(db, person: str) -> str:
 
     message_id = str(uuid.uuid4())
     with Session(db.engine) as session:
-        session.add(Message(id=message_id, person_id=person, workflow_id=f"welcome-{person}", journey="welcome",
-                            step=1, template="welcome_1", channel="email", recipient="-", status="sent",
-                            idempotency_key=f"welcome-{person}:1", created_at=utcnow(), sent_at=utcnow()))
+        session.add(
+            Message(
+                id=message_id,
+                person_id=person,
+                workflow_id=f"welcome-{person}",
+                journey="welcome",
+                step=1,
+                template="welcome_1",
+                channel="email",
+                recipient="-",
+                status="sent",
+                idempotency_key=f"welcome-{person}:1",
+                created_at=utcnow(),
+                sent_at=utcnow(),
+            )
+        )
         session.commit()
     return message_id
 
@@ -222,16 +256,22 @@ def test_a_link_mailed_before_a_merge_unsubscribes_the_survivor(api, db):
     api.segment("identify", {"anonymousId": "kim-phone", "traits": {"email": "kim.old@example.com"}})
     absorbed = person_id(api, "kim.old@example.com")
     token = make_token(KEY, absorbed, "email", _message_for(db, absorbed))
-    merged = api.cio("POST", "merge_customers", {"primary": {"email": "kim@example.com"},
-                                                 "secondary": {"email": "kim.old@example.com"}})
+    merged = api.cio(
+        "POST",
+        "merge_customers",
+        {"primary": {"email": "kim@example.com"}, "secondary": {"email": "kim.old@example.com"}},
+    )
     assert merged.status_code == 200
     survivor = person_id(api, "kim@example.com")
     assert survivor != absorbed and api.admin(f"people/{absorbed}").status_code == 404
 
     assert subscribed(api, "kim@example.com")
     assert api.http.get(f"/u/{token}").status_code == 200 and subscribed(api, "kim@example.com")
-    response = api.http.post(f"/u/{token}", content=b"List-Unsubscribe=One-Click",
-                             headers={"content-type": "application/x-www-form-urlencoded"})
+    response = api.http.post(
+        f"/u/{token}",
+        content=b"List-Unsubscribe=One-Click",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert response.status_code == 200 and response.text == "unsubscribed"
     assert not subscribed(api, "kim@example.com")
     # A link that names only the absorbed person (no message) has nobody left to unsubscribe.
@@ -252,22 +292,38 @@ def test_real_delivery_without_an_unsubscribe_secret_refuses_to_start(tmp_path):
     from activities.channels import DeliveryConfigError, channels_from_settings
     from api.app import create_app
 
-    settings = settings_for(f"sqlite:///{tmp_path / 'x.db'}", unsubscribe_secret=[], smtp_url="smtp://127.0.0.1:2525",
-                            smtp_from="Shop <hi@shop.example>", public_base_url="https://crumbs.example",
-                            shop_url="https://shop.example", admin_token="an-admin-token")
+    settings = settings_for(
+        f"sqlite:///{tmp_path / 'x.db'}",
+        unsubscribe_secret=[],
+        smtp_url="smtp://127.0.0.1:2525",
+        smtp_from="Shop <hi@shop.example>",
+        public_base_url="https://crumbs.example",
+        shop_url="https://shop.example",
+        admin_token="an-admin-token",
+    )
     for start in (create_app, channels_from_settings):
         with pytest.raises(DeliveryConfigError, match="BREADCRUMB_UNSUBSCRIBE_SECRET"):
             start(settings)
     # As an operator sees it: one line naming the variable, no traceback.
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")},
-           "BREADCRUMB_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "BREADCRUMB_SMTP_URL": "smtp://127.0.0.1:2525",
-           "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>", "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS}
-    done = subprocess.run([venv_binary("breadcrumb"), "api", "--port", str(free_port())], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BREADCRUMB_")},
+        "BREADCRUMB_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "BREADCRUMB_SMTP_URL": "smtp://127.0.0.1:2525",
+        "BREADCRUMB_SMTP_FROM": "Shop <hi@shop.example>",
+        "BREADCRUMB_PAYLOAD_KEYS": PAYLOAD_KEYS,
+    }
+    done = subprocess.run(
+        [venv_binary("breadcrumb"), "api", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         "breadcrumb api: BREADCRUMB_UNSUBSCRIBE_SECRET is required with real delivery (SMTP_URL or SMS_WEBHOOK_URL): "
-        "it verifies the unsubscribe links in sent messages"]
+        "it verifies the unsubscribe links in sent messages"
+    ]
 
 
 def _check(db, person: str, channel: str = "email"):
@@ -298,10 +354,14 @@ def test_unsubscribed_then_deleted_then_back_through_a_server_event_gets_no_mess
 
 
 def test_a_suppressed_persons_phone_stays_suppressed_after_deletion(api, db):
-    api.segment("identify", {"userId": "ned", "traits": {"email": "ned@example.com", "phone": "+14155550142",
-                                                         "sms_consent": True}})
+    api.segment(
+        "identify",
+        {"userId": "ned", "traits": {"email": "ned@example.com", "phone": "+14155550142", "sms_consent": True}},
+    )
     assert api.cio("POST", "customers/ned@example.com/suppress").status_code == 200
     assert api.cio("DELETE", "customers/ned@example.com").status_code == 200
     api.segment("identify", {"userId": "ned-2", "traits": {"phone": "+1 415 555 0142", "sms_consent": True}})
     back = api.admin("people", phone="+14155550142").json()["person_id"]
-    assert _check(db, back, "sms").suppressed == "phone on the suppression list (suppressed before their data was deleted)"
+    assert (
+        _check(db, back, "sms").suppressed == "phone on the suppression list (suppressed before their data was deleted)"
+    )

@@ -40,14 +40,61 @@ FINAL = {"completed", "exited", "decided", "failed", "cancelled", "terminated", 
 DEMO_WAIT = 90.0  # seconds `breadcrumb demo` waits for the journeys by default
 Buys = Literal["never", "at_checkout", "after_first_message"]
 
-FIRST_NAMES = ("Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Tim", "Radia", "Edsger", "Barbara",
-               "Donald", "Frances", "Ken", "Hedy", "Dennis", "Sophie", "Guido", "Annie", "Niklaus", "Joan")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Johnson", "Torvalds", "Hamilton", "Berners-Lee", "Perlman",
-              "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Lamarr", "Ritchie", "Wilson", "van Rossum",
-              "Easley", "Wirth", "Clarke")
-TIMEZONES = ("America/New_York", "America/Chicago", "America/Los_Angeles", "Europe/London", "Europe/Berlin",
-             "Australia/Sydney")
-LAPTOP_UA = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+FIRST_NAMES = (
+    "Ada",
+    "Grace",
+    "Alan",
+    "Katherine",
+    "Linus",
+    "Margaret",
+    "Tim",
+    "Radia",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Ken",
+    "Hedy",
+    "Dennis",
+    "Sophie",
+    "Guido",
+    "Annie",
+    "Niklaus",
+    "Joan",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Johnson",
+    "Torvalds",
+    "Hamilton",
+    "Berners-Lee",
+    "Perlman",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Lamarr",
+    "Ritchie",
+    "Wilson",
+    "van Rossum",
+    "Easley",
+    "Wirth",
+    "Clarke",
+)
+TIMEZONES = (
+    "America/New_York",
+    "America/Chicago",
+    "America/Los_Angeles",
+    "Europe/London",
+    "Europe/Berlin",
+    "Australia/Sydney",
+)
+LAPTOP_UA = (
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"
+)
 PHONE_UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
 BROWSER_LIBRARY = {"name": "breadcrumb.js", "version": "1.0.0"}
 SERVER_LIBRARY = {"name": "analytics-python", "version": "2.3.3"}
@@ -72,7 +119,9 @@ class Persona:
 
 
 PERSONAS = (
-    Persona("two_devices", "browses on a laptop, fills a cart on the phone, email in the pop-up", "cart_recovery", (3, 3)),
+    Persona(
+        "two_devices", "browses on a laptop, fills a cart on the phone, email in the pop-up", "cart_recovery", (3, 3)
+    ),
     Persona("checkout", "fills a cart, types an email at checkout, never pays", "cart_recovery", (3, 3)),
     Persona("researcher", "reads five products and takes the skin quiz, then signs up", "browse_recovery", (2, 2)),
     Persona("newsletter", "signs up for the newsletter on a first visit", "welcome", (3, 3)),
@@ -80,8 +129,13 @@ PERSONAS = (
     # The order lands right after the checkout email: the hub either sees it before routing (no
     # journey) or starts a cart recovery that exits before its first message.
     Persona("buyer", "checks out and pays straight away", "none", (0, 0), buys="at_checkout", also=("cart_recovery",)),
-    Persona("comes_back", "creates an account with a full cart, buys after the first reminder", "cart_recovery", (1, 2),
-            buys="after_first_message"),
+    Persona(
+        "comes_back",
+        "creates an account with a full cart, buys after the first reminder",
+        "cart_recovery",
+        (1, 2),
+        buys="after_first_message",
+    ),
 )
 PERSONA_BY_KEY = {p.key: p for p in PERSONAS}
 
@@ -146,16 +200,25 @@ class _Session:
         }
 
     def _add(self, kind: str, device: int, body: dict, path: str = PREFIX, title: str = "Fern & Field") -> None:
-        body = {"messageId": self._uuid(), "anonymousId": self.shopper.devices[device],
-                "context": self._context(device, path, title), **body}
+        body = {
+            "messageId": self._uuid(),
+            "anonymousId": self.shopper.devices[device],
+            "context": self._context(device, path, title),
+            **body,
+        }
         if self.shopper.user_id and kind != "identify":
             body["userId"] = self.shopper.user_id
         self.shopper.calls.append(Call(f"/v1/{kind}", body, self.clock))
         self.later(25, 90)
 
     def page(self, device: int, path: str, title: str) -> None:
-        self._add("page", device, {"name": title, "properties": {"path": path, "title": title,
-                                                               "url": f"https://shop.example.com{path}"}}, path, title)
+        self._add(
+            "page",
+            device,
+            {"name": title, "properties": {"path": path, "title": title, "url": f"https://shop.example.com{path}"}},
+            path,
+            title,
+        )
 
     def home(self, device: int) -> None:
         self.page(device, PREFIX, "Home")
@@ -165,19 +228,34 @@ class _Session:
         path = f"{PREFIX}/collections/{slug}"
         self.page(device, path, found.name)
         products = [p.properties() for p in CATALOG if p.category == slug]
-        self._add("track", device, {"event": "Product List Viewed",  # Segment's name; an alias of Collection Viewed
-                                    "properties": {"list_id": slug, "category": found.name, "products": products,
-                                                   "url": f"https://shop.example.com{path}"}},
-                  path, found.name)
+        self._add(
+            "track",
+            device,
+            {
+                "event": "Product List Viewed",  # Segment's name; an alias of Collection Viewed
+                "properties": {
+                    "list_id": slug,
+                    "category": found.name,
+                    "products": products,
+                    "url": f"https://shop.example.com{path}",
+                },
+            },
+            path,
+            found.name,
+        )
 
     def product(self, device: int, product: Product, size_guide: bool = False) -> None:
         path = f"{PREFIX}/products/{product.sku}"
         self.page(device, path, product.name)
         self._add("track", device, {"event": "Product Viewed", "properties": product.properties()}, path, product.name)
         if size_guide:
-            self._add("track", device, {"event": "Size Guide Viewed",
-                                        "properties": {"sku": product.sku, "category": product.category}},
-                      path, product.name)
+            self._add(
+                "track",
+                device,
+                {"event": "Size Guide Viewed", "properties": {"sku": product.sku, "category": product.category}},
+                path,
+                product.name,
+            )
 
     def add_to_cart(self, device: int, product: Product, quantity: int = 1) -> None:
         shopper = self.shopper
@@ -185,18 +263,42 @@ class _Session:
             shopper.cart_id = "cart-" + self._uuid()[:13]
         shopper.cart.append((product, quantity))
         path = f"{PREFIX}/products/{product.sku}"
-        self._add("track", device, {"event": "Added to Cart", "properties": {
-            **product.properties(), "cart_id": shopper.cart_id, "quantity": quantity, "value": shopper.cart_value,
-        }}, path, product.name)
+        self._add(
+            "track",
+            device,
+            {
+                "event": "Added to Cart",
+                "properties": {
+                    **product.properties(),
+                    "cart_id": shopper.cart_id,
+                    "quantity": quantity,
+                    "value": shopper.cart_value,
+                },
+            },
+            path,
+            product.name,
+        )
 
     def quiz(self, device: int) -> None:
         path = f"{PREFIX}/quiz"
         self.page(device, path, "Skin quiz")
         for question in QUIZ:
             answer = self.rng.choice(question["answers"])[0]
-            self._add("track", device, {"event": "Quiz Answered", "properties": {
-                "quiz": "routine", "question": question["question"], "answer": answer,
-                "category": QUIZ_CATEGORIES[answer]}}, path, "Skin quiz")
+            self._add(
+                "track",
+                device,
+                {
+                    "event": "Quiz Answered",
+                    "properties": {
+                        "quiz": "routine",
+                        "question": question["question"],
+                        "answer": answer,
+                        "category": QUIZ_CATEGORIES[answer],
+                    },
+                },
+                path,
+                "Skin quiz",
+            )
 
     def _products(self) -> list[dict]:
         return [{**p.properties(), "quantity": q} for p, q in self.shopper.cart]
@@ -205,19 +307,38 @@ class _Session:
         """The 10%-off modal: an identify with the email (and an Email Captured track)."""
         shopper = self.shopper
         self._add("identify", device, {"traits": {"email": shopper.email, "first_name": shopper.first_name}})
-        self._add("track", device, {"event": "Email Captured", "properties": {
-            "email": shopper.email, "source": "modal", "offer": "FERN10"}})
+        self._add(
+            "track",
+            device,
+            {"event": "Email Captured", "properties": {"email": shopper.email, "source": "modal", "offer": "FERN10"}},
+        )
 
     def email_captured_event(self, device: int) -> None:
         """A storefront that only tracks: `Email Captured` carrying the email identifies the device."""
         shopper = self.shopper
-        self._add("track", device, {"event": "Email Captured", "properties": {
-            "email": shopper.email, "first_name": shopper.first_name, "source": "footer"}})
+        self._add(
+            "track",
+            device,
+            {
+                "event": "Email Captured",
+                "properties": {"email": shopper.email, "first_name": shopper.first_name, "source": "footer"},
+            },
+        )
 
     def newsletter(self, device: int) -> None:
         shopper = self.shopper
-        self._add("identify", device, {"traits": {"email": shopper.email, "first_name": shopper.first_name,
-                                                  "last_name": shopper.last_name, "newsletter": True}})
+        self._add(
+            "identify",
+            device,
+            {
+                "traits": {
+                    "email": shopper.email,
+                    "first_name": shopper.first_name,
+                    "last_name": shopper.last_name,
+                    "newsletter": True,
+                }
+            },
+        )
 
     def log_in(self, device: int) -> None:
         """Signing in on another device: an identify that merges that device's anonymous history."""
@@ -227,20 +348,52 @@ class _Session:
         shopper = self.shopper
         shopper.user_id = "cust-" + self._uuid()[:8]
         path = f"{PREFIX}/account"
-        self._add("track", device, {"event": "Account Created", "properties": {
-            "email": shopper.email, "first_name": shopper.first_name, "last_name": shopper.last_name}},
-            path, "Create account")
-        self._add("identify", device, {"userId": shopper.user_id, "traits": {
-            "email": shopper.email, "first_name": shopper.first_name, "last_name": shopper.last_name}},
-            path, "Create account")
+        self._add(
+            "track",
+            device,
+            {
+                "event": "Account Created",
+                "properties": {
+                    "email": shopper.email,
+                    "first_name": shopper.first_name,
+                    "last_name": shopper.last_name,
+                },
+            },
+            path,
+            "Create account",
+        )
+        self._add(
+            "identify",
+            device,
+            {
+                "userId": shopper.user_id,
+                "traits": {"email": shopper.email, "first_name": shopper.first_name, "last_name": shopper.last_name},
+            },
+            path,
+            "Create account",
+        )
 
     def checkout(self, device: int) -> None:
         shopper = self.shopper
         path = f"{PREFIX}/cart"
         self.page(device, path, "Cart")
-        self._add("track", device, {"event": "Checkout Started", "properties": {
-            "cart_id": shopper.cart_id, "value": shopper.cart_value, "revenue": shopper.cart_value,
-            "currency": "USD", "products": self._products(), "email": shopper.email}}, path, "Checkout")
+        self._add(
+            "track",
+            device,
+            {
+                "event": "Checkout Started",
+                "properties": {
+                    "cart_id": shopper.cart_id,
+                    "value": shopper.cart_value,
+                    "revenue": shopper.cart_value,
+                    "currency": "USD",
+                    "products": self._products(),
+                    "email": shopper.email,
+                },
+            },
+            path,
+            "Checkout",
+        )
 
     def order_completed(self, device: int) -> None:
         """Sent by the shop's server once payment succeeds."""
@@ -252,11 +405,18 @@ class _Session:
 
 def order_call(shopper: Shopper, device: int, message_id: str) -> dict:
     body = {
-        "messageId": message_id, "anonymousId": shopper.devices[device], "event": "Order Completed",
+        "messageId": message_id,
+        "anonymousId": shopper.devices[device],
+        "event": "Order Completed",
         "context": {"library": SERVER_LIBRARY, "source": "server"},
-        "properties": {"order_id": shopper.order_id, "cart_id": shopper.cart_id, "revenue": shopper.cart_value,
-                       "value": shopper.cart_value, "currency": "USD",
-                       "products": [{**p.properties(), "quantity": q} for p, q in shopper.cart]},
+        "properties": {
+            "order_id": shopper.order_id,
+            "cart_id": shopper.cart_id,
+            "revenue": shopper.cart_value,
+            "value": shopper.cart_value,
+            "currency": "USD",
+            "products": [{**p.properties(), "quantity": q} for p, q in shopper.cart],
+        },
     }
     if shopper.user_id:
         body["userId"] = shopper.user_id
@@ -341,8 +501,12 @@ def plan(seed: int, shoppers: int) -> list[Shopper]:
         first, last = names[index]
         local = f"{first}.{last}".lower().replace(" ", "").replace("-", "")
         shopper = Shopper(
-            index=index + 1, first_name=first, last_name=last, email=f"{local}.{seed}-{index + 1}@example.com",
-            persona=persona, devices=[str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(2)],
+            index=index + 1,
+            first_name=first,
+            last_name=last,
+            email=f"{local}.{seed}-{index + 1}@example.com",
+            persona=persona,
+            devices=[str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(2)],
             timezone=rng.choice(TIMEZONES),
         )
         _story(_Session(shopper, random.Random(rng.getrandbits(64))), persona, rng)
@@ -354,12 +518,14 @@ def plan(seed: int, shoppers: int) -> list[Shopper]:
 # playing it
 # --------------------------------------------------------------------------------------------------
 
+
 def journeys_last(policy: Policy) -> timedelta:
     """How long the longest journey runs from its start to its last message: each step waits its
     delay or the frequency cap, whichever is longer. Quiet hours can make that a night longer."""
     cap = policy.min_time_between_messages
-    longest = max(sum((max(step.delay, cap) for step in journey.steps), timedelta(0))
-                  for journey in policy.journeys.values())
+    longest = max(
+        sum((max(step.delay, cap) for step in journey.steps), timedelta(0)) for journey in policy.journeys.values()
+    )
     return longest + (timedelta(hours=12) if policy.quiet_hours.enabled else timedelta(0))
 
 
@@ -419,12 +585,19 @@ class Outcome:
     def summary(self) -> dict:
         profile = self.profile or {}
         return {
-            "email": self.shopper.email, "name": self.shopper.name, "persona": self.shopper.persona.key,
-            "person_id": profile.get("person_id"), "anonymous_ids": profile.get("anonymous_ids", []),
-            "events": len(profile.get("events", [])), "routes": self.routes,
-            "statuses": [j["status"] for j in self.journeys], "messages": len(self.sent),
-            "purchased": self.purchased, "expected_route": self.shopper.persona.route,
-            "expected_messages": list(self.shopper.persona.messages), "as_expected": self.as_expected,
+            "email": self.shopper.email,
+            "name": self.shopper.name,
+            "persona": self.shopper.persona.key,
+            "person_id": profile.get("person_id"),
+            "anonymous_ids": profile.get("anonymous_ids", []),
+            "events": len(profile.get("events", [])),
+            "routes": self.routes,
+            "statuses": [j["status"] for j in self.journeys],
+            "messages": len(self.sent),
+            "purchased": self.purchased,
+            "expected_route": self.shopper.persona.route,
+            "expected_messages": list(self.shopper.persona.messages),
+            "as_expected": self.as_expected,
         }
 
 
@@ -433,8 +606,17 @@ def _iso(moment: datetime) -> str:
 
 
 class Demo:
-    def __init__(self, api: str, write_key: str, admin_token: str | None, seed: int, shoppers: int,
-                 wait: float = DEMO_WAIT, concurrency: int = 4, console: Console | None = None) -> None:
+    def __init__(
+        self,
+        api: str,
+        write_key: str,
+        admin_token: str | None,
+        seed: int,
+        shoppers: int,
+        wait: float = DEMO_WAIT,
+        concurrency: int = 4,
+        console: Console | None = None,
+    ) -> None:
         self.api = api.rstrip("/")
         self.write_key, self.admin_token = write_key, admin_token
         self.seed, self.wait, self.concurrency = seed, wait, max(1, concurrency)
@@ -449,16 +631,21 @@ class Demo:
         try:
             response = await http.post(path, json=body, auth=(self.write_key, ""))
         except httpx.TransportError as exc:
-            raise DemoError(f"cannot reach the API at {self.api} ({exc.__class__.__name__}): is `breadcrumb dev` running?") from None
+            raise DemoError(
+                f"cannot reach the API at {self.api} ({exc.__class__.__name__}): is `breadcrumb dev` running?"
+            ) from None
         if response.status_code == 401:
-            raise DemoError("the API refused the write key: pass --write-key or set BREADCRUMB_WRITE_KEYS "
-                            "(`breadcrumb dev` prints it)")
+            raise DemoError(
+                "the API refused the write key: pass --write-key or set BREADCRUMB_WRITE_KEYS "
+                "(`breadcrumb dev` prints it)"
+            )
         if response.status_code != 200:
             raise DemoError(f"POST {path} answered {response.status_code}: {response.text[:300]}")
 
     async def _profile(self, http: httpx.AsyncClient, email: str) -> dict | None:
-        response = await http.get("/admin/people", params={"email": email},
-                                   headers={"Authorization": f"Bearer {self.admin_token}"})
+        response = await http.get(
+            "/admin/people", params={"email": email}, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
         if response.status_code == 404:
             return None
         if response.status_code == 401:
@@ -499,8 +686,7 @@ class Demo:
                 if outcome.profile is None:
                     continue
                 shopper = outcome.shopper
-                if (shopper.persona.buys == "after_first_message" and outcome.bought_at_message is None
-                        and outcome.sent):
+                if shopper.persona.buys == "after_first_message" and outcome.bought_at_message is None and outcome.sent:
                     # Back from the first reminder's link: the shop's server reports the order.
                     outcome.bought_at_message = len(outcome.sent)
                     rng = random.Random(f"{self.seed}:{shopper.index}:order")
@@ -521,8 +707,9 @@ class Demo:
         try:
             health = await http.get("/healthz")
         except httpx.TransportError as exc:
-            raise DemoError(f"cannot reach the API at {self.api} ({exc.__class__.__name__}): "
-                            f"is `breadcrumb dev` running?") from None
+            raise DemoError(
+                f"cannot reach the API at {self.api} ({exc.__class__.__name__}): is `breadcrumb dev` running?"
+            ) from None
         if health.status_code != 200:
             raise DemoError(f"{self.api}/healthz answered {health.status_code}: is this a Breadcrumb API?")
         await self._post(http, "/v1/batch", {"batch": []})  # the write key, checked once before any shopper
@@ -530,8 +717,13 @@ class Demo:
             await self._profile(http, "nobody@demo.invalid")
 
     async def run(self) -> list[Outcome]:
-        columns = (SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
+        columns = (
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
         calls = sum(len(s.calls) for s in self.shoppers)
         async with httpx.AsyncClient(base_url=self.api, timeout=30) as http:
             await self._preflight(http)
@@ -556,9 +748,13 @@ class Demo:
 
     def table(self) -> Table:
         wide = self.console.width >= self.WIDE
-        table = Table(title=f"Breadcrumb demo — seed {self.seed}", title_style="bold", show_lines=not wide,
-                      caption="¹ route · messages, with examples/journeys.fast.toml on a fresh database",
-                      caption_justify="left")
+        table = Table(
+            title=f"Breadcrumb demo — seed {self.seed}",
+            title_style="bold",
+            show_lines=not wide,
+            caption="¹ route · messages, with examples/journeys.fast.toml on a fresh database",
+            caption_justify="left",
+        )
         table.add_column("#", justify="right", style="dim")
         if wide:
             table.add_column("Shopper", no_wrap=True)
@@ -575,11 +771,11 @@ class Demo:
             shopper = outcome.shopper
             who = f"{shopper.name}\n[dim]{shopper.email}[/]"
             if wide:
-                table.add_row(str(shopper.index), who, shopper.persona.story, *self._cells(outcome),
-                              self._mark(outcome))
+                table.add_row(
+                    str(shopper.index), who, shopper.persona.story, *self._cells(outcome), self._mark(outcome)
+                )
             else:
-                table.add_row(str(shopper.index), f"{who}\n[italic]{shopper.persona.story}[/]",
-                              self._stacked(outcome))
+                table.add_row(str(shopper.index), f"{who}\n[italic]{shopper.persona.story}[/]", self._stacked(outcome))
         return table
 
     def _stacked(self, outcome: Outcome) -> str:
@@ -590,13 +786,21 @@ class Demo:
         devices = len(profile.get("anonymous_ids", []))
         sent = outcome.sent
         steps = f" (steps {', '.join(str(m['step']) for m in sent)})" if sent else ""
-        purchase = ("no purchase" if not outcome.purchased else
-                    f"bought ${outcome.shopper.cart_value:,.2f} "
-                    + (f"after message {outcome.bought_at_message}" if outcome.bought_at_message else "at checkout"))
-        return "\n".join((
-            " → ".join(f"{j['route']} [dim]({j['status']})[/]" for j in outcome.journeys) or "[dim]deciding…[/]",
-            f"{len(profile.get('events', []))} events" + (f", {devices} devices" if devices > 1 else ""),
-            f"{len(sent)} sent{steps}", purchase, self._mark(outcome)))
+        purchase = (
+            "no purchase"
+            if not outcome.purchased
+            else f"bought ${outcome.shopper.cart_value:,.2f} "
+            + (f"after message {outcome.bought_at_message}" if outcome.bought_at_message else "at checkout")
+        )
+        return "\n".join(
+            (
+                " → ".join(f"{j['route']} [dim]({j['status']})[/]" for j in outcome.journeys) or "[dim]deciding…[/]",
+                f"{len(profile.get('events', []))} events" + (f", {devices} devices" if devices > 1 else ""),
+                f"{len(sent)} sent{steps}",
+                purchase,
+                self._mark(outcome),
+            )
+        )
 
     def _mark(self, outcome: Outcome) -> str:
         if outcome.profile is None:
@@ -616,15 +820,27 @@ class Demo:
         messages = str(len(sent)) + (f"\n[dim]{', '.join(str(m['step']) for m in sent)}[/]" if sent else "")
         if outcome.purchased:
             value = f"${shopper.cart_value:,.2f}"
-            purchase = f"[green]{value}[/]" + (f"\n[dim]after message {outcome.bought_at_message}[/]"
-                                               if outcome.bought_at_message else "\n[dim]at checkout[/]")
+            purchase = f"[green]{value}[/]" + (
+                f"\n[dim]after message {outcome.bought_at_message}[/]"
+                if outcome.bought_at_message
+                else "\n[dim]at checkout[/]"
+            )
         else:
             purchase = "—"
         return events, route, messages, purchase
 
 
-def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers: int, seed: int | None,
-             wait: float, concurrency: int, json_path: Path | None, console: Console) -> int:
+def run_demo(
+    api: str,
+    write_key: str | None,
+    admin_token: str | None,
+    shoppers: int,
+    seed: int | None,
+    wait: float,
+    concurrency: int,
+    json_path: Path | None,
+    console: Console,
+) -> int:
     """Play the shoppers and report; the exit status says whether every story ended as expected:
     0 yes (or not checked: no admin token, --wait 0), 1 someone missed, 130 interrupted (Ctrl-C)."""
     settings = Settings()  # keys not given come from BREADCRUMB_WRITE_KEYS / BREADCRUMB_ADMIN_TOKEN
@@ -639,37 +855,52 @@ def run_demo(api: str, write_key: str | None, admin_token: str | None, shoppers:
     if seed is None:
         seed = random.SystemRandom().randrange(1, 100_000)
     demo = Demo(api, write_key, admin_token, seed, shoppers, wait=wait, concurrency=concurrency, console=console)
-    console.print(f"Playing [bold]{shoppers}[/] shopper{'s' if shoppers != 1 else ''} against [bold]{demo.api}[/] "
-                  f"(seed {seed}; replay them with --seed {seed})")
+    console.print(
+        f"Playing [bold]{shoppers}[/] shopper{'s' if shoppers != 1 else ''} against [bold]{demo.api}[/] "
+        f"(seed {seed}; replay them with --seed {seed})"
+    )
     started = time.monotonic()
     outcomes = asyncio.run(demo.run())
     elapsed = time.monotonic() - started
     if json_path is not None:
-        json_path.write_text(json.dumps({"seed": seed, "elapsed_seconds": round(elapsed, 2),
-                                         "shoppers": [o.summary() for o in outcomes]}, indent=2))
+        json_path.write_text(
+            json.dumps(
+                {"seed": seed, "elapsed_seconds": round(elapsed, 2), "shoppers": [o.summary() for o in outcomes]},
+                indent=2,
+            )
+        )
     if not admin_token:
-        console.print("[yellow]No admin token (--admin-token or BREADCRUMB_ADMIN_TOKEN): played the sessions but "
-                      "cannot look up what the shoppers got.[/]")
+        console.print(
+            "[yellow]No admin token (--admin-token or BREADCRUMB_ADMIN_TOKEN): played the sessions but "
+            "cannot look up what the shoppers got.[/]"
+        )
         return 0
     console.print(demo.table())
-    console.print(f"See one person: curl -H 'Authorization: Bearer …' '{demo.api}/admin/people?email="
-                  f"{outcomes[0].shopper.email}'")
+    console.print(
+        f"See one person: curl -H 'Authorization: Bearer …' '{demo.api}/admin/people?email={outcomes[0].shopper.email}'"
+    )
     if demo.interrupted:
         console.print("[yellow]Interrupted: the table shows the journeys so far; they go on in the stack.[/]")
         return 130
     if wait <= 0:
-        console.print("Not waited for (--wait 0): watch the journeys in the Temporal UI, search "
-                      "BreadcrumbStatus=\"waiting\".")
+        console.print(
+            'Not waited for (--wait 0): watch the journeys in the Temporal UI, search BreadcrumbStatus="waiting".'
+        )
         return 0
     missed = [line for outcome in outcomes if (line := outcome.shortfall(wait))]
     if not missed:
-        console.print(f"{len(outcomes)}/{len(outcomes)} shoppers got what their story expects with "
-                      f"examples/journeys.fast.toml; finished in {elapsed:.1f} s.")
+        console.print(
+            f"{len(outcomes)}/{len(outcomes)} shoppers got what their story expects with "
+            f"examples/journeys.fast.toml; finished in {elapsed:.1f} s."
+        )
         return 0
-    console.print(f"[bold red]{len(missed)}/{len(outcomes)} shopper(s) did not get what their story expects:[/]",
-                  highlight=False)
+    console.print(
+        f"[bold red]{len(missed)}/{len(outcomes)} shopper(s) did not get what their story expects:[/]", highlight=False
+    )
     for line in missed:
         console.print(f"  ✗ {line}", highlight=False)
-    console.print("[yellow]The expectations hold for a stack on examples/journeys.fast.toml and a fresh database; "
-                  "with longer delays give the journeys time (--wait SECONDS).[/]")
+    console.print(
+        "[yellow]The expectations hold for a stack on examples/journeys.fast.toml and a fresh database; "
+        "with longer delays give the journeys time (--wait SECONDS).[/]"
+    )
     return 1

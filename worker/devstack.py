@@ -145,9 +145,18 @@ def temporal_store_args(database: Path, store: str = "wal") -> list[str]:
 
 
 class DevStack:
-    def __init__(self, config: str | None = None, db: str | None = None, api_port: int = 8000,
-                 temporal_port: int = 7233, ui_port: int = 8233, host: str = "127.0.0.1",
-                 data_dir: str | Path = "data", temporal_log_level: str = "error", temporal_store: str = "wal") -> None:
+    def __init__(
+        self,
+        config: str | None = None,
+        db: str | None = None,
+        api_port: int = 8000,
+        temporal_port: int = 7233,
+        ui_port: int = 8233,
+        host: str = "127.0.0.1",
+        data_dir: str | Path = "data",
+        temporal_log_level: str = "error",
+        temporal_store: str = "wal",
+    ) -> None:
         self.api_port, self.temporal_port, self.ui_port = api_port, temporal_port, ui_port
         self.host = host
         self.data_dir = Path(data_dir).resolve()
@@ -166,7 +175,9 @@ class DevStack:
             self.env["BREADCRUMB_DATABASE_URL"] = f"sqlite:///{self.data_dir / 'breadcrumb.db'}"
         self.env["BREADCRUMB_TEMPORAL_ADDRESS"] = f"127.0.0.1:{temporal_port}"
         # The embedded dev server speaks plain gRPC: a production TLS/API-key setting must not reach it.
-        for key in [key for key in self.env if key.startswith(("BREADCRUMB_TEMPORAL_TLS", "BREADCRUMB_TEMPORAL_API_KEY"))]:
+        for key in [
+            key for key in self.env if key.startswith(("BREADCRUMB_TEMPORAL_TLS", "BREADCRUMB_TEMPORAL_API_KEY"))
+        ]:
             del self.env[key]
         self.env.setdefault("BREADCRUMB_WORKER_SERVES_BACKTESTS", "true")  # the one worker runs backtests too
         self.api_url = f"http://{_reachable(host)}:{api_port}"
@@ -174,12 +185,14 @@ class DevStack:
         if not self.env.get("BREADCRUMB_PUBLIC_BASE_URL"):
             self.env["BREADCRUMB_PUBLIC_BASE_URL"] = self.api_url
         # Development keys for this session unless the environment sets them; printed in the banner.
-        for key, value in (("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
-                           ("BREADCRUMB_SERVER_WRITE_KEYS", "sk_dev_" + secrets.token_hex(12)),
-                           ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
-                           ("BREADCRUMB_UNSUBSCRIBE_SECRET", secrets.token_hex(32)),
-                           ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
-                           ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8))):
+        for key, value in (
+            ("BREADCRUMB_WRITE_KEYS", "wk_dev_" + secrets.token_hex(8)),
+            ("BREADCRUMB_SERVER_WRITE_KEYS", "sk_dev_" + secrets.token_hex(12)),
+            ("BREADCRUMB_ADMIN_TOKEN", "admin_dev_" + secrets.token_hex(12)),
+            ("BREADCRUMB_UNSUBSCRIBE_SECRET", secrets.token_hex(32)),
+            ("BREADCRUMB_CIO_SITE_ID", "dev-site"),
+            ("BREADCRUMB_CIO_API_KEY", "cio_dev_" + secrets.token_hex(8)),
+        ):
             if not self.env.get(key):
                 self.env[key] = value
         # The Temporal UI (its origin as typed: 127.0.0.1 or localhost) decodes payloads through our codec.
@@ -196,12 +209,16 @@ class DevStack:
     # ---------------------------------------------------------------------------------------------
 
     def _check_ports(self) -> None:
-        for port, option, bind_host in ((self.temporal_port, "--temporal-port", "127.0.0.1"),
-                                        (self.ui_port, "--ui-port", "127.0.0.1"),
-                                        (self.api_port, "--api-port", self.host)):
+        for port, option, bind_host in (
+            (self.temporal_port, "--temporal-port", "127.0.0.1"),
+            (self.ui_port, "--ui-port", "127.0.0.1"),
+            (self.api_port, "--api-port", self.host),
+        ):
             if not _port_free(bind_host, port):
-                raise StackError(f"port {port} is already in use (another `breadcrumb dev`?); choose another with "
-                                 f"{option} (make run ARGS=\"{option} N\")")
+                raise StackError(
+                    f"port {port} is already in use (another `breadcrumb dev`?); choose another with "
+                    f'{option} (make run ARGS="{option} N")'
+                )
 
     def _settings(self) -> Settings:
         for key, value in self.env.items():
@@ -252,8 +269,10 @@ class DevStack:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise StackError(f"another `breadcrumb dev` (pid {holder}) is using {self.data_dir}; "
-                             f"stop it, or give this one its own --data-dir") from None
+            raise StackError(
+                f"another `breadcrumb dev` (pid {holder}) is using {self.data_dir}; "
+                f"stop it, or give this one its own --data-dir"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -278,8 +297,15 @@ class DevStack:
 
     def _start(self, name: str, command: list[str], ready_line: str | None = None) -> Child:
         process = subprocess.Popen(
-            command, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, bufsize=1, errors="replace", start_new_session=True,
+            command,
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            errors="replace",
+            start_new_session=True,
             preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
         child = Child(name, process)
@@ -321,11 +347,22 @@ class DevStack:
     def _temporal_command(self) -> list[str]:
         from workflows import search
 
-        command = [_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1",
-                   "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-                   *temporal_store_args(self.data_dir / "temporal.db", self.temporal_store),
-                   "--log-level", self.temporal_log_level,
-                   "--ui-codec-endpoint", f"{self.api_url}/codec"]
+        command = [
+            _binary("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.temporal_port),
+            "--ui-port",
+            str(self.ui_port),
+            *temporal_store_args(self.data_dir / "temporal.db", self.temporal_store),
+            "--log-level",
+            self.temporal_log_level,
+            "--ui-codec-endpoint",
+            f"{self.api_url}/codec",
+        ]
         for key in search.ALL:
             kind = "Double" if key.indexed_value_type.name == "DOUBLE" else "Keyword"
             command += ["--search-attribute", f"{key.name}={kind}"]
@@ -399,10 +436,17 @@ class DevStack:
             ("Write key", write_key),
             ("Server key", self.env["BREADCRUMB_SERVER_WRITE_KEYS"].split(",")[0].strip()),
             ("Admin token", admin),
-            ("Payload keys", f"{keys}  (development key, kept in {self.payload_keys_file})" if self.payload_keys_file
-             else f"{keys.split(':')[0]}… (from BREADCRUMB_PAYLOAD_KEYS)"),
-            ("Codec login", f"{login_link(admin, api, ttl=SESSION_SECONDS)}  (open it once, then tick "
-                            "'Include cross-origin credentials' in the UI's codec settings)"),
+            (
+                "Payload keys",
+                f"{keys}  (development key, kept in {self.payload_keys_file})"
+                if self.payload_keys_file
+                else f"{keys.split(':')[0]}… (from BREADCRUMB_PAYLOAD_KEYS)",
+            ),
+            (
+                "Codec login",
+                f"{login_link(admin, api, ttl=SESSION_SECONDS)}  (open it once, then tick "
+                "'Include cross-origin credentials' in the UI's codec settings)",
+            ),
             ("Customer.io", f"{self.env['BREADCRUMB_CIO_SITE_ID']} / {self.env['BREADCRUMB_CIO_API_KEY']}"),
         ]
         console.rule("[bold green]Breadcrumb dev stack", style="green")
@@ -419,29 +463,45 @@ class DevStack:
         `breadcrumb` and `temporal` are found), the keys, the demo when the journeys are short
         enough for it to wait them out, the Temporal CLI on this stack's port, the report."""
         longest = journeys_last(settings.policy)
-        lines = [f"export PATH={Path(sys.executable).parent}:$PATH",
-                 f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin} "
-                 f"BREADCRUMB_SERVER_WRITE_KEYS={self.env['BREADCRUMB_SERVER_WRITE_KEYS'].split(',')[0].strip()}"]
+        lines = [
+            f"export PATH={Path(sys.executable).parent}:$PATH",
+            f"export BREADCRUMB_WRITE_KEYS={write_key} BREADCRUMB_ADMIN_TOKEN={admin} "
+            f"BREADCRUMB_SERVER_WRITE_KEYS={self.env['BREADCRUMB_SERVER_WRITE_KEYS'].split(',')[0].strip()}",
+        ]
         if longest.total_seconds() <= DEMO_WAIT / 2:
             lines.append(f"breadcrumb demo --api {self.api_url}")
         else:
-            lines.append(f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: for the "
-                         f"demo, stop this stack (Ctrl-C) and start one on second-scale journeys:")
-            ports = "".join(f" {option} {port}" for option, port, default in (
-                ("--api-port", self.api_port, 8000), ("--temporal-port", self.temporal_port, 7233),
-                ("--ui-port", self.ui_port, 8233)) if port != default)
-            lines.append(f"#   breadcrumb dev --config {REPO_ROOT / 'examples' / 'journeys.fast.toml'} "
-                         f"--data-dir data-fast{ports}")
-        lines.append(f"temporal workflow list --address 127.0.0.1:{self.temporal_port} "
-                     f"--query \"BreadcrumbRoute='cart_recovery'\"")
+            lines.append(
+                f"# breadcrumb demo waits {DEMO_WAIT:.0f} s and these journeys last up to {longest}: for the "
+                f"demo, stop this stack (Ctrl-C) and start one on second-scale journeys:"
+            )
+            ports = "".join(
+                f" {option} {port}"
+                for option, port, default in (
+                    ("--api-port", self.api_port, 8000),
+                    ("--temporal-port", self.temporal_port, 7233),
+                    ("--ui-port", self.ui_port, 8233),
+                )
+                if port != default
+            )
+            lines.append(
+                f"#   breadcrumb dev --config {REPO_ROOT / 'examples' / 'journeys.fast.toml'} "
+                f"--data-dir data-fast{ports}"
+            )
+        lines.append(
+            f"temporal workflow list --address 127.0.0.1:{self.temporal_port} "
+            f"--query \"BreadcrumbRoute='cart_recovery'\""
+        )
         data_dir = "" if self.data_dir == Path("data").resolve() else f" --data-dir {self.data_dir}"
-        lines.append(f"breadcrumb report{data_dir}  # this stack's database and journeys, "
-                     f"from {self.data_dir / stack_file.NAME}")
+        lines.append(
+            f"breadcrumb report{data_dir}  # this stack's database and journeys, from {self.data_dir / stack_file.NAME}"
+        )
         return lines
 
     def stop(self) -> None:
         """API and worker first, Temporal last (so the worker can finish its tasks): SIGTERM
         the child's group, wait up to GRACE_SECONDS, SIGKILL the group. Nothing of it survives."""
+
         def force(_signum, _frame) -> None:
             self._force = True
 

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 from journeys.policy import PolicyError
 from store.settings import Settings
 
-OUTBOX_HINT = ("set or fix the variable named, or unset BREADCRUMB_SMTP_URL and BREADCRUMB_SMS_WEBHOOK_URL to "
-               "keep messages in the outbox (recorded, not sent)")
+OUTBOX_HINT = (
+    "set or fix the variable named, or unset BREADCRUMB_SMTP_URL and BREADCRUMB_SMS_WEBHOOK_URL to "
+    "keep messages in the outbox (recorded, not sent)"
+)
 
 
 class ConfigurationError(Exception):
@@ -53,21 +55,28 @@ def check_payload_keys(settings: Settings) -> None:
 def check_temporal_connection(settings: Settings) -> None:
     """The TLS files exist and are readable PEM, and the settings fit together (a certificate with its
     key, an API key over TLS): said here, rather than as a handshake error of the first connection."""
-    files = {"TEMPORAL_TLS_CA": settings.temporal_tls_ca, "TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
-             "TEMPORAL_TLS_KEY": settings.temporal_tls_key}
+    files = {
+        "TEMPORAL_TLS_CA": settings.temporal_tls_ca,
+        "TEMPORAL_TLS_CERT": settings.temporal_tls_cert,
+        "TEMPORAL_TLS_KEY": settings.temporal_tls_key,
+    }
     tls_named = [f"BREADCRUMB_{name}" for name, path in files.items() if path]
     if settings.temporal_tls_server_name:
         tls_named.append("BREADCRUMB_TEMPORAL_TLS_SERVER_NAME")
     if settings.temporal_api_key:
         tls_named.append("BREADCRUMB_TEMPORAL_API_KEY")
     if tls_named and not settings.temporal_tls:
-        raise ConfigurationError(f"{', '.join(tls_named)} set but BREADCRUMB_TEMPORAL_TLS is off — set "
-                                 "BREADCRUMB_TEMPORAL_TLS=true (Temporal Cloud and any API key need TLS: "
-                                 "the key would otherwise travel in clear)")
+        raise ConfigurationError(
+            f"{', '.join(tls_named)} set but BREADCRUMB_TEMPORAL_TLS is off — set "
+            "BREADCRUMB_TEMPORAL_TLS=true (Temporal Cloud and any API key need TLS: "
+            "the key would otherwise travel in clear)"
+        )
     if bool(settings.temporal_tls_cert) != bool(settings.temporal_tls_key):
-        have, lack = (("CERT", "KEY") if settings.temporal_tls_cert else ("KEY", "CERT"))
-        raise ConfigurationError(f"BREADCRUMB_TEMPORAL_TLS_{lack}: missing — mTLS needs both a client certificate and "
-                                 f"its private key; set it next to BREADCRUMB_TEMPORAL_TLS_{have}, or unset both")
+        have, lack = ("CERT", "KEY") if settings.temporal_tls_cert else ("KEY", "CERT")
+        raise ConfigurationError(
+            f"BREADCRUMB_TEMPORAL_TLS_{lack}: missing — mTLS needs both a client certificate and "
+            f"its private key; set it next to BREADCRUMB_TEMPORAL_TLS_{have}, or unset both"
+        )
     for name, path in files.items():
         if path:
             _check_pem(f"BREADCRUMB_{name}", path)
@@ -80,11 +89,13 @@ def _check_pem(variable: str, path: str) -> None:
     except FileNotFoundError:
         raise ConfigurationError(f"{variable}: {path} does not exist — set it to the PEM file's path") from None
     except OSError as error:
-        raise ConfigurationError(f"{variable}: {path} cannot be read ({error.strerror}) — let the user "
-                                 "running Breadcrumb read it") from None
+        raise ConfigurationError(
+            f"{variable}: {path} cannot be read ({error.strerror}) — let the user running Breadcrumb read it"
+        ) from None
     if b"-----BEGIN " not in text:
-        raise ConfigurationError(f"{variable}: {path} is not a PEM file (no -----BEGIN line) — export the "
-                                 "certificate or key in PEM format") from None
+        raise ConfigurationError(
+            f"{variable}: {path} is not a PEM file (no -----BEGIN line) — export the certificate or key in PEM format"
+        ) from None
 
 
 def check_delivery(settings: Settings) -> None:

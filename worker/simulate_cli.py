@@ -27,8 +27,15 @@ def _engine(db: str | None, settings: Settings):
     return make_engine(db or settings.database_url)
 
 
-def run_simulate(console: Console, person: str, config: str | None, at: str | None, as_json: bool,
-                 db: str | None = None, horizon_days: float = 30) -> int:
+def run_simulate(
+    console: Console,
+    person: str,
+    config: str | None,
+    at: str | None,
+    as_json: bool,
+    db: str | None = None,
+    horizon_days: float = 30,
+) -> int:
     from datetime import timedelta
 
     from simulation.simulator import SimulationError, simulate_person
@@ -43,8 +50,9 @@ def run_simulate(console: Console, person: str, config: str | None, at: str | No
         return 2
     engine = _engine(db, settings)
     try:
-        timeline = asyncio.run(simulate_person(engine, person, policy, at=moment, policy_name=name,
-                                               horizon=timedelta(days=horizon_days)))
+        timeline = asyncio.run(
+            simulate_person(engine, person, policy, at=moment, policy_name=name, horizon=timedelta(days=horizon_days))
+        )
     except SimulationError as error:
         console.print(f"[bold red]breadcrumb simulate:[/] {error}", highlight=False)
         return 1
@@ -57,8 +65,15 @@ def run_simulate(console: Console, person: str, config: str | None, at: str | No
     return 0
 
 
-def run_backtest(console: Console, since: str, config: str | None, against: str | None, limit: int | None,
-                 as_json: bool, db: str | None = None) -> int:
+def run_backtest(
+    console: Console,
+    since: str,
+    config: str | None,
+    against: str | None,
+    limit: int | None,
+    as_json: bool,
+    db: str | None = None,
+) -> int:
     from simulation.simulator import SimulationError, backtest, parse_since
     from simulation.views import render_backtest
 
@@ -71,15 +86,29 @@ def run_backtest(console: Console, since: str, config: str | None, against: str 
         console.print(f"[bold red]breadcrumb backtest:[/] {error}", highlight=False)
         return 2
     engine = _engine(db, settings)
-    progress = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=Console(stderr=True), transient=as_json)
+    progress = Progress(
+        TextColumn("simulating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=as_json,
+    )
     try:
         with progress:
             task = progress.add_task("simulate", total=None)
-            result = asyncio.run(backtest(engine, new, current, window, limit=limit, new_name=new_name,
-                                          current_name=current_name,
-                                          progress=lambda done, total: progress.update(task, completed=done,
-                                                                                       total=total)))
+            result = asyncio.run(
+                backtest(
+                    engine,
+                    new,
+                    current,
+                    window,
+                    limit=limit,
+                    new_name=new_name,
+                    current_name=current_name,
+                    progress=lambda done, total: progress.update(task, completed=done, total=total),
+                )
+            )
     except SimulationError as error:
         console.print(f"[bold red]breadcrumb backtest:[/] {error}", highlight=False)
         return 1

@@ -26,20 +26,28 @@ READY = "worker polling for hub and journey tasks"  # `breadcrumb dev` waits for
 BACKTEST_READY = "worker polling for backtest tasks"
 
 
-def build_worker(client: Client, engine: Engine, settings: Settings, channels: dict[str, Channel] | None = None,
-                 activity_threads: int = 16, max_cached_workflows: int | None = None,
-                 also: tuple[list, list] = ([], [])) -> Worker:
+def build_worker(
+    client: Client,
+    engine: Engine,
+    settings: Settings,
+    channels: dict[str, Channel] | None = None,
+    activity_threads: int = 16,
+    max_cached_workflows: int | None = None,
+    also: tuple[list, list] = ([], []),
+) -> Worker:
     """The worker with channels from settings (SMTP, SMS webhook, else outbox); `channels` overrides
     them by name (tests); `also` adds (workflows, activities) to the same worker (a benchmark's baseline). Templates and delivery settings are checked here: a missing template or
     variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
     renderer = Renderer(link_hosts=settings.link_hosts)
-    renderer.check([(step.template, step.channel) for journey in settings.policy.journeys.values()
-                    for step in journey.steps])
+    renderer.check(
+        [(step.template, step.channel) for journey in settings.policy.journeys.values() for step in journey.steps]
+    )
     configured = channels_from_settings(settings)
     for name, channel in configured.items():
         log.info("channel %s: %s", name, type(channel).__name__)
-    activities = StoreActivities(engine, channels={**configured, **(channels or {})}, renderer=renderer,
-                                 settings=settings)
+    activities = StoreActivities(
+        engine, channels={**configured, **(channels or {})}, renderer=renderer, settings=settings
+    )
     return Worker(
         client,
         task_queue=settings.task_queue,

@@ -136,9 +136,13 @@ class Hub:
         if not any(reason in PROMPT_REASONS for reason in reasons) and workflow.patched(DEBOUNCE_ACTIVITY):
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self.state.erased or self.state.purchases
-                                 or any(reason in PROMPT_REASONS for reason in self.state.pending)),
-                    timeout=self.policy.hub_debounce)
+                    lambda: bool(
+                        self.state.erased
+                        or self.state.purchases
+                        or any(reason in PROMPT_REASONS for reason in self.state.pending)
+                    ),
+                    timeout=self.policy.hub_debounce,
+                )
             except TimeoutError:
                 pass
             if self.state.erased or self.state.purchases:  # handled first; then routed
@@ -158,8 +162,13 @@ class Hub:
             self.policy = context.policy
         summary = context.history.summary
         last_started = {**context.last_started, **self.state.last_started}
-        decision = decide_route(context.history, self.policy, summary.as_of if summary else workflow.now(),
-                                last_started=last_started, recovered_carts=context.recovered_carts)
+        decision = decide_route(
+            context.history,
+            self.policy,
+            summary.as_of if summary else workflow.now(),
+            last_started=last_started,
+            recovered_carts=context.recovered_carts,
+        )
         current = self.state.journey
         if current and not replaces(current.route, decision.route):
             return
@@ -177,16 +186,30 @@ class Hub:
             self.state.journeys_started += 1
             number = workflow.uuid4().hex if unique else self.state.journeys_started
             workflow_id = f"{decision.route}-{self.person_id}-{number}"
-        record = Decision(at=now, route=decision.route, reason=decision.reason, cart_id=decision.cart_id,
-                          cart_value=decision.cart_value, workflow_id=workflow_id)
+        record = Decision(
+            at=now,
+            route=decision.route,
+            reason=decision.reason,
+            cart_id=decision.cart_id,
+            cart_value=decision.cart_value,
+            workflow_id=workflow_id,
+        )
         self.state.decisions = (self.state.decisions + [record])[-DECISIONS_KEPT:]
-        decision_id = f"{hub_id(self.person_id)}:decision:" + (workflow.uuid4().hex if unique
-                                                                 else str(len(self.state.decisions)))
+        decision_id = f"{hub_id(self.person_id)}:decision:" + (
+            workflow.uuid4().hex if unique else str(len(self.state.decisions))
+        )
         allowed: bool = await self._store_call(
             "start_journey",
-            JourneyStart(workflow_id=workflow_id or decision_id,
-                         hub_id=hub_id(self.person_id), person_id=self.person_id, route=decision.route,
-                         reason=decision.reason, cart_id=decision.cart_id, cart_value=decision.cart_value, at=now),
+            JourneyStart(
+                workflow_id=workflow_id or decision_id,
+                hub_id=hub_id(self.person_id),
+                person_id=self.person_id,
+                route=decision.route,
+                reason=decision.reason,
+                cart_id=decision.cart_id,
+                cart_value=decision.cart_value,
+                at=now,
+            ),
             bool,
             writes=True,
         )
@@ -202,16 +225,23 @@ class Hub:
         await self._stop_journey(stop_reason)
         handle = await workflow.start_child_workflow(
             decision.route,
-            JourneyInput(person_id=self.person_id, hub_id=hub_id(self.person_id), route=decision.route,
-                         policy=self.policy, cart_id=decision.cart_id, cart_value=decision.cart_value),
+            JourneyInput(
+                person_id=self.person_id,
+                hub_id=hub_id(self.person_id),
+                route=decision.route,
+                policy=self.policy,
+                cart_id=decision.cart_id,
+                cart_value=decision.cart_value,
+            ),
             id=workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
             static_summary=f"{decision.route} for person {self.person_id}",
             static_details=decision.reason,
             search_attributes=search.attributes(self.person_id, decision.route, "running", decision.cart_value),
         )
-        self.state.journey = RunningJourney(workflow_id=workflow_id, route=decision.route, cart_id=decision.cart_id,
-                                            started_at=now)
+        self.state.journey = RunningJourney(
+            workflow_id=workflow_id, route=decision.route, cart_id=decision.cart_id, started_at=now
+        )
         self.state.last_started[decision.route] = now
         self._status("in_journey")
         workflow.set_current_details(f"running {decision.route} ({workflow_id}): {decision.reason}")
@@ -270,10 +300,16 @@ class Hub:
         await self._stop_journey(f"purchased (order {purchase.order_id or 'without id'})")
         await workflow.execute_activity(
             "record_conversion",
-            Conversion(person_id=self.person_id, hub_id=hub_id(self.person_id), order_id=purchase.order_id,
-                       revenue=purchase.revenue, ordered_at=purchase.at, at=workflow.now(),
-                       attribution_window=self.policy.attribution_window,
-                       journey_workflow_id=journey.workflow_id if journey else None),
+            Conversion(
+                person_id=self.person_id,
+                hub_id=hub_id(self.person_id),
+                order_id=purchase.order_id,
+                revenue=purchase.revenue,
+                ordered_at=purchase.at,
+                at=workflow.now(),
+                attribution_window=self.policy.attribution_window,
+                journey_workflow_id=journey.workflow_id if journey else None,
+            ),
             **STORE_CALL,
         )
         self.state.conversions += 1

@@ -31,17 +31,30 @@ NOT_RETRYABLE = ["TemplateProblem", "TemplateError", "DeliveryConfigError"]
 # Store calls ride out a database restart or fail-over, then give up: 20 attempts, at most 30 minutes.
 # One attempt is a few short queries: 15 s start-to-close lets a SIGKILLed worker's call be retried
 # soon (it cannot heartbeat) while leaving a busy database room to answer.
-STORE_CALL: dict[str, Any] = dict(start_to_close_timeout=timedelta(seconds=15), schedule_to_close_timeout=timedelta(minutes=30),
-                  retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1),
-                                           maximum_attempts=20, non_retryable_error_types=NOT_RETRYABLE))
+STORE_CALL: dict[str, Any] = dict(
+    start_to_close_timeout=timedelta(seconds=15),
+    schedule_to_close_timeout=timedelta(minutes=30),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(minutes=1),
+        maximum_attempts=20,
+        non_retryable_error_types=NOT_RETRYABLE,
+    ),
+)
 # A send heartbeats (activities/attempt.py), so a dead worker's send is retried ~10 s after it went
 # quiet instead of after the whole start-to-close; one delivery (BREADCRUMB_DELIVERY_DEADLINE, at most
 # 50 s) after waiting out another attempt's lease fits in the start-to-close. A relay that stays down
 # is retried for up to 6 hours, then the step is recorded as failed and the journey goes on.
-SEND_CALL: dict[str, Any] = dict(start_to_close_timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=10),
-                 schedule_to_close_timeout=timedelta(hours=6),
-                 retry_policy=RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5),
-                                          non_retryable_error_types=NOT_RETRYABLE))
+SEND_CALL: dict[str, Any] = dict(
+    start_to_close_timeout=timedelta(minutes=2),
+    heartbeat_timeout=timedelta(seconds=10),
+    schedule_to_close_timeout=timedelta(hours=6),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(minutes=5),
+        non_retryable_error_types=NOT_RETRYABLE,
+    ),
+)
 WAIT_LABELS = {"frequency_cap": "frequency cap", "quiet_hours": "quiet hours"}
 # Added with per-channel consent: a step whose channel cannot reach the person (unsubscribed from
 # email, no SMS consent, no address) is skipped instead of ending the journey, while a later step on
@@ -108,15 +121,21 @@ class Journey:
                 try:
                     check: SendCheck = await workflow.execute_activity(
                         "check_before_send",
-                        SendCheckInput(person_id=journey.person_id, route=journey.route, channel=step.channel,
-                                       cart_id=journey.cart_id),
-                        result_type=SendCheck, **STORE_CALL,
+                        SendCheckInput(
+                            person_id=journey.person_id,
+                            route=journey.route,
+                            channel=step.channel,
+                            cart_id=journey.cart_id,
+                        ),
+                        result_type=SendCheck,
+                        **STORE_CALL,
                     )
                 except ActivityError as error:
                     if not workflow.patched(GIVE_UP_WITH_A_REASON):
                         raise
-                    return await self._end(journey, "exited", f"guardrails could not be read: {cause(error)}",
-                                           step=index)
+                    return await self._end(
+                        journey, "exited", f"guardrails could not be read: {cause(error)}", step=index
+                    )
                 stop = reason_to_stop(check, journey.route)
                 if stop:
                     return await self._end(journey, "exited", stop, step=index)
@@ -128,8 +147,9 @@ class Journey:
                 wait = slot.waits[0]
                 label = WAIT_LABELS[wait.reason]
                 self._waiting(wait.reason, wait.until, f"step {index} deferred by {label}")
-                await self._note(journey, "waiting", f"{label} until {wait.until.isoformat()}", step=index,
-                                 until=wait.until)
+                await self._note(
+                    journey, "waiting", f"{label} until {wait.until.isoformat()}", step=index, until=wait.until
+                )
                 if await self._stopped_within(wait.until - workflow.now()):
                     return await self._end(journey, "exited", self.stop_reason or "", step=index)
             if check.channel_blocked:
@@ -145,10 +165,18 @@ class Journey:
             try:
                 result: SendResult = await workflow.execute_activity(
                     "send_step",
-                    SendInput(workflow_id=info.workflow_id, person_id=journey.person_id, route=journey.route,
-                              step=index, template=step.template, channel=step.channel, cart_id=journey.cart_id,
-                              at=workflow.now()),
-                    result_type=SendResult, **SEND_CALL,
+                    SendInput(
+                        workflow_id=info.workflow_id,
+                        person_id=journey.person_id,
+                        route=journey.route,
+                        step=index,
+                        template=step.template,
+                        channel=step.channel,
+                        cart_id=journey.cart_id,
+                        at=workflow.now(),
+                    ),
+                    result_type=SendResult,
+                    **SEND_CALL,
                 )
             except ActivityError as error:
                 if not workflow.patched(GIVE_UP_WITH_A_REASON):
@@ -157,7 +185,9 @@ class Journey:
                 self._current.sent.append(f"step {index}: failed")
                 await self._note(journey, "failed", reason, step=index)
                 continue
-            self._current.sent.append(f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
+            self._current.sent.append(
+                f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else "")
+            )
             if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
                 return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)
         return await self._end(journey, "completed", f"all {len(steps)} steps done")
@@ -187,8 +217,15 @@ class Journey:
         self._current.notes.append(f"{kind}: {reason}")
         await workflow.execute_activity(
             "record_journey_note",
-            JourneyNote(workflow_id=workflow.info().workflow_id, person_id=journey.person_id, journey=journey.route,
-                        kind=kind, reason=reason, at=workflow.now(), **extra),
+            JourneyNote(
+                workflow_id=workflow.info().workflow_id,
+                person_id=journey.person_id,
+                journey=journey.route,
+                kind=kind,
+                reason=reason,
+                at=workflow.now(),
+                **extra,
+            ),
             **STORE_CALL,
         )
 
@@ -237,4 +274,3 @@ class Welcome(CartRecovery):
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyState:
         return await self.run_steps(journey)
-

@@ -15,6 +15,7 @@ from journeys.history import PersonHistory
 from journeys.policy import Policy
 from journeys.send_rules import SendCheck as SendCheck  # defined beside the rule that fills it
 
+
 class HubSignal(BaseModel):
     """What woke the hub; the outbox payload of one row."""
 

@@ -12,8 +12,9 @@ CART_VALUE = SearchAttributeKey.for_float("BreadcrumbCartValue")
 ALL = (PERSON_ID, ROUTE, STATUS, CART_VALUE)
 
 
-def attributes(person_id: str, route: str | None = None, status: str | None = None,
-               cart_value: float | None = None) -> TypedSearchAttributes:
+def attributes(
+    person_id: str, route: str | None = None, status: str | None = None, cart_value: float | None = None
+) -> TypedSearchAttributes:
     pairs: list[SearchAttributePair[Any]] = [SearchAttributePair(PERSON_ID, person_id)]
     if route:
         pairs.append(SearchAttributePair(ROUTE, route))

@@ -317,8 +317,9 @@ def import_resource(
     for page in client.pages(resource.query, resource.name, variables, after=after):
         for node in page.nodes:
             try:
-                outcome = apply_topic(engine, settings, policy, resource.topic(node), resource.payload(node), shop,
-                                      backfill=True)
+                outcome = apply_topic(
+                    engine, settings, policy, resource.topic(node), resource.payload(node), shop, backfill=True
+                )
             except UnusableWebhook as error:
                 result.unusable.append(f"{node.get('id')}: {error}")
                 continue

@@ -646,8 +646,14 @@ HANDLERS: dict[str, Callable[[_Call, dict], TopicOutcome]] = {
 
 
 def apply_topic(
-    engine: Engine, settings: Settings, policy: Policy, topic: str, payload: dict, shop_domain: str,
-    *, backfill: bool = False,
+    engine: Engine,
+    settings: Settings,
+    policy: Policy,
+    topic: str,
+    payload: dict,
+    shop_domain: str,
+    *,
+    backfill: bool = False,
 ) -> TopicOutcome:
     """Apply one webhook's payload to the store (see the module docstring). A `backfill` (the Admin
     API import of the shop's past) stores the same things but wakes no hub: importing a customer

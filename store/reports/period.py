@@ -33,7 +33,9 @@ class Period:
 _RELATIVE = re.compile(r"^\s*\d+(\.\d+)?\s*[dhms]", re.IGNORECASE)
 
 
-def parse_moment(value: str | datetime | date | None, *, end: bool = False, now: datetime | None = None) -> datetime | None:
+def parse_moment(
+    value: str | datetime | date | None, *, end: bool = False, now: datetime | None = None
+) -> datetime | None:
     """A period bound: ISO date (`2025-03-01`; as `until` it includes that whole day), ISO datetime
     (naive = UTC), or a duration before now (`30d`, `12h`). Raises ValueError naming the value."""
     if value is None or value == "":
@@ -51,12 +53,14 @@ def parse_moment(value: str | datetime | date | None, *, end: bool = False, now:
             return parse_moment(date.fromisoformat(text), end=end)
         return as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
     except ValueError:
-        raise ValueError(f"{value!r} is not a date (2025-03-01), a datetime (2025-03-01T12:00:00Z) "
-                         f"or a duration before now (30d)") from None
+        raise ValueError(
+            f"{value!r} is not a date (2025-03-01), a datetime (2025-03-01T12:00:00Z) or a duration before now (30d)"
+        ) from None
 
 
-def make_period(since: str | datetime | date | None = None, until: str | datetime | date | None = None,
-                now: datetime | None = None) -> Period:
+def make_period(
+    since: str | datetime | date | None = None, until: str | datetime | date | None = None, now: datetime | None = None
+) -> Period:
     period = Period(parse_moment(since, now=now), parse_moment(until, end=True, now=now))
     if period.since and period.until and period.since >= period.until:
         raise ValueError("since must be before until")

@@ -59,11 +59,18 @@ class Dialect:
         """`column->key` when it is a JSON number, else NULL (strings and booleans are not money)."""
         assert re.fullmatch(r"[a-z_]+", key)  # keys are ours, never user input
         if self.pg:
-            return case((func.jsonb_typeof(column.op("->")(literal_column(f"'{key}'"))) == "number",
-                         cast(column.op("->>")(literal_column(f"'{key}'")), Float)), else_=None)
+            return case(
+                (
+                    func.jsonb_typeof(column.op("->")(literal_column(f"'{key}'"))) == "number",
+                    cast(column.op("->>")(literal_column(f"'{key}'")), Float),
+                ),
+                else_=None,
+            )
         path = literal_column(f"'$.{key}'")
-        return case((func.json_type(column, path).in_(("integer", "real")), cast(func.json_extract(column, path), Float)),
-                    else_=None)
+        return case(
+            (func.json_type(column, path).in_(("integer", "real")), cast(func.json_extract(column, path), Float)),
+            else_=None,
+        )
 
     def day(self, column) -> ColumnElement:
         """The UTC calendar day, as 'YYYY-MM-DD'."""
@@ -89,8 +96,9 @@ class Dialect:
         aggregates `extra(columns)` builds over the same rows. PostgreSQL has the aggregate; on
         SQLite the same linear interpolation is read from a ranked window."""
         if self.pg:
-            return select(*(func.percentile_cont(p).within_group(values.c[column]) for p in fractions),
-                          *extra(values.c))
+            return select(
+                *(func.percentile_cont(p).within_group(values.c[column]) for p in fractions), *extra(values.c)
+            )
         ranked = select(
             values,
             (func.row_number().over(order_by=values.c[column]) - 1).label("rank_"),
@@ -135,9 +143,6 @@ class connection:
             self.conn.close()
 
 
-
-
-
 def order_revenue(d: Dialect, properties) -> ColumnElement:
     return func.coalesce(*(d.json_number(properties, key) for key in REVENUE_KEYS))
 
@@ -147,8 +152,9 @@ def orders_cte(d: Dialect, period: Period):
     the shop cancelled (an `Order Cancelled` naming its order_id, e.g. Shopify's `orders/cancelled`)
     left out — so a cancellation takes the order's revenue out of every figure built on them."""
     cancellations = aliased(EVENTS, name="cancellations")
-    cancelled = select(cancellations.c.id).where(cancellations.c.name == taxonomy.ORDER_CANCELLED,
-                                                 cancellations.c.order_id == EVENTS.c.order_id)
+    cancelled = select(cancellations.c.id).where(
+        cancellations.c.name == taxonomy.ORDER_CANCELLED, cancellations.c.order_id == EVENTS.c.order_id
+    )
     order_key = func.coalesce(EVENTS.c.order_id, EVENTS.c.message_id)
     ranked = select(
         EVENTS.c.person_id,
@@ -157,11 +163,18 @@ def orders_cte(d: Dialect, period: Period):
         EVENTS.c.cart_id,
         order_revenue(d, EVENTS.c.properties).label("revenue"),
         func.row_number().over(partition_by=order_key, order_by=(EVENTS.c.timestamp, EVENTS.c.id)).label("rn"),
-    ).where(EVENTS.c.name == taxonomy.ORDER_COMPLETED, EVENTS.c.duplicate_of.is_(None), ~cancelled.exists(),
-            *period.where(EVENTS.c.timestamp))
+    ).where(
+        EVENTS.c.name == taxonomy.ORDER_COMPLETED,
+        EVENTS.c.duplicate_of.is_(None),
+        ~cancelled.exists(),
+        *period.where(EVENTS.c.timestamp),
+    )
     ranked = ranked.subquery("ranked_orders")
-    return select(ranked.c.person_id, ranked.c.ordered_at, ranked.c.order_key, ranked.c.cart_id,
-                  ranked.c.revenue).where(ranked.c.rn == 1).cte("orders")
+    return (
+        select(ranked.c.person_id, ranked.c.ordered_at, ranked.c.order_key, ranked.c.cart_id, ranked.c.revenue)
+        .where(ranked.c.rn == 1)
+        .cte("orders")
+    )
 
 
 def attributed_cte(d: Dialect, period: Period, window: timedelta):
@@ -175,19 +188,43 @@ def attributed_cte(d: Dialect, period: Period, window: timedelta):
         d.epoch(m.c.sent_at) <= d.epoch(orders.c.ordered_at),
         d.epoch(m.c.sent_at) >= d.epoch(orders.c.ordered_at) - window.total_seconds(),
     )
-    ranked = select(
-        orders.c.order_key, orders.c.person_id, orders.c.ordered_at, orders.c.revenue,
-        m.c.journey, m.c.step, m.c.id.label("message_id"),
-        func.row_number().over(partition_by=orders.c.order_key,
-                               order_by=(m.c.sent_at.desc(), m.c.step.desc(), m.c.id.desc())).label("rn"),
-    ).select_from(orders.outerjoin(m, touch)).subquery("touches")
-    return select(ranked.c.order_key, ranked.c.person_id, ranked.c.ordered_at, ranked.c.revenue, ranked.c.journey,
-                  ranked.c.step, ranked.c.message_id).where(ranked.c.rn == 1).cte("attributed")
+    ranked = (
+        select(
+            orders.c.order_key,
+            orders.c.person_id,
+            orders.c.ordered_at,
+            orders.c.revenue,
+            m.c.journey,
+            m.c.step,
+            m.c.id.label("message_id"),
+            func.row_number()
+            .over(partition_by=orders.c.order_key, order_by=(m.c.sent_at.desc(), m.c.step.desc(), m.c.id.desc()))
+            .label("rn"),
+        )
+        .select_from(orders.outerjoin(m, touch))
+        .subquery("touches")
+    )
+    return (
+        select(
+            ranked.c.order_key,
+            ranked.c.person_id,
+            ranked.c.ordered_at,
+            ranked.c.revenue,
+            ranked.c.journey,
+            ranked.c.step,
+            ranked.c.message_id,
+        )
+        .where(ranked.c.rn == 1)
+        .cte("attributed")
+    )
 
 
 def cohort_cte(period: Period):
-    return select(PEOPLE.c.id.label("person_id"), PEOPLE.c.identified_at).where(
-        *period.where(PEOPLE.c.identified_at)).cte("cohort")
+    return (
+        select(PEOPLE.c.id.label("person_id"), PEOPLE.c.identified_at)
+        .where(*period.where(PEOPLE.c.identified_at))
+        .cte("cohort")
+    )
 
 
 def first_orders_cte():
@@ -208,11 +245,16 @@ def first_event_cte(name: str, events: tuple[str, ...]):
     e = EVENTS
     found = materialized(
         select(e.c.person_id, e.c.timestamp)
-        .where(e.c.name == events[0] if len(events) == 1 else e.c.name.in_(events), e.c.duplicate_of.is_(None),
-               e.c.person_id.is_not(None))
+        .where(
+            e.c.name == events[0] if len(events) == 1 else e.c.name.in_(events),
+            e.c.duplicate_of.is_(None),
+            e.c.person_id.is_not(None),
+        )
         .cte(f"{name}_events")
     )
-    return select(found.c.person_id, func.min(found.c.timestamp).label("first_at")).group_by(found.c.person_id).cte(name)
+    return (
+        select(found.c.person_id, func.min(found.c.timestamp).label("first_at")).group_by(found.c.person_id).cte(name)
+    )
 
 
 def never_identified_devices(period: Period):
@@ -243,8 +285,10 @@ def reason_category(column) -> ColumnElement:
         (low.like("cart no longer open%"), "cart closed"),
         (low.like("%already had its recovery%"), "cart already recovered"),
         (low.like("re-routed%"), "re-routed"),
-        (or_(low.like("person deleted%"), low.like("person erased%"), low.like("person no longer exists%")),
-         "person deleted"),
+        (
+            or_(low.like("person deleted%"), low.like("person erased%"), low.like("person no longer exists%")),
+            "person deleted",
+        ),
         (low.like("no address%"), "no address"),
         else_=None,
     )

@@ -32,13 +32,25 @@ CHECKOUT_GRACE = timedelta(minutes=5)
 MANY_ANONYMOUS_IDS = 3
 # Identify-lateness histogram: upper bounds in seconds (the last bucket is open).
 LATENESS_BUCKETS: tuple[tuple[str, float | None], ...] = (
-    ("< 1 min", 60.0), ("1–10 min", 600.0), ("10–60 min", 3600.0), ("1–6 h", 6 * 3600.0),
-    ("6–24 h", DAY), ("1–3 d", 3 * DAY), ("3–7 d", 7 * DAY), ("7–30 d", 30 * DAY), ("≥ 30 d", None),
+    ("< 1 min", 60.0),
+    ("1–10 min", 600.0),
+    ("10–60 min", 3600.0),
+    ("1–6 h", 6 * 3600.0),
+    ("6–24 h", DAY),
+    ("1–3 d", 3 * DAY),
+    ("3–7 d", 7 * DAY),
+    ("7–30 d", 30 * DAY),
+    ("≥ 30 d", None),
 )
 
 
-def tracking(engine: Engine | Connection, policy: Policy, period: Period = Period(), now: datetime | None = None,
-             many_ids: int = MANY_ANONYMOUS_IDS) -> dict:
+def tracking(
+    engine: Engine | Connection,
+    policy: Policy,
+    period: Period = Period(),
+    now: datetime | None = None,
+    many_ids: int = MANY_ANONYMOUS_IDS,
+) -> dict:
     """Identify lateness, fragmented ids, missing recommended properties, duplicates caught,
     anonymous activity that never merged, and events ingest flagged (clock ahead, foreign links)."""
     now = as_utc(now or datetime.now(UTC))
@@ -90,20 +102,31 @@ def identify_lateness(conn: Connection, d: Dialect, period: Period) -> dict:
         .subquery("first_anonymous")
     )
     lateness = (
-        select(first_anonymous.c.person_id,
-               (d.epoch(cohort.c.identified_at) - d.epoch(first_anonymous.c.first_at)).label("seconds"))
+        select(
+            first_anonymous.c.person_id,
+            (d.epoch(cohort.c.identified_at) - d.epoch(first_anonymous.c.first_at)).label("seconds"),
+        )
         .select_from(first_anonymous.join(cohort, cohort.c.person_id == first_anonymous.c.person_id))
         .cte("lateness")
     )
+
     def stats(columns) -> list:
         seconds = columns.seconds
-        bucket_of = case(*((seconds < upper, label) for label, upper in LATENESS_BUCKETS if upper is not None),
-                         else_=LATENESS_BUCKETS[-1][0])
-        return [func.count(), func.avg(seconds), func.max(seconds),
-                *(func.sum(case((bucket_of == label, 1), else_=0)) for label, _ in LATENESS_BUCKETS)]
+        bucket_of = case(
+            *((seconds < upper, label) for label, upper in LATENESS_BUCKETS if upper is not None),
+            else_=LATENESS_BUCKETS[-1][0],
+        )
+        return [
+            func.count(),
+            func.avg(seconds),
+            func.max(seconds),
+            *(func.sum(case((bucket_of == label, 1), else_=0)) for label, _ in LATENESS_BUCKETS),
+        ]
 
     row = conn.execute(d.percentiles(lateness, "seconds", (0.5, 0.9), stats)).one_or_none()
-    median, p90, count, mean, longest, *bucket_counts = row if row is not None else (None,) * (5 + len(LATENESS_BUCKETS))
+    median, p90, count, mean, longest, *bucket_counts = (
+        row if row is not None else (None,) * (5 + len(LATENESS_BUCKETS))
+    )
     buckets = {label: n for (label, _), n in zip(LATENESS_BUCKETS, bucket_counts, strict=False)}
 
     # "Identified only at checkout or purchase": by the time they identified (give or take the
@@ -111,8 +134,9 @@ def identify_lateness(conn: Connection, d: Dialect, period: Period) -> dict:
     first_checkout = first_event_cte("first_checkout", (taxonomy.CHECKOUT_STARTED, taxonomy.ORDER_COMPLETED))
     at_checkout = d.epoch(first_checkout.c.first_at) <= d.epoch(cohort.c.identified_at) + CHECKOUT_GRACE.total_seconds()
     people, late = conn.execute(
-        select(func.count(), func.sum(case((at_checkout, 1), else_=0)))
-        .select_from(cohort.outerjoin(first_checkout, first_checkout.c.person_id == cohort.c.person_id))
+        select(func.count(), func.sum(case((at_checkout, 1), else_=0))).select_from(
+            cohort.outerjoin(first_checkout, first_checkout.c.person_id == cohort.c.person_id)
+        )
     ).one()
     people, late, with_activity = as_int(people), as_int(late), as_int(count)
     return {
@@ -146,14 +170,17 @@ def fragmented_ids(conn: Connection, period: Period, many: int, devices: Devices
     # The most fragmented: only people with many ids are looked at (a HAVING on the identifiers).
     many_ids = (
         select(i.c.person_id, func.count().label("n"))
-        .where(i.c.kind == "anonymous_id").group_by(i.c.person_id).having(func.count() >= many)
+        .where(i.c.kind == "anonymous_id")
+        .group_by(i.c.person_id)
+        .having(func.count() >= many)
         .subquery("many_ids")
     )
     top = conn.execute(
         select(many_ids.c.person_id, many_ids.c.n)
         .select_from(many_ids.join(p, p.c.id == many_ids.c.person_id))
         .where(*period.where(p.c.identified_at))
-        .order_by(many_ids.c.n.desc(), many_ids.c.person_id).limit(10)
+        .order_by(many_ids.c.n.desc(), many_ids.c.person_id)
+        .limit(10)
     ).all()
     people = sum(distribution.values())
     fragmented = sum(count for n, count in distribution.items() if n >= many)
@@ -164,9 +191,13 @@ def fragmented_ids(conn: Connection, period: Period, many: int, devices: Devices
         "people_with_many_ids": fragmented,
         "share_with_many_ids": ratio(fragmented, people),
         "max_ids": max((n for n, c in distribution.items() if c), default=0),
-        "distribution": [{"anonymous_ids": label, "people": sum(c for n, c in distribution.items()
-                                                              if n >= lo and (hi is None or n <= hi))}
-                         for label, lo, hi in buckets],
+        "distribution": [
+            {
+                "anonymous_ids": label,
+                "people": sum(c for n, c in distribution.items() if n >= lo and (hi is None or n <= hi)),
+            }
+            for label, lo, hi in buckets
+        ],
         "most_fragmented": [{"person_id": r.person_id, "anonymous_ids": r.n} for r in top],
         "anonymous_ids": devices.seen,
         "single_page_view_ids": devices.single_page_view,
@@ -178,9 +209,11 @@ def missing_properties(conn: Connection, d: Dialect, period: Period) -> dict:
     e = EVENTS
     names = tuple(taxonomy.RECOMMENDED_PROPERTIES)
     # Events per name: the (name, timestamp) index alone answers it.
-    totals = dict(conn.execute(
-        select(e.c.name, func.count()).where(e.c.name.in_(names), *period.where(e.c.timestamp)).group_by(e.c.name)
-    ).all())
+    totals = dict(
+        conn.execute(
+            select(e.c.name, func.count()).where(e.c.name.in_(names), *period.where(e.c.timestamp)).group_by(e.c.name)
+        ).all()
+    )
     # Only events that lack something are unpacked; each counts once through its first gap.
     gaps = materialized(
         select(e.c.name, e.c.missing_properties)
@@ -189,18 +222,34 @@ def missing_properties(conn: Connection, d: Dialect, period: Period) -> dict:
     )
     element, first = d.json_elements_numbered(gaps.c.missing_properties)
     rows = conn.execute(
-        select(gaps.c.name, element.c.value.label("property"), func.count().label("n"),
-               func.sum(case((first, 1), else_=0)).label("events"))
+        select(
+            gaps.c.name,
+            element.c.value.label("property"),
+            func.count().label("n"),
+            func.sum(case((first, 1), else_=0)).label("events"),
+        )
         .select_from(gaps.join(element, true()))
         .group_by(gaps.c.name, element.c.value)
     ).all()
     rows = [r for r in rows if r.name in totals]
-    out = [{"event": r.name, "property": r.property, "missing": r.n, "events": as_int(totals.get(r.name)),
-            "share": ratio(r.n, as_int(totals.get(r.name)))} for r in rows]
+    out = [
+        {
+            "event": r.name,
+            "property": r.property,
+            "missing": r.n,
+            "events": as_int(totals.get(r.name)),
+            "share": ratio(r.n, as_int(totals.get(r.name))),
+        }
+        for r in rows
+    ]
     out.sort(key=lambda r: (-r["missing"], r["event"], r["property"]))
     checked, with_gaps = sum(totals.values()), sum(as_int(r.events) for r in rows)
-    return {"events_checked": checked, "events_with_gaps": with_gaps, "share_with_gaps": ratio(with_gaps, checked),
-            "by_event_property": out}
+    return {
+        "events_checked": checked,
+        "events_with_gaps": with_gaps,
+        "share_with_gaps": ratio(with_gaps, checked),
+        "by_event_property": out,
+    }
 
 
 def duplicates(conn: Connection, period: Period) -> dict:
@@ -208,8 +257,9 @@ def duplicates(conn: Connection, period: Period) -> dict:
     copies = materialized(
         select(e.c.name, e.c.source).where(e.c.duplicate_of.is_not(None), *period.where(e.c.timestamp)).cte("copies")
     )
-    rows = conn.execute(select(copies.c.name, copies.c.source, func.count().label("n"))
-                        .group_by(copies.c.name, copies.c.source)).all()
+    rows = conn.execute(
+        select(copies.c.name, copies.c.source, func.count().label("n")).group_by(copies.c.name, copies.c.source)
+    ).all()
     by_event = [{"event": r.name, "late_copy_source": r.source, "pairs": r.n} for r in rows]
     by_event.sort(key=lambda r: (-r["pairs"], r["event"], r["late_copy_source"]))
     return {"pairs": sum(r["pairs"] for r in by_event), "by_event": by_event}
@@ -221,10 +271,13 @@ def unmerged(conn: Connection, period: Period, merge_cutoff: datetime, devices: 
     e = EVENTS
     unowned = e.c.person_id.is_(None)
     events, never, stale = conn.execute(
-        select(func.count(), func.sum(case((unowned, 1), else_=0)),
-               func.sum(case((and_(unowned, e.c.timestamp < merge_cutoff), 1), else_=0)))
-        .where(e.c.anonymous_id.is_not(None), e.c.user_id.is_(None), e.c.type != "identify",
-               *period.where(e.c.timestamp))
+        select(
+            func.count(),
+            func.sum(case((unowned, 1), else_=0)),
+            func.sum(case((and_(unowned, e.c.timestamp < merge_cutoff), 1), else_=0)),
+        ).where(
+            e.c.anonymous_id.is_not(None), e.c.user_id.is_(None), e.c.type != "identify", *period.where(e.c.timestamp)
+        )
     ).one()
     events, never = as_int(events), as_int(never)
     return {
@@ -248,8 +301,11 @@ def flagged(conn: Connection, period: Period) -> dict:
     has = {flag: e.c.flags[flag].as_string().is_not(None) for flag in FLAGS}
     rows = conn.execute(
         select(e.c.name, *(func.sum(case((has[flag], 1), else_=0)).label(flag) for flag in FLAGS))
-        .where(or_(*has.values()), *period.where(e.c.timestamp)).group_by(e.c.name)
+        .where(or_(*has.values()), *period.where(e.c.timestamp))
+        .group_by(e.c.name)
     ).all()
-    by_event = sorted(({"event": r.name, **{flag: as_int(getattr(r, flag)) for flag in FLAGS}} for r in rows),
-                      key=lambda r: (-(r["timestamp_clamped"] + r["foreign_links"]), r["event"]))
+    by_event = sorted(
+        ({"event": r.name, **{flag: as_int(getattr(r, flag)) for flag in FLAGS}} for r in rows),
+        key=lambda r: (-(r["timestamp_clamped"] + r["foreign_links"]), r["event"]),
+    )
     return {**{flag: sum(r[flag] for r in by_event) for flag in FLAGS}, "by_event": by_event}
