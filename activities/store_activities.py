@@ -297,7 +297,24 @@ class PolicySource:
         return self.policy
 
 
-class StoreActivities:
+class JourneyActivities:
+    """The activities the hub and the journeys call, by name: the store serves them, and the what-if
+    simulation serves the same names from memory."""
+
+    NAMES = (
+        "load_person",
+        "start_journey",
+        "check_before_send",
+        "send_step",
+        "record_journey_note",
+        "record_conversion",
+    )
+
+    def all(self) -> list:
+        return [getattr(self, name) for name in self.NAMES]
+
+
+class StoreActivities(JourneyActivities):
     def __init__(
         self,
         engine: Engine,
@@ -314,16 +331,6 @@ class StoreActivities:
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
         self.policies = PolicySource(settings) if settings is not None else None
-
-    def all(self) -> list:
-        return [
-            self.load_person,
-            self.start_journey,
-            self.check_before_send,
-            self.send_step,
-            self.record_journey_note,
-            self.record_conversion,
-        ]
 
     @activity.defn(name="load_person")
     def load_person(self, lookup: PersonLookup) -> PersonContext | None:

@@ -46,6 +46,7 @@ from temporalio.worker import (
 
 from activities.store_activities import (  # the same look-back, catalog rows and sales ranking
     HISTORY_HORIZON,
+    JourneyActivities,
     catalog_entry,
     ranked_catalog,
 )
@@ -296,7 +297,7 @@ class SimulatedExecution(Interceptor):
         return _ClockInbound(next)
 
 
-class SimulatedActivities:
+class SimulatedActivities(JourneyActivities):
     """The dry-run twin of `StoreActivities`: same names, same models, memory only.
 
     One instance serves one simulation run (one policy); people are keyed by person id."""
@@ -306,16 +307,6 @@ class SimulatedActivities:
         self.catalog = catalog
         self.policy = policy  # the run's policy: hubs get their history projected for it, as in production
         self._lock = threading.Lock()
-
-    def all(self) -> list:
-        return [
-            self.load_person,
-            self.start_journey,
-            self.check_before_send,
-            self.send_step,
-            self.record_journey_note,
-            self.record_conversion,
-        ]
 
     # -- the activities ---------------------------------------------------------------------------
 
