@@ -86,9 +86,8 @@ def plan(rows: list[OutboxRow], running: str | None) -> list[Step]:
     `activity` row that cannot change the route of the journey `running` (`journeys.wakeups`) needs
     no signal at all. Purchases and the stopping kinds are never merged and keep their order."""
     waking = {row.id for row in rows if row.kind == "activity" and could_change_route(row.kind, _event(row), running)}
-    carrier = (
-        [row for row in rows if row.kind in PROMPT_KINDS] or [row for row in rows if row.id in waking] or [None]
-    )[-1]
+    carriers = [row for row in rows if row.kind in PROMPT_KINDS] or [row for row in rows if row.id in waking]
+    carrier = carriers[-1] if carriers else None
     steps: list[Step] = []
     riders: list[OutboxRow] = []
     for row in rows:
@@ -227,7 +226,7 @@ class Dispatcher:
         )
         results = await asyncio.gather(*(deliver(person, plans[person]) for person in order))
         done = [row for result in results for row in result.done]
-        marked = await asyncio.to_thread(outbox.mark_dispatched, self.engine, claim.owner, [r.id for r in done])
+        marked = await asyncio.to_thread(outbox.mark_dispatched, self.engine, claim.owner, outbox.row_ids(done))
         if marked < len(done):
             log.warning(
                 "%d delivered outbox rows were no longer ours (lease expired); another dispatcher owns them",
@@ -246,6 +245,7 @@ class Dispatcher:
         failures = [result for result in results if result.failed is not None]
         for result in failures:
             FAILED.inc()
+            assert result.failed is not None, "failures are the results with a failed row"
             await asyncio.to_thread(self._release, claim.owner, [result.failed], result.error, not result.outage)
             await asyncio.to_thread(outbox.hand_back, self.engine, claim.owner, result.untried)
         if failures:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from store import queries
 from store.models import Event, IdentityConflict, JourneyLog, Message, iso
@@ -14,9 +14,13 @@ def person_export(session: Session, person_id: str) -> dict | None:
     profile = queries.profile(session, person_id, events_limit=2**31 - 1)
     if profile is None:
         return None
-    events = session.exec(select(Event).where(Event.person_id == person_id).order_by(Event.timestamp, Event.id)).all()
-    messages = session.exec(select(Message).where(Message.person_id == person_id).order_by(Message.created_at)).all()
-    log = session.exec(select(JourneyLog).where(JourneyLog.person_id == person_id).order_by(JourneyLog.at)).all()
+    events = session.exec(
+        select(Event).where(Event.person_id == person_id).order_by(col(Event.timestamp), col(Event.id))
+    ).all()
+    messages = session.exec(
+        select(Message).where(Message.person_id == person_id).order_by(col(Message.created_at))
+    ).all()
+    log = session.exec(select(JourneyLog).where(JourneyLog.person_id == person_id).order_by(col(JourneyLog.at))).all()
     conflicts = session.exec(
         select(IdentityConflict).where(
             (IdentityConflict.owner_person_id == person_id) | (IdentityConflict.claimant_person_id == person_id)

@@ -16,21 +16,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, update
-from sqlmodel import Session, select
+from sqlalchemy import ColumnElement, CursorResult, Engine, delete, func, update
+from sqlmodel import Session, col, select
 
 from store.db import insert_ignoring_conflicts, reading, transaction
 from journeys.wakeups import PRIORITY
 from store.dialect import is_postgresql
-from store.models import JourneyRun, OutboxRow, as_utc, utcnow
+from store.models import JourneyRun, OutboxRow, as_utc, table_of, utcnow
 
 LEASE = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(seconds=30)
 
 
-def _pending():
-    return OutboxRow.dispatched_at.is_(None) & OutboxRow.dead_at.is_(None)
+def _pending() -> ColumnElement[bool]:
+    return col(OutboxRow.dispatched_at).is_(None) & col(OutboxRow.dead_at).is_(None)
 
 
 def signal(
@@ -47,7 +48,7 @@ def queue(session: Session, signals: list[tuple[str, str, dict | None, str | Non
         return
     now = utcnow()
     session.execute(
-        insert_ignoring_conflicts(session, OutboxRow.__table__).values(
+        insert_ignoring_conflicts(session, table_of(OutboxRow)).values(
             [
                 {
                     "kind": kind,
@@ -81,10 +82,10 @@ def claim(engine: Engine, limit: int = 200, lease: timedelta = LEASE) -> Claim:
             select(OutboxRow)
             .where(
                 _pending(),
-                OutboxRow.available_at <= now,
-                (OutboxRow.claimed_until.is_(None)) | (OutboxRow.claimed_until < now),
+                col(OutboxRow.available_at) <= now,
+                (col(OutboxRow.claimed_until).is_(None)) | (col(OutboxRow.claimed_until) < now),
             )
-            .order_by(OutboxRow.id)
+            .order_by(col(OutboxRow.id))
             .limit(limit)
         )
         if is_postgresql(engine):
@@ -93,14 +94,21 @@ def claim(engine: Engine, limit: int = 200, lease: timedelta = LEASE) -> Claim:
         if rows:
             session.execute(
                 update(OutboxRow)
-                .where(OutboxRow.id.in_([r.id for r in rows]))
+                .where(col(OutboxRow.id).in_(row_ids(rows)))
                 .values(claimed_until=now + lease, claim_owner=owner)
             )
         return Claim(owner=owner, rows=rows)
 
 
-def _owned(owner: str, ids: list[int]):
-    return OutboxRow.id.in_(ids) & (OutboxRow.claim_owner == owner) & OutboxRow.dispatched_at.is_(None)
+def row_ids(rows: list[OutboxRow]) -> list[int]:
+    """The ids of rows read from the outbox (a stored row always has one)."""
+    ids = [row.id for row in rows if row.id is not None]
+    assert len(ids) == len(rows), "outbox rows are read from the table, so each has an id"
+    return ids
+
+
+def _owned(owner: str, ids: list[int]) -> ColumnElement[bool]:
+    return col(OutboxRow.id).in_(ids) & (col(OutboxRow.claim_owner) == owner) & col(OutboxRow.dispatched_at).is_(None)
 
 
 def mark_dispatched(engine: Engine, owner: str, ids: list[int]) -> int:
@@ -108,10 +116,13 @@ def mark_dispatched(engine: Engine, owner: str, ids: list[int]) -> int:
     if not ids:
         return 0
     with transaction(engine) as session:
-        return session.execute(
-            update(OutboxRow)
-            .where(_owned(owner, ids))
-            .values(dispatched_at=utcnow(), claimed_until=None, claim_owner=None)
+        return cast(
+            CursorResult[Any],
+            session.execute(
+                update(OutboxRow)
+                .where(_owned(owner, ids))
+                .values(dispatched_at=utcnow(), claimed_until=None, claim_owner=None)
+            ),
         ).rowcount
 
 
@@ -130,7 +141,7 @@ def release(
             backoff = min(MAX_BACKOFF, timedelta(seconds=0.5 * 2 ** min(attempts, 10)))
             session.execute(
                 update(OutboxRow)
-                .where(_owned(owner, [row.id]))
+                .where(_owned(owner, row_ids([row])))
                 .values(
                     attempts=attempts,
                     last_error=error[:2000],
@@ -150,7 +161,7 @@ def hand_back(engine: Engine, owner: str, rows: list[OutboxRow], due_in: timedel
         with transaction(engine) as session:
             session.execute(
                 update(OutboxRow)
-                .where(_owned(owner, [r.id for r in rows]))
+                .where(_owned(owner, row_ids(rows)))
                 .values(claimed_until=None, claim_owner=None, **later)
             )
 
@@ -162,7 +173,7 @@ def running_routes(engine: Engine, person_ids: list[str]) -> dict[str, str]:
     with reading(engine).connect() as conn:
         found = conn.execute(
             select(JourneyRun.person_id, JourneyRun.route).where(
-                JourneyRun.person_id.in_(person_ids), JourneyRun.status == "running"
+                col(JourneyRun.person_id).in_(person_ids), col(JourneyRun.status) == "running"
             )
         ).all()
     routes: dict[str, str] = {}
@@ -177,8 +188,8 @@ def dead_letters(engine: Engine, limit: int = 100) -> list[OutboxRow]:
         return list(
             session.exec(
                 select(OutboxRow)
-                .where(OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
-                .order_by(OutboxRow.id)
+                .where(col(OutboxRow.dead_at).is_not(None), col(OutboxRow.dispatched_at).is_(None))
+                .order_by(col(OutboxRow.id))
                 .limit(limit)
             ).all()
         )
@@ -188,10 +199,17 @@ def retry(engine: Engine, row_id: int) -> bool:
     """Bring a dead-lettered row back: due now, attempts counted from zero. False when no such row."""
     with transaction(engine) as session:
         return bool(
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id == row_id, OutboxRow.dead_at.is_not(None), OutboxRow.dispatched_at.is_(None))
-                .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None, claim_owner=None)
+            cast(
+                CursorResult[Any],
+                session.execute(
+                    update(OutboxRow)
+                    .where(
+                        col(OutboxRow.id) == row_id,
+                        col(OutboxRow.dead_at).is_not(None),
+                        col(OutboxRow.dispatched_at).is_(None),
+                    )
+                    .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None, claim_owner=None)
+                ),
             ).rowcount
         )
 
@@ -201,18 +219,18 @@ def prune(engine: Engine, retention: timedelta, limit: int = 5000) -> int:
     cutoff = utcnow() - retention
     with transaction(engine) as session:
         old = (
-            select(OutboxRow.id)
-            .where(OutboxRow.dispatched_at.is_not(None), OutboxRow.dispatched_at < cutoff)
+            select(col(OutboxRow.id))
+            .where(col(OutboxRow.dispatched_at).is_not(None), col(OutboxRow.dispatched_at) < cutoff)
             .limit(limit)
         )
-        return session.execute(delete(OutboxRow).where(OutboxRow.id.in_(old))).rowcount
+        return cast(CursorResult[Any], session.execute(delete(OutboxRow).where(col(OutboxRow.id).in_(old)))).rowcount
 
 
 def follow_merge(session: Session, primary_id: str, secondary_id: str) -> None:
     """The secondary's undelivered rows are the survivor's now (in the merge's transaction)."""
     session.execute(
         update(OutboxRow)
-        .where(OutboxRow.person_id == secondary_id, OutboxRow.dispatched_at.is_(None))
+        .where(col(OutboxRow.person_id) == secondary_id, col(OutboxRow.dispatched_at).is_(None))
         .values(person_id=primary_id)
     )
 

@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, delete, select
 
-from store.models import Event, Identifier
+from store.models import Event, Identifier, table_of
 
-EVENTS = Event.__table__
-IDENTIFIERS = Identifier.__table__
+EVENTS = table_of(Event)
+IDENTIFIERS = table_of(Identifier)
 BATCH = 10_000
 
 
