@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -74,6 +77,16 @@ def api(
     uvicorn.run(_started(create_app, settings, "api"), host=host, port=port, log_level="info")
 
 
+def _exit_refused() -> NoReturn:
+    """Exit status 1 right after a refused Temporal connection has been explained. The Temporal core's
+    threads may still be winding that connection down, and a normal interpreter exit can then abort
+    in finalization ("PyGILState_Release … finalizing", seen under load) with another status: leave
+    at once, output flushed."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def _started(start, settings: Settings, command: str):
     """`start(settings)`, or one line naming the missing or wrong setting and exit code 2."""
     from activities.channels import DeliveryConfigError
@@ -114,21 +127,24 @@ def worker(
         )
         raise typer.Exit(2)
 
-    async def main() -> None:
+    async def main() -> bool:
+        """Serve until signalled; False when Temporal could not be reached (said in one line)."""
         runtime = metrics_runtime(metrics_port) if metrics_port else None
         try:
             client = await connect(settings, runtime=runtime)
         except TemporalConnectError as error:
             typer.echo(f"breadcrumb worker: {error}", err=True)
-            raise typer.Exit(1) from None
+            return False
         engine = make_engine(settings.database_url)
         try:
             workers, ready = workers_for(queue, client, engine, settings)
             await run_until_signalled(*workers, ready=ready)
         finally:
             engine.dispose()
+        return True
 
-    _started(lambda _: asyncio.run(main()), settings, "worker")
+    if not _started(lambda _: asyncio.run(main()), settings, "worker"):
+        _exit_refused()
 
 
 @app.command("temporal-setup")
@@ -154,7 +170,7 @@ def temporal_setup() -> None:
         Console(stderr=True, soft_wrap=True).print(
             f"[bold red]breadcrumb temporal-setup:[/] {escape(str(error))}", highlight=False
         )
-        raise typer.Exit(1) from None
+        _exit_refused()
     console.print(f"search attributes added: {', '.join(added)}" if added else "search attributes already registered")
 
 
