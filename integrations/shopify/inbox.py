@@ -17,12 +17,12 @@ from datetime import timedelta
 
 import orjson
 from sqlalchemy import Engine, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from integrations.shopify.mapping import API, TopicOutcome, UnusableWebhook, apply_topic
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.ingest import Quarantined, quarantine
-from store.models import ShopifyWebhook, iso, utcnow
+from store.models import ShopifyWebhook, iso, table_of, utcnow
 from store.settings import Settings
 
 log = logging.getLogger("breadcrumb.shopify")
@@ -44,7 +44,7 @@ def accept(engine: Engine, webhook_id: str, topic: str, shop_domain: str, body: 
     )
     with transaction(engine) as session:
         inserted = session.execute(
-            insert_ignoring_conflicts(session, ShopifyWebhook.__table__).returning(ShopifyWebhook.webhook_id),
+            insert_ignoring_conflicts(session, table_of(ShopifyWebhook)).returning(col(ShopifyWebhook.webhook_id)),
             [row.model_dump()],
         ).scalars()
         return row if list(inserted) else None
@@ -52,14 +52,14 @@ def accept(engine: Engine, webhook_id: str, topic: str, shop_domain: str, body: 
 
 def apply(engine: Engine, settings: Settings, row: ShopifyWebhook) -> TopicOutcome | None:
     """Apply a stored, pending webhook and record how it went; None when it could not be applied."""
-    webhook_id = row.webhook_id
+    webhook_id, body = row.webhook_id, row.body or ""  # pending rows keep their body
     try:
-        payload = orjson.loads(row.body)
+        payload = orjson.loads(body)
         outcome = apply_topic(engine, settings, settings.policy, row.topic, payload, row.shop_domain)
     except (orjson.JSONDecodeError, UnusableWebhook) as exc:
         reason = f"{row.topic}: the body is not JSON" if isinstance(exc, orjson.JSONDecodeError) else str(exc)
         with transaction(engine) as session:
-            quarantine(session, API, f"shopify {row.topic}", [Quarantined(reason, row.body, webhook_id)])
+            quarantine(session, API, f"shopify {row.topic}", [Quarantined(reason, body, webhook_id)])
             _finish(session, webhook_id, "unusable", reason)
         log.warning("shopify webhook %s refused: %s", webhook_id, reason)
         return None
@@ -68,8 +68,8 @@ def apply(engine: Engine, settings: Settings, row: ShopifyWebhook) -> TopicOutco
         with transaction(engine) as session:
             session.execute(
                 update(ShopifyWebhook)
-                .where(ShopifyWebhook.webhook_id == webhook_id)
-                .values(attempts=ShopifyWebhook.attempts + 1, outcome=f"{type(exc).__name__}: {exc}"[:ERROR_KEEP])
+                .where(col(ShopifyWebhook.webhook_id) == webhook_id)
+                .values(attempts=col(ShopifyWebhook.attempts) + 1, outcome=f"{type(exc).__name__}: {exc}"[:ERROR_KEEP])
             )
         return None
     with transaction(engine) as session:
@@ -80,14 +80,14 @@ def apply(engine: Engine, settings: Settings, row: ShopifyWebhook) -> TopicOutco
 def _finish(session: Session, webhook_id: str, status: str, outcome: str, person_id: str | None = None) -> None:
     session.execute(
         update(ShopifyWebhook)
-        .where(ShopifyWebhook.webhook_id == webhook_id)
+        .where(col(ShopifyWebhook.webhook_id) == webhook_id)
         .values(
             status=status,
             outcome=outcome,
             person_id=person_id,
             body=None,
             applied_at=utcnow(),
-            attempts=ShopifyWebhook.attempts + 1,
+            attempts=col(ShopifyWebhook.attempts) + 1,
         )
     )
 
@@ -105,12 +105,12 @@ def sweep(
         rows = session.exec(
             select(ShopifyWebhook)
             .where(
-                ShopifyWebhook.status == "pending",
-                ShopifyWebhook.body.is_not(None),
-                ShopifyWebhook.attempts < max_attempts,
-                ShopifyWebhook.received_at < utcnow() - older_than,
+                col(ShopifyWebhook.status) == "pending",
+                col(ShopifyWebhook.body).is_not(None),
+                col(ShopifyWebhook.attempts) < max_attempts,
+                col(ShopifyWebhook.received_at) < utcnow() - older_than,
             )
-            .order_by(ShopifyWebhook.received_at)
+            .order_by(col(ShopifyWebhook.received_at))
             .limit(limit)
         ).all()
     return sum(1 for row in rows if apply(engine, settings, row) is not None)
@@ -118,9 +118,9 @@ def sweep(
 
 def recent(engine: Engine, status: str | None = None, limit: int = 100) -> list[dict]:
     """Webhooks newest first, for the merchant: what each did, or why it is still pending."""
-    query = select(ShopifyWebhook).order_by(ShopifyWebhook.received_at.desc()).limit(limit)
+    query = select(ShopifyWebhook).order_by(col(ShopifyWebhook.received_at).desc()).limit(limit)
     if status:
-        query = query.where(ShopifyWebhook.status == status)
+        query = query.where(col(ShopifyWebhook.status) == status)
     with Session(reading(engine)) as session:
         rows = session.exec(query).all()
     return [
