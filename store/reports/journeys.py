@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, UTC
 
+from typing import Any
+
 from sqlalchemy import Connection, Engine, and_, case, exists, func, literal, not_, or_, select, union_all
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
@@ -73,7 +75,7 @@ def summary(
         }
 
 
-def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> list:
+def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> list[Any]:
     """One row per route for the people identified in the period: how many, already customers,
     converted, still inside their window (no order yet), sent a message in the period, and whose
     first order came after such a message, within the window and in the period (the funnel).
@@ -121,20 +123,24 @@ def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_day
         (per.c.runs > 0, "none"),
         else_="unrouted",
     )
-    return conn.execute(
-        select(
-            route.label("route"),
-            func.count().label("identified"),
-            func.sum(case((prior, 1), else_=0)).label("prior"),
-            func.sum(case((and_(converted, not_(open_window)), 1), else_=0)).label("converted"),
-            func.sum(case((open_window, 1), else_=0)).label("open"),
-            func.sum(case((and_(converted, open_window), 1), else_=0)).label("open_converted"),
-            func.sum(case((per.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
-            func.sum(
-                case((and_(converted, per.c.first_at >= per.c.first_sent, *period.where(per.c.first_at)), 1), else_=0)
-            ).label("purchased"),
-        ).group_by(route)
-    ).all()
+    return list(
+        conn.execute(
+            select(
+                route.label("route"),
+                func.count().label("identified"),
+                func.sum(case((prior, 1), else_=0)).label("prior"),
+                func.sum(case((and_(converted, not_(open_window)), 1), else_=0)).label("converted"),
+                func.sum(case((open_window, 1), else_=0)).label("open"),
+                func.sum(case((and_(converted, open_window), 1), else_=0)).label("open_converted"),
+                func.sum(case((per.c.first_sent.is_not(None), 1), else_=0)).label("messaged"),
+                func.sum(
+                    case(
+                        (and_(converted, per.c.first_at >= per.c.first_sent, *period.where(per.c.first_at)), 1), else_=0
+                    )
+                ).label("purchased"),
+            ).group_by(route)
+        ).all()
+    )
 
 
 def conversion(
@@ -215,7 +221,7 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
         .where(sent, *period.where(MESSAGES.c.sent_at))
         .group_by(MESSAGES.c.journey, MESSAGES.c.step)
     ).all()
-    journey_recipients = dict(
+    journey_recipients: dict[str, int] = dict(
         conn.execute(
             select(MESSAGES.c.journey, func.count(func.distinct(MESSAGES.c.person_id)))
             .where(sent, *period.where(MESSAGES.c.sent_at))
@@ -236,12 +242,11 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
         totals[2] += as_int(row.without_value)
         if row.journey is None:
             continue
-        for bucket, key in (
-            (per_journey, row.journey),
-            (per_step, (row.journey, row.step)),
-            (daily, (row.day, row.journey)),
+        for held in (
+            per_journey.setdefault(row.journey, [0, 0.0]),
+            per_step.setdefault((row.journey, row.step), [0, 0.0]),
+            daily.setdefault((row.day, row.journey), [0, 0.0]),
         ):
-            held = bucket.setdefault(key, [0, 0.0])
             held[0] += row.orders
             held[1] += revenue_value
     step_recipients = {(r.journey, r.step): r.people for r in recipients_rows}

@@ -4,6 +4,7 @@ differently (`Dialect`), the order/attribution/cohort CTEs and the figure format
 from __future__ import annotations
 
 import re
+from typing import Any
 from datetime import timedelta
 
 from sqlalchemy import (
@@ -27,15 +28,15 @@ from sqlalchemy.sql import ColumnElement
 from journeys import taxonomy
 from journeys.attribution import REVENUE_KEYS
 from journeys.policy import JOURNEY_NAMES
-from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person
+from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, table_of
 from store.reports.period import Period
 
-EVENTS = Event.__table__
-PEOPLE = Person.__table__
-IDENTIFIERS = Identifier.__table__
-MESSAGES = Message.__table__
-RUNS = JourneyRun.__table__
-LOG = JourneyLog.__table__
+EVENTS = table_of(Event)
+PEOPLE = table_of(Person)
+IDENTIFIERS = table_of(Identifier)
+MESSAGES = table_of(Message)
+RUNS = table_of(JourneyRun)
+LOG = table_of(JourneyLog)
 
 DAY = 86400.0
 
@@ -66,7 +67,7 @@ class Dialect:
                 ),
                 else_=None,
             )
-        path = literal_column(f"'$.{key}'")
+        path: ColumnElement[Any] = literal_column(f"'$.{key}'")
         return case(
             (func.json_type(column, path).in_(("integer", "real")), cast(func.json_extract(column, path), Float)),
             else_=None,
@@ -125,18 +126,19 @@ class connection:
     """Use a given Connection as is, or open (and close) one from an Engine."""
 
     def __init__(self, bind: Engine | Connection) -> None:
-        self.bind, self.conn = bind, None
+        self.bind: Engine | Connection = bind
+        self.conn: Connection | None = None
 
     def __enter__(self) -> Connection:
         if isinstance(self.bind, Connection):
             return self.bind
-        self.conn = self.bind.connect()
-        if self.conn.dialect.name == "postgresql":
+        conn = self.conn = self.bind.connect()
+        if conn.dialect.name == "postgresql":
             # These statements run in tens to hundreds of milliseconds; PostgreSQL's JIT, triggered by
             # row estimates on joined aggregates, spends seconds compiling them. Off for this
             # (read-only) transaction only.
-            self.conn.exec_driver_sql("SET LOCAL jit = off")
-        return self.conn
+            conn.exec_driver_sql("SET LOCAL jit = off")
+        return conn
 
     def __exit__(self, *exc) -> None:
         if self.conn is not None:
@@ -169,10 +171,10 @@ def orders_cte(d: Dialect, period: Period):
         ~cancelled.exists(),
         *period.where(EVENTS.c.timestamp),
     )
-    ranked = ranked.subquery("ranked_orders")
+    orders = ranked.subquery("ranked_orders")
     return (
-        select(ranked.c.person_id, ranked.c.ordered_at, ranked.c.order_key, ranked.c.cart_id, ranked.c.revenue)
-        .where(ranked.c.rn == 1)
+        select(orders.c.person_id, orders.c.ordered_at, orders.c.order_key, orders.c.cart_id, orders.c.revenue)
+        .where(orders.c.rn == 1)
         .cte("orders")
     )
 

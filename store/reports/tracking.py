@@ -166,7 +166,9 @@ def fragmented_ids(conn: Connection, period: Period, many: int, devices: Devices
         .group_by(p.c.id)
         .subquery("ids_per_person")
     )
-    distribution = dict(conn.execute(select(per_person.c.n, func.count()).group_by(per_person.c.n)).all())
+    distribution: dict[int, int] = dict(
+        conn.execute(select(per_person.c.n, func.count()).group_by(per_person.c.n)).all()
+    )
     # The most fragmented: only people with many ids are looked at (a HAVING on the identifiers).
     many_ids = (
         select(i.c.person_id, func.count().label("n"))
@@ -209,7 +211,7 @@ def missing_properties(conn: Connection, d: Dialect, period: Period) -> dict:
     e = EVENTS
     names = tuple(taxonomy.RECOMMENDED_PROPERTIES)
     # Events per name: the (name, timestamp) index alone answers it.
-    totals = dict(
+    totals: dict[str, int] = dict(
         conn.execute(
             select(e.c.name, func.count()).where(e.c.name.in_(names), *period.where(e.c.timestamp)).group_by(e.c.name)
         ).all()
