@@ -8,6 +8,7 @@ from typing import TypeVar
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from sqlalchemy import Engine
 from pydantic import BaseModel, ValidationError
 from starlette.routing import Match
@@ -143,7 +144,8 @@ async def identify_customer(
             source="server",
             trusted=True,
             anonymous_id=anonymous_id,
-            **{kind: value},
+            email=value if kind == "email" else None,
+            user_id=value if kind == "user_id" else None,
         )
 
     return await _ingest(request, settings, engine, build)
@@ -178,7 +180,9 @@ async def anonymous_event(
 def _reference(reference: Reference) -> tuple[str, str]:
     """The identifier a merge_customers `primary` / `secondary` names."""
     return (
-        ("email", normalise_email(reference.email)) if reference.email is not None else _identifier_kind(reference.id)
+        ("email", normalise_email(reference.email))
+        if reference.email is not None
+        else _identifier_kind(str(reference.id))
     )
 
 
@@ -243,6 +247,7 @@ def _set_suppressed(engine: Engine, customer_id: str, suppressed: bool) -> None:
             attach_identifier(session, person_id, kind, value)
         lock_person(session, person_id)
         person = session.get(Person, person_id)
+        assert person is not None, "locked above, so it exists"
         person.suppressed = suppressed
         person.updated_at = utcnow()
 
@@ -267,8 +272,10 @@ async def unknown_endpoint(request: Request) -> JSONResponse:
         {
             method
             for route in router.routes
-            if route.endpoint is not unknown_endpoint and route.matches(request.scope)[0] == Match.PARTIAL
-            for method in route.methods
+            if isinstance(route, APIRoute)
+            and route.endpoint is not unknown_endpoint
+            and route.matches(request.scope)[0] == Match.PARTIAL
+            for method in route.methods or ()
         }
     )
     if allowed:

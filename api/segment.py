@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -116,6 +117,7 @@ def parse_message(
     unstorable = problem_in(item, dumped=dumped) or shared_problem
     if unstorable:  # too deep to serialise, or a NUL that PostgreSQL cannot store
         raise InvalidMessage(unstorable)
+    assert dumped is not None, "a message orjson cannot serialise is nested too deep, which problem_in names"
     size = len(dumped.encode())
     if size > MESSAGE_LIMIT:
         raise TooLarge(f"message is {size} bytes; the limit is {MESSAGE_LIMIT // 1024} KB")
@@ -191,7 +193,8 @@ async def receive(
             envelope = Batch.model_validate(body)
         except ValidationError:
             return _error(400, "batch must be an array of messages")
-        items, batch_context, batch_sent_at = envelope.batch, envelope.context, envelope.sentAt
+        items: list[Any] = envelope.batch
+        batch_context, batch_sent_at = envelope.context, envelope.sentAt
     else:
         items, batch_context, batch_sent_at = [body], None, None
     shared_problem = next(

@@ -184,7 +184,8 @@ def product_payload(node: dict) -> dict:
     """A Product node as a products/update webhook body (variant images become `images` + `image_id`)."""
     variants, images = [], {}
     for variant in _nodes(node.get("variants")):
-        item = variant.get("inventoryItem") if isinstance(variant.get("inventoryItem"), dict) else {}
+        found = variant.get("inventoryItem")
+        item: dict = found if isinstance(found, dict) else {}
         image = (variant.get("image") or {}).get("url")
         if image:
             images[image] = {"id": image, "src": image}
