@@ -7,13 +7,15 @@ events bulk-inserted, identify moments resolved in order, invalid input quaranti
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import orjson
 from sqlalchemy import Engine, text, update
 from sqlalchemy.orm import aliased
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from journeys import taxonomy
 from journeys.links import LinkHosts
@@ -39,7 +41,7 @@ from store.identity import (
     valid_timezone,
 )
 from store.catalog import upsert_from_events
-from store.models import Event, Rejected, utcnow
+from store.models import Event, Rejected, table_of, utcnow
 
 PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
 FLAGGED_LINK_KEEP = 512  # a refused link is kept in the event's flags up to this many characters
@@ -141,12 +143,12 @@ def _no_nul(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
-def quarantine(session: Session, api: str, endpoint: str, items: list[Quarantined]) -> None:
+def quarantine(session: Session, api: str, endpoint: str, items: Sequence[Quarantined]) -> None:
     if not items:
         return
     now = utcnow()
     session.execute(
-        Rejected.__table__.insert(),
+        table_of(Rejected).insert(),
         [
             {
                 "received_at": now,
@@ -294,6 +296,7 @@ def alias(session: Session, m: Incoming, merge_window) -> tuple[str | None, list
         merge_people(session, primary, secondary)
         return primary, []
     if secondary:
+        assert user_id is not None, "an alias without a userId is refused at the front door"
         attach_identifier(session, secondary, "user_id", user_id)
         return secondary, []
     claim = Claim(at=m.timestamp, anonymous_id=previous_id, user_id=user_id, trusted=m.trusted, message_id=m.message_id)
@@ -308,7 +311,7 @@ def ingest(
     *,
     api: str,
     endpoint: str,
-    rejected: list[Quarantined] = (),
+    rejected: Sequence[Quarantined] = (),
     phone_region: str = "US",
     guards: Guards | None = None,
     wake_hubs: bool = True,
@@ -331,7 +334,7 @@ def _ingest(
     policy: Policy,
     api: str,
     endpoint: str,
-    rejected: list[Quarantined],
+    rejected: Sequence[Quarantined],
     phone_region: str,
     wake_hubs: bool,
 ) -> IngestResult:
@@ -354,9 +357,12 @@ def _ingest(
             kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
             for kind in ("user_id", "email")
         }
-        for person_id in {*by_device.values(), *known_people["user_id"].values(), *known_people["email"].values()}:
-            lock_person(session, person_id)  # their events are written below
-        rows = [_event_row(m, _known_person(m, known_people) or by_device.get(m.anonymous_id)) for m in batch]
+        for known in {*by_device.values(), *known_people["user_id"].values(), *known_people["email"].values()}:
+            lock_person(session, known)  # their events are written below
+        rows = [
+            _event_row(m, _known_person(m, known_people) or (by_device.get(m.anonymous_id) if m.anonymous_id else None))
+            for m in batch
+        ]
         # ON CONFLICT DO NOTHING RETURNING: messages we already hold (a client's retry) come back missing.
         inserted = _insert_events(session, rows)
         result.duplicates += len(batch) - len(inserted)
@@ -388,7 +394,7 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     if not is_postgresql(session):
         return set(
             session.execute(
-                insert_ignoring_conflicts(session, Event.__table__).returning(Event.message_id), rows
+                insert_ignoring_conflicts(session, table_of(Event)).returning(col(Event.message_id)), rows
             ).scalars()
         )
     columns = ", ".join(f'"{column}"' for column in rows[0])
@@ -424,7 +430,7 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
     owners_now = dict(
         session.exec(
             select(Event.message_id, Event.person_id).where(
-                Event.message_id.in_([m.message_id for m in triggers]), Event.person_id.is_not(None)
+                col(Event.message_id).in_([m.message_id for m in triggers]), col(Event.person_id).is_not(None)
             )
         ).all()
     )
@@ -436,14 +442,14 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
             continue  # unknown shopper, or the identify in this request already wakes the hub
         original = _copy_of(session, m, person_id, policy)
         if original:
-            session.execute(update(Event).where(Event.message_id == m.message_id).values(duplicate_of=original))
+            session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(duplicate_of=original))
             continue
         kind = "purchased" if m.name in taxonomy.PURCHASE_EVENTS else "activity"
         if kind == "activity":
             if person_id in woken:
                 continue  # the hub re-reads the store when it wakes: one activity signal per person per request
             woken.add(person_id)
-        payload = {"message_id": m.message_id, "event": m.name, "at": m.timestamp.isoformat()}
+        payload: dict[str, Any] = {"message_id": m.message_id, "event": m.name, "at": m.timestamp.isoformat()}
         dedupe_key = f"{kind}:{m.message_id}"
         if kind == "purchased":
             order_id = _short_str(m.properties.get("order_id"))
@@ -467,7 +473,7 @@ def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -
             .where(
                 Event.person_id == person_id,
                 Event.order_id == order_id,
-                Event.name.in_(taxonomy.PURCHASE_EVENTS),
+                col(Event.name).in_(taxonomy.PURCHASE_EVENTS),
                 Event.id < stored_before,
             )
             .limit(1)
@@ -509,7 +515,8 @@ def _copy_of(session: Session, m: Incoming, person_id: str, policy: Policy) -> s
 
 
 def _known_person(m: Incoming, known_people: dict[str, dict[str, str]]) -> str | None:
-    return known_people["user_id"].get(m.user_id) or known_people["email"].get(m.email)
+    by_user_id = known_people["user_id"].get(m.user_id) if m.user_id else None
+    return by_user_id or (known_people["email"].get(m.email) if m.email else None)
 
 
 def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str]]) -> None:
@@ -532,7 +539,7 @@ def _resolve(
         resolution = identify(session, claim, policy.merge_window)
         person_id = resolution.person_id
         # The identify's own row may have been attached to the device's earlier owner.
-        session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
+        session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)
         return person_id, resolution.refused
     if (m.user_id or m.email) and not _known_person(m, known_people):
@@ -548,6 +555,6 @@ def _resolve(
             message_id=m.message_id,
         )
         person_id = identify(session, claim, policy.merge_window).person_id
-        session.execute(update(Event).where(Event.message_id == m.message_id).values(person_id=person_id))
+        session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)
     return None, []

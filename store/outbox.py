@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, cast
 
@@ -41,7 +42,7 @@ def signal(
     queue(session, [(kind, person_id, payload, dedupe_key)])
 
 
-def queue(session: Session, signals: list[tuple[str, str, dict | None, str | None]]) -> None:
+def queue(session: Session, signals: Sequence[tuple[str, str, dict | None, str | None]]) -> None:
     """Queue (kind, person_id, payload, dedupe_key) hub signals in one multi-row INSERT, in order;
     a repeated `dedupe_key` is queued once."""
     if not signals:
