@@ -24,14 +24,14 @@ Conventions the other Shopify parts share:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
 from pydantic import ValidationError
 from sqlalchemy import Engine, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from journeys import taxonomy
 from journeys.policy import Policy
@@ -98,7 +98,7 @@ class _Call:
         with Session(reading(self.engine)) as session:
             return session.exec(
                 select(Event.person_id).where(
-                    Event.message_id.in_([m.message_id for m in messages]), Event.person_id.is_not(None)
+                    col(Event.message_id).in_([m.message_id for m in messages]), col(Event.person_id).is_not(None)
                 )
             ).first()
 
@@ -177,6 +177,12 @@ def lines(payload: dict) -> list[dict]:
     return products
 
 
+def _object(payload: dict, key: str) -> dict:
+    """`payload[key]` when it is a JSON object, else an empty one (Shopify sends null for a guest)."""
+    value = payload.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _customer_id(payload: dict) -> str | None:
     customer = payload.get("customer")
     return shopify_id(customer.get("id")) if isinstance(customer, dict) else None
@@ -184,7 +190,7 @@ def _customer_id(payload: dict) -> str | None:
 
 def _contact(payload: dict) -> dict:
     """Email and phone of a checkout or order (its own, else its customer's)."""
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    customer = _object(payload, "customer")
     contact = {
         "email": payload.get("email") or customer.get("email"),
         "phone": payload.get("phone") or customer.get("phone"),
@@ -200,8 +206,8 @@ def _device_of_cart(engine: Engine, cart_keys: Iterable[str]) -> str | None:
     with Session(reading(engine)) as session:
         return session.exec(
             select(Event.anonymous_id)
-            .where(Event.cart_id.in_(keys), Event.anonymous_id.is_not(None))
-            .order_by(Event.timestamp.desc())
+            .where(col(Event.cart_id).in_(keys), col(Event.anonymous_id).is_not(None))
+            .order_by(col(Event.timestamp).desc())
             .limit(1)
         ).first()
 
@@ -214,7 +220,7 @@ def _order_event_of_cart(engine: Engine, cart_id: str) -> str | None:
                 Event.cart_id == cart_id,
                 Event.name == taxonomy.ORDER_COMPLETED,
                 Event.source == "server",
-                Event.message_id.like("shopify:order:%"),
+                col(Event.message_id).like("shopify:order:%"),
             )
         ).first()
 
@@ -334,7 +340,9 @@ def _order_message(call: _Call, payload: dict) -> Incoming:
     }
     properties = {k: v for k, v in properties.items() if v is not None}
     at = moment(payload.get("processed_at") or payload.get("created_at"), call.received_at)
-    anonymous_id = anonymous_id_of(payload) or _device_of_cart(call.engine, {properties.get("cart_id"), checkout_token})
+    anonymous_id = anonymous_id_of(payload) or _device_of_cart(
+        call.engine, {key for key in (properties.get("cart_id"), checkout_token) if key}
+    )
     return _incoming(
         call,
         "track",
@@ -359,7 +367,10 @@ def _order(call: _Call, payload: dict) -> TopicOutcome:
         with transaction(call.engine) as session:
             session.execute(
                 update(Event)
-                .where(Event.message_id == f"shopify:checkout:{checkout_token}:completed", Event.duplicate_of.is_(None))
+                .where(
+                    col(Event.message_id) == f"shopify:checkout:{checkout_token}:completed",
+                    col(Event.duplicate_of).is_(None),
+                )
                 .values(duplicate_of=message.message_id)
             )
     return outcome
@@ -453,7 +464,7 @@ def _image_of(product: dict, variant: dict) -> str | None:
     for image in images:
         if variant.get("image_id") is not None and image.get("id") == variant.get("image_id"):
             return _absolute(image.get("src"))
-    main = product.get("image") if isinstance(product.get("image"), dict) else (images[0] if images else {})
+    main = _object(product, "image") or (images[0] if images else {})
     return _absolute(main.get("src"))
 
 
@@ -516,10 +527,10 @@ def _track_variant(session: Session, inventory_item: str, product_id: str, varia
     return row.levels or None
 
 
-def _out_of_stock(session: Session, product_id: str, keep: list[str | None] = ()) -> None:
-    query = update(Product).where(Product.sku == product_id)
+def _out_of_stock(session: Session, product_id: str, keep: Sequence[str | None] = ()) -> None:
+    query = update(Product).where(col(Product.sku) == product_id)
     if keep:
-        query = query.where(Product.variant.not_in([k for k in keep if k]))
+        query = query.where(col(Product.variant).not_in([k for k in keep if k]))
     session.execute(query.values(in_stock=False, updated_at=utcnow()))
 
 
@@ -550,7 +561,7 @@ def _inventory_level(call: _Call, payload: dict) -> TopicOutcome:
         in_stock = sum(row.levels.values()) > 0
         session.execute(
             update(Product)
-            .where(Product.sku == row.product_id, Product.variant == row.variant_id)
+            .where(col(Product.sku) == row.product_id, col(Product.variant) == row.variant_id)
             .values(in_stock=in_stock, updated_at=utcnow())
         )
     return TopicOutcome(call.topic, True, note=f"variant {row.variant_id}: {'in' if in_stock else 'out of'} stock")
@@ -568,19 +579,19 @@ def _phone(value: object, region: str) -> str | None:
 
 def _person_named(session: Session, customer: dict, phone_region: str) -> str | None:
     """The person a compliance webhook's `customer` names, by Shopify id, email or phone."""
-    keys = [
+    named = [
         ("user_id", shopify_id(customer.get("id"))),
         ("email", _email(customer.get("email"))),
         ("phone", _phone(customer.get("phone"), phone_region)),
     ]
-    keys = [(kind, value) for kind, value in keys if value]
+    keys = [(kind, value) for kind, value in named if value]
     lock_up_front(session, keys)
     return next((found for found in (owner(session, kind, value) for kind, value in keys) if found), None)
 
 
 def _redact_customer(call: _Call, payload: dict) -> TopicOutcome:
     """Delete the person and everything we hold on them (suppressions stay, as hashes)."""
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    customer = _object(payload, "customer")
 
     def remove() -> str | None:
         with transaction(call.engine) as session:
@@ -606,7 +617,7 @@ def _redact_customer(call: _Call, payload: dict) -> TopicOutcome:
 
 def _data_request(call: _Call, payload: dict) -> TopicOutcome:
     """The merchant owes the customer their data: say where the export is."""
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    customer = _object(payload, "customer")
     with transaction(call.engine) as session:
         person_id = _person_named(session, customer, call.settings.default_phone_region)
     note = (
