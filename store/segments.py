@@ -1,0 +1,205 @@
+"""Segment membership in the store: the facts of many people loaded in a few queries per batch,
+judged by the pure rule (`journeys.segments.is_member`), and kept in `segment_memberships` — one
+row per stay, with its entry and exit times.
+
+Ingest refreshes the people a call touches in its own transaction (`refresh`); the
+`segment_refresh` workflow refreshes everyone for the segments with a window (`refresh_everyone`),
+and closes the stays of people merged away or deleted and of segments no longer configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, and_, func, update
+from sqlmodel import Session, col, select
+
+from journeys import taxonomy
+from journeys.segments import Condition, PersonFacts, StoredEvent, facts_of, is_member
+from store.db import insert_ignoring_conflicts, reading, transaction
+from store.models import Event, Identifier, Person, SegmentMembership, as_utc, table_of
+
+BATCH = 500  # people judged per round of queries
+CHANNEL_OF = {"email": "email", "phone": "sms"}  # identifier kind → the channel it reaches
+
+
+def _event_names(segments: Iterable[Condition]) -> set[str]:
+    """The event names the segments read (orders are read from their events)."""
+    names: set[str] = set()
+    for segment in segments:
+        names |= {rule.name for rule in segment.event_rules()}
+        if segment.reads_orders():
+            names |= {taxonomy.ORDER_COMPLETED, taxonomy.ORDER_CANCELLED}
+    return names
+
+
+def load_facts(session: Session, person_ids: list[str], segments: dict[str, Condition]) -> dict[str, PersonFacts]:
+    """The facts of these people (those who exist) that `segments` read: three queries, whatever the
+    number of people and conditions. Only the events the segments name are read; the other copy of
+    a client/server event (`duplicate_of`) never counts."""
+    if not person_ids:
+        return {}
+    people = session.exec(select(Person).where(col(Person.id).in_(person_ids))).all()
+    addresses: dict[str, set[str]] = {}
+    for person_id, kind in session.exec(
+        select(col(Identifier.person_id), col(Identifier.kind))
+        .where(col(Identifier.person_id).in_(person_ids), col(Identifier.kind).in_(tuple(CHANNEL_OF)))
+        .distinct()
+    ).all():
+        addresses.setdefault(person_id, set()).add(CHANNEL_OF[kind])
+    names = _event_names(segments.values())
+    events: dict[str, list[StoredEvent]] = {}
+    if names:
+        rows = session.exec(
+            select(Event).where(
+                col(Event.person_id).in_(person_ids), col(Event.name).in_(names), col(Event.duplicate_of).is_(None)
+            )
+        ).all()
+        for e in rows:
+            assert e.person_id is not None  # selected by person
+            events.setdefault(e.person_id, []).append(
+                StoredEvent(
+                    message_id=e.message_id,
+                    name=e.name,
+                    at=as_utc(e.timestamp),
+                    properties=e.properties or {},
+                    order_id=e.order_id,
+                )
+            )
+    return {
+        p.id: facts_of(
+            p.id,
+            p.traits or {},
+            events.get(p.id, []),
+            consent={"email": not (p.suppressed or p.email_unsubscribed), "sms": not p.suppressed and p.sms_consent},
+            address={channel: channel in addresses.get(p.id, set()) for channel in CHANNEL_OF.values()},
+        )
+        for p in people
+    }
+
+
+def members(
+    session: Session, person_ids: list[str], segments: dict[str, Condition], now: datetime
+) -> dict[str, set[str]]:
+    """Person → the segments (of `segments`) they are in at `now`; people who do not exist are left out."""
+    found = load_facts(session, person_ids, segments)
+    return {
+        person_id: {name for name, segment in segments.items() if is_member(segment, facts, now)}
+        for person_id, facts in found.items()
+    }
+
+
+@dataclass
+class Refreshed:
+    entered: int = 0
+    left: int = 0
+
+    def add(self, other: Refreshed) -> None:
+        self.entered += other.entered
+        self.left += other.left
+
+
+def refresh(
+    session: Session,
+    person_ids: Iterable[str],
+    segments: dict[str, Condition],
+    now: datetime,
+    judged: set[str] | None = None,
+) -> Refreshed:
+    """Bring these people's open stays in line with their membership at `now`: a stay opens for each
+    segment they entered, and closes (`left_at = now`) for each they left. Stays in segments no longer
+    configured, and of people who no longer exist, close too. `judged` limits which segments are
+    looked at (the scheduled refresh judges only those with a window)."""
+    ids = sorted(set(person_ids))
+    if not ids:
+        return Refreshed()
+    looked_at = {name: s for name, s in segments.items() if judged is None or name in judged}
+    now_in = members(session, ids, looked_at, now)
+    wanted = {(name, person_id) for person_id, names in now_in.items() for name in names}
+    open_stays = {
+        (segment, person_id)
+        for segment, person_id in session.exec(
+            select(col(SegmentMembership.segment), col(SegmentMembership.person_id)).where(
+                col(SegmentMembership.person_id).in_(ids), col(SegmentMembership.left_at).is_(None)
+            )
+        ).all()
+        if judged is None or segment in looked_at or segment not in segments
+    }
+    entered = sorted(wanted - open_stays)
+    left = sorted(open_stays - wanted)
+    if entered:
+        session.execute(
+            insert_ignoring_conflicts(session, table_of(SegmentMembership)),
+            [{"segment": name, "person_id": person_id, "entered_at": now} for name, person_id in entered],
+        )
+    for name in {name for name, _ in left}:
+        session.execute(
+            update(SegmentMembership)
+            .where(
+                col(SegmentMembership.segment) == name,
+                col(SegmentMembership.person_id).in_([p for n, p in left if n == name]),
+                col(SegmentMembership.left_at).is_(None),
+            )
+            .values(left_at=now)
+        )
+    return Refreshed(entered=len(entered), left=len(left))
+
+
+def time_based(segments: dict[str, Condition]) -> set[str]:
+    """The segments whose membership changes as time passes (a window), which ingest alone cannot keep live."""
+    return {name for name, segment in segments.items() if segment.is_time_based()}
+
+
+def refresh_everyone(engine: Engine, segments: dict[str, Condition], now: datetime, batch: int = BATCH) -> Refreshed:
+    """The scheduled refresh: every person, BATCH at a time (one short transaction each), judged on
+    the segments with a window; then the stays of people no longer in the store, or in segments no
+    longer configured, are closed."""
+    judged = time_based(segments)
+    total = Refreshed()
+    after = ""
+    while judged:
+        with Session(reading(engine)) as session:
+            ids = list(
+                session.exec(
+                    select(col(Person.id)).where(col(Person.id) > after).order_by(col(Person.id)).limit(batch)
+                ).all()
+            )
+        if not ids:
+            break
+        with transaction(engine) as session:
+            total.add(refresh(session, ids, segments, now, judged))
+        after = ids[-1]
+    with transaction(engine) as session:
+        stale = and_(
+            col(SegmentMembership.left_at).is_(None),
+            col(SegmentMembership.segment).not_in(list(segments))
+            | col(SegmentMembership.person_id).not_in(select(col(Person.id))),
+        )
+        closed = session.execute(update(SegmentMembership).where(stale).values(left_at=now))
+        total.left += closed.rowcount or 0  # type: ignore[attr-defined]
+    return total
+
+
+def counts(session: Session, segments: Iterable[str]) -> dict[str, int]:
+    """How many people are in each segment now (every configured one, 0 when empty)."""
+    found = dict(
+        session.exec(
+            select(col(SegmentMembership.segment), func.count())
+            .where(col(SegmentMembership.left_at).is_(None))
+            .group_by(col(SegmentMembership.segment))
+        ).all()
+    )
+    return {name: int(found.get(name, 0)) for name in segments}
+
+
+def people_in(session: Session, segment: str, after: str | None, limit: int) -> list[dict[str, object]]:
+    """A page of a segment's current members, by person id after `after` (the cursor), with when they entered."""
+    query = select(SegmentMembership).where(
+        col(SegmentMembership.segment) == segment, col(SegmentMembership.left_at).is_(None)
+    )
+    if after:
+        query = query.where(col(SegmentMembership.person_id) > after)
+    rows = session.exec(query.order_by(col(SegmentMembership.person_id)).limit(limit)).all()
+    return [{"person_id": r.person_id, "entered_at": as_utc(r.entered_at).isoformat()} for r in rows]
