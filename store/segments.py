@@ -9,7 +9,7 @@ and closes the stays of people merged away or deleted and of segments no longer 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -152,10 +152,16 @@ def time_based(segments: dict[str, Condition]) -> set[str]:
     return {name for name, segment in segments.items() if segment.is_time_based()}
 
 
-def refresh_everyone(engine: Engine, segments: dict[str, Condition], now: datetime, batch: int = BATCH) -> Refreshed:
-    """The scheduled refresh: every person, BATCH at a time (one short transaction each), judged on
-    the segments with a window; then the stays of people no longer in the store, or in segments no
-    longer configured, are closed."""
+def refresh_everyone(
+    engine: Engine,
+    segments: dict[str, Condition],
+    now: datetime,
+    batch: int = BATCH,
+    progress: Callable[[], None] = lambda: None,
+) -> Refreshed:
+    """The scheduled refresh: every person, BATCH at a time (one short transaction each, `progress`
+    called after each), judged on the segments with a window; then the stays of people no longer in
+    the store, or in segments no longer configured, are closed."""
     judged = time_based(segments)
     total = Refreshed()
     after = ""
@@ -171,6 +177,7 @@ def refresh_everyone(engine: Engine, segments: dict[str, Condition], now: dateti
         with transaction(engine) as session:
             total.add(refresh(session, ids, segments, now, judged))
         after = ids[-1]
+        progress()
     with transaction(engine) as session:
         stale = and_(
             col(SegmentMembership.left_at).is_(None),
