@@ -9,13 +9,18 @@ from datetime import datetime, timedelta, UTC
 import pytest
 import pytest_asyncio
 
+from sqlmodel import Session, select
+
+from conftest import settings_for
 from journeys import taxonomy as t
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.policy import parse_policy
 from journeys.routing import decide_route
 from journeys.send_rules import SendCheck
-from journey_harness import identify, running_shop
+from journey_harness import identify, running_shop, track
 from test_journeys_timeskipping import BASE_POLICY
+from store.models import SegmentMembership, as_utc
+from worker.worker import start_segment_refresh
 from workflows.journey import reason_to_stop
 
 SEGMENTS = {
@@ -119,3 +124,26 @@ async def test_a_person_who_enters_an_unless_segment_is_stopped_before_the_next_
     assert result.status == "exited"
     assert ("exit", "in segment recent_buyers", "welcome", 2) in shop.log(person)
     assert [m.step for m in shop.messages(person)] == [1]
+
+
+async def test_the_scheduled_refresh_closes_a_stay_when_its_window_slides_by(env, engine):
+    recent = {"recent_viewers": {"event": {"name": "Product Viewed", "within": "1d"}}}
+    policy = parse_policy({**BASE_POLICY, "segments": recent, "segment_refresh": "1h"})
+    async with running_shop(env, engine, policy) as shop:
+        await shop.shop(track("w1", "Product Viewed", sku="s1"), identify("w1", "viewer@example.com"))
+        person = shop.person_id("viewer@example.com")
+        [(entered, left)] = stays(shop, person)
+        assert left is None  # ingest opened the stay in its own transaction
+        settings = settings_for(str(engine.url))
+        for _ in range(2):  # a second worker's start finds it running
+            await start_segment_refresh(env.client, settings)
+        await shop.skip(timedelta(days=1, hours=3))
+        [(entered_again, left)] = stays(shop, person)
+        assert entered_again == entered and left is not None
+        assert timedelta(days=1) < left - entered <= timedelta(days=1, hours=1, minutes=1)  # the round after the window
+
+
+def stays(shop, person: str) -> list[tuple]:
+    with Session(shop.engine) as session:
+        rows = session.exec(select(SegmentMembership).where(SegmentMembership.person_id == person)).all()
+    return [(as_utc(r.entered_at), as_utc(r.left_at)) for r in rows]
