@@ -17,11 +17,12 @@ from journeys.history import HistoryEvent, PersonHistory
 from journeys.policy import parse_policy
 from journeys.routing import decide_route
 from journeys.send_rules import SendCheck
-from journey_harness import identify, running_shop, track
+from journey_harness import HISTORIES, RECORD_TAG, identify, running_shop, track
 from test_journeys_timeskipping import BASE_POLICY
 from store.models import SegmentMembership, as_utc
 from worker.worker import start_segment_refresh
 from workflows.journey import reason_to_stop
+from workflows.segment_refresh import SEGMENT_REFRESH_ID
 
 SEGMENTS = {
     # Buyers imported from the shop's previous platform carry their order count as a trait.
@@ -141,6 +142,9 @@ async def test_the_scheduled_refresh_closes_a_stay_when_its_window_slides_by(env
         [(entered_again, left)] = stays(shop, person)
         assert entered_again == entered and left is not None
         assert timedelta(days=1) < left - entered <= timedelta(days=1, hours=1, minutes=1)  # the round after the window
+        if RECORD_TAG:  # for tests/test_replay.py, beside the hubs and journeys the harness records
+            history = await env.client.get_workflow_handle(SEGMENT_REFRESH_ID).fetch_history()
+            (HISTORIES / RECORD_TAG / "scheduled-segment-refresh.json").write_text(history.to_json() + "\n")
 
 
 def stays(shop, person: str) -> list[tuple]:
