@@ -4,6 +4,7 @@ consent, combinations, and every window boundary)."""
 
 from __future__ import annotations
 
+import tomllib
 from datetime import timedelta
 
 import pytest
@@ -155,8 +156,17 @@ def test_a_bad_segment_is_a_config_error_naming_the_key(segments, journeys, mess
     assert message in str(error.value)
 
 
-def test_the_shipped_journeys_toml_parses_with_its_segments(repo_root):
-    from journeys.policy import load_policy
-
-    policy = load_policy(repo_root / "journeys.toml")
-    assert set(policy.journey_segments()) <= set(policy.segments)
+def test_the_segments_journeys_toml_shows_parse_when_uncommented(repo_root):
+    text = (repo_root / "journeys.toml").read_text()
+    examples = text[text.index("# [segments.") :]
+    uncommented = "\n".join(line.removeprefix("#").removeprefix(" ") for line in examples.splitlines())
+    data = tomllib.loads(text + "\n" + uncommented)
+    data["journeys"]["welcome"]["unless"] = ["recent_buyers", "wholesale"]
+    policy = parse_policy(data)
+    assert list(policy.segments) == ["recent_buyers", "vip", "serum_browsers", "lapsed", "wholesale"]
+    assert {name for name, s in policy.segments.items() if s.is_time_based()} == {
+        "recent_buyers",
+        "serum_browsers",
+        "lapsed",
+    }
+    assert list(policy.journey_segments()) == ["recent_buyers", "wholesale"]
