@@ -30,7 +30,6 @@ from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
 from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
 from journeys.routing import OpenCart, project_history
-from journeys.segments import membership_block
 from journeys.send_rules import check_send, recipient, step_cart
 from store import segments, suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
@@ -452,12 +451,11 @@ class StoreActivities(JourneyActivities):
         """The journey's `only_if`/`unless` as journeys.toml says now, judged on the person now:
         why it must end ("left segment vip", "in segment recent_buyers"), or None."""
         policy = self.policies.current() if self.policies is not None else None
-        journey = policy.journeys.get(route) if policy is not None and route in JOURNEY_NAMES else None
-        if policy is None or journey is None or not (journey.only_if or journey.unless):
+        named = policy.route_segments(route) if policy is not None else {}
+        if policy is None or not named:
             return None
-        named = {name: policy.segments[name] for name in (*journey.only_if, *journey.unless)}
         member_of = segments.members(session, [person_id], named, datetime.now().astimezone()).get(person_id, set())
-        return membership_block(journey.only_if, journey.unless, member_of, started=True)
+        return policy.segment_block(route, member_of, started=True)
 
     @staticmethod
     def _recipient(session: Session, person_id: str, channel: str) -> str | None:

@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from journeys import taxonomy
-from journeys.segments import Segment
+from journeys.segments import Segment, membership_block
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
@@ -182,6 +182,17 @@ class Policy(_Strict):
                             f"journeys.{name}.{rule}: unknown segment {segment!r} (no [segments.{segment}])"
                         )
         return self
+
+    def route_segments(self, route: str) -> dict[str, Segment]:
+        """The segments one journey's `only_if`/`unless` names (none for a route that is no journey)."""
+        journey = self.journeys.get(route)  # type: ignore[call-overload]
+        names = [*journey.only_if, *journey.unless] if journey is not None else []
+        return {name: self.segments[name] for name in names}
+
+    def segment_block(self, route: str, member_of: frozenset[str] | set[str], started: bool = False) -> str | None:
+        """Why the journey `route` may not run for a person in `member_of` (`membership_block`), or None."""
+        journey = self.journeys.get(route)  # type: ignore[call-overload]
+        return membership_block(journey.only_if, journey.unless, member_of, started) if journey is not None else None
 
     def journey_segments(self) -> dict[str, Segment]:
         """The segments some journey's `only_if`/`unless` names: what routing and sends evaluate."""

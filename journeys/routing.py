@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from journeys import taxonomy
 from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc
 from journeys.policy import JourneyName, Policy
-from journeys.segments import membership_block
 
 Route = Literal["cart_recovery", "browse_recovery", "welcome", "control", "none"]
 
@@ -290,7 +289,7 @@ def decide_route(
         until = as_utc(started) + journey.reentry_cooldown if started is not None else None
         if until is not None and now < until:
             return f"{route} cooldown until {until.isoformat()}"
-        blocked = membership_block(journey.only_if, journey.unless, member_of)
+        blocked = policy.segment_block(route, member_of)
         return f"{route} not allowed: {blocked}" if blocked else None
 
     notes: list[str] = []

@@ -216,6 +216,16 @@ def _text(value: object) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def channel_consent(suppressed: bool, email_unsubscribed: bool, sms_consent: bool) -> dict[str, bool]:
+    """Per channel, whether the person's own flags let it message them (the `consent` condition)."""
+    return {"email": not (suppressed or email_unsubscribed), "sms": not suppressed and sms_consent}
+
+
+def members_of(segments: dict[str, Condition], facts: PersonFacts, now: datetime) -> set[str]:
+    """The names of the segments (of `segments`) the person is in at `now`."""
+    return {name for name, segment in segments.items() if is_member(segment, facts, now)}
+
+
 def is_member(segment: Condition, facts: PersonFacts, now: datetime) -> bool:
     """Whether the person these facts describe is in the segment at `now` (facts after `now` do not count)."""
     now = as_utc(now)

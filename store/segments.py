@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, func, update
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
-from journeys.segments import Condition, PersonFacts, StoredEvent, facts_of, is_member
+from journeys.segments import Condition, PersonFacts, StoredEvent, channel_consent, facts_of, members_of
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.models import Event, Identifier, Person, SegmentMembership, as_utc, table_of
 
@@ -73,7 +73,7 @@ def load_facts(session: Session, person_ids: list[str], segments: dict[str, Cond
             p.id,
             p.traits or {},
             events.get(p.id, []),
-            consent={"email": not (p.suppressed or p.email_unsubscribed), "sms": not p.suppressed and p.sms_consent},
+            consent=channel_consent(p.suppressed, p.email_unsubscribed, p.sms_consent),
             address={channel: channel in addresses.get(p.id, set()) for channel in CHANNEL_OF.values()},
         )
         for p in people
@@ -85,10 +85,7 @@ def members(
 ) -> dict[str, set[str]]:
     """Person → the segments (of `segments`) they are in at `now`; people who do not exist are left out."""
     found = load_facts(session, person_ids, segments)
-    return {
-        person_id: {name for name, segment in segments.items() if is_member(segment, facts, now)}
-        for person_id, facts in found.items()
-    }
+    return {person_id: members_of(segments, facts, now) for person_id, facts in found.items()}
 
 
 @dataclass

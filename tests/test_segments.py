@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 
 from journeys.policy import PolicyError, parse_policy
-from journeys.segments import Condition, PersonFacts, FactEvent, OrderFact, StoredEvent, facts_of, is_member
+from journeys.segments import (
+    Condition,
+    FactEvent,
+    OrderFact,
+    PersonFacts,
+    StoredEvent,
+    channel_consent,
+    facts_of,
+    is_member,
+)
 from journeys.segments import membership_block
 from segment_histories import NOW, RawPerson, brute_force, conditions, people
 
@@ -26,10 +35,7 @@ def facts(person: RawPerson) -> PersonFacts:
         "p1",
         person.traits,
         stored,
-        consent={
-            "email": not (person.suppressed or person.email_unsubscribed),
-            "sms": not person.suppressed and person.sms_consent,
-        },
+        consent=channel_consent(person.suppressed, person.email_unsubscribed, person.sms_consent),
         address={"email": person.has_email, "sms": person.has_phone},
     )
 
