@@ -205,7 +205,7 @@ def facts_of(
     return PersonFacts(
         person_id=person_id,
         traits=traits,
-        events=[FactEvent(name=e.name, at=e.at, properties=e.properties) for e in ordered],
+        events=[FactEvent.model_construct(name=e.name, at=e.at, properties=e.properties) for e in ordered],
         orders=[order.model_copy(update={"cancelled_at": cancelled.get(key)}) for key, order in orders.items()],
         consent=consent,
         address=address,

@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from sqlalchemy import Engine, and_, func, update
+from sqlalchemy import select as columns_of
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
@@ -41,7 +43,15 @@ def load_facts(session: Session, person_ids: list[str], segments: dict[str, Cond
     a client/server event (`duplicate_of`) never counts."""
     if not person_ids:
         return {}
-    people = session.exec(select(Person).where(col(Person.id).in_(person_ids))).all()
+    people = session.execute(  # columns, not rows: no ORM objects, no unused JSON to decode
+        columns_of(
+            col(Person.id),
+            col(Person.traits),
+            col(Person.suppressed),
+            col(Person.email_unsubscribed),
+            col(Person.sms_consent),
+        ).where(col(Person.id).in_(person_ids))
+    ).all()
     addresses: dict[str, set[str]] = {}
     for person_id, kind in session.exec(
         select(col(Identifier.person_id), col(Identifier.kind))
@@ -52,38 +62,45 @@ def load_facts(session: Session, person_ids: list[str], segments: dict[str, Cond
     names = _event_names(segments.values())
     events: dict[str, list[StoredEvent]] = {}
     if names:
-        rows = session.exec(
-            select(Event).where(
-                col(Event.person_id).in_(person_ids), col(Event.name).in_(names), col(Event.duplicate_of).is_(None)
-            )
+        rows = session.execute(
+            columns_of(
+                col(Event.person_id),
+                col(Event.message_id),
+                col(Event.name),
+                col(Event.timestamp),
+                col(Event.properties),
+                col(Event.order_id),
+            ).where(col(Event.person_id).in_(person_ids), col(Event.name).in_(names), col(Event.duplicate_of).is_(None))
         ).all()
-        for e in rows:
-            assert e.person_id is not None  # selected by person
-            events.setdefault(e.person_id, []).append(
+        for person_id, message_id, name, timestamp, properties, order_id in rows:
+            events.setdefault(cast(str, person_id), []).append(  # selected by person: never None
                 StoredEvent(
-                    message_id=e.message_id,
-                    name=e.name,
-                    at=as_utc(e.timestamp),
-                    properties=e.properties or {},
-                    order_id=e.order_id,
+                    message_id=message_id,
+                    name=name,
+                    at=as_utc(timestamp),
+                    properties=properties or {},
+                    order_id=order_id,
                 )
             )
     return {
-        p.id: facts_of(
-            p.id,
-            p.traits or {},
-            events.get(p.id, []),
-            consent=channel_consent(p.suppressed, p.email_unsubscribed, p.sms_consent),
-            address={channel: channel in addresses.get(p.id, set()) for channel in CHANNEL_OF.values()},
+        person_id: facts_of(
+            person_id,
+            traits or {},
+            events.get(person_id, []),
+            consent=channel_consent(suppressed, email_unsubscribed, sms_consent),
+            address={channel: channel in addresses.get(person_id, set()) for channel in CHANNEL_OF.values()},
         )
-        for p in people
+        for person_id, traits, suppressed, email_unsubscribed, sms_consent in people
     }
 
 
 def members(
     session: Session, person_ids: list[str], segments: dict[str, Condition], now: datetime
 ) -> dict[str, set[str]]:
-    """Person → the segments (of `segments`) they are in at `now`; people who do not exist are left out."""
+    """Person → the segments (of `segments`) they are in at `now`; people who do not exist are left out.
+    No segments: nothing is read (and nobody is returned)."""
+    if not segments:
+        return {}
     found = load_facts(session, person_ids, segments)
     return {person_id: members_of(segments, facts, now) for person_id, facts in found.items()}
 
