@@ -1,5 +1,5 @@
-"""The scheduled segment refresh's activity: every person judged on the segments with a window, in
-batches (store/segments.refresh_everyone), under the journeys.toml now in force."""
+"""The scheduled segment refresh's activity: every person judged on every segment, in batches
+(store/segments.refresh_everyone), under the journeys.toml now in force."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ judged by the pure rule (`journeys.segments.is_member`), and kept in `segment_me
 row per stay, with its entry and exit times.
 
 Ingest refreshes the people a call touches in its own transaction (`refresh`); the
-`segment_refresh` workflow refreshes everyone for the segments with a window (`refresh_everyone`),
-and closes the stays of people merged away or deleted and of segments no longer configured.
+`segment_refresh` workflow refreshes everyone (`refresh_everyone`): windows that slid by, consent
+changed outside ingest, people merged away or deleted, segments no longer configured.
 """
 
 from __future__ import annotations
@@ -115,32 +115,22 @@ class Refreshed:
         self.left += other.left
 
 
-def refresh(
-    session: Session,
-    person_ids: Iterable[str],
-    segments: dict[str, Condition],
-    now: datetime,
-    judged: set[str] | None = None,
-) -> Refreshed:
+def refresh(session: Session, person_ids: Iterable[str], segments: dict[str, Condition], now: datetime) -> Refreshed:
     """Bring these people's open stays in line with their membership at `now`: a stay opens for each
     segment they entered, and closes (`left_at = now`) for each they left. Stays in segments no longer
-    configured, and of people who no longer exist, close too. `judged` limits which segments are
-    looked at (the scheduled refresh judges only those with a window)."""
+    configured, and of people who no longer exist, close too."""
     ids = sorted(set(person_ids))
     if not ids:
         return Refreshed()
-    looked_at = {name: s for name, s in segments.items() if judged is None or name in judged}
-    now_in = members(session, ids, looked_at, now)
+    now_in = members(session, ids, segments, now)
     wanted = {(name, person_id) for person_id, names in now_in.items() for name in names}
-    open_stays = {
-        (segment, person_id)
-        for segment, person_id in session.exec(
+    open_stays = set(
+        session.exec(
             select(col(SegmentMembership.segment), col(SegmentMembership.person_id)).where(
                 col(SegmentMembership.person_id).in_(ids), col(SegmentMembership.left_at).is_(None)
             )
         ).all()
-        if judged is None or segment in looked_at or segment not in segments
-    }
+    )
     entered = sorted(wanted - open_stays)
     left = sorted(open_stays - wanted)
     if entered:
@@ -161,11 +151,6 @@ def refresh(
     return Refreshed(entered=len(entered), left=len(left))
 
 
-def time_based(segments: dict[str, Condition]) -> set[str]:
-    """The segments whose membership changes as time passes (a window), which ingest alone cannot keep live."""
-    return {name for name, segment in segments.items() if segment.is_time_based()}
-
-
 def refresh_everyone(
     engine: Engine,
     segments: dict[str, Condition],
@@ -174,12 +159,12 @@ def refresh_everyone(
     progress: Callable[[], None] = lambda: None,
 ) -> Refreshed:
     """The scheduled refresh: every person, BATCH at a time (one short transaction each, `progress`
-    called after each), judged on the segments with a window; then the stays of people no longer in
-    the store, or in segments no longer configured, are closed."""
-    judged = time_based(segments)
+    called after each), judged on every segment — windows slide by, and consent changes (an
+    unsubscribe link) and admin edits do not pass through ingest; then the stays of people no longer
+    in the store, or in segments no longer configured, are closed."""
     total = Refreshed()
     after = ""
-    while judged:
+    while segments:
         with Session(reading(engine)) as session:
             ids = list(
                 session.exec(
@@ -189,7 +174,7 @@ def refresh_everyone(
         if not ids:
             break
         with transaction(engine) as session:
-            total.add(refresh(session, ids, segments, now, judged))
+            total.add(refresh(session, ids, segments, now))
         after = ids[-1]
         progress()
     with transaction(engine) as session:

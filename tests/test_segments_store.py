@@ -129,21 +129,22 @@ def test_refresh_everyone_slides_windows_and_closes_what_no_longer_exists(db):
         assert store_segments.counts(session, ["recent", "subscribed"]) == {"recent": 5, "subscribed": 7}
     with transaction(db.engine) as session:
         session.delete(session.get(Person, ids[0]))  # merged away or erased
+        session.get(Person, ids[6]).email_unsubscribed = True  # an unsubscribe link: not through ingest
     later = NOW + timedelta(days=2)
     changed = store_segments.refresh_everyone(db.engine, segments, later, batch=2)  # several batches
-    # four windows slid by, and one person left everything: recent + subscribed; the retired segment closed
-    assert (changed.entered, changed.left) == (0, 4 + 2 + 1)
+    # four windows slid by, one person left everything (recent + subscribed), one unsubscribed, the
+    # retired segment closed
+    assert (changed.entered, changed.left) == (0, 4 + 2 + 1 + 1)
     with Session(db.engine) as session:
-        assert store_segments.counts(session, ["recent", "subscribed"]) == {"recent": 0, "subscribed": 6}
+        assert store_segments.counts(session, ["recent", "subscribed"]) == {"recent": 0, "subscribed": 5}
         open_rows = session.exec(
             select(func.count()).select_from(SegmentMembership).where(SegmentMembership.left_at.is_(None))
         ).one()
-        assert open_rows == 6
-        page = store_segments.people_in(session, "subscribed", None, 4)
-        assert [r["person_id"] for r in page] == ids[1:5]
-        assert [
-            r["person_id"] for r in store_segments.people_in(session, "subscribed", page[-1]["person_id"], 4)
-        ] == ids[5:]
+        assert open_rows == 5
+        page = store_segments.people_in(session, "subscribed", None, 3)
+        assert [r["person_id"] for r in page] == ids[1:4]
+        second = store_segments.people_in(session, "subscribed", page[-1]["person_id"], 3)
+        assert [r["person_id"] for r in second] == ids[4:6]
 
 
 def test_ingest_keeps_membership_live_in_its_own_transaction(db):

@@ -1,9 +1,9 @@
-"""The scheduled segment refresh: one long-running workflow (`segment-refresh`) that re-judges the
-segments with a window for everyone, then sleeps for the policy's `segment_refresh`.
+"""The scheduled segment refresh: one long-running workflow (`segment-refresh`) that re-judges
+everyone's segments, then sleeps for the policy's `segment_refresh`.
 
-Ingest keeps membership live for the people it touches; this catches the people nothing happened
-to whose window slid by (a last order now 31 days old). It continues as new every ROUNDS rounds so
-its history stays short."""
+Ingest keeps membership live for the people it touches; this catches the people nothing was
+ingested for: a window that slid by (a last order now 31 days old), an unsubscribe link, a merge or
+a delete. It continues as new every ROUNDS rounds so its history stays short."""
 
 from __future__ import annotations
 
