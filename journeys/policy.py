@@ -143,7 +143,7 @@ class Policy(_Strict):
     holdout_percent: float = Field(default=0.0, ge=0, le=100)
     journeys: dict[JourneyName, Journey] = Field(default_factory=_default_journeys)
     segments: dict[str, Segment] = {}
-    # How often the worker re-evaluates segments with a window (people whose window slid by).
+    # How often the worker re-judges everyone's segments (windows that slid by, unsubscribes, merges).
     segment_refresh: Duration = Field(default=timedelta(hours=1), ge=timedelta(minutes=1))
 
     @field_validator("default_timezone")
