@@ -31,7 +31,7 @@ from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing
 from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
 from journeys.routing import OpenCart, project_history
 from journeys.send_rules import check_send, recipient, step_cart
-from store import suppression
+from store import segments, suppression
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.dialect import dialect_name
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, table_of, utcnow
@@ -356,12 +356,14 @@ class StoreActivities(JourneyActivities):
             history = person_history(session, person, at)
             if policy is not None:
                 history = project_history(history, policy, at)
+            member_of = segments.members(session, [person.id], policy.journey_segments(), at) if policy else {}
             return PersonContext(
                 history=history,
                 last_started={route: as_utc(started) for route, started, _ in runs},
                 journeys_count=sum(count for _, _, count in runs),
                 recovered_carts=list(recovered),
                 policy=policy if policy is not None and policy.version != lookup.policy_version else None,
+                segments=sorted(member_of.get(person.id, set())),
             )
 
     @activity.defn(name="start_journey")
@@ -430,7 +432,7 @@ class StoreActivities(JourneyActivities):
             ).one()
             # The person first (nothing on any channel), then an address listed as suppressed (survives a delete).
             suppressed = "suppressed" if person.suppressed else suppression.listed(session, person.id, check.channel)
-            return check_send(
+            result = check_send(
                 history,
                 route=check.route,
                 channel=check.channel,
@@ -442,6 +444,18 @@ class StoreActivities(JourneyActivities):
                 reachable=bool(self._recipient(session, person.id, check.channel)),
                 last_message_at=as_utc(last),
             )
+            result.segment = self._segment_rule(session, person.id, check.route)
+            return result
+
+    def _segment_rule(self, session: Session, person_id: str, route: str) -> str | None:
+        """The journey's `only_if`/`unless` as journeys.toml says now, judged on the person now:
+        why it must end ("left segment vip", "in segment recent_buyers"), or None."""
+        policy = self.policies.current() if self.policies is not None else None
+        named = policy.route_segments(route) if policy is not None else {}
+        if policy is None or not named:
+            return None
+        member_of = segments.members(session, [person_id], named, datetime.now().astimezone()).get(person_id, set())
+        return policy.segment_block(route, member_of, started=True)
 
     @staticmethod
     def _recipient(session: Session, person_id: str, channel: str) -> str | None:

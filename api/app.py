@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api import access_log, admin, admin_outbox, customerio, demo_store, segment, shopify, unsubscribe
+from api import access_log, admin, admin_outbox, admin_segments, customerio, demo_store, segment, shopify, unsubscribe
 from api import reports as reports_api
 from api import backtest, codec
 from api.deps import CustomerIOAuthError
@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customerio.router, dependencies=[Depends(limit_customerio)])
     app.include_router(admin.router)
     app.include_router(admin_outbox.router)
+    app.include_router(admin_segments.router)
     app.include_router(reports_api.router)
     app.include_router(unsubscribe.router)
     app.include_router(demo_store.snippet_router)

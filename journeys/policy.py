@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from journeys import taxonomy
+from journeys.segments import Segment, membership_block
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
@@ -73,6 +74,10 @@ class Step(_Strict):
 class Journey(_Strict):
     steps: list[Step] = Field(min_length=1)
     reentry_cooldown: Duration = timedelta(0)
+    # Segments (`[segments.NAME]`) the person must be in / must not be in: checked at routing and
+    # again before every send (journeys/segments.membership_block).
+    only_if: list[str] = []
+    unless: list[str] = []
 
 
 class QuietHours(_Strict):
@@ -137,6 +142,9 @@ class Policy(_Strict):
     hub_debounce: Duration = Field(default=timedelta(seconds=2), le=timedelta(minutes=5))
     holdout_percent: float = Field(default=0.0, ge=0, le=100)
     journeys: dict[JourneyName, Journey] = Field(default_factory=_default_journeys)
+    segments: dict[str, Segment] = {}
+    # How often the worker re-judges everyone's segments (windows that slid by, unsubscribes, merges).
+    segment_refresh: Duration = Field(default=timedelta(hours=1), ge=timedelta(minutes=1))
 
     @field_validator("default_timezone")
     @classmethod
@@ -163,6 +171,33 @@ class Policy(_Strict):
         if missing:
             raise ValueError(f"journeys.{missing[0]} is not defined")
         return self
+
+    @model_validator(mode="after")
+    def _known_segments(self) -> Policy:
+        for name, journey in self.journeys.items():
+            for rule in ("only_if", "unless"):
+                for segment in getattr(journey, rule):
+                    if segment not in self.segments:
+                        raise ValueError(
+                            f"journeys.{name}.{rule}: unknown segment {segment!r} (no [segments.{segment}])"
+                        )
+        return self
+
+    def route_segments(self, route: str) -> dict[str, Segment]:
+        """The segments one journey's `only_if`/`unless` names (none for a route that is no journey)."""
+        journey = self.journeys.get(route)  # type: ignore[call-overload]
+        names = [*journey.only_if, *journey.unless] if journey is not None else []
+        return {name: self.segments[name] for name in names}
+
+    def segment_block(self, route: str, member_of: frozenset[str] | set[str], started: bool = False) -> str | None:
+        """Why the journey `route` may not run for a person in `member_of` (`membership_block`), or None."""
+        journey = self.journeys.get(route)  # type: ignore[call-overload]
+        return membership_block(journey.only_if, journey.unless, member_of, started) if journey is not None else None
+
+    def journey_segments(self) -> dict[str, Segment]:
+        """The segments some journey's `only_if`/`unless` names: what routing and sends evaluate."""
+        named = {s for journey in self.journeys.values() for s in (*journey.only_if, *journey.unless)}
+        return {name: segment for name, segment in self.segments.items() if name in named}
 
     @property
     def min_time_between_messages(self) -> timedelta:

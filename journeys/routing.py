@@ -242,12 +242,14 @@ def decide_route(
     now: datetime,
     last_started: dict[str, datetime] | None = None,
     recovered_carts: frozenset[str] | set[str] | list[str] = frozenset(),
+    segments: frozenset[str] | set[str] | list[str] = frozenset(),
 ) -> RouteDecision:
     """Pick the journey: already purchased → none; holdout → control; open cart at or above the
     minimum → cart recovery; browse intent at or above the threshold → browse recovery; else
     welcome. A route still in its re-entry cooldown (from `last_started`) falls through to the
     next one down; when even welcome is cooling down the person gets nothing. A cart that already
-    had its one recovery journey (`recovered_carts`) falls through the same way.
+    had its one recovery journey (`recovered_carts`) falls through the same way, and so does a
+    journey whose `only_if`/`unless` segments the person (in `segments`) does not satisfy.
 
     A projected history (`project_history`) is routed as its full history would be at its
     `summary.as_of`, which is the `now` the hub routes with."""
@@ -278,12 +280,17 @@ def decide_route(
                 intent_score=score,
             )
 
-    def cooling_until(route: JourneyName) -> datetime | None:
+    member_of = frozenset(segments)
+
+    def held_back(route: JourneyName) -> str | None:
+        """Why `route` cannot start now: its re-entry cooldown, or its segment rules."""
+        journey = policy.journeys[route]
         started = last_started.get(route)
-        if started is None:
-            return None
-        until = as_utc(started) + policy.journeys[route].reentry_cooldown
-        return until if now < until else None
+        until = as_utc(started) + journey.reentry_cooldown if started is not None else None
+        if until is not None and now < until:
+            return f"{route} cooldown until {until.isoformat()}"
+        blocked = policy.segment_block(route, member_of)
+        return f"{route} not allowed: {blocked}" if blocked else None
 
     notes: list[str] = []
 
@@ -297,8 +304,8 @@ def decide_route(
             cart_note = f"{label} already had its recovery"
         elif cart.value >= policy.cart_min_value:
             cart_note = f"{label}, value {value} ≥ {minimum}"
-            until = cooling_until("cart_recovery")
-            if until is None:
+            hold = held_back("cart_recovery")
+            if hold is None:
                 return RouteDecision(
                     route="cart_recovery",
                     reason=cart_note,
@@ -306,7 +313,7 @@ def decide_route(
                     cart_value=cart.value,
                     intent_score=score,
                 )
-            cart_note += f" but cart_recovery cooldown until {until.isoformat()}"
+            cart_note += f" but {hold}"
         else:
             cart_note = f"{label}, value {value} < {minimum}"
     if cart is not None:
@@ -315,20 +322,18 @@ def decide_route(
     shown_score, threshold = _pair(score, policy.browse_intent_threshold, 1)
     if score >= policy.browse_intent_threshold:
         browse_note = f"browse intent {shown_score} ≥ {threshold}"
-        until = cooling_until("browse_recovery")
-        if until is None:
+        hold = held_back("browse_recovery")
+        if hold is None:
             return RouteDecision(route="browse_recovery", reason=", ".join([*notes, browse_note]), intent_score=score)
-        browse_note += f" but browse_recovery cooldown until {until.isoformat()}"
+        browse_note += f" but {hold}"
     else:
         browse_note = f"browse intent {shown_score} < {threshold}"
 
     reason = ", ".join([cart_note, browse_note])
-    until = cooling_until("welcome")
-    if until is None:
+    hold = held_back("welcome")
+    if hold is None:
         return RouteDecision(route="welcome", reason=reason, intent_score=score)
-    return RouteDecision(
-        route="none", reason=f"{reason}, welcome cooldown until {until.isoformat()}", intent_score=score
-    )
+    return RouteDecision(route="none", reason=f"{reason}, {hold}", intent_score=score)
 
 
 def project_history(

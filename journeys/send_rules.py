@@ -22,6 +22,7 @@ class SendCheck(BaseModel):
     purchased: str | None = None  # why we think they bought, e.g. "order o-1 at …"
     suppressed: str | None = None  # why they must not be messaged at all (ends the journey)
     channel_blocked: str | None = None  # why this step's channel cannot reach them (skips the step)
+    segment: str | None = None  # the journey's segment rule they no longer meet ("left segment vip"): ends it
     cart_open: bool = True
     reachable: bool = True  # the person has an address for this channel (the address stays in the store)
     last_message_at: datetime | None = None

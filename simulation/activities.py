@@ -56,6 +56,7 @@ from journeys.history import HistoryEvent, PersonHistory, as_utc
 from journeys.personalise import Catalog, nothing_to_show, personalise, skus_in
 from journeys.policy import JOURNEY_NAMES, Policy
 from journeys.routing import open_cart, project_history
+from journeys.segments import PersonFacts, StoredEvent, channel_consent, facts_of, members_of
 from journeys.send_rules import check_send, recipient, step_cart
 from store.models import Event, Identifier, JourneyRun, Message, Person, Product
 from workflows.models import (
@@ -210,6 +211,22 @@ class SimPerson:
 
     def recipient(self, channel: str) -> str | None:
         return recipient(channel, self.snapshot.emails, self.snapshot.phones, self.snapshot.person_id)
+
+    def facts(self) -> PersonFacts:
+        """What segments read, as the store loads it (`store/segments.load_facts`), on the simulation clock."""
+        snap = self.snapshot
+        return facts_of(
+            snap.person_id,
+            snap.traits,
+            [
+                StoredEvent(
+                    message_id=f"{i:09d}", name=e.name, at=e.timestamp, properties=e.properties, order_id=e.order_id
+                )
+                for i, e in enumerate(self.events)
+            ],
+            consent=channel_consent(snap.suppressed, snap.email_unsubscribed, snap.sms_consent),
+            address={"email": bool(snap.emails), "sms": bool(snap.phones)},
+        )
 
     def last_message_at(self, now: datetime) -> datetime | None:
         simulated = [m.at for m in self.messages.values() if m.at <= now]
@@ -368,8 +385,13 @@ class SimulatedActivities(JourneyActivities):
         for route, started in runs:
             last_started[route] = max(started, last_started.get(route, started))
         recovered = sorted({key for _, _, key in [*person.runs_before, *person.runs.values()] if key})
+        named = self.policy.journey_segments() if self.policy is not None else {}
         return PersonContext(
-            history=person.history(now), last_started=last_started, journeys_count=len(runs), recovered_carts=recovered
+            history=person.history(now),
+            last_started=last_started,
+            journeys_count=len(runs),
+            recovered_carts=recovered,
+            segments=sorted(members_of(named, person.facts(), now)) if named else [],
         )
 
     def _person(self, person_id: str) -> SimPerson:
@@ -418,7 +440,7 @@ class SimulatedActivities(JourneyActivities):
         if person is None:
             return SendCheck(person_exists=False)
         snap = person.snapshot
-        return check_send(
+        result = check_send(
             person.history(now),
             route=check.route,
             channel=check.channel,
@@ -430,6 +452,11 @@ class SimulatedActivities(JourneyActivities):
             reachable=bool(person.recipient(check.channel)),
             last_message_at=person.last_message_at(now),
         )
+        named = self.policy.route_segments(check.route) if self.policy is not None else {}
+        if self.policy is not None and named:
+            member_of = members_of(named, person.facts(), now)
+            result.segment = self.policy.segment_block(check.route, member_of, started=True)
+        return result
 
     def send(self, send: SendInput) -> SendResult:
         person = self._person(send.person_id)

@@ -816,7 +816,7 @@ ASKED_FIELDS = {
     "attribution_window",
 }
 # Ingest settings: the simulation starts from histories already merged and deduplicated.
-NOT_SIMULATED = {"merge_window", "duplicate_window"}
+NOT_SIMULATED = {"merge_window", "duplicate_window", "segment_refresh"}
 
 
 @dataclass(frozen=True)
@@ -866,12 +866,14 @@ def answers_unchanged(asked: list, current: Policy, new: Policy) -> bool:
                 question.at,
                 last_started=context.last_started,
                 recovered_carts=context.recovered_carts,
+                segments=context.segments,
             ) != decide_route(
                 context.history,
                 new,
                 question.at,
                 last_started=context.last_started,
                 recovered_carts=context.recovered_carts,
+                segments=context.segments,
             ):
                 return False
         elif isinstance(question, AttributionAsked):

@@ -18,9 +18,10 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
+from journeys.attribution import order_revenue
 from journeys.links import LinkHosts
 from journeys.policy import Policy
-from store import outbox
+from store import outbox, segments
 from store.db import insert_ignoring_conflicts, transaction
 from store.dialect import is_postgresql
 from store.identity import (
@@ -383,7 +384,19 @@ def _ingest(
             result.signals = len(signals)
         upsert_from_events(session, result.stored)  # one statement, only when products were seen
         quarantine(session, api, endpoint, result.warnings)
+        if policy.segments:  # membership stays live for everyone this call touched, in its transaction
+            segments.refresh(session, _touched(session, result), policy.segments, utcnow())
     return result
+
+
+def _touched(session: Session, result: IngestResult) -> set[str]:
+    """The people whose stored events (or identify) this call wrote."""
+    owners = session.exec(
+        select(col(Event.person_id)).where(
+            col(Event.message_id).in_([m.message_id for m in result.stored]), col(Event.person_id).is_not(None)
+        )
+    ).all()
+    return {p for p in owners if p is not None} | set(result.people.values())
 
 
 def _insert_events(session: Session, rows: list[dict]) -> set[str]:
@@ -455,7 +468,7 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
             order_id = _short_str(m.properties.get("order_id"))
             if order_id and _order_known(session, m, person_id, order_id):
                 continue
-            payload.update(order_id=order_id, revenue=_revenue(m.properties))
+            payload.update(order_id=order_id, revenue=order_revenue(m.properties))
             dedupe_key = f"purchased:{person_id}:{order_id}" if order_id else dedupe_key  # concurrent repeats: once
         signals.append((kind, person_id, payload, dedupe_key))
     return signals
@@ -480,14 +493,6 @@ def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -
         ).first()
         is not None
     )
-
-
-def _revenue(properties: dict) -> float | None:
-    for key in ("revenue", "total", "value"):
-        value = properties.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def _copy_of(session: Session, m: Incoming, person_id: str, policy: Policy) -> str | None:

@@ -375,3 +375,31 @@ class Backtest(SQLModel, table=True):
     total: int | None = None  # simulations, when finished
     result: dict | None = _json(default=None)
     error: str | None = Field(default=None, sa_type=Text)
+
+
+SEGMENT_CURRENT = "left_at IS NULL"
+
+
+class SegmentMembership(SQLModel, table=True):
+    """One stay of a person in a segment (`[segments.NAME]`): entered at `entered_at`, left at
+    `left_at` (None while still in it). Rows are never rewritten but to close them, so a person's
+    entries and exits stay readable as a timeline."""
+
+    __tablename__ = "segment_memberships"
+    __table_args__ = (
+        # At most one open stay per person and segment; also the index of a segment's current members.
+        Index(
+            "ix_segment_memberships_current",
+            "segment",
+            "person_id",
+            unique=True,
+            postgresql_where=text(SEGMENT_CURRENT),
+            sqlite_where=text(SEGMENT_CURRENT),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    segment: str = Field(max_length=255)
+    person_id: str = Field(index=True, max_length=36)
+    entered_at: datetime = _ts()
+    left_at: datetime | None = _ts(default=None)

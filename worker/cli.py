@@ -115,7 +115,7 @@ def worker(
 
     from store.db import make_engine
     from dispatch.temporal import TemporalConnectError, connect, metrics_runtime
-    from worker.worker import run_until_signalled, workers_for
+    from worker.worker import READY, run_until_signalled, start_segment_refresh, workers_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _configured(delivery=lambda s: queue != s.backtest_task_queue)  # a backtest worker sends nothing
@@ -138,6 +138,8 @@ def worker(
         engine = make_engine(settings.database_url)
         try:
             workers, ready = workers_for(queue, client, engine, settings)
+            if ready == READY:  # the journeys queue, which runs the segment refresh
+                await start_segment_refresh(client, settings)
             await run_until_signalled(*workers, ready=ready)
         finally:
             engine.dispose()

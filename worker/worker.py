@@ -11,15 +11,18 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from activities.channels import Channel, channels_from_settings
 from activities.render import Renderer
+from activities.segment_activities import SegmentActivities
 from activities.store_activities import StoreActivities
 from simulation.backtest_activities import BacktestActivities
 from simulation.backtest_job import Backtest
 from store.settings import Settings
 from workflows import ALL_WORKFLOWS
+from workflows.segment_refresh import SEGMENT_REFRESH_ID
 
 log = logging.getLogger("breadcrumb.worker")
 READY = "worker polling for hub and journey tasks"  # `breadcrumb dev` waits for this line before its banner
@@ -52,12 +55,23 @@ def build_worker(
         client,
         task_queue=settings.task_queue,
         workflows=[*ALL_WORKFLOWS, *also[0]],
-        activities=[*activities.all(), *also[1]],
+        activities=[*activities.all(), *SegmentActivities(engine, settings).all(), *also[1]],
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         max_concurrent_activities=activity_threads,
         max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         # SIGTERM (a deploy) lets running sends finish instead of cancelling them mid-delivery.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace),
+    )
+
+
+async def start_segment_refresh(client: Client, settings: Settings) -> None:
+    """Start the scheduled segment refresh unless it already runs (every worker asks; one runs)."""
+    await client.start_workflow(
+        "segment_refresh",
+        id=SEGMENT_REFRESH_ID,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary="re-judges the segments with a window, every segment_refresh of journeys.toml",
     )
 
 

@@ -1,6 +1,7 @@
-"""Temporal workflows (deterministic): the decision hub and the three journeys."""
+"""Temporal workflows (deterministic): the decision hub, the three journeys, the segment refresh."""
 
 from workflows.hub import Hub
 from workflows.journey import BrowseRecovery, CartRecovery, Welcome
+from workflows.segment_refresh import SegmentRefresh
 
-ALL_WORKFLOWS = [Hub, CartRecovery, BrowseRecovery, Welcome]
+ALL_WORKFLOWS = [Hub, CartRecovery, BrowseRecovery, Welcome, SegmentRefresh]

@@ -168,6 +168,7 @@ class Hub:
             summary.as_of if summary else workflow.now(),
             last_started=last_started,
             recovered_carts=context.recovered_carts,
+            segments=context.segments,
         )
         current = self.state.journey
         if current and not replaces(current.route, decision.route):

@@ -71,7 +71,8 @@ GIVE_UP_WITH_A_REASON = "give-up-with-a-reason"
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
     """The first guardrail that ends the journey, in the contract's order: has not purchased,
-    suppression/consent, cart still open (cart recovery). No one to send to on this channel is a
+    suppression/consent, the journey's segment rules (`only_if`/`unless`), cart still open (cart
+    recovery). No one to send to on this channel is a
     `channel_blocked` (the step is skipped), never a reason to stop."""
     if not check.person_exists:
         return "person deleted"
@@ -79,6 +80,8 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return f"purchased: {check.purchased}"
     if check.suppressed:
         return check.suppressed
+    if check.segment:
+        return check.segment
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
     return None

@@ -89,6 +89,8 @@ class PersonContext(BaseModel):
     recovered_carts: list[str] = []
     # The policy now in force, when it is not the version the hub asked with (journeys.toml changed).
     policy: Policy | None = None
+    # The segments some journey's `only_if`/`unless` names that the person is in now (names only).
+    segments: list[str] = []
 
 
 class JourneyStart(BaseModel):
