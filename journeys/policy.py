@@ -191,7 +191,9 @@ class Policy(_Strict):
             raise ValueError(f"journeys.{missing[0]} is not defined")
         for name, journey in self.journeys.items():
             if journey.window is not None and name not in CATALOGUE_JOURNEYS:
-                raise ValueError(f"journeys.{name}.window: only catalogue journeys ({', '.join(CATALOGUE_JOURNEYS)}) have one")
+                raise ValueError(
+                    f"journeys.{name}.window: only catalogue journeys ({', '.join(CATALOGUE_JOURNEYS)}) have one"
+                )
         return self
 
     def catalogue_window(self, name: str) -> timedelta:
