@@ -10,7 +10,6 @@ id and the trigger kind.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -62,17 +61,10 @@ def tell(session: Session, found: list[Change], policy: Policy, now: datetime) -
         since = now - window
         seen = sightings(session, change.product_id, since)
         bought = buyers(session, change.product_id, {s.person_id for s in seen}, since)
-        # The dedupe key stops a repeated write of the same change (a webhook delivered twice in one
-        # second) from queueing twice; the store's window check stops the rest.
-        moment = now.isoformat(timespec="seconds")
-        digest = hashlib.sha256(f"{change.trigger}:{change.product_id}:{moment}".encode()).hexdigest()[:24]
+        # No dedupe key: a repeated write makes no transition, and the store refuses a second
+        # journey for the same person and product within the window.
         signals += [
-            (
-                KIND,
-                person,
-                {"product_id": change.product_id, "trigger": change.trigger},
-                f"{KIND}:{digest}:{person}",
-            )
+            (KIND, person, {"product_id": change.product_id, "trigger": change.trigger}, None)
             for person in who_to_tell(change, seen, bought)
         ]
     outbox.queue(session, signals)
