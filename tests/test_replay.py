@@ -61,7 +61,7 @@ def test_every_workflow_type_has_a_recorded_history():
         json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
         for p in history_files()
     }
-    assert types == {"hub", "cart_recovery", "browse_recovery", "welcome"}
+    assert types == {"hub", "cart_recovery", "browse_recovery", "welcome", "back_in_stock", "price_drop"}
 
 
 @pytest.mark.parametrize("path", history_files(), ids=lambda p: str(p.relative_to(HISTORIES).with_suffix("")))
