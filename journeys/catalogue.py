@@ -132,7 +132,7 @@ def decide_catalogue(
     if running is not None and not replaces(running, trigger):
         return RouteDecision(route="none", reason=f"{what} not started: {running} running", product_id=product_id)
     reason = f"product {product_id} " + ("back in stock" if trigger == "back_in_stock" else "price dropped")
-    return RouteDecision(route=trigger, reason=reason, product_id=product_id)  # type: ignore[arg-type]
+    return RouteDecision(route=trigger, reason=reason, product_id=product_id)
 
 
 def journey_id(route: str, person_id: str, product_id: str, at: datetime, window: timedelta) -> str:
