@@ -25,6 +25,7 @@ from journeys import taxonomy
 from journeys.history import HistoryEvent, as_utc
 from journeys.policy import CATALOGUE_JOURNEYS, Policy
 from journeys.routing import RouteDecision, holdout_bucket
+from journeys.routing import _money as number  # a finite number from an event property, else None
 from journeys.wakeups import replaces
 
 Trigger = Literal["back_in_stock", "price_drop"]
@@ -139,15 +140,5 @@ def journey_id(route: str, person_id: str, product_id: str, at: datetime, window
     """`{route}-{person}-{product digest}-{window number}`: two starts for the same person and product
     in one window would share it (the store refuses the second first; see `start_journey`)."""
     digest = hashlib.sha256(product_id.encode()).hexdigest()[:12]
-    number = int(as_utc(at).timestamp() // max(window.total_seconds(), 1))
-    return f"{route}-{person_id}-{digest}-{number}"
-
-
-def number(value: object) -> float | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        amount = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return amount if math.isfinite(amount) else None
+    span = int(as_utc(at).timestamp() // max(window.total_seconds(), 1))
+    return f"{route}-{person_id}-{digest}-{span}"
