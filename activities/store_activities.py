@@ -28,7 +28,8 @@ from journeys.attribution import Order, Touch, credit
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.links import LinkHosts
 from journeys.personalise import Catalog, CatalogEntry, category_anchor, nothing_to_show, personalise, skus_in
-from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
+from journeys.catalogue import Stock, product_stop, seen_price
+from journeys.policy import ALL_JOURNEYS, CATALOGUE_WINDOW, JOURNEY_NAMES, Policy, PolicyError, load_policy
 from journeys.routing import OpenCart, project_history
 from journeys.send_rules import check_send, recipient, step_cart
 from store import segments, suppression
@@ -373,34 +374,35 @@ class StoreActivities(JourneyActivities):
         messages as its own: that fails loudly instead of passing as a retry."""
         cart_key = start.cart_id if start.route == "cart_recovery" and start.cart_id else None
         with transaction(self.engine) as session:
-            if existing := session.get(JourneyRun, start.workflow_id):
-                if (existing.route, existing.cart_id, as_utc(existing.started_at)) != (
-                    start.route,
-                    start.cart_id,
-                    as_utc(start.at),
-                ):
-                    raise ApplicationError(
-                        f"journey id {start.workflow_id} is already taken by a {existing.route} started at "
-                        f"{as_utc(existing.started_at).isoformat()}",
-                        type="JourneyIdTaken",
-                        non_retryable=True,
-                    )
+            existing = session.get(JourneyRun, start.workflow_id)
+            if existing is not None and (existing.route, existing.cart_id, as_utc(existing.started_at)) == (
+                start.route,
+                start.cart_id,
+                as_utc(start.at),
+            ):
                 return True  # a retried activity: already recorded
+            refused = None
             if (
                 cart_key
                 and session.exec(select(JourneyRun).where(col(JourneyRun.cart_recovery_key) == cart_key)).first()
             ):
-                self._log(
-                    session,
-                    start.workflow_id,
-                    start.person_id,
-                    start.route,
-                    "skipped",
-                    f"cart {cart_key} already had its recovery journey",
-                    start.at,
+                refused = f"cart {cart_key} already had its recovery journey"
+            elif start.product_id is not None and (earlier := _notified(session, start)):
+                refused = (
+                    f"product {start.product_id} already had its {start.route} journey "
+                    f"({earlier.workflow_id}, started {as_utc(earlier.started_at).isoformat()}) within the window"
                 )
+            if refused:
+                self._log(session, start.workflow_id, start.person_id, start.route, "skipped", refused, start.at)
                 return False
-            is_journey = start.route in JOURNEY_NAMES
+            if existing is not None:
+                raise ApplicationError(
+                    f"journey id {start.workflow_id} is already taken by a {existing.route} started at "
+                    f"{as_utc(existing.started_at).isoformat()}",
+                    type="JourneyIdTaken",
+                    non_retryable=True,
+                )
+            is_journey = start.route in ALL_JOURNEYS
             session.add(
                 JourneyRun(
                     workflow_id=start.workflow_id,
@@ -413,6 +415,7 @@ class StoreActivities(JourneyActivities):
                     cart_recovery_key=cart_key,
                     started_at=start.at,
                     ended_at=None if is_journey else start.at,
+                    product_id=start.product_id,
                 )
             )
             self._log(session, start.workflow_id, start.person_id, start.route, "decision", start.reason, start.at)
@@ -443,8 +446,16 @@ class StoreActivities(JourneyActivities):
                 sms_consent=bool(person.sms_consent),
                 reachable=bool(self._recipient(session, person.id, check.channel)),
                 last_message_at=as_utc(last),
+                since=check.since,
             )
             result.segment = self._segment_rule(session, person.id, check.route)
+            if check.product_id is not None:
+                rows = session.exec(select(Product).where(col(Product.sku) == check.product_id)).all()
+                result.product_stop = product_stop(
+                    check.route,
+                    [Stock(in_stock=row.in_stock, price=row.price) for row in rows],
+                    seen_price(history.events, check.product_id),
+                )
             return result
 
     def _segment_rule(self, session: Session, person_id: str, route: str) -> str | None:
@@ -507,7 +518,14 @@ class StoreActivities(JourneyActivities):
         if message.lease_owner != attempt.token:  # final already, or finished by another attempt meanwhile
             return self._result(message)
         check = self.check_before_send(
-            SendCheckInput(person_id=send.person_id, route=send.route, channel=send.channel, cart_id=send.cart_id)
+            SendCheckInput(
+                person_id=send.person_id,
+                route=send.route,
+                channel=send.channel,
+                cart_id=send.cart_id,
+                product_id=send.product_id,
+                since=send.since,
+            )
         )
         if stop := reason_to_stop(check, send.route):
             return self._finish(message, attempt, "skipped", stop).model_copy(update={"ends_journey": True})
@@ -582,7 +600,7 @@ class StoreActivities(JourneyActivities):
         history = person_history(session, person, send.at)
         cart = step_cart(history, send.cart_id) if send.route == "cart_recovery" else None
         catalog = load_catalog(session, history.events, cart)
-        shown = personalise(send.route, history.events, catalog, cart)
+        shown = personalise(send.route, history.events, catalog, cart, product_id=send.product_id)
         message_id = str(uuid.uuid4())
         links = self.links
         unsubscribe = unsubscribe_url(
@@ -773,6 +791,21 @@ class StoreActivities(JourneyActivities):
                 workflow_id=workflow_id, person_id=person_id, journey=journey, kind=kind, reason=reason, at=at, **extra
             )
         )
+
+
+def _notified(session: Session, start: JourneyStart) -> JourneyRun | None:
+    """The person's journey of this kind about this product that started within the window, if any."""
+    since = as_utc(start.at) - (start.window or CATALOGUE_WINDOW)
+    return session.exec(
+        select(JourneyRun)
+        .where(
+            col(JourneyRun.person_id) == start.person_id,
+            col(JourneyRun.route) == start.route,
+            col(JourneyRun.product_id) == start.product_id,
+            col(JourneyRun.started_at) > since,
+        )
+        .order_by(col(JourneyRun.started_at).desc())
+    ).first()
 
 
 def _claimable(now: datetime):

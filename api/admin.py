@@ -8,12 +8,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import get_engine, get_settings, require_admin
+from api.deps import get_engine, get_policy, get_settings, require_admin
 from api.body import BadBody, problem_in, read_json
 from store import catalog, queries
 from store.export import person_export
 from store.db import reading, transaction
 from store.identity import find_person
+from journeys.policy import Policy
 from store.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -126,7 +127,9 @@ CATALOG_BODY = {
     openapi_extra=CATALOG_BODY,
     summary="Create or update products (bulk); fields an item leaves out keep their value",
 )
-async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) -> JSONResponse:
+async def put_catalog(
+    request: Request, engine: Engine = Depends(get_engine), policy: Policy = Depends(get_policy)
+) -> JSONResponse:
     """Body: `{"products": [{"sku", "variant"?, "name"?, "category"?, "price"?, "currency"?,
     "image_url"?, "url"?, "in_stock"?, "bestseller_rank"?}, …]}` (or a bare array). All or
     nothing: any invalid item makes the request 400 with one line per problem, naming the item and
@@ -144,7 +147,7 @@ async def put_catalog(request: Request, engine: Engine = Depends(get_engine)) ->
 
     def write() -> dict:
         with transaction(engine) as session:
-            return catalog.upsert_admin(session, items)
+            return catalog.upsert_admin(session, items, policy)
 
     return JSONResponse(await run_in_threadpool(write))
 

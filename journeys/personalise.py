@@ -239,12 +239,21 @@ class Personalisation(BaseModel):
 
 
 def personalise(
-    route: str, events: list[HistoryEvent], catalog: Catalog, cart: OpenCart | None = None, limit: int = MAX_ITEMS
+    route: str,
+    events: list[HistoryEvent],
+    catalog: Catalog,
+    cart: OpenCart | None = None,
+    limit: int = MAX_ITEMS,
+    product_id: str | None = None,
 ) -> Personalisation:
+    """`product_id` (a catalogue journey): the items are that one product, as the catalogue has it now."""
     category = category_anchor(events, catalog)
     if route == "cart_recovery" and cart is not None:
         items = cart_lines(cart, catalog)
         value = cart.value
+    elif product_id is not None:
+        about = [e for e in events if product_key(e.properties or {}) == product_id]
+        items, value = recently_viewed(about, catalog, 1), None
     else:
         items, value = recently_viewed(events, catalog, limit), None
     shown = {item.sku for item in items if item.sku}
@@ -261,6 +270,8 @@ def nothing_to_show(route: str, shown: Personalisation, events: list[HistoryEven
     what the reports count as out of stock."""
     if route == "cart_recovery" and shown.items and not any(item.in_stock for item in shown.items):
         return "out of stock: every item in their cart has sold out"
+    if route in ("back_in_stock", "price_drop") and not shown.items:
+        return "out of stock: the product is not in stock"
     if route == "browse_recovery" and not shown.items:
         if any(e.name in BROWSE_EVENTS and product_key(e.properties or {}) for e in events):
             return "out of stock: nothing they viewed is in stock"

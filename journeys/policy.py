@@ -54,8 +54,13 @@ def parse_duration(value: object) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-JourneyName = Literal["cart_recovery", "browse_recovery", "welcome"]
+JourneyName = Literal["cart_recovery", "browse_recovery", "welcome", "back_in_stock", "price_drop"]
+# The journeys routing picks from a person's history (`journeys.routing.decide_route`).
 JOURNEY_NAMES: tuple[JourneyName, ...] = ("cart_recovery", "browse_recovery", "welcome")
+# The journeys a catalogue change starts (`journeys.catalogue`); journeys.toml may leave them out.
+CATALOGUE_JOURNEYS: tuple[JourneyName, ...] = ("back_in_stock", "price_drop")
+ALL_JOURNEYS: tuple[JourneyName, ...] = JOURNEY_NAMES + CATALOGUE_JOURNEYS
+CATALOGUE_WINDOW = timedelta(days=14)
 SourceOfTruth = Literal["client", "server", "any"]
 
 
@@ -78,6 +83,9 @@ class Journey(_Strict):
     # again before every send (journeys/segments.membership_block).
     only_if: list[str] = []
     unless: list[str] = []
+    # Catalogue journeys only: how far back a view or add-to-cart counts, and the span in which a
+    # person gets at most one journey of this kind per product (default CATALOGUE_WINDOW).
+    window: Duration | None = None
 
 
 class QuietHours(_Strict):
@@ -118,6 +126,17 @@ def _default_journeys() -> dict[JourneyName, Journey]:
             update={"reentry_cooldown": timedelta(days=7)}
         ),
         "welcome": series("welcome", "5m", "2d", "4d"),
+        **_default_catalogue_journeys(),
+    }
+
+
+def _default_catalogue_journeys() -> dict[JourneyName, Journey]:
+    return {
+        name: Journey(
+            steps=[Step(delay="5m", template=f"{name}_1"), Step(delay="2d", template=f"{name}_2")],
+            window=CATALOGUE_WINDOW,
+        )
+        for name in CATALOGUE_JOURNEYS
     }
 
 
@@ -165,11 +184,24 @@ class Policy(_Strict):
     def _canonical_sources(cls, sources: dict[str, SourceOfTruth]) -> dict[str, SourceOfTruth]:
         return {taxonomy.canonical_name(n): s for n, s in sources.items()}
 
+    @field_validator("journeys", mode="before")
+    @classmethod
+    def _catalogue_journeys_by_default(cls, journeys: object) -> object:
+        """journeys.toml written before catalogue triggers has no such sections: they get the defaults."""
+        if isinstance(journeys, dict):
+            return {**_default_catalogue_journeys(), **journeys}
+        return journeys
+
     @model_validator(mode="after")
     def _every_journey_defined(self) -> Policy:
         missing = [name for name in JOURNEY_NAMES if name not in self.journeys]
         if missing:
             raise ValueError(f"journeys.{missing[0]} is not defined")
+        for name, journey in self.journeys.items():
+            if journey.window is not None and name not in CATALOGUE_JOURNEYS:
+                raise ValueError(
+                    f"journeys.{name}.window: only catalogue journeys ({', '.join(CATALOGUE_JOURNEYS)}) have one"
+                )
         return self
 
     @model_validator(mode="after")
@@ -198,6 +230,11 @@ class Policy(_Strict):
         """The segments some journey's `only_if`/`unless` names: what routing and sends evaluate."""
         named = {s for journey in self.journeys.values() for s in (*journey.only_if, *journey.unless)}
         return {name: segment for name, segment in self.segments.items() if name in named}
+
+    def catalogue_window(self, name: str) -> timedelta:
+        """The window of catalogue journey `name`: views older than this do not count, and one journey
+        per person and product at most within it."""
+        return self.journeys[name].window or CATALOGUE_WINDOW  # type: ignore[index]
 
     @property
     def min_time_between_messages(self) -> timedelta:

@@ -19,7 +19,7 @@ from journeys import taxonomy
 from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc
 from journeys.policy import JourneyName, Policy
 
-Route = Literal["cart_recovery", "browse_recovery", "welcome", "control", "none"]
+Route = Literal["cart_recovery", "browse_recovery", "welcome", "back_in_stock", "price_drop", "control", "none"]
 
 # A second view of the same product this soon after the previous one is a page refresh.
 REFRESH_WINDOW = timedelta(minutes=1)
@@ -234,6 +234,7 @@ class RouteDecision(BaseModel):
     cart_id: str | None = None
     cart_value: float | None = None
     intent_score: float = 0.0
+    product_id: str | None = None  # the product of a catalogue journey (journeys.catalogue)
 
 
 def decide_route(

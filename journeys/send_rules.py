@@ -27,6 +27,7 @@ class SendCheck(BaseModel):
     reachable: bool = True  # the person has an address for this channel (the address stays in the store)
     last_message_at: datetime | None = None
     timezone: str | None = None
+    product_stop: str | None = None  # a catalogue journey's product sold out or dearer again (ends it)
 
     @model_validator(mode="before")
     @classmethod
@@ -74,12 +75,22 @@ def check_send(
     sms_consent: bool,
     reachable: bool,
     last_message_at: datetime | None,
+    since: datetime | None = None,
 ) -> SendCheck:
     """What a journey learns right before a send. A suppression (the person, or a listed address)
     ends the journey; a channel they left or cannot be reached on only skips this step; a purchase
-    and a closed cart are reported for the journey's own rule (`workflows.journey.reason_to_stop`)."""
+    and a closed cart are reported for the journey's own rule (`workflows.journey.reason_to_stop`).
+    With `since` (a catalogue journey's start) only an order from then on counts as purchased: a past
+    customer is who back-in-stock mail is for."""
     result = SendCheck(timezone=timezone, reachable=reachable, last_message_at=last_message_at)
-    order = next((e for e in reversed(history.events) if e.name == taxonomy.ORDER_COMPLETED), None)
+    order = next(
+        (
+            e
+            for e in reversed(history.events)
+            if e.name == taxonomy.ORDER_COMPLETED and (since is None or e.timestamp >= since)
+        ),
+        None,
+    )
     if order is not None:
         result.purchased = f"order {order.order_key or 'without id'} at {order.timestamp.isoformat()}"
     if suppressed:

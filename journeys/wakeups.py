@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from journeys import taxonomy
 
-# A running journey is only replaced by a more urgent one (welcome → browse → cart).
-PRIORITY = {"none": 0, "control": 0, "welcome": 1, "browse_recovery": 2, "cart_recovery": 3}
+# A running journey is only replaced by a more urgent one (welcome → browse → catalogue → cart): a
+# product back in stock or cheaper is more pressing than a browse reminder, less than an open cart.
+PRIORITY = {
+    "none": 0,
+    "control": 0,
+    "welcome": 1,
+    "browse_recovery": 2,
+    "back_in_stock": 2.5,
+    "price_drop": 2.5,
+    "cart_recovery": 3,
+}
 # The most urgent route an activity event can lead to: a cart event may open (or grow) a cart; a
 # product view only adds browse intent. An event not listed here is assumed to reach the top.
 BROWSE_ONLY_EVENTS = frozenset({taxonomy.PRODUCT_VIEWED, taxonomy.COLLECTION_VIEWED})

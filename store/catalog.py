@@ -9,7 +9,8 @@
   link never lands here; an event counts as seen no later than it arrived, so "newest" cannot be
   pinned by a clock set ahead.
 - Admin: `PUT /admin/catalog` upserts a batch; fields an item leaves out keep their value, so an
-  inventory sync can send just `{"sku", "variant", "in_stock"}`.
+  inventory sync can send just `{"sku", "variant", "in_stock"}`. A product it brings back in stock
+  or makes cheaper starts catalogue journeys (store/catalogue_triggers.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sqlmodel import Session, col, select
 
 from journeys import taxonomy
 from journeys.taxonomy import product_key
+from journeys.policy import Policy
+from store.catalogue_triggers import watching
 from store.dialect import dialect_name, insert_for
 from store.models import Product, iso, table_of, utcnow
 
@@ -214,8 +217,14 @@ def validate_items(body: object) -> list[tuple[CatalogItem, set[str]]]:
     return items
 
 
-def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) -> dict:
-    """Create or update every item; fields an item did not send keep their stored value."""
+def upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]], policy: Policy | None = None) -> dict:
+    """Create or update every item; fields an item did not send keep their stored value. With a
+    `policy`, a product back in stock or cheaper starts its catalogue journeys (store/catalogue_triggers.py)."""
+    with watching(session, (item.sku for item, _ in items), policy):
+        return _upsert_admin(session, items)
+
+
+def _upsert_admin(session: Session, items: list[tuple[CatalogItem, set[str]]]) -> dict:
     table = table_of(Product)
     keys = [(item.sku, item.variant or "") for item, _ in items]
     existing: set[tuple[str, str]] = set()

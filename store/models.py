@@ -262,7 +262,8 @@ class Suppression(SQLModel, table=True):
 
 
 class JourneyRun(SQLModel, table=True):
-    """One journey a hub started for a person; `cart_recovery_key` makes one cart recovery per cart."""
+    """One journey a hub started for a person; `cart_recovery_key` makes one cart recovery per cart,
+    `product_id` one catalogue journey per person, product and window."""
 
     __tablename__ = "journey_runs"
 
@@ -276,6 +277,7 @@ class JourneyRun(SQLModel, table=True):
     cart_recovery_key: str | None = Field(default=None, max_length=255, unique=True)
     started_at: datetime = _ts()
     ended_at: datetime | None = _ts(default=None)
+    product_id: str | None = Field(default=None, max_length=255)  # a catalogue journey's product
 
 
 class JourneyLog(SQLModel, table=True):

@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from journeys.policy import Policy
 from store.ingest import Incoming, ingest
@@ -188,7 +189,12 @@ async def record_branch_histories(client: Client, people: list[str], test_name: 
         if workflow_id in seen:
             continue
         seen.add(workflow_id)
-        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        try:
+            history = await client.get_workflow_handle(workflow_id).fetch_history()
+        except RPCError as error:  # a person the test looked up whose hub was never started
+            if error.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
         started = history.events[0].workflow_execution_started_event_attributes
         queue += [
             e.start_child_workflow_execution_initiated_event_attributes.workflow_id

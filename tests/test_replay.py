@@ -61,7 +61,15 @@ def test_every_workflow_type_has_a_recorded_history():
         json.loads(p.read_text())["events"][0]["workflowExecutionStartedEventAttributes"]["workflowType"]["name"]
         for p in history_files()
     }
-    assert types == {"hub", "cart_recovery", "browse_recovery", "welcome", "segment_refresh"}
+    assert types == {
+        "hub",
+        "cart_recovery",
+        "browse_recovery",
+        "welcome",
+        "back_in_stock",
+        "price_drop",
+        "segment_refresh",
+    }
 
 
 @pytest.mark.parametrize("path", history_files(), ids=lambda p: str(p.relative_to(HISTORIES).with_suffix("")))

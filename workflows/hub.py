@@ -15,7 +15,8 @@ from temporalio.exceptions import ChildWorkflowError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from journeys.policy import JOURNEY_NAMES
+    from journeys.catalogue import decide_catalogue, journey_id
+    from journeys.policy import ALL_JOURNEYS, CATALOGUE_JOURNEYS
     from journeys.routing import RouteDecision, decide_route
     from journeys.wakeups import replaces
     from workflows import search
@@ -59,6 +60,9 @@ UNIQUE_JOURNEY_IDS = "hub-unique-journey-ids"
 # after continue-as-new, when it no longer holds the child, checks every JOURNEY_CHECK that it runs.
 WATCHES_JOURNEY = "hub-watches-its-journey"
 JOURNEY_CHECK = timedelta(hours=1)
+# Issue 18. `catalogue` signals (a product back in stock or cheaper) start a catalogue journey when
+# nothing more urgent runs; histories recorded before never carry one.
+CATALOGUE_TRIGGERS = "hub-catalogue-triggers"
 ROUTING_REASONS = ("identified", "activity", "merged", "journey_failed")
 PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `activity` is gathered first
 
@@ -96,6 +100,8 @@ class Hub:
                 return self.state
             while self.state.purchases:
                 await self._record_purchase(self.state.purchases.pop(0))
+            if self.state.catalogue and workflow.patched(CATALOGUE_TRIGGERS):
+                await self._catalogue_triggers()
             if workflow.patched(KEEPS_SIGNALS):
                 await self._decide()
             else:
@@ -108,7 +114,7 @@ class Hub:
                 workflow.continue_as_new(HubInput(person_id=self.person_id, policy=self.policy, state=self.state))
 
     def _has_work(self) -> bool:
-        return bool(self.state.pending or self.state.purchases or self.state.erased)
+        return bool(self.state.pending or self.state.purchases or self.state.erased or self.state.catalogue)
 
     def _timeout(self) -> timedelta | None:
         """Idle: the policy's idle timeout. In a journey this run follows: none (its end wakes us). In
@@ -183,44 +189,23 @@ class Hub:
             self.state.journeys_started = max(self.state.journeys_started, context.journeys_count)
         now = workflow.now()
         workflow_id = None
-        if decision.route in JOURNEY_NAMES:
+        if decision.route in ALL_JOURNEYS:
             self.state.journeys_started += 1
-            number = workflow.uuid4().hex if unique else self.state.journeys_started
-            workflow_id = f"{decision.route}-{self.person_id}-{number}"
-        record = Decision(
-            at=now,
-            route=decision.route,
-            reason=decision.reason,
-            cart_id=decision.cart_id,
-            cart_value=decision.cart_value,
-            workflow_id=workflow_id,
-        )
-        self.state.decisions = (self.state.decisions + [record])[-DECISIONS_KEPT:]
-        decision_id = f"{hub_id(self.person_id)}:decision:" + (
-            workflow.uuid4().hex if unique else str(len(self.state.decisions))
-        )
-        allowed: bool = await self._store_call(
-            "start_journey",
-            JourneyStart(
-                workflow_id=workflow_id or decision_id,
-                hub_id=hub_id(self.person_id),
-                person_id=self.person_id,
-                route=decision.route,
-                reason=decision.reason,
-                cart_id=decision.cart_id,
-                cart_value=decision.cart_value,
-                at=now,
-            ),
-            bool,
-            writes=True,
-        )
+            if decision.product_id is not None:  # one per person, product and window (journeys.catalogue)
+                window = self.policy.catalogue_window(decision.route)
+                workflow_id = journey_id(decision.route, self.person_id, decision.product_id, now, window)
+            else:
+                number = workflow.uuid4().hex if unique else self.state.journeys_started
+                workflow_id = f"{decision.route}-{self.person_id}-{number}"
+        allowed = await self._record_decision(decision, workflow_id, unique)
         workflow.upsert_search_attributes(
             [search.ROUTE.value_set(decision.route)]
             + ([search.CART_VALUE.value_set(float(decision.cart_value))] if decision.cart_value is not None else [])
         )
         if workflow_id is None or not allowed:
             if self.state.journey is None:
-                self._status(decision.route if workflow_id is None else "cart_already_recovered")
+                refused = "already_notified" if decision.product_id else "cart_already_recovered"
+                self._status(decision.route if workflow_id is None else refused)
                 workflow.set_current_details(f"no journey: {decision.reason}")
             return
         await self._stop_journey(stop_reason)
@@ -233,6 +218,7 @@ class Hub:
                 policy=self.policy,
                 cart_id=decision.cart_id,
                 cart_value=decision.cart_value,
+                product_id=decision.product_id,
             ),
             id=workflow_id,
             parent_close_policy=ParentClosePolicy.ABANDON,
@@ -249,6 +235,63 @@ class Hub:
         if workflow.patched(WATCHES_JOURNEY):
             self.watched = workflow_id
             asyncio.create_task(self._follow(handle))
+
+    async def _record_decision(self, decision: RouteDecision, workflow_id: str | None, unique: bool) -> bool:
+        """Keep the decision in the hub's state and write it to the store (`start_journey`); False when
+        the store refuses the journey (a cart already recovered, a product already notified)."""
+        now = workflow.now()
+        record = Decision(
+            at=now,
+            route=decision.route,
+            reason=decision.reason,
+            cart_id=decision.cart_id,
+            cart_value=decision.cart_value,
+            workflow_id=workflow_id,
+        )
+        self.state.decisions = (self.state.decisions + [record])[-DECISIONS_KEPT:]
+        decision_id = f"{hub_id(self.person_id)}:decision:" + (
+            workflow.uuid4().hex if unique else str(len(self.state.decisions))
+        )
+        window = self.policy.catalogue_window(decision.route) if decision.route in CATALOGUE_JOURNEYS else None
+        allowed: bool = await self._store_call(
+            "start_journey",
+            JourneyStart(
+                workflow_id=workflow_id or decision_id,
+                hub_id=hub_id(self.person_id),
+                person_id=self.person_id,
+                route=decision.route,
+                reason=decision.reason,
+                cart_id=decision.cart_id,
+                cart_value=decision.cart_value,
+                at=now,
+                product_id=decision.product_id,
+                window=window,
+            ),
+            bool,
+            writes=True,
+        )
+        return allowed
+
+    async def _catalogue_triggers(self) -> None:
+        """Decide on each catalogue trigger: start its journey (`_start`), or only record why not (a
+        journey as urgent runs, the holdout group) and leave the running journey alone."""
+        while self.state.catalogue:
+            trigger = self.state.catalogue.pop(0)
+            lookup = PersonLookup(person_id=self.person_id, at=workflow.now(), policy_version=self.policy.version)
+            context: PersonContext | None = await self._store_call("load_person", lookup, PersonContext)
+            if context is None:
+                self.state.erased = True
+                return
+            if context.policy is not None:
+                self.policy = context.policy
+            running = self.state.journey.route if self.state.journey is not None else None
+            decision = decide_catalogue(
+                self.person_id, trigger.product_id or "", trigger.trigger or "", self.policy, running, context.segments
+            )
+            if decision.route == "none":
+                await self._record_decision(decision, None, unique=True)
+            else:
+                await self._start(decision, context)
 
     async def _follow(self, handle: workflow.ChildWorkflowHandle[Any, Any]) -> None:
         """Wait for the journey this run started to close; an abnormal end re-routes the person."""
@@ -336,6 +379,10 @@ class Hub:
     @workflow.signal
     def purchased(self, signal: HubSignal) -> None:
         self.state.purchases.append(signal)
+
+    @workflow.signal
+    def catalogue(self, signal: HubSignal) -> None:
+        self.state.catalogue.append(signal)
 
     @workflow.signal
     def absorbed(self, signal: HubSignal) -> None:

@@ -71,8 +71,8 @@ GIVE_UP_WITH_A_REASON = "give-up-with-a-reason"
 
 def reason_to_stop(check: SendCheck, route: str) -> str | None:
     """The first guardrail that ends the journey, in the contract's order: has not purchased,
-    suppression/consent, the journey's segment rules (`only_if`/`unless`), cart still open (cart
-    recovery). No one to send to on this channel is a
+    suppression/consent, the journey's segment rules (`only_if`/`unless`), the product still in stock
+    and cheaper (catalogue journeys), cart still open (cart recovery). No one to send to on this channel is a
     `channel_blocked` (the step is skipped), never a reason to stop."""
     if not check.person_exists:
         return "person deleted"
@@ -82,6 +82,8 @@ def reason_to_stop(check: SendCheck, route: str) -> str | None:
         return check.suppressed
     if check.segment:
         return check.segment
+    if check.product_stop:
+        return check.product_stop
     if route == "cart_recovery" and not check.cart_open:
         return "cart no longer open"
     return None
@@ -129,6 +131,8 @@ class Journey:
                             route=journey.route,
                             channel=step.channel,
                             cart_id=journey.cart_id,
+                            product_id=journey.product_id,
+                            since=info.start_time if journey.product_id else None,
                         ),
                         result_type=SendCheck,
                         **STORE_CALL,
@@ -177,6 +181,8 @@ class Journey:
                         channel=step.channel,
                         cart_id=journey.cart_id,
                         at=workflow.now(),
+                        product_id=journey.product_id,
+                        since=info.start_time if journey.product_id else None,
                     ),
                     result_type=SendResult,
                     **SEND_CALL,
@@ -274,6 +280,20 @@ class BrowseRecovery(CartRecovery):
 
 @workflow.defn(name="welcome")
 class Welcome(CartRecovery):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        return await self.run_steps(journey)
+
+
+@workflow.defn(name="back_in_stock")
+class BackInStock(CartRecovery):
+    @workflow.run
+    async def run(self, journey: JourneyInput) -> JourneyState:
+        return await self.run_steps(journey)
+
+
+@workflow.defn(name="price_drop")
+class PriceDrop(CartRecovery):
     @workflow.run
     async def run(self, journey: JourneyInput) -> JourneyState:
         return await self.run_steps(journey)

@@ -26,6 +26,9 @@ class HubSignal(BaseModel):
     revenue: float | None = None
     into: str | None = None
     absorbed: str | None = None
+    # A catalogue trigger (`catalogue` signal): which product, and `back_in_stock` or `price_drop`.
+    product_id: str | None = None
+    trigger: str | None = None
 
 
 class HubInput(BaseModel):
@@ -62,6 +65,7 @@ class HubState(BaseModel):
     decisions: list[Decision] = []
     conversions: int = 0
     erased: bool = False
+    catalogue: list[HubSignal] = []  # catalogue triggers not yet decided on
 
 
 class PersonLookup(BaseModel):
@@ -102,6 +106,9 @@ class JourneyStart(BaseModel):
     cart_id: str | None = None
     cart_value: float | None = None
     at: datetime
+    # A catalogue journey: its product, and the window in which the person gets one per product.
+    product_id: str | None = None
+    window: timedelta | None = None
 
 
 class JourneyInput(BaseModel):
@@ -111,6 +118,7 @@ class JourneyInput(BaseModel):
     policy: Policy
     cart_id: str | None = None
     cart_value: float | None = None
+    product_id: str | None = None  # a catalogue journey's product: re-read before every send
 
 
 class StopJourney(BaseModel):
@@ -122,6 +130,8 @@ class SendCheckInput(BaseModel):
     route: str
     channel: str
     cart_id: str | None = None
+    product_id: str | None = None
+    since: datetime | None = None  # a catalogue journey's start: only orders from then on end it
 
 
 class SendInput(BaseModel):
@@ -133,6 +143,8 @@ class SendInput(BaseModel):
     channel: str
     cart_id: str | None = None
     at: datetime
+    product_id: str | None = None
+    since: datetime | None = None
 
 
 class SendResult(BaseModel):

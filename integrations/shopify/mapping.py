@@ -36,6 +36,7 @@ from sqlmodel import Session, col, select
 from journeys import taxonomy
 from journeys.policy import Policy
 from store import catalog
+from store.catalogue_triggers import watching
 from store.db import reading, transaction
 from store.identity import (
     InvalidIdentifier,
@@ -79,6 +80,11 @@ class _Call:
     shop_domain: str
     wake_hubs: bool = True  # False for the backfill: the past is stored, no journey is started for it
     received_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def triggers(self) -> Policy | None:
+        """The policy catalogue triggers start journeys under; None for a backfill (the past starts none)."""
+        return self.policy if self.wake_hubs else None
 
     def ingest(self, messages: list[Incoming]) -> TopicOutcome:
         result = ingest(
@@ -507,9 +513,10 @@ def _product(call: _Call, payload: dict) -> TopicOutcome:
             except ValidationError as exc:
                 raise UnusableWebhook(f"{call.topic}: variant {fields['variant']}: {exc.errors()[0]['msg']}") from None
             items.append((item, set(item.model_fields_set)))
-        if items:
-            catalog.upsert_admin(session, items)
-        _out_of_stock(session, product_id, keep=[item.variant for item, _ in items])
+        with watching(session, [product_id], call.triggers):
+            if items:
+                catalog.upsert_admin(session, items)
+            _out_of_stock(session, product_id, keep=[item.variant for item, _ in items])
     return TopicOutcome(call.topic, True, note=f"product {product_id}: {len(items)} variants")
 
 
@@ -559,11 +566,12 @@ def _inventory_level(call: _Call, payload: dict) -> TopicOutcome:
         if row.product_id is None or not row.tracked or row.sell_when_out:
             return TopicOutcome(call.topic, True, note=f"inventory item {inventory_item}: level kept")
         in_stock = sum(row.levels.values()) > 0
-        session.execute(
-            update(Product)
-            .where(col(Product.sku) == row.product_id, col(Product.variant) == row.variant_id)
-            .values(in_stock=in_stock, updated_at=utcnow())
-        )
+        with watching(session, [row.product_id], call.triggers):
+            session.execute(
+                update(Product)
+                .where(col(Product.sku) == row.product_id, col(Product.variant) == row.variant_id)
+                .values(in_stock=in_stock, updated_at=utcnow())
+            )
     return TopicOutcome(call.topic, True, note=f"variant {row.variant_id}: {'in' if in_stock else 'out of'} stock")
 
 
