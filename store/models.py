@@ -398,7 +398,7 @@ class ReportDirty(SQLModel, table=True):
 
 # The grain of the report roll-ups: a figure on a day for a journey step, and the neighbouring days
 # that make distinct counts exact over any range of whole days (docs/reports.md).
-_ROLLUP_KEY = ("figure", "day", "journey", "step", "variant", "outcome", "reason", "prev_day", "end_day", "after_day")
+ROLLUP_KEY = ("figure", "day", "journey", "step", "variant", "outcome", "reason", "prev_day", "end_day", "after_day")
 
 
 class _RollupRow(SQLModel):
@@ -438,7 +438,7 @@ class ReportRollup(_RollupRow, table=True):
     """The sum of every contribution with the same key: what the journey report reads."""
 
     __tablename__ = "report_rollups"
-    __table_args__ = (UniqueConstraint(*_ROLLUP_KEY, name="uq_report_rollups_key"),)
+    __table_args__ = (UniqueConstraint(*ROLLUP_KEY, name="uq_report_rollups_key"),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
 

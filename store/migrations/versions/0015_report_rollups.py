@@ -48,7 +48,11 @@ TRACKED = {
             ("device", "R.anonymous_id", "", "R.person_id IS NULL AND R.anonymous_id IS NOT NULL"),
         ],
     ),
-    "identifiers": (("kind", "value"), "R.kind = 'anonymous_id'", [("device", "R.value", "", "R.kind = 'anonymous_id'")]),
+    "identifiers": (
+        ("kind", "value"),
+        "R.kind = 'anonymous_id'",
+        [("device", "R.value", "", "R.kind = 'anonymous_id'")],
+    ),
 }
 
 
