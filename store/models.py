@@ -402,7 +402,7 @@ ROLLUP_KEY = ("figure", "day", "journey", "step", "variant", "outcome", "reason"
 
 
 class _RollupRow(SQLModel):
-    figure: str = Field(max_length=16)
+    figure: str = Field(max_length=32)
     day: str = Field(default="", max_length=10)
     journey: str = Field(default="", max_length=32)
     step: int = 0

@@ -102,7 +102,7 @@ def _postgresql_triggers() -> list[str]:
 def _rollup_columns() -> list[sa.Column]:
     text = lambda name, n: sa.Column(name, sa.String(length=n), nullable=False)  # noqa: E731
     return [
-        text("figure", 16),
+        text("figure", 32),
         text("day", 10),
         text("journey", 32),
         sa.Column("step", sa.Integer(), nullable=False),
