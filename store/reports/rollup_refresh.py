@@ -36,7 +36,6 @@ from store.models import (
     ROLLUP_KEY,
     table_of,
 )
-from store.dialect import insert_for
 from store.reports.rollup_facts import LogLine, PersonHistory, Purchase, Sent, device_rows, person_rows
 from store.reports.sql import (
     EVENTS,
@@ -143,27 +142,44 @@ def _recompute(conn: Connection, owners: set[tuple[str, str]], window: timedelta
                     sums[i] -= value
             conn.execute(delete(CONTRIBUTIONS).where(mine))
     stored = []
+    moment = _moment_for(conn)
     for kind, owner, row in new:
-        full = {**_EMPTY, **row, "owner_kind": kind, "owner": owner}
-        stored.append(full)
-        sums = delta[tuple(full[k] for k in ROLLUP_KEY)]
-        for i, name in enumerate(VALUES):
-            sums[i] += full[name]
-    if stored:
-        conn.execute(CONTRIBUTIONS.insert(), stored)
-    changes = [
-        dict(zip((*ROLLUP_KEY, *VALUES), (*key, *sums), strict=False)) for key, sums in delta.items() if any(sums)
-    ]
+        full = {**_EMPTY, **row}
+        key = tuple(full[k] for k in ROLLUP_KEY)
+        values = tuple(full[name] for name in VALUES)
+        stored.append((*key, *values, kind, owner, moment(full["at"])))
+        sums = delta[key]
+        for i, value in enumerate(values):
+            sums[i] += value
+    # Plain DBAPI executemany: a rebuild writes millions of rows, and compiling each through
+    # SQLAlchemy costs more than the database's work.
+    columns = (*ROLLUP_KEY, *VALUES)
+    _executemany(
+        conn, f"INSERT INTO report_contributions ({', '.join((*columns, 'owner_kind', 'owner', 'at'))})", stored
+    )
+    changes = [(*key, *sums) for key, sums in delta.items() if any(sums)]
+    added = ", ".join(f"{name} = report_rollups.{name} + excluded.{name}" for name in VALUES)
+    _executemany(
+        conn,
+        f"INSERT INTO report_rollups ({', '.join(columns)})",
+        changes,
+        f" ON CONFLICT ({', '.join(ROLLUP_KEY)}) DO UPDATE SET {added}",
+    )
     if changes:
-        insert = insert_for(conn.dialect.name)(ROLLUPS)
-        conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=list(ROLLUP_KEY),
-                set_={name: ROLLUPS.c[name] + insert.excluded[name] for name in VALUES},
-            ),
-            changes,
-        )
         conn.execute(delete(ROLLUPS).where(ROLLUPS.c.count == 0))
+
+
+def _executemany(conn: Connection, into: str, rows: list[tuple], then: str = "") -> None:
+    if rows:
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        conn.exec_driver_sql(f"{into} VALUES ({', '.join([mark] * len(rows[0]))}){then}", rows)
+
+
+def _moment_for(conn: Connection):
+    """How the driver takes a timestamp: SQLite as SQLAlchemy stores it (text, UTC)."""
+    if conn.dialect.name == "postgresql":
+        return lambda moment: moment
+    return lambda moment: moment and as_utc(moment).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 _EMPTY: dict[str, Any] = {
