@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, UTC
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, literal, not_, or_, select, union_all
@@ -265,7 +266,9 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
     return revenue_figures(rows, recipients_rows, journey_recipients, recipients)
 
 
-def revenue_figures(rows: list, recipients_rows: list, journey_recipients: dict[str, int], recipients: Any) -> dict:
+def revenue_figures(
+    rows: Sequence[Any], recipients_rows: Sequence[Any], journey_recipients: dict[str, int], recipients: Any
+) -> dict:
     """Attributed orders per (day, journey, step) and the recipients, shaped for the report."""
     per_journey: dict[str, list] = {}
     per_step: dict[tuple[str, int], list] = {}
@@ -386,7 +389,7 @@ def recovery(conn: Connection, d: Dialect, period: Period, window: timedelta) ->
     return recovery_figures(rows, messaged_people, recovered_people)
 
 
-def recovery_figures(rows: list, messaged_people: Any, recovered_people: Any) -> dict:
+def recovery_figures(rows: Sequence[Any], messaged_people: Any, recovered_people: Any) -> dict:
     found = {row.journey: row for row in rows}
     by_journey = []
     for name in sorted(set(JOURNEY_NAMES) | set(found), key=journey_order):
@@ -462,7 +465,7 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
     return reason_figures(message_rows, log_rows)
 
 
-def reason_figures(message_rows: list, log_rows: list) -> dict:
+def reason_figures(message_rows: Sequence[Any], log_rows: Sequence[Any]) -> dict:
     by_reason = [{"outcome": r.status, "journey": r.journey, "reason": r.reason, "count": r.n} for r in message_rows]
     by_reason += [{"outcome": r.outcome, "journey": r.journey, "reason": r.reason, "count": r.n} for r in log_rows]
     order = {"sent": 0, "failed": 1, "pending": 2, "skipped": 3, "deferred": 4}

@@ -112,13 +112,18 @@ def _chain(days: set[str]) -> list[tuple[str, str]]:
     return list(zip(ordered, ["", *ordered[:-1]], strict=False))
 
 
+def _when(m: Sent) -> datetime:
+    assert m.sent_at is not None  # person_rows keeps only the sent messages that have the moment
+    return m.sent_at
+
+
 def _orders(h: PersonHistory, sent: list[Sent], window: timedelta) -> list[Row]:
     rows = []
     for order in h.purchases:
         if not order.counts:
             continue
-        touches = [m for m in sent if order.at - window <= m.sent_at <= order.at]  # type: ignore[operator]
-        last = max(touches, key=lambda m: (m.sent_at, m.step, m.id), default=None)
+        touches = [m for m in sent if order.at - window <= _when(m) <= order.at]
+        last = max(touches, key=lambda m: (_when(m), m.step, m.id), default=None)
         rows.append(
             _row(
                 "order",
@@ -163,7 +168,7 @@ def _log(h: PersonHistory) -> list[Row]:
 def _recipients(sent: list[Sent]) -> list[Row]:
     groups: dict[tuple[str, str, int], set[str]] = defaultdict(set)
     for m in sent:
-        d = day(m.sent_at)
+        d = day(_when(m))
         groups[("recipient_step", m.journey, m.step)].add(d)
         groups[("recipient_journey", m.journey, 0)].add(d)
         groups[("recipient", "", 0)].add(d)
@@ -183,7 +188,7 @@ def _units(h: PersonHistory, sent: list[Sent], window: timedelta) -> list[Row]:
     for (figure, journey, cart_id), messages in units.items():
         by_day: dict[str, list[datetime]] = defaultdict(list)
         for m in messages:
-            by_day[day(m.sent_at)].append(m.sent_at)  # type: ignore[arg-type]
+            by_day[day(_when(m))].append(_when(m))
         days = sorted(by_day)
         for i in range(len(days)):
             for j in range(i, len(days)):
@@ -210,9 +215,12 @@ def cohort_route(h: PersonHistory, first_at: datetime | None, conversion_days: i
     assert h.identified_at is not None
     horizon = h.identified_at + timedelta(days=conversion_days)
     in_window = [(route, started) for route, started in h.runs if started <= horizon]
-    before_buying = first_at is None or first_at < h.identified_at
     priority = max(
-        (ROUTE_PRIORITY.get(route, 0) for route, started in in_window if before_buying or started <= first_at),  # type: ignore[operator]
+        (
+            ROUTE_PRIORITY.get(route, 0)
+            for route, started in in_window
+            if first_at is None or first_at < h.identified_at or started <= first_at
+        ),
         default=0,
     )
     names = {rank: name for name, rank in ROUTE_PRIORITY.items()}
@@ -232,10 +240,10 @@ def _cohort(h: PersonHistory, sent: list[Sent], conversion_days: int) -> list[Ro
     rows = [_row("cohort", day=identified, journey=route, prior=int(prior), hits=int(converted), at=h.identified_at)]
     first_sent: dict[str, datetime] = {}
     for m in sent:
-        d = day(m.sent_at)
-        first_sent[d] = min(first_sent.get(d, m.sent_at), m.sent_at)  # type: ignore[type-var, arg-type]
+        d = day(_when(m))
+        first_sent[d] = min(first_sent.get(d, _when(m)), _when(m))
     for d, prev in _chain(set(first_sent)):
-        purchased = converted and first_at >= first_sent[d]  # type: ignore[operator]
+        purchased = first_at is not None and converted and first_at >= first_sent[d]
         rows.append(
             _row(
                 "cohort_sent",

@@ -241,7 +241,7 @@ def load_histories(conn: Connection, person_ids: list[str]) -> list[PersonHistor
             histories[r.person_id].messages.append(
                 Sent(r.id, r.journey, r.step, r.status, r.reason, as_utc(r.sent_at), as_utc(r.created_at), r.cart_id)
             )
-        for r in conn.execute(
+        for line in conn.execute(
             select(
                 LOG.c.person_id,
                 LOG.c.id,
@@ -253,8 +253,8 @@ def load_histories(conn: Connection, person_ids: list[str]) -> list[PersonHistor
                 LOG.c.at,
             ).where(LOG.c.person_id.in_(chunk), LOG.c.kind.in_(("waiting", "exit", "skipped")))
         ):
-            histories[r.person_id].log.append(
-                LogLine(r.id, r.workflow_id, r.journey, r.step, r.kind, r.reason, as_utc(r.at))
+            histories[line.person_id].log.append(
+                LogLine(line.id, line.workflow_id, line.journey, line.step, line.kind, line.reason, as_utc(line.at))
             )
         for r in conn.execute(_purchases(d, chunk)):
             histories[r.person_id or ""].purchases.append(

@@ -212,15 +212,17 @@ def _cohort(conn: Connection, days: Days, conversion_days: int, now: datetime) -
         add(r[0], as_int(r[2]), as_int(r[3]), as_int(r[4]), r.state == "open")
     c = CONTRIBUTIONS.c
     if days.holds_day(cut_day):
-        for r in conn.execute(select(c.journey, c.at, c.prior, c.hits).where(c.figure == "cohort", c.day == cut_day)):
-            add(r.journey, 1, r.prior, r.hits, as_utc(r.at) > cut)
+        for person in conn.execute(
+            select(c.journey, c.at, c.prior, c.hits).where(c.figure == "cohort", c.day == cut_day)
+        ):
+            add(person.journey, 1, person.prior, person.hits, as_utc(person.at) > cut)
     inside = [*days.holds(R.day), *days.holds(R.end_day), days.starts(R.prev_day)]
     bought_inside = and_(true(), *days.holds(R.after_day))
-    for r in conn.execute(
+    for name, messaged, purchased in conn.execute(
         select(R.journey, _sum(R.count), _sum(case((bought_inside, R.hits), else_=0)))
         .where(R.figure == "cohort_sent", *inside)
         .group_by(R.journey)
     ):
-        route(r[0]).messaged += as_int(r[1])
-        route(r[0]).purchased += as_int(r[2])
+        route(name).messaged += as_int(messaged)
+        route(name).purchased += as_int(purchased)
     return list(found.values())
