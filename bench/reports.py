@@ -381,12 +381,14 @@ def load(engine: Engine, shop: Shop) -> None:
             cursor.execute("PRAGMA synchronous=OFF")
             cursor.execute("PRAGMA cache_size=-262144")
             names = ", ".join(f"'{table.name}'" for table, _ in tables)
-            for name, sql in cursor.execute(
-                f"SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            # The roll-up triggers too: without them nothing is marked, and the first refresh (no
+            # roll-ups yet) rebuilds from every person and device anyway.
+            for kind, name, sql in cursor.execute(
+                f"SELECT type, name, sql FROM sqlite_master WHERE type IN ('index', 'trigger') "
                 f"AND sql IS NOT NULL AND tbl_name IN ({names})"
             ).fetchall():
                 recreate.append(sql)
-                cursor.execute(f'DROP INDEX "{name}"')
+                cursor.execute(f'DROP {kind.upper()} "{name}"')
             cursor.execute("BEGIN")
         for table, rows in tables:
             if not rows:
