@@ -5,6 +5,7 @@ kind (the refresh re-computes only what they touched)."""
 
 from __future__ import annotations
 
+import random
 import sys
 import uuid
 from datetime import datetime, timedelta, UTC
@@ -157,3 +158,21 @@ def test_the_report_api_reads_the_rollups(db, shop):
     assert db.scalar("SELECT count(*) FROM report_rollups") > 0
     assert fast == reports.summary(db.engine, POLICY, period, now=NOW, exact=True)
     assert fast["generated_at"] == NOW.isoformat() and datetime.fromisoformat(fast["generated_at"]).tzinfo == UTC
+
+
+def test_a_share_keyed_by_its_neighbouring_days_counts_once_in_any_range():
+    """The rule behind every distinct figure, without a database: for every range of days, the
+    rows chosen are exactly one when any day is inside (the first), none otherwise."""
+    from store.reports.rollup_facts import device_rows
+
+    rng = random.Random(3)
+    calendar = [f"2025-01-{d:02d}" for d in range(1, 29)]
+    for _ in range(300):
+        seen = set(rng.sample(calendar, rng.randint(1, 6)))
+        first, end = sorted(rng.sample(calendar, 2))
+        chosen = [
+            r for r in device_rows(seen) if first <= r["day"] < end and (r["prev_day"] == "" or r["prev_day"] < first)
+        ]
+        assert len(chosen) == int(any(first <= d < end for d in seen))
+        if chosen:
+            assert chosen[0]["day"] == min(d for d in seen if d >= first)
