@@ -95,6 +95,13 @@ class Event(SQLModel, table=True):
             postgresql_where=text("person_id IS NULL"),
             sqlite_where=text("person_id IS NULL"),
         ),
+        # The copies and cancellations of one order (report roll-up triggers, order de-duplication).
+        Index(
+            "ix_events_order_id",
+            "order_id",
+            postgresql_where=text("order_id IS NOT NULL"),
+            sqlite_where=text("order_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
@@ -405,3 +412,73 @@ class SegmentMembership(SQLModel, table=True):
     person_id: str = Field(index=True, max_length=36)
     entered_at: datetime = _ts()
     left_at: datetime | None = _ts(default=None)
+
+
+class ReportDirty(SQLModel, table=True):
+    """A person or never-identified device whose report roll-ups are stale. Written by database
+    triggers in the writer's own transaction (insert-only, so concurrent writers never wait on each
+    other); the refresh deletes exactly the marks it read (store/reports/rollup_refresh.py)."""
+
+    __tablename__ = "report_dirty"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    kind: str = Field(max_length=8)  # person | device
+    key: str = Field(max_length=255)
+
+
+# The grain of the report roll-ups: a figure on a day for a journey step, and the neighbouring days
+# that make distinct counts exact over any range of whole days (docs/reports.md).
+ROLLUP_KEY = ("figure", "day", "journey", "step", "variant", "outcome", "reason", "prev_day", "end_day", "after_day")
+
+
+class _RollupRow(SQLModel):
+    figure: str = Field(max_length=32)
+    day: str = Field(default="", max_length=10)
+    journey: str = Field(default="", max_length=32)
+    step: int = 0
+    variant: str = Field(default="", max_length=64)
+    outcome: str = Field(default="", max_length=16)
+    reason: str = Field(default="", max_length=80)
+    prev_day: str = Field(default="", max_length=10)
+    end_day: str = Field(default="", max_length=10)
+    after_day: str = Field(default="", max_length=10)
+    count: int = 0
+    hits: int = 0
+    cart_hits: int = 0
+    prior: int = 0
+    revenue: float = 0.0
+
+
+class ReportContribution(_RollupRow, table=True):
+    """One person's (or device's) share of the roll-ups, kept so a refresh can take it back out."""
+
+    __tablename__ = "report_contributions"
+    __table_args__ = (
+        Index("ix_report_contributions_owner", "owner_kind", "owner"),
+        Index("ix_report_contributions_figure_day", "figure", "day"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    owner_kind: str = Field(max_length=8)
+    owner: str = Field(max_length=255)
+    at: datetime | None = _ts(default=None)  # the cohort's identify moment (exact open-window test)
+
+
+class ReportRollup(_RollupRow, table=True):
+    """The sum of every contribution with the same key: what the journey report reads."""
+
+    __tablename__ = "report_rollups"
+    __table_args__ = (UniqueConstraint(*ROLLUP_KEY, name="uq_report_rollups_key"),)
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+
+
+class ReportRollupState(SQLModel, table=True):
+    """The settings the roll-ups were built with; other settings are answered by the exact queries."""
+
+    __tablename__ = "report_rollup_state"
+
+    id: int = Field(default=1, primary_key=True)
+    attribution_window_seconds: float
+    conversion_days: int
+    built_at: datetime = _ts()

@@ -41,8 +41,9 @@ Definitions (the README's "Reports" section says the same in prose):
 
 from __future__ import annotations
 
-from store.reports.journeys import DEFAULT_CONVERSION_DAYS, summary
+from store.reports.journeys import DEFAULT_CONVERSION_DAYS
 from store.reports.period import Period, make_period, parse_moment
+from store.reports.rollups import summary
 from store.reports.tracking import tracking
 
 __all__ = ["DEFAULT_CONVERSION_DAYS", "Period", "make_period", "parse_moment", "summary", "tracking"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, UTC
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, case, exists, func, literal, not_, or_, select, union_all
@@ -30,6 +31,7 @@ from store.reports.sql import (
     connection,
     first_orders_cte,
     journey_order,
+    message_reason,
     never_identified_devices,
     ratio,
     reason_category,
@@ -48,8 +50,9 @@ def summary(
     conversion_days: int = DEFAULT_CONVERSION_DAYS,
     now: datetime | None = None,
 ) -> dict:
-    """The journey report: conversion (with holdout lift), revenue per recipient, cart recovery,
-    messages by reason, the funnel and daily attributed revenue."""
+    """The journey report computed exactly from the stored rows: conversion (with holdout lift),
+    revenue per recipient, cart recovery, messages by reason, the funnel and daily attributed
+    revenue. The reference the roll-ups (store/reports/rollups.py) must equal."""
     if conversion_days < 1:
         raise ValueError("conversion_days must be at least 1")
     now = as_utc(now or datetime.now(UTC))
@@ -57,22 +60,46 @@ def summary(
         d = Dialect(conn.dialect.name)
         window = policy.attribution_window
         outcomes = cohort_outcomes(conn, d, period, conversion_days, now)
-        recovered = recovery(conn, d, period, window)
-        return {
-            "period": period.as_dict(),
-            "generated_at": now.isoformat(),
-            "settings": {
-                "conversion_days": conversion_days,
-                "attribution_window_hours": round(window.total_seconds() / 3600, 4),
-                "holdout_percent": policy.holdout_percent,
-            },
-            "conversion": conversion(conn, d, period, conversion_days, now, outcomes),
-            "revenue": revenue(conn, d, period, window),
-            "recovery": recovered,
-            "cart_recovery": cart_recovery(recovered),
-            "messages": messages_by_reason(conn, d, period),
-            "funnel": funnel(conn, d, period, conversion_days, outcomes),
-        }
+        return assemble(
+            policy,
+            period,
+            conversion_days,
+            now,
+            outcomes,
+            revenue=revenue(conn, d, period, window),
+            recovered=recovery(conn, d, period, window),
+            messages=messages_by_reason(conn, d, period),
+            funnel=funnel(conn, d, period, conversion_days, outcomes),
+        )
+
+
+def assemble(
+    policy: Policy,
+    period: Period,
+    conversion_days: int,
+    now: datetime,
+    outcomes: list,
+    revenue: dict,
+    recovered: dict,
+    messages: dict,
+    funnel: list[dict],
+) -> dict:
+    """The report's shape, whichever way its parts were computed (exactly or from the roll-ups)."""
+    return {
+        "period": period.as_dict(),
+        "generated_at": now.isoformat(),
+        "settings": {
+            "conversion_days": conversion_days,
+            "attribution_window_hours": round(policy.attribution_window.total_seconds() / 3600, 4),
+            "holdout_percent": policy.holdout_percent,
+        },
+        "conversion": conversion_figures(outcomes, conversion_days),
+        "revenue": revenue,
+        "recovery": recovered,
+        "cart_recovery": cart_recovery(recovered),
+        "messages": messages,
+        "funnel": funnel,
+    }
 
 
 def cohort_outcomes(conn: Connection, d: Dialect, period: Period, conversion_days: int, now: datetime) -> list[Any]:
@@ -148,6 +175,11 @@ def conversion(
 ) -> dict:
     if rows is None:
         rows = cohort_outcomes(conn, d, period, conversion_days, now)
+    return conversion_figures(rows, conversion_days)
+
+
+def conversion_figures(rows: list, conversion_days: int) -> dict:
+    """Per route: people, measured, converted, rates; the holdout lift (journeys − control)."""
     found = {row.route: row for row in rows}
     by_route = []
     for name in (*ROUTES, *sorted(set(found) - set(ROUTES))):
@@ -231,6 +263,13 @@ def revenue(conn: Connection, d: Dialect, period: Period, window: timedelta) -> 
     recipients = conn.execute(
         select(func.count(func.distinct(MESSAGES.c.person_id))).where(sent, *period.where(MESSAGES.c.sent_at))
     ).scalar_one()
+    return revenue_figures(rows, recipients_rows, journey_recipients, recipients)
+
+
+def revenue_figures(
+    rows: Sequence[Any], recipients_rows: Sequence[Any], journey_recipients: dict[str, int], recipients: Any
+) -> dict:
+    """Attributed orders per (day, journey, step) and the recipients, shaped for the report."""
     per_journey: dict[str, list] = {}
     per_step: dict[tuple[str, int], list] = {}
     daily: dict[tuple[str, str], list] = {}
@@ -347,6 +386,10 @@ def recovery(conn: Connection, d: Dialect, period: Period, window: timedelta) ->
     messaged_people, recovered_people = conn.execute(
         select(func.count(), func.sum(case((ordered_after(people), 1), else_=0))).select_from(people)
     ).one()
+    return recovery_figures(rows, messaged_people, recovered_people)
+
+
+def recovery_figures(rows: Sequence[Any], messaged_people: Any, recovered_people: Any) -> dict:
     found = {row.journey: row for row in rows}
     by_journey = []
     for name in sorted(set(JOURNEY_NAMES) | set(found), key=journey_order):
@@ -386,8 +429,7 @@ def cart_recovery(recovered: dict) -> dict:
 def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
     m = MESSAGES
     when = case((m.c.status == "sent", m.c.sent_at), else_=m.c.created_at)
-    failed_reason = func.coalesce(reason_category(m.c.reason), func.substr(func.coalesce(m.c.reason, "unknown"), 1, 80))
-    reason = case((m.c.status == "sent", "sent"), else_=failed_reason)
+    reason = message_reason(m)
     message_rows = conn.execute(
         select(m.c.status, m.c.journey, reason.label("reason"), func.count().label("n"))
         # A message the send re-check held back (status "skipped") has its journey-log line, counted below.
@@ -420,6 +462,10 @@ def messages_by_reason(conn: Connection, d: Dialect, period: Period) -> dict:
             lines.c.outcome, lines.c.journey, log_reason
         )
     ).all()
+    return reason_figures(message_rows, log_rows)
+
+
+def reason_figures(message_rows: Sequence[Any], log_rows: Sequence[Any]) -> dict:
     by_reason = [{"outcome": r.status, "journey": r.journey, "reason": r.reason, "count": r.n} for r in message_rows]
     by_reason += [{"outcome": r.outcome, "journey": r.journey, "reason": r.reason, "count": r.n} for r in log_rows]
     order = {"sent": 0, "failed": 1, "pending": 2, "skipped": 3, "deferred": 4}
@@ -442,6 +488,10 @@ def funnel(
         rows = cohort_outcomes(conn, d, period, conversion_days, now or datetime.now(UTC))
     # Devices seen in the period that never became anyone: with the people identified, the visitors.
     anonymous = as_int(conn.execute(never_identified_devices(period)).scalar_one())
+    return funnel_stages(rows, anonymous, conversion_days)
+
+
+def funnel_stages(rows: list, anonymous: int, conversion_days: int) -> list[dict]:
     identified = sum(as_int(r.identified) for r in rows)
     return [
         {

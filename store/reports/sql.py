@@ -169,12 +169,13 @@ def orders_cte(d: Dialect, period: Period):
         EVENTS.c.name == taxonomy.ORDER_COMPLETED,
         EVENTS.c.duplicate_of.is_(None),
         ~cancelled.exists(),
-        *period.where(EVENTS.c.timestamp),
     )
     orders = ranked.subquery("ranked_orders")
+    # Ranked over all time, then placed in the period: a repeat of an order from before the period
+    # is not a new order in it (and the roll-ups, per day, can count each order once).
     return (
         select(orders.c.person_id, orders.c.ordered_at, orders.c.order_key, orders.c.cart_id, orders.c.revenue)
-        .where(orders.c.rn == 1)
+        .where(orders.c.rn == 1, *period.where(orders.c.ordered_at))
         .cte("orders")
     )
 
@@ -294,6 +295,13 @@ def reason_category(column) -> ColumnElement:
         (low.like("no address%"), "no address"),
         else_=None,
     )
+
+
+def message_reason(m) -> ColumnElement:
+    """A message's line in "messages by reason": "sent", else its failure's category (or the
+    reason's first 80 characters)."""
+    failed = func.coalesce(reason_category(m.c.reason), func.substr(func.coalesce(m.c.reason, "unknown"), 1, 80))
+    return case((m.c.status == "sent", "sent"), else_=failed)
 
 
 def journey_order(name: str) -> tuple:
