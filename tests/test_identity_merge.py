@@ -18,6 +18,12 @@ from journeys.policy import parse_policy
 def mid() -> str:
     return f"m-{uuid.uuid4().hex}"
 
+# Advisory locks waited for in this test's database only: other suites may share the server.
+WAITING_ADVISORY_LOCKS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
 
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
@@ -595,7 +601,7 @@ def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, d
 
     def waiting(count: int) -> None:
         for _ in range(200):
-            if db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == count:
+            if db.scalar(WAITING_ADVISORY_LOCKS) == count:
                 return
             threading.Event().wait(0.05)
         raise AssertionError(f"never saw {count} waiting lock(s)")
