@@ -170,8 +170,8 @@ class StoredEvent(BaseModel):
 
 
 class PersonFacts(BaseModel):
-    """What segments read about one person: the events the segments name, their orders (cancelled
-    ones already left out), traits, and per channel whether they consent and have an address."""
+    """What segments read about one person: the events the segments name, their orders (each with
+    its cancellation, if any), traits, and per channel whether they consent and have an address."""
 
     person_id: str
     traits: dict[str, Any] = {}
