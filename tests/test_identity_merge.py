@@ -18,6 +18,7 @@ from journeys.policy import parse_policy
 def mid() -> str:
     return f"m-{uuid.uuid4().hex}"
 
+
 # Advisory locks waited for in this test's database only: other suites may share the server.
 WAITING_ADVISORY_LOCKS = (
     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
