@@ -22,10 +22,9 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from journeys import taxonomy
-from journeys.history import HistoryEvent, as_utc
+from journeys.history import HistoryEvent, as_utc, number
 from journeys.policy import CATALOGUE_JOURNEYS, Policy
 from journeys.routing import RouteDecision, holdout_bucket
-from journeys.routing import _money as number  # a finite number from an event property, else None
 from journeys.wakeups import replaces
 
 Trigger = Literal["back_in_stock", "price_drop"]

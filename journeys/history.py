@@ -4,12 +4,25 @@ cleanly through Temporal (no defaults that read the clock or draw random ids).""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, UTC
 from typing import Any
 
 from pydantic import BaseModel, field_validator
 
 from journeys import taxonomy
+
+
+def number(value: object) -> float | None:
+    """A finite number from an event property (a price, a cart value), else None: what a client
+    sends as text or a boolean, or not at all, is no amount."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        amount = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return amount if math.isfinite(amount) else None
 
 
 def as_utc(moment: datetime) -> datetime:

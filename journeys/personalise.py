@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from journeys import taxonomy
-from journeys.history import HistoryEvent
+from journeys.history import HistoryEvent, number
 from journeys.routing import OpenCart
 from journeys.taxonomy import product_key
 
@@ -112,7 +112,7 @@ def _event_item(entry: CatalogEntry, props: dict[str, Any]) -> Item:
         variant=entry.variant,
         name=entry.name or _blank_to_none(props.get("name")),
         category=entry.category or _blank_to_none(props.get("category")),
-        price=entry.price if entry.price is not None else _number(props.get("price")),
+        price=entry.price if entry.price is not None else number(props.get("price")),
         currency=entry.currency or _blank_to_none(props.get("currency")),
         image_url=entry.image_url or _blank_to_none(props.get("image_url")),
         url=entry.url or _blank_to_none(props.get("url")),
@@ -285,13 +285,3 @@ def skus_in(events: list[HistoryEvent], cart: OpenCart | None = None) -> set[str
     if cart is not None:
         skus |= {line.sku for line in cart.items if line.sku}
     return skus
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or value is None or value == "":
-        return None
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return number if number == number and abs(number) != float("inf") else None

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from journeys import taxonomy
-from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc
+from journeys.history import CartSummary, HistoryEvent, HistorySummary, PersonHistory, as_utc, number
 from journeys.policy import JourneyName, Policy
 
 Route = Literal["cart_recovery", "browse_recovery", "welcome", "back_in_stock", "price_drop", "control", "none"]
@@ -116,7 +116,7 @@ def open_cart(events: list[HistoryEvent]) -> OpenCart | None:
                 if items:
                     cart.items = items
             cart.checkout_current = True
-            cart.checkout_value = _money(props.get("value"))
+            cart.checkout_value = number(props.get("value"))
         cart.updated_at = event.timestamp
         cart.seq = seq
 
@@ -151,7 +151,7 @@ def _item(props: dict[str, Any]) -> CartItem | None:
         variant=_text(props.get("variant")),
         name=_text(props.get("name")),
         quantity=quantity,
-        price=_money(props.get("price")) or 0.0,
+        price=number(props.get("price")) or 0.0,
         image_url=_text(props.get("image_url")),
         category=_text(props.get("category")),
     )
@@ -164,16 +164,6 @@ def _quantity(value: object) -> int | None:
         return int(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-
-
-def _money(value: object) -> float | None:
-    if value is None or value == "" or isinstance(value, bool):
-        return None
-    try:
-        amount = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return amount if math.isfinite(amount) else None
 
 
 def _text(value: object) -> str | None:

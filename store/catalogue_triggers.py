@@ -18,7 +18,8 @@ from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
-from journeys.catalogue import SEEN_EVENTS, Change, Seen, Stock, changes, number, who_to_tell
+from journeys.catalogue import SEEN_EVENTS, Change, Seen, Stock, changes, who_to_tell
+from journeys.history import number
 from journeys.policy import Policy
 from store import outbox
 from store.models import Event, Product, utcnow
