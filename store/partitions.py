@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from store import message_ids
 from store.dialect import is_postgresql
 
 PARENT = "events"
@@ -127,6 +128,11 @@ class Dropped:
     rows: int  # the planner's estimate (pg_class.reltuples): counting a month would read it all
 
 
+def _take_turns(conn: Connection) -> None:
+    """Two maintenance runs at once (two cron hosts) change partitions one after the other."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('breadcrumb: event partitions'))"))
+
+
 def create_ahead(engine: Engine, now: datetime, ahead: int = MONTHS_AHEAD) -> list[str]:
     """Create the missing partitions from the current month through `ahead` months on; returns
     their names (none on SQLite, none when they all exist: run it as often as you like)."""
@@ -134,6 +140,7 @@ def create_ahead(engine: Engine, now: datetime, ahead: int = MONTHS_AHEAD) -> li
         return []
     created = []
     with engine.begin() as conn:
+        _take_turns(conn)
         existing = set(partitions(conn))
         for month in months_to_hold(now, ahead=ahead):
             if month.name not in existing:
@@ -152,6 +159,9 @@ def drop_older_than(engine: Engine, cutoff: datetime) -> list[Dropped]:
     dropped = []
     for name in names:
         with engine.begin() as conn:
+            _take_turns(conn)
+            if name not in partitions(conn):
+                continue  # another maintenance run dropped it meanwhile
             rows = conn.scalar(text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": name})
             conn.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {name}"))
             conn.execute(text(f"DROP TABLE {name}"))
@@ -161,9 +171,7 @@ def drop_older_than(engine: Engine, cutoff: datetime) -> list[Dropped]:
 
 def is_partitioning_table(name: str) -> bool:
     """A table of the partitioning itself (a partition, DEFAULT, the message-id ledger): not in the models."""
-    from store.message_ids import TABLE
-
-    return name in (DEFAULT, TABLE) or Month.named(name) is not None
+    return name in (DEFAULT, message_ids.TABLE) or Month.named(name) is not None
 
 
 def compared_with_the_models(dialect: str) -> Callable[..., bool]:

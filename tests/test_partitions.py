@@ -5,6 +5,7 @@ without BREADCRUMB_TEST_POSTGRES_URL (CI sets it)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -209,3 +210,14 @@ def test_retention_drops_whole_old_months_and_deletes_the_boundary(postgres, mon
     with postgres.connect() as conn:
         assert old_month.plus(1).name not in partitions(conn)
         assert set(conn.scalars(text("SELECT message_id FROM events"))) == {"recent"}
+
+
+def test_two_maintenance_runs_at_once_create_each_month_once(postgres):
+    upgrade(postgres)
+    later = datetime.now(UTC) + timedelta(days=400)
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: create_ahead(postgres, later, ahead=2), range(2)))
+    months = [m.name for m in months_to_hold(later, ahead=2)]
+    assert sorted(runs[0] + runs[1]) == months  # each created by exactly one of them
+    with postgres.connect() as conn:
+        assert set(months) <= set(partitions(conn))
