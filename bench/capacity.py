@@ -51,6 +51,7 @@ from sqlalchemy import text  # noqa: E402
 from fault_stack import Stack, browse_batch, identify_message, known_browsing, outcome, shoppers, start_smtp, wait_until  # noqa: E402
 from conftest import WRITE_KEY  # noqa: E402
 from dispatch.temporal import connect  # noqa: E402
+from store import message_ids  # noqa: E402
 from store.db import make_engine, scratch_database  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.settings import Settings  # noqa: E402
@@ -263,20 +264,24 @@ def sqlite_sizes(path: Path) -> dict[str, int]:
 
 
 def postgres_sizes(url: str) -> dict[str, int]:
+    """Bytes per table: a partitioned table's are its partitions' (its own are none), and the
+    message-id ledger ingest keeps beside partitioned `events` counts as events'."""
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return dict(
-                conn.execute(
-                    text(
-                        "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
-                        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()"
-                    )
-                ).all()
-            )
+            rows = conn.execute(
+                text(
+                    "SELECT coalesce(pg_partition_root(c.oid), c.oid)::regclass::text, pg_total_relation_size(c.oid) "
+                    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()"
+                )
+            ).all()
     finally:
         engine.dispose()
+    sizes: Counter = Counter()
+    for name, size in rows:
+        sizes["events" if name == message_ids.TABLE else name] += size
+    return dict(sizes)
 
 
 def footprints(n_events: int, n_people: int, postgres: str | None) -> list[Footprint]:
@@ -297,6 +302,8 @@ def footprints(n_events: int, n_people: int, postgres: str | None) -> list[Footp
             engine = make_engine(url)
             upgrade(engine)
             load(engine, shop)
+            with engine.begin() as conn:  # what ingest writes beside each event (load() inserts events only)
+                conn.execute(text(f'INSERT INTO {message_ids.TABLE} SELECT message_id, "timestamp" FROM events'))
             engine.dispose()
             found.append(Footprint("PostgreSQL", len(shop.events), people, postgres_sizes(url)))
     return found

@@ -21,7 +21,7 @@ from journeys import taxonomy
 from journeys.attribution import order_revenue
 from journeys.links import LinkHosts
 from journeys.policy import Policy
-from store import outbox, segments
+from store import message_ids, outbox, segments
 from store.db import insert_ignoring_conflicts, transaction
 from store.dialect import is_postgresql
 from store.identity import (
@@ -401,7 +401,8 @@ def _touched(session: Session, result: IngestResult) -> set[str]:
 
 def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     """Insert the rows, skipping messages we already hold (a client's retry); returns the message
-    ids written. On PostgreSQL the rows travel as one JSON document expanded by the server
+    ids written. On PostgreSQL a message id is new when the ledger of accepted ids takes it
+    (`store.message_ids`: partitioned `events` cannot hold it unique), and the rows travel as one JSON document expanded by the server
     (`jsonb_populate_record` on the table's own row type, in the request's order): a multi-row
     VALUES of 500 × 16 parameters costs the driver more to build than the database to insert."""
     if not is_postgresql(session):
@@ -411,11 +412,13 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
             ).scalars()
         )
     columns = ", ".join(f'"{column}"' for column in rows[0])
-    from_document = ", ".join(f'r."{column}"' for column in rows[0])
     statement = text(
-        f"INSERT INTO events ({columns}) SELECT {from_document} "
-        "FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
-        "jsonb_populate_record(NULL::events, e.doc) AS r ORDER BY e.n ON CONFLICT DO NOTHING RETURNING message_id"
+        f"WITH incoming AS (SELECT r.*, e.n FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
+        "jsonb_populate_record(NULL::events, e.doc) AS r), "
+        f'fresh AS (INSERT INTO {message_ids.TABLE} (message_id, "timestamp") SELECT message_id, "timestamp" FROM incoming '
+        "ORDER BY n ON CONFLICT DO NOTHING RETURNING message_id) "
+        f"INSERT INTO events ({columns}) SELECT {columns} FROM incoming WHERE message_id IN (SELECT message_id FROM fresh) "
+        "ORDER BY n ON CONFLICT DO NOTHING RETURNING message_id"
     )
     return set(session.execute(statement, {"rows": orjson.dumps(rows, default=str).decode()}).scalars())
 

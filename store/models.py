@@ -77,6 +77,10 @@ class Identifier(SQLModel, table=True):
 
 
 class Event(SQLModel, table=True):
+    """One message a front door accepted. On PostgreSQL the table is partitioned by month on
+    `timestamp` (store/partitions.py, migration 0014): its primary key there is (id, timestamp) and a
+    message id is unique through `event_message_ids` (store/message_ids.py), not through this table."""
+
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_anonymous_id_timestamp", "anonymous_id", "timestamp"),

@@ -387,12 +387,15 @@ def shopify_import(
 
 @app.command()
 def maintenance(db: str = typer.Option(None, "--db", help="Database URL (default: BREADCRUMB_DATABASE_URL)")) -> None:
-    """Delete events past BREADCRUMB_EVENT_RETENTION and never-identified anonymous events older than the
-    merge window. Idempotent: run it daily from cron."""
+    """Create the events table's monthly partitions ahead (PostgreSQL), drop whole months past
+    BREADCRUMB_EVENT_RETENTION, delete the rest of the events past it and never-identified anonymous
+    events older than the merge window. Idempotent: run it daily from cron."""
     from datetime import UTC, datetime
 
+    from rich.table import Table
+
     from store.db import make_engine
-    from store.retention import expire_events
+    from store.maintenance import upkeep
     from worker.preflight import ConfigurationError, load_settings
 
     try:
@@ -402,13 +405,23 @@ def maintenance(db: str = typer.Option(None, "--db", help="Database URL (default
         raise typer.Exit(1) from None
     engine = make_engine(settings.database_url)
     try:
-        expired = expire_events(engine, datetime.now(UTC), settings.event_retention, settings.policy.merge_window)
+        with console.status("Maintaining the events table…"):
+            done = upkeep(engine, datetime.now(UTC), settings.event_retention, settings.policy.merge_window)
     finally:
         engine.dispose()
+    if done.created or done.dropped:
+        table = Table("Partition", "Done", "Rows (estimate)", title="Monthly partitions of events")
+        for name in done.created:
+            table.add_row(name, "created", "")
+        for dropped in done.dropped:
+            table.add_row(dropped.name, "dropped (past retention)", str(dropped.rows))
+        console.print(table)
     console.print(
-        f"Deleted {expired.past_retention} events past retention and {expired.never_identified} "
+        f"Deleted {done.expired.past_retention} events past retention and {done.expired.never_identified} "
         "anonymous events that can no longer merge."
     )
+    if done.forgotten:
+        console.print(f"Forgot {done.forgotten} message ids of events past retention.")
 
 
 if __name__ == "__main__":
