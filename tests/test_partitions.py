@@ -191,7 +191,7 @@ def test_retention_drops_whole_old_months_and_deletes_the_boundary(postgres, mon
         conn.execute(insert(Event.__table__), rows)
         conn.execute(text('INSERT INTO event_message_ids SELECT message_id, "timestamp" FROM events'))
 
-    done = upkeep(postgres, now, retention, WINDOW)
+    done = upkeep(postgres, now, retention, WINDOW, timedelta(days=5))
 
     assert [d.name for d in done.dropped] == [old_month.name]
     assert done.expired.past_retention == 1  # boundary-old, by DELETE

@@ -86,14 +86,19 @@ def test_maintenance_command_applies_the_configured_retention(db, monkeypatch):
         db.engine,
         _event("ancient", timedelta(days=10_000), person_id="p-1"),
         _event("today", timedelta(0), person_id="p-1"),
+        _event("browsing", timedelta(0), anonymous_id="device-1"),
     )
     monkeypatch.setenv("BREADCRUMB_EVENT_RETENTION", "365d")
+    assert db.scalar("SELECT count(*) FROM report_dirty") > 0  # the anonymous view marked its device
 
     result = CliRunner().invoke(app, ["maintenance", "--db", db.url])
 
     assert result.exit_code == 0, result.output
-    assert "Deleted 1 events past retention" in result.output
+    assert "Deleted 1 events past retention and 1 anonymous events" in result.output  # NOW is long past
     assert _left(db.engine) == {"today"}
+    # The report roll-ups are brought up to date too: no marks are left to pile up.
+    assert "Report roll-ups up to date" in result.output
+    assert db.scalar("SELECT count(*) FROM report_dirty") == 0
 
 
 def test_maintenance_names_a_malformed_retention(db, monkeypatch):

@@ -406,7 +406,10 @@ def maintenance(db: str = typer.Option(None, "--db", help="Database URL (default
     engine = make_engine(settings.database_url)
     try:
         with console.status("Maintaining the events table…"):
-            done = upkeep(engine, datetime.now(UTC), settings.event_retention, settings.policy.merge_window)
+            policy = settings.policy
+            done = upkeep(
+                engine, datetime.now(UTC), settings.event_retention, policy.merge_window, policy.attribution_window
+            )
     finally:
         engine.dispose()
     if done.created or done.dropped:
@@ -422,6 +425,7 @@ def maintenance(db: str = typer.Option(None, "--db", help="Database URL (default
     )
     if done.forgotten:
         console.print(f"Forgot {done.forgotten} message ids of events past retention.")
+    console.print(f"Report roll-ups up to date ({done.recomputed} people and devices re-computed).")
 
 
 if __name__ == "__main__":
