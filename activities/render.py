@@ -161,7 +161,8 @@ class Renderer:
         self.text_env = _environment(folder, autoescape=False)
         self.html_env = _environment(folder, autoescape=True)
 
-    def render(self, name: str, channel: str, context: dict) -> Rendered:
+    def render(self, name: str, channel: str, context: dict, subject: str | None = None) -> Rendered:
+        """`subject`: a Jinja line replacing the template's own subject (an experiment's subject variant)."""
         hosts = LinkHosts.of((context.get("shop") or {}).get("url"), self.link_hosts)
         context = {
             **context,
@@ -177,7 +178,8 @@ class Renderer:
         first, _, body = text.lstrip().partition("\n")
         if not first.startswith("Subject:"):
             raise TemplateProblem(f"templates/{name}.txt.j2 must start with a 'Subject: …' line")
-        subject = " ".join(first.removeprefix("Subject:").split())
+        line = self.text_env.from_string(subject).render(**context) if subject else first.removeprefix("Subject:")
+        subject = " ".join(line.split())
         if not subject:
             raise TemplateProblem(f"templates/{name}.txt.j2 renders an empty subject")
         footer = self.text_env.get_template("_footer.txt.j2").render(**context)

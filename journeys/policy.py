@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from journeys import taxonomy
+from journeys.experiments import AutoWinner, Variant
 
 _DURATION = re.compile(
     r"^\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$"
@@ -63,11 +64,38 @@ class _Strict(BaseModel):
 
 
 class Step(_Strict):
-    """One message of a journey: wait `delay` after the previous step, then send `template`."""
+    """One message of a journey: wait `delay` after the previous step, then send `template` — or one
+    of its `variants` (journeys/experiments.py), with an optional `auto_winner` rule."""
 
     delay: Duration
-    template: str = Field(min_length=1)
+    template: str | None = Field(default=None, min_length=1)
+    variants: list[Variant] | None = None
+    auto_winner: AutoWinner | None = None
     channel: Literal["email", "sms", "outbox"] = "email"
+
+    @model_validator(mode="after")
+    def _template_or_variants(self) -> Step:
+        if (self.template is None) == (self.variants is None):
+            raise ValueError("a step has either `template` or `variants`, not both and not neither")
+        if self.variants is not None:
+            names = [v.label for v in self.variants]
+            if len(names) < 2:
+                raise ValueError("variants: an experiment needs at least two variants")
+            if len(set(names)) < len(names):
+                raise ValueError(f"variants: names must be unique, got {names} (give `name` to tell them apart)")
+        elif self.auto_winner is not None:
+            raise ValueError("auto_winner needs `variants`")
+        return self
+
+    @property
+    def templates(self) -> list[str]:
+        """Every template the step can send (checked at worker start-up)."""
+        return [v.template for v in self.variants] if self.variants else [self.template or ""]
+
+    @property
+    def label(self) -> str:
+        """How logs name the step's message: its template, or its variants."""
+        return " | ".join(v.label for v in self.variants) if self.variants else self.template or ""
 
 
 class Journey(_Strict):
@@ -163,6 +191,12 @@ class Policy(_Strict):
         if missing:
             raise ValueError(f"journeys.{missing[0]} is not defined")
         return self
+
+    def step_templates(self) -> list[tuple[str, str]]:
+        """Every (template, channel) a step can send, variants included: what the worker checks at start-up."""
+        return [
+            (t, step.channel) for journey in self.journeys.values() for step in journey.steps for t in step.templates
+        ]
 
     @property
     def min_time_between_messages(self) -> timedelta:

@@ -114,7 +114,7 @@ class Journey:
         steps = journey.policy.journeys[cast(JourneyName, journey.route)].steps
         for index, step in enumerate(steps, 1):
             self._current.step = index
-            self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.template})")
+            self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.label})")
             if await self._stopped_within(step.delay):
                 return await self._end(journey, "exited", self.stop_reason or "")
             while True:
@@ -157,7 +157,7 @@ class Journey:
                 later = [s for s in steps[index:] if s.channel != step.channel]
                 if not workflow.patched(SKIP_BLOCKED_CHANNEL):
                     return await self._end(journey, "exited", blocked, step=index)
-                await self._note(journey, "skipped", f"{blocked}: step {index} ({step.template}) not sent", step=index)
+                await self._note(journey, "skipped", f"{blocked}: step {index} ({step.label}) not sent", step=index)
                 if not later:
                     return await self._end(journey, "exited", f"{blocked}: no later step can reach them", step=index)
                 continue
@@ -174,6 +174,8 @@ class Journey:
                         channel=step.channel,
                         cart_id=journey.cart_id,
                         at=workflow.now(),
+                        variants=step.variants,
+                        auto_winner=step.auto_winner,
                     ),
                     result_type=SendResult,
                     **SEND_CALL,
@@ -181,7 +183,7 @@ class Journey:
             except ActivityError as error:
                 if not workflow.patched(GIVE_UP_WITH_A_REASON):
                     raise
-                reason = f"step {index} ({step.template}) not sent: {cause(error)}"
+                reason = f"step {index} ({step.label}) not sent: {cause(error)}"
                 self._current.sent.append(f"step {index}: failed")
                 await self._note(journey, "failed", reason, step=index)
                 continue

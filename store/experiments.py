@@ -1,0 +1,66 @@
+"""Which variant a send of an experiment step gets: the recorded auto-winner, else the person's hash.
+
+The auto-winner is decided at send time, inside the send's transaction: while no decision is
+recorded, the step's figures are computed (store/reports/experiments.py) and `decide` asked; the
+first send that finds the rule met records the winner with its figures and time, and every later
+send reads it. Two workers deciding at once insert the same key: the first row wins, both read it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, select
+
+from journeys.experiments import AutoWinner, Variant, assign, compare, decide
+from store.dialect import insert_for
+from store.reports.experiments import DECISIONS, arms, in_policy_order
+from store.reports.period import Period
+
+
+def recorded_winner(conn: Connection, journey: str, step: int) -> str | None:
+    return conn.execute(
+        select(DECISIONS.c.winner).where(DECISIONS.c.journey == journey, DECISIONS.c.step == step)
+    ).scalar_one_or_none()
+
+
+def decide_winner(
+    conn: Connection,
+    journey: str,
+    step: int,
+    variants: list[Variant],
+    rule: AutoWinner,
+    window: timedelta,
+    now: datetime,
+) -> str | None:
+    """The step's winner: recorded already, or decided now (and recorded) when the rule is met."""
+    if (winner := recorded_winner(conn, journey, step)) is not None:
+        return winner
+    found = arms(conn, Period(), window, journey).get((journey, step), [])
+    figures = compare(in_policy_order(found, [v.label for v in variants]))
+    winner = decide(figures, rule)
+    if winner is None:
+        return None
+    conn.execute(
+        insert_for(conn.dialect.name)(DECISIONS)
+        .values(journey=journey, step=step, winner=winner, figures=[f.as_dict() for f in figures], decided_at=now)
+        .on_conflict_do_nothing()
+    )
+    return recorded_winner(conn, journey, step)
+
+
+def variant_for(
+    conn: Connection,
+    person_id: str,
+    journey: str,
+    step: int,
+    variants: list[Variant],
+    rule: AutoWinner | None,
+    window: timedelta,
+    now: datetime,
+) -> Variant:
+    """The winner when the step has an auto-winner rule that is decided (and the winner is still
+    one of its variants), else the person's own variant by hash."""
+    winner = decide_winner(conn, journey, step, variants, rule, window, now) if rule is not None else None
+    by_name = {v.label: v for v in variants}
+    return by_name.get(winner or "") or assign(variants, person_id, journey, step)
