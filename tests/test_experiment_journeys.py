@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-import pytest
 import pytest_asyncio
 
 from journey_harness import identify, running_shop, track
@@ -95,8 +94,8 @@ async def test_auto_winner_switches_after_the_threshold_and_not_before(winner_sh
             )
         n += 1
     switched = None
-    for n in range(n, n + 20):
-        person, message = await _sign_up(shop, n)
+    for later in range(n, n + 20):
+        person, message = await _sign_up(shop, later)
         assert message.variant == "welcome_1"
         if assign(variants, person, "welcome", 1).label == "gift_subject":
             switched = person
