@@ -1,0 +1,130 @@
+"""The experiment report on a hand-built shop, on SQLite and PostgreSQL, through the real HTTP API
+and on the report page; every figure below is worked out by hand from `two_variants()`."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+
+from api.experiment_chart import experiment_chart
+from journeys.policy import Policy
+from report_history import History, at
+from store.models import ExperimentDecision
+from store.reports.experiments import experiments
+
+A, B = "cart_recovery_1", "cart_recovery_1b"
+
+
+def two_variants() -> History:
+    """cart_recovery step 1 split between A and B in March 2025 (attribution window 5 days).
+
+    A: A1 orders 50; A2 orders 30 then 20 (one recipient, 50); A3 never orders; A4 orders 100 ten
+    days later (outside the window: not credited). Recipients 4, conversions 2, per-recipient
+    revenue 50, 50, 0, 0.
+    B: B1 orders 40; B2 also got step 2 (no variant) before ordering 70, so the last touch is step 2
+    and B gets nothing; B3's message failed (not a recipient); B4 and B5 never order. Recipients 4
+    (B1, B2, B4, B5), conversions 1, per-recipient revenue 40, 0, 0, 0.
+    """
+    h = History()
+    for name in ("A1", "A2", "A3", "A4", "B1", "B2", "B3", "B4", "B5"):
+        h.person(name, at(1, 8))
+        h.message(
+            name,
+            "cart_recovery",
+            1,
+            at(1, 10),
+            status="failed" if name == "B3" else "sent",
+            variant={"A": A, "B": B}[name[0]],
+        )
+    h.order("A1", at(2, 10), "o-A1", revenue=50)
+    h.order("A2", at(2, 11), "o-A2a", revenue=30)
+    h.order("A2", at(3, 11), "o-A2b", revenue=20)
+    h.order("A4", at(11, 10), "o-A4", revenue=100)
+    h.order("B1", at(2, 12), "o-B1", revenue=40)
+    h.message("B2", "cart_recovery", 2, at(2, 10))
+    h.order("B2", at(3, 10), "o-B2", revenue=70)
+    return h
+
+
+def phi(z: float) -> float:
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def test_experiment_figures_by_hand(db):
+    two_variants().insert(db.engine)
+    [experiment] = experiments(db.engine, Policy())["experiments"]
+    assert (experiment["journey"], experiment["step"], experiment["configured"]) == ("cart_recovery", 1, False)
+    a, b = experiment["variants"]
+    # A: mean 100/4 = 25; variance (50² + 50² - 100²/4) / 3 = 2500/3; se √(2500/3 / 4).
+    se_a = math.sqrt(2500 / 3 / 4)
+    assert (a["variant"], a["recipients"], a["conversions"], a["revenue"]) == (A, 4, 2, 100.0)
+    assert a["revenue_per_recipient"] == 25.0 and a["conversion_rate"] == 0.5
+    assert a["interval"] == [0.0, round(25 + 1.959964 * se_a, 4)]
+    # B: mean 40/4 = 10; variance (40² - 40²/4) / 3 = 400; se √(400/4) = 10.
+    assert (b["variant"], b["recipients"], b["conversions"], b["revenue"]) == (B, 4, 1, 40.0)
+    assert b["revenue_per_recipient"] == 10.0 and b["interval"] == [0.0, round(10 + 1.959964 * 10, 4)]
+    # P(A beats B) = Φ((25 - 10) / √(se_a² + 10²)).
+    assert a["probability_best"] == round(phi(15 / math.sqrt(se_a**2 + 100)), 4)
+    assert b["probability_best"] == round(1 - phi(15 / math.sqrt(se_a**2 + 100)), 4)
+    assert experiment["decision"] is None
+
+
+def test_a_configured_experiment_lists_its_variants_in_order_even_before_any_send(db):
+    policy = Policy.model_validate(
+        {
+            "journeys": {
+                **{n: j.model_dump(mode="json") for n, j in Policy().journeys.items()},
+                "welcome": {
+                    "steps": [
+                        {
+                            "delay": "5m",
+                            "variants": [
+                                {"template": "welcome_1", "weight": 1},
+                                {"template": "welcome_2", "weight": 3},
+                            ],
+                            "auto_winner": {"min_recipients": 100},
+                        }
+                    ]
+                },
+            }
+        }
+    )
+    [experiment] = experiments(db.engine, policy)["experiments"]
+    assert [v["variant"] for v in experiment["variants"]] == ["welcome_1", "welcome_2"]
+    assert [v["recipients"] for v in experiment["variants"]] == [0, 0]
+    assert experiment["auto_winner"] == {"metric": "revenue_per_recipient", "min_recipients": 100, "probability": 0.95}
+    assert 'data-points="0"' in experiment_chart(experiment)
+
+
+def test_experiment_endpoint_and_report_page_show_figures_decision_and_chart(db, api):
+    two_variants().insert(db.engine)
+    with db.engine.begin() as conn:
+        conn.execute(
+            ExperimentDecision.__table__.insert().values(
+                journey="cart_recovery",
+                step=1,
+                winner=A,
+                figures=[{"variant": A, "recipients": 4, "revenue_per_recipient": 25.0, "probability_best": 0.8}],
+                decided_at=at(4, 9),
+            )
+        )
+    assert api.http.get("/admin/reports/experiments").status_code == 401
+    response = api.admin("reports/experiments", since="2025-03-01", until="2025-03-31")
+    assert response.status_code == 200, response.text
+    [experiment] = response.json()["experiments"]
+    assert [(v["variant"], v["recipients"], v["conversions"]) for v in experiment["variants"]] == [(A, 4, 2), (B, 4, 1)]
+    assert experiment["decision"]["winner"] == A and experiment["decision"]["decided_at"].startswith("2025-03-04T09:00")
+    # April only: nothing sent, nothing credited.
+    april = api.admin("reports/experiments", since="2025-04-01", until="2025-04-30").json()
+    assert april["experiments"] == []
+
+    page = api.admin("report", since="2025-03-01", until="2025-03-31")
+    assert page.status_code == 200
+    html = page.text
+    chart = re.search(r'<svg id="experiment-chart-cart_recovery-1".*?</svg>', html, re.S).group(0)
+    bars = dict(re.findall(r'<rect class="bar" data-variant="([^"]+)" data-value="([^"]+)"', chart))
+    assert bars == {A: "25.0000", B: "10.0000"}
+    assert len(re.findall(r'<path class="interval"', chart)) == 2
+    assert "Auto-winner: cart_recovery_1" in html and "2025-03-04 09:00:00" in html
