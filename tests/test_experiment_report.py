@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import re
 
-import pytest
 
 from api.experiment_chart import experiment_chart
 from journeys.policy import Policy
