@@ -11,7 +11,10 @@ import pytest_asyncio
 
 from journey_harness import identify, running_shop, track
 from journeys.experiments import assign
+from simulation.activities import find_person
 from test_journeys_timeskipping import policy
+from test_simulate import cart_shopper, noon, run, simulator  # noqa: F401  (simulator: the module's fixture)
+from test_simulate import policy as simulation_policy
 
 SUBJECT_B = "{{ first_name or 'Friend' }}, a gift for joining"
 
@@ -110,3 +113,26 @@ async def test_auto_winner_switches_after_the_threshold_and_not_before(winner_sh
     assert by_name["welcome_1"]["probability_best"] >= 0.9
     # Decided on the figures as they stood when the rule was first met: the messages sent before.
     assert {name: f["recipients"] for name, f in by_name.items()} == recipients
+
+
+async def test_the_what_if_simulation_sends_each_person_their_variant(simulator, engine):
+    """The simulator's dry-run send picks the variant with the same hash as the store's send."""
+    start = noon(10)
+    cart_shopper(engine, "ada@example.com", start, "dev-ada")
+    chosen = simulation_policy()
+    steps = chosen.journeys["cart_recovery"].model_dump(mode="json")["steps"]
+    steps[0] = {
+        "delay": "1h",
+        "variants": [
+            {"template": "cart_recovery_1", "weight": 1},
+            {"template": "cart_recovery_2", "name": "second_copy", "weight": 1},
+        ],
+    }
+    journeys = {name: j.model_dump(mode="json") for name, j in chosen.journeys.items()}
+    experiment = simulation_policy(journeys={**journeys, "cart_recovery": {"steps": steps}})
+    timeline = await run(simulator, engine, "ada@example.com", experiment, "experiment.toml")
+    variants = experiment.journeys["cart_recovery"].steps[0].variants
+    expected = assign(variants, find_person(engine, "ada@example.com"), "cart_recovery", 1)
+    first = timeline.sent[0]
+    assert (first.variant, first.template) == (expected.label, expected.template)
+    assert [e.variant for e in timeline.sent[1:]] == [None, None]  # the other steps are plain
