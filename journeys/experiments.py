@@ -99,7 +99,7 @@ class Figures:
     interval: tuple[float, float] | None  # 95% credible interval of revenue per recipient
     probability_best: float | None  # that this variant's revenue per recipient beats every other's
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "variant": self.name,
             "recipients": self.recipients,

@@ -88,9 +88,9 @@ class Step(_Strict):
         return self
 
     @property
-    def templates(self) -> list[str]:
-        """Every template the step can send (checked at worker start-up)."""
-        return [v.template for v in self.variants] if self.variants else [self.template or ""]
+    def templates(self) -> list[tuple[str, str | None]]:
+        """Every (template, subject line replacing its own) the step can send."""
+        return [(v.template, v.subject) for v in self.variants] if self.variants else [(self.template or "", None)]
 
     @property
     def label(self) -> str:
@@ -192,10 +192,13 @@ class Policy(_Strict):
             raise ValueError(f"journeys.{missing[0]} is not defined")
         return self
 
-    def step_templates(self) -> list[tuple[str, str]]:
-        """Every (template, channel) a step can send, variants included: what the worker checks at start-up."""
+    def step_templates(self) -> list[tuple[str, str, str | None]]:
+        """Every (template, channel, variant subject) a step can send: what the worker checks at start-up."""
         return [
-            (t, step.channel) for journey in self.journeys.values() for step in journey.steps for t in step.templates
+            (template, step.channel, subject)
+            for journey in self.journeys.values()
+            for step in journey.steps
+            for template, subject in step.templates
         ]
 
     @property

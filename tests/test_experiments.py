@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from activities.render import Renderer, TemplateProblem, sample_contexts
 from journeys.experiments import Arm, AutoWinner, Variant, assign, compare, decide, probability_best
 from journeys.policy import Policy, PolicyError, parse_policy
 
@@ -92,7 +93,9 @@ def test_a_step_with_variants_loads_and_travels_as_json():
     )
     step = policy.journeys["cart_recovery"].steps[0]
     assert step.label == "cart_recovery_1 | new_subject"
-    assert ("cart_recovery_1", "email") in policy.step_templates()
+    assert {("cart_recovery_1", "email", None), ("cart_recovery_1", "email", "Still thinking it over?")} <= set(
+        policy.step_templates()
+    )
     assert Policy.model_validate_json(policy.model_dump_json()) == policy
 
 
@@ -125,3 +128,21 @@ def test_bad_variants_fail_naming_the_key(step: str, problem: str):
     with pytest.raises(PolicyError, match="journeys.cart_recovery.steps.0") as error:
         _policy(step)
     assert problem in str(error.value)
+
+
+def test_a_variant_subject_is_rendered_at_start_up_and_a_typo_in_it_stops_the_worker():
+    policy = _policy(
+        '{"delay": "1h", "variants": [{"template": "cart_recovery_1", "weight": 1},'
+        ' {"template": "cart_recovery_1", "name": "typo", "subject": "Hi {{ frist_name }}", "weight": 1}]}'
+    )
+    with pytest.raises(TemplateProblem, match=r"frist_name.*variant subject 'Hi \{\{ frist_name \}\}'"):
+        Renderer().check(policy.step_templates())
+    good = _policy(
+        '{"delay": "1h", "variants": [{"template": "cart_recovery_1", "weight": 1},'
+        ' {"template": "cart_recovery_1", "name": "short", "subject": "{{ first_name or \'Hi\' }}, still there?", "weight": 1}]}'
+    )
+    Renderer().check(good.step_templates())
+    sample = {**sample_contexts("cart_recovery_1")[0], "first_name": "Ada"}
+    assert Renderer().render("cart_recovery_1", "email", sample, subject="{{ first_name }}, still there?").subject == (
+        "Ada, still there?"
+    )
