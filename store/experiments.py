@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from journeys.experiments import AutoWinner, Variant, assign, compare, decide
 from store.dialect import insert_for
+from store.models import as_utc
 from store.reports.experiments import DECISIONS, arms, in_policy_order
 from store.reports.period import Period
+from store.reports.sql import MESSAGES
 
 
 def recorded_winner(conn: Connection, journey: str, step: int) -> str | None:
@@ -36,7 +38,15 @@ def decide_winner(
     """The step's winner: recorded already, or decided now (and recorded) when the rule is met."""
     if (winner := recorded_winner(conn, journey, step)) is not None:
         return winner
-    found = arms(conn, Period(), window, journey).get((journey, step), [])
+    # Orders before the experiment's first message cannot be credited to it: leave them out of the sums.
+    first_sent = conn.execute(
+        select(func.min(MESSAGES.c.sent_at)).where(
+            MESSAGES.c.journey == journey, MESSAGES.c.step == step, MESSAGES.c.variant.is_not(None)
+        )
+    ).scalar_one_or_none()
+    if first_sent is None:
+        return None
+    found = arms(conn, Period(since=as_utc(first_sent)), window, journey).get((journey, step), [])
     figures = compare(in_policy_order(found, [v.label for v in variants]))
     winner = decide(figures, rule)
     if winner is None:

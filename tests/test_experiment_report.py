@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 
 
 from api.experiment_chart import experiment_chart
+from journeys.experiments import AutoWinner, Variant
 from journeys.policy import Policy
 from report_history import History, at
+from store.experiments import decide_winner, variant_for
 from store.models import ExperimentDecision
 from store.reports.experiments import experiments
 
@@ -127,3 +130,31 @@ def test_experiment_endpoint_and_report_page_show_figures_decision_and_chart(db,
     assert bars == {A: "25.0000", B: "10.0000"}
     assert len(re.findall(r'<path class="interval"', chart)) == 2
     assert "Auto-winner: cart_recovery_1" in html and "2025-03-04 09:00:00" in html
+
+
+def test_auto_winner_is_decided_once_on_the_reports_figures_and_then_read(db):
+    """On `two_variants()`: P(A best) = Φ(15 / √(2500/12 + 100)) ≈ 0.80 with 4 recipients each."""
+    two_variants().insert(db.engine)
+    variants = [Variant(template=A, weight=1), Variant(template=B, weight=1)]
+    window, now = timedelta(days=5), at(20)
+
+    def winner(**rule) -> str | None:
+        with db.engine.begin() as conn:
+            return decide_winner(conn, "cart_recovery", 1, variants, AutoWinner(**rule), window, now)
+
+    assert winner(min_recipients=5, probability=0.75) is None  # 4 recipients each: too few
+    assert winner(min_recipients=4, probability=0.9) is None  # 0.80 is not sure enough
+    assert db.scalar("SELECT count(*) FROM experiment_decisions") == 0
+    assert winner(min_recipients=4, probability=0.75) == A
+    [experiment] = experiments(db.engine, Policy())["experiments"]
+    assert experiment["decision"]["figures"] == experiment["variants"]  # nothing sent since
+    assert experiment["decision"]["decided_at"].startswith("2025-03-20T00:00")
+    # Recorded: read back whatever the rule now says, and every person gets the winner.
+    assert winner(min_recipients=1000, probability=0.99) == A
+    with db.engine.begin() as conn:
+        chosen = {
+            variant_for(conn, f"p{i}", "cart_recovery", 1, variants, AutoWinner(min_recipients=4), window, now).label
+            for i in range(20)
+        }
+    assert chosen == {A}
+    assert db.scalar("SELECT count(*) FROM experiment_decisions") == 1
