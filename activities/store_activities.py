@@ -33,7 +33,7 @@ from journeys.policy import JOURNEY_NAMES, Policy, PolicyError, load_policy
 from journeys.routing import OpenCart, project_history
 from journeys.send_rules import check_send, recipient, step_cart
 from store import suppression
-from store.experiments import variant_for
+from store.experiments import Checks, variant_for
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.dialect import dialect_name
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, table_of, utcnow
@@ -333,6 +333,7 @@ class StoreActivities(JourneyActivities):
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
         self.policies = PolicySource(settings) if settings is not None else None
+        self.experiment_checks = Checks()
 
     @activity.defn(name="load_person")
     def load_person(self, lookup: PersonLookup) -> PersonContext | None:
@@ -645,6 +646,7 @@ class StoreActivities(JourneyActivities):
             send.auto_winner,
             window,
             send.at,
+            compute=send.auto_winner is not None and self.experiment_checks.due(send.route, send.step),
         )
 
     def _finish(

@@ -4,10 +4,17 @@ The auto-winner is decided at send time, inside the send's transaction: while no
 recorded, the step's figures are computed (store/reports/experiments.py) and `decide` asked; the
 first send that finds the rule met records the winner with its figures and time, and every later
 send reads it. Two workers deciding at once insert the same key: the first row wins, both read it.
+
+Computing the figures walks the step's messages and orders (half a second at 20 000 recipients), so
+a worker computes them for one experiment at most once a minute (`Checks`); the sends in between
+read the recorded decision and otherwise split by hash. The winner so takes over up to a minute
+after the rule is met, never before.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, func, select
@@ -18,6 +25,24 @@ from store.models import as_utc
 from store.reports.experiments import DECISIONS, arms, in_policy_order
 from store.reports.period import Period
 from store.reports.sql import MESSAGES
+
+
+class Checks:
+    """When this worker may next compute an experiment's figures: at most once per `every` seconds."""
+
+    every = 60.0
+
+    def __init__(self) -> None:
+        self._next: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def due(self, journey: str, step: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now < self._next.get((journey, step), 0.0):
+                return False
+            self._next[(journey, step)] = now + self.every
+            return True
 
 
 def recorded_winner(conn: Connection, journey: str, step: int) -> str | None:
@@ -34,9 +59,10 @@ def decide_winner(
     rule: AutoWinner,
     window: timedelta,
     now: datetime,
+    compute: bool = True,
 ) -> str | None:
-    """The step's winner: recorded already, or decided now (and recorded) when the rule is met."""
-    if (winner := recorded_winner(conn, journey, step)) is not None:
+    """The step's winner: recorded already, or (when `compute`) decided now and recorded if the rule is met."""
+    if (winner := recorded_winner(conn, journey, step)) is not None or not compute:
         return winner
     # Orders before the experiment's first message cannot be credited to it: leave them out of the sums.
     first_sent = conn.execute(
@@ -68,9 +94,10 @@ def variant_for(
     rule: AutoWinner | None,
     window: timedelta,
     now: datetime,
+    compute: bool = True,
 ) -> Variant:
     """The winner when the step has an auto-winner rule that is decided (and the winner is still
     one of its variants), else the person's own variant by hash."""
-    winner = decide_winner(conn, journey, step, variants, rule, window, now) if rule is not None else None
+    winner = decide_winner(conn, journey, step, variants, rule, window, now, compute) if rule is not None else None
     by_name = {v.label: v for v in variants}
     return by_name.get(winner or "") or assign(variants, person_id, journey, step)

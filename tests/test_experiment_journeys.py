@@ -11,6 +11,7 @@ import pytest_asyncio
 
 from journey_harness import identify, running_shop, track
 from journeys.experiments import assign
+from store.experiments import Checks
 from simulation.activities import find_person
 from test_journeys_timeskipping import policy
 from test_simulate import cart_shopper, noon, run, simulator  # noqa: F401  (simulator: the module's fixture)
@@ -45,7 +46,8 @@ async def split_shop(env, engine):
 
 
 @pytest_asyncio.fixture
-async def winner_shop(env, engine):
+async def winner_shop(env, engine, monkeypatch):
+    monkeypatch.setattr(Checks, "every", 0.0)  # every send may compute the figures (a worker: once a minute)
     async with running_shop(env, engine, _experiment_policy(min_recipients=2, probability=0.9)) as harness:
         yield harness
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from datetime import timedelta
 
 
@@ -12,7 +13,7 @@ from api.experiment_chart import experiment_chart
 from journeys.experiments import AutoWinner, Variant
 from journeys.policy import Policy
 from report_history import History, at
-from store.experiments import decide_winner, variant_for
+from store.experiments import Checks, decide_winner, variant_for
 from store.models import ExperimentDecision
 from store.reports.experiments import experiments
 
@@ -144,6 +145,9 @@ def test_auto_winner_is_decided_once_on_the_reports_figures_and_then_read(db):
 
     assert winner(min_recipients=5, probability=0.75) is None  # 4 recipients each: too few
     assert winner(min_recipients=4, probability=0.9) is None  # 0.80 is not sure enough
+    with db.engine.begin() as conn:  # a send between a worker's checks only reads: nothing decided yet
+        rule = AutoWinner(min_recipients=4, probability=0.75)
+        assert decide_winner(conn, "cart_recovery", 1, variants, rule, window, now, compute=False) is None
     assert db.scalar("SELECT count(*) FROM experiment_decisions") == 0
     assert winner(min_recipients=4, probability=0.75) == A
     [experiment] = experiments(db.engine, Policy())["experiments"]
@@ -158,3 +162,12 @@ def test_auto_winner_is_decided_once_on_the_reports_figures_and_then_read(db):
         }
     assert chosen == {A}
     assert db.scalar("SELECT count(*) FROM experiment_decisions") == 1
+
+
+def test_a_worker_computes_an_experiments_figures_at_most_once_a_minute(monkeypatch):
+    checks = Checks()
+    assert checks.due("cart_recovery", 1) and checks.due("welcome", 1)
+    assert not checks.due("cart_recovery", 1)  # within the minute
+    clock = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: clock + 61)
+    assert checks.due("cart_recovery", 1)
