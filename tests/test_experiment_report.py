@@ -123,6 +123,9 @@ def test_experiment_endpoint_and_report_page_show_figures_decision_and_chart(db,
     april = api.admin("reports/experiments", since="2025-04-01", until="2025-04-30").json()
     assert april["experiments"] == []
 
+    message_id = db.scalar("SELECT id FROM messages WHERE variant = :v LIMIT 1", v=B)
+    assert api.admin(f"messages/{message_id}").json()["variant"] == B
+
     page = api.admin("report", since="2025-03-01", until="2025-03-31")
     assert page.status_code == 200
     html = page.text
