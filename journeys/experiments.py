@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Z_95 = 1.959963984540054
 GRID = 800  # Simpson intervals over ±8 standard errors: far below the 3 decimals the report shows
@@ -36,6 +36,12 @@ class Variant(BaseModel):
     weight: float = Field(gt=0)
     subject: str | None = Field(default=None, min_length=1)  # a Jinja line replacing the template's Subject
     name: str | None = Field(default=None, min_length=1, max_length=64)  # defaults to the template
+
+    @model_validator(mode="after")
+    def _short_label(self) -> Variant:
+        if len(self.label) > 64:  # messages.variant holds 64 characters
+            raise ValueError("a variant's name is at most 64 characters: give a long template a shorter `name`")
+        return self
 
     @property
     def label(self) -> str:

@@ -118,6 +118,11 @@ def test_a_step_with_variants_loads_and_travels_as_json():
         ),
         ('{"delay": "1h", "template": "a", "auto_winner": {"min_recipients": 10}}', "auto_winner needs `variants`"),
         (
+            '{"delay": "1h", "variants": [{"template": "%s", "weight": 1}, {"template": "b", "weight": 1}]}'
+            % ("t" * 65),
+            "at most 64 characters",
+        ),
+        (
             '{"delay": "1h", "variants": [{"template": "a", "weight": 1}, {"template": "b", "weight": 1}],'
             ' "auto_winner": {"min_recipients": 10, "metric": "clicks"}}',
             "auto_winner.metric",
