@@ -174,3 +174,31 @@ def test_a_worker_computes_an_experiments_figures_at_most_once_a_minute(monkeypa
     clock = time.monotonic()
     monkeypatch.setattr(time, "monotonic", lambda: clock + 61)
     assert checks.due("cart_recovery", 1)
+
+
+def test_breadcrumb_report_experiments_prints_the_figures(db, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from worker.cli import app
+
+    monkeypatch.chdir(tmp_path)  # away from a dev stack's ./data
+    two_variants().insert(db.engine)
+    result = CliRunner().invoke(
+        app, ["report", "experiments", "--db", db.url, "--since", "2025-03-01", "--until", "2025-03-31"]
+    )
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip().startswith("cart_")}
+    chance = f"{round(phi(15 / math.sqrt(2500 / 12 + 100)), 4) * 100:.1f}%"  # the JSON figure, as a percentage
+    assert rows[A] == [
+        A,
+        "4",
+        "2",
+        "50.0%",
+        "100.00",
+        "25.00",
+        "0.00",
+        "–",
+        f"{25 + 1.959964 * math.sqrt(2500 / 12):.2f}",
+        chance,
+    ]
+    assert rows[B][:6] == [B, "4", "1", "25.0%", "40.00", "10.00"]
