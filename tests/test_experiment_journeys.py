@@ -56,9 +56,10 @@ async def _sign_up(shop, n: int):
     """Sign person n up, wait for their welcome to be sent, and return (person_id, message)."""
     await shop.shop(identify(f"x{n}", f"p{n}@example.com", first_name=f"P{n}"))
     person = shop.person_id(f"p{n}@example.com")
-    await shop.journey_result(await shop.journey_of(person))
+    state = await shop.journey_result(await shop.journey_of(person))
     [message] = shop.messages(person)
     assert message.status == "sent"
+    assert state.sent == [f"step 1: sent [{message.variant}]"]  # the variant's name, never its content
     return person, message
 
 

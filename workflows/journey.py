@@ -188,7 +188,9 @@ class Journey:
                 await self._note(journey, "failed", reason, step=index)
                 continue
             self._current.sent.append(
-                f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else "")
+                f"step {index}: {result.status}"
+                + (f" [{result.variant}]" if result.variant else "")
+                + (f" ({result.reason})" if result.reason else "")
             )
             if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
                 return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)
