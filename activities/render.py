@@ -161,7 +161,8 @@ class Renderer:
         self.text_env = _environment(folder, autoescape=False)
         self.html_env = _environment(folder, autoescape=True)
 
-    def render(self, name: str, channel: str, context: dict) -> Rendered:
+    def render(self, name: str, channel: str, context: dict, subject: str | None = None) -> Rendered:
+        """`subject`: a Jinja line replacing the template's own subject (an experiment's subject variant)."""
         hosts = LinkHosts.of((context.get("shop") or {}).get("url"), self.link_hosts)
         context = {
             **context,
@@ -177,7 +178,8 @@ class Renderer:
         first, _, body = text.lstrip().partition("\n")
         if not first.startswith("Subject:"):
             raise TemplateProblem(f"templates/{name}.txt.j2 must start with a 'Subject: …' line")
-        subject = " ".join(first.removeprefix("Subject:").split())
+        line = self.text_env.from_string(subject).render(**context) if subject else first.removeprefix("Subject:")
+        subject = " ".join(line.split())
         if not subject:
             raise TemplateProblem(f"templates/{name}.txt.j2 renders an empty subject")
         footer = self.text_env.get_template("_footer.txt.j2").render(**context)
@@ -185,16 +187,18 @@ class Renderer:
         text = _tidy(f"{body.strip()}\n\n{footer.strip()}\n")
         return Rendered(subject=subject, text=text, html=html.strip() + "\n")
 
-    def check(self, steps: Iterable[tuple[str, str]]) -> None:
-        """Render every (template, channel) of the policy against sample data; raise naming the file
-        and the problem (missing file, syntax error, undefined variable, no unsubscribe link)."""
+    def check(self, steps: Iterable[tuple[str, str] | tuple[str, str, str | None]]) -> None:
+        """Render every (template, channel[, variant subject]) of the policy against sample data; raise
+        naming the file and the problem (missing file, syntax error, undefined variable, no unsubscribe link)."""
         problems: list[str] = []
-        for name, channel in dict.fromkeys(steps):
+        for name, channel, *subject in dict.fromkeys(steps):
+            override = subject[0] if subject else None
             for sample in sample_contexts(name):
                 try:
-                    rendered = self.render(name, channel, sample)
+                    rendered = self.render(name, channel, sample, subject=override)
                 except (TemplateProblem, TemplateError) as exc:
-                    problems.append(describe(exc, name, channel))
+                    where = describe(exc, name, channel)
+                    problems.append(f"{where} (with the variant subject {override!r})" if override else where)
                     break
                 if channel != "sms" and SAMPLE_UNSUBSCRIBE not in rendered.html:
                     problems.append(

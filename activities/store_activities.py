@@ -24,6 +24,7 @@ from activities.attempt import Attempt
 from activities.channels import Channel, OutboxChannel
 from activities.render import Renderer, Rendered, TemplateProblem, absolute, describe
 from journeys import taxonomy
+from journeys.experiments import Variant
 from journeys.attribution import Order, Touch, credit
 from journeys.history import HistoryEvent, PersonHistory
 from journeys.links import LinkHosts
@@ -33,6 +34,7 @@ from journeys.policy import ALL_JOURNEYS, CATALOGUE_WINDOW, JOURNEY_NAMES, Polic
 from journeys.routing import OpenCart, project_history
 from journeys.send_rules import check_send, recipient, step_cart
 from store import segments, suppression
+from store.experiments import Checks, variant_for
 from store.db import insert_ignoring_conflicts, reading, transaction
 from store.dialect import dialect_name
 from store.models import Event, Identifier, JourneyLog, JourneyRun, Message, Person, Product, as_utc, table_of, utcnow
@@ -332,6 +334,7 @@ class StoreActivities(JourneyActivities):
         self._sales_counted_at: float | None = None  # time.monotonic() of this worker's last refresh
         self._sales_lock = threading.Lock()
         self.policies = PolicySource(settings) if settings is not None else None
+        self.experiment_checks = Checks()
 
     @activity.defn(name="load_person")
     def load_person(self, lookup: PersonLookup) -> PersonContext | None:
@@ -614,9 +617,11 @@ class StoreActivities(JourneyActivities):
         first_name = traits.get("first_name") or traits.get("firstName")
         reason = nothing_to_show(send.route, shown, history.events)
         status = "skipped" if reason else "pending"
+        variant = self._variant(session, send)
+        template = variant.template if variant else send.template or ""
         try:
             rendered = self.renderer.render(
-                send.template,
+                template,
                 send.channel,
                 {
                     "first_name": first_name.strip() if isinstance(first_name, str) and first_name.strip() else None,
@@ -631,9 +636,10 @@ class StoreActivities(JourneyActivities):
                     "unsubscribe_url": unsubscribe,
                     "shop": {"name": links.shop_name, "url": links.shop_url, "address": links.shop_address},
                 },
+                subject=variant.subject if variant else None,
             )
         except (TemplateProblem, TemplateError) as exc:
-            status, reason = "failed", f"template error: {describe(exc, send.template, send.channel)}"
+            status, reason = "failed", f"template error: {describe(exc, template, send.channel)}"
             log.error("message %s not sent: %s", key, reason)
             rendered = Rendered(subject="", text="")
         return dict(
@@ -642,7 +648,8 @@ class StoreActivities(JourneyActivities):
             workflow_id=send.workflow_id,
             journey=send.route,
             step=send.step,
-            template=send.template,
+            template=template,
+            variant=variant.label if variant else None,
             channel=send.channel,
             recipient=self._recipient(session, send.person_id, send.channel) or "",
             subject=rendered.subject,
@@ -655,6 +662,23 @@ class StoreActivities(JourneyActivities):
             idempotency_key=key,
             cart_id=send.cart_id,
             created_at=send.at,
+        )
+
+    def _variant(self, session: Session, send: SendInput) -> Variant | None:
+        """The experiment variant of this send (store/experiments.py), None for a plain step."""
+        if not send.variants:
+            return None
+        window = (self.policies.current() if self.policies else Policy()).attribution_window
+        return variant_for(
+            session.connection(),
+            send.person_id,
+            send.route,
+            send.step,
+            send.variants,
+            send.auto_winner,
+            window,
+            send.at,
+            compute=send.auto_winner is not None and self.experiment_checks.due(send.route, send.step),
         )
 
     def _finish(
@@ -698,7 +722,10 @@ class StoreActivities(JourneyActivities):
     @staticmethod
     def _result(message: Message) -> SendResult:
         return SendResult(
-            message_id=message.id, status=message.status, reason=_without(message.recipient, message.reason)
+            message_id=message.id,
+            status=message.status,
+            reason=_without(message.recipient, message.reason),
+            variant=message.variant,
         )
 
     @activity.defn(name="record_journey_note")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from markupsafe import Markup
 
 from api import charts
+from api.experiment_chart import experiment_chart
 from api.pages import pages, render_page
 
 
@@ -36,7 +37,7 @@ def period_label(period: dict) -> str:
     return f"{(since or '…')[:16].replace('T', ' ')} → {(until or 'now')[:16].replace('T', ' ')}"
 
 
-def render(summary: dict, tracking: dict) -> str:
+def render(summary: dict, tracking: dict, experiments: dict | None = None) -> str:
     revenue_svg, truncated = charts.daily_revenue_chart(summary["revenue"]["daily"])
     late = tracking["identify_lateness"]
     return render_page(
@@ -58,4 +59,5 @@ def render(summary: dict, tracking: dict) -> str:
         max_days=charts.MAX_DAYS,
         funnel_chart=Markup(charts.funnel_chart(summary["funnel"])),
         lateness_chart=Markup(charts.histogram_chart(late["histogram"], late["median_seconds"], late["p90_seconds"])),
+        experiments=[{**e, "chart": Markup(experiment_chart(e))} for e in (experiments or {}).get("experiments", [])],
     )

@@ -11,6 +11,7 @@ from api import report_link, report_page
 from api.deps import get_engine, get_policy, get_settings, matches_any, require_admin
 from journeys.policy import Policy
 from store import reports
+from store.reports.experiments import experiments as experiment_report
 from store.settings import Settings
 
 router = APIRouter(prefix="/admin", tags=["reports"])
@@ -69,6 +70,21 @@ def tracking(
     return reports.tracking(engine, policy, _period(since, until))
 
 
+@router.get(
+    "/reports/experiments",
+    dependencies=[Depends(require_admin)],
+    summary="Message experiments: per variant recipients, conversions, revenue per recipient with its interval, "
+    "the probability it beats the others, and the auto-winner decision",
+)
+def experiments(
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    engine: Engine = Depends(get_engine),
+    policy: Policy = Depends(get_policy),
+) -> dict:
+    return experiment_report(engine, policy, _period(since, until))
+
+
 def page_access(request: Request, settings: Settings = Depends(get_settings)) -> None:
     """The Bearer admin token, or a valid signed link (`expires` + `sig`)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -95,6 +111,8 @@ def page(
 ) -> HTMLResponse:
     period = _period(since, until)
     html = report_page.render(
-        reports.summary(engine, policy, period, conversion_days=days), reports.tracking(engine, policy, period)
+        reports.summary(engine, policy, period, conversion_days=days),
+        reports.tracking(engine, policy, period),
+        experiment_report(engine, policy, period),
     )
     return HTMLResponse(html, headers=PAGE_HEADERS)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from journeys import taxonomy
+from journeys.experiments import AutoWinner, Variant
 from journeys.segments import Segment, membership_block
 
 _DURATION = re.compile(
@@ -69,11 +70,38 @@ class _Strict(BaseModel):
 
 
 class Step(_Strict):
-    """One message of a journey: wait `delay` after the previous step, then send `template`."""
+    """One message of a journey: wait `delay` after the previous step, then send `template` — or one
+    of its `variants` (journeys/experiments.py), with an optional `auto_winner` rule."""
 
     delay: Duration
-    template: str = Field(min_length=1)
+    template: str | None = Field(default=None, min_length=1)
+    variants: list[Variant] | None = None
+    auto_winner: AutoWinner | None = None
     channel: Literal["email", "sms", "outbox"] = "email"
+
+    @model_validator(mode="after")
+    def _template_or_variants(self) -> Step:
+        if (self.template is None) == (self.variants is None):
+            raise ValueError("a step has either `template` or `variants`, not both and not neither")
+        if self.variants is not None:
+            names = [v.label for v in self.variants]
+            if len(names) < 2:
+                raise ValueError("variants: an experiment needs at least two variants")
+            if len(set(names)) < len(names):
+                raise ValueError(f"variants: names must be unique, got {names} (give `name` to tell them apart)")
+        elif self.auto_winner is not None:
+            raise ValueError("auto_winner needs `variants`")
+        return self
+
+    @property
+    def templates(self) -> list[tuple[str, str | None]]:
+        """Every (template, subject line replacing its own) the step can send."""
+        return [(v.template, v.subject) for v in self.variants] if self.variants else [(self.template or "", None)]
+
+    @property
+    def label(self) -> str:
+        """How logs name the step's message: its template, or its variants."""
+        return " | ".join(v.label for v in self.variants) if self.variants else self.template or ""
 
 
 class Journey(_Strict):
@@ -235,6 +263,15 @@ class Policy(_Strict):
         """The window of catalogue journey `name`: views older than this do not count, and one journey
         per person and product at most within it."""
         return self.journeys[name].window or CATALOGUE_WINDOW  # type: ignore[index]
+
+    def step_templates(self) -> list[tuple[str, str, str | None]]:
+        """Every (template, channel, variant subject) a step can send: what the worker checks at start-up."""
+        return [
+            (template, step.channel, subject)
+            for journey in self.journeys.values()
+            for step in journey.steps
+            for template, subject in step.templates
+        ]
 
     @property
     def min_time_between_messages(self) -> timedelta:

@@ -52,6 +52,7 @@ from activities.store_activities import (  # the same look-back, catalog rows an
 )
 from journeys import taxonomy
 from journeys.attribution import Order, Touch, credit
+from journeys.experiments import assign
 from journeys.history import HistoryEvent, PersonHistory, as_utc
 from journeys.personalise import Catalog, nothing_to_show, personalise, skus_in
 from journeys.policy import JOURNEY_NAMES, Policy
@@ -108,6 +109,7 @@ class TimelineEntry:
     step: int | None = None
     until: datetime | None = None
     template: str | None = None
+    variant: str | None = None  # the experiment variant (journeys/experiments.py), when the step has some
     channel: str | None = None
     items: list[dict] = field(default_factory=list)
     cart_value: float | None = None
@@ -468,6 +470,9 @@ class SimulatedActivities(JourneyActivities):
         history = person.history(send.at)
         cart = step_cart(history, send.cart_id) if send.route == "cart_recovery" else None
         shown = personalise(send.route, history.events, self.catalog, cart)
+        # The person's variant by the send's own hash; an auto-winner is not simulated (no decision store).
+        variant = assign(send.variants, send.person_id, send.route, send.step) if send.variants else None
+        template, label = (variant.template, variant.label) if variant else (send.template, None)
         if reason := nothing_to_show(send.route, shown, history.events):
             with self._lock:
                 person.log.append(
@@ -476,32 +481,34 @@ class SimulatedActivities(JourneyActivities):
                         kind="skipped",
                         journey=send.route,
                         step=send.step,
-                        template=send.template,
+                        template=template,
+                        variant=label,
                         channel=send.channel,
                         reason=reason,
                         workflow_id=send.workflow_id,
                     )
                 )
-            return SendResult(message_id=key, status="skipped", reason=reason)
+            return SendResult(message_id=key, status="skipped", reason=reason, variant=label)
         items = [item.model_dump(exclude_none=True) for item in shown.items]
         entry = SimEntry(
             at=send.at,
             kind="sent",
             journey=send.route,
             step=send.step,
-            template=send.template,
+            template=template,
+            variant=label,
             channel=send.channel,
             items=items,
             cart_value=shown.cart_value,
             category=shown.category,
             workflow_id=send.workflow_id,
-            reason=f"{send.template} via {send.channel} (dry run)",
+            reason=f"{template} via {send.channel} (dry run)",
         )
         with self._lock:
             if key not in person.messages:
                 person.messages[key] = entry
                 person.log.append(entry)
-        return SendResult(message_id=key, status="sent")
+        return SendResult(message_id=key, status="sent", variant=label)
 
     def note(self, note: JourneyNote) -> None:
         person = self.people.get(note.person_id)

@@ -191,6 +191,7 @@ class Message(SQLModel, table=True):
     # attempt may until `lease_until` (one delivery deadline, on the workers' wall clocks) has passed.
     lease_owner: str | None = Field(default=None, max_length=64)
     lease_until: datetime | None = _ts(default=None)
+    variant: str | None = Field(default=None, max_length=64)  # the experiment variant sent (journeys/experiments.py)
 
 
 class Product(SQLModel, table=True):
@@ -486,3 +487,16 @@ class ReportRollupState(SQLModel, table=True):
     attribution_window_seconds: float
     conversion_days: int
     built_at: datetime = _ts()
+
+
+class ExperimentDecision(SQLModel, table=True):
+    """An experiment's auto-winner decision: from `decided_at` on, every send of the step goes to
+    `winner`. `figures` are the per-variant figures the decision was made on, as the report shows them."""
+
+    __tablename__ = "experiment_decisions"
+
+    journey: str = Field(primary_key=True, max_length=32)
+    step: int = Field(primary_key=True)
+    winner: str = Field(max_length=64)
+    figures: list = _json(default_factory=list)
+    decided_at: datetime = _ts()

@@ -36,6 +36,7 @@ def message_detail(session: Session, message_id: str) -> dict | None:
     return {
         **message_view(message),
         "template": message.template,
+        "variant": message.variant,  # the experiment variant (docs/experiments.md), None for a plain step
         "workflow_id": message.workflow_id,
         "cart_id": message.cart_id,
         "text": message.body,

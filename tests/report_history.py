@@ -108,6 +108,7 @@ class History:
         cart_id: str | None = None,
         status: str = "sent",
         reason: str | None = None,
+        variant: str | None = None,
     ) -> str:
         message_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"msg/{person}/{journey}/{step}/{status}"))
         self.messages.append(
@@ -129,6 +130,7 @@ class History:
                 cart_id=cart_id,
                 created_at=sent_at,
                 sent_at=sent_at if status == "sent" else None,
+                variant=variant,
             )
         )
         return message_id

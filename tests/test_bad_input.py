@@ -275,7 +275,7 @@ def test_customerio_unix_timestamps_far_out_are_400(api, db, seconds):
 
 @pytest.mark.parametrize("since,until", [("0001-01-01", "9999-12-31"), ("99999999d", None), ("9999-12-31", None)])
 def test_report_periods_at_the_ends_of_the_calendar_are_400_not_500(api, db, since, until):
-    for path in ("reports/summary", "reports/tracking"):
+    for path in ("reports/summary", "reports/tracking", "reports/experiments"):
         response = api.admin(path, since=since, **({"until": until} if until else {}))
         assert response.status_code in (200, 400), (path, response.status_code, response.text[:300])
         if response.status_code == 400:

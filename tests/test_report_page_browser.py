@@ -123,3 +123,28 @@ def test_report_page_renders_its_charts_in_chromium(db, served, tmp_path):
     expired = report_link.sign(ADMIN_TOKEN, served.url, ttl=1, now=0, since=SINCE, until=UNTIL)
     dom = chromium("--dump-dom", expired, profile=tmp_path / "profile").stdout
     assert "expired" in dom and "Breadcrumb report" not in dom
+
+
+def test_report_page_shows_the_experiment_chart_in_chromium(db, served, tmp_path):
+    """The experiment section of tests/test_experiment_report.py's shop: one bar per variant, in its
+    colour on the screenshot, its revenue per recipient and interval whisker in the DOM."""
+    from api.charts import OTHER_COLOURS
+    from test_experiment_report import two_variants
+
+    two_variants().insert(db.engine)
+    url = report_link.sign(ADMIN_TOKEN, served.url, ttl=300, since=SINCE, until=UNTIL)
+    shot = tmp_path / "experiments.png"
+    result = chromium(f"--screenshot={shot}", "--window-size=1200,2000", url, profile=tmp_path / "profile")
+    assert shot.exists(), result.stderr[-2000:]
+    width, _, rows = png_rows(shot.read_bytes(), max_rows=1400)  # down to the experiment chart
+    seen = colours(rows, len(rows[0]) // width)
+    for colour in OTHER_COLOURS[:2]:
+        assert hex_rgb(colour) in seen, f"no experiment bar in {colour} in the screenshot"
+
+    dom = chromium("--dump-dom", url, profile=tmp_path / "profile").stdout
+    chart = re.search(r'<svg id="experiment-chart-cart_recovery-1".*?</svg>', dom, re.S).group(0)
+    assert re.findall(r'<rect class="bar" data-variant="([^"]+)" data-value="([^"]+)"', chart) == [
+        ("cart_recovery_1", "25.0000"),
+        ("cart_recovery_1b", "10.0000"),
+    ]
+    assert len(re.findall(r'<path class="interval"', chart)) == 2

@@ -294,8 +294,9 @@ class _ReportCommand(TyperCommand):
 def report(
     kind: str = typer.Argument(
         "summary",
-        metavar="[summary|tracking]",
-        help="summary: did the journeys make money; tracking: is the tracking healthy",
+        metavar="[summary|tracking|experiments]",
+        help="summary: did the journeys make money; tracking: is the tracking healthy; "
+        "experiments: which message variant earns more per recipient",
     ),
     since: str = typer.Option(None, help="Period start: 2025-03-01, 2025-03-01T12:00:00Z or 30d (before now)"),
     until: str = typer.Option(None, help="Period end, exclusive (a plain date includes that day)"),

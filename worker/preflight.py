@@ -104,9 +104,8 @@ def check_delivery(settings: Settings) -> None:
     from activities.channels import DeliveryConfigError, channels_from_settings
     from activities.render import Renderer, TemplateProblem
 
-    steps = [(step.template, step.channel) for journey in settings.policy.journeys.values() for step in journey.steps]
     try:
-        Renderer().check(steps)
+        Renderer().check(settings.policy.step_templates())
     except TemplateProblem as error:
         raise ConfigurationError(f"BREADCRUMB_JOURNEYS ({settings.journeys}): {error}") from None
     try:

@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 
 from api import charts, report_link
 from store import reports
+from store.reports.experiments import experiments
 from store.settings import Settings
 from worker import stack_file
 
-KINDS = ("summary", "tracking")
+KINDS = ("summary", "tracking", "experiments")
 
 
 def public_base_url(settings: Settings) -> str:
@@ -126,6 +127,8 @@ def run_report(
     try:
         if kind == "summary":
             data = reports.summary(engine, settings.policy, period, conversion_days=days)
+        elif kind == "experiments":
+            data = experiments(engine, settings.policy, period)
         else:
             data = reports.tracking(engine, settings.policy, period)
     finally:
@@ -134,6 +137,8 @@ def run_report(
         console.file.write(json.dumps(data, indent=2) + "\n")
     elif kind == "summary":
         print_summary(console, data)
+    elif kind == "experiments":
+        print_experiments(console, data)
     else:
         print_tracking(console, data)
     return 0
@@ -307,6 +312,42 @@ def print_summary(console: Console, s: dict) -> None:
         funnel.add_row(stage["label"], num(stage["count"]), pct(stage["count"] / previous) if previous else "")
         previous = stage["count"]
     console.print(funnel)
+
+
+def print_experiments(console: Console, e: dict) -> None:
+    """One table per experiment (docs/experiments.md): the variants' figures and the auto-winner."""
+    console.print(f"[bold]Breadcrumb message experiments[/] · {_period(e)}")
+    if not e["experiments"]:
+        console.print("No step has variants and none were sent in this period.")
+    for experiment in e["experiments"]:
+        table = _table(
+            f"{experiment['journey']} step {experiment['step']}",
+            "variant",
+            "recipients",
+            "conversions",
+            "rate",
+            "revenue",
+            "revenue / recipient",
+            "95% interval",
+            "P(best)",
+        )
+        for v in experiment["variants"]:
+            interval = f"{money(v['interval'][0])} – {money(v['interval'][1])}" if v["interval"] else "–"
+            table.add_row(
+                v["variant"],
+                num(v["recipients"]),
+                num(v["conversions"]),
+                pct(v["conversion_rate"]),
+                money(v["revenue"]),
+                money(v["revenue_per_recipient"]),
+                interval,
+                pct(v["probability_best"]),
+            )
+        console.print(table)
+        if decision := experiment["decision"]:
+            console.print(
+                f"auto-winner: {decision['winner']}, decided {decision['decided_at'][:19].replace('T', ' ')} UTC"
+            )
 
 
 def print_tracking(console: Console, t: dict) -> None:

@@ -42,9 +42,7 @@ def build_worker(
     them by name (tests); `also` adds (workflows, activities) to the same worker (a benchmark's baseline). Templates and delivery settings are checked here: a missing template or
     variable, or an SMTP URL without a From address, stops start-up with a message saying which."""
     renderer = Renderer(link_hosts=settings.link_hosts)
-    renderer.check(
-        [(step.template, step.channel) for journey in settings.policy.journeys.values() for step in journey.steps]
-    )
+    renderer.check(settings.policy.step_templates())
     configured = channels_from_settings(settings)
     for name, channel in configured.items():
         log.info("channel %s: %s", name, type(channel).__name__)

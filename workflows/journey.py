@@ -119,7 +119,7 @@ class Journey:
         steps = journey.policy.journeys[cast(JourneyName, journey.route)].steps
         for index, step in enumerate(steps, 1):
             self._current.step = index
-            self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.template})")
+            self._waiting("delay", workflow.now() + step.delay, f"step {index} ({step.label})")
             if await self._stopped_within(step.delay):
                 return await self._end(journey, "exited", self.stop_reason or "")
             while True:
@@ -164,7 +164,7 @@ class Journey:
                 later = [s for s in steps[index:] if s.channel != step.channel]
                 if not workflow.patched(SKIP_BLOCKED_CHANNEL):
                     return await self._end(journey, "exited", blocked, step=index)
-                await self._note(journey, "skipped", f"{blocked}: step {index} ({step.template}) not sent", step=index)
+                await self._note(journey, "skipped", f"{blocked}: step {index} ({step.label}) not sent", step=index)
                 if not later:
                     return await self._end(journey, "exited", f"{blocked}: no later step can reach them", step=index)
                 continue
@@ -183,6 +183,8 @@ class Journey:
                         at=workflow.now(),
                         product_id=journey.product_id,
                         since=info.start_time if journey.product_id else None,
+                        variants=step.variants,
+                        auto_winner=step.auto_winner,
                     ),
                     result_type=SendResult,
                     **SEND_CALL,
@@ -190,12 +192,14 @@ class Journey:
             except ActivityError as error:
                 if not workflow.patched(GIVE_UP_WITH_A_REASON):
                     raise
-                reason = f"step {index} ({step.template}) not sent: {cause(error)}"
+                reason = f"step {index} ({step.label}) not sent: {cause(error)}"
                 self._current.sent.append(f"step {index}: failed")
                 await self._note(journey, "failed", reason, step=index)
                 continue
             self._current.sent.append(
-                f"step {index}: {result.status}" + (f" ({result.reason})" if result.reason else "")
+                f"step {index}: {result.status}"
+                + (f" [{result.variant}]" if result.variant else "")
+                + (f" ({result.reason})" if result.reason else "")
             )
             if result.ends_journey and workflow.patched(SEND_CHECK_ENDS_JOURNEY):
                 return await self._end(journey, "exited", result.reason or "stopped before sending", step=index)

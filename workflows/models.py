@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, model_validator
 
+from journeys.experiments import AutoWinner, Variant
 from journeys.history import PersonHistory
 from journeys.policy import Policy
 from journeys.send_rules import SendCheck as SendCheck  # defined beside the rule that fills it
@@ -139,12 +140,14 @@ class SendInput(BaseModel):
     person_id: str
     route: str
     step: int
-    template: str
+    template: str | None = None  # None when the step is an experiment: the send picks one of `variants`
     channel: str
     cart_id: str | None = None
     at: datetime
     product_id: str | None = None
     since: datetime | None = None
+    variants: list[Variant] | None = None
+    auto_winner: AutoWinner | None = None
 
 
 class SendResult(BaseModel):
@@ -157,6 +160,7 @@ class SendResult(BaseModel):
     # The send's own re-check found what ends the journey (a purchase, a suppression, a closed cart,
     # the person gone) while the message waited for its relay: `reason` says which.
     ends_journey: bool = False
+    variant: str | None = None  # the experiment variant the message got (its name, never its content)
 
 
 class JourneyNote(BaseModel):

@@ -8,7 +8,7 @@ store/message_ids.py). No foreign key references `events`. Rows are copied into 
 inside the migration's transaction, partitions covering their months (store/partitions.py).
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 """
 
 from datetime import UTC, datetime
@@ -19,7 +19,7 @@ from sqlalchemy import text
 from store import partitions
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 

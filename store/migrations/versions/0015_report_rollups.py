@@ -3,7 +3,7 @@ and never-identified device's share of them, and the dirty marks database trigge
 writer's transaction (docs/reports.md)
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0014
 """
 
 import sqlalchemy as sa

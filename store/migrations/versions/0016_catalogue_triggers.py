@@ -1,7 +1,7 @@
 """Catalogue triggers: the product a back-in-stock or price-drop journey is about
 
 Revision ID: 0016
-Revises: 0011
+Revises: 0015
 """
 
 import sqlalchemy as sa
