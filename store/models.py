@@ -375,3 +375,16 @@ class Backtest(SQLModel, table=True):
     total: int | None = None  # simulations, when finished
     result: dict | None = _json(default=None)
     error: str | None = Field(default=None, sa_type=Text)
+
+
+class PersonMerge(SQLModel, table=True):
+    """Two people found to be one (an alias or a Customer.io merge): `absorbed_person_id` was moved
+    onto `person_id` at `at`. The only trace a merge leaves, so a person's timeline can say when and
+    why their history grew; it follows later merges and goes with the person's deletion."""
+
+    __tablename__ = "person_merges"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    person_id: str = Field(index=True, max_length=36)
+    absorbed_person_id: str = Field(max_length=36)
+    at: datetime = _ts()

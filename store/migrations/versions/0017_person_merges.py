@@ -1,0 +1,29 @@
+"""Person merges: which person absorbed which, and when (read by the person timeline)
+
+Revision ID: 0017
+Revises: 0011
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0017"
+down_revision = "0011"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "person_merges",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+        sa.Column("person_id", sa.String(length=36), nullable=False),
+        sa.Column("absorbed_person_id", sa.String(length=36), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index("ix_person_merges_person_id", "person_merges", ["person_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_person_merges_person_id", table_name="person_merges")
+    op.drop_table("person_merges")
