@@ -13,12 +13,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from conftest import BACKENDS, fresh_database, settings_for
-from store.db import make_engine, transaction
+from conftest import BACKENDS, settings_for
+from store.db import transaction
 from store.identity import delete_person, merge_people, new_person
-from store.migrate import upgrade
 from store.timeline import Item, Window, page, timeline
-from timeline_story import LAPTOP, MILESTONES, PHONE, Story, add_other_parts, tell
+from timeline_story import LAPTOP, MILESTONES, PHONE, Story, store_with_other_parts, tell
 
 
 def read(engine: Engine, person_id: str, **window) -> list[Item]:
@@ -38,14 +37,8 @@ def follows(items: list[Item], milestones: list[tuple[str, str]]) -> list[tuple[
 @pytest.fixture(params=BACKENDS)
 def full_store(request, tmp_path) -> Iterator[tuple[Engine, str]]:
     """A fresh store with the segments table and the message variant column."""
-    with fresh_database(request.param, tmp_path, "breadcrumb_timeline") as url:
-        engine = make_engine(url)
-        upgrade(engine)
-        add_other_parts(engine)
-        try:
-            yield engine, url
-        finally:
-            engine.dispose()
+    with store_with_other_parts(request.param, tmp_path) as found:
+        yield found
 
 
 def test_a_merged_two_device_shopper_reads_in_the_order_it_happened(full_store):

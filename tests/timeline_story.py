@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, inspect, text
 
 from activities.store_activities import StoreActivities
+from conftest import fresh_database
 from journeys.policy import Policy
+from store.db import make_engine
 from store.ingest import Incoming, ingest
+from store.migrate import upgrade
 from store.settings import Settings
 from store.timeline import MEMBERSHIPS
 from workflows.models import JourneyNote, JourneyStart, SendInput
@@ -51,6 +57,19 @@ def add_other_parts(engine: Engine) -> None:
             )
         )
         conn.execute(text("ALTER TABLE messages ADD COLUMN variant VARCHAR(64)"))
+
+
+@contextmanager
+def store_with_other_parts(backend: str, folder: Path) -> Iterator[tuple[Engine, str]]:
+    """A fresh, migrated store of `backend` with the other parts' table and column: engine and URL."""
+    with fresh_database(backend, folder, "breadcrumb_timeline") as url:
+        engine = make_engine(url)
+        upgrade(engine)
+        add_other_parts(engine)
+        try:
+            yield engine, url
+        finally:
+            engine.dispose()
 
 
 def has_other_parts(engine: Engine) -> bool:
