@@ -302,7 +302,7 @@ def _journal_item(line: JourneyLog) -> Item:
     if line.kind == "decision":
         kind, title = "routing", f"routed: {line.journey}"
     elif line.kind in GUARDRAILS:
-        until = f" until {iso(line.until)}" if line.until and line.kind == "waiting" else ""
+        until = f" until {as_utc(line.until):%Y-%m-%d %H:%M} UTC" if line.until and line.kind == "waiting" else ""
         kind, title = "guardrail", f"{line.journey}{step}: {line.kind}{until}"
     else:
         kind, title = "journey", f"{line.journey}{step}: {line.kind}"
