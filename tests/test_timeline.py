@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from conftest import BACKENDS, settings_for
 from store.db import transaction
+from store.export import person_export
 from store.identity import delete_person, merge_people, new_person
 from store.timeline import Item, Window, page, timeline
 from timeline_story import LAPTOP, MILESTONES, PHONE, Story, store_with_other_parts, tell
@@ -151,6 +152,9 @@ def test_merges_follow_later_merges_and_go_with_the_person(db):
         merge_people(session, first, second)
     merged = [i.ref for i in read(db.engine, first) if i.kind == "merge"]
     assert merged == [third, second]
+    with Session(db.engine) as session:
+        export = person_export(session, first)
+    assert export is not None and [m["absorbed_person_id"] for m in export["merges"]] == [third, second]
     with transaction(db.engine) as session:
         assert delete_person(session, first)
     assert db.scalar("SELECT count(*) FROM person_merges") == 0
