@@ -70,10 +70,12 @@ def timeline_link(
     return {"url": _page_link(settings, request, person_id, ttl=ttl)}
 
 
-def _page_link(settings: Settings, request: Request, person_id: str, ttl: int, **query: str | int | None) -> str:
+def _page_link(
+    settings: Settings, request: Request, person_id: str, ttl: int, before: str | None = None, limit: int | None = None
+) -> str:
     base = settings.public_base_url or str(request.base_url)
     path = PAGE_PATH.format(person_id=person_id)
-    return report_link.sign(settings.admin_token, base, ttl=ttl, path=path, **query)
+    return report_link.sign(settings.admin_token, base, ttl=ttl, path=path, before=before, limit=limit)
 
 
 @router.get(

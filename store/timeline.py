@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import select as select_columns  # sqlmodel's select takes at most four columns
 from sqlalchemy import DateTime, String, column, func, inspect, literal_column, null, or_, table, true
 from sqlmodel import Session, col, select
 
@@ -122,12 +123,11 @@ Source = Callable[[Session, str, Window], list[Item]]
 
 
 def _event_item(event: Event, attribution: str | None) -> Item:
-    purchase = attribution is not None
     return Item(
         at=as_utc(event.timestamp),
-        kind="purchase" if purchase else "event",
+        kind="event" if attribution is None else "purchase",
         title=event.name if event.name == event.original_name else f"{event.name} (sent as {event.original_name})",
-        detail=attribution if purchase else describe(event.properties),
+        detail=describe(event.properties) if attribution is None else attribution,
         device=event.anonymous_id,
         source=event.source,
         ref=event.message_id,
@@ -325,7 +325,7 @@ def messages(session: Session, person_id: str, window: Window) -> list[Item]:
     at = func.coalesce(col(Message.sent_at), col(Message.created_at))
     variant = literal_column("variant") if "variant" in _columns(session, "messages") else null()
     rows = session.execute(
-        select(
+        select_columns(
             col(Message.id),
             col(Message.journey),
             col(Message.step),
