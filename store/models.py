@@ -144,8 +144,8 @@ class IdentityConflict(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     kind: str = Field(default="shared_device", max_length=16, sa_column_kwargs={"server_default": "shared_device"})
     anonymous_id: str | None = Field(default=None, max_length=255, index=True)
-    owner_person_id: str = Field(max_length=36)
-    claimant_person_id: str = Field(max_length=36)
+    owner_person_id: str = Field(max_length=36, index=True)  # indexed: a person's timeline, merges, deletes
+    claimant_person_id: str = Field(max_length=36, index=True)
     identifiers: dict | None = _json(default=None)  # {"user_id": person_id, "email": other_person_id}
     message_id: str | None = Field(default=None, max_length=255)  # the identify that named them
     created_at: datetime = _ts()

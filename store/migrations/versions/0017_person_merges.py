@@ -1,4 +1,5 @@
-"""Person merges: which person absorbed which, and when (read by the person timeline)
+"""Person merges: which person absorbed which, and when; identity conflicts found by person (both read
+by the person timeline; merges and deletes look conflicts up by person too)
 
 Revision ID: 0017
 Revises: 0011
@@ -22,8 +23,12 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_person_merges_person_id", "person_merges", ["person_id"])
+    for column in ("owner_person_id", "claimant_person_id"):
+        op.create_index(f"ix_identity_conflicts_{column}", "identity_conflicts", [column])
 
 
 def downgrade() -> None:
+    for column in ("owner_person_id", "claimant_person_id"):
+        op.drop_index(f"ix_identity_conflicts_{column}", table_name="identity_conflicts")
     op.drop_index("ix_person_merges_person_id", table_name="person_merges")
     op.drop_table("person_merges")
