@@ -11,7 +11,7 @@ memberships, message variants) are read only when the database has them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -88,14 +88,12 @@ class Timeline:
     person_id: str
     items: list[Item]  # oldest first
     older: datetime | None = None  # pass as `before` for the page before this one; None: nothing older
-    sources: list[str] = field(default_factory=list)  # the sources this database has
 
     def as_json(self) -> dict:
         return {
             "person_id": self.person_id,
             "items": [item.as_json() for item in self.items],
             "older": iso(self.older),
-            "sources": self.sources,
         }
 
 
@@ -368,21 +366,20 @@ MEMBERSHIPS = table(
 
 
 def segments(session: Session, person_id: str, window: Window) -> list[Item]:
-    """Segment entries and exits, when the store keeps segment memberships."""
+    """Segment entries and exits, when the store keeps segment memberships: the newest of each, as a
+    stay entered long ago may have been left lately."""
     if not _columns(session, MEMBERSHIPS.name):
         return []
     c = MEMBERSHIPS.c
-    rows = session.execute(
-        select(c.segment, c.entered_at, c.left_at)
-        .where(c.person_id == person_id, _before(c.entered_at, window))
-        .order_by(c.entered_at.desc())
-        .limit(window.limit)
-    ).all()
     items = []
-    for segment, entered_at, left_at in rows:
-        items.append(Item(at=as_utc(entered_at), kind="segment", title=f"entered segment {segment}"))
-        if left_at is not None and (window.before is None or as_utc(left_at) < window.before):
-            items.append(Item(at=as_utc(left_at), kind="segment", title=f"left segment {segment}"))
+    for moment, verb in ((c.entered_at, "entered"), (c.left_at, "left")):
+        rows = session.execute(
+            select_columns(c.segment, moment)
+            .where(c.person_id == person_id, moment.is_not(None), _before(moment, window))
+            .order_by(moment.desc())
+            .limit(window.limit)
+        ).all()
+        items += [Item(at=as_utc(at), kind="segment", title=f"{verb} segment {segment}") for segment, at in rows]
     return items
 
 
@@ -403,4 +400,4 @@ def timeline(session: Session, person_id: str, window: Window) -> Timeline:
     for read in SOURCES.values():
         found += read(session, person_id, window)
     items, older = page(found, window.limit)
-    return Timeline(person_id=person_id, items=items, older=older, sources=list(SOURCES))
+    return Timeline(person_id=person_id, items=items, older=older)

@@ -17,7 +17,7 @@ from conftest import BACKENDS, settings_for
 from store.db import transaction
 from store.export import person_export
 from store.identity import delete_person, merge_people, new_person
-from store.timeline import Item, Window, page, timeline
+from store.timeline import MEMBERSHIPS, Item, Window, page, timeline
 from timeline_story import LAPTOP, MILESTONES, PHONE, Story, store_with_other_parts, tell
 
 
@@ -158,3 +158,16 @@ def test_merges_follow_later_merges_and_go_with_the_person(db):
     with transaction(db.engine) as session:
         assert delete_person(session, first)
     assert db.scalar("SELECT count(*) FROM person_merges") == 0
+
+
+def test_a_stay_entered_long_ago_and_left_lately_is_among_the_newest(full_store):
+    engine, _ = full_store
+    stays = [("gold", at(1), at(10)), ("serum_fans", at(2), at(3)), ("lapsed", at(4), at(5))]
+    with engine.begin() as conn:
+        for segment, entered, left in stays:
+            conn.execute(
+                MEMBERSHIPS.insert().values(segment=segment, person_id="p-1", entered_at=entered, left_at=left)
+            )
+    newest = [(i.at, i.title) for i in read(engine, "p-1", limit=2)]
+    assert newest == [(at(5), "left segment lapsed"), (at(10), "left segment gold")]
+    assert len(read(engine, "p-1")) == 6
