@@ -107,6 +107,7 @@ def test_pages_walk_back_through_the_whole_timeline(full_store):
 
 
 def test_without_the_other_parts_the_timeline_has_no_segments_or_variants(db):
+    """Until the segments and experiments parts are merged (their migrations add what this lacks)."""
     story = tell(db.engine, settings_for(db.url))
     items = read(db.engine, story.person_id)
     assert follows(items, [m for m in MILESTONES if m[0] != "segment"]) == []

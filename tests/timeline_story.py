@@ -47,16 +47,19 @@ def tick() -> datetime:
 
 
 def add_other_parts(engine: Engine) -> None:
-    """The segments part's membership table and the experiments part's message variant, in their shapes."""
+    """The segments part's membership table and the experiments part's message variant, in their
+    shapes — unless the migrations already made them (once those parts are merged)."""
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "CREATE TABLE segment_memberships (segment VARCHAR(255) NOT NULL, "
-                "person_id VARCHAR(36) NOT NULL, entered_at TIMESTAMP WITH TIME ZONE NOT NULL, "
-                "left_at TIMESTAMP WITH TIME ZONE)"
+        if not inspect(conn).has_table("segment_memberships"):
+            conn.execute(
+                text(
+                    "CREATE TABLE segment_memberships (segment VARCHAR(255) NOT NULL, "
+                    "person_id VARCHAR(36) NOT NULL, entered_at TIMESTAMP WITH TIME ZONE NOT NULL, "
+                    "left_at TIMESTAMP WITH TIME ZONE)"
+                )
             )
-        )
-        conn.execute(text("ALTER TABLE messages ADD COLUMN variant VARCHAR(64)"))
+        if "variant" not in {c["name"] for c in inspect(conn).get_columns("messages")}:
+            conn.execute(text("ALTER TABLE messages ADD COLUMN variant VARCHAR(64)"))
 
 
 @contextmanager
