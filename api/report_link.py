@@ -56,7 +56,7 @@ def verify(admin_token: str, params: dict[str, str], now: float | None = None, p
         raise BadLink("signed links are disabled: BREADCRUMB_ADMIN_TOKEN is not set")
     sig, expires = params.get("sig"), params.get("expires")
     if not sig or not expires:
-        raise BadLink("the report needs 'Authorization: Bearer <token>' or a signed link (expires + sig)")
+        raise BadLink("this page needs 'Authorization: Bearer <token>' or a signed link (expires + sig)")
     if not hmac.compare_digest(signature(admin_token, params, path).encode(), sig.encode()):
         raise BadLink("the link's signature does not match (altered, or signed with another token)")
     try:
@@ -64,4 +64,7 @@ def verify(admin_token: str, params: dict[str, str], now: float | None = None, p
     except ValueError:
         raise BadLink("the link's expiry is not a number") from None
     if expiry < (now if now is not None else time.time()):
-        raise BadLink("the link has expired: print a fresh one with `breadcrumb report --open`")
+        raise BadLink(
+            "the link has expired: ask for a fresh one (`breadcrumb report --open` for the report, "
+            "GET /admin/people/{id}/timeline/link for a timeline)"
+        )
