@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from api import access_log, admin, admin_outbox, admin_segments, customerio, demo_store, segment, shopify, unsubscribe
 from api import reports as reports_api
-from api import backtest, codec
+from api import backtest, codec, timeline
 from api.deps import CustomerIOAuthError
 from api.ratelimit import FrontDoorLimits, RateLimited, limit_customerio
 from activities.channels import DeliveryConfigError
@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin_outbox.router)
     app.include_router(admin_segments.router)
     app.include_router(reports_api.router)
+    app.include_router(timeline.router)
     app.include_router(unsubscribe.router)
     app.include_router(demo_store.snippet_router)
     if settings.demo_store_enabled:

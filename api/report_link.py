@@ -1,8 +1,9 @@
-"""Signed, short-lived links to the report page: `/admin/report?…&expires=<unix>&sig=<hmac>`.
+"""Signed, short-lived links to the admin pages — the report (`/admin/report?…&expires=<unix>&sig=<hmac>`)
+and a person's timeline (`/admin/people/{id}/page?…`), for sharing with whoever has no token.
 
 The signature is HMAC-SHA256, keyed with the admin token, over the path and every other query
 parameter (sorted), so neither the expiry nor the period can be changed without the token. A link
-opens the report page only — never the JSON or any other admin route.
+opens the page it was signed for only — never the JSON or any other admin route.
 """
 
 from __future__ import annotations
@@ -31,17 +32,22 @@ def signature(admin_token: str, params: dict[str, str], path: str = REPORT_PATH)
 
 
 def sign(
-    admin_token: str, base_url: str, ttl: int = DEFAULT_TTL, now: float | None = None, **query: str | int | None
+    admin_token: str,
+    base_url: str,
+    ttl: int = DEFAULT_TTL,
+    now: float | None = None,
+    path: str = REPORT_PATH,
+    **query: str | int | None,
 ) -> str:
-    """The full URL of a report page link valid for `ttl` seconds."""
+    """The full URL of a link to the page at `path` (the report unless said) valid for `ttl` seconds."""
     if not admin_token:
         raise ValueError("BREADCRUMB_ADMIN_TOKEN is not set: a signed link needs it")
     if not 0 < ttl <= MAX_TTL:
         raise ValueError(f"ttl must be between 1 second and {MAX_TTL // 86400} days")
     params = {k: str(v) for k, v in query.items() if v not in (None, "")}
     params["expires"] = str(int((now if now is not None else time.time()) + ttl))
-    params["sig"] = signature(admin_token, params)
-    return f"{base_url.rstrip('/')}{REPORT_PATH}?{urlencode(params)}"
+    params["sig"] = signature(admin_token, params, path)
+    return f"{base_url.rstrip('/')}{path}?{urlencode(params)}"
 
 
 def verify(admin_token: str, params: dict[str, str], now: float | None = None, path: str = REPORT_PATH) -> None:
@@ -50,7 +56,7 @@ def verify(admin_token: str, params: dict[str, str], now: float | None = None, p
         raise BadLink("signed links are disabled: BREADCRUMB_ADMIN_TOKEN is not set")
     sig, expires = params.get("sig"), params.get("expires")
     if not sig or not expires:
-        raise BadLink("the report needs 'Authorization: Bearer <token>' or a signed link (expires + sig)")
+        raise BadLink("this page needs 'Authorization: Bearer <token>' or a signed link (expires + sig)")
     if not hmac.compare_digest(signature(admin_token, params, path).encode(), sig.encode()):
         raise BadLink("the link's signature does not match (altered, or signed with another token)")
     try:
@@ -58,4 +64,7 @@ def verify(admin_token: str, params: dict[str, str], now: float | None = None, p
     except ValueError:
         raise BadLink("the link's expiry is not a number") from None
     if expiry < (now if now is not None else time.time()):
-        raise BadLink("the link has expired: print a fresh one with `breadcrumb report --open`")
+        raise BadLink(
+            "the link has expired: ask for a fresh one (`breadcrumb report --open` for the report, "
+            "GET /admin/people/{id}/timeline/link for a timeline)"
+        )

@@ -86,12 +86,12 @@ def experiments(
 
 
 def page_access(request: Request, settings: Settings = Depends(get_settings)) -> None:
-    """The Bearer admin token, or a valid signed link (`expires` + `sig`)."""
+    """The Bearer admin token, or a valid signed link (`expires` + `sig`) to this very page."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and settings.admin_token and matches_any(token.strip(), [settings.admin_token]):
         return
     try:
-        report_link.verify(settings.admin_token, dict(request.query_params))
+        report_link.verify(settings.admin_token, dict(request.query_params), path=request.url.path)
     except report_link.BadLink as exc:
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": "Bearer"}) from None
 

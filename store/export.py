@@ -5,12 +5,13 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from store import queries
-from store.models import Event, IdentityConflict, JourneyLog, Message, iso
+from store.models import Event, IdentityConflict, JourneyLog, Message, PersonMerge, iso
 
 
 def person_export(session: Session, person_id: str) -> dict | None:
     """The profile with every event (no limit, with context), every message as rendered, every
-    journey decision, and the identity conflicts naming them; None for an unknown person."""
+    journey decision, the identity conflicts naming them and the profiles merged into them; None
+    for an unknown person."""
     profile = queries.profile(session, person_id, events_limit=2**31 - 1)
     if profile is None:
         return None
@@ -25,6 +26,9 @@ def person_export(session: Session, person_id: str) -> dict | None:
         select(IdentityConflict).where(
             (IdentityConflict.owner_person_id == person_id) | (IdentityConflict.claimant_person_id == person_id)
         )
+    ).all()
+    merges = session.exec(
+        select(PersonMerge).where(PersonMerge.person_id == person_id).order_by(col(PersonMerge.at))
     ).all()
     return {
         **profile,
@@ -48,4 +52,5 @@ def person_export(session: Session, person_id: str) -> dict | None:
         "identity_conflicts": [
             {"kind": c.kind, "anonymous_id": c.anonymous_id, "created_at": iso(c.created_at)} for c in conflicts
         ],
+        "merges": [{"absorbed_person_id": m.absorbed_person_id, "at": iso(m.at)} for m in merges],
     }

@@ -30,6 +30,7 @@ from store.models import (
     Message,
     OutboxRow,
     Person,
+    PersonMerge,
     Rejected,
     table_of,
     utcnow,
@@ -41,7 +42,7 @@ MAX_IDENTIFIER = 254
 T = TypeVar("T")
 
 # Tables whose rows belong to a person: re-pointed on merge, removed on delete.
-PERSON_OWNED: list[type[Any]] = [Identifier, Event, Message, JourneyRun, JourneyLog]
+PERSON_OWNED: list[type[Any]] = [Identifier, Event, Message, JourneyRun, JourneyLog, PersonMerge]
 
 
 class InvalidIdentifier(ValueError):
@@ -409,6 +410,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     primary.identified_at = min(primary.identified_at, secondary.identified_at)
     primary.updated_at = utcnow()
     session.delete(secondary)
+    session.add(PersonMerge(person_id=primary_id, absorbed_person_id=secondary_id, at=utcnow()))
     session.flush()
     outbox.follow_merge(session, primary_id, secondary_id)
     # The secondary's journey stops; the primary's hub re-evaluates with the merged history.

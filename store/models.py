@@ -155,8 +155,8 @@ class IdentityConflict(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
     kind: str = Field(default="shared_device", max_length=16, sa_column_kwargs={"server_default": "shared_device"})
     anonymous_id: str | None = Field(default=None, max_length=255, index=True)
-    owner_person_id: str = Field(max_length=36)
-    claimant_person_id: str = Field(max_length=36)
+    owner_person_id: str = Field(max_length=36, index=True)  # indexed: a person's timeline, merges, deletes
+    claimant_person_id: str = Field(max_length=36, index=True)
     identifiers: dict | None = _json(default=None)  # {"user_id": person_id, "email": other_person_id}
     message_id: str | None = Field(default=None, max_length=255)  # the identify that named them
     created_at: datetime = _ts()
@@ -500,3 +500,16 @@ class ExperimentDecision(SQLModel, table=True):
     winner: str = Field(max_length=64)
     figures: list = _json(default_factory=list)
     decided_at: datetime = _ts()
+
+
+class PersonMerge(SQLModel, table=True):
+    """Two people found to be one (an alias or a Customer.io merge): `absorbed_person_id` was moved
+    onto `person_id` at `at`. The only trace a merge leaves, so a person's timeline can say when and
+    why their history grew; it follows later merges and goes with the person's deletion."""
+
+    __tablename__ = "person_merges"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigId)
+    person_id: str = Field(index=True, max_length=36)
+    absorbed_person_id: str = Field(max_length=36)
+    at: datetime = _ts()
