@@ -77,6 +77,7 @@ def run_report(
     console: Console | None = None,
     config: str | None = None,
     data_dir: str | Path = "data",
+    exact: bool = False,
 ) -> int:
     console = console or make_console()
     if kind not in KINDS:
@@ -125,7 +126,7 @@ def run_report(
     engine = make_engine(settings.database_url)
     try:
         if kind == "summary":
-            data = reports.summary(engine, settings.policy, period, conversion_days=days)
+            data = reports.summary(engine, settings.policy, period, conversion_days=days, exact=exact)
         else:
             data = reports.tracking(engine, settings.policy, period)
     finally:
