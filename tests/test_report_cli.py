@@ -90,6 +90,17 @@ def test_json_output(store):
     assert summary["conversion"]["converted"] == 6 and summary["settings"]["conversion_days"] == 3
 
 
+def test_exact_gives_the_same_report_as_the_rollups(store):
+    def summary(*extra: str) -> dict:
+        result = run("--db", store.url, "--since", SINCE, "--until", UNTIL, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        return {k: v for k, v in json.loads(result.output).items() if k != "generated_at"}
+
+    fast = summary()
+    assert store.scalar("SELECT count(*) FROM report_rollups") > 0
+    assert summary("--exact") == fast and fast["revenue"]["attributed_orders"] > 0
+
+
 def test_open_prints_a_signed_link(db):
     result = run("--open", "http://127.0.0.1:8000/", "--since", SINCE, "--ttl", "120")
     assert result.exit_code == 0, result.output

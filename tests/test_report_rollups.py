@@ -176,3 +176,17 @@ def test_a_share_keyed_by_its_neighbouring_days_counts_once_in_any_range():
         assert len(chosen) == int(any(first <= d < end for d in seen))
         if chosen:
             assert chosen[0]["day"] == min(d for d in seen if d >= first)
+
+
+def test_a_deleted_person_leaves_the_rollups_at_the_next_refresh(db, shop):
+    from store.db import transaction
+    from store.identity import delete_person
+
+    refresh(db.engine, POLICY.attribution_window, 14)
+    person = next(p["id"] for p in shop.people if any(m["person_id"] == p["id"] for m in shop.messages))
+    assert db.scalar("SELECT count(*) FROM report_contributions WHERE owner = :p", p=person) > 0
+    with transaction(db.engine) as session:
+        assert delete_person(session, person)
+    assert_rollups_equal_exact(db.engine)
+    for table, column in (("report_contributions", "owner"), ("report_dirty", "key")):
+        assert db.scalar(f"SELECT count(*) FROM {table} WHERE {column} = :p", p=person) == 0

@@ -309,6 +309,9 @@ def report(
         "(default: the dev stack's, else journeys.toml)",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON"),
+    exact: bool = typer.Option(
+        False, "--exact", help="Compute the journey report from the stored rows, not the roll-ups (slow; the reference)"
+    ),
     open_url: str = typer.Option(
         None,
         "--open",
@@ -327,7 +330,9 @@ def report(
     """Reports: conversion, revenue per recipient, cart recovery, messages by reason — or tracking health."""
     from worker.report_cli import run_report
 
-    raise typer.Exit(run_report(kind, since, until, days, db, as_json, open_url, ttl, config=config, data_dir=data_dir))
+    raise typer.Exit(
+        run_report(kind, since, until, days, db, as_json, open_url, ttl, config=config, data_dir=data_dir, exact=exact)
+    )
 
 
 @app.command()

@@ -78,6 +78,7 @@ def run_report(
     console: Console | None = None,
     config: str | None = None,
     data_dir: str | Path = "data",
+    exact: bool = False,
 ) -> int:
     console = console or make_console()
     if kind not in KINDS:
@@ -126,7 +127,7 @@ def run_report(
     engine = make_engine(settings.database_url)
     try:
         if kind == "summary":
-            data = reports.summary(engine, settings.policy, period, conversion_days=days)
+            data = reports.summary(engine, settings.policy, period, conversion_days=days, exact=exact)
         elif kind == "experiments":
             data = experiments(engine, settings.policy, period)
         else:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import aliased
 
 from journeys import taxonomy
 
-from store.db import transaction
+from store.db import reading, transaction
 from store.models import (
     ReportContribution,
     ReportDirty,
@@ -63,7 +63,11 @@ def refresh(engine: Engine, window: timedelta, conversion_days: int) -> int:
     """Bring the roll-ups up to date for these settings; returns the owners re-computed. Cheap when
     nothing changed (one indexed look at the marks). Other settings than the stored ones rebuild."""
     done = 0
-    if not _settings_match(engine, window, conversion_days):
+    with reading(engine).connect() as conn:  # no write lock while nothing changed
+        current = _settings_match(conn, window, conversion_days)
+        if current and conn.execute(select(DIRTY.c.id).limit(1)).first() is None:
+            return done
+    if not current:
         _start_rebuild(engine, window, conversion_days)
     while True:
         with transaction(engine) as session:
@@ -79,9 +83,8 @@ def refresh(engine: Engine, window: timedelta, conversion_days: int) -> int:
             done += len(owners)
 
 
-def _settings_match(engine: Engine, window: timedelta, conversion_days: int) -> bool:
-    with engine.connect() as conn:
-        state = conn.execute(select(STATE).where(STATE.c.id == 1)).first()
+def _settings_match(conn: Connection, window: timedelta, conversion_days: int) -> bool:
+    state = conn.execute(select(STATE).where(STATE.c.id == 1)).first()
     return (
         state is not None
         and state.attribution_window_seconds == window.total_seconds()
@@ -96,6 +99,8 @@ def _start_rebuild(engine: Engine, window: timedelta, conversion_days: int) -> N
         conn = session.connection()
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(LOCK_KEY)))
+        if _settings_match(conn, window, conversion_days):
+            return  # another refresh started it while this one waited for the lock
         for table in (DIRTY, CONTRIBUTIONS, ROLLUPS, STATE):
             conn.execute(delete(table))
         conn.execute(
