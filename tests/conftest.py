@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -194,6 +195,26 @@ def api(db: Database, served: ServedApp) -> Iterator[Api]:
     client = Api(served.url)
     yield client
     client.http.close()
+
+
+def event_row(message_id: str, at: datetime, **columns) -> dict:
+    """A stored `Product Viewed` row of the events table, for tests that write rows directly:
+    occurred and received at `at`, no properties; `columns` set or override the rest."""
+    return (
+        dict(
+            message_id=message_id,
+            type="track",
+            name="Product Viewed",
+            original_name="Product Viewed",
+            properties={},
+            context={},
+            timestamp=at,
+            received_at=at,
+            source="client",
+            missing_properties=[],
+        )
+        | columns
+    )
 
 
 @pytest.fixture

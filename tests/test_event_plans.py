@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select, update
 
+from conftest import event_row
 from store.models import Event
 from store.partitions import Month, create_ahead
 
@@ -47,20 +48,13 @@ def _store_a_shop(conn, people: int = 400, per_person: int = 10) -> None:
     for n in range(people * per_person):
         who, owned = n % people, n % 3 != 0
         rows.append(
-            dict(
-                message_id=f"m-{n}",
-                type="track",
-                name="Product Viewed",
-                original_name="Product Viewed",
+            event_row(
+                f"m-{n}",
+                AT - timedelta(minutes=n),
+                received_at=AT,
                 anonymous_id=f"device-{who}",
                 user_id=f"u-{who}" if n % 5 == 0 else None,
                 person_id=f"p-{who}" if owned else None,
-                properties={},
-                context={},
-                timestamp=AT - timedelta(minutes=n),
-                received_at=AT,
-                source="client",
-                missing_properties=[],
             )
         )
     conn.execute(insert(Event.__table__), rows)

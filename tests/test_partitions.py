@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import insert, text
 from typer.testing import CliRunner
 
-from conftest import SERVER_KEY, ServedApp, fresh_database, settings_for
+from conftest import SERVER_KEY, ServedApp, event_row, fresh_database, settings_for
 from store.db import make_engine
 from store.maintenance import upkeep
 from store.migrate import alembic_config, upgrade
@@ -59,22 +59,6 @@ def test_only_months_entirely_older_than_the_cutoff_are_droppable():
     assert droppable(names, datetime(2026, 1, 31, 23, tzinfo=UTC)) == ["events_2025_12"]
 
 
-def _row(message_id: str, at: datetime, **kw) -> dict:
-    return dict(
-        message_id=message_id,
-        type="track",
-        name="Product Viewed",
-        original_name="Product Viewed",
-        properties={},
-        context={},
-        timestamp=at,
-        received_at=at,
-        source="client",
-        missing_properties=[],
-        **kw,
-    )
-
-
 def _where(engine, message_id: str) -> str:
     with engine.connect() as conn:
         return conn.scalar(text("SELECT tableoid::regclass::text FROM events WHERE message_id = :m"), {"m": message_id})
@@ -100,7 +84,7 @@ def postgres(tmp_path):
 def test_the_migration_partitions_a_populated_table_and_ingest_still_dedupes(postgres):
     now = datetime.now(UTC)
     upgrade(postgres, "0011")
-    old = [_row(f"old-{n}", now - timedelta(days=20 * n), person_id="p-1") for n in range(40)]  # ~26 months
+    old = [event_row(f"old-{n}", now - timedelta(days=20 * n), person_id="p-1") for n in range(40)]  # ~26 months
     with postgres.begin() as conn:
         conn.execute(insert(Event.__table__), old)
         before = dict(conn.execute(text("SELECT message_id, id FROM events")).all())
@@ -147,14 +131,14 @@ def test_the_migration_partitions_a_populated_table_and_ingest_still_dedupes(pos
         assert partitions(conn) == []
     with pytest.raises(Exception, match="events_message_id_key"):  # one row per message id again
         with postgres.begin() as conn:
-            conn.execute(insert(Event.__table__), [_row("old-3", now + timedelta(hours=1))])
+            conn.execute(insert(Event.__table__), [event_row("old-3", now + timedelta(hours=1))])
 
 
 def test_partitions_are_created_ahead_once_and_take_over_default_rows(postgres):
     upgrade(postgres)
     later = datetime.now(UTC) + timedelta(days=200)
     with postgres.begin() as conn:
-        conn.execute(insert(Event.__table__), [_row("early-bird", later)])  # no month for it yet
+        conn.execute(insert(Event.__table__), [event_row("early-bird", later)])  # no month for it yet
     assert _where(postgres, "early-bird") == DEFAULT
 
     created = create_ahead(postgres, later, ahead=1)
@@ -182,10 +166,10 @@ def test_retention_drops_whole_old_months_and_deletes_the_boundary(postgres, mon
     cutoff = old_month.plus(1).start + timedelta(days=10)  # what a retention of (now - cutoff) means
     retention = now - cutoff
     rows = [
-        _row("whole-month", old_month.start + timedelta(days=3), person_id="p-1"),
-        _row("boundary-old", cutoff - timedelta(days=1), person_id="p-1"),
-        _row("boundary-kept", cutoff + timedelta(days=1), person_id="p-1"),
-        _row("recent", now - timedelta(days=1), person_id="p-1"),
+        event_row("whole-month", old_month.start + timedelta(days=3), person_id="p-1"),
+        event_row("boundary-old", cutoff - timedelta(days=1), person_id="p-1"),
+        event_row("boundary-kept", cutoff + timedelta(days=1), person_id="p-1"),
+        event_row("recent", now - timedelta(days=1), person_id="p-1"),
     ]
     with postgres.begin() as conn:
         conn.execute(insert(Event.__table__), rows)

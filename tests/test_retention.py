@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
+from conftest import event_row
 from store.models import Event, Identifier
 from store.retention import expire_events
 from worker.cli import app
@@ -17,22 +18,7 @@ WINDOW = timedelta(days=30)
 
 
 def _event(message_id: str, age: timedelta, *, anonymous_id=None, user_id=None, person_id=None) -> dict:
-    at = NOW - age
-    return dict(
-        message_id=message_id,
-        type="track",
-        name="Product Viewed",
-        original_name="Product Viewed",
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        person_id=person_id,
-        properties={},
-        context={},
-        timestamp=at,
-        received_at=at,
-        source="client",
-        missing_properties=[],
-    )
+    return event_row(message_id, NOW - age, anonymous_id=anonymous_id, user_id=user_id, person_id=person_id)
 
 
 def _store(engine, *events: dict, claimed: tuple[str, ...] = ()) -> None:
