@@ -6,6 +6,7 @@ import asyncio
 from contextlib import asynccontextmanager
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.auto_migrate:
             upgrade(engine)
         app.state.engine = engine
+        app.state.ingest_limiter = anyio.CapacityLimiter(settings.ingest_threads)
         stop = asyncio.Event()
         task = None
         if settings.dispatch:

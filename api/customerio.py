@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Path, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from sqlalchemy import Engine
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.routing import Match
 
 from api.body import BadBody, payload_text, problem_in, read_json
-from api.deps import get_engine, get_settings, nudge_dispatcher, require_cio
+from api.deps import get_engine, get_settings, in_ingest_pool, nudge_dispatcher, require_cio
 from api.schemas.common import MAX_ID, InvalidMessage, body_schema, problem
 from api.schemas.customerio import AnonymousEvent, Event, Identify, Merge, Reference
 from store.db import transaction
@@ -99,9 +98,10 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
             raise InvalidMessage(problem)
         message = build(body, received_at)
     except InvalidMessage as exc:
-        await run_in_threadpool(_quarantine, engine, request.url.path, str(exc), body)
+        await in_ingest_pool(request, _quarantine, engine, request.url.path, str(exc), body)
         return cio_error(400, str(exc))
-    result = await run_in_threadpool(
+    result = await in_ingest_pool(
+        request,
         ingest,
         engine,
         [message],
@@ -211,7 +211,7 @@ async def merge_customers(request: Request, engine: Engine = Depends(get_engine)
                 # The primary is new to us: the secondary's profile takes on the primary's identifier.
                 attach_identifier(session, secondary, *primary_key)
 
-    await run_in_threadpool(retry_moved_locks, merge)
+    await in_ingest_pool(request, retry_moved_locks, merge)
     nudge_dispatcher(request)
     return JSONResponse({})
 
@@ -229,7 +229,7 @@ async def delete_customer(
             if person_id:
                 delete_person(session, person_id)
 
-    await run_in_threadpool(retry_moved_locks, remove)
+    await in_ingest_pool(request, retry_moved_locks, remove)
     nudge_dispatcher(request)
     return JSONResponse({})
 
@@ -253,14 +253,18 @@ def _set_suppressed(engine: Engine, customer_id: str, suppressed: bool) -> None:
 
 
 @router.post("/customers/{customer_id}/suppress", summary="Suppress a customer: they get no messages")
-async def suppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
-    await run_in_threadpool(retry_moved_locks, lambda: _set_suppressed(engine, customer_id, True))
+async def suppress(
+    request: Request, customer_id: str = CustomerId, engine: Engine = Depends(get_engine)
+) -> JSONResponse:
+    await in_ingest_pool(request, retry_moved_locks, lambda: _set_suppressed(engine, customer_id, True))
     return JSONResponse({})
 
 
 @router.post("/customers/{customer_id}/unsuppress", summary="Lift a customer's suppression")
-async def unsuppress(customer_id: str = CustomerId, engine: Engine = Depends(get_engine)) -> JSONResponse:
-    await run_in_threadpool(retry_moved_locks, lambda: _set_suppressed(engine, customer_id, False))
+async def unsuppress(
+    request: Request, customer_id: str = CustomerId, engine: Engine = Depends(get_engine)
+) -> JSONResponse:
+    await in_ingest_pool(request, retry_moved_locks, lambda: _set_suppressed(engine, customer_id, False))
     return JSONResponse({})
 
 

@@ -7,6 +7,11 @@ import base64
 import binascii
 import hmac
 
+from collections.abc import Callable
+from functools import partial
+from typing import ParamSpec, TypeVar
+
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy import Engine
 
@@ -20,6 +25,15 @@ def get_settings(request: Request) -> Settings:
 
 def get_engine(request: Request) -> Engine:
     return request.app.state.engine
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def in_ingest_pool(request: Request, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run a front door's store call on the API's small ingest pool (`Settings.ingest_threads`)."""
+    return await anyio.to_thread.run_sync(partial(work, *args, **kwargs), limiter=request.app.state.ingest_limiter)
 
 
 def get_policy(settings: Settings = Depends(get_settings)) -> Policy:

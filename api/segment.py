@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -21,6 +20,7 @@ from api.deps import (
     UNKNOWN_KEY,
     get_engine,
     get_settings,
+    in_ingest_pool,
     nudge_dispatcher,
     segment_trust,
     write_key_trust,
@@ -240,7 +240,8 @@ async def receive(
     if errors and strict:
         return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
 
-    result = await run_in_threadpool(
+    result = await in_ingest_pool(
+        request,
         ingest,
         engine,
         valid,

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from api.body import BadBody, read_limited
-from api.deps import get_engine, get_settings, nudge_dispatcher, require_admin
+from api.deps import get_engine, get_settings, in_ingest_pool, nudge_dispatcher, require_admin
 from integrations.shopify import inbox
 from integrations.shopify.mapping import HANDLERS
 from integrations.shopify.signature import verified
@@ -73,12 +73,12 @@ async def shopify_webhook(
     if topic not in HANDLERS:
         WEBHOOKS.labels(topic[:64], "ignored").inc()
         return JSONResponse({"ok": True, "ignored": f"topic {topic} is not used by Breadcrumb"})
-    row = await run_in_threadpool(inbox.accept, engine, webhook_id, topic, shop_domain, body)
+    row = await in_ingest_pool(request, inbox.accept, engine, webhook_id, topic, shop_domain, body)
     if row is None:
         WEBHOOKS.labels(topic, "duplicate").inc()
         return JSONResponse({"ok": True, "duplicate": True})
     WEBHOOKS.labels(topic, "accepted").inc()
-    outcome = await run_in_threadpool(inbox.apply, engine, settings, row)
+    outcome = await in_ingest_pool(request, inbox.apply, engine, settings, row)
     if outcome is not None and outcome.signals:
         nudge_dispatcher(request)
     background.add_task(run_in_threadpool, inbox.sweep, engine, settings)

@@ -76,7 +76,7 @@ class ApiProcess:
                 "--port",
                 str(self.port),
                 "--workers",
-                "1",
+                os.environ.get("BENCH_API_WORKERS", "1"),
                 "--log-level",
                 "warning",
                 "--no-access-log",

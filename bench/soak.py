@@ -332,24 +332,39 @@ def cpu_of(deployment: Deployment) -> dict[str, float]:
     }
 
 
-async def temporal_work(address: str) -> dict[str, int]:
-    """Workflow runs, completed workflow tasks and signals in the histories of every workflow on the server."""
+async def temporal_work(address: str) -> dict:
+    """Workflow runs, completed workflow tasks and signals in the histories of every workflow on the
+    server, and a breakdown by workflow type (what each kind of workflow costs the server)."""
     from temporalio.api.enums.v1 import EventType
     from temporalio.client import Client
 
     client = await Client.connect(address)  # event types only: no payload is decoded
-    executions = [(e.id, e.run_id) async for e in client.list_workflows()]
-    counts = {"runs": len(executions), "workflow_tasks": 0, "signals": 0}
+    executions = [(e.id, e.run_id, e.workflow_type) async for e in client.list_workflows()]
+    counts: dict = {"runs": len(executions), "workflow_tasks": 0, "signals": 0, "by_type": {}}
+    kinds = {
+        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: "workflow_tasks",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals",
+        EventType.EVENT_TYPE_TIMER_STARTED: "timers",
+        EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED: "activities",
+        EventType.EVENT_TYPE_MARKER_RECORDED: "markers",
+        EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES: "upserts",
+        EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED: "children",
+        EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED: "signals_out",
+    }
     gate = asyncio.Semaphore(16)
 
-    async def count(workflow_id: str, run_id: str) -> None:
+    async def count(workflow_id: str, run_id: str, workflow_type: str) -> None:
         async with gate:
             history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+        of_type = counts["by_type"].setdefault(workflow_type, {"runs": 0, "events": 0})
+        of_type["runs"] += 1
+        of_type["events"] += len(history.events)
         for event in history.events:
-            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
-                counts["workflow_tasks"] += 1
-            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-                counts["signals"] += 1
+            kind = kinds.get(event.event_type)
+            if kind is not None:
+                of_type[kind] = of_type.get(kind, 0) + 1
+                if kind in ("workflow_tasks", "signals"):
+                    counts[kind] += 1
 
     await asyncio.gather(*(count(*execution) for execution in executions))
     return counts
@@ -496,6 +511,7 @@ def run_ingest(args) -> dict:
         "workflow_runs": work["runs"],
         "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
         "signals_per_1000_events": 1000 * work["signals"] / all_events,
+        "temporal_work_by_type": work["by_type"],
     }
 
 
@@ -726,6 +742,15 @@ def main() -> int:
         f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
         f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})"
     )
+    for workflow_type, work in sorted(r["temporal_work_by_type"].items(), key=lambda item: -item[1]["events"]):
+        print(
+            f"  {workflow_type}: {work['runs']} runs, per 1 000 events "
+            + ", ".join(
+                f"{kind} {1000 * n / (r['warmup_events'] + r['events']):.0f}"
+                for kind, n in work.items()
+                if kind != "runs"
+            )
+        )
     print(
         "CPU over the measured period: " + ", ".join(f"{name} {pct_:.0f} %" for name, pct_ in r["cpu_percent"].items())
     )

@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(default=72.0, gt=0)
     # Signals the dispatcher sends at once (people in parallel; each person's in order).
     dispatch_concurrency: int = Field(default=32, ge=1, le=1024)
+    # Threads of an API process that store front-door calls (tracking, Customer.io, Shopify webhooks).
+    # Few on purpose: 32 clients each on a thread of their own spent their time handing the GIL
+    # around (a single track's p99 tripled, bench/track_load.py); admin and report routes keep the
+    # default pool, so a slow report never holds up ingest.
+    ingest_threads: int = Field(default=4, ge=1, le=64)
     # A person's browsing wakes their hub at most once per this many seconds (0: every claim); the
     # default matches the policy's default `hub_debounce`, the hub's own gathering of browsing.
     dispatch_activity_window: float = Field(default=2.0, ge=0, le=60)

@@ -63,6 +63,12 @@ JOURNEY_CHECK = timedelta(hours=1)
 # Issue 18. `catalogue` signals (a product back in stock or cheaper) start a catalogue journey when
 # nothing more urgent runs; histories recorded before never carry one.
 CATALOGUE_TRIGGERS = "hub-catalogue-triggers"
+# Issue 16. Each `workflow.patched` call records a marker and upserts the TemporalChangeVersion search
+# attribute (a visibility write on the server): the patches above cost every hub run seven history
+# events and six visibility writes before it did any work. A run that records ALL_PATCHES takes every
+# patch above as applied (one marker) and sets its route and status in one upsert; histories
+# recorded before it replay through their own markers.
+ALL_PATCHES = "hub-all-patches-2026-12"
 ROUTING_REASONS = ("identified", "activity", "merged", "journey_failed")
 PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `activity` is gathered first
 
@@ -78,6 +84,7 @@ class Hub:
         self.person_id = ""
         self.watched: str | None = None  # the journey this run started and follows as its child
         self.deciding = False  # between a wake-up and the next wait (the `busy` query)
+        self.all_patches: bool | None = None  # whether this run recorded ALL_PATCHES (asked once)
 
     @workflow.run
     async def run(self, hub: HubInput) -> HubState:
@@ -100,9 +107,9 @@ class Hub:
                 return self.state
             while self.state.purchases:
                 await self._record_purchase(self.state.purchases.pop(0))
-            if self.state.catalogue and workflow.patched(CATALOGUE_TRIGGERS):
+            if self.state.catalogue and self._patched(CATALOGUE_TRIGGERS):
                 await self._catalogue_triggers()
-            if workflow.patched(KEEPS_SIGNALS):
+            if self._patched(KEEPS_SIGNALS):
                 await self._decide()
             else:
                 if any(reason in ("identified", "activity", "merged") for reason in self.state.pending):
@@ -113,6 +120,12 @@ class Hub:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(HubInput(person_id=self.person_id, policy=self.policy, state=self.state))
 
+    def _patched(self, patch_id: str) -> bool:
+        """`workflow.patched(patch_id)`, answered by ALL_PATCHES in runs that recorded it."""
+        if self.all_patches is None:
+            self.all_patches = workflow.patched(ALL_PATCHES)
+        return self.all_patches or workflow.patched(patch_id)
+
     def _has_work(self) -> bool:
         return bool(self.state.pending or self.state.purchases or self.state.erased or self.state.catalogue)
 
@@ -122,7 +135,7 @@ class Hub:
         journey = self.state.journey
         if journey is None:
             return self.policy.hub_idle_timeout
-        if journey.workflow_id != self.watched and workflow.patched(WATCHES_JOURNEY):
+        if journey.workflow_id != self.watched and self._patched(WATCHES_JOURNEY):
             return JOURNEY_CHECK
         return None
 
@@ -131,7 +144,7 @@ class Hub:
             await workflow.wait_condition(self._has_work, timeout=timeout)
         except TimeoutError:
             # A signal handled in the same task as the timer is still work to do.
-            return self._has_work() and workflow.patched(KEEPS_SIGNALS)
+            return self._has_work() and self._patched(KEEPS_SIGNALS)
         return True
 
     async def _decide(self) -> None:
@@ -139,7 +152,7 @@ class Hub:
         reasons, self.state.pending = self.state.pending, []
         if not any(reason in ROUTING_REASONS for reason in reasons):
             return
-        if not any(reason in PROMPT_REASONS for reason in reasons) and workflow.patched(DEBOUNCE_ACTIVITY):
+        if not any(reason in PROMPT_REASONS for reason in reasons) and self._patched(DEBOUNCE_ACTIVITY):
             try:
                 await workflow.wait_condition(
                     lambda: bool(
@@ -182,7 +195,7 @@ class Hub:
         await self._start(decision, context)
 
     async def _start(self, decision: RouteDecision, context: PersonContext) -> None:
-        unique = workflow.patched(UNIQUE_JOURNEY_IDS)
+        unique = self._patched(UNIQUE_JOURNEY_IDS)
         stop_reason = f"re-routed to {decision.route}: {decision.reason}"
         if not unique:
             await self._stop_journey(stop_reason)
@@ -198,15 +211,19 @@ class Hub:
                 number = workflow.uuid4().hex if unique else self.state.journeys_started
                 workflow_id = f"{decision.route}-{self.person_id}-{number}"
         allowed = await self._record_decision(decision, workflow_id, unique)
-        workflow.upsert_search_attributes(
-            [search.ROUTE.value_set(decision.route)]
-            + ([search.CART_VALUE.value_set(float(decision.cart_value))] if decision.cart_value is not None else [])
+        route = [search.ROUTE.value_set(decision.route)] + (
+            [search.CART_VALUE.value_set(float(decision.cart_value))] if decision.cart_value is not None else []
         )
+        if not self.all_patches:  # recorded before ALL_PATCHES: the route in an upsert of its own, here
+            workflow.upsert_search_attributes(route)
+            route = []
         if workflow_id is None or not allowed:
             if self.state.journey is None:
                 refused = "already_notified" if decision.product_id else "cart_already_recovered"
-                self._status(decision.route if workflow_id is None else refused)
+                self._status(decision.route if workflow_id is None else refused, route)
                 workflow.set_current_details(f"no journey: {decision.reason}")
+            elif route:
+                workflow.upsert_search_attributes(route)
             return
         await self._stop_journey(stop_reason)
         handle = await workflow.start_child_workflow(
@@ -230,9 +247,9 @@ class Hub:
             workflow_id=workflow_id, route=decision.route, cart_id=decision.cart_id, started_at=now
         )
         self.state.last_started[decision.route] = now
-        self._status("in_journey")
+        self._status("in_journey", route)
         workflow.set_current_details(f"running {decision.route} ({workflow_id}): {decision.reason}")
-        if workflow.patched(WATCHES_JOURNEY):
+        if self._patched(WATCHES_JOURNEY):
             self.watched = workflow_id
             asyncio.create_task(self._follow(handle))
 
@@ -325,7 +342,7 @@ class Hub:
         """The hub's short store reads run as local activities: no extra round trip through the server
         between identify and the routing decision. Its write of the decision is a regular activity
         (see DURABLE_DECISION). Histories recorded before either change still replay."""
-        if workflow.patched(LOCAL_STORE_CALLS) and not (writes and workflow.patched(DURABLE_DECISION)):
+        if self._patched(LOCAL_STORE_CALLS) and not (writes and self._patched(DURABLE_DECISION)):
             return await workflow.execute_local_activity(name, argument, result_type=result_type, **STORE_CALL)
         return await workflow.execute_activity(name, argument, result_type=result_type, **STORE_CALL)
 
@@ -360,9 +377,10 @@ class Hub:
         self._status("purchased")
         workflow.set_current_details(f"purchased (order {purchase.order_id or 'without id'})")
 
-    def _status(self, status: str) -> None:
+    def _status(self, status: str, also: list[Any] | None = None) -> None:
+        """Set the hub's status (and `also`, the route of a decision) in one search-attribute upsert."""
         self.state.status = status
-        workflow.upsert_search_attributes([search.STATUS.value_set(status)])
+        workflow.upsert_search_attributes([search.STATUS.value_set(status)] + (also or []))
 
     @workflow.signal
     def identified(self, signal: HubSignal) -> None:
