@@ -11,7 +11,8 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from math import inf
 
 from prometheus_client import Counter
 from sqlalchemy import Engine
@@ -19,7 +20,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from store import outbox
-from store.models import OutboxRow, as_utc
+from store.models import OutboxRow, as_utc, utcnow
 from store.settings import Settings
 from journeys.wakeups import could_change_route
 from dispatch.temporal import connect
@@ -189,7 +190,8 @@ class Dispatcher:
         ]
         running = await asyncio.to_thread(outbox.running_routes, self.engine, browsing) if browsing else {}
         plans = {person: plan(person_rows, running.get(person)) for person, person_rows in by_person.items()}
-        held = self._hold_back(plans)
+        held, hold_for = self._hold_back(plans)
+        wall = utcnow()
         gate = asyncio.Semaphore(self.settings.dispatch_concurrency)
 
         async def deliver(person: str, steps: list[Step]) -> Delivery:
@@ -200,7 +202,8 @@ class Dispatcher:
                 for position, step in enumerate(steps):
                     if step.signal is not None:
                         try:
-                            await self._signal(client, step.signal)
+                            gathered = step.signal.kind == "activity" and self._gathered(step.rows, wall)
+                            await self._signal(client, step.signal, gathered)
                         except Exception as exc:
                             rest = [row for later in steps[position + 1 :] for row in later.rows]
                             return Delivery(
@@ -233,15 +236,14 @@ class Dispatcher:
                 len(done) - marked,
             )
         if held:
-            until = max(self._woken[person] for person in held) + self.window
             await asyncio.to_thread(
                 outbox.hand_back,
                 self.engine,
                 claim.owner,
                 [r for rs in held.values() for r in rs],
-                due_in=timedelta(seconds=max(0.0, until - time.monotonic())),
+                due_in=timedelta(seconds=hold_for),
             )
-            self._next_due = min(self._next_due, until)
+            self._next_due = min(self._next_due, time.monotonic() + hold_for)
         failures = [result for result in results if result.failed is not None]
         for result in failures:
             FAILED.inc()
@@ -256,25 +258,41 @@ class Dispatcher:
         COALESCED.inc(len(done) - sum(result.signals for result in results))
         return len(done)
 
-    def _hold_back(self, plans: dict[str, list[Step]]) -> dict[str, list[OutboxRow]]:
-        """Take out of `plans` the activity wake-ups of people whose hub this dispatcher woke less
-        than the activity window ago: they go back to the outbox, due when the window ends, and
-        come out together as one signal then. A row is held once: one that already waited (held
-        before, or retried) goes now with whatever rides on it — else a shopper who keeps browsing
-        could be held back behind their own wake-ups for ever. Returns them by person."""
-        now = time.monotonic()
+    def _hold_back(self, plans: dict[str, list[Step]]) -> tuple[dict[str, list[OutboxRow]], float]:
+        """Take out of `plans` the browsing (activity wake-ups) not yet gathered: it goes back to the
+        outbox, due when the activity window has passed since the first of those rows was written
+        and since this dispatcher last woke the person's hub, and comes out as one signal then,
+        marked gathered (`_gathered`), which the hub routes without waiting again. A row is held
+        once: one that already waited (held before, or retried) goes now with whatever rides on it
+        — else a shopper who keeps browsing could be held back behind their own wake-ups for ever.
+        Returns them by person, and the seconds until the last of them is due."""
+        now, wall = time.monotonic(), utcnow()
         self._woken = {person: at for person, at in self._woken.items() if now - at < self.window}
         held: dict[str, list[OutboxRow]] = {}
+        hold_for = 0.0
+        if self.window <= 0:
+            return held, hold_for
         for person, steps in plans.items():
-            if person not in self._woken or any(
-                step.signal is not None and step.signal.kind in STOPPING_KINDS for step in steps
-            ):
+            if any(step.signal is not None and step.signal.kind in STOPPING_KINDS for step in steps):
                 continue  # (an erased or absorbed person's last wake-ups are not put after the stop)
             waiting = [step for step in steps if step.signal is not None and step.signal.kind == "activity"]
-            if waiting and not any(_waited(row) for step in waiting for row in step.rows):
-                held[person] = [row for step in waiting for row in step.rows]
+            rows = [row for step in waiting for row in step.rows]
+            if not rows or self._gathered(rows, wall):
+                continue
+            first = min(as_utc(row.created_at) for row in rows)
+            wait = max(self.window - (wall - first).total_seconds(), self._woken.get(person, -inf) + self.window - now)
+            if wait > 0:
+                held[person] = rows
                 plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
-        return held
+                hold_for = max(hold_for, wait)
+        return held, hold_for
+
+    def _gathered(self, rows: list[OutboxRow], wall: datetime) -> bool:
+        """Whether these browsing rows have had their window: one waited in the outbox already (held
+        before, or retried), or the first was written a whole window ago."""
+        return self.window > 0 and any(
+            _waited(row) or (wall - as_utc(row.created_at)).total_seconds() >= self.window for row in rows
+        )
 
     def _release(self, owner: str, rows: list[OutboxRow], error: str, count_attempt: bool) -> None:
         outbox.release(
@@ -304,8 +322,8 @@ class Dispatcher:
         if pruned:
             log.info("pruned %d delivered outbox rows", pruned)
 
-    async def _signal(self, client: Client, row: OutboxRow) -> None:
-        signal = HubSignal.model_validate(row.payload or {})
+    async def _signal(self, client: Client, row: OutboxRow, gathered: bool = False) -> None:
+        signal = HubSignal.model_validate({**(row.payload or {}), "gathered": gathered})
         workflow_id = hub_id(row.person_id)
         if row.kind in STOPPING_KINDS:
             try:

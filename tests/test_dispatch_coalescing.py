@@ -1,8 +1,8 @@
 """Temporal work per event is bounded (issue 16), against a real Temporal server on SQLite and
 PostgreSQL: a person's pending browsing rows become one hub signal and are all marked delivered; an
 identify is never coalesced away and each person's signals keep their order; browsing under a more
-urgent running journey sends nothing; browsing within the activity window after a wake-up is held
-back and goes out as one signal when the window ends; people are signalled in parallel, never more
+urgent running journey sends nothing; browsing is held back for the activity window (from its first
+row, and from the last wake-up) and goes out as one signal marked gathered; people are signalled in parallel, never more
 than `DISPATCH_CONCURRENCY` at once."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from store import outbox
 from store.db import transaction
 from store.models import JourneyRun, OutboxRow, as_utc, utcnow
 from workflows.hub import hub_id
+from workflows.models import HubSignal
 
 
 def person() -> str:
@@ -96,24 +97,49 @@ async def test_browsing_under_a_more_urgent_running_journey_sends_no_signal(env,
     assert await signals(env.client, shopper) == ["purchased"]
 
 
-async def test_browsing_within_the_window_is_held_back_then_sent_once(env, db):
+async def gathered(client: Client, person_id: str) -> list[bool]:
+    """For each `activity` signal in the person's hub history: whether the dispatcher sent it gathered."""
+    history = await client.get_workflow_handle(hub_id(person_id)).fetch_history()
+    flags = []
+    for event in history.events:
+        attributes = event.workflow_execution_signaled_event_attributes
+        if (
+            event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+            and attributes.signal_name == "activity"
+        ):
+            [signal] = await client.data_converter.decode(attributes.input.payloads, [HubSignal])
+            flags.append(signal.gathered)
+    return flags
+
+
+async def until_delivered(dispatcher: Dispatcher) -> int:
+    """Dispatch until a pass settles rows (held rows come due when their window ends)."""
+    delivered = 0
+    deadline = time.monotonic() + 30  # a hang guard
+    while delivered == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        delivered = await dispatcher.dispatch_once()
+    return delivered
+
+
+async def test_browsing_is_gathered_for_the_window_then_sent_once_and_marked_gathered(env, db):
     window = 1.0
     dispatcher = Dispatcher(db.engine, settings_for(db.url, dispatch_activity_window=window), client=env.client)
     shopper = person()
+    queued = time.monotonic()
     queue(db, shopper, VIEW)
+    assert await dispatcher.dispatch_once() == 0  # the first view waits for the window: no hub yet
+    assert await signals(env.client, shopper) == []
+    queue(db, shopper, VIEW)  # more browsing in the window rides on the same wake-up
+    assert await until_delivered(dispatcher) == 2 and time.monotonic() - queued >= window
     woken = time.monotonic()
-    assert await dispatcher.dispatch_once() == 1
+    assert await signals(env.client, shopper) == ["activity"]
     queue(db, shopper, VIEW, VIEW, CART, "purchased")
     assert await dispatcher.dispatch_once() == 1  # the purchase goes at once; the browsing waits
     held = undelivered(db, shopper)
     assert len(held) == 3 and all(r.claim_owner is None and as_utc(r.available_at) > utcnow() for r in held)
     assert await signals(env.client, shopper) == ["activity", "purchased"]
-    delivered = 0
-    deadline = time.monotonic() + 30  # a hang guard: the rows come due when the window ends
-    while delivered == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        delivered = await dispatcher.dispatch_once()
-    assert delivered == 3 and time.monotonic() - woken >= window
+    assert await until_delivered(dispatcher) == 3 and time.monotonic() - woken >= window
     assert await signals(env.client, shopper) == ["activity", "purchased", "activity"]
     assert undelivered(db, shopper) == []
     # Held once, never again: rows that already waited go at once, though the hub was just woken.
@@ -125,6 +151,16 @@ async def test_browsing_within_the_window_is_held_back_then_sent_once(env, db):
     queue(db, shopper, VIEW)
     assert await dispatcher.dispatch_once() == 2
     assert await signals(env.client, shopper) == ["activity", "purchased", "activity", "activity"]
+    # every one went gathered: the hub routes it without a debounce of its own
+    assert await gathered(env.client, shopper) == [True, True, True]
+
+
+async def test_without_a_window_browsing_goes_at_once_for_the_hub_to_gather(env, db):
+    dispatcher = Dispatcher(db.engine, settings_for(db.url, dispatch_activity_window=0), client=env.client)
+    shopper = person()
+    queue(db, shopper, VIEW, CART)
+    assert await dispatcher.dispatch_once() == 2
+    assert await gathered(env.client, shopper) == [False]
 
 
 class InFlight(Interceptor):

@@ -115,7 +115,38 @@ async def test_a_browsing_burst_is_one_decision(shop):
     await shop.skip(timedelta(minutes=1))
     state = await settled(shop, person)
     assert [d.route for d in state.decisions] == ["welcome", "browse_recovery"]
-    assert loads_of_person(await shop.client.get_workflow_handle(hub_id(person)).fetch_history()) == 2
+    history = await shop.client.get_workflow_handle(hub_id(person)).fetch_history()
+    assert loads_of_person(history) == 2
+    assert debounce_timers(history, timedelta(minutes=1)) == 1  # what a gathered burst saves (below)
+
+
+def debounce_timers(history, debounce: timedelta) -> int:
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+        and e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta() == debounce
+    )
+
+
+@pytest.mark.policy(hub_debounce="1m")
+async def test_browsing_the_dispatcher_gathered_is_routed_at_once_without_a_debounce_timer(shop):
+    """Issue 16: the dispatcher gathers a burst for its activity window and marks the signal gathered;
+    the hub routes it in the task that signal wakes: no debounce timer, no second workflow task for
+    it, the same decision as when the hub gathers the burst itself (the test above)."""
+    await shop.shop(identify("gathered", "gathered@example.com"))
+    person = shop.person_id("gathered@example.com")
+    await shop.until(person, lambda s: len(s.decisions) == 1)
+    for i in range(10):
+        shop.ingest(track("gathered", "Product Viewed", sku=f"G-{i}"))
+    shop.dispatcher.window = 0.05  # real seconds: the burst's first row is older than that below
+    await asyncio.sleep(0.1)
+    assert await shop.dispatch() == 10
+    state = await shop.until(person, lambda s: len(s.decisions) == 2)  # no time skipped
+    assert [d.route for d in state.decisions] == ["welcome", "browse_recovery"]
+    history = await shop.client.get_workflow_handle(hub_id(person)).fetch_history()
+    assert loads_of_person(history) == 2
+    assert debounce_timers(history, timedelta(minutes=1)) == 0
 
 
 async def test_a_hub_that_idled_out_numbers_its_next_journey_afresh(shop):

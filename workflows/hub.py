@@ -69,8 +69,11 @@ CATALOGUE_TRIGGERS = "hub-catalogue-triggers"
 # patch above as applied (one marker) and sets its route and status in one upsert; histories
 # recorded before it replay through their own markers.
 ALL_PATCHES = "hub-all-patches-2026-12"
-ROUTING_REASONS = ("identified", "activity", "merged", "journey_failed")
-PROMPT_REASONS = ("identified", "merged", "journey_failed")  # routed at once; `activity` is gathered first
+# `browsing`: an `activity` signal the dispatcher gathered for its window already (issue 16) — routed
+# at once, without a debounce timer and the workflow task it costs; histories recorded before never
+# carry one.
+ROUTING_REASONS = ("identified", "activity", "browsing", "merged", "journey_failed")
+PROMPT_REASONS = ("identified", "browsing", "merged", "journey_failed")  # routed at once; `activity` is gathered first
 
 
 def hub_id(person_id: str) -> str:
@@ -112,7 +115,7 @@ class Hub:
             if self._patched(KEEPS_SIGNALS):
                 await self._decide()
             else:
-                if any(reason in ("identified", "activity", "merged") for reason in self.state.pending):
+                if any(reason in ("identified", "activity", "browsing", "merged") for reason in self.state.pending):
                     self.state.pending.clear()
                     await self._evaluate()
                 self.state.pending.clear()
@@ -388,7 +391,7 @@ class Hub:
 
     @workflow.signal
     def activity(self, signal: HubSignal) -> None:
-        self.state.pending.append("activity")
+        self.state.pending.append("browsing" if signal.gathered else "activity")
 
     @workflow.signal
     def merged(self, signal: HubSignal) -> None:

@@ -30,6 +30,8 @@ class HubSignal(BaseModel):
     # A catalogue trigger (`catalogue` signal): which product, and `back_in_stock` or `price_drop`.
     product_id: str | None = None
     trigger: str | None = None
+    # Browsing the dispatcher already gathered for its activity window: the hub routes at once.
+    gathered: bool = False
 
 
 class HubInput(BaseModel):
