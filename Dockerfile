@@ -35,8 +35,6 @@ COPY dispatch ./dispatch
 COPY simulation ./simulation
 COPY integrations ./integrations
 COPY worker ./worker
-COPY dispatch ./dispatch
-COPY simulation ./simulation
 COPY templates ./templates
 COPY examples ./examples
 RUN pip install --no-deps -e . \

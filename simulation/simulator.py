@@ -74,7 +74,7 @@ from journeys.personalise import Catalog
 from journeys.policy import Policy
 from journeys.routing import decide_route
 from dispatch.codec import PayloadKeys, data_converter
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.models import HubSignal
 from simulation.workflows import DriverInput, DriverResult, ReplaySignal, SimulationDriver
 

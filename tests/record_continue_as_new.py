@@ -41,7 +41,7 @@ from store.migrate import upgrade  # noqa: E402
 from store.settings import REPO_ROOT  # noqa: E402
 from dispatch.temporal import register_search_attributes  # noqa: E402
 from worker.worker import build_worker  # noqa: E402
-from workflows import ALL_WORKFLOWS  # noqa: E402
+from workflows.registry import ALL_WORKFLOWS  # noqa: E402
 from workflows.hub import hub_id  # noqa: E402
 from workflows.models import HubState  # noqa: E402
 

@@ -15,7 +15,7 @@ from journey_harness import Harness, identify, track
 from test_determinism import markers
 from journeys.policy import parse_policy
 from worker.worker import build_worker
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.journey import SEND_CHECK_ENDS_JOURNEY
 
 

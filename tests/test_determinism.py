@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from conftest import CONVERTER
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.hub import Hub
 from workflows.journey import STORE_CALL, BrowseRecovery, CartRecovery, Welcome
 from workflows.models import HubInput, HubState

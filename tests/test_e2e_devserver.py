@@ -43,7 +43,8 @@ from store.db import make_engine
 from store.migrate import upgrade
 from store.settings import REPO_ROOT
 from worker.worker import build_worker
-from workflows import ALL_WORKFLOWS, search
+from workflows import search
+from workflows.registry import ALL_WORKFLOWS
 from workflows.hub import hub_id
 from workflows.models import HubState, JourneyState
 

@@ -24,7 +24,7 @@ from conftest import CONVERTER, settings_for
 from journey_harness import Harness, identify, now, running_shop, track
 from store.settings import REPO_ROOT
 from test_journeys_timeskipping import policy, shop  # noqa: F401 (the `shop` fixture)
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.hub import hub_id
 from workflows.models import HubState, JourneyInput, PersonContext, PersonLookup
 

@@ -32,7 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from conftest import CONVERTER
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.journey import STORE_CALL, BrowseRecovery, Journey, Welcome
 from workflows.hub import Hub
 from workflows.models import HubInput, JourneyInput, JourneyState, SendCheck, SendCheckInput, StopJourney

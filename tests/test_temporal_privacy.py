@@ -36,7 +36,7 @@ from temporalio.worker import Replayer
 
 from conftest import ADMIN_TOKEN, CIO_KEY, CIO_SITE, CONVERTER, venv_binary
 from test_e2e_devserver import Stack, browse_and_cart, eventually, mid, product, stack  # noqa: F401 (the fixture)
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.hub import hub_id
 
 pytestmark = pytest.mark.timeout(300)

@@ -21,7 +21,7 @@ from activities.store_activities import StoreActivities
 from simulation.backtest_activities import BacktestActivities
 from simulation.backtest_job import Backtest
 from store.settings import Settings
-from workflows import ALL_WORKFLOWS
+from workflows.registry import ALL_WORKFLOWS
 from workflows.segment_refresh import SEGMENT_REFRESH_ID
 
 log = logging.getLogger("breadcrumb.worker")
