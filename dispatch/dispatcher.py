@@ -137,6 +137,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: dict[str, float] = {}  # person → when this dispatcher last sent their hub a routing wake-up
         self._next_due = float("inf")  # when the earliest row held back for the activity window comes due
+        self._gathering: dict[str, datetime] = {}  # person → when their held browsing comes due
 
     def nudge(self) -> None:
         """Called (from any thread) after an ingest queued rows: dispatch now instead of at the next poll."""
@@ -190,7 +191,7 @@ class Dispatcher:
         ]
         running = await asyncio.to_thread(outbox.running_routes, self.engine, browsing) if browsing else {}
         plans = {person: plan(person_rows, running.get(person)) for person, person_rows in by_person.items()}
-        held, hold_for = self._hold_back(plans)
+        held = self._hold_back(plans)
         wall = utcnow()
         gate = asyncio.Semaphore(self.settings.dispatch_concurrency)
 
@@ -235,15 +236,9 @@ class Dispatcher:
                 "%d delivered outbox rows were no longer ours (lease expired); another dispatcher owns them",
                 len(done) - marked,
             )
-        if held:
-            await asyncio.to_thread(
-                outbox.hand_back,
-                self.engine,
-                claim.owner,
-                [r for rs in held.values() for r in rs],
-                due_in=timedelta(seconds=hold_for),
-            )
-            self._next_due = min(self._next_due, time.monotonic() + hold_for)
+        for due, rows_due in held.items():
+            await asyncio.to_thread(outbox.hand_back, self.engine, claim.owner, rows_due, due=due)
+            self._next_due = min(self._next_due, time.monotonic() + (due - utcnow()).total_seconds())
         failures = [result for result in results if result.failed is not None]
         for result in failures:
             FAILED.inc()
@@ -258,20 +253,21 @@ class Dispatcher:
         COALESCED.inc(len(done) - sum(result.signals for result in results))
         return len(done)
 
-    def _hold_back(self, plans: dict[str, list[Step]]) -> tuple[dict[str, list[OutboxRow]], float]:
+    def _hold_back(self, plans: dict[str, list[Step]]) -> dict[datetime, list[OutboxRow]]:
         """Take out of `plans` the browsing (activity wake-ups) not yet gathered: it goes back to the
         outbox, due when the activity window has passed since the first of those rows was written
         and since this dispatcher last woke the person's hub, and comes out as one signal then,
-        marked gathered (`_gathered`), which the hub routes without waiting again. A row is held
-        once: one that already waited (held before, or retried) goes now with whatever rides on it
-        — else a shopper who keeps browsing could be held back behind their own wake-ups for ever.
-        Returns them by person, and the seconds until the last of them is due."""
+        marked gathered (`_gathered`), which the hub routes without waiting again. Browsing that
+        arrives while a person's rows are held is due with them (`_gathering`), to the instant, so
+        one claim takes them all. A row is held once: one that already waited (held before, or
+        retried) goes now with whatever rides on it — else a shopper who keeps browsing could be
+        held back behind their own wake-ups for ever. Returns the held rows by when they are due."""
         now, wall = time.monotonic(), utcnow()
         self._woken = {person: at for person, at in self._woken.items() if now - at < self.window}
-        held: dict[str, list[OutboxRow]] = {}
-        hold_for = 0.0
+        self._gathering = {person: due for person, due in self._gathering.items() if due > wall}
+        held: dict[datetime, list[OutboxRow]] = defaultdict(list)
         if self.window <= 0:
-            return held, hold_for
+            return held
         for person, steps in plans.items():
             if any(step.signal is not None and step.signal.kind in STOPPING_KINDS for step in steps):
                 continue  # (an erased or absorbed person's last wake-ups are not put after the stop)
@@ -279,13 +275,18 @@ class Dispatcher:
             rows = [row for step in waiting for row in step.rows]
             if not rows or self._gathered(rows, wall):
                 continue
-            first = min(as_utc(row.created_at) for row in rows)
-            wait = max(self.window - (wall - first).total_seconds(), self._woken.get(person, -inf) + self.window - now)
-            if wait > 0:
-                held[person] = rows
-                plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
-                hold_for = max(hold_for, wait)
-        return held, hold_for
+            due = self._gathering.get(person)
+            if due is None:
+                first = min(as_utc(row.created_at) for row in rows)
+                wait = max(
+                    self.window - (wall - first).total_seconds(), self._woken.get(person, -inf) + self.window - now
+                )
+                if wait <= 0:
+                    continue
+                due = self._gathering[person] = wall + timedelta(seconds=wait)
+            held[due].extend(rows)
+            plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
+        return held
 
     def _gathered(self, rows: list[OutboxRow], wall: datetime) -> bool:
         """Whether these browsing rows have had their window: one waited in the outbox already (held

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Engine, delete, func, update
@@ -154,11 +154,11 @@ def release(
             )
 
 
-def hand_back(engine: Engine, owner: str, rows: list[OutboxRow], due_in: timedelta | None = None) -> None:
+def hand_back(engine: Engine, owner: str, rows: list[OutboxRow], due: datetime | None = None) -> None:
     """Return rows not tried in this pass, no attempt counted: due again at once (they came after a
-    failed row of the same person), or after `due_in` (held back to be coalesced with later ones)."""
+    failed row of the same person), or at `due` (held back to be gathered with later ones)."""
     if rows:
-        later = {"available_at": utcnow() + due_in} if due_in is not None else {}
+        later = {"available_at": due} if due is not None else {}
         with transaction(engine) as session:
             session.execute(
                 update(OutboxRow)
