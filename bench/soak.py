@@ -335,12 +335,13 @@ def cpu_of(deployment: Deployment) -> dict[str, float]:
 async def temporal_work(address: str) -> dict:
     """Workflow runs, completed workflow tasks and signals in the histories of every workflow on the
     server, and a breakdown by workflow type (what each kind of workflow costs the server)."""
-    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.enums.v1 import EventType, TaskQueueKind
     from temporalio.client import Client
 
     client = await Client.connect(address)  # event types only: no payload is decoded
     executions = [(e.id, e.run_id, e.workflow_type) async for e in client.list_workflows()]
     counts: dict = {"runs": len(executions), "workflow_tasks": 0, "signals": 0, "by_type": {}}
+    waits: dict[str, list[float]] = {"shared": [], "sticky": []}  # workflow task scheduled → picked up
     kinds = {
         EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED: "workflow_tasks",
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals",
@@ -359,7 +360,17 @@ async def temporal_work(address: str) -> dict:
         of_type = counts["by_type"].setdefault(workflow_type, {"runs": 0, "events": 0})
         of_type["runs"] += 1
         of_type["events"] += len(history.events)
+        scheduled = None
         for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED:
+                sticky = (
+                    event.workflow_task_scheduled_event_attributes.task_queue.kind
+                    == TaskQueueKind.TASK_QUEUE_KIND_STICKY
+                )
+                scheduled = (event.event_time.ToDatetime(), "sticky" if sticky else "shared")
+            elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED and scheduled is not None:
+                waits[scheduled[1]].append((event.event_time.ToDatetime() - scheduled[0]).total_seconds())
+                scheduled = None
             kind = kinds.get(event.event_type)
             if kind is not None:
                 of_type[kind] = of_type.get(kind, 0) + 1
@@ -367,6 +378,10 @@ async def temporal_work(address: str) -> dict:
                     counts[kind] += 1
 
     await asyncio.gather(*(count(*execution) for execution in executions))
+    counts["workflow_task_waits"] = {
+        queue: {"n": len(values), "p50_s": pct(values, 0.5), "p99_s": pct(values, 0.99)}
+        for queue, values in waits.items()
+    }
     return counts
 
 
@@ -512,6 +527,7 @@ def run_ingest(args) -> dict:
         "workflow_tasks_per_1000_events": 1000 * work["workflow_tasks"] / all_events,
         "signals_per_1000_events": 1000 * work["signals"] / all_events,
         "temporal_work_by_type": work["by_type"],
+        "workflow_task_waits": work["workflow_task_waits"],
     }
 
 
@@ -741,6 +757,14 @@ def main() -> int:
         f"Temporal work: {r['workflow_tasks_per_1000_events']:.0f} workflow tasks and "
         f"{r['signals_per_1000_events']:.0f} signals per 1 000 events ({r['workflow_runs']} workflow runs; "
         f"dev server store {r['temporal_store']}{'; ' + ', '.join(r['settings']) if r['settings'] else ''})"
+    )
+    print(
+        "workflow task scheduled → picked up: "
+        + "; ".join(
+            f"{queue} queue p50 {wait['p50_s'] * 1000:.0f} ms, p99 {wait['p99_s'] * 1000:.0f} ms ({wait['n']} tasks)"
+            for queue, wait in r["workflow_task_waits"].items()
+        )
+        + " (shared: a new hub's or journey's first task; sticky: a cached one woken)"
     )
     for workflow_type, work in sorted(r["temporal_work_by_type"].items(), key=lambda item: -item[1]["events"]):
         print(

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
     # around (a single track's p99 tripled, bench/track_load.py); admin and report routes keep the
     # default pool, so a slow report never holds up ingest.
     ingest_threads: int = Field(default=4, ge=1, le=64)
+    # Workflow-task polls a worker sends to the shared task queue (new hubs and journeys: every
+    # identify's first decision) for each one it sends to its own sticky queue (cached hubs woken by
+    # browsing, timers, signals). The SDK's 0.2 left identifies behind a backlog of browsing wake-ups
+    # at 600 events/s: p99 11 s against 0.9 s at 1.0 (bench/soak.py).
+    worker_nonsticky_poll_ratio: float = Field(default=1.0, gt=0, le=10)
     # A person's browsing wakes their hub at most once per this many seconds (0: every claim); the
     # default matches the policy's default `hub_debounce`, the hub's own gathering of browsing.
     dispatch_activity_window: float = Field(default=2.0, ge=0, le=60)

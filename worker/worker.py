@@ -57,6 +57,7 @@ def build_worker(
         activity_executor=ThreadPoolExecutor(max_workers=activity_threads),
         max_concurrent_activities=activity_threads,
         max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
+        nonsticky_to_sticky_poll_ratio=settings.worker_nonsticky_poll_ratio,
         # SIGTERM (a deploy) lets running sends finish instead of cancelling them mid-delivery.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace),
     )
