@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     # browsing, timers, signals). The SDK's 0.2 left identifies behind a backlog of browsing wake-ups
     # at 600 events/s: p99 11 s against 0.9 s at 1.0 (bench/soak.py).
     worker_nonsticky_poll_ratio: float = Field(default=1.0, gt=0, le=10)
+    # Seconds a cached workflow's task waits on its worker's sticky queue before Temporal hands it to
+    # any worker, which replays the whole history. The SDK's 10 s spilled a saturated worker's
+    # browsing wake-ups, replays and all, onto the shared queue in front of new identifies (PostgreSQL
+    # at 600 events/s: identify p99 12.9 s, at 30 s 1.6 s). The price: after a worker crash its
+    # cached hubs' next tasks wait this long (a graceful stop hands them over at once).
+    worker_sticky_timeout: float = Field(default=30.0, ge=1, le=600)
     # A person's browsing wakes their hub at most once per this many seconds (0: every claim); the
     # default matches the policy's default `hub_debounce`, the hub's own gathering of browsing.
     dispatch_activity_window: float = Field(default=2.0, ge=0, le=60)

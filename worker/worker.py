@@ -58,6 +58,7 @@ def build_worker(
         max_concurrent_activities=activity_threads,
         max_cached_workflows=settings.max_cached_workflows if max_cached_workflows is None else max_cached_workflows,
         nonsticky_to_sticky_poll_ratio=settings.worker_nonsticky_poll_ratio,
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.worker_sticky_timeout),
         # SIGTERM (a deploy) lets running sends finish instead of cancelling them mid-delivery.
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace),
     )
