@@ -276,13 +276,11 @@ class Dispatcher:
             if not rows or self._gathered(rows, wall):
                 continue
             due = self._gathering.get(person)
-            if due is None:
+            if due is None:  # not gathered: the first row is younger than the window, so this is ahead
                 first = min(as_utc(row.created_at) for row in rows)
                 wait = max(
                     self.window - (wall - first).total_seconds(), self._woken.get(person, -inf) + self.window - now
                 )
-                if wait <= 0:
-                    continue
                 due = self._gathering[person] = wall + timedelta(seconds=wait)
             held[due].extend(rows)
             plans[person] = [step for step in steps if not any(step is held_step for held_step in waiting)]
