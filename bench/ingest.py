@@ -13,7 +13,9 @@ here) the script:
 3. interleaved with those requests, writes the same rows (same columns, same JSON text, other
    messageIds) into the same `events` table with raw DBAPI `executemany`, one transaction per
    batch. Rows are prepared before the clock starts, so this is the database's ceiling, and the
-   ratio API/raw is the share of that ceiling the API reaches (target: ≥ 0.25 on SQLite);
+   ratio API/raw is the share of that ceiling the API reaches (target: ≥ 0.5 on both backends).
+   PostgreSQL is ANALYZEd after the warm-up batch, as autovacuum keeps a live shop's statistics
+   (SQLite gathers none unless asked, and Breadcrumb does not ask);
 4. times the identify (`POST /v1/identify`) that merges 0, 10, 1 000 and 10 000 stored anonymous
    events of one anonymousId, checks they were all merged, fits time = constant + slope × events,
    and times the bare DBAPI `UPDATE` of an equal raw history next to it (the database's share).
@@ -65,7 +67,7 @@ from store.migrate import upgrade  # noqa: E402
 from common import ApiProcess, fresh_database  # noqa: E402
 
 WRITE_KEY = "wk_bench"
-TARGET_RATIO = 0.25
+TARGET_RATIO = 0.5  # issue 16: on SQLite and on PostgreSQL
 MERGE_SIZES = (0, 10, 1000, 10000)
 REQUEST_LIMIT = 500 * 1024  # the API's documented limit per request (DESIGN section 3)
 RESULTS = REPO_ROOT / "bench" / "results" / "ingest.json"
@@ -574,8 +576,8 @@ class BackendResult:
             "api_events_per_s": round(self.api_eps),
             "raw_events_per_s": round(self.raw_eps),
             "ratio": round(self.ratio, 3),
-            "target_ratio": TARGET_RATIO if self.backend == "sqlite" else None,
-            "meets_target": self.ratio >= TARGET_RATIO if self.backend == "sqlite" else None,
+            "target_ratio": TARGET_RATIO,
+            "meets_target": self.ratio >= TARGET_RATIO,
             "api_request_ms": stats(self.api_request_ms),
             "raw_batch_ms": stats(self.raw_batch_ms),
             "merge": self.merge,
@@ -634,6 +636,9 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path, progress:
                 warm_body, warm_rows, warm_n = prepared.pop(0)
                 check(post(client, "/v1/batch", warm_body), warm_n)
                 raw.write(warm_rows)
+                if backend == "postgresql":  # a live one has statistics (autovacuum); SQLite gathers none by itself
+                    with engine.begin() as conn:
+                        conn.exec_driver_sql("ANALYZE")
 
                 task = progress.add_task(f"{backend}: API + raw batches", total=args.batches)
                 sampler = Sampler(api.proc.pid, workdir / f"profile-{backend}.txt") if args.profile else None
@@ -728,10 +733,7 @@ def report(results: list[BackendResult]) -> None:
         table.add_column(column, justify="right" if column not in ("backend", "verdict") else "left")
     for r in results:
         d = r.as_dict()
-        if r.backend == "sqlite":
-            verdict = "[green]PASS[/]" if r.ratio >= TARGET_RATIO else "[red]BELOW TARGET[/]"
-        else:
-            verdict = "no target"
+        verdict = "[green]PASS[/]" if r.ratio >= TARGET_RATIO else "[red]BELOW TARGET[/]"
         table.add_row(
             r.backend,
             f"{r.events:,}",
@@ -744,7 +746,7 @@ def report(results: list[BackendResult]) -> None:
         )
     console.print(table)
     console.print(
-        f"Target on SQLite: API/raw ≥ {TARGET_RATIO}. ms columns are medians; raw rows are prepared "
+        f"Target on both backends: API/raw ≥ {TARGET_RATIO}. ms columns are medians; raw rows are prepared "
         "before the clock starts, API bodies are serialised before it starts."
     )
 

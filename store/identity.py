@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import phonenumbers
-from sqlalchemy import CursorResult, delete, func, or_, text, tuple_, update
+from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, text, update
 from sqlmodel import Session, col, select
 
 from store import outbox, suppression
@@ -128,25 +128,52 @@ def _held(session: Session) -> set[str]:
     return session.info.setdefault("breadcrumb_locks", set())
 
 
+def events_reattributed(session: Session) -> bool:
+    """Whether this transaction gave stored events to another person (an identify's merge, a merge
+    of people): until it does, every event is still attributed as it was written."""
+    return session.info.get("breadcrumb_reattributed", False)
+
+
+def _reattributed(session: Session) -> None:
+    session.info["breadcrumb_reattributed"] = True
+
+
 def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
     """Take every advisory lock the transaction may wait for, as one sorted set, before it writes:
-    the identifiers it names and the people who own them now. Two transactions that wait only here,
-    in one global order, cannot deadlock; a person met later is only tried (`lock_person`).
-    SQLite needs nothing: its writers already run one at a time."""
+    the identifiers it names and the people who own them now — found and locked in one statement.
+    Two transactions that wait only here, in one global order, cannot deadlock; a person met later
+    is only tried (`lock_person`). SQLite needs nothing: its writers already run one at a time."""
     keys = {(kind, value) for kind, value in keys if value}
     if not is_postgresql(session) or not keys:
         return
-    people = session.exec(
-        select(col(Identifier.person_id))
-        .distinct()
-        .where(tuple_(col(Identifier.kind), col(Identifier.value)).in_(list(keys)))
-    ).all()
-    names = sorted({f"{kind}:{value}" for kind, value in keys} | {f"person:{p}" for p in people})
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k ORDER BY k"),
-        {"keys": names},
-    )
-    _held(session).update(names)
+    _held(session).update(session.execute(text(LOCK_IN_ORDER), _arrays(keys)).scalars())
+
+
+def _arrays(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(kind, value) pairs as the two parallel arrays `_NAMED` takes."""
+    pairs = list(keys)
+    return {"kinds": [kind for kind, _ in pairs], "values": [value for _, value in pairs]}
+
+
+# The identifiers rows named by (kind, value) pairs given as one parameter (whatever their number,
+# the same statement): two parallel arrays on PostgreSQL, one JSON array of pairs on SQLite.
+_NAMED = (
+    "identifiers AS i JOIN unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS n(kind, value) "
+    "ON i.kind = n.kind AND i.value = n.value"
+)
+_NAMED_SQLITE = (
+    "json_each(:pairs) AS n JOIN identifiers AS i "
+    "ON i.kind = json_extract(n.value, '$[0]') AND i.value = json_extract(n.value, '$[1]')"
+)
+
+# The identifiers' names and their owners' ("person:…"), each locked once, in name order: PostgreSQL
+# evaluates the volatile lock calls of the select list after the sort (a test reads the plan).
+LOCK_IN_ORDER = (
+    "SELECT k, pg_advisory_xact_lock(hashtextextended(k, 0)) FROM ("
+    "SELECT c.kind || ':' || c.value AS k FROM unnest(CAST(:kinds AS text[]), CAST(:values AS text[])) AS c(kind, value) "
+    f"UNION SELECT 'person:' || i.person_id FROM {_NAMED}"
+    ") AS wanted ORDER BY k"
+)
 
 
 def lock_person(session: Session, person_id: str) -> None:
@@ -182,22 +209,38 @@ def owner(session: Session, kind: str, value: str) -> str | None:
 
 
 def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
-    if not values:
+    found = owners_of(session, [(kind, value) for value in values])
+    return {value: person_id for (_, value), person_id in found.items()}
+
+
+def owners_of(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The people who own these identifiers now, in one statement: (kind, value) → person id."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
         return {}
-    rows = session.exec(
-        select(col(Identifier.value), col(Identifier.person_id)).where(
-            col(Identifier.kind) == kind, col(Identifier.value).in_(values)
+    if is_postgresql(session):
+        rows = session.execute(text(f"SELECT i.kind, i.value, i.person_id FROM {_NAMED}"), _arrays(keys))
+    else:
+        rows = session.execute(
+            text(f"SELECT i.kind, i.value, i.person_id FROM {_NAMED_SQLITE}"), {"pairs": orjson.dumps(keys).decode()}
         )
+    return {(kind, value): person_id for kind, value, person_id in rows}
+
+
+def attach_identifiers(session: Session, person_id: str, keys: Sequence[tuple[str, str]]) -> None:
+    """Give `person_id` these identifiers, in one statement."""
+    if not keys:
+        return
+    lock_person(session, person_id)
+    now = utcnow()
+    session.execute(
+        insert_ignoring_conflicts(session, table_of(Identifier)),
+        [{"person_id": person_id, "kind": kind, "value": value, "created_at": now} for kind, value in keys],
     )
-    return dict(rows.all())
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
-    lock_person(session, person_id)
-    stmt = insert_ignoring_conflicts(session, table_of(Identifier)).values(
-        person_id=person_id, kind=kind, value=value, created_at=utcnow()
-    )
-    session.execute(stmt)
+    attach_identifiers(session, person_id, [(kind, value)])
 
 
 def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]], trusted: bool) -> bool:
@@ -232,16 +275,20 @@ def _apply_traits(person: Person, claim: Claim) -> None:
     person.updated_at = utcnow()
 
 
-def new_person(session: Session, at: datetime) -> Person:
+def new_person(session: Session, at: datetime, claim: Claim | None = None) -> Person:
+    """A new person, written at once with `claim`'s traits: one INSERT, outside the ORM's unit of
+    work (whose flush, with a batch's other people in the session, cost more than the statement)."""
     now = utcnow()
     person = Person(id=str(uuid.uuid4()), created_at=now, identified_at=at, updated_at=now)
-    session.add(person)
-    session.flush()
+    if claim is not None:
+        _apply_traits(person, claim)
+    table = table_of(Person)
+    session.execute(table.insert(), {column.name: getattr(person, column.name) for column in table.columns})
     _held(session).add(f"person:{person.id}")  # nobody else can know a new id: nothing to wait for
     return person
 
 
-def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolution:
+def identify(session: Session, claim: Claim, merge_window: timedelta, *, own_event: bool = False) -> Resolution:
     """Resolve or create the person behind `claim` and merge the device's anonymous history into them.
 
     Strong identifiers (user_id, then email, then phone) win; a device alone identifies its first
@@ -249,32 +296,56 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
     A claim naming two known people (userId of one, email of the other) resolves to the first, gives
     them nothing of the other's, and is recorded as a conflict: merging is an explicit alias/merge.
     An untrusted claim adds no identifier to a person who is already known.
+    `own_event`: the claim's own stored event (`claim.message_id`) becomes the person's too, in the
+    same UPDATE that merges the history (it may have been stored as the device's earlier owner's).
+    A handful of statements, however many identifiers the claim names: one look-up of their owners,
+    one INSERT of the new ones, one UPDATE of events.
     The caller has taken the claim's keys with `lock_up_front`.
     """
     strong = claim.strong()
-    strong_owners = {kind: owner(session, kind, value) for kind, value in strong}
+    found = owners_of(session, claim.keys())
+    strong_owners = {kind: found.get((kind, value)) for kind, value in strong}
     known = list(dict.fromkeys(pid for pid in strong_owners.values() if pid))
     person_id = known[0] if known else None
-    device_owner = owner(session, "anonymous_id", claim.anonymous_id) if claim.anonymous_id else None
+    device_owner = found.get(("anonymous_id", claim.anonymous_id)) if claim.anonymous_id else None
     if person_id is None and device_owner and not _contradicts(session, device_owner, strong, claim.trusted):
         person_id = device_owner
-
     created = person_id is None
-    if person_id is None:
-        person = new_person(session, claim.at)
-    else:
-        lock_person(session, person_id)
-        found = session.get(Person, person_id)
-        assert found is not None, "an identifier's owner exists while its lock is held"
-        person = found
-    person_id = person.id
-    resolution = Resolution(person_id=person_id, created=created)
+
+    refused: list[str] = []
     if len(known) > 1:
-        resolution.conflict = True
-        resolution.refused.append(
+        refused.append(
             f"the identify names {len(known)} known people: nothing merged or copied between "
             "them, recorded at GET /admin/conflicts (merge with alias or merge_customers)"
         )
+    theirs = {kind for kind, pid in strong_owners.items() if pid is not None and pid == person_id}
+    new_keys: list[tuple[str, str]] = []
+    for kind, value in strong:
+        if strong_owners[kind] is not None:
+            continue
+        if len(known) > 1:
+            refused.append(f"{kind} not added: the identify names two known people (recorded as a conflict)")
+        elif not (created or claim.trusted):
+            refused.append(
+                f"{kind} not added to a known person: new identifiers of a known person come "
+                "only through a server key or a verified user_hash"
+            )
+        else:
+            new_keys.append((kind, value))
+            theirs.add(kind)
+    # Contact traits only for identifiers that are this person's: never someone else's email.
+    traits = {k: v for k, v in claim.traits.items() if k not in STRONG_KINDS or k in theirs}
+    if person_id is None:
+        person = new_person(session, claim.at, replace(claim, traits=traits))
+    else:
+        lock_person(session, person_id)
+        found_person = session.get(Person, person_id)
+        assert found_person is not None, "an identifier's owner exists while its lock is held"
+        person = found_person
+        _apply_traits(person, replace(claim, traits=traits))
+    person_id = person.id
+    resolution = Resolution(person_id=person_id, created=created, conflict=len(known) > 1, refused=refused)
+    if len(known) > 1:
         session.add(
             IdentityConflict(
                 kind="identifiers",
@@ -286,60 +357,38 @@ def identify(session: Session, claim: Claim, merge_window: timedelta) -> Resolut
                 identifiers={kind: pid for kind, pid in strong_owners.items() if pid},
             )
         )
-    theirs = {kind for kind, pid in strong_owners.items() if pid == person_id}
-    for kind, value in strong:
-        if strong_owners[kind] is not None:
-            continue
-        if len(known) > 1:
-            resolution.refused.append(f"{kind} not added: the identify names two known people (recorded as a conflict)")
-        elif not (created or claim.trusted):
-            resolution.refused.append(
-                f"{kind} not added to a known person: new identifiers of a known person come "
-                "only through a server key or a verified user_hash"
+    if claim.anonymous_id and device_owner is None:
+        new_keys.append(("anonymous_id", claim.anonymous_id))
+    attach_identifiers(session, person_id, new_keys)
+    if device_owner is not None and device_owner != person_id:
+        resolution.conflict = True
+        session.add(
+            IdentityConflict(
+                anonymous_id=claim.anonymous_id,
+                owner_person_id=device_owner,
+                claimant_person_id=person_id,
+                message_id=claim.message_id,
+                created_at=utcnow(),
             )
-        else:
-            attach_identifier(session, person_id, kind, value)
-            theirs.add(kind)
+        )
 
-    if claim.anonymous_id:
-        if device_owner is None:
-            attach_identifier(session, person_id, "anonymous_id", claim.anonymous_id)
-            resolution.attached_events += cast(
-                CursorResult[Any],
-                session.execute(
-                    update(Event)
-                    .where(
-                        col(Event.anonymous_id) == claim.anonymous_id,
-                        col(Event.person_id).is_(None),
-                        col(Event.timestamp) >= claim.at - merge_window,
-                    )
-                    .values(person_id=person_id)
-                ),
-            ).rowcount
-        elif device_owner != person_id:
-            resolution.conflict = True
-            session.add(
-                IdentityConflict(
-                    anonymous_id=claim.anonymous_id,
-                    owner_person_id=device_owner,
-                    claimant_person_id=person_id,
-                    message_id=claim.message_id,
-                    created_at=utcnow(),
-                )
-            )
-    if claim.user_id and "user_id" in theirs and strong_owners["user_id"] is None:
+    events: list[ColumnElement[bool]] = []
+    if claim.anonymous_id and device_owner is None:  # the device's anonymous history, inside the window
+        events.append(
+            (col(Event.anonymous_id) == claim.anonymous_id)
+            & col(Event.person_id).is_(None)
+            & (col(Event.timestamp) >= claim.at - merge_window)
+        )
+    if claim.user_id and ("user_id", claim.user_id) in new_keys:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
-        resolution.attached_events += cast(
-            CursorResult[Any],
-            session.execute(
-                update(Event)
-                .where(col(Event.user_id) == claim.user_id, col(Event.person_id).is_(None))
-                .values(person_id=person_id)
-            ),
+        events.append((col(Event.user_id) == claim.user_id) & col(Event.person_id).is_(None))
+    if own_event and claim.message_id:
+        events.append(col(Event.message_id) == claim.message_id)
+    if events:
+        resolution.attached_events = cast(
+            CursorResult[Any], session.execute(update(Event).where(or_(*events)).values(person_id=person_id))
         ).rowcount
-    # Contact traits only for identifiers that are this person's: never someone else's email.
-    traits = {k: v for k, v in claim.traits.items() if k not in STRONG_KINDS or k in theirs}
-    _apply_traits(person, replace(claim, traits=traits))
+        _reattributed(session)
     return resolution
 
 
@@ -392,6 +441,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
         return
     for table in PERSON_OWNED:
         session.execute(update(table).where(table.person_id == secondary_id).values(person_id=primary_id))
+    _reattributed(session)
     session.execute(
         update(IdentityConflict)
         .where(col(IdentityConflict.owner_person_id) == secondary_id)

@@ -7,14 +7,14 @@ events bulk-inserted, identify moments resolved in order, invalid input quaranti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, text, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Dialect, Engine, text, update
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
@@ -22,12 +22,13 @@ from journeys.attribution import order_revenue
 from journeys.links import LinkHosts
 from journeys.policy import Policy
 from store import message_ids, outbox, segments
-from store.db import insert_ignoring_conflicts, transaction
-from store.dialect import is_postgresql
+from store.db import transaction
+from store.dialect import among, is_postgresql
 from store.identity import (
     Claim,
     InvalidIdentifier,
     attach_identifier,
+    events_reattributed,
     find_person,
     identify,
     lock_person,
@@ -36,7 +37,7 @@ from store.identity import (
     normalise_email,
     normalise_phone,
     owner,
-    owners,
+    owners_of,
     retry_moved_locks,
     update_device_owner,
     valid_timezone,
@@ -353,10 +354,10 @@ def _ingest(
         quarantine(session, api, endpoint, list(rejected))
         if not batch:
             return result
-        by_device = owners(session, "anonymous_id", {m.anonymous_id for m in batch if m.anonymous_id})
+        named = owners_of(session, [(kind, getattr(m, kind)) for m in batch for kind in _NAMES if getattr(m, kind)])
+        by_device = {value: person for (kind, value), person in named.items() if kind == "anonymous_id"}
         known_people = {
-            kind: owners(session, kind, {getattr(m, kind) for m in batch if getattr(m, kind)})
-            for kind in ("user_id", "email")
+            kind: {value: person for (k, value), person in named.items() if k == kind} for kind in ("user_id", "email")
         }
         for known in {*by_device.values(), *known_people["user_id"].values(), *known_people["email"].values()}:
             lock_person(session, known)  # their events are written below
@@ -378,7 +379,7 @@ def _ingest(
                 result.warnings.append(_warning(m, problems, refused))
             if person_id:
                 result.people[m.message_id] = person_id
-        signals = _hub_signals(session, result, policy)
+        signals = _hub_signals(session, result, policy, {row["message_id"]: row["person_id"] for row in rows})
         if wake_hubs:  # a backfill wakes no hub: the copies among its events are marked all the same
             outbox.queue(session, signals)
             result.signals = len(signals)
@@ -389,11 +390,15 @@ def _ingest(
     return result
 
 
+_NAMES = ("anonymous_id", "user_id", "email")  # the identifiers a message's row is attributed by
+
+
 def _touched(session: Session, result: IngestResult) -> set[str]:
     """The people whose stored events (or identify) this call wrote."""
     owners = session.exec(
         select(col(Event.person_id)).where(
-            col(Event.message_id).in_([m.message_id for m in result.stored]), col(Event.person_id).is_not(None)
+            among(session, col(Event.message_id), [m.message_id for m in result.stored]),
+            col(Event.person_id).is_not(None),
         )
     ).all()
     return {p for p in owners if p is not None} | set(result.people.values())
@@ -406,11 +411,7 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     (`jsonb_populate_record` on the table's own row type, in the request's order): a multi-row
     VALUES of 500 × 16 parameters costs the driver more to build than the database to insert."""
     if not is_postgresql(session):
-        return set(
-            session.execute(
-                insert_ignoring_conflicts(session, table_of(Event)).returning(col(Event.message_id)), rows
-            ).scalars()
-        )
+        return _insert_events_sqlite(session, rows)
     columns = ", ".join(f'"{column}"' for column in rows[0])
     statement = text(
         f"WITH incoming AS (SELECT r.*, e.n FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
@@ -423,11 +424,42 @@ def _insert_events(session: Session, rows: list[dict]) -> set[str]:
     return set(session.execute(statement, {"rows": orjson.dumps(rows, default=str).decode()}).scalars())
 
 
-def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list[tuple[str, str, dict, str]]:
+def _insert_events_sqlite(session: Session, rows: list[dict]) -> set[str]:
+    """SQLite: the ids already held are read in one statement (this transaction is the only writer:
+    nobody adds one meanwhile), and the new rows go to the driver's `executemany`, bound by the
+    columns' own types: SQLAlchemy's per-row parameter handling cost more than the insert itself."""
+    held = set(
+        session.execute(
+            select(col(Event.message_id)).where(among(session, col(Event.message_id), [r["message_id"] for r in rows]))
+        ).scalars()
+    )
+    fresh = [row for row in rows if row["message_id"] not in held]
+    if fresh:
+        columns = tuple(fresh[0])
+        binds = _bind_processors(session.get_bind().dialect, columns)
+        session.connection().exec_driver_sql(
+            f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [tuple(bind(row[c]) if bind else row[c] for c, bind in zip(columns, binds, strict=True)) for row in fresh],
+        )
+    return {row["message_id"] for row in fresh}
+
+
+@cache
+def _bind_processors(dialect: Dialect, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+    """How SQLAlchemy turns each `events` column's Python value into the driver's (dates to text, JSON
+    to text through the engine's serializer), to hand rows to the driver unchanged otherwise."""
+    table = table_of(Event)
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+
+
+def _hub_signals(
+    session: Session, result: IngestResult, policy: Policy, written_as: dict[str, str | None]
+) -> list[tuple[str, str, dict, str]]:
     """The hub signals (outbox rows) this request means: identify moments, journey-relevant activity
     and purchases of known people — unless the event is the other copy (client vs server) of one
     already seen, which is marked as its duplicate here, or comes from a source the policy does not
-    trust for it."""
+    trust for it. `written_as`: each stored event's person as its row was written, still true
+    unless identity work in this request gave events to someone (then they are read back)."""
     signals = [
         ("identified", result.people[m.message_id], {"message_id": m.message_id}, f"identified:{m.message_id}")
         for m in result.stored
@@ -443,12 +475,17 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
     ]
     if not triggers:
         return signals
-    owners_now = dict(
-        session.exec(
-            select(Event.message_id, Event.person_id).where(
-                col(Event.message_id).in_([m.message_id for m in triggers]), col(Event.person_id).is_not(None)
-            )
-        ).all()
+    owners_now = (
+        dict(
+            session.exec(
+                select(Event.message_id, Event.person_id).where(
+                    among(session, col(Event.message_id), [m.message_id for m in triggers]),
+                    col(Event.person_id).is_not(None),
+                )
+            ).all()
+        )
+        if events_reattributed(session)
+        else written_as
     )
     just_identified = set(result.people.values())
     woken: set[str] = set()  # people whose hub this request already wakes for activity
@@ -477,12 +514,18 @@ def _hub_signals(session: Session, result: IngestResult, policy: Policy) -> list
     return signals
 
 
+_THIS_EVENT = table_of(Event).alias("this_event")  # built once: a fresh alias per call defeats the statement cache
+
+
+def _stored_id(m: Incoming):
+    """The id of `m`'s own row, as a subquery: what was stored before it has a smaller one."""
+    return select(_THIS_EVENT.c.id).where(_THIS_EVENT.c.message_id == m.message_id).scalar_subquery()
+
+
 def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -> bool:
     """The person's hub already heard of this order: an earlier purchase event of theirs names it
     (a resent order with a new message id, at any distance in time). Its signal was queued then, or
     it arrived before they were known and the identify that attached it woke the hub."""
-    this = aliased(Event)
-    stored_before = select(this.id).where(this.message_id == m.message_id).scalar_subquery()
     return (
         session.exec(
             select(Event.id)
@@ -490,7 +533,7 @@ def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -
                 Event.person_id == person_id,
                 Event.order_id == order_id,
                 col(Event.name).in_(taxonomy.PURCHASE_EVENTS),
-                Event.id < stored_before,
+                Event.id < _stored_id(m),
             )
             .limit(1)
         ).first()
@@ -505,13 +548,11 @@ def _copy_of(session: Session, m: Incoming, person_id: str, policy: Policy) -> s
     order_id, cart_id = _short_str(props.get("order_id")), _short_str(props.get("cart_id"))
     if not (order_id or cart_id):
         return None
-    this = aliased(Event)
-    stored_before = select(this.id).where(this.message_id == m.message_id).scalar_subquery()
     query = select(Event.message_id, Event.properties).where(
         Event.person_id == person_id,
         Event.name == m.name,
         Event.source != m.source,
-        Event.id < stored_before,
+        Event.id < _stored_id(m),
         Event.timestamp >= m.timestamp - policy.duplicate_window,
         Event.timestamp <= m.timestamp + policy.duplicate_window,
     )
@@ -544,10 +585,9 @@ def _resolve(
         update_device_owner(session, claim)
         return None, []
     if claim is not None:
-        resolution = identify(session, claim, policy.merge_window)
+        # The identify's own row may have been attached to the device's earlier owner: it is theirs now.
+        resolution = identify(session, claim, policy.merge_window, own_event=True)
         person_id = resolution.person_id
-        # The identify's own row may have been attached to the device's earlier owner.
-        session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(person_id=person_id))
         _remember(m, person_id, known_people)
         return person_id, resolution.refused
     if (m.user_id or m.email) and not _known_person(m, known_people):
@@ -562,7 +602,6 @@ def _resolve(
             trusted=m.trusted,
             message_id=m.message_id,
         )
-        person_id = identify(session, claim, policy.merge_window).person_id
-        session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(person_id=person_id))
+        person_id = identify(session, claim, policy.merge_window, own_event=True).person_id
         _remember(m, person_id, known_people)
     return None, []

@@ -8,7 +8,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, text
+
+from conftest import fresh_database
+from store.db import make_engine
+from store.identity import LOCK_IN_ORDER
+from store.migrate import upgrade
 
 
 @contextmanager
@@ -122,3 +127,62 @@ def test_known_people_and_identify_moments_queue_their_signals_in_one_insert(api
         "SELECT kind, count(*), count(DISTINCT person_id) FROM outbox WHERE id > :n GROUP BY kind", n=before
     )
     assert sorted(tuple(row) for row in queued) == [("activity", 10, 10), ("identified", 5, 5)], queued
+
+
+def test_identify_moments_cost_a_fixed_handful_of_statements_each(api, db, served):
+    """An identify moment is one look-up of its identifiers' owners, one INSERT of the person, one
+    of their new identifiers and one UPDATE of events (history, user id and its own row together),
+    however many identifiers it names; the request around it stays set-based."""
+    run = uuid.uuid4().hex[:8]
+    browsing = [
+        {"type": "track", "anonymousId": f"dev-{run}-{n}", "messageId": f"{run}-b-{n}", "event": "Product Viewed"}
+        for n in range(5)
+    ]
+    assert api.segment("batch", {"batch": browsing}).status_code == 200
+    moments = [
+        {
+            "type": "identify",
+            "anonymousId": f"dev-{run}-{n}",
+            "userId": f"user-{run}-{n}",
+            "messageId": f"{run}-id-{n}",
+            "traits": {"email": f"user-{run}-{n}@example.com", "phone": "+14155552671" if n == 0 else None},
+        }
+        for n in range(5)
+    ]
+    with statements(app_engine(served)) as seen:
+        response = api.segment("batch", {"batch": moments})
+    assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "5", response.text
+    listing = "\n".join(sql[:120] for sql, _ in seen)
+    assert len(starting(seen, "INSERT INTO people")) == 5, listing
+    assert len(starting(seen, "INSERT INTO identifiers")) == 5, listing  # user id, email (and phone) and device at once
+    merges = starting(seen, "UPDATE events")
+    assert [rows for _, rows in merges] == [2] * 5, listing  # the device's Product Viewed and the identify itself
+    assert len(inserting_events(seen)) == 1 and len(starting(seen, "INSERT INTO outbox")) == 1
+    assert len(seen) <= 4 * 5 + 8, listing
+    owned = db.rows("SELECT kind, count(*) FROM identifiers WHERE value LIKE :v GROUP BY kind", v=f"%{run}%")
+    assert sorted(tuple(row) for row in owned) == [("anonymous_id", 5), ("email", 5), ("user_id", 5)]
+    assert (
+        db.scalar("SELECT count(*) FROM events WHERE anonymous_id LIKE :d AND person_id IS NULL", d=f"dev-{run}-%") == 0
+    )
+
+
+def test_the_up_front_locks_are_taken_after_sorting_them(tmp_path):
+    """Deadlock freedom rests on every transaction taking its advisory locks in one global order: the
+    plan must evaluate `pg_advisory_xact_lock` above the Sort, not while the rows are produced.
+    (Advisory locks are PostgreSQL's; SQLite's writers take turns.)"""
+    with fresh_database("postgres", tmp_path, "breadcrumb_lock_order") as url:
+        engine = make_engine(url)
+        try:
+            upgrade(engine)
+            plan = _plan(engine)
+        finally:
+            engine.dispose()
+    locking = next(i for i, line in enumerate(plan) if "pg_advisory_xact_lock" in line)
+    sort = next(i for i, line in enumerate(plan) if "->  Sort" in line)
+    assert locking < sort, "\n".join(plan)  # the node that locks sits above the Sort that orders the names
+
+
+def _plan(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        named = {"kinds": ["email", "user_id"], "values": ["a@b.c", "42"]}
+        return [row[0] for row in conn.execute(text(f"EXPLAIN VERBOSE {LOCK_IN_ORDER}"), named)]
