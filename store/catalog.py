@@ -27,7 +27,7 @@ from journeys import taxonomy
 from journeys.taxonomy import product_key
 from journeys.policy import Policy
 from store.catalogue_triggers import watching
-from store.dialect import dialect_name, insert_for
+from store.dialect import dialect_name, insert_for, json_rows, json_rows_select
 from store.models import Product, iso, table_of, utcnow
 
 FEED_EVENTS = (taxonomy.PRODUCT_VIEWED, taxonomy.ADDED_TO_CART)
@@ -96,19 +96,22 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     if not rows:
         return 0
     now = utcnow()
-    # One statement over every row (executemany): compiled once and cached, where a multi-row VALUES
-    # list was compiled anew for every request — a quarter of the time of a 500-event batch.
+    # One statement of a fixed text, the rows as one JSON parameter (store.dialect.json_rows_select):
+    # a multi-row VALUES list was compiled anew for every request, an executemany bound every value.
+    fed = [{**row, "in_stock": True, "recent_orders": 0, "source": "event", "updated_at": now} for row in rows]
     session.execute(
-        _event_upsert(dialect_name(session)),
-        [{**row, "in_stock": True, "source": "event", "updated_at": now} for row in rows],
+        _event_upsert(dialect_name(session)), {"rows": json_rows(session.get_bind().dialect, table_of(Product), fed)}
     )
     return len(rows)
+
+
+EVENT_FED = (*("sku", "variant"), *DESCRIPTIVE, "last_seen_at", "in_stock", "recent_orders", "source", "updated_at")
 
 
 @cache
 def _event_upsert(dialect: str):
     table = table_of(Product)
-    stmt = insert_for(dialect)(table)
+    stmt = insert_for(dialect)(table).from_select(EVENT_FED, json_rows_select(dialect, table, EVENT_FED))
     new = stmt.excluded
     is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
 

@@ -4,9 +4,12 @@ so the store's few dialect-specific statements branch on the same answer."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, String, any_, bindparam, func, select
+import orjson
+from sqlalchemy import URL, Connection, Dialect, Engine, String, Table, TextClause, any_, bindparam, func, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -44,3 +47,38 @@ def among(bind: Bind, column: Any, values: Any) -> Any:
     # SQLite: the values as one JSON array parameter, for the same reason.
     listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
     return column.in_(select(listed.c.value))
+
+
+def json_rows_select(dialect: str, table: Table, columns: Sequence[str]) -> Any:
+    """A SELECT of `columns` over rows handed as one JSON array parameter, `:rows` (`json_rows`), in
+    their order: one statement of a fixed text however many rows, where a multi-row VALUES or an
+    `executemany` costs the driver and SQLAlchemy a bound parameter each. PostgreSQL reads each
+    element as the table's own row type; SQLite extracts the fields."""
+    if dialect == "postgresql":
+        fields = ", ".join(f'r."{c}"' for c in columns)
+        sql = (
+            f"SELECT {fields} FROM jsonb_array_elements(CAST(:rows AS jsonb)) WITH ORDINALITY AS e(doc, n), "
+            f"jsonb_populate_record(NULL::{table.name}, e.doc) AS r ORDER BY e.n"
+        )
+    else:  # WHERE true: SQLite's parser needs it between an INSERT's SELECT and ON CONFLICT
+        fields = ", ".join(f"json_extract(value, '$.{c}') AS \"{c}\"" for c in columns)
+        sql = f"SELECT {fields} FROM json_each(:rows) WHERE true ORDER BY key"
+    clause: TextClause = text(sql)
+    return clause.columns(*(table.c[c] for c in columns))
+
+
+def json_rows(dialect: Dialect, table: Table, rows: list[dict]) -> str:
+    """`rows` as the JSON text `json_rows_select` reads. On SQLite each value is first bound as
+    SQLAlchemy would (dates become its stored text); PostgreSQL reads dates and JSON as they are."""
+    if rows and dialect.name == "sqlite":
+        columns = tuple(rows[0])
+        binds = bind_processors(dialect, table, columns)
+        rows = [{c: bind(row[c]) if bind else row[c] for c, bind in zip(columns, binds, strict=True)} for row in rows]
+    return orjson.dumps(rows).decode()
+
+
+@cache
+def bind_processors(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
+    """How SQLAlchemy turns each column's Python value into the driver's (dates to text on SQLite,
+    JSON to text through the engine's serializer), for rows handed to the driver directly."""
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]

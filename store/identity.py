@@ -102,7 +102,7 @@ class Claim:
     def strong(self) -> list[tuple[str, str]]:
         return [(kind, value) for kind in STRONG_KINDS if (value := getattr(self, kind))]
 
-    def keys(self) -> list[tuple[str, str]]:
+    def identifiers(self) -> list[tuple[str, str]]:
         keys = self.strong()
         if self.anonymous_id:
             keys.append(("anonymous_id", self.anonymous_id))
@@ -288,7 +288,14 @@ def new_person(session: Session, at: datetime, claim: Claim | None = None) -> Pe
     return person
 
 
-def identify(session: Session, claim: Claim, merge_window: timedelta, *, own_event: bool = False) -> Resolution:
+def identify(
+    session: Session,
+    claim: Claim,
+    merge_window: timedelta,
+    *,
+    own_event: bool = False,
+    owned: dict[tuple[str, str], str | None] | None = None,
+) -> Resolution:
     """Resolve or create the person behind `claim` and merge the device's anonymous history into them.
 
     Strong identifiers (user_id, then email, then phone) win; a device alone identifies its first
@@ -298,12 +305,16 @@ def identify(session: Session, claim: Claim, merge_window: timedelta, *, own_eve
     An untrusted claim adds no identifier to a person who is already known.
     `own_event`: the claim's own stored event (`claim.message_id`) becomes the person's too, in the
     same UPDATE that merges the history (it may have been stored as the device's earlier owner's).
-    A handful of statements, however many identifiers the claim names: one look-up of their owners,
-    one INSERT of the new ones, one UPDATE of events.
+    `owned`: identifiers and their owners (None: nobody's) as this transaction knows them — a
+    request's, looked up at once for all its identify moments; what this one attaches is added.
+    A handful of statements, however many identifiers the claim names: one look-up of their owners
+    (none when `owned` holds them all), one INSERT of the new ones, one UPDATE of events.
     The caller has taken the claim's keys with `lock_up_front`.
     """
     strong = claim.strong()
-    found = owners_of(session, claim.keys())
+    keys = claim.identifiers()
+    known_now = owned is not None and all(key in owned for key in keys)
+    found = {key: owned[key] for key in keys} if owned is not None and known_now else owners_of(session, keys)
     strong_owners = {kind: found.get((kind, value)) for kind, value in strong}
     known = list(dict.fromkeys(pid for pid in strong_owners.values() if pid))
     person_id = known[0] if known else None
@@ -360,6 +371,8 @@ def identify(session: Session, claim: Claim, merge_window: timedelta, *, own_eve
     if claim.anonymous_id and device_owner is None:
         new_keys.append(("anonymous_id", claim.anonymous_id))
     attach_identifiers(session, person_id, new_keys)
+    if owned is not None:
+        owned.update(dict.fromkeys(new_keys, person_id))
     if device_owner is not None and device_owner != person_id:
         resolution.conflict = True
         session.add(

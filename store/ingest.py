@@ -231,7 +231,7 @@ def _lock_keys(messages: list[Incoming], claims: dict[str, Claim | None]) -> set
             keys.update([("user_id", m.previous_id), ("anonymous_id", m.previous_id)])
     for claim in claims.values():
         if claim is not None:
-            keys.update(claim.keys())
+            keys.update(claim.identifiers())
     return {(kind, value) for kind, value in keys if value}
 
 
@@ -354,7 +354,12 @@ def _ingest(
         quarantine(session, api, endpoint, list(rejected))
         if not batch:
             return result
-        named = owners_of(session, [(kind, getattr(m, kind)) for m in batch for kind in _NAMES if getattr(m, kind)])
+        # Every identifier the request names, with its owner or None: what identify moments look up
+        # (kept current as they attach identifiers; dropped after an alias, which moves them).
+        names = {(kind, getattr(m, kind)) for m in batch for kind in _NAMES if getattr(m, kind)}
+        names.update(key for claim, _ in claims.values() if claim is not None for key in claim.identifiers())
+        named = owners_of(session, names)
+        owned: dict[tuple[str, str], str | None] = {key: named.get(key) for key in names}
         by_device = {value: person for (kind, value), person in named.items() if kind == "anonymous_id"}
         known_people = {
             kind: {value: person for (k, value), person in named.items() if k == kind} for kind in ("user_id", "email")
@@ -373,7 +378,7 @@ def _ingest(
                 continue
             result.stored.append(m)
             claim, problems = claims[m.message_id]
-            person_id, refused = _resolve(session, m, claim, policy, known_people)
+            person_id, refused = _resolve(session, m, claim, policy, known_people, owned)
             refused = m.refused + (claim.refused if claim is not None else []) + refused
             if problems or refused:
                 result.warnings.append(_warning(m, problems, refused))
@@ -575,18 +580,24 @@ def _remember(m: Incoming, person_id: str, known_people: dict[str, dict[str, str
 
 
 def _resolve(
-    session: Session, m: Incoming, claim: Claim | None, policy: Policy, known_people: dict[str, dict[str, str]]
+    session: Session,
+    m: Incoming,
+    claim: Claim | None,
+    policy: Policy,
+    known_people: dict[str, dict[str, str]],
+    owned: dict[tuple[str, str], str | None],
 ) -> tuple[str | None, list[str]]:
     """Identity work a stored message implies; returns the person of an identify moment and what of
-    it was refused."""
+    it was refused. `owned`: the request's identifiers and their owners, for identify moments."""
     if m.type == "alias":
+        owned.clear()  # a merge moves identifiers: later moments look them up again
         return alias(session, m, policy.merge_window)
     if claim is not None and not claim.strong():
         update_device_owner(session, claim)
         return None, []
     if claim is not None:
         # The identify's own row may have been attached to the device's earlier owner: it is theirs now.
-        resolution = identify(session, claim, policy.merge_window, own_event=True)
+        resolution = identify(session, claim, policy.merge_window, own_event=True, owned=owned)
         person_id = resolution.person_id
         _remember(m, person_id, known_people)
         return person_id, resolution.refused
@@ -602,6 +613,6 @@ def _resolve(
             trusted=m.trusted,
             message_id=m.message_id,
         )
-        person_id = identify(session, claim, policy.merge_window, own_event=True).person_id
+        person_id = identify(session, claim, policy.merge_window, own_event=True, owned=owned).person_id
         _remember(m, person_id, known_people)
     return None, []
