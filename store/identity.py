@@ -208,11 +208,6 @@ def owner(session: Session, kind: str, value: str) -> str | None:
     ).first()
 
 
-def owners(session: Session, kind: str, values: set[str]) -> dict[str, str]:
-    found = owners_of(session, [(kind, value) for value in values])
-    return {value: person_id for (_, value), person_id in found.items()}
-
-
 def owners_of(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     """The people who own these identifiers now, in one statement: (kind, value) → person id."""
     keys = list(dict.fromkeys(keys))

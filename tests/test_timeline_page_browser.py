@@ -73,4 +73,9 @@ def test_the_timeline_page_shows_a_merged_shoppers_story_in_order(backend, tmp_p
             assert newest == lines(rows)[-6:]
             browser.click_and_wait_for_load("#older")
             older = lines(browser.evaluate(ROWS))
-            assert older == lines(rows)[-12:-6]
+            earlier = lines(rows)[:-6]
+            expected = earlier[-6:]
+            if len(earlier) > 6 and earlier[-7][0] == expected[0][0]:
+                # Never one instant split between pages (identifiers attached together share theirs).
+                expected = [line for line in expected if line[0] != expected[0][0]]
+            assert older == expected
