@@ -7,15 +7,16 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import phonenumbers
-from sqlalchemy import ColumnElement, CursorResult, delete, func, or_, text, update
+from sqlalchemy import ColumnElement, case, delete, func, or_, text, update
 from sqlmodel import Session, col, select
 
 from store import outbox, suppression
@@ -113,7 +114,6 @@ class Claim:
 class Resolution:
     person_id: str
     created: bool
-    attached_events: int = 0
     conflict: bool = False
     refused: list[str] = field(default_factory=list)  # identifiers of the claim not given to the person
 
@@ -136,6 +136,60 @@ def events_reattributed(session: Session) -> bool:
 
 def _reattributed(session: Session) -> None:
     session.info["breadcrumb_reattributed"] = True
+
+
+@dataclass
+class _Pending:
+    """Identity writes waiting to go out together (`identity_writes_together`)."""
+
+    people: dict[str, Person] = field(default_factory=dict)  # new people, by id
+    identifiers: list[dict] = field(default_factory=list)
+    own_events: list[tuple[str, str]] = field(default_factory=list)  # (message id, person): an identify's own row
+    histories: list[tuple[ColumnElement[bool], str]] = field(default_factory=list)  # unowned events, in order
+
+
+_PENDING = "breadcrumb_pending_identity"
+
+
+@contextmanager
+def identity_writes_together(session: Session) -> Iterator[None]:
+    """Inside, identify moments' writes wait and go out together when the block ends — one INSERT of
+    new people, one of identifiers, one UPDATE giving events to their people — or sooner, before
+    anything here reads identifiers, people or ownership (`_write_pending`). A request's moments
+    cost a few statements, not a few each."""
+    session.info[_PENDING] = _Pending()
+    try:
+        yield
+        _write_pending(session)
+    finally:
+        session.info.pop(_PENDING, None)
+
+
+def _pending(session: Session) -> _Pending | None:
+    return session.info.get(_PENDING)
+
+
+def _write_pending(session: Session) -> None:
+    """Send what waits. The events UPDATE keeps the order the moments happened in: an identify's own
+    row is its person's whatever came before; an unowned event goes to the first moment that
+    claimed it (later ones see it owned)."""
+    pending = _pending(session)
+    if pending is None:
+        return
+    session.info[_PENDING] = _Pending()  # what follows is sent once, whatever it reads next
+    if pending.people:
+        table = table_of(Person)
+        people = pending.people.values()
+        session.execute(table.insert(), [{c.name: getattr(person, c.name) for c in table.columns} for person in people])
+    if pending.identifiers:
+        session.execute(insert_ignoring_conflicts(session, table_of(Identifier)), pending.identifiers)
+    whens = [(col(Event.message_id) == message_id, person) for message_id, person in pending.own_events]
+    whens += pending.histories
+    if whens:
+        session.execute(
+            update(Event).where(or_(*(when for when, _ in whens))).values(person_id=case(*whens, else_=Event.person_id))
+        )
+        _reattributed(session)
 
 
 def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
@@ -203,6 +257,7 @@ def retry_moved_locks(work: Callable[[], T], attempts: int = 5) -> T:
 
 
 def owner(session: Session, kind: str, value: str) -> str | None:
+    _write_pending(session)
     return session.exec(
         select(col(Identifier.person_id)).where(col(Identifier.kind) == kind, col(Identifier.value) == value)
     ).first()
@@ -213,6 +268,7 @@ def owners_of(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
     keys = list(dict.fromkeys(keys))
     if not keys:
         return {}
+    _write_pending(session)
     if is_postgresql(session):
         rows = session.execute(text(f"SELECT i.kind, i.value, i.person_id FROM {_NAMED}"), _arrays(keys))
     else:
@@ -223,15 +279,17 @@ def owners_of(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
 
 
 def attach_identifiers(session: Session, person_id: str, keys: Sequence[tuple[str, str]]) -> None:
-    """Give `person_id` these identifiers, in one statement."""
+    """Give `person_id` these identifiers, in one statement (or with the pending writes)."""
     if not keys:
         return
     lock_person(session, person_id)
     now = utcnow()
-    session.execute(
-        insert_ignoring_conflicts(session, table_of(Identifier)),
-        [{"person_id": person_id, "kind": kind, "value": value, "created_at": now} for kind, value in keys],
-    )
+    rows = [{"person_id": person_id, "kind": kind, "value": value, "created_at": now} for kind, value in keys]
+    pending = _pending(session)
+    if pending is not None:
+        pending.identifiers.extend(rows)
+    else:
+        session.execute(insert_ignoring_conflicts(session, table_of(Identifier)), rows)
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
@@ -244,6 +302,7 @@ def _contradicts(session: Session, person_id: str, strong: list[tuple[str, str]]
     cannot add details to a known person, so any identifier it brings makes a person of its own."""
     if not trusted and strong:
         return True
+    _write_pending(session)
     kinds = {kind for kind, _ in strong}
     existing = session.exec(
         select(col(Identifier.kind), col(Identifier.value)).where(
@@ -271,14 +330,18 @@ def _apply_traits(person: Person, claim: Claim) -> None:
 
 
 def new_person(session: Session, at: datetime, claim: Claim | None = None) -> Person:
-    """A new person, written at once with `claim`'s traits: one INSERT, outside the ORM's unit of
-    work (whose flush, with a batch's other people in the session, cost more than the statement)."""
+    """A new person with `claim`'s traits: one INSERT (or one row of the pending writes), outside the
+    ORM's unit of work, whose flush with a batch's other people in the session cost more than it."""
     now = utcnow()
     person = Person(id=str(uuid.uuid4()), created_at=now, identified_at=at, updated_at=now)
     if claim is not None:
         _apply_traits(person, claim)
-    table = table_of(Person)
-    session.execute(table.insert(), {column.name: getattr(person, column.name) for column in table.columns})
+    pending = _pending(session)
+    if pending is not None:
+        pending.people[person.id] = person
+    else:
+        table = table_of(Person)
+        session.execute(table.insert(), {column.name: getattr(person, column.name) for column in table.columns})
     _held(session).add(f"person:{person.id}")  # nobody else can know a new id: nothing to wait for
     return person
 
@@ -345,7 +408,8 @@ def identify(
         person = new_person(session, claim.at, replace(claim, traits=traits))
     else:
         lock_person(session, person_id)
-        found_person = session.get(Person, person_id)
+        pending = _pending(session)
+        found_person = (pending.people.get(person_id) if pending else None) or session.get(Person, person_id)
         assert found_person is not None, "an identifier's owner exists while its lock is held"
         person = found_person
         _apply_traits(person, replace(claim, traits=traits))
@@ -380,22 +444,25 @@ def identify(
             )
         )
 
-    events: list[ColumnElement[bool]] = []
+    histories: list[ColumnElement[bool]] = []
     if claim.anonymous_id and device_owner is None:  # the device's anonymous history, inside the window
-        events.append(
+        histories.append(
             (col(Event.anonymous_id) == claim.anonymous_id)
             & col(Event.person_id).is_(None)
             & (col(Event.timestamp) >= claim.at - merge_window)
         )
     if claim.user_id and ("user_id", claim.user_id) in new_keys:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
-        events.append((col(Event.user_id) == claim.user_id) & col(Event.person_id).is_(None))
-    if own_event and claim.message_id:
-        events.append(col(Event.message_id) == claim.message_id)
-    if events:
-        resolution.attached_events = cast(
-            CursorResult[Any], session.execute(update(Event).where(or_(*events)).values(person_id=person_id))
-        ).rowcount
+        histories.append((col(Event.user_id) == claim.user_id) & col(Event.person_id).is_(None))
+    own = claim.message_id if own_event and claim.message_id else None
+    pending = _pending(session)
+    if pending is not None:
+        pending.histories.extend((history, person_id) for history in histories)
+        if own:
+            pending.own_events.append((own, person_id))
+    elif histories or own:
+        theirs_now = [*histories, col(Event.message_id) == own] if own else histories
+        session.execute(update(Event).where(or_(*theirs_now)).values(person_id=person_id))
         _reattributed(session)
     return resolution
 
@@ -403,6 +470,7 @@ def identify(
 def update_device_owner(session: Session, claim: Claim) -> str | None:
     """An identify that names nobody (only an anonymous id and traits) describes the device's owner,
     if it has one; returns them. The caller has taken the device's key with `lock_up_front`."""
+    _write_pending(session)
     person_id = owner(session, "anonymous_id", claim.anonymous_id) if claim.anonymous_id else None
     if person_id is None:
         return None
@@ -423,6 +491,7 @@ def find_person(
     phone: str | None = None,
     phone_region: str = "US",
 ) -> str | None:
+    _write_pending(session)
     if person_id:
         return person_id if session.get(Person, person_id) else None
     for kind, value in (("user_id", user_id), ("email", email), ("anonymous_id", anonymous_id), ("phone", phone)):
@@ -442,6 +511,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
     """Move everything of `secondary` onto `primary` (primary's traits win) and remove secondary."""
     if primary_id == secondary_id:
         return
+    _write_pending(session)
     lock_person(session, primary_id)
     lock_person(session, secondary_id)
     primary, secondary = session.get(Person, primary_id), session.get(Person, secondary_id)
@@ -481,6 +551,7 @@ def delete_person(session: Session, person_id: str) -> bool:
     that stayed anonymous (outside the merge window), quarantined input that names them, and queued
     hub signals — all but the `erased` signal that ends their workflows. An unsubscribed or
     suppressed person's email/phone stays on the suppression list, as a hash (store/suppression.py)."""
+    _write_pending(session)
     person = session.get(Person, person_id)
     if person is None:
         return False

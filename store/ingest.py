@@ -31,6 +31,7 @@ from store.identity import (
     events_reattributed,
     find_person,
     identify,
+    identity_writes_together,
     lock_person,
     lock_up_front,
     merge_people,
@@ -373,17 +374,18 @@ def _ingest(
         # ON CONFLICT DO NOTHING RETURNING: messages we already hold (a client's retry) come back missing.
         inserted = _insert_events(session, rows)
         result.duplicates += len(batch) - len(inserted)
-        for m in batch:
-            if m.message_id not in inserted:
-                continue
-            result.stored.append(m)
-            claim, problems = claims[m.message_id]
-            person_id, refused = _resolve(session, m, claim, policy, known_people, owned)
-            refused = m.refused + (claim.refused if claim is not None else []) + refused
-            if problems or refused:
-                result.warnings.append(_warning(m, problems, refused))
-            if person_id:
-                result.people[m.message_id] = person_id
+        with identity_writes_together(session):  # the moments' people, identifiers and merges: a few statements
+            for m in batch:
+                if m.message_id not in inserted:
+                    continue
+                result.stored.append(m)
+                claim, problems = claims[m.message_id]
+                person_id, refused = _resolve(session, m, claim, policy, known_people, owned)
+                refused = m.refused + (claim.refused if claim is not None else []) + refused
+                if problems or refused:
+                    result.warnings.append(_warning(m, problems, refused))
+                if person_id:
+                    result.people[m.message_id] = person_id
         signals = _hub_signals(session, result, policy, {row["message_id"]: row["person_id"] for row in rows})
         if wake_hubs:  # a backfill wakes no hub: the copies among its events are marked all the same
             outbox.queue(session, signals)

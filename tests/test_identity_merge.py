@@ -158,6 +158,31 @@ def test_identify_in_the_middle_of_a_batch_takes_the_whole_device(api, db):
     assert [e["message_id"] for e in person["events"]] == ids
 
 
+def test_moments_of_one_request_take_events_in_the_order_they_happened(api, db):
+    """A request's identify moments write together (one UPDATE), yet each event ends where the moments
+    one after another would put it: the device's history goes to the first moment that claims it,
+    and each moment's own row is its person's, even where an earlier moment took the device (a
+    second person on a shared device: her identify was stored unowned, like the history)."""
+    run = uuid.uuid4().hex[:8]
+    shared, viewed, mine, hers = f"shared-{run}", mid(), mid(), mid()
+    batch = [
+        {"type": "track", "anonymousId": shared, "event": "Product Viewed", "messageId": viewed},
+        {"type": "identify", "anonymousId": shared, "traits": {"email": f"first-{run}@example.com"}, "messageId": mine},
+        {
+            "type": "identify",
+            "anonymousId": shared,
+            "traits": {"email": f"second-{run}@example.com"},
+            "messageId": hers,
+        },
+    ]
+    assert api.segment("batch", {"batch": batch}).status_code == 200
+    first = api.person(email=f"first-{run}@example.com")["person_id"]
+    second = api.person(email=f"second-{run}@example.com")["person_id"]
+    assert first != second
+    assert [person_of(db, m) for m in (viewed, mine, hers)] == [first, first, second]
+    assert db.scalar("SELECT count(*) FROM identity_conflicts WHERE anonymous_id = :d", d=shared) == 1
+
+
 def test_merge_window(api, db):
     old, recent = mid(), mid()
     send(

@@ -129,10 +129,10 @@ def test_known_people_and_identify_moments_queue_their_signals_in_one_insert(api
     assert sorted(tuple(row) for row in queued) == [("activity", 10, 10), ("identified", 5, 5)], queued
 
 
-def test_identify_moments_cost_a_fixed_handful_of_statements_each(api, db, served):
-    """An identify moment is one look-up of its identifiers' owners, one INSERT of the person, one
-    of their new identifiers and one UPDATE of events (history, user id and its own row together),
-    however many identifiers it names; the request around it stays set-based."""
+def test_a_requests_identify_moments_are_one_statement_per_kind(api, db, served):
+    """However many identify moments a request carries, their people are one INSERT, their new
+    identifiers another, and the events they take over (each device's history, new user ids' events,
+    each moment's own row) one UPDATE; their identifiers' owners were read with the request's."""
     run = uuid.uuid4().hex[:8]
     browsing = [
         {"type": "track", "anonymousId": f"dev-{run}-{n}", "messageId": f"{run}-b-{n}", "event": "Product Viewed"}
@@ -153,17 +153,27 @@ def test_identify_moments_cost_a_fixed_handful_of_statements_each(api, db, serve
         response = api.segment("batch", {"batch": moments})
     assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "5", response.text
     listing = "\n".join(sql[:120] for sql, _ in seen)
-    assert len(starting(seen, "INSERT INTO people")) == 5, listing
-    assert len(starting(seen, "INSERT INTO identifiers")) == 5, listing  # user id, email (and phone) and device at once
-    merges = starting(seen, "UPDATE events")
-    assert [rows for _, rows in merges] == [2] * 5, listing  # the device's Product Viewed and the identify itself
+    assert [rows for _, rows in starting(seen, "INSERT INTO people")] == [5], listing
+    assert [rows for _, rows in starting(seen, "INSERT INTO identifiers")] == [16], (
+        listing
+    )  # 5 × (user, email, device) + a phone
+    assert [rows for _, rows in starting(seen, "UPDATE events")] == [10], (
+        listing
+    )  # each device's view and each identify
+    assert len(starting(seen, "SELECT i.kind")) == 1, listing  # the request's identifiers and their owners
     assert len(inserting_events(seen)) == 1 and len(starting(seen, "INSERT INTO outbox")) == 1
-    assert len(seen) <= 4 * 5 + 8, listing
-    owned = db.rows("SELECT kind, count(*) FROM identifiers WHERE value LIKE :v GROUP BY kind", v=f"%{run}%")
-    assert sorted(tuple(row) for row in owned) == [("anonymous_id", 5), ("email", 5), ("user_id", 5)]
-    assert (
-        db.scalar("SELECT count(*) FROM events WHERE anonymous_id LIKE :d AND person_id IS NULL", d=f"dev-{run}-%") == 0
+    assert len(seen) <= 12, listing
+    owned = db.rows(
+        "SELECT kind, count(DISTINCT person_id) FROM identifiers WHERE value LIKE :v GROUP BY kind", v=f"%{run}%"
     )
+    assert sorted(tuple(row) for row in owned) == [("anonymous_id", 5), ("email", 5), ("user_id", 5)]
+    for n in range(5):  # each device's history went to the person of its own identify
+        people = db.rows(
+            "SELECT DISTINCT e.person_id, i.value FROM events e JOIN identifiers i ON i.person_id = e.person_id "
+            "AND i.kind = 'user_id' WHERE e.anonymous_id = :d",
+            d=f"dev-{run}-{n}",
+        )
+        assert [tuple(row)[1] for row in people] == [f"user-{run}-{n}"], people
 
 
 def test_the_up_front_locks_are_taken_after_sorting_them(tmp_path):
