@@ -149,6 +149,7 @@ class _Pending:
 
 
 _PENDING = "breadcrumb_pending_identity"
+_EVENTS = table_of(Event)  # Core updates: the ORM would fetch the rows' ids to synchronise a session that holds none
 
 
 @contextmanager
@@ -187,7 +188,9 @@ def _write_pending(session: Session) -> None:
     whens += pending.histories
     if whens:
         session.execute(
-            update(Event).where(or_(*(when for when, _ in whens))).values(person_id=case(*whens, else_=Event.person_id))
+            update(_EVENTS)
+            .where(or_(*(when for when, _ in whens)))
+            .values(person_id=case(*whens, else_=_EVENTS.c.person_id))
         )
         _reattributed(session)
 
@@ -462,7 +465,7 @@ def identify(
             pending.own_events.append((own, person_id))
     elif histories or own:
         theirs_now = [*histories, col(Event.message_id) == own] if own else histories
-        session.execute(update(Event).where(or_(*theirs_now)).values(person_id=person_id))
+        session.execute(update(_EVENTS).where(or_(*theirs_now)).values(person_id=person_id))
         _reattributed(session)
     return resolution
 

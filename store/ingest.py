@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Dialect, Engine, text, update
+from sqlalchemy import Dialect, Engine, case, or_, text, update
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
@@ -44,7 +44,7 @@ from store.identity import (
     valid_timezone,
 )
 from store.catalog import upsert_from_events
-from store.models import Event, Rejected, table_of, utcnow
+from store.models import Event, Rejected, as_utc, table_of, utcnow
 
 PAYLOAD_KEEP = 64 * 1024  # quarantined payloads are kept up to this many characters
 FLAGGED_LINK_KEEP = 512  # a refused link is kept in the event's flags up to this many characters
@@ -495,14 +495,20 @@ def _hub_signals(
         else written_as
     )
     just_identified = set(result.people.values())
+    waking = [
+        (m, person_id)
+        for m in triggers
+        if (person_id := owners_now.get(m.message_id)) is not None
+        # an unknown shopper wakes nobody; an identify in this request already wakes the hub
+        and not (person_id in just_identified and m.name in taxonomy.ACTIVITY_EVENTS)
+    ]
+    related = _sharing_a_cart_or_order(session, waking)
+    copies: dict[str, str] = {}  # message id → the other copy's
     woken: set[str] = set()  # people whose hub this request already wakes for activity
-    for m in triggers:
-        person_id = owners_now.get(m.message_id)
-        if person_id is None or (person_id in just_identified and m.name in taxonomy.ACTIVITY_EVENTS):
-            continue  # unknown shopper, or the identify in this request already wakes the hub
-        original = _copy_of(session, m, person_id, policy)
+    for m, person_id in waking:
+        original = _copy_of(m, person_id, policy, related)
         if original:
-            session.execute(update(Event).where(col(Event.message_id) == m.message_id).values(duplicate_of=original))
+            copies[m.message_id] = original
             continue
         kind = "purchased" if m.name in taxonomy.PURCHASE_EVENTS else "activity"
         if kind == "activity":
@@ -513,60 +519,85 @@ def _hub_signals(
         dedupe_key = f"{kind}:{m.message_id}"
         if kind == "purchased":
             order_id = _short_str(m.properties.get("order_id"))
-            if order_id and _order_known(session, m, person_id, order_id):
+            if order_id and _order_known(m, person_id, order_id, related):
                 continue
             payload.update(order_id=order_id, revenue=order_revenue(m.properties))
             dedupe_key = f"purchased:{person_id}:{order_id}" if order_id else dedupe_key  # concurrent repeats: once
         signals.append((kind, person_id, payload, dedupe_key))
+    if copies:  # one UPDATE marks them all
+        session.execute(
+            update(table_of(Event))  # Core: nothing of the ORM session to synchronise
+            .where(among(session, col(Event.message_id), copies))
+            .values(duplicate_of=case(copies, value=col(Event.message_id)))
+        )
     return signals
 
 
-_THIS_EVENT = table_of(Event).alias("this_event")  # built once: a fresh alias per call defeats the statement cache
-
-
-def _stored_id(m: Incoming):
-    """The id of `m`'s own row, as a subquery: what was stored before it has a smaller one."""
-    return select(_THIS_EVENT.c.id).where(_THIS_EVENT.c.message_id == m.message_id).scalar_subquery()
-
-
-def _order_known(session: Session, m: Incoming, person_id: str, order_id: str) -> bool:
-    """The person's hub already heard of this order: an earlier purchase event of theirs names it
-    (a resent order with a new message id, at any distance in time). Its signal was queued then, or
-    it arrived before they were known and the identify that attached it woke the hub."""
-    return (
-        session.exec(
-            select(Event.id)
-            .where(
-                Event.person_id == person_id,
-                Event.order_id == order_id,
-                col(Event.name).in_(taxonomy.PURCHASE_EVENTS),
-                Event.id < _stored_id(m),
-            )
-            .limit(1)
-        ).first()
-        is not None
+def _sharing_a_cart_or_order(session: Session, wanted: list[tuple[Incoming, str]]) -> list[Any]:
+    """The stored events of these people that share a cart or an order with the request's own (theirs
+    included), oldest first: one look-up for every copy and known-order check of the request."""
+    people = {person_id for _, person_id in wanted}
+    orders = {order for m, _ in wanted if (order := _short_str(m.properties.get("order_id")))}
+    carts = {cart for m, _ in wanted if (cart := _short_str(m.properties.get("cart_id")))}
+    sharing = [among(session, col(Event.order_id), orders)] if orders else []
+    sharing += [among(session, col(Event.cart_id), carts)] if carts else []
+    if not sharing:
+        return []
+    events = table_of(Event)
+    wanted_columns = (
+        "id",
+        "message_id",
+        "person_id",
+        "name",
+        "source",
+        "timestamp",
+        "order_id",
+        "cart_id",
+        "properties",
+    )
+    return list(
+        session.execute(
+            events.select()
+            .with_only_columns(*(events.c[name] for name in wanted_columns))
+            .where(among(session, events.c.person_id, people), or_(*sharing))
+            .order_by(events.c.id)
+        ).all()
     )
 
 
-def _copy_of(session: Session, m: Incoming, person_id: str, policy: Policy) -> str | None:
+def _stored_before(m: Incoming, person_id: str, related: list[Any]) -> list[Any]:
+    """The person's related events stored before `m` (a smaller id than its own row's)."""
+    own = next((row.id for row in related if row.message_id == m.message_id), None)
+    return [row for row in related if own is not None and row.id < own and row.person_id == person_id]
+
+
+def _order_known(m: Incoming, person_id: str, order_id: str, related: list[Any]) -> bool:
+    """The person's hub already heard of this order: an earlier purchase event of theirs names it
+    (a resent order with a new message id, at any distance in time). Its signal was queued then, or
+    it arrived before they were known and the identify that attached it woke the hub."""
+    return any(
+        row.order_id == order_id and row.name in taxonomy.PURCHASE_EVENTS
+        for row in _stored_before(m, person_id, related)
+    )
+
+
+def _copy_of(m: Incoming, person_id: str, policy: Policy, related: list[Any]) -> str | None:
     """The message id of the other copy of this cart/order event (sent by the storefront and by the
-    shop's server) inside the duplicate window, if there is one."""
+    shop's server) inside the duplicate window, if there is one (the first stored)."""
     props = m.properties
     order_id, cart_id = _short_str(props.get("order_id")), _short_str(props.get("cart_id"))
     if not (order_id or cart_id):
         return None
-    query = select(Event.message_id, Event.properties).where(
-        Event.person_id == person_id,
-        Event.name == m.name,
-        Event.source != m.source,
-        Event.id < _stored_id(m),
-        Event.timestamp >= m.timestamp - policy.duplicate_window,
-        Event.timestamp <= m.timestamp + policy.duplicate_window,
-    )
-    query = query.where(Event.order_id == order_id) if order_id else query.where(Event.cart_id == cart_id)
-    for message_id, other in session.exec(query).all():
-        if order_id or all(other.get(k) == props.get(k) for k in ("sku", "variant", "quantity")):
-            return message_id
+    for row in _stored_before(m, person_id, related):
+        if row.name != m.name or row.source == m.source:
+            continue
+        if abs(as_utc(row.timestamp) - m.timestamp) > policy.duplicate_window:
+            continue
+        if order_id and row.order_id == order_id:
+            return row.message_id
+        same_line = all(row.properties.get(k) == props.get(k) for k in ("sku", "variant", "quantity"))
+        if not order_id and row.cart_id == cart_id and same_line:
+            return row.message_id
     return None
 
 

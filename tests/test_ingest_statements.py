@@ -196,3 +196,46 @@ def _plan(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         named = {"kinds": ["email", "user_id"], "values": ["a@b.c", "42"]}
         return [row[0] for row in conn.execute(text(f"EXPLAIN VERBOSE {LOCK_IN_ORDER}"), named)]
+
+
+def test_copies_and_resent_orders_are_found_with_one_look_up(api, db, served):
+    """The storefront's and the server's copies of known people's cart events, and an order sent
+    twice, are found by one look-up for the whole request and marked by one UPDATE: each person's
+    hub is woken once, the order's purchase signalled once."""
+    run = uuid.uuid4().hex[:8]
+    users = [f"carts-{run}-{n}" for n in range(10)]
+    for user in users:
+        assert api.segment("identify", {"userId": user, "traits": {"email": f"{user}@example.com"}}).status_code == 200
+    before = db.scalar("SELECT coalesce(max(id), 0) FROM outbox")
+
+    def cart(user: str, source: str) -> dict:
+        line = {"cart_id": f"cart-{user}", "sku": "SKU-1", "variant": "M", "quantity": 1}
+        return {
+            "type": "track",
+            "userId": user,
+            "messageId": f"{user}-{source}",
+            "event": "Added to Cart",
+            "properties": line,
+            "context": {"source": source},
+        }
+
+    order = {"type": "track", "userId": users[0], "event": "Order Completed", "properties": {"order_id": f"o-{run}"}}
+    batch = [cart(user, source) for user in users for source in ("client", "server")]
+    batch += [{**order, "messageId": f"{run}-order-{n}"} for n in range(2)]
+    with statements(app_engine(served)) as seen:
+        response = api.server("batch", {"batch": batch})
+    assert response.status_code == 200 and response.headers["X-Breadcrumb-Stored"] == "22", response.text
+    listing = "\n".join(sql[:120] for sql, _ in seen)
+    look_ups = [sql for sql, _ in seen if sql.startswith("SELECT events.id") and "cart_id" in sql]
+    assert len(look_ups) == 1, listing
+    assert [rows for _, rows in starting(seen, "UPDATE events SET duplicate_of")] == [10], listing
+    assert len(seen) <= 10, listing
+    copies = db.rows(
+        "SELECT message_id, duplicate_of FROM events WHERE duplicate_of IS NOT NULL AND message_id LIKE :r",
+        r=f"%{run}%",
+    )
+    assert sorted(tuple(row) for row in copies) == sorted((f"{user}-server", f"{user}-client") for user in users)
+    queued = db.rows(
+        "SELECT kind, count(*), count(DISTINCT person_id) FROM outbox WHERE id > :n GROUP BY kind", n=before
+    )
+    assert sorted(tuple(row) for row in queued) == [("activity", 10, 10), ("purchased", 1, 1)], queued
