@@ -27,7 +27,7 @@ from api.deps import (
 )
 from api.ratelimit import segment_refusal
 from api.schemas.common import EARLIEST, LATEST, InvalidMessage, body_schema, problem
-from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Batch, Group, Page, Track
+from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Alias, Batch, Group, Page, Track
 from journeys import taxonomy
 from store.identity import InvalidIdentifier, normalise_email
 from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
@@ -151,7 +151,7 @@ def parse_message(
         message_id=parsed.messageId or "",
         anonymous_id=parsed.anonymousId,
         user_id=parsed.userId,
-        previous_id=getattr(parsed, "previousId", None),
+        previous_id=parsed.previousId if isinstance(parsed, Alias) else None,
         properties=properties,
         context=context,
         timestamp=corrected_timestamp(parsed.timestamp, parsed.sentAt, received_at),
