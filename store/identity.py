@@ -7,7 +7,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -170,22 +170,39 @@ def _pending(session: Session) -> _Pending | None:
     return session.info.get(_PENDING)
 
 
-def _write_pending(session: Session) -> None:
-    """Send what waits. The events UPDATE keeps the order the moments happened in: an identify's own
-    row is its person's whatever came before; an unowned event goes to the first moment that
-    claimed it (later ones see it owned)."""
+@contextmanager
+def _writes(session: Session) -> Iterator[_Pending]:
+    """Where an identity write goes: the waiting writes inside `identity_writes_together`, else a
+    batch of its own, sent as the block ends."""
     pending = _pending(session)
-    if pending is None:
+    if pending is not None:
+        yield pending
         return
-    session.info[_PENDING] = _Pending()  # what follows is sent once, whatever it reads next
-    if pending.people:
+    alone = _Pending()
+    yield alone
+    _send(session, alone)
+
+
+def _write_pending(session: Session) -> None:
+    """Send what waits (inside `identity_writes_together`; outside, nothing waits)."""
+    pending = _pending(session)
+    if pending is not None:
+        session.info[_PENDING] = _Pending()  # what follows is sent once, whatever it reads next
+        _send(session, pending)
+
+
+def _send(session: Session, writes: _Pending) -> None:
+    """One INSERT of the people, one of the identifiers, one UPDATE of events. The UPDATE keeps the
+    order the moments happened in: an identify's own row is its person's whatever came before; an
+    unowned event goes to the first moment that claimed it (later ones see it owned)."""
+    if writes.people:
         table = table_of(Person)
-        people = pending.people.values()
+        people = writes.people.values()
         session.execute(table.insert(), [{c.name: getattr(person, c.name) for c in table.columns} for person in people])
-    if pending.identifiers:
-        session.execute(insert_ignoring_conflicts(session, table_of(Identifier)), pending.identifiers)
-    whens = [(col(Event.message_id) == message_id, person) for message_id, person in pending.own_events]
-    whens += pending.histories
+    if writes.identifiers:
+        session.execute(insert_ignoring_conflicts(session, table_of(Identifier)), writes.identifiers)
+    whens = [(col(Event.message_id) == message_id, person) for message_id, person in writes.own_events]
+    whens += writes.histories
     if whens:
         session.execute(
             update(_EVENTS)
@@ -282,17 +299,15 @@ def owners_of(session: Session, keys: Iterable[tuple[str, str]]) -> dict[tuple[s
 
 
 def attach_identifiers(session: Session, person_id: str, keys: Sequence[tuple[str, str]]) -> None:
-    """Give `person_id` these identifiers, in one statement (or with the pending writes)."""
+    """Give `person_id` these identifiers, in one statement (or with the waiting writes)."""
     if not keys:
         return
     lock_person(session, person_id)
     now = utcnow()
-    rows = [{"person_id": person_id, "kind": kind, "value": value, "created_at": now} for kind, value in keys]
-    pending = _pending(session)
-    if pending is not None:
-        pending.identifiers.extend(rows)
-    else:
-        session.execute(insert_ignoring_conflicts(session, table_of(Identifier)), rows)
+    with _writes(session) as writes:
+        writes.identifiers += [
+            {"person_id": person_id, "kind": kind, "value": value, "created_at": now} for kind, value in keys
+        ]
 
 
 def attach_identifier(session: Session, person_id: str, kind: str, value: str) -> None:
@@ -333,18 +348,14 @@ def _apply_traits(person: Person, claim: Claim) -> None:
 
 
 def new_person(session: Session, at: datetime, claim: Claim | None = None) -> Person:
-    """A new person with `claim`'s traits: one INSERT (or one row of the pending writes), outside the
+    """A new person with `claim`'s traits: one INSERT (or one row of the waiting writes), outside the
     ORM's unit of work, whose flush with a batch's other people in the session cost more than it."""
     now = utcnow()
     person = Person(id=str(uuid.uuid4()), created_at=now, identified_at=at, updated_at=now)
     if claim is not None:
         _apply_traits(person, claim)
-    pending = _pending(session)
-    if pending is not None:
-        pending.people[person.id] = person
-    else:
-        table = table_of(Person)
-        session.execute(table.insert(), {column.name: getattr(person, column.name) for column in table.columns})
+    with _writes(session) as writes:
+        writes.people[person.id] = person
     _held(session).add(f"person:{person.id}")  # nobody else can know a new id: nothing to wait for
     return person
 
@@ -374,8 +385,11 @@ def identify(
     """
     strong = claim.strong()
     keys = claim.identifiers()
-    known_now = owned is not None and all(key in owned for key in keys)
-    found = {key: owned[key] for key in keys} if owned is not None and known_now else owners_of(session, keys)
+    found: Mapping[tuple[str, str], str | None]
+    if owned is not None and all(key in owned for key in keys):
+        found = {key: owned[key] for key in keys}
+    else:
+        found = owners_of(session, keys)
     strong_owners = {kind: found.get((kind, value)) for kind, value in strong}
     known = list(dict.fromkeys(pid for pid in strong_owners.values() if pid))
     person_id = known[0] if known else None
@@ -457,16 +471,10 @@ def identify(
     if claim.user_id and ("user_id", claim.user_id) in new_keys:
         # A known user id's events were attached as they arrived; only a new one has any waiting.
         histories.append((col(Event.user_id) == claim.user_id) & col(Event.person_id).is_(None))
-    own = claim.message_id if own_event and claim.message_id else None
-    pending = _pending(session)
-    if pending is not None:
-        pending.histories.extend((history, person_id) for history in histories)
-        if own:
-            pending.own_events.append((own, person_id))
-    elif histories or own:
-        theirs_now = [*histories, col(Event.message_id) == own] if own else histories
-        session.execute(update(_EVENTS).where(or_(*theirs_now)).values(person_id=person_id))
-        _reattributed(session)
+    with _writes(session) as writes:
+        writes.histories += [(history, person_id) for history in histories]
+        if own_event and claim.message_id:
+            writes.own_events.append((claim.message_id, person_id))
     return resolution
 
 
