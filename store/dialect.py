@@ -3,7 +3,6 @@ so the store's few dialect-specific statements branch on the same answer."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from functools import cache
 from typing import Any
@@ -45,7 +44,7 @@ def among(bind: Bind, column: Any, values: Any) -> Any:
     if is_postgresql(bind):
         return column == any_(bindparam(None, values, type_=ARRAY(String)))
     # SQLite: the values as one JSON array parameter, for the same reason.
-    listed = func.json_each(bindparam(None, json.dumps(values), type_=String)).table_valued("value")
+    listed = func.json_each(bindparam(None, orjson.dumps(values).decode(), type_=String)).table_valued("value")
     return column.in_(select(listed.c.value))
 
 

@@ -7,14 +7,13 @@ events bulk-inserted, identify moments resolved in order, invalid input quaranti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Dialect, Engine, case, or_, text, update
+from sqlalchemy import Engine, case, or_, text, update
 from sqlmodel import Session, col, select
 
 from journeys import taxonomy
@@ -23,7 +22,7 @@ from journeys.links import LinkHosts
 from journeys.policy import Policy
 from store import message_ids, outbox, segments
 from store.db import transaction
-from store.dialect import among, is_postgresql
+from store.dialect import among, bind_processors, is_postgresql
 from store.identity import (
     Claim,
     InvalidIdentifier,
@@ -443,20 +442,12 @@ def _insert_events_sqlite(session: Session, rows: list[dict]) -> set[str]:
     fresh = [row for row in rows if row["message_id"] not in held]
     if fresh:
         columns = tuple(fresh[0])
-        binds = _bind_processors(session.get_bind().dialect, columns)
+        binds = bind_processors(session.get_bind().dialect, table_of(Event), columns)
         session.connection().exec_driver_sql(
             f"INSERT INTO events ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
             [tuple(bind(row[c]) if bind else row[c] for c, bind in zip(columns, binds, strict=True)) for row in fresh],
         )
     return {row["message_id"] for row in fresh}
-
-
-@cache
-def _bind_processors(dialect: Dialect, columns: tuple[str, ...]) -> list[Callable[[Any], Any] | None]:
-    """How SQLAlchemy turns each `events` column's Python value into the driver's (dates to text, JSON
-    to text through the engine's serializer), to hand rows to the driver unchanged otherwise."""
-    table = table_of(Event)
-    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
 
 
 def _hub_signals(
@@ -533,16 +524,17 @@ def _hub_signals(
     return signals
 
 
-def _sharing_a_cart_or_order(session: Session, wanted: list[tuple[Incoming, str]]) -> list[Any]:
+def _sharing_a_cart_or_order(session: Session, wanted: list[tuple[Incoming, str]]) -> dict[str, list[Any]]:
     """The stored events of these people that share a cart or an order with the request's own (theirs
-    included), oldest first: one look-up for every copy and known-order check of the request."""
+    included), by person, oldest first: one look-up for every copy and known-order check of the
+    request."""
     people = {person_id for _, person_id in wanted}
     orders = {order for m, _ in wanted if (order := _short_str(m.properties.get("order_id")))}
     carts = {cart for m, _ in wanted if (cart := _short_str(m.properties.get("cart_id")))}
     sharing = [among(session, col(Event.order_id), orders)] if orders else []
     sharing += [among(session, col(Event.cart_id), carts)] if carts else []
     if not sharing:
-        return []
+        return {}
     events = table_of(Event)
     wanted_columns = (
         "id",
@@ -555,23 +547,25 @@ def _sharing_a_cart_or_order(session: Session, wanted: list[tuple[Incoming, str]
         "cart_id",
         "properties",
     )
-    return list(
-        session.execute(
-            events.select()
-            .with_only_columns(*(events.c[name] for name in wanted_columns))
-            .where(among(session, events.c.person_id, people), or_(*sharing))
-            .order_by(events.c.id)
-        ).all()
-    )
+    by_person: dict[str, list[Any]] = {}
+    for row in session.execute(
+        events.select()
+        .with_only_columns(*(events.c[name] for name in wanted_columns))
+        .where(among(session, events.c.person_id, people), or_(*sharing))
+        .order_by(events.c.id)
+    ):
+        by_person.setdefault(row.person_id, []).append(row)
+    return by_person
 
 
-def _stored_before(m: Incoming, person_id: str, related: list[Any]) -> list[Any]:
+def _stored_before(m: Incoming, person_id: str, related: dict[str, list[Any]]) -> list[Any]:
     """The person's related events stored before `m` (a smaller id than its own row's)."""
-    own = next((row.id for row in related if row.message_id == m.message_id), None)
-    return [row for row in related if own is not None and row.id < own and row.person_id == person_id]
+    theirs = related.get(person_id, [])
+    own = next((row.id for row in theirs if row.message_id == m.message_id), None)
+    return [row for row in theirs if own is not None and row.id < own]
 
 
-def _order_known(m: Incoming, person_id: str, order_id: str, related: list[Any]) -> bool:
+def _order_known(m: Incoming, person_id: str, order_id: str, related: dict[str, list[Any]]) -> bool:
     """The person's hub already heard of this order: an earlier purchase event of theirs names it
     (a resent order with a new message id, at any distance in time). Its signal was queued then, or
     it arrived before they were known and the identify that attached it woke the hub."""
@@ -581,7 +575,7 @@ def _order_known(m: Incoming, person_id: str, order_id: str, related: list[Any])
     )
 
 
-def _copy_of(m: Incoming, person_id: str, policy: Policy, related: list[Any]) -> str | None:
+def _copy_of(m: Incoming, person_id: str, policy: Policy, related: dict[str, list[Any]]) -> str | None:
     """The message id of the other copy of this cart/order event (sent by the storefront and by the
     shop's server) inside the duplicate window, if there is one (the first stored)."""
     props = m.properties
