@@ -25,15 +25,11 @@ def _json(value: object) -> str:
 def make_engine(database_url: str) -> Engine:
     url = make_url(database_url)
     if is_postgresql(url):
-        return create_engine(
-            url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_use_lifo=True, json_serializer=_json
-        )
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_serializer=_json)
 
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 60}, pool_use_lifo=True, json_serializer=_json
-    )
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60}, json_serializer=_json)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_connection, _record) -> None:
