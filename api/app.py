@@ -22,6 +22,7 @@ from api.deps import CustomerIOAuthError
 from api.ratelimit import FrontDoorLimits, RateLimited, limit_customerio
 from activities.channels import DeliveryConfigError
 from api.docs_pages import serve_api_docs
+from api.ingest_queue import IngestQueue
 from store.db import make_engine, reading
 from store.identity import LocksMoved
 from store.migrate import upgrade
@@ -121,6 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(engine)
         app.state.engine = engine
         app.state.ingest_limiter = anyio.CapacityLimiter(settings.ingest_threads)
+        app.state.ingest_queue = IngestQueue(
+            engine, settings, lambda work: anyio.to_thread.run_sync(work, limiter=app.state.ingest_limiter)
+        )
         stop = asyncio.Event()
         task = None
         if settings.dispatch:

@@ -29,7 +29,7 @@ from store.identity import (
     owner,
     retry_moved_locks,
 )
-from store.ingest import Guards, Incoming, Quarantined, ingest, quarantine
+from store.ingest import Incoming, Quarantined, quarantine
 from store.models import Person, utcnow
 from store.settings import Settings
 
@@ -100,16 +100,8 @@ async def _ingest(request: Request, settings: Settings, engine: Engine, build) -
     except InvalidMessage as exc:
         await in_ingest_pool(request, _quarantine, engine, request.url.path, str(exc), body)
         return cio_error(400, str(exc))
-    result = await in_ingest_pool(
-        request,
-        ingest,
-        engine,
-        [message],
-        settings.policy,
-        api="customerio",
-        endpoint=request.url.path,
-        phone_region=settings.default_phone_region,
-        guards=Guards.from_settings(settings),
+    result = await request.app.state.ingest_queue.ingest(
+        settings, [message], api="customerio", endpoint=request.url.path, rejected=[]
     )
     if result.signals:
         nudge_dispatcher(request)

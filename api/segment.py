@@ -11,16 +11,13 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sqlalchemy import Engine
 
 from api.body import MESSAGE_LIMIT, BadBody, dumps, payload_text, problem_in, read_json
 from api.deps import (
     BROWSER,
     SERVER,
     UNKNOWN_KEY,
-    get_engine,
     get_settings,
-    in_ingest_pool,
     nudge_dispatcher,
     segment_trust,
     write_key_trust,
@@ -30,7 +27,7 @@ from api.schemas.common import EARLIEST, LATEST, InvalidMessage, body_schema, pr
 from api.schemas.segment import CALLS, MESSAGE, SHORT_PATHS, Alias, Batch, Group, Page, Track
 from journeys import taxonomy
 from store.identity import InvalidIdentifier, normalise_email
-from store.ingest import Guards, Incoming, Quarantined, identify_claim, ingest
+from store.ingest import Incoming, Quarantined, identify_claim
 from store.models import utcnow
 from store.settings import Settings
 
@@ -170,9 +167,7 @@ def _error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"success": False, "error": message, **extra}, status_code=status)
 
 
-async def receive(
-    request: Request, call: str | None, settings: Settings, engine: Engine, trust: str | None
-) -> JSONResponse:
+async def receive(request: Request, call: str | None, settings: Settings, trust: str | None) -> JSONResponse:
     if trust == UNKNOWN_KEY:
         return _error(401, "unknown write key (send it as HTTP Basic user, or as writeKey in the body)")
     try:
@@ -240,17 +235,8 @@ async def receive(
     if errors and strict:
         return _error(400, f"{len(errors)} invalid message(s); strict mode stored nothing", errors=errors)
 
-    result = await in_ingest_pool(
-        request,
-        ingest,
-        engine,
-        valid,
-        settings.policy,
-        api="segment",
-        endpoint=request.url.path,
-        rejected=rejected,
-        phone_region=settings.default_phone_region,
-        guards=Guards.from_settings(settings),
+    result = await request.app.state.ingest_queue.ingest(
+        settings, valid, api="segment", endpoint=request.url.path, rejected=rejected
     )
     if too_large:  # quarantined (it is valid JSON the shop may want to see), and refused like any oversized request
         return _error(400, str(too_large))
@@ -276,10 +262,9 @@ def _route(call: str | None):
     async def endpoint(
         request: Request,
         settings: Settings = Depends(get_settings),
-        engine: Engine = Depends(get_engine),
         trust: str | None = Depends(segment_trust),
     ) -> JSONResponse:
-        return await receive(request, call, settings, engine, trust)
+        return await receive(request, call, settings, trust)
 
     endpoint.__name__ = f"segment_{call or 'batch'}"
     return endpoint
