@@ -91,7 +91,9 @@ def test_waiting_requests_are_stored_in_one_transaction_each_answered_with_its_s
     first_copies = sorted(
         (r.headers["X-Breadcrumb-Stored"], r.headers["X-Breadcrumb-Duplicates"]) for r in (responses[0], responses[6])
     )
-    assert first_copies == [("0", "1"), ("1", "0")], "one copy of the retried message is stored, the other is its duplicate"
+    assert first_copies == [("0", "1"), ("1", "0")], (
+        "one copy of the retried message is stored, the other is its duplicate"
+    )
     assert stored_events(database, [b["messageId"] for b in bodies]) == 6
 
 
