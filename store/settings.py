@@ -114,7 +114,8 @@ class Settings(BaseSettings):
     # Threads of an API process that store front-door calls (tracking, Customer.io, Shopify webhooks).
     # Few on purpose: 32 clients each on a thread of their own spent their time handing the GIL
     # around (a single track's p99 tripled, bench/track_load.py); admin and report routes keep the
-    # default pool, so a slow report never holds up ingest.
+    # default pool, so a slow report never holds up ingest. On PostgreSQL also how many groups of
+    # waiting tracking calls are stored at once (api/ingest_queue.py; SQLite: one, its one writer).
     ingest_threads: int = Field(default=4, ge=1, le=64)
     # Workflow-task polls a worker sends to the shared task queue (new hubs and journeys: every
     # identify's first decision) for each one it sends to its own sticky queue (cached hubs woken by
