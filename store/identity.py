@@ -128,14 +128,14 @@ def _held(session: Session) -> set[str]:
     return session.info.setdefault("breadcrumb_locks", set())
 
 
-def events_reattributed(session: Session) -> bool:
-    """Whether this transaction gave stored events to another person (an identify's merge, a merge
-    of people): until it does, every event is still attributed as it was written."""
-    return session.info.get("breadcrumb_reattributed", False)
+_MOVED = "breadcrumb_moved_events"
 
 
-def _reattributed(session: Session) -> None:
-    session.info["breadcrumb_reattributed"] = True
+def moved_events(session: Session) -> dict[str, str] | None:
+    """The stored events this transaction gave to someone, message id → person: identify moments'
+    merges say which (every other event is still attributed as it was written) — or None once a
+    merge of people moved whole histories, which it does not list."""
+    return session.info.get(_MOVED, {})
 
 
 @dataclass
@@ -204,12 +204,15 @@ def _send(session: Session, writes: _Pending) -> None:
     whens = [(col(Event.message_id) == message_id, person) for message_id, person in writes.own_events]
     whens += writes.histories
     if whens:
-        session.execute(
+        moved = session.execute(
             update(_EVENTS)
             .where(or_(*(when for when, _ in whens)))
             .values(person_id=case(*whens, else_=_EVENTS.c.person_id))
+            .returning(_EVENTS.c.message_id, _EVENTS.c.person_id)
         )
-        _reattributed(session)
+        listed = session.info.setdefault(_MOVED, {})
+        if listed is not None:
+            listed.update((message_id, person_id) for message_id, person_id in moved)
 
 
 def lock_up_front(session: Session, keys: Iterable[tuple[str, str]]) -> None:
@@ -530,7 +533,7 @@ def merge_people(session: Session, primary_id: str, secondary_id: str) -> None:
         return
     for table in PERSON_OWNED:
         session.execute(update(table).where(table.person_id == secondary_id).values(person_id=primary_id))
-    _reattributed(session)
+    session.info[_MOVED] = None  # whole histories moved, unlisted
     session.execute(
         update(IdentityConflict)
         .where(col(IdentityConflict.owner_person_id) == secondary_id)

@@ -27,7 +27,7 @@ from store.identity import (
     Claim,
     InvalidIdentifier,
     attach_identifier,
-    events_reattributed,
+    moved_events,
     find_person,
     identify,
     identity_writes_together,
@@ -456,8 +456,9 @@ def _hub_signals(
     """The hub signals (outbox rows) this request means: identify moments, journey-relevant activity
     and purchases of known people — unless the event is the other copy (client vs server) of one
     already seen, which is marked as its duplicate here, or comes from a source the policy does not
-    trust for it. `written_as`: each stored event's person as its row was written, still true
-    unless identity work in this request gave events to someone (then they are read back)."""
+    trust for it. `written_as`: each stored event's person as its row was written, but for the
+    events identify moments gave to someone (`moved_events`); after a merge of people, which does
+    not list what it moved, they are read back."""
     signals = [
         ("identified", result.people[m.message_id], {"message_id": m.message_id}, f"identified:{m.message_id}")
         for m in result.stored
@@ -473,6 +474,7 @@ def _hub_signals(
     ]
     if not triggers:
         return signals
+    moved = moved_events(session)
     owners_now = (
         dict(
             session.exec(
@@ -482,8 +484,8 @@ def _hub_signals(
                 )
             ).all()
         )
-        if events_reattributed(session)
-        else written_as
+        if moved is None
+        else {**written_as, **moved}
     )
     just_identified = set(result.people.values())
     waking = [

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -22,9 +23,9 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, Engine, delete, func, update
 from sqlmodel import Session, col, select
 
-from store.db import insert_ignoring_conflicts, reading, transaction
+from store.db import reading, transaction
 from journeys.wakeups import PRIORITY
-from store.dialect import is_postgresql
+from store.dialect import dialect_name, insert_for, is_postgresql, json_rows, json_rows_select
 from store.models import JourneyRun, OutboxRow, as_utc, table_of, utcnow
 
 LEASE = timedelta(seconds=60)
@@ -43,26 +44,39 @@ def signal(
 
 
 def queue(session: Session, signals: Sequence[tuple[str, str, dict | None, str | None]]) -> None:
-    """Queue (kind, person_id, payload, dedupe_key) hub signals in one multi-row INSERT, in order;
-    a repeated `dedupe_key` is queued once."""
+    """Queue (kind, person_id, payload, dedupe_key) hub signals in one INSERT, in order; a repeated
+    `dedupe_key` is queued once. The rows travel as one JSON parameter (`store.dialect.json_rows`):
+    the statement's text is the same for any number of signals."""
     if not signals:
         return
     now = utcnow()
+    rows = [
+        {
+            "kind": kind,
+            "person_id": person_id,
+            "payload": payload or {},
+            "dedupe_key": dedupe_key,
+            "created_at": now,
+            "available_at": now,
+            "attempts": 0,
+        }
+        for kind, person_id, payload, dedupe_key in signals
+    ]
     session.execute(
-        insert_ignoring_conflicts(session, table_of(OutboxRow)).values(
-            [
-                {
-                    "kind": kind,
-                    "person_id": person_id,
-                    "payload": payload or {},
-                    "dedupe_key": dedupe_key,
-                    "created_at": now,
-                    "available_at": now,
-                    "attempts": 0,
-                }
-                for kind, person_id, payload, dedupe_key in signals
-            ]
-        )
+        _insert_rows(dialect_name(session)), {"rows": json_rows(session.get_bind().dialect, table_of(OutboxRow), rows)}
+    )
+
+
+QUEUED = ("kind", "person_id", "payload", "dedupe_key", "created_at", "available_at", "attempts")
+
+
+@cache
+def _insert_rows(dialect: str):
+    table = table_of(OutboxRow)
+    return (
+        insert_for(dialect)(table)
+        .from_select(QUEUED, json_rows_select(dialect, table, QUEUED))
+        .on_conflict_do_nothing()
     )
 
 

@@ -85,7 +85,9 @@ def test_merging_n_anonymous_events_is_one_update(api, db, served):
             response = api.segment("identify", {"anonymousId": device, "traits": {"email": f"{device}@example.com"}})
         assert response.status_code == 200, response.text
         merges = [(sql, rows) for sql, rows in starting(seen, "UPDATE events") if "anonymous_id" in sql]
-        assert [rows for _, rows in merges] == [n + 1], merges  # the device's events and the identify itself
+        assert len(merges) == 1, merges
+        if db.engine.dialect.name == "postgresql":  # SQLite counts an UPDATE … RETURNING's rows as they are read
+            assert merges[0][1] == n + 1, merges  # the device's events and the identify itself
         counts[n] = len(seen)
         assert db.scalar("SELECT count(*) FROM events WHERE anonymous_id = :d AND person_id IS NULL", d=device) == 0
     assert counts[10] == counts[400], counts
@@ -157,9 +159,11 @@ def test_a_requests_identify_moments_are_one_statement_per_kind(api, db, served)
     assert [rows for _, rows in starting(seen, "INSERT INTO identifiers")] == [16], (
         listing
     )  # 5 × (user, email, device) + a phone
-    assert [rows for _, rows in starting(seen, "UPDATE events")] == [10], (
-        listing
-    )  # each device's view and each identify
+    assert len(starting(seen, "UPDATE events")) == 1, listing
+    given = db.scalar("SELECT count(*) FROM events WHERE message_id LIKE :m AND person_id IS NOT NULL", m=f"{run}-%")
+    assert given == 10  # each device's view and each identify
+    if db.engine.dialect.name == "postgresql":  # SQLite counts an UPDATE … RETURNING's rows as they are read
+        assert [rows for _, rows in starting(seen, "UPDATE events")] == [10], listing
     assert len(starting(seen, "SELECT i.kind")) == 1, listing  # the request's identifiers and their owners
     assert len(inserting_events(seen)) == 1 and len(starting(seen, "INSERT INTO outbox")) == 1
     assert len(seen) <= 12, listing
