@@ -418,7 +418,10 @@ def load(engine: Engine, shop: Shop) -> None:
             # The steady state autovacuum keeps a live table in: statistics and a visibility map
             # (without it no index-only scan is possible right after a bulk load).
             raw.driver_connection.autocommit = True
-            cursor.execute("VACUUM ANALYZE")
+            try:
+                cursor.execute("VACUUM ANALYZE")
+            finally:  # the connection goes back to the pool: the next user must get transactions again
+                raw.driver_connection.autocommit = False
     finally:
         raw.close()
 

@@ -26,6 +26,16 @@ WAITING_ADVISORY_LOCKS = (
 )
 
 
+# The names of the advisory locks waited for, among :s and :p (None for any other): pg_locks shows a
+# lock's 64-bit key as two 32-bit halves.
+WAITED_FOR = (
+    "SELECT n.name FROM pg_locks l LEFT JOIN (VALUES (:s), (:p)) AS n(name) "
+    "ON ((l.classid::bigint << 32) | l.objid::bigint) = hashtextextended(n.name, 0) "
+    "WHERE l.locktype = 'advisory' AND NOT l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
@@ -625,14 +635,16 @@ def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, d
     real_ingest = store.ingest._ingest
     monkeypatch.setattr(store.ingest, "_ingest", lambda *a: runs.append(1) or real_ingest(*a))
 
-    def waiting(count: int, run: int) -> None:
-        """Until `count` locks are waited for by the request's `run`th run (right after a commit the
-        first run's wait may still be counted before its second run starts)."""
+    def waiting(person: str, run: int) -> None:
+        """Until the request's `run`th run waits for `person`'s lock, and for nothing else (right after
+        a commit the first run's wait may still be seen before its second run starts)."""
         for _ in range(200):
-            if len(runs) == run and db.scalar(WAITING_ADVISORY_LOCKS) == count:
+            if len(runs) == run and db.rows(WAITED_FOR, **names) == [(f"person:{person}",)]:
                 return
             threading.Event().wait(0.05)
-        raise AssertionError(f"never saw {count} waiting lock(s) in run {run} (runs: {len(runs)})")
+        raise AssertionError(
+            f"run {run} never waited for {person} alone (runs: {len(runs)}): {db.rows(WAITED_FOR, **names)}"
+        )
 
     mover, holder = Session(db.engine), Session(db.engine)
     request.addfinalizer(mover.close)
@@ -642,13 +654,14 @@ def test_an_owner_that_moved_while_waiting_is_not_waited_for_out_of_order(api, d
     mover.execute(text("UPDATE identifiers SET person_id = :p WHERE value = 'moved-dev'"), {"p": primary})
     holder.begin()
     lock_up_front(holder, [("email", "p@example.com")])  # holds P
+    names = {"s": f"person:{secondary}", "p": f"person:{primary}"}
     with ThreadPoolExecutor(max_workers=1) as pool:
         late = pool.submit(
             send, api, "track", {"anonymousId": "moved-dev", "event": "Product Viewed", "messageId": "after-move"}
         )
-        waiting(1, run=1)  # the request waits for S, the owner it read
+        waiting(secondary, run=1)  # the request waits for S, the owner it read
         mover.commit()
-        waiting(1, run=2)  # its second run waits for P, in order
+        waiting(primary, run=2)  # its second run waits for P, in order
         holder.commit()
         late.result(timeout=10)
     assert person_of(db, "after-move") == primary

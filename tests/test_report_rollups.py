@@ -42,6 +42,10 @@ EVENTS, MESSAGES, LOG, IDENTIFIERS = (table_of(m) for m in (Event, Message, Jour
 def shop(db):
     generated = generate(30_000, 600, seed=7)
     load(db.engine, generated)
+    # The bulk load's pooled connection goes back as it came: left in autocommit, it once made a later
+    # test's transaction commit statement by statement.
+    with db.engine.connect() as conn:
+        assert not getattr(conn.connection.driver_connection, "autocommit", False)
     return generated
 
 
