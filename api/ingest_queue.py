@@ -44,6 +44,7 @@ class IngestQueue:
         self.run_in_pool = run_in_pool
         self.turns = anyio.CapacityLimiter(settings.ingest_threads if is_postgresql(engine) else 1)
         self.waiting: dict[tuple, list[_Waiting]] = {}
+        self.storing: set[asyncio.Task] = set()  # groups being stored (the loop keeps only weak references)
 
     async def ingest(
         self, settings: Settings, messages: list[Incoming], *, api: str, endpoint: str, rejected: list[Quarantined]
@@ -57,7 +58,10 @@ class IngestQueue:
             async with self.turns:
                 if not mine.taken:
                     # Shielded: should this request go away meanwhile, the others it took still get theirs.
-                    await asyncio.shield(asyncio.ensure_future(self._store(self._take(door), settings, api, endpoint)))
+                    group = asyncio.ensure_future(self._store(self._take(door), settings, api, endpoint))
+                    self.storing.add(group)
+                    group.add_done_callback(self.storing.discard)
+                    await asyncio.shield(group)
         return await mine.result
 
     def _take(self, door: tuple) -> list[_Waiting]:
