@@ -174,6 +174,14 @@ class Harness:
             "SELECT kind, reason, journey, step FROM journey_log WHERE person_id=:p ORDER BY id", p=person_id
         )
 
+    async def logged(self, person_id: str, timeout: float = 30.0) -> list:
+        """The person's journey-log lines once there are any: the hub's state shows a decision as
+        soon as it is made, its line is written by the activity that records it, a moment later."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (lines := self.log(person_id)) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        return lines
+
 
 async def record_branch_histories(client: Client, people: list[str], test_name: str, tag: str) -> list[Path]:
     """Write the history of each person's hub and of every journey it started (children read from the

@@ -89,7 +89,7 @@ async def test_unless_recent_buyers_keeps_a_buyer_out(shop):
     assert state.decisions[-1].route == "none"
     assert state.decisions[-1].reason.endswith("welcome not allowed: in segment recent_buyers")
     assert state.journey is None
-    assert shop.log(buyer) == [("decision", state.decisions[-1].reason, "none", None)]
+    assert await shop.logged(buyer) == [("decision", state.decisions[-1].reason, "none", None)]
     assert (await shop.journey_of(newcomer)).startswith("welcome-")  # the rule keeps out buyers only
     assert shop.rows("SELECT segment, person_id FROM segment_memberships WHERE left_at IS NULL") == [
         ("recent_buyers", buyer)
