@@ -27,7 +27,7 @@ from journeys import taxonomy
 from journeys.taxonomy import product_key
 from journeys.policy import Policy
 from store.catalogue_triggers import watching
-from store.dialect import dialect_name, insert_for, json_rows, json_rows_select
+from store.dialect import dialect_name, insert_for, json_rows, json_rows_insert
 from store.models import Product, iso, table_of, utcnow
 
 FEED_EVENTS = (taxonomy.PRODUCT_VIEWED, taxonomy.ADDED_TO_CART)
@@ -96,7 +96,7 @@ def upsert_from_events(session: Session, messages: Iterable) -> int:
     if not rows:
         return 0
     now = utcnow()
-    # One statement of a fixed text, the rows as one JSON parameter (store.dialect.json_rows_select):
+    # One statement of a fixed text, the rows as one JSON parameter (store.dialect.json_rows_insert):
     # a multi-row VALUES list was compiled anew for every request, an executemany bound every value.
     fed = [{**row, "in_stock": True, "recent_orders": 0, "source": "event", "updated_at": now} for row in rows]
     session.execute(
@@ -111,7 +111,7 @@ EVENT_FED = (*("sku", "variant"), *DESCRIPTIVE, "last_seen_at", "in_stock", "rec
 @cache
 def _event_upsert(dialect: str):
     table = table_of(Product)
-    stmt = insert_for(dialect)(table).from_select(EVENT_FED, json_rows_select(dialect, table, EVENT_FED))
+    stmt = json_rows_insert(dialect, table, EVENT_FED)
     new = stmt.excluded
     is_newer = or_(table.c.last_seen_at.is_(None), new.last_seen_at >= table.c.last_seen_at)
 

@@ -48,11 +48,12 @@ def among(bind: Bind, column: Any, values: Any) -> Any:
     return column.in_(select(listed.c.value))
 
 
-def json_rows_select(dialect: str, table: Table, columns: Sequence[str]) -> Any:
-    """A SELECT of `columns` over rows handed as one JSON array parameter, `:rows` (`json_rows`), in
-    their order: one statement of a fixed text however many rows, where a multi-row VALUES or an
-    `executemany` costs the driver and SQLAlchemy a bound parameter each. PostgreSQL reads each
-    element as the table's own row type; SQLite extracts the fields."""
+def json_rows_insert(dialect: str, table: Table, columns: Sequence[str]) -> Any:
+    """The dialect's INSERT of `columns` into `table` from rows handed as one JSON array parameter,
+    `:rows` (`json_rows`), in their order: one statement of a fixed text however many rows, where a
+    multi-row VALUES or an `executemany` costs the driver and SQLAlchemy a bound parameter each.
+    PostgreSQL reads each element as the table's own row type; SQLite extracts the fields. Add the
+    ON CONFLICT clause the caller needs."""
     if dialect == "postgresql":
         fields = ", ".join(f'r."{c}"' for c in columns)
         sql = (
@@ -63,11 +64,11 @@ def json_rows_select(dialect: str, table: Table, columns: Sequence[str]) -> Any:
         fields = ", ".join(f"json_extract(value, '$.{c}') AS \"{c}\"" for c in columns)
         sql = f"SELECT {fields} FROM json_each(:rows) WHERE true ORDER BY key"
     clause: TextClause = text(sql)
-    return clause.columns(*(table.c[c] for c in columns))
+    return insert_for(dialect)(table).from_select(columns, clause.columns(*(table.c[c] for c in columns)))
 
 
 def json_rows(dialect: Dialect, table: Table, rows: list[dict]) -> str:
-    """`rows` as the JSON text `json_rows_select` reads. On SQLite each value is first bound as
+    """`rows` as the JSON text `json_rows_insert` reads. On SQLite each value is first bound as
     SQLAlchemy would (dates become its stored text); PostgreSQL reads dates and JSON as they are."""
     if rows and dialect.name == "sqlite":
         columns = tuple(rows[0])

@@ -25,7 +25,7 @@ from sqlmodel import Session, col, select
 
 from store.db import reading, transaction
 from journeys.wakeups import PRIORITY
-from store.dialect import dialect_name, insert_for, is_postgresql, json_rows, json_rows_select
+from store.dialect import dialect_name, is_postgresql, json_rows, json_rows_insert
 from store.models import JourneyRun, OutboxRow, as_utc, table_of, utcnow
 
 LEASE = timedelta(seconds=60)
@@ -72,12 +72,7 @@ QUEUED = ("kind", "person_id", "payload", "dedupe_key", "created_at", "available
 
 @cache
 def _insert_rows(dialect: str):
-    table = table_of(OutboxRow)
-    return (
-        insert_for(dialect)(table)
-        .from_select(QUEUED, json_rows_select(dialect, table, QUEUED))
-        .on_conflict_do_nothing()
-    )
+    return json_rows_insert(dialect, table_of(OutboxRow), QUEUED).on_conflict_do_nothing()
 
 
 @dataclass
