@@ -122,9 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             upgrade(engine)
         app.state.engine = engine
         app.state.ingest_limiter = anyio.CapacityLimiter(settings.ingest_threads)
-        app.state.ingest_queue = IngestQueue(
-            engine, settings, lambda work: anyio.to_thread.run_sync(work, limiter=app.state.ingest_limiter)
-        )
+        app.state.ingest_queue = IngestQueue(engine, settings, app.state.ingest_limiter)
         stop = asyncio.Event()
         task = None
         if settings.dispatch:

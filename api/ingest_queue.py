@@ -12,7 +12,6 @@ once. Should a group fail, each of its requests is stored alone, so a bad one fa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -37,11 +36,12 @@ class _Waiting:
 
 class IngestQueue:
     """One per app. Groups are stored one at a time on SQLite (its one writer) and up to
-    `ingest_threads` at once on PostgreSQL, on the API's ingest pool (`run_in_pool`)."""
+    `ingest_threads` at once on PostgreSQL, on the API's ingest pool (`pool`, the limiter the front
+    doors' other store calls share: `api.deps.in_ingest_pool`)."""
 
-    def __init__(self, engine: Engine, settings: Settings, run_in_pool: Callable) -> None:
+    def __init__(self, engine: Engine, settings: Settings, pool: anyio.CapacityLimiter) -> None:
         self.engine = engine
-        self.run_in_pool = run_in_pool
+        self.pool = pool
         self.turns = anyio.CapacityLimiter(settings.ingest_threads if is_postgresql(engine) else 1)
         self.waiting: dict[tuple, list[_Waiting]] = {}
         self.storing: set[asyncio.Task] = set()  # groups being stored (the loop keeps only weak references)
@@ -81,8 +81,9 @@ class IngestQueue:
         return group
 
     async def _store(self, group: list[_Waiting], settings: Settings, api: str, endpoint: str) -> None:
-        def store(messages: list[Incoming], rejected: list[Quarantined]) -> IngestResult:
-            return ingest(
+        async def store(messages: list[Incoming], rejected: list[Quarantined]) -> IngestResult:
+            work = partial(
+                ingest,
                 self.engine,
                 messages,
                 settings.policy,
@@ -92,15 +93,13 @@ class IngestQueue:
                 phone_region=settings.default_phone_region,
                 guards=Guards.from_settings(settings),
             )
+            return await anyio.to_thread.run_sync(work, limiter=self.pool)
 
         if len(group) > 1:
             try:
-                together = await self.run_in_pool(
-                    partial(
-                        store,
-                        [m for waiting in group for m in waiting.messages],
-                        [r for waiting in group for r in waiting.rejected],
-                    )
+                together = await store(
+                    [m for waiting in group for m in waiting.messages],
+                    [r for waiting in group for r in waiting.rejected],
                 )
             except Exception:  # noqa: BLE001 — each is stored alone below, and fails alone if it must
                 pass
@@ -110,7 +109,7 @@ class IngestQueue:
                 return
         for waiting in group:
             try:
-                waiting.result.set_result(await self.run_in_pool(partial(store, waiting.messages, waiting.rejected)))
+                waiting.result.set_result(await store(waiting.messages, waiting.rejected))
             except Exception as exc:  # noqa: BLE001 — raised in that request's own handler
                 waiting.result.set_exception(exc)
 
